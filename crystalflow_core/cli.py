@@ -1,0 +1,107 @@
+"""`crystalflow` command line: run any stage without Snakemake, with the same defaults and paths.
+
+Examples:
+  crystalflow prepare --config config/quick.yaml --dataset mp_20 --split val
+  crystalflow train   --config config/quick.yaml --run mp20_csp
+  crystalflow sample  --config config/quick.yaml --run mp20_csp --steps 50
+  crystalflow relax   --config config/quick.yaml --run mp20_dng --steps 50
+  crystalflow metrics --config config/quick.yaml --run mp20_csp --steps 50
+  crystalflow dft     --config config/quick.yaml --run mp20_dng --steps 50
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import config as cfgmod
+from . import stages
+
+
+def _paths(cfg, run_name, steps=None):
+    r = cfg["results"]
+    run = cfg["runs"][run_name]
+    d = lambda split: f"{r}/data/{run['dataset']}/{split}.pt"  # noqa: E731
+    base = f"{r}/runs/{run_name}"
+    return {
+        "train": d(run["train_split"]), "val": d(run["val_split"]) if run["val_split"] else None,
+        "test": d(run["test_split"]), "ckpt": f"{base}/model.ckpt", "workdir": f"{base}/lightning",
+        "samples": f"{base}/s{steps}/samples.jsonl", "relax": f"{base}/s{steps}/relax/shard0.jsonl",
+        "stability": f"{base}/s{steps}/stability.csv", "metrics": f"{base}/s{steps}/metrics.csv",
+        "vasp": f"{base}/s{steps}/vasp", "novelty": [d(s) for s in run["novelty_splits"]],
+        "fingerprints": f"{r}/data/{run['dataset']}/{run['test_split']}_fingerprints_{cfg['metrics']['fingerprint_limit'] or 'all'}.npz",
+    }
+
+
+def _ensure_data(cfg, run_name, workers):
+    run = cfg["runs"][run_name]
+    for split in {run["train_split"], run["val_split"], run["test_split"], *run["novelty_splits"]} - {None}:
+        out = f"{cfg['results']}/data/{run['dataset']}/{split}.pt"
+        stages.prepare(cfg, run["dataset"], split, out, workers)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="crystalflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="stage", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default="config/config.yaml", help="config file (default: %(default)s)")
+    common.add_argument("--threads", type=int, default=0, help="worker processes (0: all cores)")
+    common.add_argument("--log", default=None, help="also write the log to this file")
+    sp = sub.add_parser("prepare", parents=[common], help="CSV of CIFs -> cached tensors")
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--split", required=True)
+    sp.add_argument("--out", default=None)
+    for name, helptext in [("train", "train a run"), ("sample", "sample from a trained run"),
+                           ("relax", "CHGNet-relax DNG samples"), ("metrics", "metrics of a run"),
+                           ("dft", "VASP inputs for stable relaxed samples")]:
+        s = sub.add_parser(name, parents=[common], help=helptext)
+        s.add_argument("--run", required=True)
+        if name != "train":
+            s.add_argument("--steps", type=int, default=None, help="integration steps (default: first in config)")
+    a = p.parse_args(argv)
+    stages.setup_logging(a.log)
+    try:
+        cfg = cfgmod.load(a.config)
+    except (cfgmod.ConfigError, FileNotFoundError) as exc:
+        sys.exit(str(exc))
+    if a.stage == "prepare":
+        out = a.out or f"{cfg['results']}/data/{a.dataset}/{a.split}.pt"
+        stages.prepare(cfg, a.dataset, a.split, out, a.threads)
+        return
+    if a.run not in cfg["runs"]:
+        sys.exit(f"unknown run '{a.run}'; runs in {a.config}: {', '.join(cfg['runs'])}")
+    run = cfg["runs"][a.run]
+    steps = getattr(a, "steps", None) or run["sample"]["steps"][0]
+    P = _paths(cfg, a.run, steps)
+    if a.stage == "train":
+        _ensure_data(cfg, a.run, a.threads)
+        stages.train(run, P["train"], P["val"], P["ckpt"], P["workdir"])
+    elif a.stage == "sample":
+        _ensure_data(cfg, a.run, a.threads)
+        shards = run["sample"]["shards"]
+        parts = [f"{Path(P['samples']).parent}/samples/shard{i}.jsonl" for i in range(shards)]
+        for i, part in enumerate(parts):
+            if not Path(part).exists():
+                stages.sample(run, P["ckpt"], P["test"], steps, i, shards, part)
+        stages.gather(parts, P["samples"])
+    elif a.stage == "relax":
+        stages.relax(run, P["samples"], 0, 1, P["relax"], a.threads or run["relax"]["workers"] or 1)
+    elif a.stage == "metrics":
+        if run["task"] == "csp":
+            stages.csp_metrics(cfg, a.run, run, P["samples"], P["test"], steps, P["metrics"], a.threads)
+        else:
+            if not Path(P["fingerprints"]).exists():
+                stages.test_fingerprints(P["test"], P["fingerprints"], cfg["metrics"]["fingerprint_limit"], a.threads)
+            stab = None
+            if run["relax"]["enabled"] and Path(P["relax"]).exists():
+                stages.stability(cfg, run, P["samples"], [P["relax"]], P["novelty"], P["stability"])
+                stab = P["stability"]
+            stages.dng_metrics(cfg, a.run, run, P["samples"], P["test"], P["fingerprints"], stab, steps,
+                               P["metrics"], a.threads)
+        print(Path(P["metrics"]).read_text())
+    elif a.stage == "dft":
+        stages.dft(run, [P["relax"]], P["stability"], P["vasp"], f"{P['vasp']}/manifest.csv")
+
+
+if __name__ == "__main__":
+    main()

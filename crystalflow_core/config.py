@@ -1,0 +1,121 @@
+"""Configuration: load, fill defaults from config/schema.yaml, validate, and check cross-references.
+
+Errors are raised as ConfigError with one line naming the key and the allowed values.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+_PACKAGED_SCHEMA = Path(__file__).resolve().parent / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_schema() -> dict:
+    path = SCHEMA_PATH if SCHEMA_PATH.exists() else _PACKAGED_SCHEMA
+    return yaml.safe_load(path.read_text())
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    while "$ref" in node:
+        ref = node["$ref"].lstrip("#/").split("/")
+        node = schema
+        for part in ref:
+            node = node[part]
+    return node
+
+
+def _fill_defaults(schema: dict, node: dict, value):
+    node = _resolve(schema, node)
+    if not isinstance(value, dict):
+        return value
+    for key, sub in node.get("properties", {}).items():
+        sub_r = _resolve(schema, sub)
+        if key not in value and "default" in sub_r:
+            value[key] = copy.deepcopy(sub_r["default"])
+        if key in value:
+            value[key] = _fill_defaults(schema, sub_r, value[key])
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in value:
+            if key not in node.get("properties", {}):
+                value[key] = _fill_defaults(schema, extra, value[key])
+    return value
+
+
+def _one_line(err, schema) -> str:
+    path = "/".join(str(p) for p in err.absolute_path) or "<top level>"
+    msg = err.message
+    if err.validator == "additionalProperties":
+        allowed = sorted(_resolve(schema, err.schema).get("properties", {}))
+        msg += f"; allowed keys: {', '.join(allowed)}"
+    return f"config error at '{path}': {msg}"
+
+
+def validate(config: dict, mirror_check: bool = True) -> dict:
+    """Return a copy of `config` with defaults filled in; raise ConfigError on the first problem."""
+    import jsonschema
+
+    schema = load_schema()
+    cfg = _fill_defaults(schema, schema, copy.deepcopy(config))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_one_line(errors[0], schema))
+    datasets = cfg["datasets"]
+    for name, run in cfg["runs"].items():
+        ds = run["dataset"]
+        if ds not in datasets:
+            raise ConfigError(f"config error at 'runs/{name}/dataset': '{ds}' is not a dataset; allowed: {', '.join(datasets)}")
+        splits = datasets[ds]["splits"]
+        for key in ("train_split", "val_split", "test_split"):
+            sp = run[key]
+            if sp is not None and sp not in splits:
+                raise ConfigError(f"config error at 'runs/{name}/{key}': '{sp}' is not a split of {ds}; allowed: {', '.join(splits)}")
+        for c in run["conditions"]:
+            if c not in datasets[ds]["conditions"]:
+                raise ConfigError(f"config error at 'runs/{name}/conditions': '{c}' is not a condition column of {ds}; allowed: {', '.join(datasets[ds]['conditions']) or 'none'}")
+        if run["conditions"] and not run["sample"]["targets"]:
+            raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional run needs targets")
+    for t in cfg["targets"]:
+        if t not in cfg["runs"]:
+            raise ConfigError(f"config error at 'targets': '{t}' is not a run; allowed: {', '.join(cfg['runs'])}")
+    if mirror_check:
+        for dname, ds in datasets.items():
+            for sname, sp in ds["splits"].items():
+                used = any(r["dataset"] == dname and sname in (r["train_split"], r["val_split"], r["test_split"])
+                           for r in cfg["runs"].values())
+                in_mirror = cfg["data_mirror"] and (Path(cfg["data_mirror"]) / sp["file"]).exists()
+                if used and not in_mirror and not sp.get("url"):
+                    raise ConfigError(f"config error at 'datasets/{dname}/splits/{sname}/file': {sp['file']} is not in data_mirror ({cfg['data_mirror']}) and no url is set")
+    return cfg
+
+
+def load(path, overrides: dict | None = None) -> dict:
+    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    if overrides:
+        cfg = deep_update(cfg, overrides)
+    return validate(cfg)
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def dataset_tag(name: str) -> str:
+    """mp_20 -> mp20 (the prefix of results/{tag}_{task}_metrics.csv)."""
+    return name.replace("_", "")
+
+
+def anneal_for(run: dict) -> float:
+    a = run["sample"]["anneal"]
+    return (5.0 if run["task"] == "csp" else 0.0) if a is None else float(a)

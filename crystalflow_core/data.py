@@ -1,0 +1,284 @@
+"""Dataset preparation: CSV(.gz) of CIFs -> Niggli-reduced tensors cached per split.
+
+Each split cache (a torch file) holds concatenated atom types and fractional coordinates,
+per-crystal lattices and k vectors, atom counts, ids, condition columns, the atom-count histogram
+and the condition scalers (mean/std) that training and sampling reuse. Rows that cannot be used
+are skipped and listed with their reason in ``rejected.csv`` beside the cache.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import math
+import multiprocessing as mp
+import shutil
+import time
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .elements import MAX_Z, is_supported
+from .io import atomic_path, git_blob_id, sha256_file
+from .lattice import lattice_to_k
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 2
+
+
+class DataError(RuntimeError):
+    """A dataset file is missing, corrupt, or leaves nothing usable."""
+
+
+# ----------------------------------------------------------------------------- sources
+@dataclass
+class SplitSource:
+    dataset: str
+    split: str
+    file: str  # path relative to the mirror folder, e.g. "mp_20/val.csv.gz"
+    url: str | None = None
+    sha256: str | None = None  # of the mirror/downloaded file as stored
+    git_blob: str | None = None  # upstream git blob id of the uncompressed CSV
+
+
+def resolve_source(src: SplitSource, mirror: str | None, download_dir: str | Path) -> Path:
+    """Return a verified local path for one split: the mirror first, else download from `url`."""
+    if mirror:
+        cand = Path(mirror) / src.file
+        if cand.exists():
+            if src.sha256:
+                got = sha256_file(cand)
+                if got != src.sha256:
+                    raise DataError(
+                        f"checksum mismatch for {cand}: expected sha256 {src.sha256}, got {got}"
+                    )
+            return cand
+    if not src.url:
+        raise DataError(
+            f"{src.dataset}/{src.split}: not in the mirror ({mirror}/{src.file}) and no url configured"
+        )
+    dest = Path(download_dir) / src.dataset / Path(src.url).name
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        log.info("downloading %s -> %s", src.url, dest)
+        try:
+            with urllib.request.urlopen(src.url, timeout=120) as resp, atomic_path(dest) as tmp:
+                with open(tmp, "wb") as fh:
+                    shutil.copyfileobj(resp, fh)
+        except OSError as exc:
+            raise DataError(f"{src.dataset}/{src.split}: download of {src.url} failed: {exc}") from exc
+    data = dest.read_bytes()
+    if dest.suffix == ".gz":
+        data = gzip.decompress(data)
+    if src.git_blob:
+        got = git_blob_id(data)
+        if got != src.git_blob:
+            raise DataError(f"checksum mismatch for {dest}: expected git blob {src.git_blob}, got {got}")
+    if src.sha256 and not src.git_blob:
+        got = sha256_file(dest)
+        if got != src.sha256:
+            raise DataError(f"checksum mismatch for {dest}: expected sha256 {src.sha256}, got {got}")
+    return dest
+
+
+# ----------------------------------------------------------------------------- parsing
+def read_table(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        df = pd.read_csv(path, compression="infer")
+    except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot be read as CSV ({type(exc).__name__}: {exc})") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: file is empty") from exc
+    if df.columns[0].startswith("Unnamed"):
+        df = df.drop(columns=df.columns[0])
+    return df
+
+
+def parse_cif(cif: str, niggli: bool = True):
+    """CIF text -> (Z, frac, lattice) of the Niggli-reduced cell, or raise ValueError with a reason."""
+    from pymatgen.core import Structure
+
+    if not isinstance(cif, str) or not cif.strip():
+        raise ValueError("empty CIF")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            s = Structure.from_str(cif, fmt="cif")
+        except Exception as exc:  # pymatgen raises many kinds
+            raise ValueError(f"unparseable CIF: {type(exc).__name__}: {str(exc)[:120]}") from None
+    if not s.is_ordered:
+        raise ValueError("disordered or partially occupied site")
+    lat = s.lattice.matrix
+    if not np.all(np.isfinite(lat)) or s.volume <= 1e-3 or not math.isfinite(s.volume):
+        raise ValueError("NaN or zero-volume lattice")
+    zs = []
+    for site in s:
+        sp = site.specie
+        z = getattr(sp, "Z", None)
+        if z is None or not is_supported(int(z)):
+            raise ValueError(f"element {sp} not in the type encoding (Z 1..{MAX_Z})")
+        zs.append(int(z))
+    if niggli:
+        try:
+            s = s.get_reduced_structure("niggli")
+        except Exception as exc:
+            raise ValueError(f"Niggli reduction failed: {exc}") from None
+        zs = [int(site.specie.Z) for site in s]
+    frac = np.mod(s.frac_coords, 1.0)
+    return np.asarray(zs, np.int64), frac.astype(np.float64), s.lattice.matrix.astype(np.float64)
+
+
+def _parse_row(args):
+    idx, cif, niggli = args
+    try:
+        z, frac, lat = parse_cif(cif, niggli)
+        k = lattice_to_k(lat)
+        if not np.all(np.isfinite(k)):
+            raise ValueError("non-finite lattice parameters")
+        return idx, (z, frac, lat, k), None
+    except ValueError as exc:
+        return idx, None, str(exc)
+
+
+@dataclass
+class PrepareSettings:
+    id_column: str = "material_id"
+    cif_column: str = "cif"
+    conditions: list[str] = field(default_factory=list)
+    niggli: bool = True
+    max_rows: int | None = None
+    workers: int = 0  # 0 = all cores
+
+
+def prepare_split(
+    csv_path: str | Path, out_path: str | Path, settings: PrepareSettings, force: bool = False
+) -> dict:
+    """Parse one split and write the cache (atomically) plus rejected.csv beside it.
+
+    Returns the cache dict. When `out_path` exists and was built from the same source file
+    and settings, it is loaded instead of parsed again (use `force` to rebuild).
+    """
+    csv_path, out_path = Path(csv_path), Path(out_path)
+    src_sum = sha256_file(csv_path) if csv_path.exists() else None
+    if src_sum is None:
+        raise DataError(f"{csv_path}: file not found")
+    fingerprint = {"source_sha256": src_sum, "settings": settings.__dict__, "format": CACHE_FORMAT}
+    if out_path.exists() and not force:
+        try:
+            cached = torch.load(out_path, weights_only=False)
+            if cached.get("fingerprint") == fingerprint:
+                log.info("%s is up to date with %s; not parsing again", out_path, csv_path)
+                return cached
+        except Exception:
+            log.warning("%s unreadable; rebuilding", out_path)
+
+    t0 = time.time()
+    df = read_table(csv_path)
+    for col in [settings.id_column, settings.cif_column, *settings.conditions]:
+        if col not in df.columns:
+            raise DataError(f"{csv_path}: missing column '{col}' (has: {', '.join(df.columns)})")
+    if settings.max_rows:
+        df = df.iloc[: settings.max_rows]
+    if len(df) == 0:
+        raise DataError(f"{csv_path}: no rows")
+
+    rejected: list[dict] = []
+    ids = df[settings.id_column].astype(str).tolist()
+    dup = pd.Series(ids).duplicated(keep="first").to_numpy()
+    cond = df[settings.conditions].to_numpy(dtype=np.float64) if settings.conditions else np.zeros((len(df), 0))
+    jobs = []
+    for i, (cif, is_dup) in enumerate(zip(df[settings.cif_column].tolist(), dup)):
+        if is_dup:
+            rejected.append({"row": i, "id": ids[i], "reason": "duplicate id"})
+        elif settings.conditions and not np.all(np.isfinite(cond[i])):
+            rejected.append({"row": i, "id": ids[i], "reason": "missing condition value"})
+        else:
+            jobs.append((i, cif, settings.niggli))
+
+    workers = settings.workers or mp.cpu_count()
+    results = {}
+    if workers > 1 and len(jobs) > 200:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for idx, ok, err in pool.imap_unordered(_parse_row, jobs, chunksize=64):
+                results[idx] = (ok, err)
+    else:
+        for job in jobs:
+            idx, ok, err = _parse_row(job)
+            results[idx] = (ok, err)
+
+    keep = []
+    for i in sorted(results):
+        ok, err = results[i]
+        if ok is None:
+            rejected.append({"row": i, "id": ids[i], "reason": err})
+        else:
+            keep.append(i)
+    rejected.sort(key=lambda r: r["row"])
+    rej_path = out_path.parent / f"{out_path.stem}_rejected.csv"
+    with atomic_path(rej_path) as tmp:
+        pd.DataFrame(rejected, columns=["row", "id", "reason"]).to_csv(tmp, index=False)
+    if not keep:
+        raise DataError(f"{csv_path}: no usable rows ({len(rejected)} rejected, see {rej_path})")
+
+    zs = [results[i][0][0] for i in keep]
+    num_atoms = torch.tensor([len(z) for z in zs], dtype=torch.long)
+    cache = {
+        "ids": [ids[i] for i in keep],
+        "rows": torch.tensor(keep, dtype=torch.long),
+        "atom_types": torch.from_numpy(np.concatenate(zs)),
+        "frac_coords": torch.from_numpy(np.concatenate([results[i][0][1] for i in keep])).float(),
+        "lattices": torch.from_numpy(np.stack([results[i][0][2] for i in keep])),
+        "k": torch.from_numpy(np.stack([results[i][0][3] for i in keep])).float(),
+        "num_atoms": num_atoms,
+        "conditions": {c: torch.from_numpy(cond[keep, j]).float() for j, c in enumerate(settings.conditions)},
+        "condition_scalers": {
+            c: (float(cond[keep, j].mean()), float(cond[keep, j].std() or 1.0))
+            for j, c in enumerate(settings.conditions)
+        },
+        "atom_count_hist": torch.bincount(num_atoms, minlength=int(num_atoms.max()) + 1),
+        "n_rejected": len(rejected),
+        "fingerprint": fingerprint,
+    }
+    with atomic_path(out_path) as tmp:
+        torch.save(cache, tmp)
+    log.info(
+        "%s: %d crystals kept, %d rejected, %.1f s -> %s",
+        csv_path, len(keep), len(rejected), time.time() - t0, out_path,
+    )
+    return cache
+
+
+def load_cache(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: cache not found (run the prepare step first)")
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as exc:
+        raise DataError(f"{path}: corrupt cache ({exc}); delete it and prepare again") from exc
+
+
+def cache_structures(cache: dict, indices=None):
+    """Rebuild pymatgen Structures from a cache (original Niggli cells)."""
+    from pymatgen.core import Lattice, Structure
+
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), cache["num_atoms"].cumsum(0)])
+    idx = range(len(cache["ids"])) if indices is None else indices
+    out = []
+    for i in idx:
+        a, b = int(offsets[i]), int(offsets[i + 1])
+        out.append(
+            Structure(
+                Lattice(cache["lattices"][i].numpy()),
+                cache["atom_types"][a:b].tolist(),
+                cache["frac_coords"][a:b].double().numpy(),
+            )
+        )
+    return out

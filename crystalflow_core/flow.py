@@ -1,0 +1,77 @@
+"""Conditional flow matching (I-CFM / rectified flow, sigma = 0) on lattice k, torus F and types A."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .lattice import K_PRIOR_MEAN
+
+
+def wrap(x: torch.Tensor) -> torch.Tensor:
+    """w(x) = x - floor(x), into [0, 1)."""
+    return x - torch.floor(x)
+
+
+def torus_velocity(f0: torch.Tensor, f1: torch.Tensor) -> torch.Tensor:
+    """Shortest-way displacement on the unit torus: w(F1 - F0 - 0.5) - 0.5, in [-0.5, 0.5)."""
+    return wrap(f1 - f0 - 0.5) - 0.5
+
+
+def sample_k_prior(b: int, sigma: float = 0.1, generator=None, device=None, dtype=torch.float32):
+    mu = torch.tensor(K_PRIOR_MEAN, device=device, dtype=dtype)
+    return mu + sigma * torch.randn(b, 6, generator=generator, device=device, dtype=dtype)
+
+
+@dataclass
+class FlowTargets:
+    t: torch.Tensor  # (B,)
+    k_t: torch.Tensor
+    f_t: torch.Tensor
+    a_t: torch.Tensor | None
+    u_k: torch.Tensor
+    u_f: torch.Tensor
+    u_a: torch.Tensor | None
+
+
+def interpolate(
+    k1: torch.Tensor,
+    f1: torch.Tensor,
+    node_crystal: torch.Tensor,
+    a1: torch.Tensor | None = None,
+    t: torch.Tensor | None = None,
+    k_sigma: float = 0.1,
+    generator=None,
+) -> FlowTargets:
+    """Draw priors and t, return the point on each path and its target velocity."""
+    b = k1.shape[0]
+    dev, dt = k1.device, k1.dtype
+    if t is None:
+        t = torch.rand(b, generator=generator, device=dev, dtype=dt)
+    k0 = sample_k_prior(b, k_sigma, generator, dev, dt)
+    f0 = torch.rand(f1.shape, generator=generator, device=dev, dtype=f1.dtype)
+    tn = t[node_crystal][:, None]
+    u_k = k1 - k0
+    u_f = torus_velocity(f0, f1)
+    k_t = k0 + t[:, None] * u_k
+    f_t = wrap(f0 + tn * u_f)
+    a_t = u_a = None
+    if a1 is not None:
+        a0 = torch.randn(a1.shape, generator=generator, device=dev, dtype=a1.dtype)
+        u_a = a1 - a0
+        a_t = a0 + tn * u_a
+    return FlowTargets(t, k_t, f_t, a_t, u_k, u_f, u_a)
+
+
+def flow_loss(pred, tgt: FlowTargets, weights=(1.0, 10.0, 10.0)) -> dict[str, torch.Tensor]:
+    v_k, v_f, v_a = pred
+    out = {
+        "loss_k": torch.mean((v_k - tgt.u_k) ** 2),
+        "loss_f": torch.mean((v_f - tgt.u_f) ** 2),
+    }
+    total = weights[0] * out["loss_k"] + weights[1] * out["loss_f"]
+    if v_a is not None and tgt.u_a is not None:
+        out["loss_a"] = torch.mean((v_a - tgt.u_a) ** 2)
+        total = total + weights[2] * out["loss_a"]
+    out["loss"] = total
+    return out

@@ -1,0 +1,147 @@
+"""Convex-hull references and energies above hull.
+
+Two references:
+* ``matbench``: the Matbench Discovery MP 2023-02-07 patched phase diagram (downloaded with a
+  checksum where a network exists, or read from a given path);
+* ``local`` (offline): a hull of the DFT formation energies in the data mirror (MP-20
+  train+val+test, MPTS-52), with the MP elemental references at zero formation energy.
+CHGNet energies get the MP2020 corrections (as Matbench Discovery does) and are turned into formation
+energies with the MP elemental reference entries, so both sides of the hull are MP2020-consistent.
+Elements missing from the reference are reported, not fatal.
+"""
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import logging
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+MATBENCH_PPD_SHA256 = None  # figshare serves the same bytes; a user may pin the sum in config
+
+
+def load_elemental_refs(path) -> dict:
+    """{element symbol: corrected energy per atom (eV)} from MP's elemental reference entries."""
+    from pymatgen.entries.computed_entries import ComputedEntry
+
+    with gzip.open(path, "rt") as fh:
+        data = json.load(fh)
+    items = data.values() if isinstance(data, dict) else data
+    refs = {}
+    for d in items:
+        e = ComputedEntry.from_dict(d)
+        el = e.composition.elements[0].symbol
+        refs[el] = e.energy_per_atom
+    return refs
+
+
+_FORMULA_SUM = re.compile(r"_chemical_formula_sum\s+'?([^'\n]+)'?")
+
+
+def _formula_from_row(row) -> str | None:
+    for key in ("formula", "pretty_formula"):
+        if key in row and isinstance(row[key], str):
+            return row[key]
+    cif = row.get("cif")
+    if isinstance(cif, str):
+        m = _FORMULA_SUM.search(cif)
+        if m:
+            return m.group(1)
+    return None
+
+
+class LocalHull:
+    """Hull of formation energies per chemical system, built lazily per queried system."""
+
+    def __init__(self, entries: list[tuple[str, float]]):
+        from pymatgen.core import Composition
+
+        self.by_system: dict[frozenset, list[tuple[dict, float]]] = {}
+        for formula, ef in entries:
+            comp = Composition(formula).fractional_composition
+            key = frozenset(el.symbol for el in comp.elements)
+            self.by_system.setdefault(key, []).append(({el.symbol: amt for el, amt in comp.items()}, float(ef)))
+        self.elements = set().union(*self.by_system) if self.by_system else set()
+
+    @classmethod
+    def from_csvs(cls, paths: list[str | Path]) -> "LocalHull":
+        entries = []
+        for p in paths:
+            df = pd.read_csv(p)
+            for _, row in df.iterrows():
+                f = _formula_from_row(row)
+                if f is not None and np.isfinite(row.get("formation_energy_per_atom", np.nan)):
+                    entries.append((f, row["formation_energy_per_atom"]))
+        log.info("local hull: %d formation energies from %d files", len(entries), len(paths))
+        return cls(entries)
+
+    @lru_cache(maxsize=4096)
+    def _pd(self, system: frozenset):
+        from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+        from pymatgen.core import Composition
+
+        entries = [PDEntry(Composition({el: 1}), 0.0) for el in system]
+        for r in range(1, len(system) + 1):
+            for sub in itertools.combinations(sorted(system), r):
+                for comp, ef in self.by_system.get(frozenset(sub), []):
+                    entries.append(PDEntry(Composition(comp), ef))
+        return PhaseDiagram(entries)
+
+    def e_above_hull(self, composition, e_form_per_atom: float) -> float:
+        """Energy above hull (eV/atom, negative below the hull) of a formation energy."""
+        from pymatgen.analysis.phase_diagram import PDEntry
+
+        comp = composition.fractional_composition
+        system = frozenset(el.symbol for el in comp.elements)
+        missing = system - self.elements
+        if missing:
+            raise KeyError(f"elements not in the hull reference: {', '.join(sorted(missing))}")
+        pd_ = self._pd(system)
+        entry = PDEntry(comp, e_form_per_atom)
+        return float(pd_.get_e_above_hull(entry, allow_negative=True))
+
+
+class MatbenchHull:
+    """Matbench Discovery's MP patched phase diagram (absolute MP2020-corrected energies)."""
+
+    def __init__(self, path):
+        import pickle
+
+        with gzip.open(path, "rb") as fh:
+            self.ppd = pickle.load(fh)
+        self.elements = {el.symbol for el in self.ppd.elements}
+
+    def e_above_hull_total(self, entry) -> float:
+        return float(self.ppd.get_e_above_hull(entry, allow_negative=True))
+
+
+def mp2020_corrected_energy(structure, energy_total: float) -> float:
+    """Apply MP2020 corrections to a CHGNet total energy (GGA+U parameters where MP uses them)."""
+    from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    u_els = {"Co", "Cr", "Fe", "Mn", "Mo", "Ni", "V", "W"}
+    syms = {el.symbol for el in structure.composition.elements}
+    plus_u = bool(syms & {"O", "F"}) and bool(syms & u_els)
+    hubbards = {"Co": 3.32, "Cr": 3.7, "Fe": 5.3, "Mn": 3.9, "Mo": 4.38, "Ni": 6.2, "V": 3.25, "W": 6.2}
+    params = {"run_type": "GGA+U" if plus_u else "GGA", "is_hubbard": plus_u,
+              "hubbards": {el: hubbards[el] for el in syms & u_els} if plus_u else {}}
+    entry = ComputedStructureEntry(structure, energy_total, parameters=params)
+    compat = MaterialsProject2020Compatibility(check_potcar=False)
+    processed = compat.process_entry(entry, clean=True)
+    return (processed or entry).energy
+
+
+def formation_energy_per_atom(structure, corrected_total: float, refs: dict) -> float:
+    comp = structure.composition
+    missing = [el.symbol for el in comp.elements if el.symbol not in refs]
+    if missing:
+        raise KeyError(f"no elemental reference for {', '.join(missing)}")
+    e_ref = sum(amt * refs[el.symbol] for el, amt in comp.items())
+    return (corrected_total - e_ref) / comp.num_atoms

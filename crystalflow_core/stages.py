@@ -1,0 +1,304 @@
+"""One function per workflow stage. Snakemake scripts and the CLI both call these."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import config as cfgmod
+from .io import atomic_path, read_jsonl, write_jsonl_atomic, write_text_atomic
+
+log = logging.getLogger("crystalflow")
+
+
+def setup_logging(log_file: str | None = None, level=logging.INFO):
+    handlers = [logging.StreamHandler()]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+
+
+# ----------------------------------------------------------------------------- data
+def prepare(cfg: dict, dataset: str, split: str, out: str, workers: int = 0) -> dict:
+    from .data import PrepareSettings, SplitSource, prepare_split, resolve_source
+
+    ds = cfg["datasets"][dataset]
+    sp = ds["splits"][split]
+    src = SplitSource(dataset, split, sp["file"], sp.get("url"), sp.get("sha256"), sp.get("git_blob"))
+    path = resolve_source(src, cfg.get("data_mirror"), cfg.get("download_dir", "results/downloads"))
+    settings = PrepareSettings(ds["id_column"], ds["cif_column"], list(ds["conditions"]), True,
+                               ds.get("max_rows"), workers)
+    return prepare_split(path, out, settings)
+
+
+# ----------------------------------------------------------------------------- train
+def train(run: dict, train_pt: str, val_pt: str | None, out_ckpt: str, workdir: str):
+    from .training import train as _train
+
+    return _train(run, train_pt, val_pt, out_ckpt, workdir)
+
+
+# ----------------------------------------------------------------------------- sample
+def sample_items(run: dict, module, test_pt: str | None) -> list[dict]:
+    from .data import load_cache
+    from .sampling import csp_items, dng_items
+
+    s = run["sample"]
+    if run["task"] == "csp":
+        items = csp_items(load_cache(test_pt), max(s["k"]), s["test_limit"])
+        for it in items:
+            it["id"] = f"{it['target_id']}#{it['candidate']}"
+        return items
+    hist = module.hparams.atom_count_hist
+    conds = run["conditions"]
+    targets = s["targets"] if conds else [None]
+    items = []
+    for ti, target in enumerate(targets):
+        cond = {conds[0]: float(target)} if conds else None
+        for it in dng_items(hist, s["num_samples"], s["seed"] + ti, cond):
+            it["id"] = f"t{ti}-{it['sample_index']}" if conds else f"s{it['sample_index']}"
+            if conds:
+                it["target"] = float(target)
+            items.append(it)
+    return items
+
+
+def sample(run: dict, ckpt: str, test_pt: str | None, steps: int, shard: int, shards: int, out: str):
+    import torch
+
+    from .sampling import SampleSettings, generate, shard_slice
+    from .training import load_module
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    module = load_module(ckpt, map_location=dev)
+    s = run["sample"]
+    items = shard_slice(sample_items(run, module, test_pt), shard, shards)
+    settings = SampleSettings(steps=int(steps), method=s["method"], anneal=cfgmod.anneal_for(run),
+                              batch_size=s["batch_size"], guidance=s["guidance"], seed=s["seed"])
+    t0 = time.time()
+    recs = generate(module, items, settings, shard=shard, device=dev)
+    dt = time.time() - t0
+    n_flag = sum(1 for r in recs if r["flag"])
+    log.info("shard %d/%d: %d structures in %.1f s (%.2f min per 10,000), %d flagged", shard, shards,
+             len(recs), dt, dt / 60 * 1e4 / max(len(recs), 1), n_flag)
+    write_jsonl_atomic(out, recs)
+
+
+def gather(inputs: list[str], out: str):
+    recs = [r for p in inputs for r in read_jsonl(p)]
+    write_jsonl_atomic(out, recs)
+
+
+# ----------------------------------------------------------------------------- relax
+def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: int = 1):
+    from .relax import RelaxSettings, relax_many
+    from .sampling import record_to_structure, shard_slice
+
+    r = run["relax"]
+    recs = read_jsonl(samples)
+    if r["limit"]:
+        recs = recs[: r["limit"]]
+    recs = shard_slice(recs, shard, shards)
+    settings = RelaxSettings(fmax=r["fmax"], steps=r["steps"], pressure=r["pressure"],
+                             optimizer=r["optimizer"], timeout=r["timeout"])
+    partial = Path(str(out) + ".partial")
+    items = [(rec["id"], record_to_structure(rec)) for rec in recs]
+    t0 = time.time()
+    done = relax_many(items, partial, settings, workers=workers or r["workers"] or 1)
+    n_fail = sum(1 for d in done if d.get("error"))
+    log.info("relaxed %d structures in %.1f s (%d failed)", len(done), time.time() - t0, n_fail)
+    if done and n_fail == len(done):
+        log.warning("every structure of this shard failed to relax")
+    os.replace(partial, out)
+
+
+# ----------------------------------------------------------------------------- stability
+def _structure_from(d):
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(Lattice(d["lattice"]), d["species"], d["frac_coords"])
+
+
+def build_hull(cfg: dict):
+    from .hull import LocalHull, MatbenchHull
+
+    h = cfg["hull"]
+    mirror = Path(cfg["data_mirror"] or ".")
+    if h["source"] == "matbench":
+        path = h["matbench_path"]
+        if not path:
+            from .data import SplitSource, resolve_source
+
+            src = SplitSource("hull", "ppd", "hull/2023-02-07-ppd-mp.pkl.gz", h["matbench_url"])
+            path = resolve_source(src, str(mirror), cfg["download_dir"])
+        return MatbenchHull(path)
+    return LocalHull.from_csvs([mirror / p for p in h["local_sources"]])
+
+
+def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pts: list[str], out: str):
+    """Per-structure table: formation energies (before/after relaxation), E_hull, unique, new."""
+    from .data import cache_structures, load_cache
+    from .hull import LocalHull, formation_energy_per_atom, load_elemental_refs, mp2020_corrected_energy
+    from .metrics import unique_new_flags
+    from .sampling import record_to_structure
+
+    samples_by_id = {r["id"]: r for r in read_jsonl(samples)}
+    rel = [r for p in relaxed for r in read_jsonl(p)]
+    refs = load_elemental_refs(Path(cfg["data_mirror"]) / cfg["hull"]["elemental_refs"])
+    hull = build_hull(cfg)
+    rows, final_structs = [], []
+    for r in rel:
+        smp = samples_by_id.get(r["id"], {})
+        row = {"id": r["id"], "converged": r.get("converged", False), "error": r.get("error", ""),
+               "target": smp.get("target", np.nan), "e_form_initial": np.nan, "e_form": np.nan,
+               "e_hull": np.nan, "hull_missing": ""}
+        s0 = record_to_structure(smp) if smp else None
+        s1 = _structure_from(r["final"]) if r.get("final") else None
+        try:
+            if s0 is not None and "initial_energy_per_atom" in r:
+                e0 = mp2020_corrected_energy(s0, r["initial_energy_per_atom"] * len(s0))
+                row["e_form_initial"] = formation_energy_per_atom(s0, e0, refs)
+            if s1 is not None:
+                e1 = mp2020_corrected_energy(s1, r["energy_per_atom"] * len(s1))
+                row["e_form"] = formation_energy_per_atom(s1, e1, refs)
+                if isinstance(hull, LocalHull):
+                    row["e_hull"] = hull.e_above_hull(s1.composition, row["e_form"])
+                else:
+                    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+                    row["e_hull"] = hull.e_above_hull_total(ComputedStructureEntry(s1, e1))
+        except KeyError as exc:
+            row["hull_missing"] = str(exc).strip("'\"")
+        rows.append(row)
+        final_structs.append(s1 if s1 is not None else s0)
+    ok = [i for i, s in enumerate(final_structs) if s is not None]
+    ref = []
+    for p in novelty_pts:
+        ref += cache_structures(load_cache(p))
+    uniq, new = unique_new_flags([final_structs[i] for i in ok], ref)
+    df = pd.DataFrame(rows)
+    df["unique"] = False
+    df["new"] = False
+    df.loc[ok, "unique"] = uniq
+    df.loc[ok, "new"] = new
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_fingerprints(test_pt: str, out: str, limit: int | None, workers: int = 0):
+    from .data import cache_structures, load_cache
+    from .metrics import fingerprints
+
+    cache = load_cache(test_pt)
+    n = len(cache["ids"]) if not limit else min(limit, len(cache["ids"]))
+    structs = cache_structures(cache, range(n))
+    sfp, cfp, ok = fingerprints(structs, workers, progress=True)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, struct=sfp, comp=cfp, ok=ok)
+
+
+def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str, steps: int, out: str,
+                workers: int = 0):
+    from .data import cache_structures, load_cache
+    from .metrics import csp_rms_table, csp_summary
+    from .sampling import record_to_structure
+
+    m = cfg["metrics"]
+    cache = load_cache(test_pt)
+    recs = read_jsonl(samples)
+    kmax = max(run["sample"]["k"])
+    by_target: dict = {}
+    for r in recs:
+        by_target.setdefault(r["target_index"], {})[r["candidate"]] = r
+    idx = sorted(by_target)
+    gts = cache_structures(cache, idx)
+    cands = [[record_to_structure(by_target[i][c]) if c in by_target[i] else None for c in range(kmax)] for i in idx]
+    t0 = time.time()
+    table = csp_rms_table(gts, cands, m["stol"], m["ltol"], m["angle_tol"], workers)
+    log.info("matched %d targets x %d candidates in %.1f s", len(gts), kmax, time.time() - t0)
+    rows = []
+    for k in sorted(run["sample"]["k"]):
+        row = {"run": run_name, "dataset": run["dataset"], "task": "csp", "steps": steps, **csp_summary(table, k, m["stol"])}
+        row["n_flagged"] = sum(1 for r in recs if r["flag"] and r["candidate"] < k)
+        rows.append(row)
+    with atomic_path(out) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str, test_fp: str,
+                stab_csv: str | None, steps: int, out: str, workers: int = 0):
+    from .data import cache_structures, load_cache
+    from .metrics import (composition_valid, coverage, fingerprints, property_wdist, structure_valid,
+                          sun_summary, target_errors)
+    from .sampling import record_to_structure
+
+    m = cfg["metrics"]
+    recs = read_jsonl(samples)
+    n = len(recs)
+    structs = [record_to_structure(r) for r in recs]
+    sv = np.array([structure_valid(s) for s in structs], bool)
+    cv = np.array([composition_valid(s) if s is not None else False for s in structs], bool)
+    valid = [s for s, a, b in zip(structs, sv, cv) if a and b]
+    row = {"run": run_name, "dataset": run["dataset"], "task": "dng", "steps": steps, "n_samples": n,
+           "n_flagged": sum(1 for r in recs if r["flag"]),
+           "struct_valid_pct": 100.0 * sv.mean() if n else 0.0,
+           "comp_valid_pct": 100.0 * cv.mean() if n else 0.0,
+           "valid_pct": 100.0 * (sv & cv).mean() if n else 0.0}
+    fp = np.load(test_fp)
+    lim = m["fingerprint_limit"]
+    gen_for_cov = valid[:lim] if lim else valid
+    gs, gc, _ = fingerprints(gen_for_cov, workers, progress=True)
+    row.update(coverage(gs, gc, fp["struct"], fp["comp"], *m["coverage_cutoffs"]))
+    cache = load_cache(test_pt)
+    ntest = len(cache["ids"])
+    test_structs = cache_structures(cache, range(min(ntest, max(m["n_property_samples"] * 5, 5000))))
+    row.update(property_wdist(valid[: m["n_property_samples"]], test_structs))
+    rows = [row]
+    if stab_csv:
+        st = pd.read_csv(stab_csv)
+        row["n_relaxed"] = int(len(st))
+        row["n_relax_failed"] = int((st["error"].fillna("") != "").sum())
+        row["n_hull_missing_elements"] = int((st["hull_missing"].fillna("") != "").sum())
+        row.update(sun_summary(st["e_hull"].to_numpy(float), st["unique"].to_numpy(bool),
+                               st["new"].to_numpy(bool), len(st)))
+        row["mean_e_hull_ev_atom"] = float(np.nanmean(st["e_hull"])) if st["e_hull"].notna().any() else float("nan")
+        if run["conditions"]:
+            for tgt, grp in st.groupby("target"):
+                t = np.full(len(grp), tgt)
+                before = target_errors(t, grp["e_form_initial"].to_numpy(float))
+                after = target_errors(t, grp["e_form"].to_numpy(float))
+                rows.append({"run": run_name, "dataset": run["dataset"], "task": "dng", "steps": steps,
+                             "condition": run["conditions"][0], "target": tgt,
+                             "mae_before_ev_atom": before["mae"], "rmse_before_ev_atom": before["rmse"],
+                             "mae_after_ev_atom": after["mae"], "rmse_after_ev_atom": after["rmse"],
+                             "n_samples": int(len(grp))})
+    with atomic_path(out) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+def collect(inputs: list[str], out: str):
+    df = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+# ----------------------------------------------------------------------------- DFT
+def dft(run: dict, relaxed: list[str], stab_csv: str, outdir: str, manifest: str):
+    from .dft import emit_vasp_inputs
+
+    st = pd.read_csv(stab_csv)
+    rel = {r["id"]: r for p in relaxed for r in read_jsonl(p)}
+    d = run["dft"]
+    sel = st[(st["converged"]) & (st["e_hull"] < d["max_e_hull"])].sort_values("e_hull").head(d["max_structures"])
+    items = [(sid, _structure_from(rel[sid]["final"])) for sid in sel["id"] if rel.get(sid, {}).get("final")]
+    emit_vasp_inputs(items, outdir, manifest, pressure=run["relax"]["pressure"],
+                     extra={sid: {"e_hull": float(e)} for sid, e in zip(sel["id"], sel["e_hull"])})

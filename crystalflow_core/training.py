@@ -1,0 +1,224 @@
+"""Lightning module, data module and the resumable training entry point."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .data import load_cache
+from .elements import encode_types
+from .flow import flow_loss, interpolate
+from .model import CSPNet, Graph, ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- data
+class CrystalSet(Dataset):
+    """Index dataset over a split cache; batching is done in `collate` by slicing offsets."""
+
+    def __init__(self, cache: dict, conditions: list[str], scalers: dict):
+        self.c = cache
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), cache["num_atoms"].cumsum(0)])
+        self.conditions = conditions
+        self.scalers = scalers
+        for name in conditions:
+            if name not in cache["conditions"]:
+                raise KeyError(f"condition '{name}' not in the data cache (has {list(cache['conditions'])})")
+
+    def __len__(self):
+        return len(self.c["num_atoms"])
+
+    def __getitem__(self, i):
+        return i
+
+    def collate(self, idx: list[int]) -> dict:
+        idx_t = torch.tensor(idx, dtype=torch.long)
+        na = self.c["num_atoms"][idx_t]
+        starts = self.offsets[idx_t]
+        atom_idx = torch.repeat_interleave(starts - torch.cumsum(na, 0) + na, na) + torch.arange(int(na.sum()))
+        out = {
+            "num_atoms": na,
+            "atom_types": self.c["atom_types"][atom_idx],
+            "frac_coords": self.c["frac_coords"][atom_idx],
+            "k": self.c["k"][idx_t],
+            "cond": {},
+        }
+        for name in self.conditions:
+            mu, sd = self.scalers[name]
+            out["cond"][name] = (self.c["conditions"][name][idx_t] - mu) / sd
+        return out
+
+
+class CrystalDataModule(pl.LightningDataModule):
+    def __init__(self, train_path, val_path=None, conditions=(), batch_size=256, workers=0):
+        super().__init__()
+        self.train_path, self.val_path = train_path, val_path
+        self.conditions = list(conditions)
+        self.batch_size, self.workers = batch_size, workers
+
+    def setup(self, stage=None):
+        tr = load_cache(self.train_path)
+        self.scalers = {c: tr["condition_scalers"][c] for c in self.conditions}
+        self.train_set = CrystalSet(tr, self.conditions, self.scalers)
+        self.val_set = CrystalSet(load_cache(self.val_path), self.conditions, self.scalers) if self.val_path else None
+
+    def _loader(self, ds, shuffle):
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=ds.collate,
+                          num_workers=self.workers, persistent_workers=self.workers > 0)
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, False) if self.val_set is not None else []
+
+
+# ----------------------------------------------------------------------------- module
+class CrystalFlowModule(pl.LightningModule):
+    def __init__(self, model: dict, loss_weights=(1.0, 10.0, 10.0), lr=1e-3, lr_factor=0.6,
+                 lr_patience=30, lr_min=1e-4, k_sigma=0.1, cond_drop=0.0, scalers=None,
+                 atom_count_hist=None, compile=False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.mcfg = ModelConfig(**model)
+        self.net = CSPNet(self.mcfg)
+        self.forward_net = self.net
+        if compile:
+            try:
+                self.forward_net = torch.compile(self.net, dynamic=True)
+            except Exception as exc:  # pragma: no cover - depends on the platform
+                log.warning("torch.compile unavailable (%s); running eagerly", exc)
+
+    @property
+    def task(self):
+        return self.mcfg.task
+
+    def velocity(self, t, types, frac, k, num_atoms, cond=None, cond_mask=None, graph=None):
+        return self.forward_net(t, types, frac, k, num_atoms, cond, cond_mask, graph)
+
+    def _step(self, batch, stage):
+        g = Graph.build(batch["num_atoms"])
+        z = batch["atom_types"]
+        a1 = encode_types(z).to(batch["k"]) if self.task == "dng" else None
+        tgt = interpolate(batch["k"], batch["frac_coords"], g.node_crystal, a1, k_sigma=self.hparams.k_sigma)
+        types = tgt.a_t if self.task == "dng" else z
+        cond_mask = None
+        if batch["cond"] and stage == "train" and self.hparams.cond_drop > 0:
+            cond_mask = torch.rand(len(batch["num_atoms"]), device=self.device) >= self.hparams.cond_drop
+        pred = self.velocity(tgt.t, types, tgt.f_t, tgt.k_t, batch["num_atoms"], batch["cond"], cond_mask, g)
+        losses = flow_loss(pred, tgt, self.hparams.loss_weights)
+        bs = len(batch["num_atoms"])
+        for name, val in losses.items():
+            self.log(f"{stage}_{name}", val, batch_size=bs, prog_bar=(name == "loss"),
+                     on_step=False, on_epoch=True, sync_dist=stage == "val")
+        return losses["loss"]
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val")
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=self.hparams.lr_factor, patience=self.hparams.lr_patience, min_lr=self.hparams.lr_min)
+        monitor = "val_loss" if self.trainer.datamodule and self.trainer.datamodule.val_set is not None else "train_loss"
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor}}
+
+
+class EpochLog(pl.Callback):
+    """One readable line per epoch: loss per component, val loss, lr, seconds per epoch."""
+
+    def on_train_epoch_start(self, trainer, module):
+        self.t0 = time.time()
+
+    def on_train_epoch_end(self, trainer, module):
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        parts = " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items()) if k.startswith(("train_", "val_")))
+        log.info("epoch %d/%d %s lr=%.2e time=%.1fs", trainer.current_epoch + 1, trainer.max_epochs,
+                 parts, lr, time.time() - getattr(self, "t0", time.time()))
+
+
+def load_module(path, map_location="cpu") -> CrystalFlowModule:
+    try:
+        return CrystalFlowModule.load_from_checkpoint(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise RuntimeError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def _valid_checkpoint(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+        return True
+    except Exception as exc:
+        log.error("checkpoint %s is corrupt (%s); moving it to %s.corrupt", path, exc, path)
+        shutil.move(path, str(path) + ".corrupt")
+        return False
+
+
+def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
+    """Train one run (dict from config) and write `out_ckpt`; resumes from `workdir/last.ckpt`."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    tcfg = run["train"]
+    pl.seed_everything(int(tcfg.get("seed", 0)), workers=True)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    conditions = list(run.get("conditions", []))
+    dm = CrystalDataModule(train_path, val_path, conditions, tcfg["batch_size"], tcfg.get("workers", 0))
+    dm.setup()
+    model_cfg = dict(run["model"], task=run["task"], conditions=conditions)
+    model_cfg = asdict(ModelConfig(**model_cfg))
+    module = CrystalFlowModule(
+        model=model_cfg,
+        loss_weights=tuple(tcfg.get("loss_weights", (1.0, 10.0, 10.0))),
+        lr=tcfg["lr"], lr_factor=tcfg["lr_factor"], lr_patience=tcfg["lr_patience"], lr_min=tcfg["lr_min"],
+        k_sigma=tcfg.get("k_sigma", 0.1), cond_drop=tcfg.get("cond_drop", 0.0), scalers=dm.scalers,
+        atom_count_hist=dm.train_set.c["atom_count_hist"].tolist(), compile=tcfg.get("compile", False),
+    )
+    ckpt_cb = ModelCheckpoint(dirpath=workdir, filename="epoch{epoch:05d}", save_last=True, save_top_k=1,
+                              every_n_epochs=1, auto_insert_metric_name=False,
+                              monitor="val_loss" if val_path else "train_loss")
+    max_time = tcfg.get("max_minutes")
+    trainer = pl.Trainer(
+        accelerator=tcfg.get("accelerator", "auto"),
+        devices=tcfg.get("devices", "auto"),
+        strategy=tcfg.get("strategy", "auto"),
+        precision=tcfg.get("precision", "32-true"),
+        max_epochs=tcfg["max_epochs"],
+        max_time={"minutes": max_time} if max_time else None,
+        gradient_clip_val=tcfg.get("grad_clip", 0.5),
+        check_val_every_n_epoch=tcfg.get("val_every", 1),
+        callbacks=[ckpt_cb, EpochLog()],
+        logger=CSVLogger(str(workdir), name="metrics"),
+        enable_progress_bar=tcfg.get("progress_bar", True),
+        default_root_dir=str(workdir),
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+    last = workdir / "last.ckpt"
+    resume = str(last) if last.exists() and _valid_checkpoint(last) else None
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    out_ckpt = Path(out_ckpt)
+    out_ckpt.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_ckpt.with_name(f".{out_ckpt.name}.tmp")
+    if trainer.global_rank == 0:
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, out_ckpt)
+    log.info("trained %d epochs -> %s", trainer.current_epoch, out_ckpt)
+    return out_ckpt

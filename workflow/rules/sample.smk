@@ -1,0 +1,28 @@
+rule sample:
+    input:
+        ckpt=f"{R}/runs/{{run}}/model.ckpt",
+        test=lambda wc: test_pt(wc.run),
+    output:
+        f"{R}/runs/{{run}}/s{{steps}}/samples/shard{{shard}}.jsonl",
+    params:
+        run=run_cfg,
+    threads: config["threads"]
+    resources:
+        gpu=gpu_res("sample"),
+    log:
+        f"{R}/logs/sample/{{run}}_s{{steps}}_shard{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/sample/{{run}}_s{{steps}}_shard{{shard}}.tsv"
+    script:
+        "../scripts/sample.py"
+
+
+rule gather_samples:
+    input:
+        sample_shards,
+    output:
+        f"{R}/runs/{{run}}/s{{steps}}/samples.jsonl",
+    log:
+        f"{R}/logs/sample/{{run}}_s{{steps}}_gather.log",
+    script:
+        "../scripts/gather.py"

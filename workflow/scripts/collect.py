@@ -1,0 +1,6 @@
+from crystalflow_core.stages import collect, setup_logging
+
+# guarded: worker processes started with 'spawn' import this file again
+if __name__ == "__main__":
+    setup_logging(snakemake.log[0])
+    collect(list(snakemake.input), snakemake.output[0])

@@ -1,0 +1,12 @@
+from crystalflow_core.stages import csp_metrics, dng_metrics, setup_logging
+
+# guarded: worker processes started with 'spawn' import this file again
+if __name__ == "__main__":
+    setup_logging(snakemake.log[0])
+    run, cfg, inp = snakemake.params.run, snakemake.params.cfg, snakemake.input
+    steps = int(snakemake.wildcards.steps)
+    if run["task"] == "csp":
+        csp_metrics(cfg, snakemake.wildcards.run, run, inp.samples, inp.test, steps, snakemake.output[0], snakemake.threads)
+    else:
+        dng_metrics(cfg, snakemake.wildcards.run, run, inp.samples, inp.test, inp.fingerprints, inp.get("stability"),
+                    steps, snakemake.output[0], snakemake.threads)

@@ -1,0 +1,8 @@
+from crystalflow_core.report import write_report
+from crystalflow_core.stages import setup_logging
+
+# guarded: worker processes started with 'spawn' import this file again
+if __name__ == "__main__":
+    setup_logging(snakemake.log[0])
+    write_report(list(snakemake.input.tables), list(snakemake.input.stability), snakemake.params.results,
+                 snakemake.output.report, snakemake.output.table1, snakemake.output.table3)
