@@ -9,8 +9,10 @@ from .lattice import K_PRIOR_MEAN
 
 
 def wrap(x: torch.Tensor) -> torch.Tensor:
-    """w(x) = x - floor(x), into [0, 1)."""
-    return x - torch.floor(x)
+    """w(x) = x - floor(x), into [0, 1). (x - floor(x) rounds to 1.0 for tiny negative x in
+    float32; such values are folded back to 0.)"""
+    r = x - torch.floor(x)
+    return torch.where(r >= 1.0, r - 1.0, r)
 
 
 def torus_velocity(f0: torch.Tensor, f1: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,14 @@ log = logging.getLogger("crystalflow")
 
 
 def setup_logging(log_file: str | None = None, level=logging.INFO):
-    handlers = [logging.StreamHandler()]
+    """Log to stderr; with `log_file` (Snakemake rules), stderr itself (progress bars, warnings,
+    tracebacks) goes to that file too."""
+    import sys
+
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
+        sys.stderr = open(log_file, "a", buffering=1)
+    handlers = [logging.StreamHandler(sys.stderr)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
 

@@ -99,3 +99,13 @@ def gpu_res(section):
     def f(wildcards):
         return 1 if RUNS[wildcards.run][section]["gpu"] else 0
     return f
+
+
+def metrics_inputs(wildcards):
+    run = RUNS[wildcards.run]
+    inp = {"samples": f"{R}/runs/{wildcards.run}/s{wildcards.steps}/samples.jsonl", "test": test_pt(wildcards.run)}
+    if run["task"] == "dng":
+        inp["fingerprints"] = fingerprint_file(wildcards.run)
+        if relax_enabled(wildcards.run):
+            inp["stability"] = f"{R}/runs/{wildcards.run}/s{wildcards.steps}/stability.csv"
+    return inp

@@ -1,4 +1,6 @@
 rule prepare:
+    conda:
+        "../../envs/train.yaml"
     output:
         pt=f"{R}/data/{{dataset}}/{{split}}.pt",
         rejected=f"{R}/data/{{dataset}}/{{split}}_rejected.csv",

@@ -1,4 +1,6 @@
 rule dft:
+    conda:
+        "../../envs/relax.yaml"
     input:
         relaxed=relax_shards,
         stability=f"{R}/runs/{{run}}/s{{steps}}/stability.csv",
@@ -6,7 +8,7 @@ rule dft:
         manifest=f"{R}/runs/{{run}}/s{{steps}}/vasp/manifest.csv",
     params:
         run=run_cfg,
-        outdir=lambda wc: f"{R}/runs/{wc.run}/s{wc.steps}/vasp",
+        outdir=lambda wc, output: os.path.dirname(output.manifest),
     log:
         f"{R}/logs/dft/{{run}}_s{{steps}}.log",
     script:

@@ -1,4 +1,6 @@
 rule test_fingerprints:
+    conda:
+        "../../envs/metrics.yaml"
     input:
         f"{R}/data/{{dataset}}/{{split}}.pt",
     output:
@@ -14,17 +16,9 @@ rule test_fingerprints:
         "../scripts/fingerprints.py"
 
 
-def metrics_inputs(wildcards):
-    run = RUNS[wildcards.run]
-    inp = {"samples": f"{R}/runs/{wildcards.run}/s{wildcards.steps}/samples.jsonl", "test": test_pt(wildcards.run)}
-    if run["task"] == "dng":
-        inp["fingerprints"] = fingerprint_file(wildcards.run)
-        if relax_enabled(wildcards.run):
-            inp["stability"] = f"{R}/runs/{wildcards.run}/s{wildcards.steps}/stability.csv"
-    return inp
-
-
 rule metrics:
+    conda:
+        "../../envs/metrics.yaml"
     input:
         unpack(metrics_inputs),
     output:
@@ -42,6 +36,8 @@ rule metrics:
 
 
 rule metric_table:
+    conda:
+        "../../envs/metrics.yaml"
     input:
         table_inputs,
     output:

@@ -1,4 +1,6 @@
 rule relax:
+    conda:
+        "../../envs/relax.yaml"
     input:
         samples=f"{R}/runs/{{run}}/s{{steps}}/samples.jsonl",
     output:
@@ -17,6 +19,8 @@ rule relax:
 
 
 rule stability:
+    conda:
+        "../../envs/relax.yaml"
     input:
         samples=f"{R}/runs/{{run}}/s{{steps}}/samples.jsonl",
         relaxed=relax_shards,

@@ -1,4 +1,6 @@
 rule sample:
+    conda:
+        "../../envs/train.yaml"
     input:
         ckpt=f"{R}/runs/{{run}}/model.ckpt",
         test=lambda wc: test_pt(wc.run),
@@ -18,6 +20,8 @@ rule sample:
 
 
 rule gather_samples:
+    conda:
+        "../../envs/train.yaml"
     input:
         sample_shards,
     output:

@@ -1,11 +1,14 @@
 rule train:
+    conda:
+        "../../envs/train.yaml"
     input:
         unpack(train_inputs),
     output:
         ckpt=f"{R}/runs/{{run}}/model.ckpt",
     params:
         run=run_cfg,
-        workdir=lambda wc: f"{R}/runs/{wc.run}/lightning",  # resumable checkpoints, undeclared
+        # resumable Lightning checkpoints live beside model.ckpt, undeclared
+        workdir=lambda wc, output: os.path.join(os.path.dirname(output.ckpt), "lightning"),
     threads: config["threads"]
     resources:
         gpu=gpu_res("train"),

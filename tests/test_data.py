@@ -1,0 +1,128 @@
+import gzip
+import hashlib
+
+import pandas as pd
+import pytest
+
+from crystalflow_core import data as D
+from crystalflow_core.io import git_blob_id, sha256_file
+
+
+def _cif(nacl):
+    from pymatgen.io.cif import CifWriter
+
+    return str(CifWriter(nacl))
+
+
+def _broken_csv(tmp_path, nacl):
+    from pymatgen.core import Lattice, Structure
+
+    good = _cif(nacl)
+    partial = Structure(Lattice.cubic(4.0), [{"Fe": 0.5, "Co": 0.5}], [[0, 0, 0]])
+    from pymatgen.io.cif import CifWriter
+
+    rf = Structure(Lattice.cubic(4.0), ["Rf"], [[0, 0, 0]])
+    rows = [
+        {"material_id": "good-1", "cif": good, "formation_energy_per_atom": -2.0},
+        {"material_id": "bad-cif", "cif": "data_x\n_cell_length_a nonsense\n", "formation_energy_per_atom": -1.0},
+        {"material_id": "partial", "cif": str(CifWriter(partial)), "formation_energy_per_atom": -1.0},
+        {"material_id": "rf", "cif": str(CifWriter(rf)), "formation_energy_per_atom": -1.0},
+        {"material_id": "good-1", "cif": good, "formation_energy_per_atom": -2.0},
+        {"material_id": "nan-e", "cif": good, "formation_energy_per_atom": float("nan")},
+        {"material_id": "good-2", "cif": good, "formation_energy_per_atom": -3.0},
+    ]
+    p = tmp_path / "broken.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    return p
+
+
+def test_rejected_rows_for_hand_made_broken_csv(tmp_path, nacl):
+    p = _broken_csv(tmp_path, nacl)
+    settings = D.PrepareSettings(conditions=["formation_energy_per_atom"], workers=1)
+    cache = D.prepare_split(p, tmp_path / "out" / "split.pt", settings)
+    assert cache["ids"] == ["good-1", "good-2"]
+    rej = pd.read_csv(tmp_path / "out" / "split_rejected.csv").set_index("id")["reason"].to_dict()
+    assert "unparseable" in rej["bad-cif"]
+    assert "disordered" in rej["partial"]
+    assert "not in the type encoding" in rej["rf"]
+    assert rej["good-1"] == "duplicate id"
+    assert "condition" in rej["nan-e"]
+    # the conventional NaCl cell (8 atoms) stays 8 atoms: Niggli reduction keeps the cell content
+    assert cache["num_atoms"].tolist() == [8, 8]
+    assert cache["conditions"]["formation_energy_per_atom"].tolist() == [-2.0, -3.0]
+    assert cache["condition_scalers"]["formation_energy_per_atom"] == pytest.approx((-2.5, 0.5))
+    assert cache["atom_count_hist"].tolist() == [0] * 8 + [2]
+
+
+def test_missing_column_empty_and_bad_compression(tmp_path, nacl):
+    p = tmp_path / "nocif.csv"
+    pd.DataFrame({"material_id": ["a"], "x": [1]}).to_csv(p, index=False)
+    with pytest.raises(D.DataError, match="missing column 'cif'"):
+        D.prepare_split(p, tmp_path / "a.pt", D.PrepareSettings())
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(D.DataError, match="empty"):
+        D.prepare_split(empty, tmp_path / "b.pt", D.PrepareSettings())
+    fake_gz = tmp_path / "fake.csv.gz"
+    fake_gz.write_text("material_id,cif\na,b\n")
+    with pytest.raises(D.DataError, match="cannot be read"):
+        D.prepare_split(fake_gz, tmp_path / "c.pt", D.PrepareSettings())
+    only_bad = tmp_path / "bad.csv"
+    pd.DataFrame({"material_id": ["a"], "cif": ["garbage"]}).to_csv(only_bad, index=False)
+    with pytest.raises(D.DataError, match="no usable rows"):
+        D.prepare_split(only_bad, tmp_path / "d.pt", D.PrepareSettings())
+    assert not (tmp_path / "d.pt").exists()
+
+
+def test_cache_reused_without_parsing(tmp_path, nacl, monkeypatch):
+    p = _broken_csv(tmp_path, nacl)
+    out = tmp_path / "c.pt"
+    D.prepare_split(p, out, D.PrepareSettings(workers=1))
+    monkeypatch.setattr(D, "_parse_row", lambda job: (_ for _ in ()).throw(AssertionError("parsed again")))
+    again = D.prepare_split(p, out, D.PrepareSettings(workers=1))
+    assert again["ids"] == ["good-1", "nan-e", "good-2"]
+    with pytest.raises(AssertionError, match="parsed again"):
+        D.prepare_split(p, out, D.PrepareSettings(workers=1), force=True)
+
+
+def test_checksums_mirror_and_download(tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "ds").mkdir(parents=True)
+    f = mirror / "ds" / "val.csv.gz"
+    f.write_bytes(gzip.compress(b"material_id,cif\n"))
+    good = sha256_file(f)
+    src = D.SplitSource("ds", "val", "ds/val.csv.gz", sha256=good)
+    assert D.resolve_source(src, str(mirror), tmp_path / "dl") == f
+    bad = D.SplitSource("ds", "val", "ds/val.csv.gz", sha256="0" * 64)
+    with pytest.raises(D.DataError) as exc:
+        D.resolve_source(bad, str(mirror), tmp_path / "dl")
+    assert "0" * 64 in str(exc.value) and good in str(exc.value)
+    # download path: a file:// URL stands in for the network; the git blob id is verified
+    up = tmp_path / "upstream.csv"
+    up.write_bytes(b"material_id,cif\n")
+    blob = git_blob_id(up.read_bytes())
+    assert blob == hashlib.sha1(b"blob 16\0material_id,cif\n").hexdigest()
+    src = D.SplitSource("ds", "train", "ds/train.csv", url=up.as_uri(), git_blob=blob)
+    got = D.resolve_source(src, str(mirror), tmp_path / "dl")
+    assert got.read_bytes() == up.read_bytes()
+    src_bad = D.SplitSource("ds", "test", "ds/test.csv", url=up.as_uri(), git_blob="f" * 40)
+    (tmp_path / "dl" / "ds" / "upstream.csv").unlink()
+    with pytest.raises(D.DataError, match="f" * 40):
+        D.resolve_source(src_bad, str(mirror), tmp_path / "dl")
+
+
+def test_real_mp20_rows(tmp_path):
+    from conftest import need_data
+
+    (path,) = need_data("mp_20/test.csv.gz")
+    df = pd.read_csv(path).head(40)
+    small = tmp_path / "mp20_small.csv"
+    df.to_csv(small, index=False)
+    cache = D.prepare_split(small, tmp_path / "t.pt", D.PrepareSettings(conditions=["formation_energy_per_atom"], workers=1))
+    assert len(cache["ids"]) == 40 and cache["n_rejected"] == 0
+    assert cache["num_atoms"].tolist() == df["num_atoms"].tolist()
+    assert float(cache["frac_coords"].min()) >= 0 and float(cache["frac_coords"].max()) < 1
+    s = D.cache_structures(cache, [0])[0]
+    from pymatgen.core import Structure
+
+    assert s.matches(Structure.from_str(df["cif"][0], fmt="cif"))
