@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from crystalflow_core.relax import RelaxSettings, relax_many, relax_structure
+
+
+@pytest.fixture(scope="module")
+def chgnet():
+    from chgnet.model import CHGNet
+
+    return CHGNet.load(verbose=False)
+
+
+def _conv_a(rec, n_conv_atoms, n_atoms):
+    return (rec["volume"] * n_conv_atoms / n_atoms) ** (1 / 3)
+
+
+def test_si_and_nacl_relax_to_known_lattice_constants(chgnet, silicon, nacl):
+    si = silicon.get_primitive_structure()
+    r = relax_structure(si, RelaxSettings(fmax=0.02, steps=300), chgnet)
+    assert r["converged"] and not r["error"]
+    assert _conv_a(r, 8, len(si)) == pytest.approx(5.431, rel=0.02)
+    r2 = relax_structure(nacl.get_primitive_structure(), RelaxSettings(fmax=0.02, steps=300), chgnet)
+    assert _conv_a(r2, 8, 2) == pytest.approx(5.640, rel=0.02)
+    assert r2["enthalpy_per_atom"] == pytest.approx(r2["energy_per_atom"])
+
+
+def test_pressure_shrinks_volume_and_reports_enthalpy(chgnet, nacl):
+    prim = nacl.get_primitive_structure()
+    r0 = relax_structure(prim, RelaxSettings(fmax=0.05, steps=300), chgnet)
+    r50 = relax_structure(prim, RelaxSettings(fmax=0.05, steps=300, pressure=50.0), chgnet)
+    assert r50["volume"] < 0.9 * r0["volume"]
+    pv = 50.0 / 160.21766208 * r50["volume"] / 2
+    assert r50["enthalpy_per_atom"] == pytest.approx(r50["energy_per_atom"] + pv)
+    assert r50["stress_pressure_gpa"] == pytest.approx(50.0, abs=5.0)
+
+
+def test_overlapping_atoms_recorded_as_failed(chgnet):
+    bad = Structure(Lattice.cubic(5.0), ["Si", "Si"], [[0, 0, 0], [0.02, 0, 0]])  # 0.1 A apart
+    r = relax_structure(bad, RelaxSettings(), chgnet)
+    assert r["converged"] is False and "apart" in r["error"]
+
+
+def test_resume_skips_finished_structures(tmp_path, silicon, nacl):
+    out = tmp_path / "relax.jsonl"
+    # a previous, killed run left one finished record and half a line
+    out.write_text(json.dumps({"id": "si", "converged": True, "error": "", "steps": 3, "wall_s": 1.0}) + "\n{\"id\": \"na")
+    bad = Structure(Lattice.cubic(5.0), ["Si", "Si"], [[0, 0, 0], [0.02, 0, 0]])
+    recs = relax_many([("si", silicon), ("bad", bad), ("none", None)], out, RelaxSettings(steps=5), workers=1, progress=False)
+    by_id = {r["id"]: r for r in recs}
+    assert set(by_id) == {"si", "bad", "none"}
+    assert by_id["si"]["steps"] == 3  # not relaxed again
+    assert "apart" in by_id["bad"]["error"] and by_id["none"]["error"]
+    assert len(out.read_text().strip().splitlines()) == 3
+
+
+def test_vasp_folders_parse_back(tmp_path, nacl):
+    import pandas as pd
+    from pymatgen.io.vasp import Incar, Kpoints, Poscar
+
+    from crystalflow_core.dft import emit_vasp_inputs
+
+    n = emit_vasp_inputs([("a#0", nacl), ("b", nacl.get_primitive_structure())], tmp_path / "v", tmp_path / "v" / "m.csv")
+    assert n == 2
+    man = pd.read_csv(tmp_path / "v" / "m.csv")
+    for folder in man["folder"]:
+        incar = Incar.from_file(f"{folder}/INCAR")
+        assert incar["ENCUT"] == 520 and incar["NSW"] == 150 and "PSTRESS" not in incar
+        Kpoints.from_file(f"{folder}/KPOINTS")
+        pos = Poscar.from_file(f"{folder}/POSCAR")
+        assert pos.structure.composition.reduced_formula == "NaCl"
+        assert open(f"{folder}/POTCAR.spec").read().split() == ["Na_pv", "Cl"]
+    emit_vasp_inputs([("p", nacl)], tmp_path / "hp", tmp_path / "hp" / "m.csv", pressure=30.0)
+    incar = Incar.from_file(tmp_path / "hp" / "p" / "INCAR")
+    assert incar["PSTRESS"] == 300.0 and incar["KSPACING"] == 0.25
+    assert (tmp_path / "hp" / "submit_slurm.sh").read_text().startswith("#!/bin/bash")

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+
+from crystalflow_core.elements import MAX_Z
+from crystalflow_core.sampling import (SampleSettings, csp_items, dng_items, generate, integrate,
+                                       record_to_structure, shard_slice)
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+def test_constant_velocity_on_torus_lands_exactly(method):
+    k0 = torch.zeros(1, 6, dtype=torch.float64)
+    f0 = torch.tensor([[0.9, 0.2, 0.0]], dtype=torch.float64)
+    vk = torch.arange(6, dtype=torch.float64)[None]
+    vf = torch.tensor([[0.35, -0.7, 2.25]], dtype=torch.float64)
+
+    def vel(t, k, f, a):
+        return vk, vf, None
+
+    k, f, _ = integrate(vel, k0, f0, None, torch.tensor([0]), steps=7, method=method)
+    assert torch.allclose(k, vk, atol=1e-12)
+    expected = torch.tensor([[0.25, 0.5, 0.25]], dtype=torch.float64)  # (0.9+0.35, 0.2-0.7, 2.25) mod 1
+    assert torch.allclose(f, expected, atol=1e-12)
+    assert float(f.min()) >= 0 and float(f.max()) < 1
+
+
+def test_anti_annealing_only_on_coordinates():
+    k0, f0 = torch.zeros(1, 6, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64)
+    a0 = torch.zeros(1, 28, dtype=torch.float64)
+    one = lambda t, k, f, a: (torch.full_like(k, 0.01), torch.full_like(f, 0.01), torch.full_like(a, 0.01))  # noqa: E731
+    k, f, a = integrate(one, k0, f0, a0, torch.tensor([0]), steps=4, method="euler", anneal=5.0)
+    # Euler: sum_i (1 + 5 t_i) * 0.01 / 4 with t_i = 0, .25, .5, .75 -> 0.01 * (1 + 5 * 0.375)
+    assert torch.allclose(f, torch.full_like(f, 0.01 * (1 + 5 * 0.375)), atol=1e-12)
+    assert torch.allclose(k, torch.full_like(k, 0.01), atol=1e-12)
+    assert torch.allclose(a, torch.full_like(a, 0.01), atol=1e-12)
+
+
+def _module(task, conditions=()):
+    from crystalflow_core.training import CrystalFlowModule
+
+    torch.manual_seed(0)
+    return CrystalFlowModule(model=dict(hidden=16, layers=1, fourier=8, recip=2, time_dim=16, task=task,
+                                        conditions=list(conditions)),
+                             scalers={c: (-1.5, 1.0) for c in conditions}, atom_count_hist=[0, 2, 5, 0, 3])
+
+
+@pytest.fixture
+def cache():
+    return {"ids": ["a", "b"], "num_atoms": torch.tensor([2, 3]), "atom_types": torch.tensor([11, 17, 8, 8, 26])}
+
+
+def test_csp_samples_shapes_ranges_and_determinism(cache):
+    m = _module("csp")
+    items = csp_items(cache, n_candidates=2)
+    assert [(i["target_id"], i["candidate"]) for i in items] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    s = SampleSettings(steps=3, anneal=5.0, batch_size=3, seed=4)
+    r1 = generate(m, items, s, progress=False)
+    r2 = generate(m, items, s, progress=False)
+    assert r1 == r2
+    r3 = generate(m, items, SampleSettings(steps=3, batch_size=3, seed=5), progress=False)
+    assert r3[0]["frac_coords"] != r1[0]["frac_coords"]
+    for rec, it in zip(r1, items):
+        assert rec["species"] == it["atom_types"]
+        f = np.array(rec["frac_coords"])
+        assert f.shape == (it["num_atoms"], 3) and f.min() >= 0 and f.max() < 1
+        lat = np.array(rec["lattice"])
+        assert np.allclose(lat, lat.T)  # exp(S) is symmetric
+        st = record_to_structure(rec)
+        assert st is not None and len(st) == it["num_atoms"]
+
+
+def test_dng_conditional_guidance_and_atom_counts():
+    m = _module("dng", ["formation_energy_per_atom"])
+    items = dng_items([0, 2, 5, 0, 3], 40, seed=0, conditions={"formation_energy_per_atom": -2.0})
+    assert {i["num_atoms"] for i in items} <= {1, 2, 4}
+    recs = generate(m, items, SampleSettings(steps=2, anneal=0.0, guidance=2.0, batch_size=16), progress=False)
+    assert len(recs) == 40
+    for r in recs:
+        assert all(1 <= z <= MAX_Z for z in r["species"])
+        assert r["condition"] == {"formation_energy_per_atom": -2.0}
+    with pytest.raises(ValueError, match="condition"):
+        generate(m, dng_items([0, 1], 2, 0), SampleSettings(steps=1), progress=False)
+
+
+def test_exploding_samples_are_flagged_not_fatal(cache):
+    m = _module("csp")
+    # make the lattice velocity huge: the sample explodes, the batch still returns every record
+    with torch.no_grad():
+        m.net.head_k.weight.normal_(0.0, 200.0, generator=torch.Generator().manual_seed(0))
+    recs = generate(m, csp_items(cache, 1), SampleSettings(steps=2, batch_size=8), progress=False)
+    assert len(recs) == 2 and all(r["flag"] for r in recs)
+    assert all(record_to_structure(r) is None for r in recs)
+
+
+def test_shards_partition_items():
+    items = list(range(10))
+    parts = [shard_slice(items, i, 3) for i in range(3)]
+    assert sum(parts, []) == items
