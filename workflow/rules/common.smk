@@ -18,10 +18,6 @@ wildcard_constraints:
     task="csp|dng",
 
 
-def run_cfg(wildcards):
-    return RUNS[wildcards.run]
-
-
 def data_pt(dataset, split):
     return f"{R}/data/{dataset}/{split}.pt"
 
@@ -109,3 +105,22 @@ def metrics_inputs(wildcards):
         if relax_enabled(wildcards.run):
             inp["stability"] = f"{R}/runs/{wildcards.run}/s{wildcards.steps}/stability.csv"
     return inp
+
+
+def run_view(*sections):
+    """Params function: only the parts of a run a rule depends on, so that changing a sampling
+    setting reruns sampling and what follows, never training."""
+    keep = {"dataset", "task", "conditions", "train_split", "val_split", "test_split", "novelty_splits", *sections}
+
+    def f(wildcards):
+        return {k: v for k, v in RUNS[wildcards.run].items() if k in keep}
+    return f
+
+
+def dataset_view(wildcards):
+    return {"datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
+            "data_mirror": config["data_mirror"], "download_dir": config["download_dir"]}
+
+
+def hull_view():
+    return {k: config[k] for k in ("hull", "data_mirror", "download_dir")}

@@ -5,7 +5,7 @@ rule prepare:
         pt=f"{R}/data/{{dataset}}/{{split}}.pt",
         rejected=f"{R}/data/{{dataset}}/{{split}}_rejected.csv",
     params:
-        cfg=config,
+        cfg=dataset_view,
     threads: config["threads"]
     log:
         f"{R}/logs/prepare/{{dataset}}_{{split}}.log",

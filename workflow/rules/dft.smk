@@ -7,7 +7,7 @@ rule dft:
     output:
         manifest=f"{R}/runs/{{run}}/s{{steps}}/vasp/manifest.csv",
     params:
-        run=run_cfg,
+        run=run_view("relax", "dft"),
         outdir=lambda wc, output: os.path.dirname(output.manifest),
     log:
         f"{R}/logs/dft/{{run}}_s{{steps}}.log",

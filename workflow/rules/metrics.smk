@@ -24,8 +24,8 @@ rule metrics:
     output:
         f"{R}/runs/{{run}}/s{{steps}}/metrics.csv",
     params:
-        cfg=config,
-        run=run_cfg,
+        cfg={"metrics": config["metrics"]},
+        run=run_view("sample", "relax"),
     threads: config["threads"]
     log:
         f"{R}/logs/metrics/{{run}}_s{{steps}}.log",

@@ -6,7 +6,7 @@ rule relax:
     output:
         f"{R}/runs/{{run}}/s{{steps}}/relax/shard{{shard}}.jsonl",
     params:
-        run=run_cfg,
+        run=run_view("sample", "relax"),
     threads: config["threads"]
     resources:
         runtime=12 * 60,
@@ -28,8 +28,8 @@ rule stability:
     output:
         f"{R}/runs/{{run}}/s{{steps}}/stability.csv",
     params:
-        cfg=config,
-        run=run_cfg,
+        cfg=hull_view(),
+        run=run_view("sample", "relax"),
     log:
         f"{R}/logs/stability/{{run}}_s{{steps}}.log",
     benchmark:

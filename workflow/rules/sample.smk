@@ -7,7 +7,7 @@ rule sample:
     output:
         f"{R}/runs/{{run}}/s{{steps}}/samples/shard{{shard}}.jsonl",
     params:
-        run=run_cfg,
+        run=run_view("sample"),
     threads: config["threads"]
     resources:
         gpu=gpu_res("sample"),

@@ -6,7 +6,7 @@ rule train:
     output:
         ckpt=f"{R}/runs/{{run}}/model.ckpt",
     params:
-        run=run_cfg,
+        run=run_view("model", "train"),
         # resumable Lightning checkpoints live beside model.ckpt, undeclared
         workdir=lambda wc, output: os.path.join(os.path.dirname(output.ckpt), "lightning"),
     threads: config["threads"]

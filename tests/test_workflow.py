@@ -1,0 +1,162 @@
+"""The workflow itself: the tiny config end to end, no-op rerun, rerun scope, lint, dry runs,
+cluster submission through the cluster-generic profile, and config errors before any job starts."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import DATA, REPO, need_data
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def smk(args, cwd, check=True, timeout=1200):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    p = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile")] + args, cwd=cwd, capture_output=True,
+                       text=True, timeout=timeout, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}")
+    return p
+
+
+def tiny_config(tmp, **changes):
+    cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    cfg["data_mirror"] = str(DATA)
+    for path, value in changes.items():
+        node = cfg
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    p = Path(tmp) / f"tiny_{len(changes)}_{abs(hash(tuple(changes))) % 1000}.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def jobs_of(dry_run_stdout: str) -> dict:
+    out, on = {}, False
+    for line in dry_run_stdout.splitlines():
+        if line.startswith("job ") and "count" in line:
+            on = True
+            continue
+        if on:
+            parts = line.split()
+            if not parts or parts[0].startswith("-"):
+                continue
+            if parts[0] == "total":
+                break
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    need_data("mp_20/val.csv.gz", "mp_20/test.csv.gz", "hull/2023-02-07-mp-elemental-reference-entries.json.gz")
+    work = tmp_path_factory.mktemp("tiny")
+    cfg = tiny_config(work)
+    smk(["--cores", "2", "--configfile", str(cfg), "--directory", str(work)], cwd=work)
+    return work, cfg
+
+
+def test_tiny_config_end_to_end(tiny_run):
+    work, _ = tiny_run
+    r = work / "results"
+    for f in ["mp20_csp_metrics.csv", "mp20_dng_metrics.csv", "report.md", "tables/table1_csp.md",
+              "tables/table3_dng.md", "runs/mp20_dng/s3/vasp/manifest.csv", "runs/mp20_dng/s3/stability.csv",
+              "runs/mp20_csp/model.ckpt", "runs/mp20_csp/lightning/last.ckpt", "data/mp_20/val.pt",
+              "data/mp_20/val_rejected.csv", "runs/mp20_csp/s3/samples.jsonl", "plots/e_hull_hist.png",
+              "logs/train/mp20_csp.log", "benchmarks/train/mp20_csp.tsv"]:
+        assert (r / f).exists(), f
+    csp = pd.read_csv(r / "mp20_csp_metrics.csv")
+    assert csp["k"].tolist() == [1, 2]
+    assert csp["n_targets"].tolist() == [10, 10]
+    assert ((csp["match_rate_pct"] >= 0) & (csp["match_rate_pct"] <= 100)).all()
+    assert (csp["match_rate_pct"].diff().fillna(0) >= 0).all()  # best of k never decreases with k
+    assert ((csp["rmse_all_norm"] > 0) & (csp["rmse_all_norm"] <= 0.5)).all()
+    dng = pd.read_csv(r / "mp20_dng_metrics.csv")
+    main = dng[dng["target"].isna()].iloc[0]
+    assert main["n_samples"] == 12 and main["n_relaxed"] == 12
+    for c in ["struct_valid_pct", "comp_valid_pct", "cov_recall_pct", "cov_precision_pct", "stable_pct", "sun_pct", "unique_pct"]:
+        assert 0 <= main[c] <= 100, c
+    assert main["wdist_num_elems"] >= 0
+    cond = dng[dng["target"].notna()]
+    assert sorted(cond["target"]) == [-2.0, -1.0]
+    samples = [l for l in (r / "runs/mp20_csp/s3/samples.jsonl").read_text().splitlines() if l]
+    assert len(samples) == 20  # 10 targets x k=2
+    assert "Table 1" in (r / "tables/table1_csp.md").read_text()
+
+
+def test_second_run_is_a_no_op(tiny_run):
+    work, cfg = tiny_run
+    p = smk(["-n", "--configfile", str(cfg), "--directory", str(work)], cwd=work)
+    assert "Nothing to be done" in p.stdout + p.stderr
+
+
+def test_sampling_change_reruns_only_sampling_and_downstream(tiny_run):
+    work, _ = tiny_run
+    cfg = tiny_config(work, **{"runs.mp20_csp.sample.seed": 3})
+    jobs = jobs_of(smk(["-n", "--configfile", str(cfg), "--directory", str(work)], cwd=work).stdout)
+    assert jobs.get("sample") == 2 and "metrics" in jobs
+    assert "train" not in jobs and "prepare" not in jobs and "relax" not in jobs
+    cfg2 = tiny_config(work, **{"runs.mp20_csp.sample.steps": [4]})
+    jobs2 = jobs_of(smk(["-n", "--configfile", str(cfg2), "--directory", str(work)], cwd=work).stdout)
+    assert jobs2.get("sample") == 2 and "train" not in jobs2
+
+
+def test_lint_is_clean(tmp_path):
+    p = smk(["--lint", "--directory", str(REPO)], cwd=REPO)
+    assert "Congratulations" in p.stdout + p.stderr
+
+
+def test_dry_run_paper_config_and_slurm_profile(tmp_path):
+    p = smk(["-n", "--directory", str(tmp_path), "--configfile", str(REPO / "config/config.yaml"),
+             "--config", f"data_mirror={DATA}"], cwd=tmp_path)
+    jobs = jobs_of(p.stdout)
+    assert jobs["train"] == 4 and jobs["sample"] == 16 and jobs["relax"] == 30 and jobs["report"] == 1
+    p2 = smk(["-n", "--directory", str(tmp_path), "--configfile", str(REPO / "config/config.yaml"),
+              "--config", f"data_mirror={DATA}", "--workflow-profile", str(REPO / "workflow/profiles/slurm")],
+             cwd=tmp_path)
+    assert jobs_of(p2.stdout) == jobs
+    p3 = smk(["-n", "--directory", str(tmp_path), "--configfile", str(REPO / "config/quick.yaml"),
+              "--config", f"data_mirror={DATA}"], cwd=tmp_path)
+    assert jobs_of(p3.stdout)["train"] == 2
+
+
+def test_cluster_generic_submission(tmp_path):
+    need_data("mp_20/val.csv.gz", "mp_20/test.csv.gz")
+    cfg = tiny_config(tmp_path)
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    prof = yaml.safe_load((REPO / "workflow/profiles/cluster-generic/config.yaml").read_text())
+    prof["cluster-generic-submit-cmd"] = str(REPO / "tests/stand_in_submit.sh")
+    prof["latency-wait"] = 5
+    (profile / "config.yaml").write_text(yaml.safe_dump(prof))
+    target = "results/runs/mp20_csp/s3/samples.jsonl"
+    smk(["--workflow-profile", str(profile), "--configfile", str(cfg), "--directory", str(tmp_path), target,
+         "--jobs", "2"], cwd=tmp_path)
+    lines = (tmp_path / target).read_text().splitlines()
+    assert len(lines) == 20
+    assert list((tmp_path / ".snakemake").rglob("*.out")) or (tmp_path / ".snakemake").exists()
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"runs.mp20_csp.model.hiden": 3}, "allowed keys"),
+    ({"runs.mp20_csp.sample.steps": [-5]}, "sample/steps"),
+    ({"runs.mp20_csp.train.lr": "fast"}, "train/lr"),
+    ({"runs.mp20_csp.task": "xyz"}, "csp"),
+    ({"datasets.mp_20.splits.val.file": "mp_20/nope.csv.gz"}, "nope.csv.gz"),
+    ({"runs.mp20_dng.conditions": ["band_gap"]}, "formation_energy_per_atom"),
+])
+def test_config_errors_stop_before_any_job(tmp_path, change, needle):
+    cfg = tiny_config(tmp_path, **change)
+    p = smk(["-n", "--configfile", str(cfg), "--directory", str(tmp_path)], cwd=tmp_path, check=False)
+    assert p.returncode != 0
+    err = (p.stderr + p.stdout).strip().splitlines()
+    line = [l for l in err if "config error" in l]
+    assert line and needle in line[0], err[-5:]
+    assert not (tmp_path / "results").exists()
