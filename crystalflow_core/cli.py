@@ -35,7 +35,8 @@ def _paths(cfg, run_name, steps=None):
 
 def _ensure_data(cfg, run_name, workers):
     run = cfg["runs"][run_name]
-    for split in {run["train_split"], run["val_split"], run["test_split"], *run["novelty_splits"]} - {None}:
+    novelty = run["novelty_splits"] if run["task"] == "dng" and run["relax"]["enabled"] else []
+    for split in {run["train_split"], run["val_split"], run["test_split"], *novelty} - {None}:
         out = f"{cfg['results']}/data/{run['dataset']}/{split}.pt"
         stages.prepare(cfg, run["dataset"], split, out, workers)
 

@@ -78,6 +78,10 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
             sp = run[key]
             if sp is not None and sp not in splits:
                 raise ConfigError(f"config error at 'runs/{name}/{key}': '{sp}' is not a split of {ds}; allowed: {', '.join(splits)}")
+        if run["task"] == "dng" and run["relax"]["enabled"]:
+            for sp in run["novelty_splits"]:
+                if sp not in splits:
+                    raise ConfigError(f"config error at 'runs/{name}/novelty_splits': '{sp}' is not a split of {ds}; allowed: {', '.join(splits)}")
         for c in run["conditions"]:
             if c not in datasets[ds]["conditions"]:
                 raise ConfigError(f"config error at 'runs/{name}/conditions': '{c}' is not a condition column of {ds}; allowed: {', '.join(datasets[ds]['conditions']) or 'none'}")

@@ -167,8 +167,10 @@ def fingerprints(structures: list, workers: int = 0, progress: bool = False):
             res = list(tqdm(pool.imap(_fp_one, structures, chunksize=8), total=len(structures),
                             disable=not progress, desc="fingerprints", mininterval=5))
     ok = np.array([r is not None for r in res], dtype=bool)
-    sfp = np.array([r[0] for r in res if r is not None]).reshape(int(ok.sum()), -1)
-    cfp = np.array([r[1] for r in res if r is not None]).reshape(int(ok.sum()), -1)
+    if not ok.any():
+        return np.zeros((0, 61)), np.zeros((0, 132)), ok
+    sfp = np.array([r[0] for r in res if r is not None])
+    cfp = np.array([r[1] for r in res if r is not None])
     return sfp, cfp, ok
 
 

@@ -1,0 +1,49 @@
+"""Sampling throughput: minutes per 10,000 MP-20-like crystals at S = 100 on this machine.
+
+Atom counts follow the MP-20 test histogram (DNG-style, untrained weights: the cost does not
+depend on the weights). The quick network runs >= 500 crystals at the full S; the paper network
+runs >= 500 crystals at fewer steps and is extrapolated linearly in S (every step costs the same).
+
+  python benchmarks/sample.py [--n 512] [--paper-steps 4]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from _common import header, mp20_test_rows
+
+SIZES = {"quick": dict(hidden=128, layers=3, fourier=64, recip=4),
+         "paper": dict(hidden=512, layers=6, fourier=256, recip=8)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--paper-steps", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=256)
+    a = ap.parse_args()
+    import numpy as np
+    import torch
+
+    from crystalflow_core.sampling import SampleSettings, dng_items, generate
+    from crystalflow_core.training import CrystalFlowModule
+
+    header(f"sampling: {a.n} crystals, batch {a.batch}")
+    hist = np.bincount(mp20_test_rows()["num_atoms"]).tolist()
+    for size, steps in (("quick", a.steps), ("paper", a.paper_steps)):
+        torch.manual_seed(0)
+        m = CrystalFlowModule(model=dict(**SIZES[size], task="dng"), atom_count_hist=hist)
+        items = dng_items(hist, a.n, seed=0)
+        t0 = time.perf_counter()
+        recs = generate(m, items, SampleSettings(steps=steps, anneal=0.0, batch_size=a.batch), progress=False)
+        dt = time.perf_counter() - t0
+        per10k = dt / len(recs) * 1e4 / 60 * (100 / steps)
+        note = "" if steps == 100 else f" (measured at S={steps}, scaled to S=100)"
+        print(f"{size:6s} {SIZES[size]}: {len(recs)} crystals x {steps} steps in {dt:.1f} s -> "
+              f"{per10k:.1f} min per 10,000 at S=100{note}")
+
+
+if __name__ == "__main__":
+    main()
