@@ -16,7 +16,6 @@ import itertools
 import json
 import logging
 import re
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -81,30 +80,40 @@ class LocalHull:
         log.info("local hull: %d formation energies from %d files", len(entries), len(paths))
         return cls(entries)
 
-    @lru_cache(maxsize=4096)
-    def _pd(self, system: frozenset):
-        from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
-        from pymatgen.core import Composition
-
-        entries = [PDEntry(Composition({el: 1}), 0.0) for el in system]
+    def _candidates(self, system: frozenset):
+        """Entries whose elements are a subset of `system` (all sub-systems), elements at zero."""
+        out = [({el: 1.0}, 0.0) for el in system]
         for r in range(1, len(system) + 1):
             for sub in itertools.combinations(sorted(system), r):
-                for comp, ef in self.by_system.get(frozenset(sub), []):
-                    entries.append(PDEntry(Composition(comp), ef))
-        return PhaseDiagram(entries)
+                out += self.by_system.get(frozenset(sub), [])
+        return out
+
+    def hull_energy(self, composition) -> float:
+        """Formation energy of the convex hull at `composition` (eV/atom).
+
+        The lower hull at a composition is the cheapest mixture of reference phases with that
+        composition: min sum_j x_j e_j subject to sum_j x_j c_j = c, x >= 0 (a linear program,
+        exact, and fast in any number of elements, where a full phase diagram is not).
+        """
+        from scipy.optimize import linprog
+
+        comp = composition.fractional_composition
+        els = sorted(el.symbol for el in comp.elements)
+        missing = set(els) - self.elements
+        if missing:
+            raise KeyError(f"elements not in the hull reference: {', '.join(sorted(missing))}")
+        cands = self._candidates(frozenset(els))
+        a_eq = np.array([[c.get(el, 0.0) for c in (cd for cd, _ in cands)] for el in els])
+        b_eq = np.array([comp[el] for el in els])
+        cost = np.array([e for _, e in cands])
+        res = linprog(cost, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+        if not res.success:
+            raise RuntimeError(f"hull LP failed for {composition.reduced_formula}: {res.message}")
+        return float(res.fun)
 
     def e_above_hull(self, composition, e_form_per_atom: float) -> float:
         """Energy above hull (eV/atom, negative below the hull) of a formation energy."""
-        from pymatgen.analysis.phase_diagram import PDEntry
-
-        comp = composition.fractional_composition
-        system = frozenset(el.symbol for el in comp.elements)
-        missing = system - self.elements
-        if missing:
-            raise KeyError(f"elements not in the hull reference: {', '.join(sorted(missing))}")
-        pd_ = self._pd(system)
-        entry = PDEntry(comp, e_form_per_atom)
-        return float(pd_.get_e_above_hull(entry, allow_negative=True))
+        return float(e_form_per_atom - self.hull_energy(composition))
 
 
 class MatbenchHull:
