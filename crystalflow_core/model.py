@@ -183,12 +183,13 @@ class CSPLayer(nn.Module):
         hid = self.cfg.hidden
         hn = self.ln(h + cond)
         w = self.edge1.weight
-        u = hn @ w[:, :hid].T
+        # per-node terms; the per-crystal k term and the bias ride on the receiving node i
+        u = hn @ w[:, :hid].T + (k @ w[:, 2 * hid : 2 * hid + 6].T + self.edge1.bias)[g.node_crystal]
         v = hn @ w[:, hid : 2 * hid].T
-        kb = (k @ w[:, 2 * hid : 2 * hid + 6].T + self.edge1.bias)[g.node_crystal]  # per node
         pi, pj = g.pi, g.pj
-        z = torch.cat([u[pi] + v[pj] + kb[pi] + (pc + ps), u[pj] + v[pi] + kb[pi] + (pc - ps), u + v + kb + c0], 0)
-        m = F.silu(self.edge2(F.silu(z)))
+        z = torch.cat([u[pi] + v[pj] + (pc + ps), u[pj] + v[pi] + (pc - ps), u + v + c0], 0)
+        inplace = not torch.is_grad_enabled()  # sampling: no autograd graph, reuse the buffers
+        m = F.silu(self.edge2(F.silu(z, inplace=inplace)), inplace=inplace)
         tgt = torch.cat([pi, pj, torch.arange(h.shape[0], device=h.device)])
         agg = torch.zeros_like(h).index_add_(0, tgt, m) / g.num_atoms[g.node_crystal][:, None]
         return self._node_update(h, hn, agg)

@@ -1,0 +1,55 @@
+"""Learning check: a CSP model (H=256, L=4) trained for a fixed wall-clock budget on the MP-20 val
+split, then k=1, S=100 samples for the first 500 MP-20 test crystals, matched with
+StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3).
+
+  python benchmarks/learning.py [--minutes 25] [--n-test 500] [--out /tmp/learning]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from _common import DATA, header
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=25.0)
+    ap.add_argument("--n-test", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--out", default="/tmp/crystalflow_learning")
+    a = ap.parse_args()
+    from crystalflow_core.data import PrepareSettings, cache_structures, load_cache, prepare_split
+    from crystalflow_core.metrics import csp_rms_table, csp_summary
+    from crystalflow_core.sampling import SampleSettings, csp_items, generate, record_to_structure
+    from crystalflow_core.training import load_module, train
+
+    header(f"learning: CSP H=256 L=4, {a.minutes} min on MP-20 val, MR on the first {a.n_test} test crystals")
+    out = Path(a.out)
+    for split in ("val", "test"):
+        prepare_split(DATA / "mp_20" / f"{split}.csv.gz", out / f"{split}.pt", PrepareSettings(workers=os.cpu_count()))
+    run = {"task": "csp", "conditions": [], "model": dict(hidden=256, layers=4, fourier=256, recip=8),
+           "train": dict(batch_size=a.batch, max_epochs=100000, max_minutes=a.minutes, lr=a.lr, lr_factor=0.6,
+                         lr_patience=30, lr_min=1e-4, grad_clip=0.5, progress_bar=False, seed=0)}
+    t0 = time.perf_counter()
+    ckpt = train(run, out / "val.pt", None, out / "model.ckpt", out / "lightning")
+    t_train = time.perf_counter() - t0
+    module = load_module(ckpt)
+    cache = load_cache(out / "test.pt")
+    items = csp_items(cache, 1, a.n_test)
+    t0 = time.perf_counter()
+    recs = generate(module, items, SampleSettings(steps=100, anneal=5.0, batch_size=256), progress=False)
+    t_sample = time.perf_counter() - t0
+    gts = cache_structures(cache, range(len(items)))
+    table = csp_rms_table(gts, [[record_to_structure(r)] for r in recs])
+    s = csp_summary(table, 1)
+    print(f"trained {t_train / 60:.1f} min, sampled {len(recs)} in {t_sample:.0f} s")
+    print(f"match rate {s['match_rate_pct']:.2f} % ({s['n_matched']}/{s['n_targets']}), RMSE {s['rmse_norm']:.4f}, "
+          f"RMSE-all {s['rmse_all_norm']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
