@@ -52,57 +52,62 @@ def dng_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(csp: pd.DataFrame, stab: list[str], outdir: Path) -> list[str]:
+def _figure(path: Path, xlabel: str, ylabel: str, draw) -> bool:
+    """One small PNG: `draw(ax)` plots; the labels, legend and file are handled here."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    draw(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _hists(ax, groups, column, clip=None, bins=40, label="{}"):
+    for key, g in groups:
+        e = g[column].dropna()
+        if clip:
+            e = e.clip(*clip)
+        if len(e):
+            ax.hist(e, bins=bins, alpha=0.55, label=label.format(key))
+
+
+def plots(csp: pd.DataFrame, stab: list[str], outdir: Path) -> list[str]:
+    """Match rate vs integration steps, E_hull histogram, formation energy per target (paper Fig. 3)."""
     made = []
     outdir.mkdir(parents=True, exist_ok=True)
     if len(csp):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for (run, k), g in csp.groupby(["run", "k"]):
-            g = g.sort_values("steps")
-            ax.plot(g["steps"], g["match_rate_pct"], "o-", label=f"{run}, k={k}")
-        ax.set_xscale("log")
-        ax.set_xlabel("integration steps S")
-        ax.set_ylabel("match rate (%)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(outdir / "match_rate_vs_steps.png", dpi=120)
-        plt.close(fig)
+        def draw_mr(ax):
+            for (run, k), g in csp.groupby(["run", "k"]):
+                g = g.sort_values("steps")
+                ax.plot(g["steps"], g["match_rate_pct"], "o-", label=f"{run}, k={k}")
+            ax.set_xscale("log")
+
+        _figure(outdir / "match_rate_vs_steps.png", "integration steps S", "match rate (%)", draw_mr)
         made.append("match_rate_vs_steps.png")
     frames = [pd.read_csv(p).assign(source=Path(p).parent.parent.name) for p in stab]
     if frames:
         st = pd.concat(frames, ignore_index=True)
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for run, g in st.groupby("source"):
-            e = g["e_hull"].dropna().clip(-0.5, 2.0)
-            if len(e):
-                ax.hist(e, bins=40, alpha=0.6, label=run)
-        ax.axvline(0.0, color="k", lw=0.8)
-        ax.axvline(0.1, color="k", lw=0.8, ls="--")
-        ax.set_xlabel("E above hull (eV/atom, CHGNet-relaxed)")
-        ax.set_ylabel("structures")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(outdir / "e_hull_hist.png", dpi=120)
-        plt.close(fig)
+
+        def draw_hull(ax):
+            _hists(ax, st.groupby("source"), "e_hull", clip=(-0.5, 2.0))
+            ax.axvline(0.0, color="k", lw=0.8)
+            ax.axvline(0.1, color="k", lw=0.8, ls="--")
+
+        _figure(outdir / "e_hull_hist.png", "E above hull (eV/atom, CHGNet-relaxed)", "structures", draw_hull)
         made.append("e_hull_hist.png")
         cond = st[st["target"].notna()] if "target" in st else st.iloc[0:0]
         if len(cond):
-            fig, ax = plt.subplots(figsize=(5, 3.5))
-            for tgt, g in cond.groupby("target"):
-                e = g["e_form"].dropna()
-                if len(e):
-                    ax.hist(e, bins=30, alpha=0.5, label=f"target {tgt:g}")
-            ax.set_xlabel("CHGNet formation energy after relaxation (eV/atom)")
-            ax.set_ylabel("structures")
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            fig.savefig(outdir / "formation_energy_by_target.png", dpi=120)
-            plt.close(fig)
+            _figure(outdir / "formation_energy_by_target.png", "CHGNet formation energy after relaxation (eV/atom)",
+                    "structures", lambda ax: _hists(ax, cond.groupby("target"), "e_form", bins=30, label="target {:g}"))
             made.append("formation_energy_by_target.png")
     return made
 
