@@ -66,6 +66,9 @@ def main(argv=None):
     except (cfgmod.ConfigError, FileNotFoundError) as exc:
         sys.exit(str(exc))
     if a.stage == "prepare":
+        if a.dataset not in cfg["datasets"] or a.split not in cfg["datasets"][a.dataset]["splits"]:
+            known = {d: list(v["splits"]) for d, v in cfg["datasets"].items()}
+            sys.exit(f"unknown dataset/split {a.dataset}/{a.split}; {a.config} has {known}")
         out = a.out or f"{cfg['results']}/data/{a.dataset}/{a.split}.pt"
         stages.prepare(cfg, a.dataset, a.split, out, a.threads)
         return
@@ -84,7 +87,7 @@ def main(argv=None):
         for i, part in enumerate(parts):
             if not Path(part).exists():
                 stages.sample(run, P["ckpt"], P["test"], steps, i, shards, part)
-        stages.gather(parts, P["samples"])
+        stages.gather(parts, P["samples"], run["sample"]["export"])
     elif a.stage == "relax":
         stages.relax(run, P["samples"], 0, 1, P["relax"], a.threads or run["relax"]["workers"] or 1)
     elif a.stage == "metrics":

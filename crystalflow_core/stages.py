@@ -95,9 +95,36 @@ def sample(run: dict, ckpt: str, test_pt: str | None, steps: int, shard: int, sh
     write_jsonl_atomic(out, recs)
 
 
-def gather(inputs: list[str], out: str):
+def gather(inputs: list[str], out: str, export: list[str] = ()):
+    """Concatenate shard files; optionally export CIFs (a folder) and extxyz beside `out`."""
     recs = [r for p in inputs for r in read_jsonl(p)]
+    if export:
+        export_samples(recs, Path(out).parent, export)
     write_jsonl_atomic(out, recs)
+
+
+def export_samples(recs: list[dict], folder: Path, formats) -> None:
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from .sampling import record_to_structure
+
+    structs = [(r["id"], record_to_structure(r)) for r in recs]
+    structs = [(i, s) for i, s in structs if s is not None]
+    if "cif" in formats:
+        d = folder / "cif"
+        d.mkdir(parents=True, exist_ok=True)
+        for sid, s in structs:
+            s.to(filename=str(d / f"{sid.replace('#', '_').replace('/', '_')}.cif"))
+    if "extxyz" in formats:
+        from ase.io import write
+
+        atoms = []
+        for sid, s in structs:
+            a = AseAtomsAdaptor.get_atoms(s)
+            a.info["sample_id"] = sid
+            atoms.append(a)
+        with atomic_path(folder / "samples.extxyz") as tmp:
+            write(str(tmp), atoms, format="extxyz")
 
 
 # ----------------------------------------------------------------------------- relax
@@ -162,7 +189,8 @@ def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pt
         smp = samples_by_id.get(r["id"], {})
         row = {"id": r["id"], "converged": r.get("converged", False), "error": r.get("error", ""),
                "target": smp.get("target", np.nan), "e_form_initial": np.nan, "e_form": np.nan,
-               "e_hull": np.nan, "hull_missing": ""}
+               "e_hull": np.nan, "hull_missing": "", "pressure_gpa": r.get("pressure_gpa", np.nan),
+               "stress_pressure_gpa": r.get("stress_pressure_gpa", np.nan)}
         s0 = record_to_structure(smp) if smp else None
         s1 = _structure_from(r["final"]) if r.get("final") else None
         try:
@@ -275,6 +303,11 @@ def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
         row.update(sun_summary(st["e_hull"].to_numpy(float), st["unique"].to_numpy(bool),
                                st["new"].to_numpy(bool), len(st)))
         row["mean_e_hull_ev_atom"] = float(np.nanmean(st["e_hull"])) if st["e_hull"].notna().any() else float("nan")
+        if run["relax"]["pressure"]:
+            # DFT-free proxy for pressure runs: CHGNet stress of the relaxed cell vs the target pressure
+            ok = st[st["converged"].astype(bool)]
+            err = target_errors(ok["pressure_gpa"].to_numpy(float), ok["stress_pressure_gpa"].to_numpy(float))
+            row["stress_vs_target_mae_gpa"] = err["mae"]
         if run["conditions"]:
             for tgt, grp in st.groupby("target"):
                 t = np.full(len(grp), tgt)

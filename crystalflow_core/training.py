@@ -217,8 +217,8 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     out_ckpt = Path(out_ckpt)
     out_ckpt.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_ckpt.with_name(f".{out_ckpt.name}.tmp")
+    trainer.save_checkpoint(tmp)  # collective under DDP; only rank 0 writes
     if trainer.global_rank == 0:
-        trainer.save_checkpoint(tmp)
         os.replace(tmp, out_ckpt)
     log.info("trained %d epochs -> %s", trainer.current_epoch, out_ckpt)
     return out_ckpt

@@ -89,6 +89,11 @@ def test_tiny_config_end_to_end(tiny_run):
     samples = [l for l in (r / "runs/mp20_csp/s3/samples.jsonl").read_text().splitlines() if l]
     assert len(samples) == 20  # 10 targets x k=2
     assert "Table 1" in (r / "tables/table1_csp.md").read_text()
+    from ase.io import read
+
+    exported = read(r / "runs/mp20_csp/s3/samples.extxyz", index=":")
+    cifs = list((r / "runs/mp20_csp/s3/cif").glob("*.cif"))
+    assert len(exported) == len(cifs) == sum(1 for line in samples if '"flag": ""' in line)
 
 
 def test_second_run_is_a_no_op(tiny_run):

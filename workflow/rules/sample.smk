@@ -26,6 +26,8 @@ rule gather_samples:
         sample_shards,
     output:
         f"{R}/runs/{{run}}/s{{steps}}/samples.jsonl",
+    params:
+        export=lambda wc: RUNS[wc.run]["sample"]["export"],
     log:
         f"{R}/logs/sample/{{run}}_s{{steps}}_gather.log",
     script:
