@@ -52,11 +52,15 @@ def _init_worker(settings: dict):
     torch.set_num_threads(1)
     from chgnet.model import CHGNet
 
+    from chgnet.model.dynamics import CHGNetCalculator
+
     _STATE["model"] = CHGNet.load(verbose=False)
+    # one calculator per worker, reused for every structure (ASE recomputes for new atoms)
+    _STATE["calc"] = CHGNetCalculator(model=_STATE["model"], use_device="cpu", on_isolated_atoms="ignore")
     _STATE["settings"] = RelaxSettings(**settings)
 
 
-def relax_structure(structure, settings: RelaxSettings, model=None) -> dict:
+def relax_structure(structure, settings: RelaxSettings, model=None, calc=None) -> dict:
     """Relax one pymatgen Structure; returns the record (never raises for CHGNet errors)."""
     import numpy as np
     from ase import optimize
@@ -76,7 +80,7 @@ def relax_structure(structure, settings: RelaxSettings, model=None) -> dict:
             if dm.min() < settings.min_distance:
                 raise ValueError(f"atoms {dm.min():.2f} A apart (< {settings.min_distance} A)")
         atoms = AseAtomsAdaptor.get_atoms(structure)
-        atoms.calc = CHGNetCalculator(model=model or _STATE["model"], use_device="cpu", on_isolated_atoms="ignore")
+        atoms.calc = calc or CHGNetCalculator(model=model or _STATE["model"], use_device="cpu", on_isolated_atoms="ignore")
         n = len(atoms)
         rec["initial_energy_per_atom"] = float(atoms.get_potential_energy()) / n
         p = settings.pressure * EV_PER_A3_PER_GPA
@@ -113,7 +117,7 @@ def relax_structure(structure, settings: RelaxSettings, model=None) -> dict:
 
 def _work(item):
     sid, structure = item
-    rec = relax_structure(structure, _STATE["settings"])
+    rec = relax_structure(structure, _STATE["settings"], calc=_STATE["calc"])
     rec["id"] = sid
     return rec
 
