@@ -106,3 +106,36 @@ def test_sun_counts_hand_made(nacl, silicon):
     assert s["stable_pct"] == 50.0 and s["metastable_pct"] == 75.0
     assert s["sun_pct"] == 25.0 and s["msun_pct"] == 25.0
     assert M.target_errors(np.array([0.0, -1.0]), np.array([0.5, -2.0])) == {"mae": 0.75, "rmse": pytest.approx(np.sqrt(0.625)), "n": 2}
+
+
+def test_smact_fast_search_equals_brute_force():
+    """The cut-based search gives the reference answer (all oxidation-state combinations with
+    smact's own neutrality and Pauling tests) on random compositions."""
+    import itertools
+    import math
+
+    import smact
+    from smact.screening import pauling_test
+
+    def brute(symbols, counts):
+        if len(set(symbols)) == 1 or all(s in smact.metals for s in symbols):
+            return True
+        g = math.gcd(*counts)
+        counts = [c // g for c in counts]
+        space = smact.element_dictionary(symbols)
+        els = [space[s] for s in symbols]
+        for states in itertools.product(*[e.oxidation_states or [0] for e in els]):
+            if sum(o * c for o, c in zip(states, counts)) == 0 and pauling_test(states, [e.pauling_eneg for e in els]):
+                return True
+        return False
+
+    rng = np.random.default_rng(0)
+    pool = ["Li", "Na", "K", "Mg", "Ca", "Ba", "Al", "Ga", "Ti", "Fe", "Co", "Cu", "Zn", "Sn", "Pb", "Bi",
+            "B", "C", "N", "O", "F", "S", "Cl", "Se", "Br", "I", "P", "Si", "H", "Te", "Sb", "Xe"]
+    for _ in range(300):
+        n = int(rng.integers(2, 5))
+        syms = list(rng.choice(pool, n, replace=False))
+        counts = [int(c) for c in rng.integers(1, 7, n)]
+        assert M.smact_valid(syms, counts) == brute(syms, counts), (syms, counts)
+    # eleven elements: the brute-force product has millions of combinations; the search answers
+    assert M.smact_valid(["K", "Sr", "Ca", "Sm", "Y", "Cd", "Sn", "Ge", "H", "S", "O"], [1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 3]) in (True, False)
