@@ -7,7 +7,6 @@ Stability: energy above hull of CHGNet-relaxed samples, stable/metastable, uniqu
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import multiprocessing as mp

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .io import append_jsonl, read_jsonl
+from .io import append_jsonl, read_jsonl, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 EV_PER_A3_PER_GPA = 1.0 / 160.21766208  # 1 GPa in eV/A^3
@@ -131,13 +131,11 @@ def relax_many(items: list[tuple[str, object]], out_path, settings: RelaxSetting
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["id"] for r in read_jsonl(out_path)} if out_path.exists() else set()
-    if out_path.exists():  # rewrite without a possibly truncated tail line
+    done = set()
+    if out_path.exists():  # drop a possibly truncated tail line before appending again
         recs = read_jsonl(out_path)
-        with open(out_path, "w") as fh:
-            import json
-            for r in recs:
-                fh.write(json.dumps(r) + "\n")
+        write_jsonl_atomic(out_path, recs)
+        done = {r["id"] for r in recs}
     todo = []
     for sid, s in items:
         if sid in done:
