@@ -237,11 +237,12 @@ class CSPNet(nn.Module):
                 fc, fs = pair_features_fast(frac, g.pi, g.pj, self.cfg.fourier, self.cfg.recip)
             wc, ws = zip(*[layer.phi_weights() for layer in self.layers])
             hid = self.cfg.hidden
-            pc_all = fc @ torch.cat(wc, 0).T  # (P, L*H): one product for all layers
-            ps_all = fs @ torch.cat(ws, 0).T
+            # (P, L*H): one product for all layers; split (not sliced) so that the backward pass
+            # concatenates the per-layer gradients once instead of zero-filling a full copy per layer
+            pc_all = (fc @ torch.cat(wc, 0).T).split(hid, dim=1)
+            ps_all = (fs @ torch.cat(ws, 0).T).split(hid, dim=1)
             for li, layer in enumerate(self.layers):
-                sl = slice(li * hid, (li + 1) * hid)
-                h = layer.forward_fast(h, c, k, g, pc_all[:, sl], ps_all[:, sl], wc[li].sum(1))
+                h = layer.forward_fast(h, c, k, g, pc_all[li], ps_all[li], wc[li].sum(1))
         else:
             for layer in self.layers:
                 h = layer.forward_plain(h, c, frac, k, g)
