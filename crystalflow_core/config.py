@@ -85,8 +85,8 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
         for c in run["conditions"]:
             if c not in datasets[ds]["conditions"]:
                 raise ConfigError(f"config error at 'runs/{name}/conditions': '{c}' is not a condition column of {ds}; allowed: {', '.join(datasets[ds]['conditions']) or 'none'}")
-        if run["conditions"] and not run["sample"]["targets"]:
-            raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional run needs targets")
+        if run["conditions"] and run["task"] == "dng" and not run["sample"]["targets"]:
+            raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional DNG run needs targets")
     for t in cfg["targets"]:
         if t not in cfg["runs"]:
             raise ConfigError(f"config error at 'targets': '{t}' is not a run; allowed: {', '.join(cfg['runs'])}")

@@ -56,9 +56,13 @@ def sample_items(run: dict, module, test_pt: str | None) -> list[dict]:
 
     s = run["sample"]
     if run["task"] == "csp":
-        items = csp_items(load_cache(test_pt), max(s["k"]), s["test_limit"])
+        cache = load_cache(test_pt)
+        items = csp_items(cache, max(s["k"]), s["test_limit"])
         for it in items:
             it["id"] = f"{it['target_id']}#{it['candidate']}"
+            if run["conditions"]:  # conditional CSP (e.g. pressure): each target at its own value
+                it["condition"] = {c: float(cache["conditions"][c][it["target_index"]]) for c in run["conditions"]}
+                it["target"] = it["condition"][run["conditions"][0]]
         return items
     hist = module.hparams.atom_count_hist
     conds = run["conditions"]
@@ -138,9 +142,11 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
         recs = recs[: r["limit"]]
     recs = shard_slice(recs, shard, shards)
     settings = RelaxSettings(fmax=r["fmax"], steps=r["steps"], pressure=r["pressure"],
-                             optimizer=r["optimizer"], timeout=r["timeout"])
+                             optimizer=r["optimizer"], timeout=r["timeout"], batch_size=r["batch_size"])
     partial = Path(str(out) + ".partial")
-    items = [(rec["id"], record_to_structure(rec)) for rec in recs]
+    per_item = "pressure" in run["conditions"]  # pressure-conditioned run: relax at each sample's target
+    items = [(rec["id"], record_to_structure(rec), rec["condition"]["pressure"] if per_item else None)
+             for rec in recs]
     t0 = time.time()
     done = relax_many(items, partial, settings, workers=workers or r["workers"] or 1)
     n_fail = sum(1 for d in done if d.get("error"))
@@ -239,7 +245,9 @@ def test_fingerprints(test_pt: str, out: str, limit: int | None, workers: int = 
 
 
 def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str, steps: int, out: str,
-                workers: int = 0):
+                workers: int = 0, relaxed: list[str] = ()):
+    """Match rate / RMSE for every k; with `relaxed` (pressure-conditioned runs) also the CHGNet
+    stress of the relaxed candidates against their target pressure."""
     from .data import cache_structures, load_cache
     from .metrics import csp_rms_table, csp_summary
     from .sampling import record_to_structure
@@ -254,6 +262,8 @@ def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
     idx = sorted(by_target)
     gts = cache_structures(cache, idx)
     cands = [[record_to_structure(by_target[i][c]) if c in by_target[i] else None for c in range(kmax)] for i in idx]
+    rel = [r for p in relaxed for r in read_jsonl(p)]
+    cand_of = {r["id"]: r["candidate"] for r in recs}
     t0 = time.time()
     table = csp_rms_table(gts, cands, m["stol"], m["ltol"], m["angle_tol"], workers)
     log.info("matched %d targets x %d candidates in %.1f s", len(gts), kmax, time.time() - t0)
@@ -261,9 +271,25 @@ def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
     for k in sorted(run["sample"]["k"]):
         row = {"run": run_name, "dataset": run["dataset"], "task": "csp", "steps": steps, **csp_summary(table, k, m["stol"])}
         row["n_flagged"] = sum(1 for r in recs if r["flag"] and r["candidate"] < k)
+        if relaxed:
+            row.update(_pressure_proxy(rel, cand_of, k))
         rows.append(row)
     with atomic_path(out) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+def _pressure_proxy(relaxed: list[dict], cand_of: dict, k: int) -> dict:
+    """DFT-free check of a pressure-conditioned run over the first k candidates: CHGNet stress of
+    the relaxed cells vs their target pressures (converged relaxations only)."""
+    from .metrics import target_errors
+
+    sel = [r for r in relaxed if cand_of.get(r["id"], k) < k]
+    conv = [r for r in sel if r.get("converged")]
+    err = target_errors(np.array([r["pressure_gpa"] for r in conv], float),
+                        np.array([r["stress_pressure_gpa"] for r in conv], float))
+    return {"n_relaxed": len(sel), "n_relax_failed": sum(1 for r in sel if r.get("error")),
+            "n_relax_converged": len(conv), "stress_vs_target_mae_gpa": err["mae"],
+            "mean_enthalpy_ev_atom": float(np.mean([r["enthalpy_per_atom"] for r in conv])) if conv else float("nan")}
 
 
 def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str, test_fp: str,

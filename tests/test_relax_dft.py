@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from crystalflow_core.relax import RelaxSettings, relax_many, relax_structure
+from crystalflow_core.relax import RelaxSettings, relax_many, relax_structure, static_predictions
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,39 @@ def test_overlapping_atoms_recorded_as_failed(chgnet):
     bad = Structure(Lattice.cubic(5.0), ["Si", "Si"], [[0, 0, 0], [0.02, 0, 0]])  # 0.1 A apart
     r = relax_structure(bad, RelaxSettings(), chgnet)
     assert r["converged"] is False and "apart" in r["error"]
+
+
+def test_batched_static_energies_equal_one_at_a_time(chgnet, silicon, nacl):
+    from chgnet.model.dynamics import CHGNetCalculator
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    huge = Structure(Lattice.cubic(5.0), ["Og"], [[0, 0, 0]])  # no CHGNet embedding for Z = 118
+    structs = [silicon, nacl.get_primitive_structure(), huge, nacl]
+    preds = static_predictions(structs, chgnet, batch_size=3)
+    assert isinstance(preds[2], str)  # the bad one is reported, the others are kept
+    calc = CHGNetCalculator(model=chgnet, use_device="cpu")
+    for s, p in zip(structs, preds):
+        if s is huge:
+            continue
+        atoms = AseAtomsAdaptor.get_atoms(s)
+        atoms.calc = calc
+        assert p["e"] * len(s) == pytest.approx(atoms.get_potential_energy(), abs=1e-4)
+        assert np.allclose(p["f"], atoms.get_forces(), atol=1e-4)
+    # a seeded first step gives the same relaxation as an unseeded one
+    r_seed = relax_structure(nacl, RelaxSettings(steps=5, fmax=0.01), chgnet, initial=preds[3])
+    r_plain = relax_structure(nacl, RelaxSettings(steps=5, fmax=0.01), chgnet)
+    assert r_seed["initial_energy_per_atom"] == pytest.approx(r_plain["initial_energy_per_atom"], abs=1e-5)
+    assert r_seed["energy_per_atom"] == pytest.approx(r_plain["energy_per_atom"], abs=1e-5)
+    assert "RuntimeError" in relax_structure(huge, RelaxSettings(), chgnet, initial=preds[2])["error"]
+
+
+def test_items_relax_at_their_own_pressure(tmp_path, nacl):
+    prim = nacl.get_primitive_structure()
+    recs = relax_many([("p0", prim, 0.0), ("p50", prim.copy(), 50.0)], tmp_path / "r.jsonl",
+                      RelaxSettings(steps=200, fmax=0.05, pressure=10.0), workers=1, progress=False)
+    by_id = {r["id"]: r for r in recs}
+    assert by_id["p0"]["pressure_gpa"] == 0.0 and by_id["p50"]["pressure_gpa"] == 50.0
+    assert by_id["p50"]["volume"] < 0.9 * by_id["p0"]["volume"]
 
 
 def test_resume_skips_finished_structures(tmp_path, silicon, nacl):

@@ -46,8 +46,16 @@ def relax_shards(wildcards):
 
 
 def relax_enabled(run_name):
+    """DNG runs: relax -> stability (hull, SUN) -> DFT inputs."""
     run = RUNS[run_name]
     return run["task"] == "dng" and run["relax"]["enabled"]
+
+
+def pressure_csp(run_name):
+    """CSP runs conditioned on pressure: every candidate is relaxed at its target pressure and the
+    metrics compare the CHGNet stress of the relaxed cell with that target."""
+    run = RUNS[run_name]
+    return run["task"] == "csp" and run["relax"]["enabled"] and "pressure" in run["conditions"]
 
 
 def fingerprint_file(run_name):
@@ -100,6 +108,8 @@ def gpu_res(section):
 def metrics_inputs(wildcards):
     run = RUNS[wildcards.run]
     inp = {"samples": f"{R}/runs/{wildcards.run}/s{wildcards.steps}/samples.jsonl", "test": test_pt(wildcards.run)}
+    if pressure_csp(wildcards.run):
+        inp["relaxed"] = relax_shards(wildcards)
     if run["task"] == "dng":
         inp["fingerprints"] = fingerprint_file(wildcards.run)
         if relax_enabled(wildcards.run):

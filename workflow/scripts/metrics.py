@@ -6,7 +6,8 @@ if __name__ == "__main__":
     run, cfg, inp = snakemake.params.run, snakemake.params.cfg, snakemake.input
     steps = int(snakemake.wildcards.steps)
     if run["task"] == "csp":
-        csp_metrics(cfg, snakemake.wildcards.run, run, inp.samples, inp.test, steps, snakemake.output[0], snakemake.threads)
+        csp_metrics(cfg, snakemake.wildcards.run, run, inp.samples, inp.test, steps, snakemake.output[0], snakemake.threads,
+                    relaxed=list(inp.get("relaxed", [])))
     else:
         dng_metrics(cfg, snakemake.wildcards.run, run, inp.samples, inp.test, inp.fingerprints, inp.get("stability"),
                     steps, snakemake.output[0], snakemake.threads)
