@@ -13,7 +13,9 @@ pressure (pressure-conditioned runs relax each structure at its target).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -59,12 +61,42 @@ def _init_worker(settings: dict):
     torch.set_num_threads(1)
     from chgnet.model import CHGNet
 
-    from chgnet.model.dynamics import CHGNetCalculator
-
     _STATE["model"] = CHGNet.load(verbose=False)
     # one calculator per worker, reused for every structure (ASE recomputes for new atoms)
-    _STATE["calc"] = CHGNetCalculator(model=_STATE["model"], use_device="cpu", on_isolated_atoms="ignore")
+    _STATE["calc"] = make_calculator(_STATE["model"])
     _STATE["settings"] = RelaxSettings(**settings)
+
+
+@contextlib.contextmanager
+def _first_derivatives_only():
+    """CHGNet (0.3) takes forces and stress with autograd.grad(create_graph=True), which builds a
+    second-order graph that inference never uses; asking for plain first derivatives gives the same
+    forces and stresses (to float round-off) about 20 % faster per call on one CPU thread."""
+    import torch
+
+    orig = torch.autograd.grad
+
+    def grad(outputs, inputs, *args, **kwargs):
+        kwargs["create_graph"] = False
+        return orig(outputs, inputs, *args, **kwargs)
+
+    torch.autograd.grad = grad
+    try:
+        yield
+    finally:
+        torch.autograd.grad = orig
+
+
+def make_calculator(model):
+    """CHGNetCalculator for inference (first derivatives only), CPU."""
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    class _Calculator(CHGNetCalculator):
+        def calculate(self, *args, **kwargs):
+            with _first_derivatives_only():
+                super().calculate(*args, **kwargs)
+
+    return _Calculator(model=model, use_device="cpu", on_isolated_atoms="ignore")
 
 
 def _seed(calc, atoms, pred: dict) -> None:
@@ -89,13 +121,15 @@ def static_predictions(structures: list, model, batch_size: int = 8) -> list:
         except Exception as exc:
             out[i] = f"{type(exc).__name__}: {str(exc)[:200]}"
     try:
-        preds = model.predict_graph(graphs, task="efsm", batch_size=batch_size) if graphs else []
+        with _first_derivatives_only():
+            preds = model.predict_graph(graphs, task="efsm", batch_size=batch_size) if graphs else []
         preds = [preds] if isinstance(preds, dict) else preds
     except Exception:  # one bad graph spoils the batch: retry one by one to keep the others
         preds = []
         for g in graphs:
             try:
-                preds.append(model.predict_graph(g, task="efsm"))
+                with _first_derivatives_only():
+                    preds.append(model.predict_graph(g, task="efsm"))
             except Exception as exc:
                 preds.append(f"{type(exc).__name__}: {str(exc)[:200]}")
     for i, p in zip(where, preds):
@@ -111,7 +145,6 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
     import numpy as np
     from ase import optimize
     from ase.filters import FrechetCellFilter
-    from chgnet.model.dynamics import CHGNetCalculator
     from pymatgen.io.ase import AseAtomsAdaptor
 
     t0 = time.time()
@@ -125,7 +158,7 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
         if d < settings.min_distance:
             raise ValueError(f"atoms {d:.2f} A apart (< {settings.min_distance} A)")
         atoms = AseAtomsAdaptor.get_atoms(structure)
-        atoms.calc = calc or CHGNetCalculator(model=model or _STATE["model"], use_device="cpu", on_isolated_atoms="ignore")
+        atoms.calc = calc or make_calculator(model or _STATE["model"])
         if isinstance(initial, str):
             raise RuntimeError(initial)
         if initial is not None:
@@ -217,9 +250,10 @@ def relax_many(items: list[tuple], out_path, settings: RelaxSettings, workers: i
     if todo:
         os.environ["OMP_NUM_THREADS"] = "1"
         os.environ["OPENBLAS_NUM_THREADS"] = "1"
-        b = max(1, settings.batch_size)
+        workers = max(1, min(workers, len(todo)))
+        # chunks of at most batch_size, and small enough (>= 4 per worker) to keep every core busy
+        b = max(1, min(settings.batch_size, math.ceil(len(todo) / (4 * workers))))
         chunks = [todo[i : i + b] for i in range(0, len(todo), b)]
-        workers = max(1, min(workers, len(chunks)))
         ctx = mp.get_context("spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=(asdict(settings),)) as pool, \
                 tqdm(total=len(todo), desc="relaxing", disable=not progress, mininterval=5) as bar:

@@ -58,9 +58,31 @@ class CrystalSet(Dataset):
         return out
 
 
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(seed) * 100_003 + int(epoch) + 1
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffled order that depends only on (seed, epoch); Lightning calls set_epoch every epoch."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        yield from torch.randperm(self.n, generator=g).tolist()
+
+
 class CrystalDataModule(pl.LightningDataModule):
-    def __init__(self, train_path, val_path=None, conditions=(), batch_size=256, workers=0):
+    def __init__(self, train_path, val_path=None, conditions=(), batch_size=256, workers=0, seed=0):
         super().__init__()
+        self.seed = seed
         self.train_path, self.val_path = train_path, val_path
         self.conditions = list(conditions)
         self.batch_size, self.workers = batch_size, workers
@@ -72,8 +94,12 @@ class CrystalDataModule(pl.LightningDataModule):
         self.val_set = CrystalSet(load_cache(self.val_path), self.conditions, self.scalers) if self.val_path else None
 
     def _loader(self, ds, shuffle):
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=ds.collate,
-                          num_workers=self.workers, persistent_workers=self.workers > 0)
+        # own generator: creating a loader iterator draws a base seed, which must not come from the
+        # global stream (Lightning creates the iterator before or after the epoch hook depending on
+        # whether the run was resumed)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSampler(len(ds), self.seed) if shuffle else None,
+                          collate_fn=ds.collate, num_workers=self.workers, persistent_workers=self.workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self):
         return self._loader(self.train_set, True)
@@ -86,7 +112,7 @@ class CrystalDataModule(pl.LightningDataModule):
 class CrystalFlowModule(pl.LightningModule):
     def __init__(self, model: dict, loss_weights=(1.0, 10.0, 10.0), lr=1e-3, lr_factor=0.6,
                  lr_patience=30, lr_min=1e-4, k_sigma=0.1, cond_drop=0.0, scalers=None,
-                 atom_count_hist=None, compile=False):
+                 atom_count_hist=None, compile=False, seed=0):
         super().__init__()
         self.save_hyperparameters()
         self.mcfg = ModelConfig(**model)
@@ -124,6 +150,11 @@ class CrystalFlowModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
+
+    def on_train_epoch_start(self):
+        # the draws of an epoch (times, noise, condition dropout) depend on (seed, epoch) only, so a
+        # run resumed from a checkpoint continues exactly as an uninterrupted one would
+        torch.manual_seed(_epoch_seed(self.hparams.get("seed", 0), self.current_epoch))
 
     def validation_step(self, batch, batch_idx):
         return self._step(batch, "val")
@@ -173,11 +204,12 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     from pytorch_lightning.loggers import CSVLogger
 
     tcfg = run["train"]
-    pl.seed_everything(int(tcfg.get("seed", 0)), workers=True)
+    seed = int(tcfg.get("seed", 0))
+    pl.seed_everything(seed, workers=True)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     conditions = list(run.get("conditions", []))
-    dm = CrystalDataModule(train_path, val_path, conditions, tcfg["batch_size"], tcfg.get("workers", 0))
+    dm = CrystalDataModule(train_path, val_path, conditions, tcfg["batch_size"], tcfg.get("workers", 0), seed)
     dm.setup()
     model_cfg = dict(run["model"], task=run["task"], conditions=conditions)
     model_cfg = asdict(ModelConfig(**model_cfg))
@@ -187,6 +219,7 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
         lr=tcfg["lr"], lr_factor=tcfg["lr_factor"], lr_patience=tcfg["lr_patience"], lr_min=tcfg["lr_min"],
         k_sigma=tcfg.get("k_sigma", 0.1), cond_drop=tcfg.get("cond_drop", 0.0), scalers=dm.scalers,
         atom_count_hist=dm.train_set.c["atom_count_hist"].tolist(), compile=tcfg.get("compile", False),
+        seed=seed,
     )
     ckpt_cb = ModelCheckpoint(dirpath=workdir, filename="epoch{epoch:05d}", save_last=True, save_top_k=1,
                               every_n_epochs=1, auto_insert_metric_name=False,

@@ -17,15 +17,15 @@ import yaml
 from conftest import DATA, REPO, need_data
 
 
-def _tiny_cfg(tmp_path, epochs=4):
+def _tiny_cfg(tmp_path, epochs=4, results="results"):
     cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
     cfg["data_mirror"] = str(DATA)
-    cfg["results"] = str(tmp_path / "results")
+    cfg["results"] = str(tmp_path / results)
     cfg["datasets"]["mp_20"]["max_rows"] = 200
     run = cfg["runs"]["mp20_csp"]
     run["model"] = {"hidden": 64, "layers": 2, "fourier": 32, "recip": 4, "time_dim": 32}
     run["train"].update(max_epochs=epochs, batch_size=8)
-    p = tmp_path / "cfg.yaml"
+    p = tmp_path / f"cfg_{results}.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
 
@@ -51,6 +51,13 @@ def test_training_killed_mid_epoch_resumes_to_same_epochs(tmp_path):
     assert "resuming from" in p.stderr
     final = torch.load(tmp_path / "results/runs/mp20_csp/model.ckpt", weights_only=False)
     assert final["epoch"] == 4 and done_before < 4
+    # same seeds: the resumed run ends with the weights of an uninterrupted one
+    straight_cmd = [*cmd[:5], str(_tiny_cfg(tmp_path, epochs=4, results="straight")), *cmd[6:]]
+    p = subprocess.run(straight_cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    straight = torch.load(tmp_path / "straight/runs/mp20_csp/model.ckpt", weights_only=False)["state_dict"]
+    for name, w in final["state_dict"].items():
+        assert torch.allclose(w, straight[name], rtol=0, atol=1e-6), name
 
 
 def test_corrupt_last_checkpoint_is_detected_and_training_restarts(tmp_path, caplog):

@@ -113,6 +113,34 @@ def test_sampling_change_reruns_only_sampling_and_downstream(tiny_run):
     assert jobs2.get("sample") == 2 and "train" not in jobs2
 
 
+def test_kill_of_whole_workflow_then_rerun_incomplete_gives_same_tables(tiny_run, tmp_path):
+    """SIGKILL the whole snakemake process group mid-run (one training done, others running),
+    then `--unlock` + `--rerun-incomplete`: the final tables equal the uninterrupted run's."""
+    import signal
+    import time
+
+    work, _ = tiny_run
+    cfg = tiny_config(tmp_path)
+    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--cores", "2", "--configfile", str(cfg), "--directory", str(tmp_path)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    first_model = [tmp_path / "results/runs" / r / "model.ckpt" for r in ("mp20_csp", "mp20_dng")]
+    deadline = time.time() + 600
+    while not any(p.exists() for p in first_model) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the workflow ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "results/report.md").exists()
+    smk(["--unlock", "--configfile", str(cfg), "--directory", str(tmp_path)], cwd=tmp_path)
+    smk(["--cores", "2", "--rerun-incomplete", "--configfile", str(cfg), "--directory", str(tmp_path)], cwd=tmp_path)
+    for f in ["mp20_csp_metrics.csv", "mp20_dng_metrics.csv"]:
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results" / f), pd.read_csv(work / "results" / f))
+    for f in ["tables/table1_csp.md", "tables/table3_dng.md"]:
+        assert (tmp_path / "results" / f).read_text() == (work / "results" / f).read_text(), f
+
+
 def test_lint_is_clean(tmp_path):
     p = smk(["--lint", "--directory", str(REPO)], cwd=REPO)
     assert "Congratulations" in p.stdout + p.stderr
