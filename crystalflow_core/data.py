@@ -11,6 +11,7 @@ import gzip
 import logging
 import math
 import multiprocessing as mp
+import os
 import shutil
 import time
 import urllib.request
@@ -61,7 +62,8 @@ def resolve_source(src: SplitSource, mirror: str | None, download_dir: str | Pat
         raise DataError(
             f"{src.dataset}/{src.split}: not in the mirror ({mirror}/{src.file}) and no url configured"
         )
-    dest = Path(download_dir) / src.dataset / Path(src.url).name
+    name = Path(src.url).name
+    dest = Path(download_dir) / src.dataset / (name if Path(name).suffix else Path(src.file).name)
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s -> %s", src.url, dest)
@@ -71,18 +73,35 @@ def resolve_source(src: SplitSource, mirror: str | None, download_dir: str | Pat
                     shutil.copyfileobj(resp, fh)
         except OSError as exc:
             raise DataError(f"{src.dataset}/{src.split}: download of {src.url} failed: {exc}") from exc
-    data = dest.read_bytes()
-    if dest.suffix == ".gz":
-        data = gzip.decompress(data)
     if src.git_blob:
+        data = dest.read_bytes()
+        if dest.suffix == ".gz":
+            data = gzip.decompress(data)
         got = git_blob_id(data)
         if got != src.git_blob:
-            raise DataError(f"checksum mismatch for {dest}: expected git blob {src.git_blob}, got {got}")
-    if src.sha256 and not src.git_blob:
+            _reject_download(dest, f"expected git blob {src.git_blob}, got {got}")
+    elif src.sha256:
         got = sha256_file(dest)
         if got != src.sha256:
-            raise DataError(f"checksum mismatch for {dest}: expected sha256 {src.sha256}, got {got}")
+            _reject_download(dest, f"expected sha256 {src.sha256}, got {got}")
+    else:  # no published checksum: record the first download's sha256 and hold later runs to it
+        side = dest.with_name(dest.name + ".sha256")
+        got = sha256_file(dest)
+        if side.exists():
+            want = side.read_text().split()[0]
+            if got != want:
+                _reject_download(dest, f"expected sha256 {want} (recorded in {side} at download), got {got}")
+        else:
+            side.write_text(f"{got}  {src.url}\n")
+            log.warning("%s: no checksum configured; recorded sha256 %s in %s (pin it in the config)", dest, got, side)
     return dest
+
+
+def _reject_download(dest: Path, why: str):
+    """Move a download that fails its checksum aside (the next run downloads again) and stop."""
+    bad = dest.with_name(dest.name + ".bad")
+    os.replace(dest, bad)
+    raise DataError(f"checksum mismatch for {dest} ({why}); moved to {bad}")
 
 
 # ----------------------------------------------------------------------------- parsing

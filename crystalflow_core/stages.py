@@ -173,7 +173,7 @@ def build_hull(cfg: dict):
         if not path:
             from .data import SplitSource, resolve_source
 
-            src = SplitSource("hull", "ppd", "hull/2023-02-07-ppd-mp.pkl.gz", h["matbench_url"])
+            src = SplitSource("hull", "ppd", "hull/2023-02-07-ppd-mp.pkl.gz", h["matbench_url"], sha256=h["matbench_sha256"])
             path = resolve_source(src, str(mirror), cfg["download_dir"])
         return MatbenchHull(path)
     return LocalHull.from_csvs([mirror / p for p in h["local_sources"]])

@@ -126,3 +126,53 @@ def test_real_mp20_rows(tmp_path):
     from pymatgen.core import Structure
 
     assert s.matches(Structure.from_str(df["cif"][0], fmt="cif"))
+
+
+def test_matbench_hull_download_path(tmp_path):
+    """hull.source: matbench with no mirror copy: downloaded over HTTP (a local server stands in
+    for figshare), checksum-verified, loaded, and E_hull computed from the patched phase diagram."""
+    import http.server
+    import pickle
+    import threading
+    from functools import partial
+
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.core import Composition
+
+    from crystalflow_core.stages import build_hull
+
+    entries = [PDEntry(Composition("Li"), -1.9), PDEntry(Composition("O2"), -9.8),
+               PDEntry(Composition("Li2O"), -14.3)]
+    served = tmp_path / "srv" / "ndownloader" / "files"
+    served.mkdir(parents=True)
+    with gzip.open(served / "48241624", "wb") as fh:
+        pickle.dump(PhaseDiagram(entries), fh)
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "srv"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ndownloader/files/48241624"
+        cfg = {"data_mirror": str(tmp_path / "empty_mirror"), "download_dir": str(tmp_path / "dl"),
+               "hull": {"source": "matbench", "matbench_url": url, "matbench_path": None,
+                        "matbench_sha256": sha256_file(served / "48241624")}}
+        hull = build_hull(cfg)
+        assert (tmp_path / "dl/hull/2023-02-07-ppd-mp.pkl.gz").exists()
+        assert hull.e_above_hull_total(entries[2]) == pytest.approx(0.0, abs=1e-9)
+        above = PDEntry(Composition("Li2O"), -14.3 + 3 * 0.25)  # 0.25 eV/atom above the hull
+        assert hull.e_above_hull_total(above) == pytest.approx(0.25, abs=1e-9)
+        # a wrong pinned checksum stops with both sums and moves the file aside for a fresh download
+        cfg["hull"]["matbench_sha256"] = "0" * 64
+        with pytest.raises(D.DataError, match="0" * 64):
+            build_hull(cfg)
+        assert (tmp_path / "dl/hull/2023-02-07-ppd-mp.pkl.gz.bad").exists()
+        # no checksum configured: the first download's sum is recorded and later runs held to it
+        cfg["hull"]["matbench_sha256"] = None
+        build_hull(cfg)
+        side = tmp_path / "dl/hull/2023-02-07-ppd-mp.pkl.gz.sha256"
+        assert side.read_text().split()[0] == sha256_file(served / "48241624")
+        with gzip.open(tmp_path / "dl/hull/2023-02-07-ppd-mp.pkl.gz", "ab") as fh:
+            fh.write(b"tampered")
+        with pytest.raises(D.DataError, match="recorded"):
+            build_hull(cfg)
+    finally:
+        server.shutdown()
