@@ -48,13 +48,13 @@ def test_batched_static_energies_equal_one_at_a_time(chgnet, silicon, nacl):
     from chgnet.model.dynamics import CHGNetCalculator
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    huge = Structure(Lattice.cubic(5.0), ["Og"], [[0, 0, 0]])  # no CHGNet embedding for Z = 118
-    structs = [silicon, nacl.get_primitive_structure(), huge, nacl]
+    unknown = Structure(Lattice.cubic(5.0), ["Og"], [[0, 0, 0]])  # no CHGNet embedding for Z = 118
+    structs = [silicon, nacl.get_primitive_structure(), unknown, nacl]
     preds = static_predictions(structs, chgnet, batch_size=3)
     assert isinstance(preds[2], str)  # the bad one is reported, the others are kept
     calc = CHGNetCalculator(model=chgnet, use_device="cpu")
     for s, p in zip(structs, preds):
-        if s is huge:
+        if s is unknown:
             continue
         atoms = AseAtomsAdaptor.get_atoms(s)
         atoms.calc = calc
@@ -65,7 +65,7 @@ def test_batched_static_energies_equal_one_at_a_time(chgnet, silicon, nacl):
     r_plain = relax_structure(nacl, RelaxSettings(steps=5, fmax=0.01), chgnet)
     assert r_seed["initial_energy_per_atom"] == pytest.approx(r_plain["initial_energy_per_atom"], abs=1e-5)
     assert r_seed["energy_per_atom"] == pytest.approx(r_plain["energy_per_atom"], abs=1e-5)
-    assert "RuntimeError" in relax_structure(huge, RelaxSettings(), chgnet, initial=preds[2])["error"]
+    assert "RuntimeError" in relax_structure(unknown, RelaxSettings(), chgnet, initial=preds[2])["error"]
 
 
 def test_items_relax_at_their_own_pressure(tmp_path, nacl):
