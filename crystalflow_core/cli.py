@@ -35,7 +35,7 @@ def _paths(cfg, run_name, steps=None):
 
 def _ensure_data(cfg, run_name, workers):
     run = cfg["runs"][run_name]
-    novelty = run["novelty_splits"] if run["task"] == "dng" and run["relax"]["enabled"] else []
+    novelty = run["novelty_splits"] if cfgmod.stability_relax(run) else []
     for split in {run["train_split"], run["val_split"], run["test_split"], *novelty} - {None}:
         out = f"{cfg['results']}/data/{run['dataset']}/{split}.pt"
         stages.prepare(cfg, run["dataset"], split, out, workers)
@@ -53,7 +53,7 @@ def main(argv=None):
     sp.add_argument("--split", required=True)
     sp.add_argument("--out", default=None)
     for name, helptext in [("train", "train a run"), ("sample", "sample from a trained run"),
-                           ("relax", "CHGNet-relax DNG samples"), ("metrics", "metrics of a run"),
+                           ("relax", "CHGNet-relax DNG samples (or pressure-CSP candidates)"), ("metrics", "metrics of a run"),
                            ("dft", "VASP inputs for stable relaxed samples")]:
         s = sub.add_parser(name, parents=[common], help=helptext)
         s.add_argument("--run", required=True)
@@ -92,12 +92,13 @@ def main(argv=None):
         stages.relax(run, P["samples"], 0, 1, P["relax"], a.threads or run["relax"]["workers"] or 1)
     elif a.stage == "metrics":
         if run["task"] == "csp":
-            stages.csp_metrics(cfg, a.run, run, P["samples"], P["test"], steps, P["metrics"], a.threads)
+            relaxed = [P["relax"]] if cfgmod.pressure_relax(run) and Path(P["relax"]).exists() else []
+            stages.csp_metrics(cfg, a.run, run, P["samples"], P["test"], steps, P["metrics"], a.threads, relaxed)
         else:
             if not Path(P["fingerprints"]).exists():
                 stages.test_fingerprints(P["test"], P["fingerprints"], cfg["metrics"]["fingerprint_limit"], a.threads)
             stab = None
-            if run["relax"]["enabled"] and Path(P["relax"]).exists():
+            if cfgmod.stability_relax(run) and Path(P["relax"]).exists():
                 stages.stability(cfg, run, P["samples"], [P["relax"]], P["novelty"], P["stability"])
                 stab = P["stability"]
             stages.dng_metrics(cfg, a.run, run, P["samples"], P["test"], P["fingerprints"], stab, steps,

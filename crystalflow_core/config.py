@@ -78,7 +78,7 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
             sp = run[key]
             if sp is not None and sp not in splits:
                 raise ConfigError(f"config error at 'runs/{name}/{key}': '{sp}' is not a split of {ds}; allowed: {', '.join(splits)}")
-        if run["task"] == "dng" and run["relax"]["enabled"]:
+        if stability_relax(run):
             for sp in run["novelty_splits"]:
                 if sp not in splits:
                     raise ConfigError(f"config error at 'runs/{name}/novelty_splits': '{sp}' is not a split of {ds}; allowed: {', '.join(splits)}")
@@ -118,6 +118,17 @@ def deep_update(base: dict, new: dict) -> dict:
 def dataset_tag(name: str) -> str:
     """mp_20 -> mp20 (the prefix of results/{tag}_{task}_metrics.csv)."""
     return name.replace("_", "")
+
+
+def stability_relax(run: dict) -> bool:
+    """DNG runs: samples are relaxed, then stability (hull, SUN) and DFT inputs follow."""
+    return run["task"] == "dng" and run["relax"]["enabled"]
+
+
+def pressure_relax(run: dict) -> bool:
+    """CSP runs conditioned on pressure: every candidate is relaxed at its target pressure and the
+    metrics compare the CHGNet stress of the relaxed cell with that target."""
+    return run["task"] == "csp" and run["relax"]["enabled"] and "pressure" in run["conditions"]
 
 
 def anneal_for(run: dict) -> float:

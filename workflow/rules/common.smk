@@ -1,7 +1,7 @@
 # Functions and wildcard constraints shared by the rules.
 import os
 
-from crystalflow_core.config import anneal_for, dataset_tag
+from crystalflow_core.config import anneal_for, dataset_tag, pressure_relax, stability_relax
 
 R = config["results"]
 RUNS = config["runs"]
@@ -46,16 +46,11 @@ def relax_shards(wildcards):
 
 
 def relax_enabled(run_name):
-    """DNG runs: relax -> stability (hull, SUN) -> DFT inputs."""
-    run = RUNS[run_name]
-    return run["task"] == "dng" and run["relax"]["enabled"]
+    return stability_relax(RUNS[run_name])
 
 
 def pressure_csp(run_name):
-    """CSP runs conditioned on pressure: every candidate is relaxed at its target pressure and the
-    metrics compare the CHGNet stress of the relaxed cell with that target."""
-    run = RUNS[run_name]
-    return run["task"] == "csp" and run["relax"]["enabled"] and "pressure" in run["conditions"]
+    return pressure_relax(RUNS[run_name])
 
 
 def fingerprint_file(run_name):
