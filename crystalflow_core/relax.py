@@ -52,6 +52,22 @@ def _alarm(signum, frame):
     raise _Timeout()
 
 
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Raise _Timeout inside the block after `seconds` (SIGALRM); no limit for 0 or where the
+    platform has no SIGALRM."""
+    if not seconds or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 _STATE: dict = {}
 
 
@@ -150,50 +166,43 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
 
     t0 = time.time()
     rec = {"converged": False, "error": "", "steps": 0}
-    use_alarm = settings.timeout and hasattr(signal, "SIGALRM")
-    if use_alarm:
-        old = signal.signal(signal.SIGALRM, _alarm)
-        signal.setitimer(signal.ITIMER_REAL, settings.timeout)
     try:
-        d = _closest_pair(structure)
-        if d < settings.min_distance:
-            raise ValueError(f"atoms {d:.2f} A apart (< {settings.min_distance} A)")
-        atoms = AseAtomsAdaptor.get_atoms(structure)
-        atoms.calc = calc or make_calculator(model or _STATE["model"])
-        if isinstance(initial, str):
-            raise RuntimeError(initial)
-        if initial is not None:
-            _seed(atoms.calc, atoms, initial)
-        n = len(atoms)
-        rec["initial_energy_per_atom"] = float(atoms.get_potential_energy()) / n
-        p = settings.pressure * EV_PER_A3_PER_GPA
-        target = FrechetCellFilter(atoms, scalar_pressure=p) if settings.relax_cell else atoms
-        opt = getattr(optimize, settings.optimizer)(target, logfile=None)
-        rec["converged"] = bool(opt.run(fmax=settings.fmax, steps=settings.steps))
-        rec["steps"] = int(opt.nsteps)
-        e = float(atoms.get_potential_energy())
-        vol = float(atoms.get_volume())
-        rec["energy_per_atom"] = e / n
-        rec["enthalpy_per_atom"] = (e + p * vol) / n
-        rec["volume"] = vol
-        rec["pressure_gpa"] = settings.pressure
-        stress = atoms.get_stress(voigt=True)  # eV/A^3, positive = tensile (ASE convention)
-        rec["stress_pressure_gpa"] = float(-np.mean(stress[:3]) / EV_PER_A3_PER_GPA)
-        final = AseAtomsAdaptor.get_structure(atoms)
-        if not all(np.isfinite([e, vol])):
-            raise FloatingPointError("non-finite energy or volume")
-        rec["final"] = {"lattice": final.lattice.matrix.tolist(), "species": [s.specie.symbol for s in final],
-                        "frac_coords": final.frac_coords.tolist()}
+        with _time_limit(settings.timeout):
+            d = _closest_pair(structure)
+            if d < settings.min_distance:
+                raise ValueError(f"atoms {d:.2f} A apart (< {settings.min_distance} A)")
+            atoms = AseAtomsAdaptor.get_atoms(structure)
+            atoms.calc = calc or make_calculator(model or _STATE["model"])
+            if isinstance(initial, str):
+                raise RuntimeError(initial)
+            if initial is not None:
+                _seed(atoms.calc, atoms, initial)
+            n = len(atoms)
+            rec["initial_energy_per_atom"] = float(atoms.get_potential_energy()) / n
+            p = settings.pressure * EV_PER_A3_PER_GPA
+            target = FrechetCellFilter(atoms, scalar_pressure=p) if settings.relax_cell else atoms
+            opt = getattr(optimize, settings.optimizer)(target, logfile=None)
+            rec["converged"] = bool(opt.run(fmax=settings.fmax, steps=settings.steps))
+            rec["steps"] = int(opt.nsteps)
+            e = float(atoms.get_potential_energy())
+            vol = float(atoms.get_volume())
+            rec["energy_per_atom"] = e / n
+            rec["enthalpy_per_atom"] = (e + p * vol) / n
+            rec["volume"] = vol
+            rec["pressure_gpa"] = settings.pressure
+            stress = atoms.get_stress(voigt=True)  # eV/A^3, positive = tensile (ASE convention)
+            rec["stress_pressure_gpa"] = float(-np.mean(stress[:3]) / EV_PER_A3_PER_GPA)
+            final = AseAtomsAdaptor.get_structure(atoms)
+            if not all(np.isfinite([e, vol])):
+                raise FloatingPointError("non-finite energy or volume")
+            rec["final"] = {"lattice": final.lattice.matrix.tolist(), "species": [s.specie.symbol for s in final],
+                            "frac_coords": final.frac_coords.tolist()}
     except _Timeout:
         rec["error"] = f"timeout after {settings.timeout:.0f} s"
         rec["converged"] = False
     except Exception as exc:  # CHGNet/ASE raise many kinds; record and go on
         rec["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         rec["converged"] = False
-    finally:
-        if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
     rec["wall_s"] = time.time() - t0
     return rec
 
@@ -203,19 +212,12 @@ def _work(chunk):
     base = _STATE["settings"]
     preds = [None] * len(chunk)
     ok = [i for i, (_, s, _) in enumerate(chunk) if _closest_pair(s) >= base.min_distance]
-    use_alarm = base.timeout and hasattr(signal, "SIGALRM")
-    if use_alarm:  # the batched step gets one structure's time budget ...
-        old = signal.signal(signal.SIGALRM, _alarm)
-        signal.setitimer(signal.ITIMER_REAL, base.timeout)
-    try:
-        for i, p in zip(ok, static_predictions([chunk[i][1] for i in ok], _STATE["model"], base.batch_size)):
-            preds[i] = p
+    try:  # the batched step gets one structure's time budget ...
+        with _time_limit(base.timeout):
+            for i, p in zip(ok, static_predictions([chunk[i][1] for i in ok], _STATE["model"], base.batch_size)):
+                preds[i] = p
     except _Timeout:  # ... past it, every structure is evaluated on its own, under its own limit
         preds = [None] * len(chunk)
-    finally:
-        if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
     out = []
     for (sid, structure, pressure), pred in zip(chunk, preds):
         settings = base if pressure is None else replace(base, pressure=float(pressure))

@@ -68,6 +68,17 @@ def test_batched_static_energies_equal_one_at_a_time(chgnet, silicon, nacl):
     assert "RuntimeError" in relax_structure(unknown, RelaxSettings(), chgnet, initial=preds[2])["error"]
 
 
+def test_relaxation_past_its_time_limit_is_recorded_as_timeout(chgnet, nacl):
+    slow = nacl.copy()
+    slow.perturb(0.2)
+    r = relax_structure(slow, RelaxSettings(fmax=1e-9, steps=100_000, timeout=1.0), chgnet)
+    assert r["error"] == "timeout after 1 s" and r["converged"] is False
+    assert 1.0 <= r["wall_s"] < 10.0
+    # the limit is lifted afterwards: a later relaxation in the same process is not interrupted
+    ok = relax_structure(nacl.get_primitive_structure(), RelaxSettings(steps=3, timeout=0), chgnet)
+    assert ok["error"] == ""
+
+
 def test_items_relax_at_their_own_pressure(tmp_path, nacl):
     prim = nacl.get_primitive_structure()
     recs = relax_many([("p0", prim, 0.0), ("p50", prim.copy(), 50.0)], tmp_path / "r.jsonl",
