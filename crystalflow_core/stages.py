@@ -329,7 +329,7 @@ def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
         row.update(sun_summary(st["e_hull"].to_numpy(float), st["unique"].to_numpy(bool),
                                st["new"].to_numpy(bool), len(st)))
         row["mean_e_hull_ev_atom"] = float(np.nanmean(st["e_hull"])) if st["e_hull"].notna().any() else float("nan")
-        if run["relax"]["pressure"]:
+        if run["relax"]["pressure"] or "pressure" in run["conditions"]:  # run-wide or per-sample pressure
             # DFT-free proxy for pressure runs: CHGNet stress of the relaxed cell vs the target pressure
             ok = st[st["converged"].astype(bool)]
             err = target_errors(ok["pressure_gpa"].to_numpy(float), ok["stress_pressure_gpa"].to_numpy(float))
