@@ -12,7 +12,6 @@ import math
 import multiprocessing as mp
 import os
 import warnings
-from functools import lru_cache
 
 import numpy as np
 
@@ -95,26 +94,41 @@ _M: dict = {}
 
 def _init_matcher(stol, ltol, angle_tol):
     warnings.filterwarnings("ignore")
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    _M["sm"] = StructureMatcher(stol=stol, ltol=ltol, angle_tol=angle_tol)
+    _M["tol"] = (stol, ltol, angle_tol)
 
 
 def _best_rms(args):
+    """rms of every candidate against one ground truth (None: invalid or no match).
+
+    ``crystalflow_core.matcher`` gives pymatgen's StructureMatcher.get_rms_dist, vectorised; the
+    ground truth is reduced once for all its candidates."""
+    from .matcher import reduce_structure, rms_dist
+
     gt, cands = args  # cands: list of Structure|None in candidate order
-    sm = _M["sm"]
-    comp = gt.composition.reduced_composition
+    stol, ltol, angle_tol = _M["tol"]
+    comp = _reduced_counts(gt)
+    gt_red = None
     out = []
     for c in cands:
         rms = None
-        if c is not None and c.composition.reduced_composition == comp and structure_valid(c):
+        if c is not None and _reduced_counts(c) == comp and structure_valid(c):
             try:
-                r = sm.get_rms_dist(c, gt)
-                rms = None if r is None else float(r[0])
-            except Exception:
+                gt_red = gt_red or reduce_structure(gt)
+                rms = rms_dist(reduce_structure(c), gt_red, stol, ltol, angle_tol)
+            except Exception as exc:  # one odd candidate is recorded as unmatched, not fatal
+                log.warning("matcher failed on a candidate of %s: %s", gt.composition.reduced_formula, exc)
                 rms = None
         out.append(rms)
     return out
+
+
+def _reduced_counts(structure) -> frozenset:
+    """Reduced composition of an ordered structure as {(species, count / gcd)} (cheap pre-check)."""
+    counts: dict = {}
+    for site in structure:
+        counts[site.species_string] = counts.get(site.species_string, 0) + 1
+    g = math.gcd(*counts.values()) if counts else 1
+    return frozenset((k, v // g) for k, v in counts.items())
 
 
 def csp_rms_table(gts: list, candidates: list[list], stol=0.5, ltol=0.3, angle_tol=10.0, workers=0) -> list[list]:
@@ -124,8 +138,17 @@ def csp_rms_table(gts: list, candidates: list[list], stol=0.5, ltol=0.3, angle_t
     if workers == 1 or len(jobs) < 50:
         _init_matcher(stol, ltol, angle_tol)
         return [_best_rms(j) for j in jobs]
-    with mp.get_context("fork").Pool(workers, initializer=_init_matcher, initargs=(stol, ltol, angle_tol)) as pool:
-        return pool.map(_best_rms, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+    # the forked workers inherit the structures; only indices and rms values cross processes
+    _M["jobs"] = jobs
+    try:
+        with mp.get_context("fork").Pool(workers, initializer=_init_matcher, initargs=(stol, ltol, angle_tol)) as pool:
+            return pool.map(_best_rms_of, range(len(jobs)), chunksize=max(1, len(jobs) // (workers * 32)))
+    finally:
+        _M.pop("jobs", None)
+
+
+def _best_rms_of(i: int):
+    return _best_rms(_M["jobs"][i])
 
 
 def csp_summary(rms_table: list[list], k: int, stol: float = 0.5) -> dict:

@@ -1,7 +1,6 @@
 """One function per workflow stage. Snakemake scripts and the CLI both call these."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import config as cfgmod
-from .io import atomic_path, read_jsonl, write_jsonl_atomic, write_text_atomic
+from .io import atomic_path, read_jsonl, write_jsonl_atomic
 
 log = logging.getLogger("crystalflow")
 

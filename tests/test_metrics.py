@@ -139,3 +139,95 @@ def test_smact_fast_search_equals_brute_force():
         assert M.smact_valid(syms, counts) == brute(syms, counts), (syms, counts)
     # eleven elements: the brute-force product has millions of combinations; the search answers
     assert M.smact_valid(["K", "Sr", "Ca", "Sm", "Y", "Cd", "Sn", "Ge", "H", "S", "O"], [1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 3]) in (True, False)
+
+
+def _matcher_cases():
+    """(candidate, ground truth) pairs: 40 MP-20 test crystals (or hand-made ones without the
+    shared data) rattled, moved, as 2x supercells, and paired with other crystals of the same
+    composition; plus candidates that must not match."""
+    from conftest import DATA
+
+    path = DATA / "mp_20" / "test.csv.gz"
+    if path.exists():
+        import pandas as pd
+
+        gts = [Structure.from_str(c, fmt="cif") for c in pd.read_csv(path, nrows=40)["cif"]]
+    else:
+        gts = [Structure.from_spacegroup(sg, Lattice.cubic(a), sp, co) for sg, a, sp, co in [
+            ("Fm-3m", 5.69, ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+            ("Fd-3m", 5.6, ["Si"], [[0, 0, 0]]),
+            ("Pm-3m", 3.9, ["Sr", "Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])]]
+    cases = []
+    for i, g in enumerate(gts):
+        r = g.copy()
+        r.perturb(0.1, seed=i)
+        cases += [(r, g), (_rotated_permuted_translated(r), g), (g, g)]
+        sc = r.copy()
+        sc.make_supercell([2, 1, 1])
+        cases.append((sc, g))  # same crystal in a doubled cell: primitive reduction needed
+        for d in (0.45, 1.2):  # far off: a match or not, by the same rms
+            big = g.copy()
+            big.perturb(d, seed=100 + i)
+            cases.append((big, g))
+        strained = Structure(Lattice(g.lattice.matrix * [[1.7], [1.0], [1.0]]), g.species, g.frac_coords)
+        cases.append((strained, g))  # a axis 1.7x: beyond ltol, no lattice mapping
+    by_formula: dict = {}
+    for g in gts:
+        by_formula.setdefault(g.composition.reduced_formula, []).append(g)
+    for same in by_formula.values():
+        cases += [(a, b) for a in same for b in same if a is not b][:6]
+    return cases
+
+
+def test_vectorised_matcher_equals_pymatgen():
+    """crystalflow_core.matcher gives pymatgen's StructureMatcher.get_rms_dist, match or not."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from crystalflow_core.matcher import reduce_structure, rms_dist
+
+    sm = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)
+    n_match = n_none = 0
+    for cand, gt in _matcher_cases():
+        ref = sm.get_rms_dist(cand, gt)
+        got = rms_dist(reduce_structure(cand), reduce_structure(gt), 0.5, 0.3, 10)
+        if ref is None:
+            assert got is None
+            n_none += 1
+        elif ref[0] < 1e-5:  # near-exact: pymatgen stops at the first such mapping it meets
+            assert got < 1e-5
+            n_match += 1
+        else:
+            assert got == pytest.approx(ref[0], abs=1e-9)
+            n_match += 1
+    assert n_match > 20 and n_none > 20, (n_match, n_none)  # both branches exercised
+
+
+def test_lll_port_equals_pymatgen():
+    from crystalflow_core.matcher import _calculate_lll
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        lat = Lattice.from_parameters(*rng.uniform(2, 15, 3), *rng.uniform(60, 120, 3))
+        mapping, inverse = _calculate_lll(lat.matrix)
+        np.testing.assert_array_equal(mapping, lat.lll_mapping)
+        np.testing.assert_allclose(mapping @ lat.matrix, lat.lll_matrix, atol=1e-9)
+        np.testing.assert_allclose(inverse, lat.lll_inverse, atol=1e-12)
+
+
+def test_primitive_search_is_skipped_only_where_pymatgen_finds_nothing(nacl):
+    from crystalflow_core.matcher import _may_have_smaller_cell, reduce_structure
+
+    prim = nacl.get_primitive_structure()
+    assert len(prim) == 2
+    # 1 Na + 1 Cl: the gcd of the counts is 1, pymatgen has no supercell matrix to try
+    assert not _may_have_smaller_cell(prim.lattice.matrix, prim.frac_coords, ("Na", "Cl"), 0.25)
+    # the conventional cell holds 4 formula units and pymatgen reduces it
+    species = tuple(s.species_string for s in nacl)
+    assert _may_have_smaller_cell(nacl.lattice.matrix, nacl.frac_coords, species, 0.25)
+    red = reduce_structure(nacl)
+    assert len(red.frac) == 2 and red.volume == pytest.approx(prim.volume)
+    # two Na and two Cl sites that are no lattice translation apart: kept as they are
+    odd = Structure(Lattice.cubic(6.0), ["Na", "Na", "Cl", "Cl"],
+                    [[0, 0, 0], [0.31, 0.12, 0.5], [0.5, 0.5, 0.5], [0.77, 0.2, 0.05]])
+    assert not _may_have_smaller_cell(odd.lattice.matrix, odd.frac_coords, ("Na", "Na", "Cl", "Cl"), 0.25)
+    assert len(odd.get_primitive_structure()) == 4

@@ -1,7 +1,6 @@
 """The workflow itself: the tiny config end to end, no-op rerun, rerun scope, lint, dry runs,
 cluster submission through the cluster-generic profile, and config errors before any job starts."""
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
