@@ -25,8 +25,10 @@ def main():
     from crystalflow_core.data import PrepareSettings, cache_structures, load_cache, prepare_split
     from crystalflow_core.metrics import csp_rms_table, csp_summary
     from crystalflow_core.sampling import SampleSettings, csp_items, generate, record_to_structure
+    from crystalflow_core.stages import use_threads
     from crystalflow_core.training import load_module, train
 
+    use_threads(0)  # all cores, as the train and sample rules do
     header(f"learning: CSP H=256 L=4, {a.minutes} min on MP-20 val, MR on the first {a.n_test} test crystals")
     out = Path(a.out)
     for split in ("val", "test"):

@@ -28,8 +28,10 @@ def main():
     import torch
 
     from crystalflow_core.sampling import SampleSettings, dng_items, generate
+    from crystalflow_core.stages import use_threads
     from crystalflow_core.training import CrystalFlowModule
 
+    use_threads(0)  # all cores, as the train and sample rules do
     header(f"sampling: {a.n} crystals, batch {a.batch}")
     hist = np.bincount(mp20_test_rows()["num_atoms"]).tolist()
     for size, steps in (("quick", a.steps), ("paper", a.paper_steps)):

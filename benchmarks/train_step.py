@@ -64,6 +64,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--_child", default=None)
     a = ap.parse_args()
+    from crystalflow_core.stages import use_threads
+
+    use_threads(0)  # all cores, as the train and sample rules do
     if a._child is not None:
         print(json.dumps(one(a.size, a._child == "fast", a.batch, a.repeats)))
         return

@@ -79,14 +79,14 @@ def main(argv=None):
     P = _paths(cfg, a.run, steps)
     if a.stage == "train":
         _ensure_data(cfg, a.run, a.threads)
-        stages.train(run, P["train"], P["val"], P["ckpt"], P["workdir"])
+        stages.train(run, P["train"], P["val"], P["ckpt"], P["workdir"], a.threads)
     elif a.stage == "sample":
         _ensure_data(cfg, a.run, a.threads)
         shards = run["sample"]["shards"]
         parts = [f"{Path(P['samples']).parent}/samples/shard{i}.jsonl" for i in range(shards)]
         for i, part in enumerate(parts):
             if not Path(part).exists():
-                stages.sample(run, P["ckpt"], P["test"], steps, i, shards, part)
+                stages.sample(run, P["ckpt"], P["test"], steps, i, shards, part, a.threads)
         stages.gather(parts, P["samples"], run["sample"]["export"])
     elif a.stage == "relax":
         stages.relax(run, P["samples"], 0, 1, P["relax"], a.threads or run["relax"]["workers"] or 1)

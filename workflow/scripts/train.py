@@ -4,4 +4,4 @@ from crystalflow_core.stages import setup_logging, train
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     train(snakemake.params.run, snakemake.input.train, snakemake.input.get("val"), snakemake.output.ckpt,
-          snakemake.params.workdir)
+          snakemake.params.workdir, snakemake.threads)
