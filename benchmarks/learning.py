@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def main():
     run = {"task": "csp", "conditions": [], "model": dict(hidden=256, layers=4, fourier=256, recip=8),
            "train": dict(batch_size=a.batch, max_epochs=100000, max_minutes=a.minutes, lr=a.lr, lr_factor=0.6,
                          lr_patience=30, lr_min=1e-4, grad_clip=0.5, progress_bar=False, seed=0)}
+    # from scratch: a previous run's last.ckpt would be resumed (with its elapsed time)
+    shutil.rmtree(out / "lightning", ignore_errors=True)
     t0 = time.perf_counter()
     ckpt = train(run, out / "val.pt", None, out / "model.ckpt", out / "lightning")
     t_train = time.perf_counter() - t0

@@ -297,11 +297,19 @@ def rms_dist(pred: Reduced, gt: Reduced, stol: float = 0.5, ltol: float = 0.3, a
 
 
 def _best_assignment(passed, t, fc1, f2, avg, norm, pairs, n, stol):
-    """pymatgen's _cart_dists for every surviving (mapping, translation), batched: minimum-image
-    vectors in the LLL basis of the averaged lattice (pairs beyond the LLL fractional tolerance
-    or of different species get 1e20, as in coord_cython), optimal assignment, mean shift."""
+    """Smallest rms over the surviving (mapping, translation) pairs, in blocks that bound memory."""
     mi = np.array([p[0] for p in passed])
     ti = np.array([p[1] for p in passed])
+    per_block = max(1, _CHUNK // (n * n * 3))
+    best = min(float(_block_rms(mi[a : a + per_block], ti[a : a + per_block], t, fc1, f2, avg, norm, pairs,
+                                n, stol).min()) for a in range(0, len(mi), per_block))
+    return best if best < stol else None  # below 1e-5 pymatgen takes the first it meets, we the smallest
+
+
+def _block_rms(mi, ti, t, fc1, f2, avg, norm, pairs, n, stol):
+    """pymatgen's _cart_dists for a block of (mapping, translation) pairs, batched: minimum-image
+    vectors in the LLL basis of the averaged lattice (pairs beyond the LLL fractional tolerance
+    or of different species get 1e20, as in coord_cython), optimal assignment, mean shift."""
     lll = {m: _lll(avg[m]) for m in dict.fromkeys(mi.tolist())}  # once per distinct mapping
     lll_m = np.stack([lll[m][0] for m in mi.tolist()])  # (C, 3, 3)
     lll_inv = np.stack([lll[m][1] for m in mi.tolist()])
@@ -329,6 +337,4 @@ def _best_assignment(passed, t, fc1, f2, avg, norm, pairs, n, stol):
     sols = np.stack([linear_sum_assignment(d2[c])[1] for c in range(len(mi))])
     short = vecs[np.arange(len(mi))[:, None], np.arange(n)[None, :], sols]  # (C, n, 3)
     dist = np.sqrt(np.sum((short - short.mean(1, keepdims=True)) ** 2, -1)) * nrm[:, None]
-    vals = np.linalg.norm(dist, axis=1) / n**0.5
-    best = float(vals.min())  # below 1e-5 pymatgen takes the first it meets, we the smallest
-    return best if best < stol else None
+    return np.linalg.norm(dist, axis=1) / n**0.5

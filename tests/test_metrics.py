@@ -231,3 +231,14 @@ def test_primitive_search_is_skipped_only_where_pymatgen_finds_nothing(nacl):
                     [[0, 0, 0], [0.31, 0.12, 0.5], [0.5, 0.5, 0.5], [0.77, 0.2, 0.05]])
     assert not _may_have_smaller_cell(odd.lattice.matrix, odd.frac_coords, ("Na", "Na", "Cl", "Cl"), 0.25)
     assert len(odd.get_primitive_structure()) == 4
+
+
+def test_matcher_blocks_give_the_same_rms(monkeypatch):
+    """Splitting mappings and assignments into small blocks (as large cells do) changes nothing."""
+    from crystalflow_core import matcher
+
+    cases = [(matcher.reduce_structure(c), matcher.reduce_structure(g)) for c, g in _matcher_cases()[:40]]
+    whole = [matcher.rms_dist(c, g) for c, g in cases]
+    monkeypatch.setattr(matcher, "_CHUNK", 50)
+    assert [matcher.rms_dist(c, g) for c, g in cases] == whole
+    assert sum(w is not None for w in whole) > 10

@@ -96,3 +96,20 @@ def test_shards_partition_items():
     items = list(range(10))
     parts = [shard_slice(items, i, 3) for i in range(3)]
     assert sum(parts, []) == items
+
+
+def test_jobs_use_their_threads_capped_at_usable_cores(monkeypatch):
+    """Training and sampling set torch's threads from the job, not from OMP_NUM_THREADS=1."""
+    import os
+
+    from crystalflow_core.stages import use_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cores = len(os.sched_getaffinity(0))
+    try:
+        assert use_threads(0) == cores and torch.get_num_threads() == cores
+        assert use_threads(1) == 1 and torch.get_num_threads() == 1
+        assert use_threads(cores + 7) == cores  # --cores 8 on a smaller machine: no oversubscription
+    finally:
+        torch.set_num_threads(before)
