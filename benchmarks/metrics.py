@@ -22,6 +22,9 @@ def main():
     ap.add_argument("--coverage", type=int, default=1000)
     ap.add_argument("--compare", action="store_true")
     a = ap.parse_args()
+    import warnings
+
+    warnings.filterwarnings("ignore")  # pymatgen's CIF notes on 9,046 files
     from pymatgen.core import Structure
 
     from crystalflow_core.metrics import coverage, csp_rms_table, csp_summary, fingerprints

@@ -93,10 +93,11 @@ def _may_have_smaller_cell(matrix, frac, species, tolerance) -> bool:
     """False only where ``get_primitive_structure`` is certain to return the cell unchanged.
 
     pymatgen accepts a supercell matrix only if every row of its inverse is within the fractional
-    tolerance of some candidate translation, and its candidates are a subset of the differences
-    between sites of the smallest species group (first in species order); checking against
-    that whole set can only accept more, so no accepted matrix here means none there. A gcd of
-    1 over the species counts leaves no matrix at all.
+    tolerance of some candidate translation. Its candidates: differences between sites of the
+    smallest species group (first in species order) that, for every site of every species,
+    lead to a site of the same species within twice the tolerance. The same filter is applied
+    here with a hair more slack, so the set kept here contains pymatgen's: no accepted matrix here
+    means none there. A gcd of 1 over the species counts leaves no matrix at all.
     """
     groups: dict = {}
     for i, sp in enumerate(species):
@@ -109,6 +110,11 @@ def _may_have_smaller_cell(matrix, frac, species, tolerance) -> bool:
     fc = frac[groups[smallest]]
     min_vecs = fc - fc[0]
     super_ftol = tolerance / np.sqrt(np.sum(matrix**2, axis=1))
+    for idx in groups.values():
+        g = frac[idx]
+        d = min_vecs[:, None, None, :] - (g[None, :, :] - g[:, None, :])[None]  # (V, site, other, 3)
+        near = np.all(np.abs(d - np.round(d)) < 2 * super_ftol * (1 + 1e-6), -1)
+        min_vecs = min_vecs[np.all(np.any(near, -1), -1)]
     for ms in _hnf(num_fu):
         dist = np.linalg.inv(ms)[:, :, None, :] - min_vecs[None, None, :, :]
         dist = np.abs(dist - np.round(dist))

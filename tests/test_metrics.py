@@ -231,6 +231,15 @@ def test_primitive_search_is_skipped_only_where_pymatgen_finds_nothing(nacl):
                     [[0, 0, 0], [0.31, 0.12, 0.5], [0.5, 0.5, 0.5], [0.77, 0.2, 0.05]])
     assert not _may_have_smaller_cell(odd.lattice.matrix, odd.frac_coords, ("Na", "Na", "Cl", "Cl"), 0.25)
     assert len(odd.get_primitive_structure()) == 4
+    # the Na sites are c/2 apart, the Cl sites are not: the half cell is no lattice of the crystal
+    half = Structure(Lattice.cubic(6.0), ["Na", "Na", "Cl", "Cl"],
+                     [[0, 0, 0], [0, 0, 0.5], [0.5, 0.5, 0.1], [0.5, 0.5, 0.7]])
+    assert not _may_have_smaller_cell(half.lattice.matrix, half.frac_coords, ("Na", "Na", "Cl", "Cl"), 0.25)
+    assert len(half.get_primitive_structure()) == 4
+    half_ok = Structure(Lattice.cubic(6.0), ["Na", "Na", "Cl", "Cl"],
+                        [[0, 0, 0], [0, 0, 0.5], [0.5, 0.5, 0.1], [0.5, 0.5, 0.6]])
+    assert _may_have_smaller_cell(half_ok.lattice.matrix, half_ok.frac_coords, ("Na", "Na", "Cl", "Cl"), 0.25)
+    assert len(half_ok.get_primitive_structure()) == 2
 
 
 def test_matcher_blocks_give_the_same_rms(monkeypatch):
