@@ -6,6 +6,8 @@ peak memory is its own.
 
   python benchmarks/train_step.py                 # paper size: H=512, L=6, 256 freq, 8^3 terms, batch 256
   python benchmarks/train_step.py --size quick    # the quick configuration's network
+  python benchmarks/train_step.py --compile       # also the fast path under torch.compile
+  python benchmarks/train_step.py --profile       # top operators of one fast training step
 """
 from __future__ import annotations
 
@@ -21,16 +23,19 @@ SIZES = {"paper": dict(hidden=512, layers=6, fourier=256, recip=8),
          "quick": dict(hidden=128, layers=3, fourier=64, recip=4)}
 
 
-def one(size: str, fast: bool, batch: int, repeats: int) -> dict:
+def one(size: str, name: str, batch: int, repeats: int, profile: bool = False) -> dict:
+    """Timings of one variant: 'fast', 'plain' or 'compiled' (the fast path under torch.compile)."""
     import torch
 
     from crystalflow_core.model import CSPNet, ModelConfig
 
     torch.manual_seed(0)
     z, f, k, na = mp20_test_tensors(batch)
-    net = CSPNet(ModelConfig(**SIZES[size], fast=fast))
+    model = CSPNet(ModelConfig(**SIZES[size], fast=name != "plain"))
+    t_compile = time.perf_counter()
+    net = torch.compile(model, dynamic=True) if name == "compiled" else model
     t = torch.rand(len(na), generator=torch.Generator().manual_seed(1))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def train_step():
         vk, vf, _ = net(t, z, f, k, na)
@@ -40,21 +45,29 @@ def one(size: str, fast: bool, batch: int, repeats: int) -> dict:
         opt.step()
 
     with torch.inference_mode():
-        out = net(t, z, f, k, na)  # warm-up and outputs for the comparison
+        out = net(t, z, f, k, na)  # warm-up (and compilation) and outputs for the comparison
         te = []
         for _ in range(max(repeats, 4)):  # evaluations are cheap: take the best of more
             t0 = time.perf_counter()
             net(t, z, f, k, na)
             te.append(time.perf_counter() - t0)
-    train_step()  # warm-up
+    train_step()  # warm-up (and compilation)
+    t_compile = time.perf_counter() - t_compile
     tt = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         train_step()
         tt.append(time.perf_counter() - t0)
-    torch.save({"vk": out[0], "vf": out[1]}, f"/tmp/_bench_out_{size}_{int(fast)}.pt")
+    torch.save({"vk": out[0], "vf": out[1]}, f"/tmp/_bench_out_{size}_{name}.pt")
+    if profile:  # after the timings, which it would disturb
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), file=sys.stderr)
     return {"eval_s": min(te), "train_s": min(tt), "crystals": len(na), "atoms": int(na.sum()),
-            "edges": int((na * na).sum()), "peak_rss_mb": peak_rss_mb()}
+            "edges": int((na * na).sum()), "peak_rss_mb": peak_rss_mb(), "warmup_s": t_compile}
 
 
 def main():
@@ -62,25 +75,30 @@ def main():
     ap.add_argument("--size", default="paper", choices=list(SIZES))
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--profile", action="store_true")
     ap.add_argument("--_child", default=None)
     a = ap.parse_args()
     from crystalflow_core.stages import use_threads
 
     use_threads(0)  # all cores, as the train and sample rules do
     if a._child is not None:
-        print(json.dumps(one(a.size, a._child == "fast", a.batch, a.repeats)))
+        print(json.dumps(one(a.size, a._child, a.batch, a.repeats, a.profile and a._child == "fast")))
         return
     header(f"train_step / eval: {a.size} network {SIZES[a.size]}, batch {a.batch} MP-20 test crystals")
     res = {}
-    for name in ("fast", "plain"):
+    for name in ("fast", "plain") + (("compiled",) if a.compile else ()):
         p = subprocess.run([sys.executable, __file__, "--size", a.size, "--batch", str(a.batch), "--repeats",
-                            str(a.repeats), "--_child", name], capture_output=True, text=True, cwd=REPO)
+                            str(a.repeats), "--_child", name] + (["--profile"] if a.profile else []),
+                           capture_output=True, text=True, cwd=REPO)
         if p.returncode:
             sys.exit(p.stderr)
+        if a.profile and name == "fast":
+            print(p.stderr[p.stderr.find("-----"):])
         res[name] = json.loads(p.stdout.strip().splitlines()[-1])
     import torch
 
-    fo, po = (torch.load(f"/tmp/_bench_out_{a.size}_{i}.pt") for i in (1, 0))
+    fo, po = (torch.load(f"/tmp/_bench_out_{a.size}_{name}.pt") for name in ("fast", "plain"))
     rel = max(float((fo[key] - po[key]).abs().max() / po[key].abs().max()) for key in ("vk", "vf"))
     absd = max(float((fo[key] - po[key]).abs().max()) for key in ("vk", "vf"))
     r = res["fast"]
@@ -92,6 +110,9 @@ def main():
     print(f"speed-up fast vs plain: training step {res['plain']['train_s'] / res['fast']['train_s']:.2f}x, "
           f"evaluation {res['plain']['eval_s'] / res['fast']['eval_s']:.2f}x")
     print(f"max |fast - plain| of outputs: {absd:.2e} (relative to max |output|: {rel:.2e})")
+    if "compiled" in res:
+        print(f"torch.compile warm-up (compilation of the training and inference graphs + first runs): "
+              f"{res['compiled']['warmup_s']:.0f} s")
 
 
 if __name__ == "__main__":
