@@ -113,7 +113,8 @@ def _best_rms(args):
         rms = None
         if c is not None and _reduced_counts(c) == comp and structure_valid(c):
             try:
-                gt_red = gt_red or reduce_structure(gt)
+                if gt_red is None:
+                    gt_red = reduce_structure(gt)
                 rms = rms_dist(reduce_structure(c), gt_red, stol, ltol, angle_tol)
             except Exception as exc:  # one odd candidate is recorded as unmatched, not fatal
                 log.warning("matcher failed on a candidate of %s: %s", gt.composition.reduced_formula, exc)
