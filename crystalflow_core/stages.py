@@ -45,7 +45,7 @@ def prepare(cfg: dict, dataset: str, split: str, out: str, workers: int = 0) -> 
 def use_threads(threads: int = 0) -> int:
     """torch intra-op threads for a training or sampling job: the job's threads (all cores when 0),
     whatever OMP_NUM_THREADS says (it is 1 wherever CHGNet worker processes are set up, and a
-    training step on 1 thread takes 1.8x as long as on 2 here)."""
+    training step on 1 thread takes much longer than on all cores)."""
     import torch
 
     avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
