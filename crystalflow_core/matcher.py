@@ -49,6 +49,17 @@ class Reduced:
         return float(abs(np.dot(np.cross(m[0], m[1]), m[2])))
 
 
+def _wrapped_abs(d: np.ndarray) -> np.ndarray:
+    """|d| on the unit torus, per component."""
+    return np.abs(d - np.round(d))
+
+
+def _frac_tol(matrices: np.ndarray, stol: float, norm: np.ndarray) -> np.ndarray:
+    """pymatgen's fractional site tolerance per lattice vector of (M, 3, 3) matrices:
+    reciprocal lengths (2 pi / d, rows of inv.T) * stol / (pi * normalisation)."""
+    return 2 * np.pi * np.sqrt(np.sum(np.linalg.inv(matrices) ** 2, axis=1)) * stol / (np.pi * norm[:, None])
+
+
 def reduce_structure(structure, tolerance: float = 0.25) -> Reduced:
     """StructureMatcher's reduction (Niggli, then pymatgen's primitive cell search) as arrays.
 
@@ -114,11 +125,10 @@ def _may_have_smaller_cell(matrix, frac, species, tolerance) -> bool:
     for idx in groups.values():
         g = frac[idx]
         d = min_vecs[:, None, None, :] - (g[None, :, :] - g[:, None, :])[None]  # (V, site, other, 3)
-        near = np.all(np.abs(d - np.round(d)) < 2 * super_ftol * (1 + 1e-6), -1)
+        near = np.all(_wrapped_abs(d) < 2 * super_ftol * (1 + 1e-6), -1)
         min_vecs = min_vecs[np.all(np.any(near, -1), -1)]
     for ms in _hnf(num_fu):
-        dist = np.linalg.inv(ms)[:, :, None, :] - min_vecs[None, None, :, :]
-        dist = np.abs(dist - np.round(dist))
+        dist = _wrapped_abs(np.linalg.inv(ms)[:, :, None, :] - min_vecs[None, None, :, :])
         if np.any(np.all(np.any(np.all(dist < super_ftol, -1), -1), -1)):
             return True
     return False
@@ -153,12 +163,12 @@ def _from_parameters(lengths: np.ndarray, angles: np.ndarray) -> np.ndarray:
     return out
 
 
-def _lattice_mappings(m1: np.ndarray, m2: np.ndarray, ltol: float, angle_tol: float) -> np.ndarray:
-    """Rotated copies of lattice m2 spanned by lattice vectors of m1, (M, 3, 3): the mappings of
-    pymatgen's ``m1.find_all_mappings(m2, ltol, angle_tol)`` with |det| = 1 (pymatgen enumerates
-    lattice points in another order; only the set matters for the smallest rms)."""
-    len2, ang2 = _lengths_angles(m2[None])
-    len2, ang2 = len2[0], ang2[0]
+def _lattice_mappings(m1: np.ndarray, len2: np.ndarray, ang2: np.ndarray, ltol: float,
+                      angle_tol: float) -> np.ndarray:
+    """Rotated copies of the lattice with lengths len2 and angles ang2 spanned by lattice vectors
+    of m1, (M, 3, 3): the mappings of pymatgen's ``m1.find_all_mappings(m2, ltol, angle_tol)``
+    with |det| = 1 (pymatgen enumerates lattice points in another order; only the set matters for
+    the smallest rms)."""
     r = float(len2.max()) * (1 + ltol)
     recip = np.sqrt(np.sum(np.linalg.inv(m1) ** 2, axis=0))  # 1 / d-spacings
     nmax = np.ceil(r * recip).astype(int)
@@ -253,10 +263,6 @@ def _calculate_lll(matrix: np.ndarray, delta: float = 0.75):
     return mapping, np.linalg.inv(mapping)
 
 
-def _wrapped_abs(d: np.ndarray) -> np.ndarray:
-    return np.abs(d - np.round(d))
-
-
 def rms_dist(pred: Reduced, gt: Reduced, stol: float = 0.5, ltol: float = 0.3, angle_tol: float = 10.0):
     """Normalised rms displacement of pred onto gt, or None when they do not match."""
     n = len(pred.frac)
@@ -272,19 +278,18 @@ def rms_dist(pred: Reduced, gt: Reduced, stol: float = 0.5, ltol: float = 0.3, a
     idx = int(np.argmax(mask.sum(1)))
     t_inds = np.nonzero(~mask[idx])[0]
 
-    lats = _lattice_mappings(m1, m2, ltol, angle_tol)
+    len2, ang2 = _lengths_angles(m2[None])
+    lats = _lattice_mappings(m1, len2[0], ang2[0], ltol, angle_tol)
     if len(lats) == 0:
         return None
     cart1 = pred.frac @ m1
     fc1 = np.einsum("nk,mkl->mnl", cart1, np.linalg.inv(lats))
     fc1 -= np.floor(fc1)
     len_l, ang_l = _lengths_angles(lats)
-    len2, ang2 = _lengths_angles(m2[None])
     avg = _from_parameters((len_l + len2) / 2, (ang_l + ang2) / 2)
     vol = np.abs(np.einsum("mi,mi->m", np.cross(avg[:, 0], avg[:, 1]), avg[:, 2]))
     norm = (n / vol) ** (1 / 3)
-    recip_abc = 2 * np.pi * np.sqrt(np.sum(np.linalg.inv(avg) ** 2, axis=1))  # rows of inv.T
-    frac_tol = recip_abc * stol / (np.pi * norm[:, None])
+    frac_tol = _frac_tol(avg, stol, norm)
 
     # every (mapping, translation): is each gt site near a same-species pred site? Only the
     # same-species pairs (i2, j1) are compared, grouped by i2 for the "any".
@@ -322,8 +327,7 @@ def _block_rms(mi, ti, t, fc1, f2, avg, norm, pairs, n, stol):
     lll_m = np.stack([lll[m][0] for m in mi.tolist()])  # (C, 3, 3)
     lll_inv = np.stack([lll[m][1] for m in mi.tolist()])
     nrm = norm[mi]
-    # reciprocal lengths of the LLL basis (2 pi / d): pymatgen's lll_frac_tol
-    lll_tol = 2 * np.pi * np.sqrt(np.sum(np.linalg.inv(lll_m) ** 2, axis=1)) * stol / (np.pi * nrm[:, None])
+    lll_tol = _frac_tol(lll_m, stol, nrm)  # pymatgen's lll_frac_tol
     a1 = np.einsum("cnk,ckl->cnl", f2[None] + t[mi, ti][:, None, :], lll_inv)  # translated gt ...
     a2 = np.einsum("cnk,ckl->cnl", fc1[mi], lll_inv)  # ... to pred
     pi2, pj1 = pairs
