@@ -3,6 +3,7 @@
 Examples:
   crystalflow prepare --config config/quick.yaml --dataset mp_20 --split val
   crystalflow train   --config config/quick.yaml --run mp20_csp
+  crystalflow import-checkpoint CKPT [--hparams hparams.yaml] [--scalers prop_scalers.pt] --config ... --run NAME
   crystalflow sample  --config config/quick.yaml --run mp20_csp --steps 50
   crystalflow relax   --config config/quick.yaml --run mp20_dng --steps 50
   crystalflow metrics --config config/quick.yaml --run mp20_csp --steps 50
@@ -59,6 +60,13 @@ def main(argv=None):
         s.add_argument("--run", required=True)
         if name != "train":
             s.add_argument("--steps", type=int, default=None, help="integration steps (default: first in config)")
+    s = sub.add_parser("import-checkpoint", parents=[common],
+                       help="the authors' trained checkpoint -> results/runs/{run}/model.ckpt (instead of training)")
+    s.add_argument("checkpoint", help="the authors' Lightning checkpoint (.ckpt)")
+    s.add_argument("--run", required=True)
+    s.add_argument("--hparams", default=None, help="hparams.yaml of their run folder (default: the checkpoint's own)")
+    s.add_argument("--scalers", default=None, help="prop_scalers.pt of a conditional run")
+    s.add_argument("--sha256", default=None, help="sha256 the checkpoint must have")
     a = p.parse_args(argv)
     stages.setup_logging(a.log)
     try:
@@ -77,7 +85,17 @@ def main(argv=None):
     run = cfg["runs"][a.run]
     steps = getattr(a, "steps", None) or run["sample"]["steps"][0]
     P = _paths(cfg, a.run, steps)
-    if a.stage == "train":
+    if a.stage == "import-checkpoint":
+        from .reference import ReferenceError
+
+        _ensure_data(cfg, a.run, a.threads)
+        try:
+            stages.import_checkpoint(cfg, a.run, a.checkpoint, P["ckpt"], a.hparams, a.scalers, a.sha256,
+                                     train_pt=P["train"])
+        except ReferenceError as exc:
+            sys.exit(str(exc))
+        print(P["ckpt"])
+    elif a.stage == "train":
         _ensure_data(cfg, a.run, a.threads)
         stages.train(run, P["train"], P["val"], P["ckpt"], P["workdir"], a.threads)
     elif a.stage == "sample":

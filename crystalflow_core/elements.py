@@ -8,7 +8,8 @@ share a row or column:
   rows 11-12 f block of periods 6-7 (15 columns: La..Lu, Ac..Lr)
 An element is encoded as one-hot(row, 13) ++ one-hot(col, 15). Decoding takes the argmax of the row
 part over rows that hold an element, then the argmax over the columns that hold an element in that
-row. Elements 1..MAX_Z are encoded (MAX_Z = 103, Lr; CHGNet and the MP data stop well before).
+row. The grid holds all 118 elements (decoding may give any of them, as in the reference code);
+training data are limited to Z <= MAX_Z = 100 (the reference's CSP embedding table).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import torch
 
 N_ROWS, N_COLS = 13, 15
 TYPE_DIM = N_ROWS + N_COLS
-MAX_Z = 103
+MAX_Z = 100  # the reference code's MAX_ATOMIC_NUM: CSP embeds Z - 1 in a table of 100 rows
+TABLE_Z = 118  # the type table covers every element; DNG decodes over all of them, as the reference does
 _PERIOD_START = [1, 3, 11, 19, 37, 55, 87, 119]
 
 
@@ -45,7 +47,7 @@ def _grid_position(z: int) -> tuple[int, int]:
     return sp_row, off - 24
 
 
-GRID = {z: _grid_position(z) for z in range(1, MAX_Z + 1)}
+GRID = {z: _grid_position(z) for z in range(1, TABLE_Z + 1)}
 _CELL_TO_Z = np.zeros((N_ROWS, N_COLS), dtype=np.int64)
 for _z, (_r, _c) in GRID.items():
     assert _CELL_TO_Z[_r, _c] == 0, "grid collision"
@@ -64,6 +66,8 @@ def encode_types(z: torch.Tensor) -> torch.Tensor:
     z = torch.as_tensor(z, dtype=torch.long)
     table = torch.zeros(MAX_Z + 1, TYPE_DIM)
     for zz, (r, c) in GRID.items():
+        if zz > MAX_Z:
+            continue
         table[zz, r] = 1.0
         table[zz, N_ROWS + c] = 1.0
     if (z < 1).any() or (z > MAX_Z).any():

@@ -1,16 +1,21 @@
-"""CSPNet-style periodic-E(3)-invariant network used by CrystalFlow.
+"""CSPNet-style periodic-E(3)-invariant network of CrystalFlow, the same function as the authors'
+decoder (ixsluo/CrystalFlow, ``diffcsp.pl_modules.cspnet.CSPNet`` with lattice_dim 6, ip false,
+ln true, dis_emb sin, rec_emb sin|none, na_emb 0, edge_style fc); their checkpoints load into it
+(``crystalflow_core.reference``) and reproduce their outputs (tests/test_reference.py).
 
-Every crystal is a fully connected graph (all ordered pairs i, j, self pairs included). Layer:
-    h~ = LayerNorm(h + cond)
-    m_ij = SiLU(W2 SiLU(W1 [h~_i, h~_j, k, phi(f_j - f_i)] + b1) + b2)
-    h <- h + node_mlp([h~_i, mean_j m_ij])
-with phi = Fourier features sin/cos(2 pi n d), n = 0..F-1 per coordinate, plus the reciprocal-space
-terms cos/sin(2 pi h.d) for h in {0..R-1}^3 (R = 8 in the reference runs).
+Every crystal is a fully connected graph (all ordered pairs i, j, self pairs included). Layer l:
+    h <- h + mixin_l(adapter_l(c)) * g        (conditional models; g = 0 for the unconditional pass)
+    x = LayerNorm(h)
+    m_ij = SiLU(W2 SiLU(W1 [x_i, x_j, rec(d), fourier(d), k] + b1) + b2),  d = f_j - f_i
+    h <- h + SiLU(U2 SiLU(U1 [x_i, mean_j m_ij] + c1) + c2)
+with rec(d) = [cos(2 pi m.d), sin(2 pi m.d)] for m in {0..R-1}^3 (itertools.product order) and
+fourier(d) = [sin(2 pi n d), cos(2 pi n d)], n = 0..F-1, coordinate-major. This is the column order of
+the authors' first edge layer, so their weights are used as they are.
 
 Two implementations share the same weights:
 * ``plain``: builds the concatenated edge input for every ordered pair in every layer (reference).
-* ``fast`` (default): phi is fixed for a given input, so
-  - the W1 product is split into per-node projections (h_i, h_j), a per-crystal term (k) and a
+* ``fast`` (default): the edge features are fixed for a given input, so
+  - the W1 product is split into per-node projections (x_i, x_j), a per-crystal term (k) and a
     per-edge term W_phi phi(d);
   - cos features are even and sin features odd in d, so W_phi phi(d_ji) = C_ij - S_ij when
     W_phi phi(d_ij) = C_ij + S_ij: C and S are computed once per unordered pair i<j, and the
@@ -43,7 +48,7 @@ class ModelConfig:
     time_dim: int = 256
     task: str = "csp"  # csp | dng
     conditions: list[str] = field(default_factory=list)
-    cond_gaussians: int = 50
+    cond_gaussians: int = 50  # Gaussians per condition (centres linspace(-2, 2), width = spacing)
     fast: bool = True
 
     @property
@@ -52,24 +57,27 @@ class ModelConfig:
 
 
 def sinusoidal_time(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Transformer-style embedding of t in [0, 1] (scaled by 1000 like discrete-time diffusion)."""
+    """The authors' time embedding: t in [0, 1] as it is, half = dim // 2 frequencies
+    exp(-ln(10000) i / (half - 1)), i = 0..half-1, embedding [sin(t f), cos(t f)]."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
-    arg = 1000.0 * t[:, None] * freqs[None, :]
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=t.dtype) / (half - 1))
+    arg = t[:, None] * freqs[None, :]
     return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
 
-class GaussianCondition(nn.Module):
-    """Standardised scalar -> 50 Gaussians on [-2, 2] -> MLP -> hidden."""
+class ConditionExpansion(nn.Module):
+    """Standardised scalar -> n fixed Gaussians exp(-(y - mu)^2 / (2 w^2)), centres linspace(-2, 2, n),
+    w = centre spacing (the authors' ScalarEmbedding with no_mlp: the expansion is all there is;
+    the per-layer adapters of CSPNet learn from it)."""
 
-    def __init__(self, hidden: int, n: int = 50):
+    def __init__(self, n: int = 50):
         super().__init__()
-        self.register_buffer("centers", torch.linspace(-2.0, 2.0, n))
-        self.gamma = 1.0 / float(self.centers[1] - self.centers[0]) ** 2
-        self.mlp = nn.Sequential(nn.Linear(n, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        offsets = torch.linspace(-2.0, 2.0, n)
+        self.register_buffer("offsets", offsets)
+        self.register_buffer("widths", torch.full((n,), float(offsets[1] - offsets[0])))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.mlp(torch.exp(-self.gamma * (y[:, None] - self.centers[None, :]) ** 2))
+        return torch.exp(-((y[:, None] - self.offsets[None, :]) ** 2) / (2.0 * self.widths[None, :] ** 2))
 
 
 # ----------------------------------------------------------------------------- graph helpers
@@ -101,14 +109,15 @@ class Graph:
 
 
 def fourier_recip_features_plain(d: torch.Tensor, n_fourier: int, n_recip: int) -> torch.Tensor:
-    """phi(d) for edge displacements d (E, 3): [sin(3F), cos(3F), cos(R^3), sin(R^3)], direct."""
+    """phi(d) for edge displacements d (E, 3) in the authors' order: [cos(R^3), sin(R^3), sin(3F), cos(3F)]."""
     n = torch.arange(n_fourier, device=d.device, dtype=d.dtype)
     arg = TWO_PI * d[:, :, None] * n  # (E, 3, F)
-    feats = [torch.sin(arg).flatten(1), torch.cos(arg).flatten(1)]
+    feats = []
     if n_recip:
         hkl = _hkl(n_recip, d.device, d.dtype)
         rarg = TWO_PI * d @ hkl.T
         feats += [torch.cos(rarg), torch.sin(rarg)]
+    feats += [torch.sin(arg).flatten(1), torch.cos(arg).flatten(1)]
     return torch.cat(feats, dim=1)
 
 
@@ -150,26 +159,29 @@ class CSPLayer(nn.Module):
         h = cfg.hidden
         self.cfg = cfg
         self.ln = nn.LayerNorm(h)
-        self.edge1 = nn.Linear(2 * h + 6 + cfg.phi_dim, h)
+        self.edge1 = nn.Linear(2 * h + cfg.phi_dim + 6, h)
         self.edge2 = nn.Linear(h, h)
         self.node_mlp = nn.Sequential(nn.Linear(2 * h, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU())
+        # edge1 columns: [x_i (H), x_j (H), cos rec (R^3), sin rec (R^3), sin F (3F), cos F (3F), k (6)]
         f3, r3 = 3 * cfg.fourier, cfg.recip**3
-        base = 2 * h + 6
-        sin_f = torch.arange(base, base + f3)
-        cos_f = torch.arange(base + f3, base + 2 * f3)
-        cos_r = torch.arange(base + 2 * f3, base + 2 * f3 + r3)
-        sin_r = torch.arange(base + 2 * f3 + r3, base + 2 * f3 + 2 * r3)
+        base = 2 * h
+        cos_r = torch.arange(base, base + r3)
+        sin_r = torch.arange(base + r3, base + 2 * r3)
+        sin_f = torch.arange(base + 2 * r3, base + 2 * r3 + f3)
+        cos_f = torch.arange(base + 2 * r3 + f3, base + 2 * r3 + 2 * f3)
+        self.k_start = base + 2 * r3 + 2 * f3
+        # order of pair_features_fast: [Fourier part (3F), reciprocal part (R^3)]
         self.register_buffer("cos_cols", torch.cat([cos_f, cos_r]), persistent=False)
         self.register_buffer("sin_cols", torch.cat([sin_f, sin_r]), persistent=False)
 
     def _node_update(self, h, hn, agg):
         return h + self.node_mlp(torch.cat([hn, agg], dim=1))
 
-    def forward_plain(self, h, cond, frac, k, g: Graph):
-        hn = self.ln(h + cond)
+    def forward_plain(self, h, frac, k, g: Graph):
+        hn = self.ln(h)
         d = frac[g.ej] - frac[g.ei]
         phi = fourier_recip_features_plain(d, self.cfg.fourier, self.cfg.recip)
-        x = torch.cat([hn[g.ei], hn[g.ej], k[g.node_crystal[g.ei]], phi], dim=1)
+        x = torch.cat([hn[g.ei], hn[g.ej], phi, k[g.node_crystal[g.ei]]], dim=1)
         m = F.silu(self.edge2(F.silu(self.edge1(x))))
         agg = torch.zeros_like(h).index_add_(0, g.ei, m) / g.num_atoms[g.node_crystal][:, None]
         return self._node_update(h, hn, agg)
@@ -178,13 +190,13 @@ class CSPLayer(nn.Module):
         w = self.edge1.weight
         return w[:, self.cos_cols], w[:, self.sin_cols]
 
-    def forward_fast(self, h, cond, k, g: Graph, pc, ps, c0):
+    def forward_fast(self, h, k, g: Graph, pc, ps, c0):
         """pc/ps: (P, H) cos/sin projections of phi for the pairs i<j; c0: (H,) self-pair term."""
         hid = self.cfg.hidden
-        hn = self.ln(h + cond)
+        hn = self.ln(h)
         w = self.edge1.weight
         # per-node terms; the per-crystal k term and the bias ride on the receiving node i
-        u = hn @ w[:, :hid].T + (k @ w[:, 2 * hid : 2 * hid + 6].T + self.edge1.bias)[g.node_crystal]
+        u = hn @ w[:, :hid].T + (k @ w[:, self.k_start : self.k_start + 6].T + self.edge1.bias)[g.node_crystal]
         v = hn @ w[:, hid : 2 * hid].T
         pi, pj = g.pi, g.pj
         z = torch.cat([u[pi] + v[pj] + (pc + ps), u[pj] + v[pi] + (pc - ps), u + v + c0], 0)
@@ -201,16 +213,30 @@ class CSPNet(nn.Module):
         self.cfg = cfg
         h = cfg.hidden
         if cfg.task == "csp":
-            self.type_emb = nn.Embedding(MAX_Z + 1, h)
+            self.type_emb = nn.Embedding(MAX_Z, h)  # indexed by Z - 1
         else:
             self.type_emb = nn.Linear(TYPE_DIM, h)
         self.input = nn.Linear(h + cfg.time_dim, h)
-        self.cond_emb = nn.ModuleDict({c: GaussianCondition(h, cfg.cond_gaussians) for c in cfg.conditions})
+        self.cond_emb = nn.ModuleDict({c: ConditionExpansion(cfg.cond_gaussians) for c in cfg.conditions})
+        c_dim = cfg.cond_gaussians * len(cfg.conditions)
+        if cfg.conditions:  # per layer: adapter(c) -> bias-free mixin, added to h before the layer
+            self.cond_adapters = nn.ModuleList(
+                [nn.Sequential(nn.Linear(c_dim, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU()) for _ in range(cfg.layers)])
+            self.cond_mixins = nn.ModuleList([nn.Linear(h, h, bias=False) for _ in range(cfg.layers)])
         self.layers = nn.ModuleList([CSPLayer(cfg) for _ in range(cfg.layers)])
         self.final_ln = nn.LayerNorm(h)
         self.head_k = nn.Linear(h, 6, bias=False)
         self.head_f = nn.Linear(h, 3, bias=False)
         self.head_a = nn.Linear(h, TYPE_DIM) if cfg.task == "dng" else None
+
+    def condition_vector(self, cond: dict | None, b: int, dtype) -> torch.Tensor | None:
+        """Concatenated Gaussian expansions of the run's conditions, in the run's order (B, 50 n)."""
+        if not self.cfg.conditions or not cond:
+            return None
+        missing = [c for c in self.cfg.conditions if c not in cond]
+        if missing:
+            raise KeyError(f"condition(s) {missing} missing; the model is conditioned on {self.cfg.conditions}")
+        return torch.cat([self.cond_emb[c](cond[c].to(dtype).reshape(b)) for c in self.cfg.conditions], dim=1)
 
     def forward(self, t, types, frac, k, num_atoms, cond=None, cond_mask=None, graph: Graph | None = None):
         """t (B,), types (N,) Z for CSP or (N, 28) for DNG, frac (N, 3), k (B, 6), num_atoms (B,).
@@ -220,18 +246,20 @@ class CSPNet(nn.Module):
         """
         g = graph if graph is not None else Graph.build(num_atoms)
         nc = g.node_crystal
-        h = self.type_emb(types)
+        b = num_atoms.numel()
+        h = self.type_emb(types - 1) if self.cfg.task == "csp" else self.type_emb(types)
         h = self.input(torch.cat([h, sinusoidal_time(t, self.cfg.time_dim)[nc]], dim=1))
-        c = torch.zeros(num_atoms.numel(), h.shape[1], device=h.device, dtype=h.dtype)
-        if self.cfg.conditions:
-            if cond is None:
-                cond = {}
-            for name in self.cfg.conditions:
-                if name in cond:
-                    c = c + self.cond_emb[name](cond[name].to(h.dtype))
-            if cond_mask is not None:
-                c = c * cond_mask[:, None].to(h.dtype)
-        c = c[nc]
+        c = self.condition_vector(cond, b, h.dtype)
+        gate = None
+        if c is not None and cond_mask is not None:
+            gate = cond_mask.to(h.dtype)[:, None]
+
+        def add_condition(h, li):
+            if c is None:
+                return h
+            e = self.cond_mixins[li](self.cond_adapters[li](c))
+            return h + (e if gate is None else e * gate)[nc]
+
         if self.cfg.fast:
             with torch.no_grad():
                 fc, fs = pair_features_fast(frac, g.pi, g.pj, self.cfg.fourier, self.cfg.recip)
@@ -242,12 +270,12 @@ class CSPNet(nn.Module):
             pc_all = (fc @ torch.cat(wc, 0).T).split(hid, dim=1)
             ps_all = (fs @ torch.cat(ws, 0).T).split(hid, dim=1)
             for li, layer in enumerate(self.layers):
-                h = layer.forward_fast(h, c, k, g, pc_all[li], ps_all[li], wc[li].sum(1))
+                h = layer.forward_fast(add_condition(h, li), k, g, pc_all[li], ps_all[li], wc[li].sum(1))
         else:
-            for layer in self.layers:
-                h = layer.forward_plain(h, c, frac, k, g)
+            for li, layer in enumerate(self.layers):
+                h = layer.forward_plain(add_condition(h, li), frac, k, g)
         h = self.final_ln(h)
-        pooled = torch.zeros(num_atoms.numel(), h.shape[1], device=h.device, dtype=h.dtype)
+        pooled = torch.zeros(b, h.shape[1], device=h.device, dtype=h.dtype)
         pooled = pooled.index_add_(0, nc, h) / num_atoms[:, None]
         v_k = self.head_k(pooled)
         v_f = self.head_f(h)

@@ -1,7 +1,10 @@
-"""Sampling: fixed-step ODE integration (Euler, midpoint, RK4) with anti-annealing on coordinates.
+"""Sampling: fixed-step ODE integration with anti-annealing, as the authors' sampler does it.
 
 State: lattice k (B, 6), fractional coordinates F (N, 3) on the torus, and for de novo generation
-types A (N, 28). Anti-annealing multiplies the coordinate velocity by s(t) = 1 + s' t.
+types A (N, 28). Euler follows the authors' time grid: from the prior at t = 0, step i = 1..S
+evaluates the velocity at t = i / S and moves X <- X + v / S (midpoint and RK4 use the usual
+stage times t_i, t_i + h/2, t_i + h). Anti-annealing multiplies the velocity of the chosen
+variables (coordinates by default) by 1 + s' relu(t - offset) at the evaluation time.
 F is wrapped into [0, 1) after every (sub)step.
 """
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -24,18 +27,22 @@ from .model import Graph
 log = logging.getLogger(__name__)
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], tuple]
+METHODS = ("euler", "midpoint", "rk4")
 
 
 def integrate(velocity: VelocityFn, k, f, a, node_crystal, steps: int = 100, method: str = "euler",
-              anneal: float = 0.0):
+              anneal: float = 0.0, anneal_offset: float = 0.0, anneal_vars=("f",)):
     """Integrate from t = 0 to 1 in `steps` fixed steps; returns (k, f, a)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown integrator '{method}' ({', '.join(METHODS)})")
     b = k.shape[0]
-    h = 1.0 / steps
+    dt = 1.0 / steps
+    on = [v in anneal_vars for v in ("k", "f", "a")]
 
     def vel(t, k_, f_, a_):
-        vk, vf, va = velocity(torch.full((b,), t, dtype=k.dtype, device=k.device), k_, f_, a_)
-        vf = vf * (1.0 + anneal * t)
-        return vk, vf, va
+        v = velocity(torch.full((b,), t, dtype=k.dtype, device=k.device), k_, f_, a_)
+        factor = 1.0 + anneal * max(t - anneal_offset, 0.0)
+        return tuple(x * factor if (x is not None and use) else x for x, use in zip(v, on))
 
     def step(x, dx, scale):
         k_, f_, a_ = x
@@ -44,23 +51,38 @@ def integrate(velocity: VelocityFn, k, f, a, node_crystal, steps: int = 100, met
 
     x = (k, f, a)
     for i in range(steps):
-        t = i * h
-        if method == "euler":
-            x = step(x, vel(t, *x), h)
+        t = i * dt
+        if method == "euler":  # the authors' grid: the velocity at the end of the step
+            x = step(x, vel((i + 1) * dt, *x), dt)
         elif method == "midpoint":
             d1 = vel(t, *x)
-            d2 = vel(t + h / 2, *step(x, d1, h / 2))
-            x = step(x, d2, h)
-        elif method == "rk4":
-            d1 = vel(t, *x)
-            d2 = vel(t + h / 2, *step(x, d1, h / 2))
-            d3 = vel(t + h / 2, *step(x, d2, h / 2))
-            d4 = vel(t + h, *step(x, d3, h))
-            comb = tuple(None if p is None else (p + 2 * q + 2 * r + s) / 6 for p, q, r, s in zip(d1, d2, d3, d4))
-            x = step(x, comb, h)
+            d2 = vel(t + dt / 2, *step(x, d1, dt / 2))
+            x = step(x, d2, dt)
         else:
-            raise ValueError(f"unknown integrator '{method}' (euler, midpoint, rk4)")
+            d1 = vel(t, *x)
+            d2 = vel(t + dt / 2, *step(x, d1, dt / 2))
+            d3 = vel(t + dt / 2, *step(x, d2, dt / 2))
+            d4 = vel(t + dt, *step(x, d3, dt))
+            comb = tuple(None if p is None else (p + 2 * q + 2 * r + s) / 6 for p, q, r, s in zip(d1, d2, d3, d4))
+            x = step(x, comb, dt)
     return x
+
+
+def guided_velocity(net, types_fixed, num_atoms, cond: dict | None, guidance: float, graph: Graph) -> VelocityFn:
+    """v = w v(y) + (1 - w) v(no y) (classifier-free guidance); at w = 1 or without a condition only
+    one pass. `types_fixed`: Z for CSP, None for DNG (the state's type vectors are used)."""
+    b = num_atoms.numel()
+
+    def velocity(t, k, f, a):
+        types = a if types_fixed is None else types_fixed
+        v = net(t, types, f, k, num_atoms, cond or None, None, graph)
+        if cond and guidance != 1.0:
+            mask = torch.zeros(b, dtype=torch.bool, device=k.device)
+            vu = net(t, types, f, k, num_atoms, cond, mask, graph)
+            v = tuple(None if x is None else guidance * x + (1 - guidance) * y for x, y in zip(v, vu))
+        return v
+
+    return velocity
 
 
 @dataclass
@@ -68,6 +90,8 @@ class SampleSettings:
     steps: int = 100
     method: str = "euler"
     anneal: float = 5.0
+    anneal_offset: float = 0.0
+    anneal_vars: tuple = ("f",)
     batch_size: int = 256
     guidance: float = 1.0
     seed: int = 0
@@ -124,19 +148,9 @@ def generate(module, items: list[dict], settings: SampleSettings, shard: int = 0
             if any(math.isnan(v) for v in vals):
                 raise ValueError(f"condition '{name}' missing for some items of a conditional model")
             cond[name] = (torch.tensor(vals, dtype=dtype, device=device) - mu) / sd
-        w = settings.guidance
-
-        def velocity(t, k, f, a):
-            types = a if task == "dng" else types_fixed
-            v = module.velocity(t, types, f, k, na.to(device), cond or None, None, g)
-            if cond and w != 1.0:
-                mask = torch.zeros(len(batch), dtype=torch.bool, device=device)
-                vu = module.velocity(t, types, f, k, na.to(device), cond, mask, g)
-                v = tuple(None if x is None else w * x + (1 - w) * y for x, y in zip(v, vu))
-            return v
-
+        velocity = guided_velocity(module.velocity, types_fixed, na.to(device), cond, settings.guidance, g)
         k, f, a = integrate(velocity, k0, f0, a0, g.node_crystal, settings.steps, settings.method,
-                            settings.anneal)
+                            settings.anneal, settings.anneal_offset, settings.anneal_vars)
         lat = k_to_lattice_torch(k.double()).cpu().numpy()
         f = f.double().cpu().numpy()
         z = (decode_types(a) if task == "dng" else types_fixed).cpu().numpy()

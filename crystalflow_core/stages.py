@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import config as cfgmod
-from .io import atomic_path, read_jsonl, write_jsonl_atomic
+from .io import atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
 
 log = logging.getLogger("crystalflow")
 
@@ -102,7 +102,9 @@ def sample(run: dict, ckpt: str, test_pt: str | None, steps: int, shard: int, sh
     module = load_module(ckpt, map_location=dev)
     s = run["sample"]
     items = shard_slice(sample_items(run, module, test_pt), shard, shards)
+    var = {"lattice": "k", "coords": "f", "types": "a"}
     settings = SampleSettings(steps=int(steps), method=s["method"], anneal=cfgmod.anneal_for(run),
+                              anneal_offset=s["anneal_offset"], anneal_vars=tuple(var[v] for v in s["anneal_vars"]),
                               batch_size=s["batch_size"], guidance=s["guidance"], seed=s["seed"])
     t0 = time.time()
     recs = generate(module, items, settings, shard=shard, device=dev)
@@ -379,3 +381,29 @@ def dft(run: dict, relaxed: list[str], stab_csv: str, outdir: str, manifest: str
     items = [(sid, _structure_from(rel[sid]["final"])) for sid in sel["id"] if rel.get(sid, {}).get("final")]
     emit_vasp_inputs(items, outdir, manifest, pressure=run["relax"]["pressure"],
                      extra={sid: {"e_hull": float(e)} for sid, e in zip(sel["id"], sel["e_hull"])})
+
+
+# ----------------------------------------------------------------------------- reference checkpoints
+def import_checkpoint(cfg: dict, run_name: str, ckpt: str, out: str, hparams: str | None = None,
+                      scalers: str | None = None, sha256: str | None = None, url: str | None = None,
+                      train_pt: str | None = None):
+    """The authors' checkpoint -> this project's model.ckpt (the workflow then samples and evaluates it)."""
+    from .data import SplitSource, load_cache, resolve_source
+    from .reference import build_module, hparams_from_yaml, load_reference, read_scalers, save_module
+
+    run = cfg["runs"][run_name]
+    path = Path(ckpt)
+    if url and not path.exists():
+        path = resolve_source(SplitSource("checkpoints", run_name, path.name, url, sha256), None,
+                              cfg["download_dir"])
+    ref = load_reference(path, sha256)
+    hp = hparams_from_yaml(hparams) if hparams else (ref.get("hyper_parameters") or {})
+    sc = read_scalers(scalers) if scalers else None
+    hist = load_cache(train_pt)["atom_count_hist"].tolist() if train_pt else None
+    prov = {"reference_checkpoint": str(path), "sha256": sha256_file(path)}
+    module = build_module(ref, hp, run, run_name, sc, hist, prov)
+    save_module(module, out)
+    log.info("imported %s (%s, H=%d, L=%d, conditions %s) -> %s", path, module.mcfg.task, module.mcfg.hidden,
+             module.mcfg.layers, module.mcfg.conditions or "none", out)
+    return out
+

@@ -111,7 +111,7 @@ class CrystalDataModule(pl.LightningDataModule):
 class CrystalFlowModule(pl.LightningModule):
     def __init__(self, model: dict, loss_weights=(1.0, 10.0, 10.0), lr=1e-3, lr_factor=0.6,
                  lr_patience=30, lr_min=1e-4, k_sigma=0.1, cond_drop=0.0, scalers=None,
-                 atom_count_hist=None, compile=False, seed=0):
+                 atom_count_hist=None, compile=False, seed=0, lr_frequency=5, provenance=None):
         super().__init__()
         self.save_hyperparameters()
         self.mcfg = ModelConfig(**model)
@@ -162,8 +162,14 @@ class CrystalFlowModule(pl.LightningModule):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, factor=self.hparams.lr_factor, patience=self.hparams.lr_patience, min_lr=self.hparams.lr_min)
-        monitor = "val_loss" if self.trainer.datamodule and self.trainer.datamodule.val_set is not None else "train_loss"
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor, "interval": "epoch",
+                                                   "frequency": int(self.hparams.get("lr_frequency", 1))}}
+
+    @property
+    def monitor(self) -> str:
+        """The authors' recipe watches the validation loss; runs without a validation split the training loss."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        return "val_loss" if dm is not None and getattr(dm, "val_set", None) is not None else "train_loss"
 
 
 class EpochLog(pl.Callback):
@@ -197,9 +203,31 @@ def _valid_checkpoint(path: Path) -> bool:
         return False
 
 
+def trainer_settings(tcfg: dict, has_val: bool) -> dict:
+    """Lightning Trainer arguments of a run's train section (the authors' recipe in config.yaml:
+    clipping by value at 0.5, fp32 with TF32 matmuls on GPUs)."""
+    max_time = tcfg.get("max_minutes")
+    return dict(
+        accelerator=tcfg["accelerator"], devices=tcfg["devices"], strategy=tcfg["strategy"],
+        precision=tcfg["precision"], max_epochs=tcfg["max_epochs"],
+        max_time={"minutes": max_time} if max_time else None,
+        gradient_clip_val=tcfg["grad_clip"] or None, gradient_clip_algorithm=tcfg["grad_clip_algorithm"],
+        check_val_every_n_epoch=tcfg["val_every"] if has_val else 1,
+    )
+
+
+def checkpoint_callback(workdir, has_val: bool):
+    """Keeps the best model by the monitored loss (save_top_k 1, as the authors' recipe) and the last
+    epoch for resuming."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    return ModelCheckpoint(dirpath=workdir, filename="best-epoch{epoch:05d}", save_last=True, save_top_k=1,
+                           every_n_epochs=1, auto_insert_metric_name=False,
+                           monitor="val_loss" if has_val else "train_loss", mode="min")
+
+
 def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     """Train one run (dict from config) and write `out_ckpt`; resumes from `workdir/last.ckpt`."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
     tcfg = run["train"]
@@ -214,25 +242,19 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     model_cfg = asdict(ModelConfig(**model_cfg))
     module = CrystalFlowModule(
         model=model_cfg,
-        loss_weights=tuple(tcfg.get("loss_weights", (1.0, 10.0, 10.0))),
+        loss_weights=tuple(tcfg["loss_weights"]),
         lr=tcfg["lr"], lr_factor=tcfg["lr_factor"], lr_patience=tcfg["lr_patience"], lr_min=tcfg["lr_min"],
-        k_sigma=tcfg.get("k_sigma", 0.1), cond_drop=tcfg.get("cond_drop", 0.0), scalers=dm.scalers,
-        atom_count_hist=dm.train_set.c["atom_count_hist"].tolist(), compile=tcfg.get("compile", False),
+        lr_frequency=tcfg["lr_frequency"],
+        k_sigma=tcfg["k_sigma"], cond_drop=tcfg["cond_drop"], scalers=dm.scalers,
+        atom_count_hist=dm.train_set.c["atom_count_hist"].tolist(), compile=tcfg["compile"],
         seed=seed,
     )
-    ckpt_cb = ModelCheckpoint(dirpath=workdir, filename="epoch{epoch:05d}", save_last=True, save_top_k=1,
-                              every_n_epochs=1, auto_insert_metric_name=False,
-                              monitor="val_loss" if val_path else "train_loss")
-    max_time = tcfg.get("max_minutes")
+    has_val = bool(val_path)
+    ckpt_cb = checkpoint_callback(workdir, has_val)
+    if torch.cuda.is_available():  # TF32 matmuls on GPUs ('medium' in the authors' runs)
+        torch.set_float32_matmul_precision(tcfg["matmul_precision"])
     trainer = pl.Trainer(
-        accelerator=tcfg.get("accelerator", "auto"),
-        devices=tcfg.get("devices", "auto"),
-        strategy=tcfg.get("strategy", "auto"),
-        precision=tcfg.get("precision", "32-true"),
-        max_epochs=tcfg["max_epochs"],
-        max_time={"minutes": max_time} if max_time else None,
-        gradient_clip_val=tcfg.get("grad_clip", 0.5),
-        check_val_every_n_epoch=tcfg.get("val_every", 1),
+        **trainer_settings(tcfg, has_val),
         callbacks=[ckpt_cb, EpochLog()],
         logger=CSVLogger(str(workdir), name="metrics"),
         enable_progress_bar=tcfg.get("progress_bar", True),
@@ -249,7 +271,12 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     out_ckpt = Path(out_ckpt)
     out_ckpt.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_ckpt.with_name(f".{out_ckpt.name}.tmp")
-    trainer.save_checkpoint(tmp)  # collective under DDP; only rank 0 writes
+    best = ckpt_cb.best_model_path
+    if not (best and Path(best).exists()):
+        trainer.save_checkpoint(tmp)  # collective under DDP; only rank 0 writes
+    elif trainer.global_rank == 0:  # the kept model is the one with the best monitored loss
+        shutil.copyfile(best, tmp)
+        log.info("best %s = %.5f (%s)", ckpt_cb.monitor, float(ckpt_cb.best_model_score), Path(best).name)
     if trainer.global_rank == 0:
         os.replace(tmp, out_ckpt)
     log.info("trained %d epochs -> %s", trainer.current_epoch, out_ckpt)

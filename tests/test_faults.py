@@ -48,7 +48,10 @@ def test_training_killed_mid_epoch_resumes_to_same_epochs(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "resuming from" in p.stderr
     final = torch.load(tmp_path / "results/runs/mp20_csp/model.ckpt", weights_only=False)
-    assert final["epoch"] == 4 and done_before < 4
+    assert torch.load(last, weights_only=False)["epoch"] == 3 and done_before < 3  # 4 epochs, counted from 0
+    # the kept model is the best monitored loss (the authors' recipe), not simply the last epoch
+    best = list((tmp_path / "results/runs/mp20_csp/lightning").glob("best-epoch*.ckpt"))
+    assert len(best) == 1 and torch.load(best[0], weights_only=False)["epoch"] == final["epoch"]
     # same seeds: the resumed run ends with the weights of an uninterrupted one
     straight_cmd = [*cmd[:5], str(_tiny_cfg(tmp_path, epochs=4, results="straight")), *cmd[6:]]
     p = subprocess.run(straight_cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from crystalflow_core.elements import GRID, MAX_Z, N_COLS, N_ROWS, TYPE_DIM, decode_types, encode_types
+from crystalflow_core.elements import GRID, MAX_Z, N_COLS, TABLE_Z, N_ROWS, TYPE_DIM, decode_types, encode_types
 from crystalflow_core.lattice import k_to_lattice, k_to_lattice_torch, lattice_to_k, lattice_to_k_torch
 from conftest import need_data
 
@@ -75,8 +75,10 @@ def test_grid_is_chemical_and_decode_always_valid():
     # same column for a group: Li, Na, K share col 0 of their s/p rows; Fe, Ru, Os share a d column
     assert GRID[3][1] == GRID[11][1] == GRID[19][1] == 0
     assert GRID[26][1] == GRID[44][1] == GRID[76][1]
-    assert len(set(GRID.values())) == MAX_Z
+    assert len(set(GRID.values())) == TABLE_Z == 118  # every element has its own cell
+    # the reference table's corners: Rf (10, 1), Nh (6, 2), Og (6, 7), Lr (12, 14), Lu (11, 14)
+    assert (GRID[104], GRID[113], GRID[118], GRID[103], GRID[71]) == ((10, 1), (6, 2), (6, 7), (12, 14), (11, 14))
     z = decode_types(torch.randn(500, TYPE_DIM, generator=torch.Generator().manual_seed(1)))
-    assert torch.all((z >= 1) & (z <= MAX_Z))
+    assert torch.all((z >= 1) & (z <= TABLE_Z))
     with pytest.raises(ValueError):
         encode_types(torch.tensor([MAX_Z + 1]))

@@ -126,7 +126,7 @@ def _module(task="csp", conditions=()):
     from crystalflow_core.training import CrystalFlowModule
 
     torch.manual_seed(0)
-    return CrystalFlowModule(model=dict(hidden=32, layers=2, fourier=8, recip=2, time_dim=16, task=task,
+    return CrystalFlowModule(model=dict(hidden=32, layers=2, fourier=8, recip=2, time_dim=64, task=task,
                                         conditions=list(conditions)),
                              scalers={c: (-1.0, 1.0) for c in conditions}, atom_count_hist=[0, 1, 2, 1],
                              cond_drop=0.2)

@@ -6,10 +6,16 @@ from crystalflow_core.config import anneal_for, dataset_tag, pressure_relax, sta
 R = config["results"]
 RUNS = config["runs"]
 TARGET_RUNS = config["targets"] or list(RUNS)
+IMPORTED_RUNS = [r for r in RUNS if RUNS[r]["init"]]  # the authors' checkpoint instead of training
+TRAINED_RUNS = [r for r in RUNS if not RUNS[r]["init"]]
+
+
+def runs_pattern(names):
+    return "|".join(names) or "NO_RUNS"
 
 
 wildcard_constraints:
-    run="|".join(RUNS) or "NO_RUNS",
+    run=runs_pattern(RUNS),
     dataset="|".join(config["datasets"]) or "NO_DATASETS",
     split="[A-Za-z0-9_]+",
     steps=r"\d+",
@@ -27,6 +33,17 @@ def train_inputs(wildcards):
     out = {"train": data_pt(run["dataset"], run["train_split"])}
     if run["val_split"]:
         out["val"] = data_pt(run["dataset"], run["val_split"])
+    return out
+
+
+def import_inputs(wildcards):
+    """The training split (its atom-count histogram) and the checkpoint where it is a local file."""
+    run = RUNS[wildcards.run]
+    out = {"train": data_pt(run["dataset"], run["train_split"])}
+    init = run["init"]
+    for key in ("reference_checkpoint", "hparams", "scalers"):
+        if init[key] and (key != "reference_checkpoint" or not init["url"] or os.path.exists(init[key])):
+            out[key] = init[key]
     return out
 
 
