@@ -30,7 +30,7 @@ def _paths(cfg, run_name, steps=None):
         "samples": f"{base}/s{steps}/samples.jsonl", "relax": f"{base}/s{steps}/relax/shard0.jsonl",
         "stability": f"{base}/s{steps}/stability.csv", "metrics": f"{base}/s{steps}/metrics.csv",
         "vasp": f"{base}/s{steps}/vasp", "novelty": [d(s) for s in run["novelty_splits"]],
-        "fingerprints": f"{r}/data/{run['dataset']}/{run['test_split']}_fingerprints_{cfg['metrics']['fingerprint_limit'] or 'all'}.npz",
+        "fingerprints": f"{r}/data/{run['dataset']}/{run['test_split']}_fingerprints2_{cfg['metrics']['fingerprint_limit'] or 'all'}.npz",
     }
 
 

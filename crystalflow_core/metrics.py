@@ -1,5 +1,16 @@
 """Metrics as the field computes them (definitions: docs in the README, method in the paper).
 
+Two protocols where the rules differ:
+* ``crystalflow`` (default): as the authors' scripts (scripts/compute_metrics.py, eval_utils.py of
+  ixsluo/CrystalFlow) compute them: structural validity with the odd-cell checks and the
+  self-distance replaced by the shortest lattice length; compositional validity invalid from 8
+  elements, at more than 1e7 oxidation-state combinations, with the oxidation states of SMACT 1.4
+  (``oxidation_states_smact14``); coverage over all generated crystals with the fixed CDVAE Magpie
+  scaler; CSP: every constructible candidate may match.
+* ``diffcsp``: validity-gated CSP matching (candidate and ground truth structurally and
+  compositionally valid), coverage over valid samples standardised with the test set, SMACT's
+  default oxidation states, distances > 0.5 A.
+
 CSP: match rate / RMSE with StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3), best of k.
 DNG: structural and compositional (SMACT) validity, coverage recall/precision (CrystalNN 'ops'
 site-mean and Magpie fingerprints), Wasserstein distances of density and number of elements.
@@ -7,25 +18,58 @@ Stability: energy above hull of CHGNet-relaxed samples, stable/metastable, uniqu
 """
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import math
 import multiprocessing as mp
 import os
 import warnings
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+PROTOCOLS = ("crystalflow", "diffcsp")
+MAX_OX_COMBINATIONS = 1e7  # the authors' cap on the oxidation-state product
+MAX_ELEMENTS = 8  # the authors count compositions of 8 or more elements as invalid
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown metrics protocol '{protocol}' ({', '.join(PROTOCOLS)})")
+
 
 # ----------------------------------------------------------------------------- validity
-def structure_valid(structure, cutoff: float = 0.5) -> bool:
-    """All interatomic distances > cutoff (A) and volume > 0.1 A^3."""
+def is_odd(structure) -> bool:
+    """The authors' shape check: an angle < 10 or > 170 deg, a length / N^(1/3) > 20 or < 0.1, or a
+    volume per atom outside (0.1, 100) A^3."""
+    lengths = np.array(structure.lattice.abc)
+    angles = np.array(structure.lattice.angles)
+    n = len(structure)
+    scaled = lengths / n ** (1.0 / 3.0)
+    vpa = structure.volume / n
+    return bool(np.any(angles < 10) or np.any(angles > 170) or np.any(scaled > 20) or np.any(scaled < 0.1)
+                or not (0.1 < vpa < 100))
+
+
+def structure_valid(structure, cutoff: float = 0.5, protocol: str = "diffcsp") -> bool:
+    """diffcsp: all interatomic distances > cutoff (A) and volume > 0.1 A^3.
+    crystalflow: constructible (finite, volume >= 0.1), not odd, and every distance >= cutoff with
+    an atom's distance to itself replaced by the shortest lattice length."""
     if structure is None:
         return False
     try:
-        if structure.volume < 0.1 or not math.isfinite(structure.volume):
+        vol = structure.volume
+        if not math.isfinite(vol) or vol < 0.1:
             return False
+        if protocol == "crystalflow":
+            if is_odd(structure):
+                return False
+            dm = structure.distance_matrix + np.eye(len(structure)) * min(structure.lattice.abc)
+            return bool(dm.min() >= cutoff)
         if len(structure) == 1:
             return min(structure.lattice.abc) > cutoff
         dm = structure.distance_matrix + np.eye(len(structure)) * (cutoff + 10.0)
@@ -34,7 +78,8 @@ def structure_valid(structure, cutoff: float = 0.5) -> bool:
         return False
 
 
-def smact_valid(symbols: list[str], counts: list[int], pauling: bool = True, alloys: bool = True) -> bool:
+def smact_valid(symbols: list[str], counts: list[int], pauling: bool = True, alloys: bool = True,
+                protocol: str = "diffcsp") -> bool:
     """SMACT charge neutrality + Pauling electronegativity test (single elements and all-metal
     alloys count as valid), on the gcd-reduced stoichiometry.
 
@@ -42,9 +87,16 @@ def smact_valid(symbols: list[str], counts: list[int], pauling: bool = True, all
     without the exponential product: the Pauling test (every cation less electronegative than
     every anion, smact's eneg_states_test) means some cut t separates them, so for each candidate
     cut the reachable charge sums are built element by element and neutrality is a set lookup.
+    crystalflow protocol: >= 8 elements invalid first, SMACT 1.4 oxidation states, more than 1e7
+    combinations invalid, no states -> invalid, a missing electronegativity handled as the authors'
+    try/except does (exact enumeration then).
     """
     import smact
 
+    _check_protocol(protocol)
+    cf = protocol == "crystalflow"
+    if cf and len(set(symbols)) >= MAX_ELEMENTS:
+        return False
     if len(set(symbols)) == 1:
         return True
     if alloys and all(s in smact.metals for s in symbols):
@@ -56,8 +108,17 @@ def smact_valid(symbols: list[str], counts: list[int], pauling: bool = True, all
         els = [space[s] for s in symbols]
     except Exception:  # element unknown to SMACT
         return False
-    ox = [sorted(set(e.oxidation_states or [0])) for e in els]  # noble gases carry no states
     eneg = [e.pauling_eneg for e in els]
+    if cf:
+        ox = [sorted(set(e.oxidation_states_smact14 or [])) for e in els]
+        if math.prod(len(o) for o in ox) > MAX_OX_COMBINATIONS:
+            return False
+        if not all(ox):
+            return False
+        if pauling and any(e is None for e in eneg):
+            return _authors_enumeration(ox, counts, eneg)
+    else:
+        ox = [sorted(set(e.oxidation_states or [0])) for e in els]  # noble gases carry no states
     if not pauling:
         return _neutral_reachable(ox, counts, lambda s, e: True, eneg)
     if any(e is None or (isinstance(e, float) and math.isnan(e)) for e in eneg):
@@ -65,6 +126,25 @@ def smact_valid(symbols: list[str], counts: list[int], pauling: bool = True, all
     for cut in sorted(set(eneg)) + [math.inf]:
         allowed = lambda s, e, cut=cut: s == 0 or (s > 0 and e < cut) or (s < 0 and e >= cut)  # noqa: E731
         if _neutral_reachable(ox, counts, allowed, eneg):
+            return True
+    return False
+
+
+def _authors_enumeration(ox, counts, eneg) -> bool:
+    """Every oxidation-state combination in order, neutrality then smact's eneg_states_test; a
+    comparison with a missing electronegativity raises TypeError, which the authors take as passing."""
+    for states in itertools.product(*ox):
+        if sum(o * c for o, c in zip(states, counts)) != 0:
+            continue
+        try:
+            ok = True
+            for (o1, e1), (o2, e2) in itertools.combinations(zip(states, eneg), 2):
+                if (o1 > 0 and o2 < 0 and e1 >= e2) or (o1 < 0 and o2 > 0 and e1 <= e2):
+                    ok = False
+                    break
+        except TypeError:
+            ok = True
+        if ok:
             return True
     return False
 
@@ -79,22 +159,23 @@ def _neutral_reachable(ox, counts, allowed, eneg) -> bool:
     return 0 in sums
 
 
-def composition_valid(structure) -> bool:
+def composition_valid(structure, protocol: str = "diffcsp") -> bool:
     if structure is None:
         return False
     comp = structure.composition
     syms = [el.symbol for el in comp.elements]
     counts = [int(round(comp[el])) for el in comp.elements]
-    return smact_valid(syms, counts)
+    return smact_valid(syms, counts, protocol=protocol)
 
 
 # ----------------------------------------------------------------------------- CSP
 _M: dict = {}
 
 
-def _init_matcher(stol, ltol, angle_tol):
+def _init_matcher(stol, ltol, angle_tol, protocol="crystalflow"):
     warnings.filterwarnings("ignore")
     _M["tol"] = (stol, ltol, angle_tol)
+    _M["protocol"] = protocol
 
 
 def _best_rms(args):
@@ -106,12 +187,15 @@ def _best_rms(args):
 
     gt, cands = args  # cands: list of Structure|None in candidate order
     stol, ltol, angle_tol = _M["tol"]
+    gated = _M.get("protocol", "crystalflow") == "diffcsp"  # only valid candidates (and targets) match
     comp = _reduced_counts(gt)
     gt_red = None
     out = []
+    gt_ok = not gated or (structure_valid(gt) and composition_valid(gt))
     for c in cands:
         rms = None
-        if c is not None and _reduced_counts(c) == comp and structure_valid(c):
+        valid = not gated or (structure_valid(c) and composition_valid(c))
+        if c is not None and gt_ok and _reduced_counts(c) == comp and valid:
             try:
                 if gt_red is None:
                     gt_red = reduce_structure(gt)
@@ -132,17 +216,22 @@ def _reduced_counts(structure) -> frozenset:
     return frozenset((k, v // g) for k, v in counts.items())
 
 
-def csp_rms_table(gts: list, candidates: list[list], stol=0.5, ltol=0.3, angle_tol=10.0, workers=0) -> list[list]:
-    """rms (or None) of every candidate of every ground truth; parallel over ground truths."""
+def csp_rms_table(gts: list, candidates: list[list], stol=0.5, ltol=0.3, angle_tol=10.0, workers=0,
+                  protocol: str = "crystalflow") -> list[list]:
+    """rms (or None) of every candidate of every ground truth; parallel over ground truths.
+    crystalflow: every candidate that could be built may match (the authors compute validity but
+    overwrite it); diffcsp: only structurally and compositionally valid candidates and targets."""
+    _check_protocol(protocol)
     workers = workers or os.cpu_count() or 1
     jobs = list(zip(gts, candidates))
     if workers == 1 or len(jobs) < 50:
-        _init_matcher(stol, ltol, angle_tol)
+        _init_matcher(stol, ltol, angle_tol, protocol)
         return [_best_rms(j) for j in jobs]
     # the forked workers inherit the structures; only indices and rms values cross processes
     _M["jobs"] = jobs
     try:
-        with mp.get_context("fork").Pool(workers, initializer=_init_matcher, initargs=(stol, ltol, angle_tol)) as pool:
+        with mp.get_context("fork").Pool(workers, initializer=_init_matcher,
+                                         initargs=(stol, ltol, angle_tol, protocol)) as pool:
             return pool.map(_best_rms_of, range(len(jobs)), chunksize=max(1, len(jobs) // (workers * 32)))
     finally:
         _M.pop("jobs", None)
@@ -171,27 +260,38 @@ def csp_summary(rms_table: list[list], k: int, stol: float = 0.5) -> dict:
 
 
 # ----------------------------------------------------------------------------- DNG
+STRUCT_FP_DIM, COMP_FP_DIM = 61, 132
+
+
 def _fp_one(structure):
+    """(CrystalNN 'ops' site-mean or None when CrystalNN fails, Magpie features with NaN where
+    undefined); (None, None) for a structure that could not be built."""
     warnings.filterwarnings("ignore")
-    from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
     from matminer.featurizers.composition.composite import ElementProperty
+    from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
 
     if "cnn" not in _M:
         _M["cnn"] = CrystalNNFingerprint.from_preset("ops")
         _M["magpie"] = ElementProperty.from_preset("magpie")
+    if structure is None:
+        return None, None
+    try:
+        comp_fp = np.array(_M["magpie"].featurize(structure.composition), dtype=float)
+    except Exception:
+        comp_fp = None
     try:
         site = np.array([_M["cnn"].featurize(structure, i) for i in range(len(structure))])
         struct_fp = site.mean(axis=0)
-        comp_fp = np.array(_M["magpie"].featurize(structure.composition), dtype=float)
-        if not (np.all(np.isfinite(struct_fp)) and np.all(np.isfinite(comp_fp))):
-            return None
-        return struct_fp, comp_fp
+        if not np.all(np.isfinite(struct_fp)):
+            struct_fp = None
     except Exception:
-        return None
+        struct_fp = None
+    return struct_fp, comp_fp
 
 
-def fingerprints(structures: list, workers: int = 0, progress: bool = False):
-    """(struct_fps (n, 61), comp_fps (n, 132), ok mask) for a list of structures."""
+def fingerprints_all(structures: list, workers: int = 0, progress: bool = False):
+    """(struct (n, 61) NaN rows where CrystalNN failed, comp (n, 132) NaN where undefined, ok mask
+    of the structure fingerprints) for a list of structures (None entries allowed)."""
     from tqdm import tqdm
 
     workers = workers or os.cpu_count() or 1
@@ -201,29 +301,86 @@ def fingerprints(structures: list, workers: int = 0, progress: bool = False):
         with mp.get_context("fork").Pool(workers) as pool:
             res = list(tqdm(pool.imap(_fp_one, structures, chunksize=8), total=len(structures),
                             disable=not progress, desc="fingerprints", mininterval=5))
-    ok = np.array([r is not None for r in res], dtype=bool)
-    if not ok.any():
-        return np.zeros((0, 61)), np.zeros((0, 132)), ok
-    sfp = np.array([r[0] for r in res if r is not None])
-    cfp = np.array([r[1] for r in res if r is not None])
+    sfp = np.full((len(res), STRUCT_FP_DIM), np.nan)
+    cfp = np.full((len(res), COMP_FP_DIM), np.nan)
+    for i, (a, b) in enumerate(res):
+        if a is not None:
+            sfp[i] = a
+        if b is not None:
+            cfp[i] = b
+    ok = np.array([r[0] is not None for r in res], dtype=bool)
     return sfp, cfp, ok
 
 
-def coverage(gen_s, gen_c, ref_s, ref_c, struct_cutoff=0.4, comp_cutoff=10.0) -> dict:
+def fingerprints(structures: list, workers: int = 0, progress: bool = False):
+    """(struct_fps, comp_fps, ok mask), rows only where both fingerprints are finite (diffcsp)."""
+    sfp, cfp, ok = fingerprints_all(structures, workers, progress)
+    ok = ok & np.all(np.isfinite(cfp), axis=1)
+    return sfp[ok], cfp[ok], ok
+
+
+@lru_cache(maxsize=1)
+def cdvae_comp_scaler() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed means/stds with which CDVAE, DiffCSP and CrystalFlow standardise the Magpie features."""
+    d = json.loads((Path(__file__).resolve().parent / "comp_scaler_magpie.json").read_text())
+    return np.asarray(d["means"], float), np.asarray(d["stds"], float)
+
+
+def scale_comp_fixed(comp: np.ndarray) -> np.ndarray:
+    """(x - mean) / std with the fixed scaler; NaN after scaling -> 0 (the authors' replace_nan_token)."""
+    mu, sd = cdvae_comp_scaler()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (np.asarray(comp, float) - mu) / sd
+    return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def coverage(gen_s, gen_c, ref_s, ref_c, struct_cutoff=0.4, comp_cutoff=10.0, protocol: str = "diffcsp",
+             n_generated: int | None = None) -> dict:
     """COV-R (share of reference structures with a generated one within both cut-offs, minimum
-    distances taken separately for structure and composition) and COV-P (the converse).
-    Composition fingerprints are standardised with the reference set's mean and std."""
+    distances taken separately for structure and composition), COV-P (the converse) and the mean
+    minimum distances AMSD / AMCD (recall: over reference, precision: over generated).
+    diffcsp: the generated set is the valid samples with finite fingerprints; compositions
+    standardised with the reference set's mean and std.
+    crystalflow: the generated set is every sample with a structure fingerprint (a failed CrystalNN
+    drops it), compositions standardised with the fixed CDVAE scaler (NaN -> 0), and COV-P divided by
+    `n_generated`, the number of ALL generated crystals."""
     from scipy.spatial.distance import cdist
 
-    if len(gen_s) == 0 or len(ref_s) == 0:
-        return {"cov_recall_pct": 0.0, "cov_precision_pct": 0.0}
-    mu, sd = ref_c.mean(0), ref_c.std(0)
-    sd[sd == 0] = 1.0
-    gc, rc = (gen_c - mu) / sd, (ref_c - mu) / sd
+    _check_protocol(protocol)
+    empty = {"cov_recall_pct": 0.0, "cov_precision_pct": 0.0, "amsd_recall": float("nan"),
+             "amsd_precision": float("nan"), "amcd_recall": float("nan"), "amcd_precision": float("nan")}
+    gen_s, gen_c, ref_s, ref_c = (np.asarray(x, float) for x in (gen_s, gen_c, ref_s, ref_c))
+    if protocol == "crystalflow":
+        keep = np.all(np.isfinite(gen_s), axis=1) if len(gen_s) else np.zeros(0, bool)
+        gen_s, gen_c = gen_s[keep], gen_c[keep]
+        rkeep = np.all(np.isfinite(ref_s), axis=1)
+        ref_s, ref_c = ref_s[rkeep], ref_c[rkeep]
+        gc, rc = scale_comp_fixed(gen_c), scale_comp_fixed(ref_c)
+        denom = n_generated if n_generated is not None else len(gen_s)
+    else:
+        if len(gen_s) and len(ref_s):
+            mu, sd = ref_c.mean(0), ref_c.std(0)
+            sd[sd == 0] = 1.0
+            gc, rc = (gen_c - mu) / sd, (ref_c - mu) / sd
+        denom = len(gen_s)
+    if len(gen_s) == 0 or len(ref_s) == 0 or not denom:
+        return empty
     ds, dc = cdist(gen_s, ref_s), cdist(gc, rc)
-    recall = np.mean((ds.min(0) <= struct_cutoff) & (dc.min(0) <= comp_cutoff))
-    precision = np.mean((ds.min(1) <= struct_cutoff) & (dc.min(1) <= comp_cutoff))
-    return {"cov_recall_pct": 100.0 * recall, "cov_precision_pct": 100.0 * precision}
+    s_rec, s_prec, c_rec, c_prec = ds.min(0), ds.min(1), dc.min(0), dc.min(1)
+    recall = np.mean((s_rec <= struct_cutoff) & (c_rec <= comp_cutoff))
+    precision = np.sum((s_prec <= struct_cutoff) & (c_prec <= comp_cutoff)) / denom
+    return {"cov_recall_pct": 100.0 * recall, "cov_precision_pct": 100.0 * precision,
+            "amsd_recall": float(s_rec.mean()), "amsd_precision": float(s_prec.mean()),
+            "amcd_recall": float(c_rec.mean()), "amcd_precision": float(c_prec.mean())}
+
+
+def draw(items: list, n: int, seed: int) -> list:
+    """A seeded random draw of n items without replacement (all of them when there are fewer), in
+    the order drawn (the authors draw the 1,000 valid crystals of the Wasserstein distances so)."""
+    if len(items) <= n:
+        return list(items)
+    idx = np.random.default_rng(seed).choice(len(items), n, replace=False)
+    return [items[i] for i in idx]
 
 
 def property_wdist(gen: list, ref: list) -> dict:

@@ -167,11 +167,15 @@ def generate(module, items: list[dict], settings: SampleSettings, shard: int = 0
     return out
 
 
-def record_to_structure(rec: dict):
-    """Sample record -> pymatgen Structure, or None when the sample is flagged/unusable."""
+def record_to_structure(rec: dict, strict: bool = True):
+    """Sample record -> pymatgen Structure, or None when the sample is unusable (non-finite) or, with
+    `strict`, flagged (collapsed or exploded lattice). strict=False builds every finite record, as
+    the authors' metric scripts do (their own checks then judge it)."""
     from pymatgen.core import Lattice, Structure
 
-    if rec.get("flag") or rec.get("lattice") is None:
+    if rec.get("lattice") is None or (strict and rec.get("flag")):
+        return None
+    if not (np.all(np.isfinite(rec["lattice"])) and np.all(np.isfinite(np.asarray(rec["frac_coords"], float)))):
         return None
     try:
         return Structure(Lattice(rec["lattice"]), rec["species"], rec["frac_coords"])

@@ -249,12 +249,12 @@ def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pt
 # ----------------------------------------------------------------------------- metrics
 def test_fingerprints(test_pt: str, out: str, limit: int | None, workers: int = 0):
     from .data import cache_structures, load_cache
-    from .metrics import fingerprints
+    from .metrics import fingerprints_all
 
     cache = load_cache(test_pt)
     n = len(cache["ids"]) if not limit else min(limit, len(cache["ids"]))
     structs = cache_structures(cache, range(n))
-    sfp, cfp, ok = fingerprints(structs, workers, progress=True)
+    sfp, cfp, ok = fingerprints_all(structs, workers, progress=True)  # rows kept; protocols filter
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, struct=sfp, comp=cfp, ok=ok)
@@ -277,15 +277,19 @@ def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
         by_target.setdefault(r["target_index"], {})[r["candidate"]] = r
     idx = sorted(by_target)
     gts = cache_structures(cache, idx)
-    cands = [[record_to_structure(by_target[i][c]) if c in by_target[i] else None for c in range(kmax)] for i in idx]
+    protocol = m["protocol"]
+    strict = protocol != "crystalflow"  # the authors' script matches every candidate it can build
+    cands = [[record_to_structure(by_target[i][c], strict=strict) if c in by_target[i] else None for c in range(kmax)]
+             for i in idx]
     rel = [r for p in relaxed for r in read_jsonl(p)]
     cand_of = {r["id"]: r["candidate"] for r in recs}
     t0 = time.time()
-    table = csp_rms_table(gts, cands, m["stol"], m["ltol"], m["angle_tol"], workers)
+    table = csp_rms_table(gts, cands, m["stol"], m["ltol"], m["angle_tol"], workers, protocol)
     log.info("matched %d targets x %d candidates in %.1f s", len(gts), kmax, time.time() - t0)
     rows = []
     for k in sorted(run["sample"]["k"]):
-        row = {"run": run_name, "dataset": run["dataset"], "task": "csp", "steps": steps, **csp_summary(table, k, m["stol"])}
+        row = {"run": run_name, "dataset": run["dataset"], "task": "csp", "steps": steps, "protocol": protocol,
+               **csp_summary(table, k, m["stol"])}
         row["n_flagged"] = sum(1 for r in recs if r["flag"] and r["candidate"] < k)
         if relaxed:
             row.update(_pressure_proxy(rel, cand_of, k))
@@ -311,31 +315,48 @@ def _pressure_proxy(relaxed: list[dict], cand_of: dict, k: int) -> dict:
 def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str, test_fp: str,
                 stab_csv: str | None, steps: int, out: str, workers: int = 0):
     from .data import cache_structures, load_cache
-    from .metrics import (composition_valid, coverage, fingerprints, property_wdist, structure_valid,
-                          sun_summary, target_errors)
+    from .metrics import (composition_valid, coverage, draw, fingerprints, fingerprints_all, property_wdist,
+                          structure_valid, sun_summary, target_errors)
     from .sampling import record_to_structure
 
     m = cfg["metrics"]
+    protocol = m["protocol"]
+    cf = protocol == "crystalflow"
     recs = read_jsonl(samples)
     n = len(recs)
-    structs = [record_to_structure(r) for r in recs]
-    sv = np.array([structure_valid(s) for s in structs], bool)
-    cv = np.array([composition_valid(s) if s is not None else False for s in structs], bool)
-    valid = [s for s, a, b in zip(structs, sv, cv) if a and b]
-    row = {"run": run_name, "dataset": run["dataset"], "task": "dng", "steps": steps, "n_samples": n,
-           "n_flagged": sum(1 for r in recs if r["flag"]),
-           "struct_valid_pct": 100.0 * sv.mean() if n else 0.0,
-           "comp_valid_pct": 100.0 * cv.mean() if n else 0.0,
-           "valid_pct": 100.0 * (sv & cv).mean() if n else 0.0}
+    structs = [record_to_structure(r, strict=not cf) for r in recs]
+    sv = np.array([structure_valid(s, protocol=protocol) for s in structs], bool)
+    cv = np.array([composition_valid(s, protocol=protocol) if s is not None else False for s in structs], bool)
     fp = np.load(test_fp)
     lim = m["fingerprint_limit"]
-    gen_for_cov = valid[:lim] if lim else valid
-    gs, gc, _ = fingerprints(gen_for_cov, workers, progress=True)
-    row.update(coverage(gs, gc, fp["struct"], fp["comp"], *m["coverage_cutoffs"]))
+    if cf:  # fingerprints of every generated crystal; a failed CrystalNN also makes a crystal invalid
+        gs, gc, fp_ok = fingerprints_all(structs, workers, progress=True)
+        valid_mask = sv & cv & fp_ok
+        cov = coverage(gs, gc, fp["struct"], fp["comp"], *m["coverage_cutoffs"], protocol=protocol, n_generated=n)
+    else:
+        valid_mask = sv & cv
+        valid = [s for s, ok in zip(structs, valid_mask) if ok]
+        gen_for_cov = valid[:lim] if lim else valid
+        gs, gc, _ = fingerprints(gen_for_cov, workers, progress=True)
+        ok_ref = fp["ok"] & np.all(np.isfinite(fp["comp"]), axis=1)
+        cov = coverage(gs, gc, fp["struct"][ok_ref], fp["comp"][ok_ref], *m["coverage_cutoffs"], protocol=protocol)
+    valid = [s for s, ok in zip(structs, valid_mask) if ok]
+    row = {"run": run_name, "dataset": run["dataset"], "task": "dng", "steps": steps, "protocol": protocol,
+           "n_samples": n, "n_flagged": sum(1 for r in recs if r["flag"]),
+           "struct_valid_pct": 100.0 * sv.mean() if n else 0.0,
+           "comp_valid_pct": 100.0 * cv.mean() if n else 0.0,
+           "valid_pct": 100.0 * valid_mask.mean() if n else 0.0, "n_valid": len(valid)}
+    row.update(cov)
     cache = load_cache(test_pt)
     ntest = len(cache["ids"])
-    test_structs = cache_structures(cache, range(min(ntest, max(m["n_property_samples"] * 5, 5000))))
-    row.update(property_wdist(valid[: m["n_property_samples"]], test_structs))
+    if cf:  # a seeded random draw of the valid samples against the whole test split
+        test_structs = cache_structures(cache, range(ntest))
+        gen = draw(valid, m["n_property_samples"], m["seed"])
+    else:
+        test_structs = cache_structures(cache, range(min(ntest, max(m["n_property_samples"] * 5, 5000))))
+        gen = valid[: m["n_property_samples"]]
+    row["n_property_samples"] = len(gen)
+    row.update(property_wdist(gen, test_structs))
     rows = [row]
     if stab_csv:
         st = pd.read_csv(stab_csv)

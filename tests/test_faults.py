@@ -92,7 +92,8 @@ def _write_samples(path, recs):
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
 
 
-def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl):
+@pytest.mark.parametrize("protocol", ["crystalflow", "diffcsp"])
+def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protocol):
     from crystalflow_core import stages
     from crystalflow_core.data import PrepareSettings, prepare_split
     from pymatgen.io.cif import CifWriter
@@ -105,7 +106,7 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl):
     stages.test_fingerprints(str(test_pt), str(fp), None, workers=1)
     run = {"dataset": "x", "task": "dng", "conditions": [], "sample": {"k": [1]}}
     cfg = {"metrics": {"fingerprint_limit": None, "n_property_samples": 10, "coverage_cutoffs": [0.4, 10.0],
-                       "stol": 0.5, "ltol": 0.3, "angle_tol": 10}}
+                       "stol": 0.5, "ltol": 0.3, "angle_tol": 10, "protocol": protocol, "seed": 0}}
     bad = {"id": "s0", "lattice": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "species": [11, 17],
            "frac_coords": [[0, 0, 0], [0.01, 0, 0]], "flag": ""}
     for name, recs in (("empty", []), ("invalid", [bad, dict(bad, id="s1", flag="nan")])):
@@ -115,7 +116,9 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl):
         stages.dng_metrics(cfg, "r", run, str(samples), str(test_pt), str(fp), None, 10, str(out), workers=1)
         row = pd.read_csv(out).iloc[0]
         assert row["n_samples"] == len(recs)
-        assert row["struct_valid_pct"] == 0 and row["valid_pct"] == 0 and row["cov_recall_pct"] == 0
+        assert row["struct_valid_pct"] == 0 and row["valid_pct"] == 0 and row["protocol"] == protocol
+        if protocol == "diffcsp" or not recs:  # crystalflow covers with every generated crystal, valid or not
+            assert row["cov_recall_pct"] == 0
     csp_run = {"dataset": "x", "task": "csp", "conditions": [], "sample": {"k": [1, 2]}}
     samples = tmp_path / "csp.jsonl"
     _write_samples(samples, [dict(bad, id="a#0", target_index=0, candidate=0), dict(bad, id="a#1", target_index=0, candidate=1, flag="nan")])

@@ -251,3 +251,99 @@ def test_matcher_blocks_give_the_same_rms(monkeypatch):
     monkeypatch.setattr(matcher, "_CHUNK", 50)
     assert [matcher.rms_dist(c, g) for c, g in cases] == whole
     assert sum(w is not None for w in whole) > 10
+
+
+# ----------------------------------------------------------------------------- protocols
+def test_odd_cell_fails_structural_validity_only_under_crystalflow():
+    # a 2-atom cell with a 6 deg angle: atoms 2 A apart, volume fine, but "odd" for the authors
+    odd = Structure(Lattice.from_parameters(6, 6, 6, 6, 90, 90), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert odd.distance_matrix[0, 1] > 0.5 and odd.volume > 0.1
+    assert M.structure_valid(odd, protocol="diffcsp")
+    assert M.is_odd(odd) and not M.structure_valid(odd, protocol="crystalflow")
+    # a lattice length / N^(1/3) above 20 A and a volume per atom above 100 A^3 are odd too
+    long = Structure(Lattice.orthorhombic(3, 3, 30), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert M.is_odd(long) and M.structure_valid(long, protocol="diffcsp")
+
+
+def test_crystalflow_self_distance_is_the_shortest_lattice_length():
+    # one atom in a cell whose shortest vector is 0.45 A: its periodic image is closer than 0.5 A
+    s = Structure(Lattice.orthorhombic(0.45, 4.0, 4.0), ["Na"], [[0, 0, 0]])
+    assert not M.structure_valid(s, protocol="crystalflow")
+    assert M.structure_valid(Structure(Lattice.orthorhombic(2.0, 4.0, 4.0), ["Na"], [[0, 0, 0]]), protocol="crystalflow")
+
+
+def test_eight_elements_are_compositionally_invalid_under_crystalflow():
+    metals = ["Cu", "Zn", "Ni", "Fe", "Co", "Mn", "Cr", "Ti"]  # an all-metal alloy: valid for diffcsp
+    assert M.smact_valid(metals, [1] * 8, protocol="diffcsp")
+    assert not M.smact_valid(metals, [1] * 8, protocol="crystalflow")
+    assert M.smact_valid(metals[:7], [1] * 7, protocol="crystalflow")
+
+
+def test_oxidation_state_sets_differ_between_protocols():
+    # Mg(+1) exists in SMACT 1.4's list, not in SMACT 4's default (ICSD) set
+    assert M.smact_valid(["Mg", "O"], [2, 1], protocol="crystalflow")
+    assert not M.smact_valid(["Mg", "O"], [2, 1], protocol="diffcsp")
+    # Li4N needs N(-4), which the default set has and SMACT 1.4 lacks
+    assert M.smact_valid(["Li", "N"], [4, 1], protocol="diffcsp")
+    assert not M.smact_valid(["Li", "N"], [4, 1], protocol="crystalflow")
+    # both agree on the textbook cases
+    for syms, counts, ok in ((["Na", "Cl"], [1, 1], True), (["Fe", "O"], [2, 3], True), (["Na", "Cl"], [1, 2], False)):
+        assert M.smact_valid(syms, counts, protocol="crystalflow") is ok
+
+
+def test_oxidation_combination_cap(monkeypatch):
+    assert M.smact_valid(["Fe", "O"], [2, 3], protocol="crystalflow")
+    monkeypatch.setattr(M, "MAX_OX_COMBINATIONS", 10)  # Fe has 8 states, O 4 in SMACT 1.4: 32 > 10
+    assert not M.smact_valid(["Fe", "O"], [2, 3], protocol="crystalflow")
+
+
+def test_missing_electronegativity_passes_as_in_the_authors_try_except():
+    # Pm has no Pauling electronegativity: the authors' pauling_test raises TypeError -> taken as passing
+    assert M.smact_valid(["Pm", "Cl"], [1, 3], protocol="crystalflow")
+    assert not M.smact_valid(["Pm", "Cl"], [1, 3], protocol="diffcsp")
+    assert not M.smact_valid(["Pm", "Cl"], [1, 5], protocol="crystalflow")  # not neutral with any state
+
+
+def test_coverage_of_a_set_against_itself_is_complete_under_both_protocols(nacl, silicon):
+    cscl = Structure(Lattice.cubic(4.1), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    sfp, cfp, ok = M.fingerprints_all([nacl, silicon, cscl], workers=1)
+    assert ok.all()
+    for protocol in M.PROTOCOLS:
+        cov = M.coverage(sfp, cfp, sfp, cfp, 0.4, 10.0, protocol=protocol, n_generated=3)
+        assert cov["cov_recall_pct"] == 100.0 and cov["cov_precision_pct"] == 100.0
+        assert cov["amsd_recall"] == 0.0 and cov["amcd_precision"] == 0.0
+
+
+def test_crystalflow_coverage_counts_failed_fingerprints_in_the_precision_denominator():
+    ref_s = np.zeros((2, M.STRUCT_FP_DIM))
+    ref_c = np.tile(M.cdvae_comp_scaler()[0], (2, 1))
+    gen_s = np.vstack([ref_s[:1], np.full((1, M.STRUCT_FP_DIM), np.nan)])  # the second: CrystalNN failed
+    gen_c = ref_c.copy()
+    cov = M.coverage(gen_s, gen_c, ref_s, ref_c, 0.4, 10.0, protocol="crystalflow", n_generated=4)
+    assert cov["cov_recall_pct"] == 100.0 and cov["cov_precision_pct"] == 25.0  # 1 of 4 generated
+
+
+def test_nan_magpie_feature_is_scaled_to_zero():
+    mu, sd = M.cdvae_comp_scaler()
+    assert mu.shape == sd.shape == (M.COMP_FP_DIM,)
+    x = mu + 2.0 * sd
+    x[5] = np.nan
+    z = M.scale_comp_fixed(x[None])[0]
+    assert z[5] == 0.0 and np.allclose(np.delete(z, 5), 2.0)
+
+
+def test_csp_matching_protocols_differ_on_invalid_candidates():
+    # a composition SMACT calls invalid (NaCl2): its own copy matches under crystalflow, which does not
+    # gate on validity; under diffcsp neither the candidate nor the target may match
+    s = Structure(Lattice.cubic(5.0), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0]])
+    assert not M.composition_valid(s, protocol="crystalflow")
+    cf = M.csp_rms_table([s], [[s.copy()]], workers=1, protocol="crystalflow")
+    dc = M.csp_rms_table([s], [[s.copy()]], workers=1, protocol="diffcsp")
+    assert cf[0][0] == pytest.approx(0.0, abs=1e-6) and dc[0][0] is None
+
+
+def test_wasserstein_draw_is_seeded_and_bounded():
+    items = list(range(50))
+    a, b = M.draw(items, 10, seed=3), M.draw(items, 10, seed=3)
+    assert a == b and len(set(a)) == 10 and M.draw(items, 10, seed=4) != a
+    assert M.draw(items[:5], 10, seed=3) == items[:5]

@@ -73,7 +73,7 @@ def pressure_csp(run_name):
 def fingerprint_file(run_name):
     run = RUNS[run_name]
     lim = config["metrics"]["fingerprint_limit"] or "all"
-    return f"{R}/data/{run['dataset']}/{run['test_split']}_fingerprints_{lim}.npz"
+    return f"{R}/data/{run['dataset']}/{run['test_split']}_fingerprints2_{lim}.npz"
 
 
 def novelty_pts(wildcards):

@@ -4,7 +4,7 @@ rule test_fingerprints:
     input:
         f"{R}/data/{{dataset}}/{{split}}.pt",
     output:
-        f"{R}/data/{{dataset}}/{{split}}_fingerprints_{{limit}}.npz",
+        f"{R}/data/{{dataset}}/{{split}}_fingerprints2_{{limit}}.npz",
     params:
         limit=lambda wc: None if wc.limit == "all" else int(wc.limit),
     threads: config["threads"]
