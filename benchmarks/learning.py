@@ -1,8 +1,12 @@
 """Learning check: a CSP model (H=256, L=4) trained for a fixed wall-clock budget on the MP-20 val
 split, then k=1, S=100 samples for the first 500 MP-20 test crystals, matched with
-StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3).
+StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3) under the crystalflow metrics protocol.
 
-  python benchmarks/learning.py [--minutes 25] [--n-test 500] [--out /tmp/learning]
+  python benchmarks/learning.py [--recipe paper|norm-clip] [--minutes 25] [--n-test 500] [--out DIR]
+
+Recipes: paper = the authors' (clip by value 0.5, ReduceLROnPlateau stepped every 5 epochs, best
+loss kept); norm-clip = this project's earlier recipe (clip by norm 0.5, scheduler every epoch).
+Prints the loss curve (mean training loss per epoch) and the match rate.
 """
 from __future__ import annotations
 
@@ -21,22 +25,26 @@ def main():
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--out", default="/tmp/crystalflow_learning")
+    ap.add_argument("--recipe", choices=["paper", "norm-clip"], default="paper")
+    ap.add_argument("--out", default=None, help="work folder (default /tmp/crystalflow_learning_{recipe})")
     a = ap.parse_args()
     from crystalflow_core.data import PrepareSettings, cache_structures, load_cache, prepare_split
     from crystalflow_core.metrics import csp_rms_table, csp_summary
     from crystalflow_core.sampling import SampleSettings, csp_items, generate, record_to_structure
+    from crystalflow_core.config import run_defaults
     from crystalflow_core.stages import use_threads
     from crystalflow_core.training import load_module, train
 
     use_threads(0)  # all cores, as the train and sample rules do
-    header(f"learning: CSP H=256 L=4, {a.minutes} min on MP-20 val, MR on the first {a.n_test} test crystals")
-    out = Path(a.out)
+    header(f"learning: CSP H=256 L=4, recipe {a.recipe}, {a.minutes} min on MP-20 val, MR on the first {a.n_test} test crystals")
+    out = Path(a.out or f"/tmp/crystalflow_learning_{a.recipe}")
     for split in ("val", "test"):
         prepare_split(DATA / "mp_20" / f"{split}.csv.gz", out / f"{split}.pt", PrepareSettings(workers=os.cpu_count()))
-    run = {"task": "csp", "conditions": [], "model": dict(hidden=256, layers=4, fourier=256, recip=8),
-           "train": dict(batch_size=a.batch, max_epochs=100000, max_minutes=a.minutes, lr=a.lr, lr_factor=0.6,
-                         lr_patience=30, lr_min=1e-4, grad_clip=0.5, progress_bar=False, seed=0)}
+    recipe = {"paper": dict(grad_clip_algorithm="value", lr_frequency=5),
+              "norm-clip": dict(grad_clip_algorithm="norm", lr_frequency=1)}[a.recipe]
+    run = run_defaults({"dataset": "mp_20", "task": "csp", "model": dict(hidden=256, layers=4, fourier=256, recip=8),
+                        "train": dict(batch_size=a.batch, max_epochs=100000, max_minutes=a.minutes, lr=a.lr,
+                                      grad_clip=0.5, progress_bar=False, seed=0, **recipe)})
     # from scratch: a previous run's last.ckpt would be resumed (with its elapsed time)
     shutil.rmtree(out / "lightning", ignore_errors=True)
     t0 = time.perf_counter()
@@ -49,11 +57,26 @@ def main():
     recs = generate(module, items, SampleSettings(steps=100, anneal=5.0, batch_size=256), progress=False)
     t_sample = time.perf_counter() - t0
     gts = cache_structures(cache, range(len(items)))
-    table = csp_rms_table(gts, [[record_to_structure(r)] for r in recs])
+    table = csp_rms_table(gts, [[record_to_structure(r, strict=False)] for r in recs], protocol="crystalflow")
     s = csp_summary(table, 1)
-    print(f"trained {t_train / 60:.1f} min, sampled {len(recs)} in {t_sample:.0f} s")
+    print_loss_curve(out / "lightning" / "metrics")
+    print(f"recipe {a.recipe}: trained {t_train / 60:.1f} min, sampled {len(recs)} in {t_sample:.0f} s")
     print(f"match rate {s['match_rate_pct']:.2f} % ({s['n_matched']}/{s['n_targets']}), RMSE {s['rmse_norm']:.4f}, "
           f"RMSE-all {s['rmse_all_norm']:.4f}")
+
+
+def print_loss_curve(folder: Path) -> None:
+    """Mean training loss per epoch from Lightning's CSV log (one line, and a CSV beside it)."""
+    import pandas as pd
+
+    files = sorted(folder.glob("version_*/metrics.csv"))
+    if not files:
+        return
+    df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    ep = df.dropna(subset=["train_loss"]).groupby("epoch")["train_loss"].last()
+    ep.to_csv(folder.parent.parent / "loss_curve.csv")
+    print(f"epochs {len(ep)}, steps {int(df['step'].max()) + 1}; train loss per epoch: " +
+          " ".join(f"{e + 1}:{v:.3f}" for e, v in ep.items()))
 
 
 if __name__ == "__main__":

@@ -134,3 +134,9 @@ def pressure_relax(run: dict) -> bool:
 def anneal_for(run: dict) -> float:
     a = run["sample"]["anneal"]
     return (5.0 if run["task"] == "csp" else 0.0) if a is None else float(a)
+
+
+def run_defaults(run: dict) -> dict:
+    """A run dict with every schema default filled in (for library callers outside a config file)."""
+    schema = load_schema()
+    return _fill_defaults(schema, schema["definitions"]["run"], copy.deepcopy(run))

@@ -58,7 +58,8 @@ ROW_OCCUPIED = CELL_OCCUPIED.any(dim=1)
 
 
 def is_supported(z: int) -> bool:
-    return z in GRID
+    """Z usable in training data: 1..MAX_Z (the reference's CSP embedding has 100 rows)."""
+    return 1 <= z <= MAX_Z
 
 
 def encode_types(z: torch.Tensor) -> torch.Tensor:
