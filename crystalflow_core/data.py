@@ -28,7 +28,7 @@ from .io import atomic_path, git_blob_id, sha256_file
 from .lattice import lattice_to_k
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: physical bounds, duplicates among parsed rows, key without the worker count
 
 
 class DataError(RuntimeError):
@@ -120,7 +120,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def parse_cif(cif: str, niggli: bool = True):
+def parse_cif(cif: str, niggli: bool = True, bounds: "PhysicalBounds | None" = None):
     """CIF text -> (Z, frac, lattice) of the Niggli-reduced cell, or raise ValueError with a reason."""
     from pymatgen.core import Structure
 
@@ -135,8 +135,12 @@ def parse_cif(cif: str, niggli: bool = True):
     if not s.is_ordered:
         raise ValueError("disordered or partially occupied site")
     lat = s.lattice.matrix
-    if not np.all(np.isfinite(lat)) or s.volume <= 1e-3 or not math.isfinite(s.volume):
-        raise ValueError("NaN or zero-volume lattice")
+    if not np.all(np.isfinite(lat)) or not math.isfinite(s.volume):
+        raise ValueError("non-finite lattice")
+    if s.volume <= 1e-3:
+        raise ValueError(f"degenerate lattice: volume {s.volume:.3g} A^3")
+    if bounds is not None:
+        bounds.check(s)
     zs = []
     for site in s:
         sp = site.specie
@@ -154,10 +158,40 @@ def parse_cif(cif: str, niggli: bool = True):
     return np.asarray(zs, np.int64), frac.astype(np.float64), s.lattice.matrix.astype(np.float64)
 
 
+@dataclass(frozen=True)
+class PhysicalBounds:
+    """What a real crystal in a training set satisfies (rows outside are rejected with the reason)."""
+
+    min_volume_per_atom: float = 1.0  # A^3; the densest solids are above ~2.5
+    max_volume_per_atom: float = 500.0  # A^3; molecular/gas-like cells beyond
+    min_distance: float = 0.5  # A between two atoms (periodic images included)
+
+    def check(self, s) -> None:
+        vpa = s.volume / len(s)
+        if vpa < self.min_volume_per_atom:
+            raise ValueError(f"volume per atom {vpa:.3g} A^3 below {self.min_volume_per_atom} (collapsed or sliver cell)")
+        if vpa > self.max_volume_per_atom:
+            raise ValueError(f"volume per atom {vpa:.3g} A^3 above {self.max_volume_per_atom}")
+        dmin = min_interatomic_distance(s)
+        if dmin < self.min_distance:
+            raise ValueError(f"atoms {dmin:.3g} A apart, below {self.min_distance} A")
+
+
+def min_interatomic_distance(s) -> float:
+    """Shortest distance between two atoms of a periodic structure, an atom and its own images included."""
+    d = min(s.lattice.abc) if len(s) else math.inf
+    if len(s) > 1:
+        dm = s.distance_matrix
+        d = min(d, float(dm[~np.eye(len(s), dtype=bool)].min()))
+    # an image of an atom can be closer than the shortest cell vector in a skewed cell
+    return min(d, float(np.min(np.linalg.norm(s.lattice.get_cartesian_coords(
+        np.array([[1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]])), axis=1))))
+
+
 def _parse_row(args):
-    idx, cif, niggli = args
+    idx, cif, niggli, bounds = args
     try:
-        z, frac, lat = parse_cif(cif, niggli)
+        z, frac, lat = parse_cif(cif, niggli, bounds)
         k = lattice_to_k(lat)
         if not np.all(np.isfinite(k)):
             raise ValueError("non-finite lattice parameters")
@@ -173,7 +207,14 @@ class PrepareSettings:
     conditions: list[str] = field(default_factory=list)
     niggli: bool = True
     max_rows: int | None = None
-    workers: int = 0  # 0 = all cores
+    workers: int = 0  # 0 = all cores; how, not what: not part of the cache key
+    bounds: PhysicalBounds = field(default_factory=PhysicalBounds)
+
+    def key(self) -> dict:
+        """The settings that change the cache's content."""
+        d = {k: v for k, v in self.__dict__.items() if k not in ("workers", "bounds")}
+        d["bounds"] = self.bounds.__dict__
+        return d
 
 
 def prepare_split(
@@ -188,7 +229,7 @@ def prepare_split(
     src_sum = sha256_file(csv_path) if csv_path.exists() else None
     if src_sum is None:
         raise DataError(f"{csv_path}: file not found")
-    fingerprint = {"source_sha256": src_sum, "settings": settings.__dict__, "format": CACHE_FORMAT}
+    fingerprint = {"source_sha256": src_sum, "settings": settings.key(), "format": CACHE_FORMAT}
     if out_path.exists() and not force:
         try:
             cached = torch.load(out_path, weights_only=False)
@@ -210,16 +251,16 @@ def prepare_split(
 
     rejected: list[dict] = []
     ids = df[settings.id_column].astype(str).tolist()
-    dup = pd.Series(ids).duplicated(keep="first").to_numpy()
-    cond = df[settings.conditions].to_numpy(dtype=np.float64) if settings.conditions else np.zeros((len(df), 0))
+    try:
+        cond = df[settings.conditions].to_numpy(dtype=np.float64) if settings.conditions else np.zeros((len(df), 0))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{csv_path}: condition columns {settings.conditions} are not numeric ({exc})") from exc
     jobs = []
-    for i, (cif, is_dup) in enumerate(zip(df[settings.cif_column].tolist(), dup)):
-        if is_dup:
-            rejected.append({"row": i, "id": ids[i], "reason": "duplicate id"})
-        elif settings.conditions and not np.all(np.isfinite(cond[i])):
+    for i, cif in enumerate(df[settings.cif_column].tolist()):
+        if settings.conditions and not np.all(np.isfinite(cond[i])):
             rejected.append({"row": i, "id": ids[i], "reason": "missing condition value"})
         else:
-            jobs.append((i, cif, settings.niggli))
+            jobs.append((i, cif, settings.niggli, settings.bounds))
 
     workers = settings.workers or mp.cpu_count()
     results = {}
@@ -232,12 +273,15 @@ def prepare_split(
             idx, ok, err = _parse_row(job)
             results[idx] = (ok, err)
 
-    keep = []
-    for i in sorted(results):
-        ok, err = results[i]
+    keep, seen = [], {}
+    for i in sorted(results):  # duplicates are decided among the rows that parse: a broken first copy
+        ok, err = results[i]   # does not take a good second one with it
         if ok is None:
             rejected.append({"row": i, "id": ids[i], "reason": err})
+        elif ids[i] in seen:
+            rejected.append({"row": i, "id": ids[i], "reason": f"duplicate id (first kept at row {seen[ids[i]]})"})
         else:
+            seen[ids[i]] = i
             keep.append(i)
     rejected.sort(key=lambda r: r["row"])
     rej_path = out_path.parent / f"{out_path.stem}_rejected.csv"

@@ -44,20 +44,37 @@ def append_jsonl(path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def read_jsonl(path, tolerate_truncated_tail: bool = True) -> list[dict]:
-    """Read JSON lines; a half-written last line (killed writer) is dropped, not fatal."""
+class DamagedFileError(ValueError):
+    """A file this project wrote atomically is damaged (truncated, edited): never read around it."""
+
+
+def read_jsonl(path, tolerate_truncated_tail: bool = False) -> list[dict]:
+    """Read JSON lines strictly: files written atomically end with a newline and every line is one
+    JSON object, so anything else is damage and an error naming the file and line. Only the
+    append-as-you-go files of resumable stages (`*.partial`) may end in a half-written line, which
+    `tolerate_truncated_tail` then drops."""
     out = []
-    with open(path) as fh:
-        lines = fh.readlines()
+    try:
+        with open(path) as fh:
+            lines = fh.readlines()
+    except UnicodeDecodeError as exc:
+        raise DamagedFileError(f"{path}: not a text file ({exc})") from exc
     for n, line in enumerate(lines):
+        last = n == len(lines) - 1
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if tolerate_truncated_tail and n == len(lines) - 1:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise json.JSONDecodeError("not a JSON object", line, 0)
+            if last and not line.endswith("\n"):
+                raise json.JSONDecodeError("no newline at the end: the file was cut", line, len(line))
+            out.append(rec)
+        except json.JSONDecodeError as exc:
+            if tolerate_truncated_tail and last:
                 break
-            raise ValueError(f"{path}: line {n + 1} is not valid JSON")
+            raise DamagedFileError(f"{path}: line {n + 1} is damaged ({exc.msg}); the file was truncated or "
+                                   f"edited: delete it to have it rebuilt") from None
     return out
 
 

@@ -247,7 +247,7 @@ def relax_many(items: list[tuple], out_path, settings: RelaxSettings, workers: i
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if out_path.exists():  # drop a possibly truncated tail line before appending again
-        recs = read_jsonl(out_path)
+        recs = read_jsonl(out_path, tolerate_truncated_tail=True)
         write_jsonl_atomic(out_path, recs)
         done = {r["id"] for r in recs}
     todo = []
@@ -275,4 +275,4 @@ def relax_many(items: list[tuple], out_path, settings: RelaxSettings, workers: i
                 for rec in recs:
                     append_jsonl(out_path, rec)
                 bar.update(len(recs))
-    return read_jsonl(out_path)
+    return read_jsonl(out_path, tolerate_truncated_tail=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .elements import TYPE_DIM, decode_types
+from .elements import TABLE_Z, TYPE_DIM, decode_types
 from .flow import sample_k_prior, wrap
 from .lattice import k_to_lattice_torch
 from .model import Graph
@@ -167,20 +167,47 @@ def generate(module, items: list[dict], settings: SampleSettings, shard: int = 0
     return out
 
 
+def record_problem(rec: dict) -> tuple[str, str]:
+    """("unreadable" | "flagged" | "", reason) for one sample record: unreadable when its fields are
+    missing or malformed, flagged when it is present but physically impossible (non-finite lattice or
+    coordinates, no atoms, atomic numbers outside 1..118) or flagged by the sampler."""
+    try:
+        lat = np.asarray(rec["lattice"], dtype=float)
+        frac = np.asarray(rec["frac_coords"], dtype=float)
+        species = [int(z) for z in rec["species"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        return "unreadable", f"malformed record ({type(exc).__name__}: {exc})"
+    if not species and frac.size == 0 and lat.shape == (3, 3):
+        return "flagged", "no atoms"
+    if lat.shape != (3, 3) or frac.ndim != 2 or frac.shape[1] != 3 or len(frac) != len(species):
+        return "unreadable", f"shapes: lattice {lat.shape}, frac_coords {frac.shape}, {len(species)} species"
+    if any(z < 1 or z > TABLE_Z for z in species):
+        return "flagged", "atomic number outside 1..118"
+    if not (np.all(np.isfinite(lat)) and np.all(np.isfinite(frac))):
+        return "flagged", "non-finite lattice or coordinates"
+    if rec.get("flag"):
+        return "flagged", str(rec["flag"])
+    return "", ""
+
+
 def record_to_structure(rec: dict, strict: bool = True):
     """Sample record -> pymatgen Structure, or None when the sample is unusable (non-finite) or, with
     `strict`, flagged (collapsed or exploded lattice). strict=False builds every finite record, as
     the authors' metric scripts do (their own checks then judge it)."""
     from pymatgen.core import Lattice, Structure
 
-    if rec.get("lattice") is None or (strict and rec.get("flag")):
-        return None
-    if not (np.all(np.isfinite(rec["lattice"])) and np.all(np.isfinite(np.asarray(rec["frac_coords"], float)))):
+    kind, _ = record_problem(rec)
+    if kind == "unreadable" or (kind == "flagged" and (strict or _impossible(rec))):
         return None
     try:
         return Structure(Lattice(rec["lattice"]), rec["species"], rec["frac_coords"])
     except Exception:
         return None
+
+
+def _impossible(rec: dict) -> bool:
+    """Flagged for a reason no protocol builds a structure from (beyond the sampler's own flag)."""
+    return record_problem(dict(rec, flag=""))[0] != ""
 
 
 def csp_items(cache: dict, n_candidates: int, limit: int | None = None) -> list[dict]:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import config as cfgmod
-from .io import atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from .io import DamagedFileError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
 
 log = logging.getLogger("crystalflow")
 
@@ -30,14 +30,15 @@ def setup_logging(log_file: str | None = None, level=logging.INFO):
 
 # ----------------------------------------------------------------------------- data
 def prepare(cfg: dict, dataset: str, split: str, out: str, workers: int = 0) -> dict:
-    from .data import PrepareSettings, SplitSource, prepare_split, resolve_source
+    from .data import PhysicalBounds, PrepareSettings, SplitSource, prepare_split, resolve_source
 
     ds = cfg["datasets"][dataset]
     sp = ds["splits"][split]
     src = SplitSource(dataset, split, sp["file"], sp.get("url"), sp.get("sha256"), sp.get("git_blob"))
     path = resolve_source(src, cfg.get("data_mirror"), cfg.get("download_dir", "results/downloads"))
+    bounds = PhysicalBounds(ds["min_volume_per_atom"], ds["max_volume_per_atom"], ds["min_distance"])
     settings = PrepareSettings(ds["id_column"], ds["cif_column"], list(ds["conditions"]), True,
-                               ds.get("max_rows"), workers)
+                               ds["max_rows"], workers, bounds)
     return prepare_split(path, out, settings)
 
 
@@ -266,16 +267,27 @@ def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
     stress of the relaxed candidates against their target pressure."""
     from .data import cache_structures, load_cache
     from .metrics import csp_rms_table, csp_summary
-    from .sampling import record_to_structure
+    from .sampling import record_problem, record_to_structure
 
     m = cfg["metrics"]
     cache = load_cache(test_pt)
     recs = read_jsonl(samples)
     kmax = max(run["sample"]["k"])
+    limit = run["sample"].get("test_limit")
+    n_targets = min(limit, len(cache["ids"])) if limit else len(cache["ids"])
     by_target: dict = {}
-    for r in recs:
-        by_target.setdefault(r["target_index"], {})[r["candidate"]] = r
-    idx = sorted(by_target)
+    for n, r in enumerate(recs):
+        ti, c = r.get("target_index"), r.get("candidate")
+        if not isinstance(ti, int) or not isinstance(c, int) or not 0 <= ti < n_targets or not 0 <= c < kmax:
+            raise DamagedFileError(f"{samples}: record {n + 1} (id {r.get('id')!r}) is for target {ti}, candidate {c}, "
+                                   f"outside the {n_targets} targets x {kmax} candidates of run {run_name}: "
+                                   "samples of another run or test split")
+        if cache["ids"][ti] != r.get("target_id", cache["ids"][ti]):
+            raise DamagedFileError(f"{samples}: record {n + 1} targets {r.get('target_id')!r}, but test crystal {ti} "
+                                   f"is {cache['ids'][ti]!r}: samples made for another test split")
+        by_target.setdefault(ti, {})[c] = r
+    idx = list(range(n_targets))  # the denominator is every target asked for, present in the file or not
+    by_target = {i: by_target.get(i, {}) for i in idx}
     gts = cache_structures(cache, idx)
     protocol = m["protocol"]
     strict = protocol != "crystalflow"  # the authors' script matches every candidate it can build
@@ -290,7 +302,12 @@ def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
     for k in sorted(run["sample"]["k"]):
         row = {"run": run_name, "dataset": run["dataset"], "task": "csp", "steps": steps, "protocol": protocol,
                **csp_summary(table, k, m["stol"])}
-        row["n_flagged"] = sum(1 for r in recs if r["flag"] and r["candidate"] < k)
+        mine = [r for r in recs if r["candidate"] < k]
+        kinds = [record_problem(r)[0] for r in mine]
+        row["n_candidates"] = len(mine)
+        row["n_missing_candidates"] = n_targets * k - len(mine)
+        row["n_unreadable"] = kinds.count("unreadable")
+        row["n_flagged"] = kinds.count("flagged")
         if relaxed:
             row.update(_pressure_proxy(rel, cand_of, k))
         rows.append(row)
@@ -317,7 +334,7 @@ def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
     from .data import cache_structures, load_cache
     from .metrics import (composition_valid, coverage, draw, fingerprints, fingerprints_all, property_wdist,
                           structure_valid, sun_summary, target_errors)
-    from .sampling import record_to_structure
+    from .sampling import record_problem, record_to_structure
 
     m = cfg["metrics"]
     protocol = m["protocol"]
@@ -341,8 +358,10 @@ def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
         ok_ref = fp["ok"] & np.all(np.isfinite(fp["comp"]), axis=1)
         cov = coverage(gs, gc, fp["struct"][ok_ref], fp["comp"][ok_ref], *m["coverage_cutoffs"], protocol=protocol)
     valid = [s for s, ok in zip(structs, valid_mask) if ok]
+    kinds = [record_problem(r)[0] for r in recs]
     row = {"run": run_name, "dataset": run["dataset"], "task": "dng", "steps": steps, "protocol": protocol,
-           "n_samples": n, "n_flagged": sum(1 for r in recs if r["flag"]),
+           "n_samples": n, "n_unreadable": kinds.count("unreadable"), "n_flagged": kinds.count("flagged"),
+           "n_coverage_reference": int(np.all(np.isfinite(fp["struct"]), axis=1).sum()),
            "struct_valid_pct": 100.0 * sv.mean() if n else 0.0,
            "comp_valid_pct": 100.0 * cv.mean() if n else 0.0,
            "valid_pct": 100.0 * valid_mask.mean() if n else 0.0, "n_valid": len(valid)}
