@@ -17,6 +17,12 @@ from pathlib import Path
 
 from . import config as cfgmod
 from . import stages
+from .data import DataError
+from .io import DamagedFileError
+from .reference import CheckpointImportError
+
+# the project's own errors: one line and exit code 1 (tracebacks with --debug)
+PROJECT_ERRORS = (cfgmod.ConfigError, DataError, DamagedFileError, CheckpointImportError, stages.StageError)
 
 
 def _paths(cfg, run_name, steps=None):
@@ -49,6 +55,7 @@ def main(argv=None):
     common.add_argument("--config", default="config/config.yaml", help="config file (default: %(default)s)")
     common.add_argument("--threads", type=int, default=0, help="worker processes (0: all cores)")
     common.add_argument("--log", default=None, help="also write the log to this file")
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sp = sub.add_parser("prepare", parents=[common], help="CSV of CIFs -> cached tensors")
     sp.add_argument("--dataset", required=True)
     sp.add_argument("--split", required=True)
@@ -70,30 +77,43 @@ def main(argv=None):
     a = p.parse_args(argv)
     stages.setup_logging(a.log)
     try:
-        cfg = cfgmod.load(a.config)
-    except (cfgmod.ConfigError, FileNotFoundError) as exc:
-        sys.exit(str(exc))
+        _run(a)
+    except PROJECT_ERRORS as exc:
+        if a.debug:
+            raise
+        print(f"crystalflow {a.stage}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _load_config(a):
+    """The config file, with the command line's overrides validated by the same schema."""
+    overrides = {}
+    if getattr(a, "steps", None) is not None and getattr(a, "run", None):
+        overrides = {"runs": {a.run: {"sample": {"steps": [a.steps]}}}}
+    try:
+        return cfgmod.load(a.config, overrides)
+    except FileNotFoundError as exc:
+        raise cfgmod.ConfigError(f"config file {a.config} not found") from exc
+
+
+def _run(a):
+    cfg = _load_config(a)
+    if getattr(a, "run", None) and a.run not in cfg["runs"]:
+        raise cfgmod.ConfigError(f"unknown run '{a.run}'; runs in {a.config}: {', '.join(cfg['runs'])}")
     if a.stage == "prepare":
         if a.dataset not in cfg["datasets"] or a.split not in cfg["datasets"][a.dataset]["splits"]:
             known = {d: list(v["splits"]) for d, v in cfg["datasets"].items()}
-            sys.exit(f"unknown dataset/split {a.dataset}/{a.split}; {a.config} has {known}")
+            raise cfgmod.ConfigError(f"unknown dataset/split {a.dataset}/{a.split}; {a.config} has {known}")
         out = a.out or f"{cfg['results']}/data/{a.dataset}/{a.split}.pt"
         stages.prepare(cfg, a.dataset, a.split, out, a.threads)
         return
-    if a.run not in cfg["runs"]:
-        sys.exit(f"unknown run '{a.run}'; runs in {a.config}: {', '.join(cfg['runs'])}")
     run = cfg["runs"][a.run]
     steps = getattr(a, "steps", None) or run["sample"]["steps"][0]
     P = _paths(cfg, a.run, steps)
     if a.stage == "import-checkpoint":
-        from .reference import ReferenceError
-
         _ensure_data(cfg, a.run, a.threads)
-        try:
-            stages.import_checkpoint(cfg, a.run, a.checkpoint, P["ckpt"], a.hparams, a.scalers, a.sha256,
-                                     train_pt=P["train"])
-        except ReferenceError as exc:
-            sys.exit(str(exc))
+        stages.import_checkpoint(cfg, a.run, a.checkpoint, P["ckpt"], a.hparams, a.scalers, a.sha256,
+                                 train_pt=P["train"])
         print(P["ckpt"])
     elif a.stage == "train":
         _ensure_data(cfg, a.run, a.threads)
@@ -102,8 +122,9 @@ def main(argv=None):
         _ensure_data(cfg, a.run, a.threads)
         shards = run["sample"]["shards"]
         parts = [f"{Path(P['samples']).parent}/samples/shard{i}.jsonl" for i in range(shards)]
-        for i, part in enumerate(parts):
-            if not Path(part).exists():
+        stages.require(P["ckpt"])
+        for i, part in enumerate(parts):  # a shard of another checkpoint or other settings is rebuilt
+            if not stages.shard_is_current(part, run, P["ckpt"], steps, i, shards):
                 stages.sample(run, P["ckpt"], P["test"], steps, i, shards, part, a.threads)
         stages.gather(parts, P["samples"], run["sample"]["export"])
     elif a.stage == "relax":
@@ -111,7 +132,8 @@ def main(argv=None):
     elif a.stage == "metrics":
         if run["task"] == "csp":
             relaxed = [P["relax"]] if cfgmod.pressure_relax(run) and Path(P["relax"]).exists() else []
-            stages.csp_metrics(cfg, a.run, run, P["samples"], P["test"], steps, P["metrics"], a.threads, relaxed)
+            stages.csp_metrics(cfg, a.run, run, P["samples"], P["test"], steps, P["metrics"], a.threads, relaxed,
+                               ckpt=P["ckpt"])
         else:
             if not Path(P["fingerprints"]).exists():
                 stages.test_fingerprints(P["test"], P["fingerprints"], cfg["metrics"]["fingerprint_limit"], a.threads)
@@ -120,7 +142,7 @@ def main(argv=None):
                 stages.stability(cfg, run, P["samples"], [P["relax"]], P["novelty"], P["stability"])
                 stab = P["stability"]
             stages.dng_metrics(cfg, a.run, run, P["samples"], P["test"], P["fingerprints"], stab, steps,
-                               P["metrics"], a.threads)
+                               P["metrics"], a.threads, ckpt=P["ckpt"])
         print(Path(P["metrics"]).read_text())
     elif a.stage == "dft":
         stages.dft(run, [P["relax"]], P["stability"], P["vasp"], f"{P['vasp']}/manifest.csv")

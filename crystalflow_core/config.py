@@ -90,15 +90,54 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
     for t in cfg["targets"]:
         if t not in cfg["runs"]:
             raise ConfigError(f"config error at 'targets': '{t}' is not a run; allowed: {', '.join(cfg['runs'])}")
+    if cfg["download_dir"] is None:  # downloads live under the configured results folder
+        cfg["download_dir"] = str(Path(cfg["results"]) / "downloads")
     if mirror_check:
-        for dname, ds in datasets.items():
-            for sname, sp in ds["splits"].items():
-                used = any(r["dataset"] == dname and sname in (r["train_split"], r["val_split"], r["test_split"])
-                           for r in cfg["runs"].values())
-                in_mirror = cfg["data_mirror"] and (Path(cfg["data_mirror"]) / sp["file"]).exists()
-                if used and not in_mirror and not sp.get("url"):
-                    raise ConfigError(f"config error at 'datasets/{dname}/splits/{sname}/file': {sp['file']} is not in data_mirror ({cfg['data_mirror']}) and no url is set")
+        check_inputs(cfg)
     return cfg
+
+
+def check_inputs(cfg: dict) -> None:
+    """Every input the configured runs will read exists before any job starts (one line each)."""
+    mirror = cfg["data_mirror"]
+    if mirror is not None:
+        mp = Path(mirror)
+        if not mp.exists():
+            raise ConfigError(f"config error at 'data_mirror': folder {mirror} does not exist (set data_mirror: null "
+                              "to download every file instead)")
+        if not mp.is_dir():
+            raise ConfigError(f"config error at 'data_mirror': {mirror} is a file, not a folder")
+    datasets = cfg["datasets"]
+    targets = cfg["targets"] or list(cfg["runs"])
+    for name, run in cfg["runs"].items():
+        init = run["init"]
+        if name in targets and init and not init["url"] and not Path(init["reference_checkpoint"]).is_file():
+            raise ConfigError(f"config error at 'runs/{name}/init/reference_checkpoint': {init['reference_checkpoint']} "
+                              "not found (and no url to download it from)")
+        for key in ("hparams", "scalers"):
+            if name in targets and init and init[key] and not Path(init[key]).is_file():
+                raise ConfigError(f"config error at 'runs/{name}/init/{key}': {init[key]} not found")
+    stability_runs = [r for r in targets if stability_relax(cfg["runs"][r])]
+    if stability_runs:
+        h = cfg["hull"]
+        need = [("hull/elemental_refs", h["elemental_refs"])]
+        if h["source"] == "local":
+            need += [("hull/local_sources", f) for f in h["local_sources"]]
+        elif h["matbench_path"] and not Path(h["matbench_path"]).is_file():
+            raise ConfigError(f"config error at 'hull/matbench_path': {h['matbench_path']} not found "
+                              f"(needed by {', '.join(stability_runs)})")
+        for key, rel in need:
+            if mirror is None or not (Path(mirror) / rel).is_file():
+                raise ConfigError(f"config error at '{key}': {rel} not found in data_mirror ({mirror}); "
+                                  f"needed by the stability of {', '.join(stability_runs)}")
+    for dname, ds in datasets.items():
+        for sname, sp in ds["splits"].items():
+            used = any(r["dataset"] == dname and sname in (r["train_split"], r["val_split"], r["test_split"])
+                       for r in cfg["runs"].values())
+            in_mirror = mirror and (Path(mirror) / sp["file"]).exists()
+            if used and not in_mirror and not sp.get("url"):
+                raise ConfigError(f"config error at 'datasets/{dname}/splits/{sname}/file': {sp['file']} is not in "
+                                  f"data_mirror ({mirror}) and no url is set")
 
 
 def load(path, overrides: dict | None = None) -> dict:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .crystal import min_interatomic_distance
 from .elements import MAX_Z, is_supported
 from .io import atomic_path, git_blob_id, sha256_file
 from .lattice import lattice_to_k
@@ -175,17 +176,6 @@ class PhysicalBounds:
         dmin = min_interatomic_distance(s)
         if dmin < self.min_distance:
             raise ValueError(f"atoms {dmin:.3g} A apart, below {self.min_distance} A")
-
-
-def min_interatomic_distance(s) -> float:
-    """Shortest distance between two atoms of a periodic structure, an atom and its own images included."""
-    d = min(s.lattice.abc) if len(s) else math.inf
-    if len(s) > 1:
-        dm = s.distance_matrix
-        d = min(d, float(dm[~np.eye(len(s), dtype=bool)].min()))
-    # an image of an atom can be closer than the shortest cell vector in a skewed cell
-    return min(d, float(np.min(np.linalg.norm(s.lattice.get_cartesian_coords(
-        np.array([[1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]])), axis=1))))
 
 
 def _parse_row(args):

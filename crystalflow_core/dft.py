@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .crystal import safe_names
 from .io import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,14 @@ SLURM_TEMPLATE = """#!/bin/bash
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=32
 #SBATCH --time=24:00:00
-# Edit the partition/account and the VASP module for your cluster.
+# Submit from this folder (cd into it, then sbatch submit_slurm.sh): folders.txt lists one job folder
+# per line, relative to it, so the results can be moved. Edit the partition/account and the VASP
+# module for your cluster.
 #module load vasp
-dir=$(sed -n "$((SLURM_ARRAY_TASK_ID + 2))p" {manifest} | cut -d, -f2)
-cd "$dir" && srun vasp_std > vasp.out 2>&1
+base="${{SLURM_SUBMIT_DIR:-$(pwd)}}"
+dir=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$base/folders.txt")
+[ -n "$dir" ] || {{ echo "no folder for array task $SLURM_ARRAY_TASK_ID in $base/folders.txt" >&2; exit 1; }}
+cd "$base/$dir" && srun vasp_std > vasp.out 2>&1
 """
 
 
@@ -53,19 +58,20 @@ def emit_vasp_inputs(items, outdir, manifest, pressure: float = 0.0, extra: dict
     outdir.mkdir(parents=True, exist_ok=True)
     psp = _has_psp()
     rows = []
+    names = safe_names(sid for sid, _ in items)  # id -> folder: safe characters, unique, length-capped
     for sid, s in items:
-        folder = outdir / sid.replace("/", "_").replace("#", "_")
+        folder = outdir / names[sid]
         vs = vasp_set(s, pressure)
         vs.write_input(str(folder), potcar_spec=not psp)
         if pressure:
             (folder / "KPOINTS").unlink(missing_ok=True)  # KSPACING in INCAR replaces KPOINTS
-        rows.append({"id": sid, "folder": str(folder.resolve()), "formula": s.composition.reduced_formula,
+        rows.append({"id": sid, "folder": names[sid], "formula": s.composition.reduced_formula,
                      "nsites": len(s), "pressure_gpa": pressure, "potcar": "POTCAR" if psp else "POTCAR.spec",
                      **(extra or {}).get(sid, {})})
     df = pd.DataFrame(rows, columns=["id", "folder", "formula", "nsites", "pressure_gpa", "potcar", "e_hull"])
-    with atomic_path(manifest) as tmp:
+    with atomic_path(manifest) as tmp:  # folders relative to the manifest's folder
         df.to_csv(tmp, index=False)
-    write_text_atomic(outdir / "submit_slurm.sh",
-                      SLURM_TEMPLATE.format(last=max(len(rows) - 1, 0), manifest=Path(manifest).resolve()))
+    write_text_atomic(outdir / "folders.txt", "".join(f"{r['folder']}\n" for r in rows))
+    write_text_atomic(outdir / "submit_slurm.sh", SLURM_TEMPLATE.format(last=max(len(rows) - 1, 0)))
     log.info("wrote %d VASP folders under %s (%s)", len(rows), outdir, "POTCAR" if psp else "POTCAR.spec")
     return len(rows)

@@ -20,7 +20,7 @@ from .io import atomic_path, sha256_file
 from .model import ModelConfig
 
 
-class ReferenceError(ValueError):
+class CheckpointImportError(ValueError):
     """A reference checkpoint that cannot be imported (one line naming the key and its value)."""
 
 
@@ -38,7 +38,7 @@ def _get(d, key, default=None):
 
 
 def _bad(key, value, why):
-    raise ReferenceError(f"reference checkpoint: {key} = {value!r} is not supported ({why})")
+    raise CheckpointImportError(f"reference checkpoint: {key} = {value!r} is not supported ({why})")
 
 
 def check_variant(hp: dict) -> None:
@@ -101,15 +101,15 @@ def reference_model_config(hp: dict, state_dict: dict) -> ModelConfig:
                       task=task, conditions=conditions, cond_gaussians=n_gauss)
     w = state_dict.get("decoder.csp_layer_0.edge_mlp.0.weight")
     if w is None:
-        raise ReferenceError("reference checkpoint: state_dict has no decoder.csp_layer_0.edge_mlp.0.weight (not a CrystalFlow CSPNet)")
+        raise CheckpointImportError("reference checkpoint: state_dict has no decoder.csp_layer_0.edge_mlp.0.weight (not a CrystalFlow CSPNet)")
     expected = 2 * cfg.hidden + cfg.phi_dim + 6
     if tuple(w.shape) != (cfg.hidden, expected):
-        raise ReferenceError(f"reference checkpoint: first edge layer has shape {tuple(w.shape)}, the hyper-parameters "
+        raise CheckpointImportError(f"reference checkpoint: first edge layer has shape {tuple(w.shape)}, the hyper-parameters "
                              f"(hidden {cfg.hidden}, freqs {cfg.fourier}, millers {cfg.recip}) give {(cfg.hidden, expected)}")
     if conditions:
         a = state_dict["decoder.cemb_adapter_0.0.weight"]
         if a.shape[1] != n_gauss * len(conditions):
-            raise ReferenceError(f"reference checkpoint: condition adapter takes {a.shape[1]} inputs, "
+            raise CheckpointImportError(f"reference checkpoint: condition adapter takes {a.shape[1]} inputs, "
                                  f"{len(conditions)} condition(s) x {n_gauss} Gaussians give {n_gauss * len(conditions)}")
     return cfg
 
@@ -147,7 +147,7 @@ def _check_type_table(state_dict: dict) -> None:
         return
     for z in range(1, min(TABLE_Z, idx.shape[0]) + 1):
         if tuple(int(v) for v in idx[z - 1]) != GRID[z]:
-            raise ReferenceError(f"reference checkpoint: type_encoding places Z={z} at {tuple(idx[z - 1].tolist())}, "
+            raise CheckpointImportError(f"reference checkpoint: type_encoding places Z={z} at {tuple(idx[z - 1].tolist())}, "
                                  f"this project's table at {GRID[z]}")
 
 
@@ -161,17 +161,17 @@ def network_state(cfg: ModelConfig, state_dict: dict) -> dict:
         else:
             missing.append(theirs)
     if missing:
-        raise ReferenceError(f"reference checkpoint: state_dict lacks {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        raise CheckpointImportError(f"reference checkpoint: state_dict lacks {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
     used = set(key_map(cfg).values())
     unused = [k for k in state_dict if k not in used and not k.startswith(_IGNORED_PREFIXES)
               and not (not cfg.conditions and k.startswith(("decoder.cemb_adapter_", "decoder.cemb_mixin_")))]
     if unused:
-        raise ReferenceError(f"reference checkpoint: parameter {unused[0]} has no place in this network"
+        raise CheckpointImportError(f"reference checkpoint: parameter {unused[0]} has no place in this network"
                              + (f" ({len(unused) - 1} more)" if len(unused) > 1 else ""))
     if cfg.task == "csp" and out["type_emb.weight"].shape[0] != MAX_Z:
-        raise ReferenceError(f"reference checkpoint: node embedding has {out['type_emb.weight'].shape[0]} rows, expected {MAX_Z}")
+        raise CheckpointImportError(f"reference checkpoint: node embedding has {out['type_emb.weight'].shape[0]} rows, expected {MAX_Z}")
     if cfg.task == "dng" and out["type_emb.weight"].shape[1] != TYPE_DIM:
-        raise ReferenceError(f"reference checkpoint: type embedding takes {out['type_emb.weight'].shape[1]} inputs, expected {TYPE_DIM}")
+        raise CheckpointImportError(f"reference checkpoint: type embedding takes {out['type_emb.weight'].shape[1]} inputs, expected {TYPE_DIM}")
     return out
 
 
@@ -207,17 +207,17 @@ def read_scalers(path) -> dict[str, tuple[float, float]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_PickleModule)
     except Exception as exc:
-        raise ReferenceError(f"{path}: cannot read the scalers ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointImportError(f"{path}: cannot read the scalers ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):
-        raise ReferenceError(f"{path}: expected a dict condition -> scaler, found {type(obj).__name__}")
+        raise CheckpointImportError(f"{path}: expected a dict condition -> scaler, found {type(obj).__name__}")
     out = {}
     for name, sc in obj.items():
         means, stds = _get(sc, "means"), _get(sc, "stds")
         if means is None or stds is None:
-            raise ReferenceError(f"{path}: scaler of '{name}' has no means/stds")
+            raise CheckpointImportError(f"{path}: scaler of '{name}' has no means/stds")
         mu, sd = float(torch.as_tensor(means).reshape(-1)[0]), float(torch.as_tensor(stds).reshape(-1)[0])
         if not sd > 0:
-            raise ReferenceError(f"{path}: scaler of '{name}' has std {sd}")
+            raise CheckpointImportError(f"{path}: scaler of '{name}' has std {sd}")
         out[str(name)] = (mu, sd)
     return out
 
@@ -226,18 +226,18 @@ def load_reference(path, expected_sha256: str | None = None) -> dict:
     """Read a reference checkpoint (optionally checked against its sha256)."""
     path = Path(path)
     if not path.is_file():
-        raise ReferenceError(f"reference checkpoint {path} not found")
+        raise CheckpointImportError(f"reference checkpoint {path} not found")
     if expected_sha256:
         got = sha256_file(path)
         if got != expected_sha256.lower():
-            raise ReferenceError(f"reference checkpoint {path}: sha256 {got} differs from the configured {expected_sha256}")
+            raise CheckpointImportError(f"reference checkpoint {path}: sha256 {got} differs from the configured {expected_sha256}")
     data = path.read_bytes()
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_PickleModule)
     except Exception as exc:
-        raise ReferenceError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointImportError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ReferenceError(f"{path}: not a Lightning checkpoint (no state_dict)")
+        raise CheckpointImportError(f"{path}: not a Lightning checkpoint (no state_dict)")
     return ckpt
 
 
@@ -247,21 +247,21 @@ def hparams_from_yaml(path) -> dict:
     try:
         hp = yaml.safe_load(Path(path).read_text())
     except Exception as exc:
-        raise ReferenceError(f"{path}: cannot read the hyper-parameters ({exc})") from exc
+        raise CheckpointImportError(f"{path}: cannot read the hyper-parameters ({exc})") from exc
     return hp.get("model", hp) if isinstance(hp, dict) else {}
 
 
 def check_against_run(cfg: ModelConfig, run: dict, run_name: str = "run") -> None:
     """The checkpoint decides the network; a run config that says otherwise is an error."""
     if run["task"] != cfg.task:
-        raise ReferenceError(f"config error at 'runs/{run_name}/task': '{run['task']}', but the checkpoint is a {cfg.task} model")
+        raise CheckpointImportError(f"config error at 'runs/{run_name}/task': '{run['task']}', but the checkpoint is a {cfg.task} model")
     if sorted(run["conditions"]) != sorted(cfg.conditions):
-        raise ReferenceError(f"config error at 'runs/{run_name}/conditions': {run['conditions']}, "
+        raise CheckpointImportError(f"config error at 'runs/{run_name}/conditions': {run['conditions']}, "
                              f"but the checkpoint is conditioned on {cfg.conditions or 'nothing'}")
     model = run.get("model", {})
     for key in ("hidden", "layers", "fourier", "recip", "time_dim"):
         if key in model and int(model[key]) != int(getattr(cfg, key)):
-            raise ReferenceError(f"config error at 'runs/{run_name}/model/{key}': {model[key]}, "
+            raise CheckpointImportError(f"config error at 'runs/{run_name}/model/{key}': {model[key]}, "
                                  f"but the checkpoint has {getattr(cfg, key)} (set it to {getattr(cfg, key)})")
 
 
@@ -276,11 +276,11 @@ def build_module(ckpt: dict, hp: dict, run: dict, run_name: str, scalers: dict |
     cfg = reference_model_config(hp, sd)
     check_against_run(cfg, run, run_name)
     if cfg.task == "dng" and atom_count_hist is None:
-        raise ReferenceError(f"run {run_name}: a DNG import needs the training split's atom-count histogram")
+        raise CheckpointImportError(f"run {run_name}: a DNG import needs the training split's atom-count histogram")
     scalers = scalers or {}
     missing = [c for c in cfg.conditions if c not in scalers]
     if missing:
-        raise ReferenceError(f"reference checkpoint is conditioned on {cfg.conditions}: the scalers (prop_scalers.pt, "
+        raise CheckpointImportError(f"reference checkpoint is conditioned on {cfg.conditions}: the scalers (prop_scalers.pt, "
                              f"--scalers / init.scalers) must hold {missing}")
     optim = _get(hp, "optim") or {}
     opt, sch = _get(optim, "optimizer") or {}, _get(optim, "lr_scheduler") or {}

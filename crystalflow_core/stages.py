@@ -10,9 +10,34 @@ import numpy as np
 import pandas as pd
 
 from . import config as cfgmod
+from .crystal import safe_names, structure_from
 from .io import DamagedFileError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
 
 log = logging.getLogger("crystalflow")
+
+
+class StageError(RuntimeError):
+    """A stage asked to work on inputs that do not fit (missing, foreign, stale, unwritable)."""
+
+
+def require(*paths) -> None:
+    """Every input of a stage exists; else one line naming it (`snakemake TARGET` builds what is missing)."""
+    for p in paths:
+        if p and not Path(p).exists():
+            raise StageError(f"input {p} not found: build it first (for example with snakemake {p})")
+
+
+def ensure_writable(*outputs) -> None:
+    """Check before expensive work that every output can be written where it is to go."""
+    for out in outputs:
+        folder = Path(out).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise StageError(f"cannot write {out} ({exc.strerror or exc}); fix the folder's permissions first") from exc
 
 
 def setup_logging(log_file: str | None = None, level=logging.INFO):
@@ -58,6 +83,8 @@ def use_threads(threads: int = 0) -> int:
 def train(run: dict, train_pt: str, val_pt: str | None, out_ckpt: str, workdir: str, threads: int = 0):
     from .training import train as _train
 
+    require(train_pt, val_pt)
+    ensure_writable(out_ckpt, Path(workdir) / "last.ckpt")
     use_threads(threads)
     return _train(run, train_pt, val_pt, out_ckpt, workdir)
 
@@ -98,22 +125,97 @@ def sample(run: dict, ckpt: str, test_pt: str | None, steps: int, shard: int, sh
     from .sampling import SampleSettings, generate, shard_slice
     from .training import load_module
 
+    require(ckpt, test_pt if run["task"] == "csp" else None)
+    ensure_writable(out)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     use_threads(threads)
     module = load_module(ckpt, map_location=dev)
+    check_model_fits_run(module, run, ckpt)
     s = run["sample"]
     items = shard_slice(sample_items(run, module, test_pt), shard, shards)
-    var = {"lattice": "k", "coords": "f", "types": "a"}
-    settings = SampleSettings(steps=int(steps), method=s["method"], anneal=cfgmod.anneal_for(run),
-                              anneal_offset=s["anneal_offset"], anneal_vars=tuple(var[v] for v in s["anneal_vars"]),
-                              batch_size=s["batch_size"], guidance=s["guidance"], seed=s["seed"])
+    settings = sample_settings(run, steps)
+    prov = sample_provenance(run, sha256_file(ckpt), steps, shard, shards)
     t0 = time.time()
     recs = generate(module, items, settings, shard=shard, device=dev)
+    for r in recs:
+        r["provenance"], r["model_sha256"] = prov["key"], prov["model_sha256"][:16]
     dt = time.time() - t0
     n_flag = sum(1 for r in recs if r["flag"])
     log.info("shard %d/%d: %d structures in %.1f s (%.2f min per 10,000), %d flagged", shard, shards,
              len(recs), dt, dt / 60 * 1e4 / max(len(recs), 1), n_flag)
     write_jsonl_atomic(out, recs)
+
+
+def sample_settings(run: dict, steps: int):
+    from .sampling import SampleSettings
+
+    s = run["sample"]
+    var = {"lattice": "k", "coords": "f", "types": "a"}
+    return SampleSettings(steps=int(steps), method=s["method"], anneal=cfgmod.anneal_for(run),
+                          anneal_offset=s["anneal_offset"], anneal_vars=tuple(var[v] for v in s["anneal_vars"]),
+                          batch_size=s["batch_size"], guidance=s["guidance"], seed=s["seed"])
+
+
+def sample_provenance(run: dict, model_sha256: str, steps: int, shard: int, shards: int) -> dict:
+    """What a sample shard is made from: the checkpoint's bytes, the settings that change the samples,
+    the shard, and the code version; `key` is a short hash of all of it, stored in every record."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from . import __version__
+
+    s = run["sample"]
+    what = {"model_sha256": model_sha256, "task": run["task"], "conditions": run["conditions"],
+            "settings": asdict(sample_settings(run, steps)), "shard": [shard, shards],
+            "items": {k: s[k] for k in ("k", "num_samples", "test_limit", "targets")}, "test_split": run["test_split"],
+            "code": __version__}
+    what["key"] = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return what
+
+
+def check_model_fits_run(module, run: dict, ckpt) -> None:
+    """A checkpoint of another task or other conditions is an error, never sampled."""
+    mc = module.mcfg
+    if mc.task != run["task"] or sorted(mc.conditions) != sorted(run["conditions"]):
+        raise StageError(f"{ckpt} is a {mc.task} model conditioned on {mc.conditions or 'nothing'}; the run "
+                         f"asks for {run['task']} on {run['conditions'] or 'nothing'}: a checkpoint of another run")
+
+
+def shard_is_current(path, run: dict, ckpt: str, steps: int, shard: int, shards: int) -> bool:
+    """True when an existing shard was made from this checkpoint with these settings (else rebuild it)."""
+    if not Path(path).exists() or not Path(ckpt).exists():
+        return False
+    key = sample_provenance(run, sha256_file(ckpt), steps, shard, shards)["key"]
+    try:
+        recs = read_jsonl(path)
+    except DamagedFileError:
+        return False
+    return bool(recs) and all(r.get("provenance") == key for r in recs)
+
+
+def check_samples_current(recs: list[dict], samples: str, ckpt: str | None, run: dict, run_name: str) -> None:
+    """Samples must come from the run's current checkpoint and settings."""
+    keys = {r.get("provenance") for r in recs}
+    if not recs or ckpt is None or not Path(ckpt).exists():
+        return
+    if None in keys:
+        raise StageError(f"{samples}: records without provenance (made by an older version): delete the file to rebuild")
+    steps = recs[0].get("steps")
+    shards = run["sample"]["shards"]
+    sha = sha256_file(ckpt)
+    want = {sample_provenance(run, sha, steps, i, shards)["key"] for i in range(shards)}
+    if not keys <= want:
+        raise StageError(f"{samples}: made from another checkpoint or other sampling settings than run {run_name} "
+                         f"has now ({Path(ckpt).name}): delete it to rebuild")
+
+
+def _made_from(recs: list[dict]) -> dict:
+    """Provenance columns of a metrics row: the checkpoint(s) the samples came from and the code version."""
+    from . import __version__
+
+    models = sorted({str(r.get("model_sha256", "unrecorded")) for r in recs})
+    return {"model_sha256": ";".join(models) or "none", "code_version": __version__}
 
 
 def gather(inputs: list[str], out: str, export: list[str] = ()):
@@ -134,8 +236,9 @@ def export_samples(recs: list[dict], folder: Path, formats) -> None:
     if "cif" in formats:
         d = folder / "cif"
         d.mkdir(parents=True, exist_ok=True)
+        names = safe_names(sid for sid, _ in structs)
         for sid, s in structs:
-            s.to(filename=str(d / f"{sid.replace('#', '_').replace('/', '_')}.cif"))
+            s.to(filename=str(d / f"{names[sid]}.cif"))
     if "extxyz" in formats:
         from ase.io import write
 
@@ -154,6 +257,8 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
     from .sampling import record_to_structure, shard_slice
 
     r = run["relax"]
+    require(samples)
+    ensure_writable(out)
     recs = read_jsonl(samples)
     if r["limit"]:
         recs = recs[: r["limit"]]
@@ -174,12 +279,6 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
 
 
 # ----------------------------------------------------------------------------- stability
-def _structure_from(d):
-    from pymatgen.core import Lattice, Structure
-
-    return Structure(Lattice(d["lattice"]), d["species"], d["frac_coords"])
-
-
 def build_hull(cfg: dict):
     from .hull import LocalHull, MatbenchHull
 
@@ -215,7 +314,7 @@ def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pt
                "e_hull": np.nan, "hull_missing": "", "pressure_gpa": r.get("pressure_gpa", np.nan),
                "stress_pressure_gpa": r.get("stress_pressure_gpa", np.nan)}
         s0 = record_to_structure(smp) if smp else None
-        s1 = _structure_from(r["final"]) if r.get("final") else None
+        s1 = structure_from(r["final"]) if r.get("final") else None
         try:
             if s0 is not None and "initial_energy_per_atom" in r:
                 e0 = mp2020_corrected_energy(s0, r["initial_energy_per_atom"] * len(s0))
@@ -262,7 +361,7 @@ def test_fingerprints(test_pt: str, out: str, limit: int | None, workers: int = 
 
 
 def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str, steps: int, out: str,
-                workers: int = 0, relaxed: list[str] = ()):
+                workers: int = 0, relaxed: list[str] = (), ckpt: str | None = None):
     """Match rate / RMSE for every k; with `relaxed` (pressure-conditioned runs) also the CHGNet
     stress of the relaxed candidates against their target pressure."""
     from .data import cache_structures, load_cache
@@ -270,8 +369,11 @@ def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
     from .sampling import record_problem, record_to_structure
 
     m = cfg["metrics"]
+    require(samples, test_pt, *relaxed)
+    ensure_writable(out)
     cache = load_cache(test_pt)
     recs = read_jsonl(samples)
+    check_samples_current(recs, samples, ckpt, run, run_name)
     kmax = max(run["sample"]["k"])
     limit = run["sample"].get("test_limit")
     n_targets = min(limit, len(cache["ids"])) if limit else len(cache["ids"])
@@ -301,7 +403,7 @@ def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
     rows = []
     for k in sorted(run["sample"]["k"]):
         row = {"run": run_name, "dataset": run["dataset"], "task": "csp", "steps": steps, "protocol": protocol,
-               **csp_summary(table, k, m["stol"])}
+               **csp_summary(table, k, m["stol"]), **_made_from(recs)}
         mine = [r for r in recs if r["candidate"] < k]
         kinds = [record_problem(r)[0] for r in mine]
         row["n_candidates"] = len(mine)
@@ -330,7 +432,7 @@ def _pressure_proxy(relaxed: list[dict], cand_of: dict, k: int) -> dict:
 
 
 def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str, test_fp: str,
-                stab_csv: str | None, steps: int, out: str, workers: int = 0):
+                stab_csv: str | None, steps: int, out: str, workers: int = 0, ckpt: str | None = None):
     from .data import cache_structures, load_cache
     from .metrics import (composition_valid, coverage, draw, fingerprints, fingerprints_all, property_wdist,
                           structure_valid, sun_summary, target_errors)
@@ -339,7 +441,10 @@ def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
     m = cfg["metrics"]
     protocol = m["protocol"]
     cf = protocol == "crystalflow"
+    require(samples, test_pt, test_fp, stab_csv)
+    ensure_writable(out)
     recs = read_jsonl(samples)
+    check_samples_current(recs, samples, ckpt, run, run_name)
     n = len(recs)
     structs = [record_to_structure(r, strict=not cf) for r in recs]
     sv = np.array([structure_valid(s, protocol=protocol) for s in structs], bool)
@@ -360,7 +465,7 @@ def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
     valid = [s for s, ok in zip(structs, valid_mask) if ok]
     kinds = [record_problem(r)[0] for r in recs]
     row = {"run": run_name, "dataset": run["dataset"], "task": "dng", "steps": steps, "protocol": protocol,
-           "n_samples": n, "n_unreadable": kinds.count("unreadable"), "n_flagged": kinds.count("flagged"),
+           **_made_from(recs), "n_samples": n, "n_unreadable": kinds.count("unreadable"), "n_flagged": kinds.count("flagged"),
            "n_coverage_reference": int(np.all(np.isfinite(fp["struct"]), axis=1).sum()),
            "struct_valid_pct": 100.0 * sv.mean() if n else 0.0,
            "comp_valid_pct": 100.0 * cv.mean() if n else 0.0,
@@ -418,7 +523,7 @@ def dft(run: dict, relaxed: list[str], stab_csv: str, outdir: str, manifest: str
     rel = {r["id"]: r for p in relaxed for r in read_jsonl(p)}
     d = run["dft"]
     sel = st[(st["converged"]) & (st["e_hull"] < d["max_e_hull"])].sort_values("e_hull").head(d["max_structures"])
-    items = [(sid, _structure_from(rel[sid]["final"])) for sid in sel["id"] if rel.get(sid, {}).get("final")]
+    items = [(sid, structure_from(rel[sid]["final"])) for sid in sel["id"] if rel.get(sid, {}).get("final")]
     emit_vasp_inputs(items, outdir, manifest, pressure=run["relax"]["pressure"],
                      extra={sid: {"e_hull": float(e)} for sid, e in zip(sel["id"], sel["e_hull"])})
 

@@ -78,3 +78,178 @@ def test_impossible_atomic_numbers_do_not_count_as_structures():
     assert record_problem(dict(rec, species=[11]))[0] == "unreadable"  # 1 species for 2 positions
     ok = dict(rec, species=[11, 17], flag="exploded_lattice")
     assert record_to_structure(ok) is None and record_to_structure(ok, strict=False) is not None
+
+
+def test_ids_become_safe_unique_folders_and_the_array_script_finds_each(tmp_path, nacl):
+    import os
+    import stat
+    import subprocess
+
+    from crystalflow_core.crystal import safe_names
+    from crystalflow_core.dft import emit_vasp_inputs
+
+    ids = ["..", ".", "a/b", "a#b", "x" * 300, "p,q", "r\ns", "mp-1"]
+    names = safe_names(ids)
+    assert len(set(names.values())) == len(ids) and names["mp-1"] == "mp-1"
+    for n in names.values():
+        assert n not in (".", "..") and not n.startswith(".") and len(n) <= 64 and "/" not in n
+    out = tmp_path / "vasp"
+    assert emit_vasp_inputs([(i, nacl) for i in ids], out, out / "manifest.csv") == len(ids)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(names.values())  # nothing outside, nothing lost
+    man = pd.read_csv(out / "manifest.csv")
+    assert dict(zip(man["id"], man["folder"])) == names  # ids with commas and newlines round-trip
+    lines = (out / "folders.txt").read_text().splitlines()
+    assert lines == [names[i] for i in ids]
+    # run the array script for every task with stand-ins for srun/vasp: each lands in its own folder
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"
+    srun.write_text("#!/bin/bash\npwd > ran_here\n")
+    srun.chmod(srun.stat().st_mode | stat.S_IEXEC)
+    moved = tmp_path / "moved"
+    out.rename(moved)  # relative paths: the folder still works after a move
+    for task in range(len(ids)):
+        env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(task), SLURM_SUBMIT_DIR=str(moved), PATH=f"{bin_dir}:{os.environ['PATH']}")
+        subprocess.run(["bash", str(moved / "submit_slurm.sh")], env=env, check=True, cwd=tmp_path)
+    for i in ids:
+        assert (moved / names[i] / "ran_here").read_text().strip() == str(moved / names[i])
+
+
+# ----------------------------------------------------------------------------- provenance
+def _modules(tmp_path):
+    import torch
+
+    from crystalflow_core.reference import save_module
+    from crystalflow_core.training import CrystalFlowModule
+
+    out = {}
+    for task in ("csp", "dng"):
+        torch.manual_seed(0)
+        m = CrystalFlowModule(model=dict(hidden=16, layers=1, fourier=4, recip=2, time_dim=16, task=task),
+                              atom_count_hist=[0, 1, 1])
+        out[task] = tmp_path / f"{task}.ckpt"
+        save_module(m, out[task])
+    return out
+
+
+def _run(task, **sample):
+    from crystalflow_core.config import run_defaults
+
+    return run_defaults({"dataset": "x", "task": task, "sample": dict(steps=[2], k=[1], num_samples=3, batch_size=4, **sample)})
+
+
+def test_checkpoint_of_another_task_is_never_sampled(tmp_path, nacl):
+    ck = _modules(tmp_path)
+    _, test_pt, *_ = _csp_setup(tmp_path, nacl)
+    with pytest.raises(stages.StageError, match="dng model.*asks for csp"):
+        stages.sample(_run("csp"), str(ck["dng"]), str(test_pt), 2, 0, 1, str(tmp_path / "s.jsonl"), 1)
+
+
+def test_stale_shards_are_rebuilt_and_foreign_samples_refused(tmp_path, nacl):
+    ck = _modules(tmp_path)
+    cache, test_pt, cfg, _, _ = _csp_setup(tmp_path, nacl)
+    run = _run("csp")
+    shard = tmp_path / "shard0.jsonl"
+    stages.sample(run, str(ck["csp"]), str(test_pt), 2, 0, 1, str(shard), 1)
+    assert stages.shard_is_current(shard, run, str(ck["csp"]), 2, 0, 1)
+    assert not stages.shard_is_current(shard, _run("csp", seed=5), str(ck["csp"]), 2, 0, 1)  # other settings
+    other = tmp_path / "other.ckpt"
+    from crystalflow_core.reference import save_module
+    from crystalflow_core.training import load_module
+
+    m = load_module(ck["csp"])
+    with __import__("torch").no_grad():
+        m.net.head_f.weight.add_(0.1)
+    save_module(m, other)
+    assert not stages.shard_is_current(shard, run, str(other), 2, 0, 1)  # retrained: rebuild
+    out = tmp_path / "m.csv"
+    stages.csp_metrics(cfg, "r", run, str(shard), str(test_pt), 2, str(out), workers=1, ckpt=str(ck["csp"]))
+    row = pd.read_csv(out).iloc[0]
+    assert row["model_sha256"] == __import__("crystalflow_core.io", fromlist=["x"]).sha256_file(ck["csp"])[:16]
+    with pytest.raises(stages.StageError, match="another checkpoint"):
+        stages.csp_metrics(cfg, "r", run, str(shard), str(test_pt), 2, str(out), workers=1, ckpt=str(other))
+
+
+# ----------------------------------------------------------------------------- config values and early errors
+def _cfg_file(tmp_path, **changes):
+    import yaml
+
+    from conftest import DATA, REPO
+
+    cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    cfg["data_mirror"] = str(DATA)
+    cfg["results"] = str(tmp_path / "results")
+    for path, value in changes.items():
+        node = cfg
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+@pytest.mark.parametrize("path,value,where", [
+    ("metrics.fingerprint_limit", -5, "metrics/fingerprint_limit"),
+    ("runs.mp20_csp.sample.steps", [], "runs/mp20_csp/sample/steps"),
+    ("runs.mp20_csp.sample.k", [], "runs/mp20_csp/sample/k"),
+    ("metrics.coverage_cutoffs", [0.4], "metrics/coverage_cutoffs"),
+    ("metrics.stol", 0, "metrics/stol"),
+    ("runs.mp20_dng.sample.guidance", -1, "runs/mp20_dng/sample/guidance")])
+def test_schema_bounds_stop_bad_values(tmp_path, path, value, where):
+    from crystalflow_core import config as cfgmod
+
+    with pytest.raises(cfgmod.ConfigError, match=where):
+        cfgmod.load(_cfg_file(tmp_path, **{path: value}))
+
+
+def _cli(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "crystalflow_core.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_overrides_go_through_the_schema_and_errors_are_one_line(tmp_path):
+    p = _cli("sample", "--config", str(_cfg_file(tmp_path)), "--run", "mp20_csp", "--steps", "-3", cwd=tmp_path)
+    assert p.returncode == 1 and "runs/mp20_csp/sample/steps/0" in p.stderr and "Traceback" not in p.stderr
+    p = _cli("metrics", "--config", str(_cfg_file(tmp_path)), "--run", "mp20_csp", cwd=tmp_path)
+    assert p.returncode == 1 and "not found" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    p = _cli("metrics", "--config", str(_cfg_file(tmp_path)), "--run", "mp20_csp", "--debug", cwd=tmp_path)
+    assert p.returncode == 1 and "Traceback" in p.stderr
+
+
+def test_missing_inputs_fail_before_any_job(tmp_path):
+    from crystalflow_core import config as cfgmod
+
+    with pytest.raises(cfgmod.ConfigError, match="data_mirror.*does not exist"):
+        cfgmod.load(_cfg_file(tmp_path, data_mirror=str(tmp_path / "nowhere")))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(cfgmod.ConfigError, match="data_mirror.*is a file"):
+        cfgmod.load(_cfg_file(tmp_path, data_mirror=str(tmp_path / "afile")))
+    with pytest.raises(cfgmod.ConfigError, match="hull/elemental_refs.*needed by the stability of mp20_dng"):
+        cfgmod.load(_cfg_file(tmp_path, **{"hull.elemental_refs": "hull/missing.json.gz"}))
+    cfg = cfgmod.load(_cfg_file(tmp_path))
+    assert cfg["download_dir"] == str(tmp_path / "results" / "downloads")  # under the results folder
+
+
+def test_unwritable_output_is_reported_before_the_work(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(stages.StageError, match="cannot write"):
+        stages.ensure_writable(blocker / "relax" / "shard0.jsonl")
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("")
+    called = []
+    import crystalflow_core.relax as R
+
+    orig = R.relax_many
+    R.relax_many = lambda *a, **k: called.append(1) or orig(*a, **k)
+    try:
+        with pytest.raises(stages.StageError):
+            stages.relax(_run("dng"), str(samples), 0, 1, str(blocker / "shard0.jsonl"), 1)
+    finally:
+        R.relax_many = orig
+    assert not called

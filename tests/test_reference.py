@@ -13,7 +13,7 @@ import yaml
 from conftest import DATA, REPO, need_data
 from crystalflow_core.elements import decode_types
 from crystalflow_core.model import CSPNet, Graph, ModelConfig
-from crystalflow_core.reference import (ReferenceError, key_map, network_state, read_scalers,
+from crystalflow_core.reference import (CheckpointImportError, key_map, network_state, read_scalers,
                                         reference_model_config)
 from crystalflow_core.sampling import guided_velocity, integrate
 
@@ -140,7 +140,7 @@ def test_unsupported_reference_variant_is_one_line_error(key, value, where):
     d = fixture("csp")
     hp = yaml.safe_load(yaml.safe_dump({k: v for k, v in d["checkpoint"]["hyper_parameters"].items() if k != "optim"}))
     hp["decoder"][key] = value
-    with pytest.raises(ReferenceError) as err:
+    with pytest.raises(CheckpointImportError) as err:
         reference_model_config(hp, d["checkpoint"]["state_dict"])
     msg = str(err.value)
     assert where in msg and repr(value) in msg and "\n" not in msg
@@ -151,7 +151,7 @@ def test_unsupported_top_level_variant(key, value):
     d = fixture("dng")
     hp = dict(d["checkpoint"]["hyper_parameters"])
     hp[key] = value
-    with pytest.raises(ReferenceError, match=key):
+    with pytest.raises(CheckpointImportError, match=key):
         reference_model_config(hp, d["checkpoint"]["state_dict"])
 
 
@@ -244,11 +244,11 @@ def test_config_that_disagrees_with_the_checkpoint_is_an_error(tmp_path):
     cfg["runs"]["c"]["model"]["hidden"] = 128
     ck = tmp_path / "ref.ckpt"
     _save_fixture_ckpt(d, ck)
-    with pytest.raises(ReferenceError, match=r"runs/c/model/hidden.*128.*64"):
+    with pytest.raises(CheckpointImportError, match=r"runs/c/model/hidden.*128.*64"):
         stages.import_checkpoint(cfg, "c", str(ck), str(tmp_path / "m.ckpt"))
     cfg["runs"]["c"]["model"]["hidden"] = 64
     cfg["runs"]["c"]["task"] = "dng"
-    with pytest.raises(ReferenceError, match="csp model"):
+    with pytest.raises(CheckpointImportError, match="csp model"):
         stages.import_checkpoint(cfg, "c", str(ck), str(tmp_path / "m.ckpt"))
 
 
@@ -270,8 +270,12 @@ def test_cli_import_errors_in_one_line(tmp_path):
 
 
 def test_workflow_imports_instead_of_training(tmp_path):
-    cfg = _tiny_cfg(tmp_path, "c", "csp", [], init={"reference_checkpoint": str(tmp_path / "ref.ckpt")})
+    from crystalflow_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="init/reference_checkpoint.*not found"):  # checked before any job
+        _tiny_cfg(tmp_path, "c", "csp", [], init={"reference_checkpoint": str(tmp_path / "ref.ckpt")})
     _save_fixture_ckpt(fixture("csp"), tmp_path / "ref.ckpt")
+    cfg = _tiny_cfg(tmp_path, "c", "csp", [], init={"reference_checkpoint": str(tmp_path / "ref.ckpt")})
     cfg_path = tmp_path / "c.yaml"
     raw = {k: cfg[k] for k in ("data_mirror", "results", "datasets", "runs")}
     cfg_path.write_text(yaml.safe_dump(raw))

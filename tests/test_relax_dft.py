@@ -110,7 +110,8 @@ def test_vasp_folders_parse_back(tmp_path, nacl):
     n = emit_vasp_inputs([("a#0", nacl), ("b", nacl.get_primitive_structure())], tmp_path / "v", tmp_path / "v" / "m.csv")
     assert n == 2
     man = pd.read_csv(tmp_path / "v" / "m.csv")
-    for folder in man["folder"]:
+    for rel in man["folder"]:
+        folder = tmp_path / "v" / rel  # relative to the manifest's folder
         incar = Incar.from_file(f"{folder}/INCAR")
         assert incar["ENCUT"] == 520 and incar["NSW"] == 150 and "PSTRESS" not in incar
         Kpoints.from_file(f"{folder}/KPOINTS")

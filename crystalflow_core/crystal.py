@@ -1,0 +1,63 @@
+"""Small crystal helpers used across the stages: structures from arrays, the shortest interatomic
+distance, and file-system-safe names for structure ids."""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+
+import numpy as np
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_NAME = 64
+
+
+def structure_from(d: dict):
+    """{"lattice", "species", "frac_coords"} -> pymatgen Structure."""
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(Lattice(d["lattice"]), d["species"], d["frac_coords"])
+
+
+def min_interatomic_distance(s) -> float:
+    """Shortest distance between two atoms of a periodic structure, an atom and its own images included."""
+    if not len(s):
+        return math.inf
+    # an atom's own images: the shortest lattice vector, also among the face diagonals of a skewed cell
+    combos = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]])
+    d = float(np.min(np.linalg.norm(s.lattice.get_cartesian_coords(combos), axis=1)))
+    if len(s) > 1:
+        dm = s.distance_matrix
+        d = min(d, float(dm[~np.eye(len(s), dtype=bool)].min()))
+    return d
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def safe_name(sid: str) -> str:
+    """A file/folder name for one id: only [A-Za-z0-9._-], never '.', '..' or a leading dot, at most
+    64 characters; ids that had to be changed get a short hash of the original, so two ids that
+    differ only in removed characters ('a/b', 'a#b') stay apart."""
+    sid = str(sid)
+    base = _UNSAFE.sub("_", sid).lstrip(".") or "id"
+    if base == sid and len(base) <= MAX_NAME:
+        return base
+    return f"{base[: MAX_NAME - 9]}_{_digest(sid)}"
+
+
+def safe_names(ids) -> dict[str, str]:
+    """id -> unique safe name for a collection of ids (an error if two different ids still collide,
+    which needs a sha1 collision in 8 hex digits)."""
+    out: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for sid in ids:
+        name = safe_name(sid)
+        if name in seen and seen[name] != sid:
+            name = f"{name[: MAX_NAME - 17]}_{_digest('x' + str(sid))}{_digest(str(sid))}"
+            if name in seen:
+                raise ValueError(f"ids {seen[name]!r} and {sid!r} map to the same folder name {name!r}")
+        seen[name] = str(sid)
+        out[str(sid)] = name
+    return out
