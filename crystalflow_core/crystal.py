@@ -61,3 +61,23 @@ def safe_names(ids) -> dict[str, str]:
         seen[name] = str(sid)
         out[str(sid)] = name
     return out
+
+
+def vacuum_gap(s) -> tuple[float, int]:
+    """(widest empty slab in A, lattice axis): for each axis, the largest gap between the atoms'
+    fractional coordinates along it (periodically) times the spacing of the lattice planes. A slab,
+    a molecule or two atoms in a big box show a wide gap; bulk crystals stay below ~4 A (layered
+    van der Waals solids included)."""
+    lat = np.asarray(s.lattice.matrix, float)
+    vol = abs(np.linalg.det(lat))
+    frac = np.mod(np.asarray(s.frac_coords, float), 1.0)
+    best, axis = 0.0, 0
+    for i in range(3):
+        j, k = (i + 1) % 3, (i + 2) % 3
+        spacing = vol / np.linalg.norm(np.cross(lat[j], lat[k]))
+        x = np.sort(frac[:, i])
+        gaps = np.diff(np.concatenate([x, [x[0] + 1.0]]))
+        g = float(gaps.max()) * spacing
+        if g > best:
+            best, axis = g, i
+    return best, axis

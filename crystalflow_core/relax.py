@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .crystal import vacuum_gap
 from .io import append_jsonl, read_jsonl, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class RelaxSettings:
     batch_size: int = 8  # structures per batched static evaluation (and per resumable chunk)
     relax_cell: bool = True
     min_distance: float = 0.5  # A; closer atoms are recorded as failed before CHGNet runs
+    max_vacuum_gap: float = 7.0  # A; a relaxed cell with a wider empty slab is recorded as unphysical
 
 
 class _Timeout(Exception):
@@ -195,6 +197,11 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
             final = AseAtomsAdaptor.get_structure(atoms)
             if not all(np.isfinite([e, vol])):
                 raise FloatingPointError("non-finite energy or volume")
+            gap, axis = vacuum_gap(final)
+            if gap > settings.max_vacuum_gap:  # fragments in vacuum: converged or not, no crystal
+                rec["converged"] = False
+                rec["error"] = (f"unphysical: {gap:.1f} A of vacuum along lattice vector {'abc'[axis]} "
+                                f"(> {settings.max_vacuum_gap} A; isolated fragments, not a crystal)")
             rec["final"] = {"lattice": final.lattice.matrix.tolist(), "species": [s.specie.symbol for s in final],
                             "frac_coords": final.frac_coords.tolist()}
     except _Timeout:

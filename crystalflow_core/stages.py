@@ -264,7 +264,8 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
         recs = recs[: r["limit"]]
     recs = shard_slice(recs, shard, shards)
     settings = RelaxSettings(fmax=r["fmax"], steps=r["steps"], pressure=r["pressure"],
-                             optimizer=r["optimizer"], timeout=r["timeout"], batch_size=r["batch_size"])
+                             optimizer=r["optimizer"], timeout=r["timeout"], batch_size=r["batch_size"],
+                             max_vacuum_gap=r["max_vacuum_gap"])
     partial = Path(str(out) + ".partial")
     per_item = "pressure" in run["conditions"]  # pressure-conditioned run: relax at each sample's target
     items = [(rec["id"], record_to_structure(rec), rec["condition"]["pressure"] if per_item else None)
@@ -314,7 +315,7 @@ def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pt
                "e_hull": np.nan, "hull_missing": "", "pressure_gpa": r.get("pressure_gpa", np.nan),
                "stress_pressure_gpa": r.get("stress_pressure_gpa", np.nan)}
         s0 = record_to_structure(smp) if smp else None
-        s1 = structure_from(r["final"]) if r.get("final") else None
+        s1 = structure_from(r["final"]) if r.get("final") and not r.get("error") else None  # unphysical: no energy
         try:
             if s0 is not None and "initial_energy_per_atom" in r:
                 e0 = mp2020_corrected_energy(s0, r["initial_energy_per_atom"] * len(s0))

@@ -44,6 +44,18 @@ def test_overlapping_atoms_recorded_as_failed(chgnet):
     assert r["converged"] is False and "apart" in r["error"]
 
 
+def test_fragments_in_vacuum_are_not_a_converged_crystal(chgnet, nacl):
+    from crystalflow_core.crystal import vacuum_gap
+
+    pair = Structure(Lattice.cubic(40.0), ["Na", "Cl"], [[0, 0, 0], [0.06, 0, 0]])  # a molecule in a big box
+    assert vacuum_gap(pair)[0] > 35.0 and vacuum_gap(nacl)[0] < 4.0
+    r = relax_structure(pair, RelaxSettings(steps=3, relax_cell=False), chgnet)
+    assert r["converged"] is False and r["error"].startswith("unphysical") and "vacuum" in r["error"]
+    # a bulk crystal relaxes without the flag
+    ok = relax_structure(nacl.get_primitive_structure(), RelaxSettings(steps=3), chgnet)
+    assert not ok["error"]
+
+
 def test_batched_static_energies_equal_one_at_a_time(chgnet, silicon, nacl):
     from chgnet.model.dynamics import CHGNetCalculator
     from pymatgen.io.ase import AseAtomsAdaptor
