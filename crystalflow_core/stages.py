@@ -1,9 +1,12 @@
 """One function per workflow stage. Snakemake scripts and the CLI both call these."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -159,10 +162,6 @@ def sample_settings(run: dict, steps: int):
 def sample_provenance(run: dict, model_sha256: str, steps: int, shard: int, shards: int) -> dict:
     """What a sample shard is made from: the checkpoint's bytes, the settings that change the samples,
     the shard, and the code version; `key` is a short hash of all of it, stored in every record."""
-    import hashlib
-    import json
-    from dataclasses import asdict
-
     from . import __version__
 
     s = run["sample"]
@@ -267,6 +266,14 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
                              optimizer=r["optimizer"], timeout=r["timeout"], batch_size=r["batch_size"],
                              max_vacuum_gap=r["max_vacuum_gap"])
     partial = Path(str(out) + ".partial")
+    # what this shard relaxes: finished work in a .partial of other samples or settings is not resumed
+    prov_of = {rec["id"]: rec.get("provenance", "") for rec in recs}
+    key = hashlib.sha256(json.dumps([sorted(prov_of.items()), asdict(settings)], default=str).encode()).hexdigest()[:16]
+    side = Path(str(partial) + ".key")
+    if partial.exists() and (not side.exists() or side.read_text().strip() != key):
+        log.warning("%s holds relaxations of other samples or settings; starting the shard again", partial)
+        partial.unlink()
+    side.write_text(key + "\n")
     per_item = "pressure" in run["conditions"]  # pressure-conditioned run: relax at each sample's target
     items = [(rec["id"], record_to_structure(rec), rec["condition"]["pressure"] if per_item else None)
              for rec in recs]
@@ -276,7 +283,11 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
     log.info("relaxed %d structures in %.1f s (%d failed)", len(done), time.time() - t0, n_fail)
     if done and n_fail == len(done):
         log.warning("every structure of this shard failed to relax")
-    os.replace(partial, out)
+    for d in done:
+        d["sample_provenance"] = prov_of.get(d["id"], "")
+    write_jsonl_atomic(out, done)
+    partial.unlink(missing_ok=True)
+    side.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- stability
@@ -303,8 +314,15 @@ def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pt
     from .metrics import unique_new_flags
     from .sampling import record_to_structure
 
+    require(samples, *relaxed, *novelty_pts)
+    ensure_writable(out)
     samples_by_id = {r["id"]: r for r in read_jsonl(samples)}
     rel = [r for p in relaxed for r in read_jsonl(p)]
+    for r in rel:  # relaxations of other samples (an older sampling of the run) are never mixed in
+        smp = samples_by_id.get(r["id"])
+        if smp is None or r.get("sample_provenance", smp.get("provenance")) != smp.get("provenance"):
+            raise StageError(f"relaxation of {r['id']!r} does not belong to {samples} (other samples, or none with "
+                             "that id): delete the relax shards to rebuild them")
     refs = load_elemental_refs(Path(cfg["data_mirror"]) / cfg["hull"]["elemental_refs"])
     hull = build_hull(cfg)
     rows, final_structs = [], []

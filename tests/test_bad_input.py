@@ -253,3 +253,26 @@ def test_unwritable_output_is_reported_before_the_work(tmp_path):
     finally:
         R.relax_many = orig
     assert not called
+
+
+def test_relaxations_of_other_samples_are_never_mixed_in(tmp_path, nacl):
+    st = nacl.get_primitive_structure()
+    rec = {"id": "s0", "lattice": st.lattice.matrix.tolist(), "species": [s.specie.Z for s in st],
+           "frac_coords": st.frac_coords.tolist(), "flag": "", "provenance": "new-samples"}
+    samples = tmp_path / "samples.jsonl"
+    _write(samples, [rec])
+    # a torn .partial left by a relaxation of earlier samples with the same ids: not resumed
+    out = tmp_path / "relax" / "shard0.jsonl"
+    out.parent.mkdir()
+    stale = {"id": "s0", "converged": True, "error": "", "energy_per_atom": -99.0}
+    (tmp_path / "relax" / "shard0.jsonl.partial").write_text(json.dumps(stale) + "\n")
+    run = _run("dng")
+    run["relax"].update(steps=2, fmax=0.5, timeout=60, batch_size=1)
+    stages.relax(run, str(samples), 0, 1, str(out), 1)
+    done = read_jsonl(out)
+    assert len(done) == 1 and done[0]["energy_per_atom"] != -99.0 and done[0]["sample_provenance"] == "new-samples"
+    # relaxations made for other samples are refused by the stability stage
+    _write(samples, [dict(rec, provenance="resampled")])
+    cfg = {"hull": {}, "data_mirror": None}
+    with pytest.raises(stages.StageError, match="does not belong"):
+        stages.stability(cfg, run, str(samples), [str(out)], [], str(tmp_path / "stability.csv"))
