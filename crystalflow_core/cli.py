@@ -19,6 +19,7 @@ from . import config as cfgmod
 from . import stages
 from .data import DataError
 from .io import DamagedFileError
+from .layout import Layout
 from .reference import CheckpointImportError
 
 # the project's own errors: one line and exit code 1 (tracebacks with --debug)
@@ -26,17 +27,19 @@ PROJECT_ERRORS = (cfgmod.ConfigError, DataError, DamagedFileError, CheckpointImp
 
 
 def _paths(cfg, run_name, steps=None):
-    r = cfg["results"]
+    L = Layout(cfg["results"])
     run = cfg["runs"][run_name]
-    d = lambda split: f"{r}/data/{run['dataset']}/{split}.pt"  # noqa: E731
-    base = f"{r}/runs/{run_name}"
     return {
-        "train": d(run["train_split"]), "val": d(run["val_split"]) if run["val_split"] else None,
-        "test": d(run["test_split"]), "ckpt": f"{base}/model.ckpt", "workdir": f"{base}/lightning",
-        "samples": f"{base}/s{steps}/samples.jsonl", "relax": f"{base}/s{steps}/relax/shard0.jsonl",
-        "stability": f"{base}/s{steps}/stability.csv", "metrics": f"{base}/s{steps}/metrics.csv",
-        "vasp": f"{base}/s{steps}/vasp", "novelty": [d(s) for s in run["novelty_splits"]],
-        "fingerprints": f"{r}/data/{run['dataset']}/{run['test_split']}_fingerprints2_{cfg['metrics']['fingerprint_limit'] or 'all'}.npz",
+        "train": L.split(run["dataset"], run["train_split"]),
+        "val": L.split(run["dataset"], run["val_split"]) if run["val_split"] else None,
+        "test": L.split(run["dataset"], run["test_split"]), "ckpt": L.model(run_name), "workdir": L.lightning(run_name),
+        "samples": L.samples(run_name, steps), "relax": L.relaxed(run_name, steps, 0),
+        "stability": L.stability(run_name, steps), "metrics": L.metrics(run_name, steps),
+        "targets": L.targets_metrics(run_name, steps),
+        "vasp": L.vasp_dir(run_name, steps), "manifest": L.vasp_manifest(run_name, steps),
+        "novelty": [L.split(run["dataset"], s) for s in run["novelty_splits"]],
+        "fingerprints": L.fingerprints(run["dataset"], run["test_split"], cfg["metrics"]["fingerprint_limit"]),
+        "shards": [L.sample_shard(run_name, steps, i) for i in range(run["sample"]["shards"])],
     }
 
 
@@ -44,7 +47,7 @@ def _ensure_data(cfg, run_name, workers):
     run = cfg["runs"][run_name]
     novelty = run["novelty_splits"] if cfgmod.stability_relax(run) else []
     for split in {run["train_split"], run["val_split"], run["test_split"], *novelty} - {None}:
-        out = f"{cfg['results']}/data/{run['dataset']}/{split}.pt"
+        out = Layout(cfg["results"]).split(run["dataset"], split)
         stages.prepare(cfg, run["dataset"], split, out, workers)
 
 
@@ -104,7 +107,7 @@ def _run(a):
         if a.dataset not in cfg["datasets"] or a.split not in cfg["datasets"][a.dataset]["splits"]:
             known = {d: list(v["splits"]) for d, v in cfg["datasets"].items()}
             raise cfgmod.ConfigError(f"unknown dataset/split {a.dataset}/{a.split}; {a.config} has {known}")
-        out = a.out or f"{cfg['results']}/data/{a.dataset}/{a.split}.pt"
+        out = a.out or Layout(cfg["results"]).split(a.dataset, a.split)
         stages.prepare(cfg, a.dataset, a.split, out, a.threads)
         return
     run = cfg["runs"][a.run]
@@ -121,7 +124,7 @@ def _run(a):
     elif a.stage == "sample":
         _ensure_data(cfg, a.run, a.threads)
         shards = run["sample"]["shards"]
-        parts = [f"{Path(P['samples']).parent}/samples/shard{i}.jsonl" for i in range(shards)]
+        parts = P["shards"]
         stages.require(P["ckpt"])
         for i, part in enumerate(parts):  # a shard of another checkpoint or other settings is rebuilt
             if not stages.shard_is_current(part, run, P["ckpt"], steps, i, shards):
@@ -145,7 +148,7 @@ def _run(a):
                                P["metrics"], a.threads, ckpt=P["ckpt"])
         print(Path(P["metrics"]).read_text())
     elif a.stage == "dft":
-        stages.dft(run, [P["relax"]], P["stability"], P["vasp"], f"{P['vasp']}/manifest.csv")
+        stages.dft(run, [P["relax"]], P["stability"], P["vasp"], P["manifest"])
 
 
 if __name__ == "__main__":

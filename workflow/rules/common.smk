@@ -1,9 +1,10 @@
 # Functions and wildcard constraints shared by the rules.
 import os
 
-from crystalflow_core.config import anneal_for, dataset_tag, pressure_relax, stability_relax
+from crystalflow_core.config import dataset_tag, pressure_relax, stability_relax
+from crystalflow_core.layout import Layout
 
-R = config["results"]
+L = Layout(config["results"])  # every results path; rules pass wildcards ("{run}") as arguments
 RUNS = config["runs"]
 TARGET_RUNS = config["targets"] or list(RUNS)
 IMPORTED_RUNS = [r for r in RUNS if RUNS[r]["init"]]  # the authors' checkpoint instead of training
@@ -24,22 +25,18 @@ wildcard_constraints:
     task="csp|dng",
 
 
-def data_pt(dataset, split):
-    return f"{R}/data/{dataset}/{split}.pt"
-
-
 def train_inputs(wildcards):
     run = RUNS[wildcards.run]
-    out = {"train": data_pt(run["dataset"], run["train_split"])}
+    out = {"train": L.split(run["dataset"], run["train_split"])}
     if run["val_split"]:
-        out["val"] = data_pt(run["dataset"], run["val_split"])
+        out["val"] = L.split(run["dataset"], run["val_split"])
     return out
 
 
 def import_inputs(wildcards):
     """The training split (its atom-count histogram) and the checkpoint where it is a local file."""
     run = RUNS[wildcards.run]
-    out = {"train": data_pt(run["dataset"], run["train_split"])}
+    out = {"train": L.split(run["dataset"], run["train_split"])}
     init = run["init"]
     for key in ("reference_checkpoint", "hparams", "scalers"):
         if init[key] and (key != "reference_checkpoint" or not init["url"] or os.path.exists(init[key])):
@@ -49,17 +46,17 @@ def import_inputs(wildcards):
 
 def test_pt(run_name):
     run = RUNS[run_name]
-    return data_pt(run["dataset"], run["test_split"])
+    return L.split(run["dataset"], run["test_split"])
 
 
 def sample_shards(wildcards):
     n = RUNS[wildcards.run]["sample"]["shards"]
-    return [f"{R}/runs/{wildcards.run}/s{wildcards.steps}/samples/shard{i}.jsonl" for i in range(n)]
+    return [L.sample_shard(wildcards.run, wildcards.steps, i) for i in range(n)]
 
 
 def relax_shards(wildcards):
     n = RUNS[wildcards.run]["relax"]["shards"]
-    return [f"{R}/runs/{wildcards.run}/s{wildcards.steps}/relax/shard{i}.jsonl" for i in range(n)]
+    return [L.relaxed(wildcards.run, wildcards.steps, i) for i in range(n)]
 
 
 def relax_enabled(run_name):
@@ -72,18 +69,17 @@ def pressure_csp(run_name):
 
 def fingerprint_file(run_name):
     run = RUNS[run_name]
-    lim = config["metrics"]["fingerprint_limit"] or "all"
-    return f"{R}/data/{run['dataset']}/{run['test_split']}_fingerprints2_{lim}.npz"
+    return L.fingerprints(run["dataset"], run["test_split"], config["metrics"]["fingerprint_limit"])
 
 
 def novelty_pts(wildcards):
     run = RUNS[wildcards.run]
-    return [data_pt(run["dataset"], s) for s in run["novelty_splits"]]
+    return [L.split(run["dataset"], s) for s in run["novelty_splits"]]
 
 
 def run_metrics(run_name):
     steps = RUNS[run_name]["sample"]["steps"]
-    return [f"{R}/runs/{run_name}/s{s}/metrics.csv" for s in steps]
+    return [L.metrics(run_name, s) for s in steps]
 
 
 def table_runs(tag, task):
@@ -93,22 +89,21 @@ def table_runs(tag, task):
 def table_inputs(wildcards):
     runs = table_runs(wildcards.tag, wildcards.task)
     if not runs:
-        raise ValueError(f"no run in targets builds results/{wildcards.tag}_{wildcards.task}_metrics.csv")
+        raise ValueError(f"no run in targets builds {L.table(wildcards.tag, wildcards.task)}")
     return [m for r in runs for m in run_metrics(r)]
 
 
 def metric_tables():
     pairs = sorted({(dataset_tag(RUNS[r]["dataset"]), RUNS[r]["task"]) for r in TARGET_RUNS})
-    return [f"{R}/{tag}_{task}_metrics.csv" for tag, task in pairs]
+    return [L.table(tag, task) for tag, task in pairs]
 
 
 def dft_targets():
-    return [f"{R}/runs/{r}/s{s}/vasp/manifest.csv" for r in TARGET_RUNS if relax_enabled(r)
-            for s in RUNS[r]["sample"]["steps"]]
+    return [L.vasp_manifest(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in RUNS[r]["sample"]["steps"]]
 
 
 def all_targets():
-    return metric_tables() + dft_targets() + [f"{R}/report.md"]
+    return metric_tables() + dft_targets() + [L.report()]
 
 
 def gpu_res(section):
@@ -119,13 +114,13 @@ def gpu_res(section):
 
 def metrics_inputs(wildcards):
     run = RUNS[wildcards.run]
-    inp = {"samples": f"{R}/runs/{wildcards.run}/s{wildcards.steps}/samples.jsonl", "test": test_pt(wildcards.run)}
+    inp = {"samples": L.samples(wildcards.run, wildcards.steps), "test": test_pt(wildcards.run)}
     if pressure_csp(wildcards.run):
         inp["relaxed"] = relax_shards(wildcards)
     if run["task"] == "dng":
         inp["fingerprints"] = fingerprint_file(wildcards.run)
         if relax_enabled(wildcards.run):
-            inp["stability"] = f"{R}/runs/{wildcards.run}/s{wildcards.steps}/stability.csv"
+            inp["stability"] = L.stability(wildcards.run, wildcards.steps)
     return inp
 
 
@@ -142,6 +137,10 @@ def run_view(*sections):
 def dataset_view(wildcards):
     return {"datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
             "data_mirror": config["data_mirror"], "download_dir": config["download_dir"]}
+
+
+def stability_tables():
+    return [L.stability(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in RUNS[r]["sample"]["steps"]]
 
 
 def hull_view():

@@ -2,14 +2,14 @@ rule prepare:
     conda:
         "../../envs/train.yaml"
     output:
-        pt=f"{R}/data/{{dataset}}/{{split}}.pt",
-        rejected=f"{R}/data/{{dataset}}/{{split}}_rejected.csv",
+        pt=L.split("{dataset}", "{split}"),
+        rejected=L.rejected("{dataset}", "{split}"),
     params:
         cfg=dataset_view,
     threads: config["threads"]
     log:
-        f"{R}/logs/prepare/{{dataset}}_{{split}}.log",
+        L.log("prepare", "{dataset}_{split}"),
     benchmark:
-        f"{R}/benchmarks/prepare/{{dataset}}_{{split}}.tsv"
+        L.benchmark("prepare", "{dataset}_{split}")
     script:
         "../scripts/prepare.py"

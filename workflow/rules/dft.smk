@@ -3,13 +3,13 @@ rule dft:
         "../../envs/relax.yaml"
     input:
         relaxed=relax_shards,
-        stability=f"{R}/runs/{{run}}/s{{steps}}/stability.csv",
+        stability=rules.stability.output[0],
     output:
-        manifest=f"{R}/runs/{{run}}/s{{steps}}/vasp/manifest.csv",
+        manifest=L.vasp_manifest("{run}", "{steps}"),
     params:
         run=run_view("relax", "dft"),
         outdir=lambda wc, output: os.path.dirname(output.manifest),
     log:
-        f"{R}/logs/dft/{{run}}_s{{steps}}.log",
+        L.log("dft", "{run}_s{steps}"),
     script:
         "../scripts/dft.py"

@@ -2,16 +2,16 @@ rule test_fingerprints:
     conda:
         "../../envs/metrics.yaml"
     input:
-        f"{R}/data/{{dataset}}/{{split}}.pt",
+        rules.prepare.output.pt,
     output:
-        f"{R}/data/{{dataset}}/{{split}}_fingerprints2_{{limit}}.npz",
+        L.fingerprints("{dataset}", "{split}", "{limit}"),
     params:
         limit=lambda wc: None if wc.limit == "all" else int(wc.limit),
     threads: config["threads"]
     log:
-        f"{R}/logs/fingerprints/{{dataset}}_{{split}}_{{limit}}.log",
+        L.log("fingerprints", "{dataset}_{split}_{limit}"),
     benchmark:
-        f"{R}/benchmarks/fingerprints/{{dataset}}_{{split}}_{{limit}}.tsv"
+        L.benchmark("fingerprints", "{dataset}_{split}_{limit}")
     script:
         "../scripts/fingerprints.py"
 
@@ -22,15 +22,15 @@ rule metrics:
     input:
         unpack(metrics_inputs),
     output:
-        f"{R}/runs/{{run}}/s{{steps}}/metrics.csv",
+        L.metrics("{run}", "{steps}"),
     params:
         cfg={"metrics": config["metrics"]},
         run=run_view("sample", "relax"),
     threads: config["threads"]
     log:
-        f"{R}/logs/metrics/{{run}}_s{{steps}}.log",
+        L.log("metrics", "{run}_s{steps}"),
     benchmark:
-        f"{R}/benchmarks/metrics/{{run}}_s{{steps}}.tsv"
+        L.benchmark("metrics", "{run}_s{steps}")
     script:
         "../scripts/metrics.py"
 
@@ -41,8 +41,8 @@ rule metric_table:
     input:
         table_inputs,
     output:
-        f"{R}/{{tag}}_{{task}}_metrics.csv",
+        L.table("{tag}", "{task}"),
     log:
-        f"{R}/logs/tables/{{tag}}_{{task}}.log",
+        L.log("tables", "{tag}_{task}"),
     script:
         "../scripts/collect.py"

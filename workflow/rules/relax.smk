@@ -2,18 +2,18 @@ rule relax:
     conda:
         "../../envs/relax.yaml"
     input:
-        samples=f"{R}/runs/{{run}}/s{{steps}}/samples.jsonl",
+        samples=rules.gather_samples.output[0],
     output:
-        f"{R}/runs/{{run}}/s{{steps}}/relax/shard{{shard}}.jsonl",
+        L.relaxed("{run}", "{steps}", "{shard}"),
     params:
         run=run_view("sample", "relax"),
     threads: config["threads"]
     resources:
         runtime=12 * 60,
     log:
-        f"{R}/logs/relax/{{run}}_s{{steps}}_shard{{shard}}.log",
+        L.log("relax", "{run}_s{steps}_shard{shard}"),
     benchmark:
-        f"{R}/benchmarks/relax/{{run}}_s{{steps}}_shard{{shard}}.tsv"
+        L.benchmark("relax", "{run}_s{steps}_shard{shard}")
     script:
         "../scripts/relax.py"
 
@@ -22,17 +22,17 @@ rule stability:
     conda:
         "../../envs/relax.yaml"
     input:
-        samples=f"{R}/runs/{{run}}/s{{steps}}/samples.jsonl",
+        samples=rules.gather_samples.output[0],
         relaxed=relax_shards,
         novelty=novelty_pts,
     output:
-        f"{R}/runs/{{run}}/s{{steps}}/stability.csv",
+        L.stability("{run}", "{steps}"),
     params:
         cfg=hull_view(),
         run=run_view("sample", "relax"),
     log:
-        f"{R}/logs/stability/{{run}}_s{{steps}}.log",
+        L.log("stability", "{run}_s{steps}"),
     benchmark:
-        f"{R}/benchmarks/stability/{{run}}_s{{steps}}.tsv"
+        L.benchmark("stability", "{run}_s{steps}")
     script:
         "../scripts/stability.py"

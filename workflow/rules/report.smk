@@ -3,15 +3,14 @@ rule report:
         "../../envs/metrics.yaml"
     input:
         tables=metric_tables(),
-        stability=[f"{R}/runs/{r}/s{s}/stability.csv" for r in TARGET_RUNS if relax_enabled(r)
-                   for s in RUNS[r]["sample"]["steps"]],
+        stability=stability_tables(),
     output:
-        report=f"{R}/report.md",
-        table1=f"{R}/tables/table1_csp.md",
-        table3=f"{R}/tables/table3_dng.md",
+        report=L.report(),
+        table1=L.paper_table("table1_csp"),
+        table3=L.paper_table("table3_dng"),
     params:
-        results=lambda wc, output: os.path.dirname(output.report),
+        results=L.root,
     log:
-        f"{R}/logs/report.log",
+        L.log("report", "report"),
     script:
         "../scripts/report.py"

@@ -2,19 +2,19 @@ rule sample:
     conda:
         "../../envs/train.yaml"
     input:
-        ckpt=f"{R}/runs/{{run}}/model.ckpt",
+        ckpt=L.model("{run}"),
         test=lambda wc: test_pt(wc.run),
     output:
-        f"{R}/runs/{{run}}/s{{steps}}/samples/shard{{shard}}.jsonl",
+        L.sample_shard("{run}", "{steps}", "{shard}"),
     params:
         run=run_view("sample"),
     threads: config["threads"]
     resources:
         gpu=gpu_res("sample"),
     log:
-        f"{R}/logs/sample/{{run}}_s{{steps}}_shard{{shard}}.log",
+        L.log("sample", "{run}_s{steps}_shard{shard}"),
     benchmark:
-        f"{R}/benchmarks/sample/{{run}}_s{{steps}}_shard{{shard}}.tsv"
+        L.benchmark("sample", "{run}_s{steps}_shard{shard}")
     script:
         "../scripts/sample.py"
 
@@ -25,10 +25,10 @@ rule gather_samples:
     input:
         sample_shards,
     output:
-        f"{R}/runs/{{run}}/s{{steps}}/samples.jsonl",
+        L.samples("{run}", "{steps}"),
     params:
         export=lambda wc: RUNS[wc.run]["sample"]["export"],
     log:
-        f"{R}/logs/sample/{{run}}_s{{steps}}_gather.log",
+        L.log("sample", "{run}_s{steps}_gather"),
     script:
         "../scripts/gather.py"

@@ -4,11 +4,11 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        ckpt=f"{R}/runs/{{run}}/model.ckpt",
+        ckpt=L.model("{run}"),
     params:
         run=run_view("model", "train"),
         # resumable Lightning checkpoints live beside model.ckpt, undeclared
-        workdir=lambda wc, output: os.path.join(os.path.dirname(output.ckpt), "lightning"),
+        workdir=lambda wc: L.lightning(wc.run),
     wildcard_constraints:
         run=runs_pattern(TRAINED_RUNS),
     threads: config["threads"]
@@ -16,9 +16,9 @@ rule train:
         gpu=gpu_res("train"),
         runtime=24 * 60,
     log:
-        f"{R}/logs/train/{{run}}.log",
+        L.log("train", "{run}"),
     benchmark:
-        f"{R}/benchmarks/train/{{run}}.tsv"
+        L.benchmark("train", "{run}")
     script:
         "../scripts/train.py"
 
@@ -29,13 +29,13 @@ rule import_reference:
     input:
         unpack(import_inputs),
     output:
-        ckpt=f"{R}/runs/{{run}}/model.ckpt",
+        ckpt=L.model("{run}"),
     params:
         init=lambda wc: RUNS[wc.run]["init"],
         config=lambda wc: {"runs": {wc.run: RUNS[wc.run]}, "download_dir": config["download_dir"]},
     wildcard_constraints:
         run=runs_pattern(IMPORTED_RUNS),
     log:
-        f"{R}/logs/train/{{run}}_import.log",
+        L.log("train", "{run}_import"),
     script:
         "../scripts/import_reference.py"

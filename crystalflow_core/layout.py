@@ -1,0 +1,86 @@
+"""Every path of the results folder, defined once. The Snakemake rules, the CLI and the tests all
+take their paths from here; arguments may be Snakemake wildcards ("{run}") as well as values."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: str = "results"
+
+    # data
+    def split(self, dataset, split) -> str:
+        return f"{self.root}/data/{dataset}/{split}.pt"
+
+    def rejected(self, dataset, split) -> str:
+        return f"{self.root}/data/{dataset}/{split}_rejected.csv"
+
+    def fingerprints(self, dataset, split, limit) -> str:
+        """CrystalNN/Magpie fingerprints of a split; `limit` an int, None (all) or a wildcard."""
+        return f"{self.root}/data/{dataset}/{split}_fingerprints2_{'all' if limit is None else limit}.npz"
+
+    # training
+    def run_dir(self, run) -> str:
+        return f"{self.root}/runs/{run}"
+
+    def model(self, run) -> str:
+        return f"{self.run_dir(run)}/model.ckpt"
+
+    def lightning(self, run) -> str:
+        """Resumable Lightning checkpoints (last.ckpt, best-epoch*.ckpt) and the CSV training log."""
+        return f"{self.run_dir(run)}/lightning"
+
+    # sampling and what follows, per number of integration steps
+    def steps_dir(self, run, steps) -> str:
+        return f"{self.run_dir(run)}/s{steps}"
+
+    def sample_shard(self, run, steps, shard) -> str:
+        return f"{self.steps_dir(run, steps)}/samples/shard{shard}.jsonl"
+
+    def samples(self, run, steps) -> str:
+        return f"{self.steps_dir(run, steps)}/samples.jsonl"
+
+    def relaxed(self, run, steps, shard) -> str:
+        return f"{self.steps_dir(run, steps)}/relax/shard{shard}.jsonl"
+
+    def stability(self, run, steps) -> str:
+        return f"{self.steps_dir(run, steps)}/stability.csv"
+
+    def metrics(self, run, steps) -> str:
+        return f"{self.steps_dir(run, steps)}/metrics.csv"
+
+    def targets_metrics(self, run, steps) -> str:
+        """Per-condition-target rows of a conditional DNG run (MAE/RMSE before and after relaxation)."""
+        return f"{self.steps_dir(run, steps)}/metrics_targets.csv"
+
+    def vasp_dir(self, run, steps) -> str:
+        return f"{self.steps_dir(run, steps)}/vasp"
+
+    def vasp_manifest(self, run, steps) -> str:
+        return f"{self.vasp_dir(run, steps)}/manifest.csv"
+
+    # tables and report
+    def table(self, tag, task) -> str:
+        return f"{self.root}/{tag}_{task}_metrics.csv"
+
+    def targets_table(self, tag) -> str:
+        return f"{self.root}/{tag}_dng_targets.csv"
+
+    def paper_table(self, name) -> str:
+        return f"{self.root}/tables/{name}.md"
+
+    def plots(self) -> str:
+        return f"{self.root}/plots"
+
+    def report(self) -> str:
+        return f"{self.root}/report.md"
+
+    def log(self, stage, name) -> str:
+        return f"{self.root}/logs/{stage}/{name}.log"
+
+    def benchmark(self, stage, name) -> str:
+        return f"{self.root}/benchmarks/{stage}/{name}.tsv"
+
+    def downloads(self) -> str:
+        return f"{self.root}/downloads"
