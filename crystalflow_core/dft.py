@@ -75,3 +75,9 @@ def emit_vasp_inputs(items, outdir, manifest, pressure: float = 0.0, extra: dict
     write_text_atomic(outdir / "submit_slurm.sh", SLURM_TEMPLATE.format(last=max(len(rows) - 1, 0)))
     log.info("wrote %d VASP folders under %s (%s)", len(rows), outdir, "POTCAR" if psp else "POTCAR.spec")
     return len(rows)
+
+
+def select_for_dft(st: pd.DataFrame, max_e_hull: float, max_structures: int) -> pd.DataFrame:
+    """The converged relaxed samples below `max_e_hull`, most stable first, at most `max_structures`."""
+    ok = st[st["converged"].astype(bool) & (st["e_hull"] < max_e_hull)]
+    return ok.sort_values("e_hull").head(max_structures)

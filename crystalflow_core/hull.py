@@ -115,6 +115,10 @@ class LocalHull:
         """Energy above hull (eV/atom, negative below the hull) of a formation energy."""
         return float(e_form_per_atom - self.hull_energy(composition))
 
+    def e_hull(self, structure, corrected_total: float, e_form_per_atom: float) -> float:
+        """The one method every hull has: E_hull of a relaxed structure (formation energies here)."""
+        return self.e_above_hull(structure.composition, e_form_per_atom)
+
 
 class MatbenchHull:
     """Matbench Discovery's MP patched phase diagram (absolute MP2020-corrected energies)."""
@@ -128,6 +132,12 @@ class MatbenchHull:
 
     def e_above_hull_total(self, entry) -> float:
         return float(self.ppd.get_e_above_hull(entry, allow_negative=True))
+
+    def e_hull(self, structure, corrected_total: float, e_form_per_atom: float) -> float:
+        """The one method every hull has: E_hull of a relaxed structure (absolute corrected energies here)."""
+        from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+        return self.e_above_hull_total(ComputedStructureEntry(structure, corrected_total))
 
 
 def mp2020_corrected_energy(structure, energy_total: float) -> float:

@@ -44,6 +44,10 @@ def append_jsonl(path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
+class StageError(RuntimeError):
+    """A stage asked to work on inputs that do not fit (missing, foreign, stale, unwritable)."""
+
+
 class DamagedFileError(ValueError):
     """A file this project wrote atomically is damaged (truncated, edited): never read around it."""
 

@@ -17,24 +17,58 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn as nn
 from tqdm import tqdm
 
+from .config import anneal_for
 from .elements import TABLE_Z, TYPE_DIM, decode_types
 from .flow import sample_k_prior, wrap
 from .lattice import k_to_lattice_torch
-from .model import Graph
+from .model import CSPNet, Graph, ModelConfig
 
 log = logging.getLogger(__name__)
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], tuple]
-METHODS = ("euler", "midpoint", "rk4")
+
+
+def _shift(x, dx, scale):
+    """x + scale dx for the state (k, F, A), F wrapped onto the torus."""
+    k_, f_, a_ = x
+    vk, vf, va = dx
+    return (k_ + scale * vk, wrap(f_ + scale * vf), None if a_ is None else a_ + scale * va)
+
+
+def _combine(ds, weights):
+    return tuple(None if parts[0] is None else sum(w * p for w, p in zip(weights, parts)) for parts in zip(*ds))
+
+
+def _euler(vel, x, t, dt):  # the authors' grid: the velocity at the end of the step
+    return _shift(x, vel(t + dt, *x), dt)
+
+
+def _midpoint(vel, x, t, dt):
+    d1 = vel(t, *x)
+    return _shift(x, vel(t + dt / 2, *_shift(x, d1, dt / 2)), dt)
+
+
+def _rk4(vel, x, t, dt):
+    d1 = vel(t, *x)
+    d2 = vel(t + dt / 2, *_shift(x, d1, dt / 2))
+    d3 = vel(t + dt / 2, *_shift(x, d2, dt / 2))
+    d4 = vel(t + dt, *_shift(x, d3, dt))
+    return _shift(x, _combine((d1, d2, d3, d4), (1 / 6, 1 / 3, 1 / 3, 1 / 6)), dt)
+
+
+INTEGRATORS = {"euler": _euler, "midpoint": _midpoint, "rk4": _rk4}  # one step from t to t + dt
+METHODS = tuple(INTEGRATORS)
 
 
 def integrate(velocity: VelocityFn, k, f, a, node_crystal, steps: int = 100, method: str = "euler",
               anneal: float = 0.0, anneal_offset: float = 0.0, anneal_vars=("f",)):
     """Integrate from t = 0 to 1 in `steps` fixed steps; returns (k, f, a)."""
-    if method not in METHODS:
+    if method not in INTEGRATORS:
         raise ValueError(f"unknown integrator '{method}' ({', '.join(METHODS)})")
+    step = INTEGRATORS[method]
     b = k.shape[0]
     dt = 1.0 / steps
     on = [v in anneal_vars for v in ("k", "f", "a")]
@@ -44,27 +78,9 @@ def integrate(velocity: VelocityFn, k, f, a, node_crystal, steps: int = 100, met
         factor = 1.0 + anneal * max(t - anneal_offset, 0.0)
         return tuple(x * factor if (x is not None and use) else x for x, use in zip(v, on))
 
-    def step(x, dx, scale):
-        k_, f_, a_ = x
-        vk, vf, va = dx
-        return (k_ + scale * vk, wrap(f_ + scale * vf), None if a_ is None else a_ + scale * va)
-
     x = (k, f, a)
     for i in range(steps):
-        t = i * dt
-        if method == "euler":  # the authors' grid: the velocity at the end of the step
-            x = step(x, vel((i + 1) * dt, *x), dt)
-        elif method == "midpoint":
-            d1 = vel(t, *x)
-            d2 = vel(t + dt / 2, *step(x, d1, dt / 2))
-            x = step(x, d2, dt)
-        else:
-            d1 = vel(t, *x)
-            d2 = vel(t + dt / 2, *step(x, d1, dt / 2))
-            d3 = vel(t + dt / 2, *step(x, d2, dt / 2))
-            d4 = vel(t + dt, *step(x, d3, dt))
-            comb = tuple(None if p is None else (p + 2 * q + 2 * r + s) / 6 for p, q, r, s in zip(d1, d2, d3, d4))
-            x = step(x, comb, dt)
+        x = step(vel, x, i * dt, dt)
     return x
 
 
@@ -114,57 +130,106 @@ def _flag(lat: np.ndarray, frac: np.ndarray, n: int, s: SampleSettings) -> str:
     return ""
 
 
-@torch.inference_mode()
-def generate(module, items: list[dict], settings: SampleSettings, shard: int = 0, device=None,
+class FlowSampler(nn.Module):
+    """Everything sampling needs, without Lightning: the network, the priors (lattice sigma, atom-count
+    histogram), the condition scalers and the guided velocity. The Lightning module only trains the
+    network; `from_checkpoint` reads a model.ckpt directly."""
+
+    def __init__(self, net: CSPNet, k_sigma: float, scalers: dict, atom_count_hist):
+        super().__init__()
+        self.net = net
+        self.k_sigma = float(k_sigma)
+        self.scalers = {c: (float(m), float(sd)) for c, (m, sd) in (scalers or {}).items()}
+        self.atom_count_hist = list(atom_count_hist or [])
+
+    @property
+    def task(self) -> str:
+        return self.net.cfg.task
+
+    @property
+    def conditions(self) -> list[str]:
+        return list(self.net.cfg.conditions)
+
+    @classmethod
+    def from_checkpoint(cls, path, map_location="cpu") -> "FlowSampler":
+        try:
+            ck = torch.load(path, map_location=map_location, weights_only=False)
+            hp = ck["hyper_parameters"]
+            net = CSPNet(ModelConfig(**hp["model"]))
+            net.load_state_dict({k[4:]: v for k, v in ck["state_dict"].items() if k.startswith("net.")})
+        except Exception as exc:
+            raise RuntimeError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
+        return cls(net, hp["k_sigma"], hp.get("scalers") or {}, hp.get("atom_count_hist")).to(map_location)
+
+    def standardised(self, batch: list[dict], device) -> dict:
+        cond = {}
+        for name in self.conditions:
+            mu, sd = self.scalers[name]
+            vals = [float(it.get("condition", {}).get(name, float("nan"))) for it in batch]
+            if any(math.isnan(v) for v in vals):
+                raise ValueError(f"condition '{name}' missing for some items of a conditional model")
+            cond[name] = (torch.tensor(vals, dtype=torch.float32, device=device) - mu) / sd
+        return cond
+
+    def prior(self, num_atoms: torch.Tensor, generator, device):
+        """(k0, F0, A0): k ~ N(mu, sigma^2), F ~ U[0, 1)^3 per atom, A ~ N(0, I) in R^28 (DNG)."""
+        b, n, dtype = num_atoms.numel(), int(num_atoms.sum()), torch.float32
+        k0 = sample_k_prior(b, self.k_sigma, generator, "cpu", dtype).to(device)
+        f0 = torch.rand(n, 3, generator=generator, dtype=dtype).to(device)
+        a0 = torch.randn(n, TYPE_DIM, generator=generator, dtype=dtype).to(device) if self.task == "dng" else None
+        return k0, f0, a0
+
+    @torch.inference_mode()
+    def generate(self, items: list[dict], settings: SampleSettings, shard: int = 0, progress: bool = True) -> list[dict]:
+        """One structure per item (see `generate`)."""
+        device = next(self.net.parameters()).device
+        self.net.eval()
+        gen = torch.Generator(device="cpu").manual_seed(shard_seed(settings.seed, shard))
+        out = []
+        batches = [items[i : i + settings.batch_size] for i in range(0, len(items), settings.batch_size)]
+        for batch in tqdm(batches, desc=f"sampling shard {shard}", disable=not progress, mininterval=5):
+            na = torch.tensor([it["num_atoms"] for it in batch], dtype=torch.long)
+            g = Graph.build(na.to(device))
+            k0, f0, a0 = self.prior(na, gen, device)
+            types_fixed = None
+            if self.task == "csp":
+                types_fixed = torch.tensor([z for it in batch for z in it["atom_types"]], dtype=torch.long, device=device)
+            velocity = guided_velocity(self.net, types_fixed, na.to(device), self.standardised(batch, device),
+                                       settings.guidance, g)
+            k, f, a = integrate(velocity, k0, f0, a0, g.node_crystal, settings.steps, settings.method,
+                                settings.anneal, settings.anneal_offset, settings.anneal_vars)
+            out += _records(batch, k, f, decode_types(a) if self.task == "dng" else types_fixed, na, settings, shard)
+        return out
+
+
+def _records(batch, k, f, z, na, settings: SampleSettings, shard: int) -> list[dict]:
+    lat = k_to_lattice_torch(k.double()).cpu().numpy()
+    f = f.double().cpu().numpy()
+    z = z.cpu().numpy()
+    offs = np.concatenate([[0], np.cumsum(na.numpy())])
+    out = []
+    for i, it in enumerate(batch):
+        fr = f[offs[i] : offs[i + 1]]
+        rec = {key: val for key, val in it.items() if key not in ("atom_types",)}
+        rec.update(lattice=lat[i].tolist(), species=z[offs[i] : offs[i + 1]].tolist(), frac_coords=fr.tolist(),
+                   flag=_flag(lat[i], fr, len(fr), settings), seed=settings.seed, shard=shard, steps=settings.steps,
+                   method=settings.method)
+        out.append(rec)
+    return out
+
+
+def generate(model, items: list[dict], settings: SampleSettings, shard: int = 0, device=None,
              progress: bool = True) -> list[dict]:
-    """Generate one structure per item.
+    """Generate one structure per item with a FlowSampler (or a trained Lightning module's).
 
     items: dicts with "num_atoms" and, for CSP, "atom_types" (list of Z); optional "condition"
     {name: raw value}; any other keys are copied into the record (ids, candidate index...).
     Returns records with lattice, species, fractional coordinates and a flag ("" when fine).
     """
-    device = device or next(module.parameters()).device
-    module.eval()
-    dtype = torch.float32
-    gen = torch.Generator(device="cpu").manual_seed(shard_seed(settings.seed, shard))
-    scalers = module.hparams.get("scalers") or {}
-    task = module.task
-    out = []
-    batches = [items[i : i + settings.batch_size] for i in range(0, len(items), settings.batch_size)]
-    for batch in tqdm(batches, desc=f"sampling shard {shard}", disable=not progress, mininterval=5):
-        na = torch.tensor([it["num_atoms"] for it in batch], dtype=torch.long)
-        g = Graph.build(na.to(device))
-        n = int(na.sum())
-        k0 = sample_k_prior(len(batch), module.hparams.k_sigma, gen, "cpu", dtype).to(device)
-        f0 = torch.rand(n, 3, generator=gen, dtype=dtype).to(device)
-        a0 = torch.randn(n, TYPE_DIM, generator=gen, dtype=dtype).to(device) if task == "dng" else None
-        types_fixed = None
-        if task == "csp":
-            types_fixed = torch.tensor([z for it in batch for z in it["atom_types"]], dtype=torch.long, device=device)
-        cond = {}
-        for name in module.mcfg.conditions:
-            mu, sd = scalers[name]
-            vals = [float(it.get("condition", {}).get(name, float("nan"))) for it in batch]
-            if any(math.isnan(v) for v in vals):
-                raise ValueError(f"condition '{name}' missing for some items of a conditional model")
-            cond[name] = (torch.tensor(vals, dtype=dtype, device=device) - mu) / sd
-        velocity = guided_velocity(module.velocity, types_fixed, na.to(device), cond, settings.guidance, g)
-        k, f, a = integrate(velocity, k0, f0, a0, g.node_crystal, settings.steps, settings.method,
-                            settings.anneal, settings.anneal_offset, settings.anneal_vars)
-        lat = k_to_lattice_torch(k.double()).cpu().numpy()
-        f = f.double().cpu().numpy()
-        z = (decode_types(a) if task == "dng" else types_fixed).cpu().numpy()
-        offs = np.concatenate([[0], np.cumsum(na.numpy())])
-        for i, it in enumerate(batch):
-            fr = f[offs[i] : offs[i + 1]]
-            rec = {key: val for key, val in it.items() if key not in ("atom_types",)}
-            rec.update(
-                lattice=lat[i].tolist(), species=z[offs[i] : offs[i + 1]].tolist(),
-                frac_coords=fr.tolist(), flag=_flag(lat[i], fr, len(fr), settings),
-                seed=settings.seed, shard=shard, steps=settings.steps, method=settings.method,
-            )
-            out.append(rec)
-    return out
+    sampler = model if isinstance(model, FlowSampler) else model.sampler()
+    if device is not None:
+        sampler = sampler.to(device)
+    return sampler.generate(items, settings, shard, progress)
 
 
 def record_problem(rec: dict) -> tuple[str, str]:
@@ -240,3 +305,40 @@ def dng_items(hist: list[int], n: int, seed: int, conditions: dict | None = None
 def shard_slice(items: list, shard: int, shards: int) -> list:
     n = len(items)
     return items[shard * n // shards : (shard + 1) * n // shards]
+
+
+# ----------------------------------------------------------------------------- what a run samples
+ANNEAL_VARIABLES = {"lattice": "k", "coords": "f", "types": "a"}
+
+
+def settings_for_run(run: dict, steps: int) -> SampleSettings:
+    """Sampler settings of a run's (validated) `sample` section at `steps` integration steps."""
+    s = run["sample"]
+    return SampleSettings(steps=int(steps), method=s["method"], anneal=anneal_for(run), anneal_offset=s["anneal_offset"],
+                          anneal_vars=tuple(ANNEAL_VARIABLES[v] for v in s["anneal_vars"]),
+                          batch_size=s["batch_size"], guidance=s["guidance"], seed=s["seed"])
+
+
+def items_for_run(run: dict, test_cache: dict | None, atom_count_hist) -> list[dict]:
+    """Everything a run samples: CSP, every test composition x candidates (each at its own condition
+    values for conditional CSP); DNG, atom counts drawn from the training histogram per target."""
+    s = run["sample"]
+    conds = run["conditions"]
+    if run["task"] == "csp":
+        items = csp_items(test_cache, max(s["k"]), s["test_limit"])
+        for it in items:
+            it["id"] = f"{it['target_id']}#{it['candidate']}"
+            if conds:  # conditional CSP (e.g. pressure): each target at its own value
+                it["condition"] = {c: float(test_cache["conditions"][c][it["target_index"]]) for c in conds}
+                it["target"] = it["condition"][conds[0]]
+        return items
+    targets = s["targets"] if conds else [None]
+    items = []
+    for ti, target in enumerate(targets):
+        cond = {conds[0]: float(target)} if conds else None
+        for it in dng_items(atom_count_hist, s["num_samples"], s["seed"] + ti, cond):
+            it["id"] = f"t{ti}-{it['sample_index']}" if conds else f"s{it['sample_index']}"
+            if conds:
+                it["target"] = float(target)
+            items.append(it)
+    return items

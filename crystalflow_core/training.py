@@ -16,6 +16,7 @@ from .data import load_cache
 from .elements import encode_types
 from .flow import flow_loss, interpolate
 from .model import CSPNet, Graph, ModelConfig
+from .sampling import FlowSampler
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,11 @@ class CrystalFlowModule(pl.LightningModule):
 
     def velocity(self, t, types, frac, k, num_atoms, cond=None, cond_mask=None, graph=None):
         return self.forward_net(t, types, frac, k, num_atoms, cond, cond_mask, graph)
+
+    def sampler(self):
+        """The sampling side of this model (shares the network; no Lightning needed to use it)."""
+        hp = self.hparams
+        return FlowSampler(self.net, hp.k_sigma, hp.get("scalers") or {}, hp.get("atom_count_hist"))
 
     def _step(self, batch, stage):
         g = Graph.build(batch["num_atoms"])

@@ -20,7 +20,9 @@ def _csp_setup(tmp_path, nacl, n=3):
     cache = prepare_split(csv, test_pt, PrepareSettings(workers=1))
     cfg = {"metrics": {"fingerprint_limit": None, "n_property_samples": 10, "coverage_cutoffs": [0.4, 10.0],
                        "stol": 0.5, "ltol": 0.3, "angle_tol": 10, "protocol": "crystalflow", "seed": 0}}
-    run = {"dataset": "x", "task": "csp", "conditions": [], "sample": {"k": [1], "test_limit": None}}
+    from crystalflow_core.config import run_defaults
+
+    run = run_defaults({"dataset": "x", "task": "csp", "sample": {"k": [1]}})
     good = []
     for i in range(n):
         st = nacl.get_reduced_structure("niggli")

@@ -104,7 +104,9 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protoc
     prepare_split(csv, test_pt, PrepareSettings(workers=1))
     fp = tmp_path / "fp.npz"
     stages.test_fingerprints(str(test_pt), str(fp), None, workers=1)
-    run = {"dataset": "x", "task": "dng", "conditions": [], "sample": {"k": [1]}}
+    from crystalflow_core.config import run_defaults
+
+    run = run_defaults({"dataset": "x", "task": "dng", "sample": {"k": [1]}})
     cfg = {"metrics": {"fingerprint_limit": None, "n_property_samples": 10, "coverage_cutoffs": [0.4, 10.0],
                        "stol": 0.5, "ltol": 0.3, "angle_tol": 10, "protocol": protocol, "seed": 0}}
     bad = {"id": "s0", "lattice": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "species": [11, 17],
@@ -119,7 +121,7 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protoc
         assert row["struct_valid_pct"] == 0 and row["valid_pct"] == 0 and row["protocol"] == protocol
         if protocol == "diffcsp" or not recs:  # crystalflow covers with every generated crystal, valid or not
             assert row["cov_recall_pct"] == 0
-    csp_run = {"dataset": "x", "task": "csp", "conditions": [], "sample": {"k": [1, 2]}}
+    csp_run = run_defaults({"dataset": "x", "task": "csp", "sample": {"k": [1, 2]}})
     samples = tmp_path / "csp.jsonl"
     _write_samples(samples, [dict(bad, id="a#0", target_index=0, candidate=0), dict(bad, id="a#1", target_index=0, candidate=1, flag="nan")])
     out = tmp_path / "csp_metrics.csv"

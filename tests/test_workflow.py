@@ -78,13 +78,15 @@ def test_tiny_config_end_to_end(tiny_run):
     assert (csp["match_rate_pct"].diff().fillna(0) >= 0).all()  # best of k never decreases with k
     assert ((csp["rmse_all_norm"] > 0) & (csp["rmse_all_norm"] <= 0.5)).all()
     dng = pd.read_csv(r / "mp20_dng_metrics.csv")
-    main = dng[dng["target"].isna()].iloc[0]
+    assert len(dng) == 1 and "target" not in dng  # the summary; per-target rows have a file of their own
+    main = dng.iloc[0]
     assert main["n_samples"] == 12 and main["n_relaxed"] == 12
     for c in ["struct_valid_pct", "comp_valid_pct", "cov_recall_pct", "cov_precision_pct", "stable_pct", "sun_pct", "unique_pct"]:
         assert 0 <= main[c] <= 100, c
     assert main["wdist_num_elems"] >= 0
-    cond = dng[dng["target"].notna()]
-    assert sorted(cond["target"]) == [-2.0, -1.0]
+    cond = pd.read_csv(r / "mp20_dng_targets.csv")
+    assert sorted(cond["target"]) == [-2.0, -1.0] and (cond["n_samples"] == 6).all()
+    assert "Formation-energy conditioning" in (r / "tables/table3_dng.md").read_text()
     samples = [l for l in (r / "runs/mp20_csp/s3/samples.jsonl").read_text().splitlines() if l]
     assert len(samples) == 20  # 10 targets x k=2
     assert "Table 1" in (r / "tables/table1_csp.md").read_text()
@@ -134,7 +136,7 @@ def test_kill_of_whole_workflow_then_rerun_incomplete_gives_same_tables(tiny_run
     assert not (tmp_path / "results/report.md").exists()
     smk(["--unlock", "--configfile", str(cfg), "--directory", str(tmp_path)], cwd=tmp_path)
     smk(["--cores", "2", "--rerun-incomplete", "--configfile", str(cfg), "--directory", str(tmp_path)], cwd=tmp_path)
-    for f in ["mp20_csp_metrics.csv", "mp20_dng_metrics.csv"]:
+    for f in ["mp20_csp_metrics.csv", "mp20_dng_metrics.csv", "mp20_dng_targets.csv"]:
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results" / f), pd.read_csv(work / "results" / f))
     for f in ["tables/table1_csp.md", "tables/table3_dng.md"]:
         assert (tmp_path / "results" / f).read_text() == (work / "results" / f).read_text(), f

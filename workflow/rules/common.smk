@@ -93,6 +93,15 @@ def table_inputs(wildcards):
     return [m for r in runs for m in run_metrics(r)]
 
 
+def targets_inputs(wildcards):
+    """Per-target rows (conditional DNG runs) of every DNG run of a dataset tag."""
+    return [L.targets_metrics(r, s) for r in table_runs(wildcards.tag, "dng") for s in RUNS[r]["sample"]["steps"]]
+
+
+def targets_tables():
+    return sorted({L.targets_table(dataset_tag(RUNS[r]["dataset"])) for r in TARGET_RUNS if RUNS[r]["task"] == "dng"})
+
+
 def metric_tables():
     pairs = sorted({(dataset_tag(RUNS[r]["dataset"]), RUNS[r]["task"]) for r in TARGET_RUNS})
     return [L.table(tag, task) for tag, task in pairs]

@@ -22,7 +22,8 @@ rule metrics:
     input:
         unpack(metrics_inputs),
     output:
-        L.metrics("{run}", "{steps}"),
+        summary=L.metrics("{run}", "{steps}"),
+        targets=L.targets_metrics("{run}", "{steps}"),
     params:
         cfg={"metrics": config["metrics"]},
         run=run_view("sample", "relax"),
@@ -44,5 +45,18 @@ rule metric_table:
         L.table("{tag}", "{task}"),
     log:
         L.log("tables", "{tag}_{task}"),
+    script:
+        "../scripts/collect.py"
+
+
+rule targets_table:
+    conda:
+        "../../envs/metrics.yaml"
+    input:
+        targets_inputs,
+    output:
+        L.targets_table("{tag}"),
+    log:
+        L.log("tables", "{tag}_dng_targets"),
     script:
         "../scripts/collect.py"

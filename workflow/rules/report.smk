@@ -4,6 +4,7 @@ rule report:
     input:
         tables=metric_tables(),
         stability=stability_tables(),
+        targets=targets_tables(),
     output:
         report=L.report(),
         table1=L.paper_table("table1_csp"),

@@ -3,11 +3,12 @@ from crystalflow_core.stages import csp_metrics, dng_metrics, setup_logging
 # guarded: worker processes started with 'spawn' import this file again
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
-    run, cfg, inp = snakemake.params.run, snakemake.params.cfg, snakemake.input
+    run, cfg, inp, out = snakemake.params.run, snakemake.params.cfg, snakemake.input, snakemake.output
     steps = int(snakemake.wildcards.steps)
     if run["task"] == "csp":
-        csp_metrics(cfg, snakemake.wildcards.run, run, inp.samples, inp.test, steps, snakemake.output[0], snakemake.threads,
+        csp_metrics(cfg, snakemake.wildcards.run, run, inp.samples, inp.test, steps, out.summary, snakemake.threads,
                     relaxed=list(inp.get("relaxed", [])))
+        open(out.targets, "w").close()  # CSP runs have no condition targets
     else:
         dng_metrics(cfg, snakemake.wildcards.run, run, inp.samples, inp.test, inp.fingerprints, inp.get("stability"),
-                    steps, snakemake.output[0], snakemake.threads)
+                    steps, out.summary, snakemake.threads, targets_out=out.targets)

@@ -5,4 +5,5 @@ from crystalflow_core.stages import setup_logging
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     write_report(list(snakemake.input.tables), list(snakemake.input.stability), snakemake.params.results,
-                 snakemake.output.report, snakemake.output.table1, snakemake.output.table3)
+                 snakemake.output.report, snakemake.output.table1, snakemake.output.table3,
+                 targets=list(snakemake.input.targets))

@@ -1,0 +1,22 @@
+"""One module per workflow stage: each reads its inputs, calls one computation of the package and
+writes its outputs atomically. Snakemake scripts and the CLI both call these.
+
+  data     prepare                              -> crystalflow_core.data
+  train    train, import_checkpoint             -> crystalflow_core.training, .reference
+  sample   sample, gather                       -> crystalflow_core.sampling
+  relax    relax, stability                     -> crystalflow_core.relax, .evaluation.stability_table
+  metrics  test_fingerprints, csp_metrics, dng_metrics, collect -> crystalflow_core.evaluation
+  dft      dft                                  -> crystalflow_core.dft
+"""
+from ..io import StageError
+from .common import ensure_writable, require, setup_logging, use_threads
+from .data import prepare
+from .dft import dft
+from .metrics import collect, csp_metrics, dng_metrics, test_fingerprints
+from .relax import build_hull, relax, stability
+from .sample import check_samples_current, gather, sample, shard_is_current
+from .train import import_checkpoint, train
+
+__all__ = ["StageError", "build_hull", "check_samples_current", "collect", "csp_metrics", "dft", "dng_metrics",
+           "ensure_writable", "gather", "import_checkpoint", "prepare", "relax", "require", "sample", "setup_logging",
+           "shard_is_current", "stability", "test_fingerprints", "train", "use_threads"]

@@ -1,0 +1,88 @@
+"""Stages: test-set fingerprints, the CSP and DNG metric rows, and the collected tables. The numbers
+come from ``crystalflow_core.evaluation``; this module reads and writes."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from ..data import cache_structures, load_cache
+from ..evaluation import (TARGET_COLUMNS, MetricSettings, evaluate_csp, evaluate_dng, index_csp_records,
+                          stability_summary, target_rows, wdist_reference_count)
+from ..io import atomic_path, read_jsonl
+from ..metrics import fingerprints_all
+from .common import ensure_writable, require
+from .sample import check_samples_current
+
+log = logging.getLogger("crystalflow")
+
+
+def _write_csv(rows: list[dict], out: str, columns: list[str] | None = None) -> None:
+    with atomic_path(out) as tmp:
+        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
+
+
+def test_fingerprints(test_pt: str, out: str, limit: int | None, workers: int = 0):
+    require(test_pt)
+    ensure_writable(out)
+    cache = load_cache(test_pt)
+    n = len(cache["ids"]) if not limit else min(limit, len(cache["ids"]))
+    sfp, cfp, ok = fingerprints_all(cache_structures(cache, range(n)), workers, progress=True)  # protocols filter
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, struct=sfp, comp=cfp, ok=ok)
+
+
+def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str, steps: int, out: str,
+                workers: int = 0, relaxed: list[str] = (), ckpt: str | None = None):
+    """Match rate / RMSE for every candidate count k; with `relaxed` (pressure-conditioned runs) also the
+    CHGNet stress of the relaxed candidates against their target pressure."""
+    require(samples, test_pt, *relaxed)
+    ensure_writable(out)
+    cache = load_cache(test_pt)
+    recs = read_jsonl(samples)
+    check_samples_current(recs, samples, ckpt, run, run_name)
+    limit = run["sample"]["test_limit"]
+    n_targets = min(limit, len(cache["ids"])) if limit else len(cache["ids"])  # every target asked for
+    by_target = index_csp_records(recs, cache["ids"][:n_targets], max(run["sample"]["k"]), samples)
+    gts = cache_structures(cache, range(n_targets))
+    rel = [r for p in relaxed for r in read_jsonl(p)] if relaxed else None
+    rows = evaluate_csp(gts, by_target, run["sample"]["k"], MetricSettings.from_config(cfg["metrics"]), workers, rel)
+    head = {"run": run_name, "dataset": run["dataset"], "task": "csp", "steps": steps}
+    _write_csv([{**head, **r} for r in rows], out)
+
+
+def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str, test_fp: str,
+                stab_csv: str | None, steps: int, out: str, workers: int = 0, ckpt: str | None = None,
+                targets_out: str | None = None):
+    """The summary row (validity, coverage, Wasserstein, stability) to `out`; for conditional runs the
+    per-target rows (MAE/RMSE before and after relaxation) to `targets_out`."""
+    require(samples, test_pt, test_fp, stab_csv)
+    ensure_writable(out, *([targets_out] if targets_out else []))
+    settings = MetricSettings.from_config(cfg["metrics"])
+    recs = read_jsonl(samples)
+    check_samples_current(recs, samples, ckpt, run, run_name)
+    cache = load_cache(test_pt)
+    test_structs = cache_structures(cache, range(wdist_reference_count(len(cache["ids"]), settings)))
+    with np.load(test_fp) as fp:
+        ref = {k: fp[k] for k in ("struct", "comp", "ok")}
+    head = {"run": run_name, "dataset": run["dataset"], "task": "dng", "steps": steps}
+    row = {**head, **evaluate_dng(recs, ref, test_structs, settings, workers)}
+    targets = []
+    if stab_csv:
+        st = pd.read_csv(stab_csv)
+        row.update(stability_summary(st, bool(run["relax"]["pressure"] or "pressure" in run["conditions"])))
+        if run["conditions"]:
+            targets = [{**head, **t} for t in target_rows(st, run["conditions"][0])]
+    _write_csv([row], out)
+    if targets_out:
+        _write_csv(targets, targets_out, TARGET_COLUMNS)
+
+
+def collect(inputs: list[str], out: str):
+    frames = [pd.read_csv(p) for p in inputs]
+    frames = [f for f in frames if len(f)] or frames[:1]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)

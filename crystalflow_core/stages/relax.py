@@ -1,0 +1,85 @@
+"""Stages: CHGNet relaxation shards (resumable) and the stability table (formation energy, E_hull,
+unique, new) computed by ``crystalflow_core.evaluation.stability_table``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ..data import SplitSource, cache_structures, load_cache, resolve_source
+from ..evaluation import check_relaxations_belong, stability_table
+from ..hull import LocalHull, MatbenchHull, load_elemental_refs
+from ..io import atomic_path, read_jsonl, write_jsonl_atomic
+from ..relax import RelaxSettings, relax_many
+from ..sampling import record_to_structure, shard_slice
+from .common import ensure_writable, require
+
+log = logging.getLogger("crystalflow")
+
+
+def relax_settings(r: dict) -> RelaxSettings:
+    return RelaxSettings(fmax=r["fmax"], steps=r["steps"], pressure=r["pressure"], optimizer=r["optimizer"],
+                         timeout=r["timeout"], batch_size=r["batch_size"], max_vacuum_gap=r["max_vacuum_gap"])
+
+
+def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: int = 1):
+    r = run["relax"]
+    require(samples)
+    ensure_writable(out)
+    recs = read_jsonl(samples)
+    if r["limit"]:
+        recs = recs[: r["limit"]]
+    recs = shard_slice(recs, shard, shards)
+    settings = relax_settings(r)
+    partial = Path(str(out) + ".partial")
+    # what this shard relaxes: finished work in a .partial of other samples or settings is not resumed
+    prov_of = {rec["id"]: rec.get("provenance", "") for rec in recs}
+    key = hashlib.sha256(json.dumps([sorted(prov_of.items()), asdict(settings)], default=str).encode()).hexdigest()[:16]
+    side = Path(str(partial) + ".key")
+    if partial.exists() and (not side.exists() or side.read_text().strip() != key):
+        log.warning("%s holds relaxations of other samples or settings; starting the shard again", partial)
+        partial.unlink()
+    side.write_text(key + "\n")
+    per_item = "pressure" in run["conditions"]  # pressure-conditioned run: relax at each sample's target
+    items = [(rec["id"], record_to_structure(rec), rec["condition"]["pressure"] if per_item else None)
+             for rec in recs]
+    t0 = time.time()
+    done = relax_many(items, partial, settings, workers=workers or r["workers"] or 1)
+    n_fail = sum(1 for d in done if d.get("error"))
+    log.info("relaxed %d structures in %.1f s (%d failed)", len(done), time.time() - t0, n_fail)
+    if done and n_fail == len(done):
+        log.warning("every structure of this shard failed to relax")
+    for d in done:
+        d["sample_provenance"] = prov_of.get(d["id"], "")
+    write_jsonl_atomic(out, done)
+    partial.unlink(missing_ok=True)
+    side.unlink(missing_ok=True)
+
+
+def build_hull(cfg: dict):
+    h = cfg["hull"]
+    mirror = Path(cfg["data_mirror"] or ".")
+    if h["source"] == "matbench":
+        path = h["matbench_path"]
+        if not path:
+            src = SplitSource("hull", "ppd", "hull/2023-02-07-ppd-mp.pkl.gz", h["matbench_url"], sha256=h["matbench_sha256"])
+            path = resolve_source(src, str(mirror), cfg["download_dir"])
+        return MatbenchHull(path)
+    return LocalHull.from_csvs([mirror / p for p in h["local_sources"]])
+
+
+def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pts: list[str], out: str):
+    """Per-structure table: formation energies (before/after relaxation), E_hull, unique, new."""
+    require(samples, *relaxed, *novelty_pts)
+    ensure_writable(out)
+    samples_by_id = {r["id"]: r for r in read_jsonl(samples)}
+    rel = [r for p in relaxed for r in read_jsonl(p)]
+    check_relaxations_belong(samples_by_id, rel, samples)
+    refs = load_elemental_refs(Path(cfg["data_mirror"]) / cfg["hull"]["elemental_refs"])
+    novelty = [s for p in novelty_pts for s in cache_structures(load_cache(p))]
+    df = stability_table(samples_by_id, rel, refs, build_hull(cfg), novelty)
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)

@@ -1,0 +1,120 @@
+"""Stage: sample shards from a checkpoint, their provenance, and the gathered samples (+ CIF/extxyz)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from .. import __version__
+from ..crystal import safe_names
+from ..data import load_cache
+from ..io import DamagedFileError, StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from ..sampling import FlowSampler, items_for_run, record_to_structure, settings_for_run, shard_slice
+from .common import ensure_writable, require, use_threads
+
+log = logging.getLogger("crystalflow")
+
+
+def sample(run: dict, ckpt: str, test_pt: str | None, steps: int, shard: int, shards: int, out: str,
+           threads: int = 0):
+    require(ckpt, test_pt if run["task"] == "csp" else None)
+    ensure_writable(out)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    use_threads(threads)
+    sampler = FlowSampler.from_checkpoint(ckpt, map_location=dev)
+    check_model_fits_run(sampler, run, ckpt)
+    test_cache = load_cache(test_pt) if run["task"] == "csp" else None
+    items = shard_slice(items_for_run(run, test_cache, sampler.atom_count_hist), shard, shards)
+    prov = sample_provenance(run, sha256_file(ckpt), steps, shard, shards)
+    t0 = time.time()
+    recs = sampler.generate(items, settings_for_run(run, steps), shard=shard)
+    for r in recs:
+        r["provenance"], r["model_sha256"] = prov["key"], prov["model_sha256"][:16]
+    dt = time.time() - t0
+    n_flag = sum(1 for r in recs if r["flag"])
+    log.info("shard %d/%d: %d structures in %.1f s (%.2f min per 10,000), %d flagged", shard, shards,
+             len(recs), dt, dt / 60 * 1e4 / max(len(recs), 1), n_flag)
+    write_jsonl_atomic(out, recs)
+
+
+def sample_provenance(run: dict, model_sha256: str, steps: int, shard: int, shards: int) -> dict:
+    """What a sample shard is made from: the checkpoint's bytes, the settings that change the samples,
+    the shard, and the code version; `key` is a short hash of all of it, stored in every record."""
+    s = run["sample"]
+    what = {"model_sha256": model_sha256, "task": run["task"], "conditions": run["conditions"],
+            "settings": asdict(settings_for_run(run, steps)), "shard": [shard, shards],
+            "items": {k: s[k] for k in ("k", "num_samples", "test_limit", "targets")}, "test_split": run["test_split"],
+            "code": __version__}
+    what["key"] = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return what
+
+
+def check_model_fits_run(sampler: FlowSampler, run: dict, ckpt) -> None:
+    """A checkpoint of another task or other conditions is an error, never sampled."""
+    mc = sampler.net.cfg
+    if mc.task != run["task"] or sorted(mc.conditions) != sorted(run["conditions"]):
+        raise StageError(f"{ckpt} is a {mc.task} model conditioned on {mc.conditions or 'nothing'}; the run "
+                         f"asks for {run['task']} on {run['conditions'] or 'nothing'}: a checkpoint of another run")
+
+
+def shard_is_current(path, run: dict, ckpt: str, steps: int, shard: int, shards: int) -> bool:
+    """True when an existing shard was made from this checkpoint with these settings (else rebuild it)."""
+    if not Path(path).exists() or not Path(ckpt).exists():
+        return False
+    key = sample_provenance(run, sha256_file(ckpt), steps, shard, shards)["key"]
+    try:
+        recs = read_jsonl(path)
+    except DamagedFileError:
+        return False
+    return bool(recs) and all(r.get("provenance") == key for r in recs)
+
+
+def check_samples_current(recs: list[dict], samples: str, ckpt: str | None, run: dict, run_name: str) -> None:
+    """Samples must come from the run's current checkpoint and settings."""
+    keys = {r.get("provenance") for r in recs}
+    if not recs or ckpt is None or not Path(ckpt).exists():
+        return
+    if None in keys:
+        raise StageError(f"{samples}: records without provenance (made by an older version): delete the file to rebuild")
+    steps = recs[0].get("steps")
+    shards = run["sample"]["shards"]
+    sha = sha256_file(ckpt)
+    want = {sample_provenance(run, sha, steps, i, shards)["key"] for i in range(shards)}
+    if not keys <= want:
+        raise StageError(f"{samples}: made from another checkpoint or other sampling settings than run {run_name} "
+                         f"has now ({Path(ckpt).name}): delete it to rebuild")
+
+
+def gather(inputs: list[str], out: str, export: list[str] = ()):
+    """Concatenate shard files; optionally export CIFs (a folder) and extxyz beside `out`."""
+    recs = [r for p in inputs for r in read_jsonl(p)]
+    if export:
+        export_samples(recs, Path(out).parent, export)
+    write_jsonl_atomic(out, recs)
+
+
+def export_samples(recs: list[dict], folder: Path, formats) -> None:
+    structs = [(r["id"], record_to_structure(r)) for r in recs]
+    structs = [(i, s) for i, s in structs if s is not None]
+    if "cif" in formats:
+        d = folder / "cif"
+        d.mkdir(parents=True, exist_ok=True)
+        names = safe_names(sid for sid, _ in structs)
+        for sid, s in structs:
+            s.to(filename=str(d / f"{names[sid]}.cif"))
+    if "extxyz" in formats:
+        from ase.io import write
+
+        atoms = []
+        for sid, s in structs:
+            a = AseAtomsAdaptor.get_atoms(s)
+            a.info["sample_id"] = sid
+            atoms.append(a)
+        with atomic_path(folder / "samples.extxyz") as tmp:
+            write(str(tmp), atoms, format="extxyz")

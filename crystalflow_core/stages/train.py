@@ -1,0 +1,41 @@
+"""Stage: a model checkpoint, trained (resumably) or imported from the authors' release."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..data import SplitSource, load_cache, resolve_source
+from ..io import sha256_file
+from ..reference import build_module, hparams_from_yaml, load_reference, read_scalers, save_module
+from ..training import train as train_model
+from .common import ensure_writable, require, use_threads
+
+log = logging.getLogger("crystalflow")
+
+
+def train(run: dict, train_pt: str, val_pt: str | None, out_ckpt: str, workdir: str, threads: int = 0):
+    require(train_pt, val_pt)
+    ensure_writable(out_ckpt, Path(workdir) / "last.ckpt")
+    use_threads(threads)
+    return train_model(run, train_pt, val_pt, out_ckpt, workdir)
+
+
+def import_checkpoint(cfg: dict, run_name: str, ckpt: str, out: str, hparams: str | None = None,
+                      scalers: str | None = None, sha256: str | None = None, url: str | None = None,
+                      train_pt: str | None = None):
+    """The authors' checkpoint -> this project's model.ckpt (the workflow then samples and evaluates it)."""
+    run = cfg["runs"][run_name]
+    ensure_writable(out)
+    path = Path(ckpt)
+    if url and not path.exists():
+        path = resolve_source(SplitSource("checkpoints", run_name, path.name, url, sha256), None, cfg["download_dir"])
+    ref = load_reference(path, sha256)
+    hp = hparams_from_yaml(hparams) if hparams else (ref.get("hyper_parameters") or {})
+    sc = read_scalers(scalers) if scalers else None
+    hist = load_cache(train_pt)["atom_count_hist"].tolist() if train_pt else None
+    prov = {"reference_checkpoint": str(path), "sha256": sha256_file(path)}
+    module = build_module(ref, hp, run, run_name, sc, hist, prov)
+    save_module(module, out)
+    log.info("imported %s (%s, H=%d, L=%d, conditions %s) -> %s", path, module.mcfg.task, module.mcfg.hidden,
+             module.mcfg.layers, module.mcfg.conditions or "none", out)
+    return out
