@@ -22,13 +22,14 @@ import itertools
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
 import warnings
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
+
+from .parallel import fork_map
 
 log = logging.getLogger(__name__)
 
@@ -169,42 +170,39 @@ def composition_valid(structure, protocol: str = "diffcsp") -> bool:
 
 
 # ----------------------------------------------------------------------------- CSP
-_M: dict = {}
-
-
-def _init_matcher(stol, ltol, angle_tol, protocol="crystalflow"):
-    warnings.filterwarnings("ignore")
-    _M["tol"] = (stol, ltol, angle_tol)
-    _M["protocol"] = protocol
-
-
-def _best_rms(args):
-    """rms of every candidate against one ground truth (None: invalid or no match).
+class Matcher:
+    """rms of every candidate against one ground truth (None: no match, or under diffcsp invalid).
 
     ``crystalflow_core.matcher`` gives pymatgen's StructureMatcher.get_rms_dist, vectorised; the
     ground truth is reduced once for all its candidates."""
-    from .matcher import reduce_structure, rms_dist
 
-    gt, cands = args  # cands: list of Structure|None in candidate order
-    stol, ltol, angle_tol = _M["tol"]
-    gated = _M.get("protocol", "crystalflow") == "diffcsp"  # only valid candidates (and targets) match
-    comp = _reduced_counts(gt)
-    gt_red = None
-    out = []
-    gt_ok = not gated or (structure_valid(gt) and composition_valid(gt))
-    for c in cands:
-        rms = None
-        valid = not gated or (structure_valid(c) and composition_valid(c))
-        if c is not None and gt_ok and _reduced_counts(c) == comp and valid:
-            try:
-                if gt_red is None:
-                    gt_red = reduce_structure(gt)
-                rms = rms_dist(reduce_structure(c), gt_red, stol, ltol, angle_tol)
-            except Exception as exc:  # one odd candidate is recorded as unmatched, not fatal
-                log.warning("matcher failed on a candidate of %s: %s", gt.composition.reduced_formula, exc)
-                rms = None
-        out.append(rms)
-    return out
+    def __init__(self, stol: float, ltol: float, angle_tol: float, protocol: str):
+        _check_protocol(protocol)
+        self.tol = (stol, ltol, angle_tol)
+        self.gated = protocol == "diffcsp"  # only valid candidates (and targets) match
+
+    def __call__(self, job) -> list:
+        from .matcher import reduce_structure, rms_dist
+
+        warnings.filterwarnings("ignore")
+        gt, cands = job  # cands: list of Structure|None in candidate order
+        comp = _reduced_counts(gt)
+        gt_red = None
+        out = []
+        gt_ok = not self.gated or (structure_valid(gt) and composition_valid(gt))
+        for c in cands:
+            rms = None
+            valid = not self.gated or (structure_valid(c) and composition_valid(c))
+            if c is not None and gt_ok and _reduced_counts(c) == comp and valid:
+                try:
+                    if gt_red is None:
+                        gt_red = reduce_structure(gt)
+                    rms = rms_dist(reduce_structure(c), gt_red, *self.tol)
+                except Exception as exc:  # one odd candidate is recorded as unmatched, not fatal
+                    log.warning("matcher failed on a candidate of %s: %s", gt.composition.reduced_formula, exc)
+                    rms = None
+            out.append(rms)
+        return out
 
 
 def _reduced_counts(structure) -> frozenset:
@@ -218,27 +216,14 @@ def _reduced_counts(structure) -> frozenset:
 
 def csp_rms_table(gts: list, candidates: list[list], stol=0.5, ltol=0.3, angle_tol=10.0, workers=0,
                   protocol: str = "crystalflow") -> list[list]:
-    """rms (or None) of every candidate of every ground truth; parallel over ground truths.
+    """rms (or None) of every candidate of every ground truth; parallel over ground truths (forked
+    workers inherit the structures; only indices and rms values cross processes).
     crystalflow: every candidate that could be built may match (the authors compute validity but
     overwrite it); diffcsp: only structurally and compositionally valid candidates and targets."""
     _check_protocol(protocol)
-    workers = workers or os.cpu_count() or 1
     jobs = list(zip(gts, candidates))
-    if workers == 1 or len(jobs) < 50:
-        _init_matcher(stol, ltol, angle_tol, protocol)
-        return [_best_rms(j) for j in jobs]
-    # the forked workers inherit the structures; only indices and rms values cross processes
-    _M["jobs"] = jobs
-    try:
-        with mp.get_context("fork").Pool(workers, initializer=_init_matcher,
-                                         initargs=(stol, ltol, angle_tol, protocol)) as pool:
-            return pool.map(_best_rms_of, range(len(jobs)), chunksize=max(1, len(jobs) // (workers * 32)))
-    finally:
-        _M.pop("jobs", None)
-
-
-def _best_rms_of(i: int):
-    return _best_rms(_M["jobs"][i])
+    workers = workers or os.cpu_count() or 1
+    return fork_map(partial(Matcher, stol, ltol, angle_tol, protocol), jobs, workers if len(jobs) >= 50 else 1)
 
 
 def csp_summary(rms_table: list[list], k: int, stol: float = 0.5) -> dict:
@@ -263,30 +248,33 @@ def csp_summary(rms_table: list[list], k: int, stol: float = 0.5) -> dict:
 STRUCT_FP_DIM, COMP_FP_DIM = 61, 132
 
 
-def _fp_one(structure):
+class Fingerprinter:
     """(CrystalNN 'ops' site-mean or None when CrystalNN fails, Magpie features with NaN where
-    undefined); (None, None) for a structure that could not be built."""
-    warnings.filterwarnings("ignore")
-    from matminer.featurizers.composition.composite import ElementProperty
-    from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
+    undefined) of a structure; (None, None) for a structure that could not be built."""
 
-    if "cnn" not in _M:
-        _M["cnn"] = CrystalNNFingerprint.from_preset("ops")
-        _M["magpie"] = ElementProperty.from_preset("magpie")
-    if structure is None:
-        return None, None
-    try:
-        comp_fp = np.array(_M["magpie"].featurize(structure.composition), dtype=float)
-    except Exception:
-        comp_fp = None
-    try:
-        site = np.array([_M["cnn"].featurize(structure, i) for i in range(len(structure))])
-        struct_fp = site.mean(axis=0)
-        if not np.all(np.isfinite(struct_fp)):
+    def __init__(self):
+        from matminer.featurizers.composition.composite import ElementProperty
+        from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
+
+        warnings.filterwarnings("ignore")
+        self.cnn = CrystalNNFingerprint.from_preset("ops")
+        self.magpie = ElementProperty.from_preset("magpie")
+
+    def __call__(self, structure):
+        if structure is None:
+            return None, None
+        try:
+            comp_fp = np.array(self.magpie.featurize(structure.composition), dtype=float)
+        except Exception:
+            comp_fp = None
+        try:
+            site = np.array([self.cnn.featurize(structure, i) for i in range(len(structure))])
+            struct_fp = site.mean(axis=0)
+            if not np.all(np.isfinite(struct_fp)):
+                struct_fp = None
+        except Exception:
             struct_fp = None
-    except Exception:
-        struct_fp = None
-    return struct_fp, comp_fp
+        return struct_fp, comp_fp
 
 
 def fingerprints_all(structures: list, workers: int = 0, progress: bool = False):
@@ -295,12 +283,8 @@ def fingerprints_all(structures: list, workers: int = 0, progress: bool = False)
     from tqdm import tqdm
 
     workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(structures) < 20:
-        res = [_fp_one(s) for s in tqdm(structures, disable=not progress, desc="fingerprints")]
-    else:
-        with mp.get_context("fork").Pool(workers) as pool:
-            res = list(tqdm(pool.imap(_fp_one, structures, chunksize=8), total=len(structures),
-                            disable=not progress, desc="fingerprints", mininterval=5))
+    with tqdm(total=len(structures), disable=not progress, desc="fingerprints", mininterval=5) as bar:
+        res = fork_map(Fingerprinter, list(structures), workers if len(structures) >= 20 else 1, bar)
     sfp = np.full((len(res), STRUCT_FP_DIM), np.nan)
     cfp = np.full((len(res), COMP_FP_DIM), np.nan)
     for i, (a, b) in enumerate(res):

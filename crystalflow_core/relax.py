@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import multiprocessing as mp
 import os
 import signal
 import time
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from .crystal import vacuum_gap
 from .io import append_jsonl, read_jsonl, write_jsonl_atomic
+from .parallel import serve_map
 
 log = logging.getLogger(__name__)
 EV_PER_A3_PER_GPA = 1.0 / 160.21766208  # 1 GPa in eV/A^3
@@ -68,22 +68,6 @@ def _time_limit(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-
-
-_STATE: dict = {}
-
-
-def _init_worker(settings: dict):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
-    from chgnet.model import CHGNet
-
-    _STATE["model"] = CHGNet.load(verbose=False)
-    # one calculator per worker, reused for every structure (ASE recomputes for new atoms)
-    _STATE["calc"] = make_calculator(_STATE["model"])
-    _STATE["settings"] = RelaxSettings(**settings)
 
 
 @contextlib.contextmanager
@@ -174,7 +158,7 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
             if d < settings.min_distance:
                 raise ValueError(f"atoms {d:.2f} A apart (< {settings.min_distance} A)")
             atoms = AseAtomsAdaptor.get_atoms(structure)
-            atoms.calc = calc or make_calculator(model or _STATE["model"])
+            atoms.calc = calc or make_calculator(model)
             if isinstance(initial, str):
                 raise RuntimeError(initial)
             if initial is not None:
@@ -214,24 +198,39 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
     return rec
 
 
-def _work(chunk):
-    """Relax a chunk of (id, Structure, pressure) with one batched static evaluation first."""
-    base = _STATE["settings"]
-    preds = [None] * len(chunk)
-    ok = [i for i, (_, s, _) in enumerate(chunk) if _closest_pair(s) >= base.min_distance]
-    try:  # the batched step gets one structure's time budget ...
-        with _time_limit(base.timeout):
-            for i, p in zip(ok, static_predictions([chunk[i][1] for i in ok], _STATE["model"], base.batch_size)):
-                preds[i] = p
-    except _Timeout:  # ... past it, every structure is evaluated on its own, under its own limit
+class RelaxWorker:
+    """One worker process's CHGNet model and calculator (loaded once, reused for every structure) and
+    its settings; called with a chunk of (id, Structure, pressure) it relaxes them after one batched
+    static evaluation."""
+
+    def __init__(self, settings: dict):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        import torch
+        from chgnet.model import CHGNet
+
+        torch.set_num_threads(1)
+        self.model = CHGNet.load(verbose=False)
+        # one calculator per worker, reused for every structure (ASE recomputes for new atoms)
+        self.calc = make_calculator(self.model)
+        self.settings = RelaxSettings(**settings)
+
+    def __call__(self, chunk) -> list[dict]:
+        base = self.settings
         preds = [None] * len(chunk)
-    out = []
-    for (sid, structure, pressure), pred in zip(chunk, preds):
-        settings = base if pressure is None else replace(base, pressure=float(pressure))
-        rec = relax_structure(structure, settings, calc=_STATE["calc"], initial=pred)
-        rec["id"] = sid
-        out.append(rec)
-    return out
+        ok = [i for i, (_, s, _) in enumerate(chunk) if _closest_pair(s) >= base.min_distance]
+        try:  # the batched step gets one structure's time budget ...
+            with _time_limit(base.timeout):
+                for i, p in zip(ok, static_predictions([chunk[i][1] for i in ok], self.model, base.batch_size)):
+                    preds[i] = p
+        except _Timeout:  # ... past it, every structure is evaluated on its own, under its own limit
+            preds = [None] * len(chunk)
+        out = []
+        for (sid, structure, pressure), pred in zip(chunk, preds):
+            settings = base if pressure is None else replace(base, pressure=float(pressure))
+            rec = relax_structure(structure, settings, calc=self.calc, initial=pred)
+            rec["id"] = sid
+            out.append(rec)
+        return out
 
 
 def _closest_pair(structure) -> float:
@@ -275,10 +274,8 @@ def relax_many(items: list[tuple], out_path, settings: RelaxSettings, workers: i
         # chunks of at most batch_size, and small enough (>= 4 per worker) to keep every core busy
         b = max(1, min(settings.batch_size, math.ceil(len(todo) / (4 * workers))))
         chunks = [todo[i : i + b] for i in range(0, len(todo), b)]
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(asdict(settings),)) as pool, \
-                tqdm(total=len(todo), desc="relaxing", disable=not progress, mininterval=5) as bar:
-            for recs in pool.imap_unordered(_work, chunks):
+        with tqdm(total=len(todo), desc="relaxing", disable=not progress, mininterval=5) as bar:
+            for recs in serve_map(RelaxWorker, (asdict(settings),), chunks, workers):
                 for rec in recs:
                     append_jsonl(out_path, rec)
                 bar.update(len(recs))
