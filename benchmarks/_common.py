@@ -1,4 +1,5 @@
 """Shared helpers for the benchmark scripts: machine header and MP-20 test crystals."""
+
 from __future__ import annotations
 
 import os
@@ -16,15 +17,18 @@ def header(title: str):
 
     cpu = "unknown"
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     print(f"# {title}")
-    print(f"# machine: {os.cpu_count()} cores ({cpu}), python {platform.python_version()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}")
+    print(
+        f"# machine: {os.cpu_count()} cores ({cpu}), python {platform.python_version()}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}"
+    )
 
 
 def mp20_test_rows(n: int | None = None):
@@ -49,8 +53,12 @@ def mp20_test_tensors(n: int):
         fs.append(f)
         ks.append(lattice_to_k(lat))
     na = torch.tensor([len(z) for z in zs])
-    return (torch.from_numpy(np.concatenate(zs)), torch.from_numpy(np.concatenate(fs)).float(),
-            torch.from_numpy(np.stack(ks)).float(), na)
+    return (
+        torch.from_numpy(np.concatenate(zs)),
+        torch.from_numpy(np.concatenate(fs)).float(),
+        torch.from_numpy(np.stack(ks)).float(),
+        na,
+    )
 
 
 def peak_rss_mb() -> float:

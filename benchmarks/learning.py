@@ -8,6 +8,7 @@ Recipes: paper = the authors' (clip by value 0.5, ReduceLROnPlateau stepped ever
 loss kept); norm-clip = this project's earlier recipe (clip by norm 0.5, scheduler every epoch).
 Prints the loss curve (mean training loss per epoch) and the match rate.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,23 +29,42 @@ def main():
     ap.add_argument("--recipe", choices=["paper", "norm-clip"], default="paper")
     ap.add_argument("--out", default=None, help="work folder (default /tmp/crystalflow_learning_{recipe})")
     a = ap.parse_args()
+    from crystalflow_core.config import run_defaults
     from crystalflow_core.data import PrepareSettings, cache_structures, load_cache, prepare_split
     from crystalflow_core.metrics import csp_rms_table, csp_summary
     from crystalflow_core.sampling import SampleSettings, csp_items, generate, record_to_structure
-    from crystalflow_core.config import run_defaults
     from crystalflow_core.stages import use_threads
     from crystalflow_core.training import load_module, train
 
     use_threads(0)  # all cores, as the train and sample rules do
-    header(f"learning: CSP H=256 L=4, recipe {a.recipe}, {a.minutes} min on MP-20 val, MR on the first {a.n_test} test crystals")
+    header(
+        f"learning: CSP H=256 L=4, recipe {a.recipe}, {a.minutes} min on MP-20 val, "
+        f"MR on the first {a.n_test} test crystals"
+    )
     out = Path(a.out or f"/tmp/crystalflow_learning_{a.recipe}")
     for split in ("val", "test"):
         prepare_split(DATA / "mp_20" / f"{split}.csv.gz", out / f"{split}.pt", PrepareSettings(workers=os.cpu_count()))
-    recipe = {"paper": dict(grad_clip_algorithm="value", lr_frequency=5),
-              "norm-clip": dict(grad_clip_algorithm="norm", lr_frequency=1)}[a.recipe]
-    run = run_defaults({"dataset": "mp_20", "task": "csp", "model": dict(hidden=256, layers=4, fourier=256, recip=8),
-                        "train": dict(batch_size=a.batch, max_epochs=100000, max_minutes=a.minutes, lr=a.lr,
-                                      grad_clip=0.5, progress_bar=False, seed=0, **recipe)})
+    recipe = {
+        "paper": dict(grad_clip_algorithm="value", lr_frequency=5),
+        "norm-clip": dict(grad_clip_algorithm="norm", lr_frequency=1),
+    }[a.recipe]
+    run = run_defaults(
+        {
+            "dataset": "mp_20",
+            "task": "csp",
+            "model": dict(hidden=256, layers=4, fourier=256, recip=8),
+            "train": dict(
+                batch_size=a.batch,
+                max_epochs=100000,
+                max_minutes=a.minutes,
+                lr=a.lr,
+                grad_clip=0.5,
+                progress_bar=False,
+                seed=0,
+                **recipe,
+            ),
+        }
+    )
     # from scratch: a previous run's last.ckpt would be resumed (with its elapsed time)
     shutil.rmtree(out / "lightning", ignore_errors=True)
     t0 = time.perf_counter()
@@ -61,8 +81,10 @@ def main():
     s = csp_summary(table, 1)
     print_loss_curve(out / "lightning" / "metrics")
     print(f"recipe {a.recipe}: trained {t_train / 60:.1f} min, sampled {len(recs)} in {t_sample:.0f} s")
-    print(f"match rate {s['match_rate_pct']:.2f} % ({s['n_matched']}/{s['n_targets']}), RMSE {s['rmse_norm']:.4f}, "
-          f"RMSE-all {s['rmse_all_norm']:.4f}")
+    print(
+        f"match rate {s['match_rate_pct']:.2f} % ({s['n_matched']}/{s['n_targets']}), RMSE {s['rmse_norm']:.4f}, "
+        f"RMSE-all {s['rmse_all_norm']:.4f}"
+    )
 
 
 def print_loss_curve(folder: Path) -> None:
@@ -75,8 +97,10 @@ def print_loss_curve(folder: Path) -> None:
     df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
     ep = df.dropna(subset=["train_loss"]).groupby("epoch")["train_loss"].last()
     ep.to_csv(folder.parent.parent / "loss_curve.csv")
-    print(f"epochs {len(ep)}, steps {int(df['step'].max()) + 1}; train loss per epoch: " +
-          " ".join(f"{e + 1}:{v:.3f}" for e, v in ep.items()))
+    print(
+        f"epochs {len(ep)}, steps {int(df['step'].max()) + 1}; train loss per epoch: "
+        + " ".join(f"{e + 1}:{v:.3f}" for e, v in ep.items())
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ ground truth), and DNG coverage fingerprints for 1,000 structures.
 candidate per crystal (another test crystal of the same formula, else a 0.3 A rattle) and counts
 the differences from the project's vectorised matcher.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,10 @@ def main():
     table = csp_rms_table(gts, preds, workers=os.cpu_count())
     t_csp = time.perf_counter() - t0
     s = csp_summary(table, 1)
-    print(f"CSP metrics, {a.n} structures, k=1: {t_csp:.1f} s on {os.cpu_count()} cores "
-          f"(MR {s['match_rate_pct']:.2f} %, RMSE {s['rmse_norm']:.4f}; parsing the CIFs took {t_parse:.1f} s more)")
+    print(
+        f"CSP metrics, {a.n} structures, k=1: {t_csp:.1f} s on {os.cpu_count()} cores "
+        f"(MR {s['match_rate_pct']:.2f} %, RMSE {s['rmse_norm']:.4f}; parsing the CIFs took {t_parse:.1f} s more)"
+    )
     if a.compare:
         compare_with_pymatgen(gts, preds)
     if not a.coverage:
@@ -55,8 +58,10 @@ def main():
     t0 = time.perf_counter()
     cov = coverage(sfp, cfp, sfp, cfp)
     t_cov = time.perf_counter() - t0
-    print(f"DNG coverage, {len(sub)} structures: fingerprints {t_fp:.1f} s, distances {t_cov:.2f} s "
-          f"(self-coverage {cov['cov_recall_pct']:.1f} %)")
+    print(
+        f"DNG coverage, {len(sub)} structures: fingerprints {t_fp:.1f} s, distances {t_cov:.2f} s "
+        f"(self-coverage {cov['cov_recall_pct']:.1f} %)"
+    )
 
 
 def _pymatgen_rms(args):
@@ -105,12 +110,14 @@ def compare_with_pymatgen(gts, preds):
         for x, y in zip(a_row, b_row):
             n += 1
             if x is not None and y is not None and x < 1e-5 and y < 1e-5:
-                near_exact += (abs(x - y) > 1e-8)
+                near_exact += abs(x - y) > 1e-8
             elif (x is None) != (y is None) or (x is not None and abs(x - y) > 1e-8):
                 diff += 1
-    print(f"vs pymatgen get_rms_dist: {n} pairs ({t1 - t0:.1f} s here, {t2 - t1:.1f} s pymatgen), "
-          f"{sum(y is not None for r in ref for y in r)} matched by pymatgen, {diff} differ (match or rms > 1e-8), "
-          f"{near_exact} near-exact pairs (< 1e-5) with a different rms below 1e-5")
+    print(
+        f"vs pymatgen get_rms_dist: {n} pairs ({t1 - t0:.1f} s here, {t2 - t1:.1f} s pymatgen), "
+        f"{sum(y is not None for r in ref for y in r)} matched by pymatgen, {diff} differ (match or rms > 1e-8), "
+        f"{near_exact} near-exact pairs (< 1e-5) with a different rms below 1e-5"
+    )
 
 
 if __name__ == "__main__":

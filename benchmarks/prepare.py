@@ -1,7 +1,8 @@
 """Seconds to prepare MP-20 val + test (parse CIFs in parallel, Niggli-reduce, cache).
 
-  python benchmarks/prepare.py
+python benchmarks/prepare.py
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,11 @@ def main():
         total = 0.0
         for split in ("val", "test"):
             t0 = time.perf_counter()
-            c = prepare_split(DATA / "mp_20" / f"{split}.csv.gz", f"{tmp}/{split}.pt",
-                              PrepareSettings(conditions=["formation_energy_per_atom"], workers=os.cpu_count()))
+            c = prepare_split(
+                DATA / "mp_20" / f"{split}.csv.gz",
+                f"{tmp}/{split}.pt",
+                PrepareSettings(conditions=["formation_energy_per_atom"], workers=os.cpu_count()),
+            )
             dt = time.perf_counter() - t0
             total += dt
             print(f"{split}: {len(c['ids'])} crystals, {c['n_rejected']} rejected, {dt:.1f} s")

@@ -5,6 +5,7 @@ StructOptimizer with default threads.
 
   python benchmarks/relax.py [--n 40] [--steps 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,18 +60,31 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        recs = relax_many(structures(a.n), f"{tmp}/r.jsonl", RelaxSettings(fmax=a.fmax, steps=a.steps, optimizer=a.optimizer),
-                          workers=a.workers, progress=False)
+        recs = relax_many(
+            structures(a.n),
+            f"{tmp}/r.jsonl",
+            RelaxSettings(fmax=a.fmax, steps=a.steps, optimizer=a.optimizer),
+            workers=a.workers,
+            progress=False,
+        )
         ours = time.perf_counter() - t0
     conv = sum(r["converged"] for r in recs)
     calls = sum(r["steps"] + 1 for r in recs)
-    print(f"this stage ({a.workers} workers x 1 thread): {ours:.1f} s, {60 * a.n / ours:.1f} structures/min, {conv}/{a.n} converged, "
-          f"{a.optimizer}, {calls} force calls")
+    print(
+        f"this stage ({a.workers} workers x 1 thread): {ours:.1f} s, {60 * a.n / ours:.1f} structures/min, "
+        f"{conv}/{a.n} converged, "
+        f"{a.optimizer}, {calls} force calls"
+    )
     if a.skip_baseline:
         return
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    p = subprocess.run([sys.executable, __file__, "--_baseline", "--n", str(a.n), "--steps", str(a.steps),
-                        "--fmax", str(a.fmax)], capture_output=True, text=True, env=env, cwd=REPO)
+    p = subprocess.run(
+        [sys.executable, __file__, "--_baseline", "--n", str(a.n), "--steps", str(a.steps), "--fmax", str(a.fmax)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
     base = float(p.stdout.strip().splitlines()[-1])
     print(f"one-at-a-time StructOptimizer, default threads: {base:.1f} s, {60 * a.n / base:.1f} structures/min")
     print(f"speed-up: {base / ours:.2f}x")

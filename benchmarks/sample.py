@@ -6,6 +6,7 @@ runs >= 500 crystals at fewer steps and is extrapolated linearly in S (every ste
 
   python benchmarks/sample.py [--n 512] [--paper-steps 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,10 @@ import time
 
 from _common import header, mp20_test_rows
 
-SIZES = {"quick": dict(hidden=128, layers=3, fourier=64, recip=4),
-         "paper": dict(hidden=512, layers=6, fourier=256, recip=8)}
+SIZES = {
+    "quick": dict(hidden=128, layers=3, fourier=64, recip=4),
+    "paper": dict(hidden=512, layers=6, fourier=256, recip=8),
+}
 
 
 def main():
@@ -43,8 +46,10 @@ def main():
         dt = time.perf_counter() - t0
         per10k = dt / len(recs) * 1e4 / 60 * (100 / steps)
         note = "" if steps == 100 else f" (measured at S={steps}, scaled to S=100)"
-        print(f"{size:6s} {SIZES[size]}: {len(recs)} crystals x {steps} steps in {dt:.1f} s -> "
-              f"{per10k:.1f} min per 10,000 at S=100{note}")
+        print(
+            f"{size:6s} {SIZES[size]}: {len(recs)} crystals x {steps} steps in {dt:.1f} s -> "
+            f"{per10k:.1f} min per 10,000 at S=100{note}"
+        )
 
 
 if __name__ == "__main__":

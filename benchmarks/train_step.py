@@ -9,6 +9,7 @@ peak memory is its own.
   python benchmarks/train_step.py --compile       # also the fast path under torch.compile
   python benchmarks/train_step.py --profile       # top operators of one fast training step
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,10 @@ import time
 
 from _common import REPO, header, mp20_test_tensors, peak_rss_mb
 
-SIZES = {"paper": dict(hidden=512, layers=6, fourier=256, recip=8),
-         "quick": dict(hidden=128, layers=3, fourier=64, recip=4)}
+SIZES = {
+    "paper": dict(hidden=512, layers=6, fourier=256, recip=8),
+    "quick": dict(hidden=128, layers=3, fourier=64, recip=4),
+}
 
 
 def one(size: str, name: str, batch: int, repeats: int, profile: bool = False) -> dict:
@@ -68,8 +71,15 @@ def one(size: str, name: str, batch: int, repeats: int, profile: bool = False) -
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             train_step()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), file=sys.stderr)
-    return {"eval_s": min(te), "train_s": min(tt), "crystals": len(na), "atoms": int(na.sum()),
-            "edges": int((na * na).sum()), "peak_rss_mb": peak_rss_mb(), "warmup_s": warmup}
+    return {
+        "eval_s": min(te),
+        "train_s": min(tt),
+        "crystals": len(na),
+        "atoms": int(na.sum()),
+        "edges": int((na * na).sum()),
+        "peak_rss_mb": peak_rss_mb(),
+        "warmup_s": warmup,
+    }
 
 
 def main():
@@ -90,13 +100,28 @@ def main():
     header(f"train_step / eval: {a.size} network {SIZES[a.size]}, batch {a.batch} MP-20 test crystals")
     res = {}
     for name in ("fast", "plain") + (("compiled",) if a.compile else ()):
-        p = subprocess.run([sys.executable, __file__, "--size", a.size, "--batch", str(a.batch), "--repeats",
-                            str(a.repeats), "--_child", name] + (["--profile"] if a.profile else []),
-                           capture_output=True, text=True, cwd=REPO)
+        p = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--size",
+                a.size,
+                "--batch",
+                str(a.batch),
+                "--repeats",
+                str(a.repeats),
+                "--_child",
+                name,
+            ]
+            + (["--profile"] if a.profile else []),
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         if p.returncode:
             sys.exit(p.stderr)
         if a.profile and name == "fast":
-            print(p.stderr[p.stderr.find("-----"):])
+            print(p.stderr[p.stderr.find("-----") :])
         res[name] = json.loads(p.stdout.strip().splitlines()[-1])
     import torch
 
@@ -105,16 +130,25 @@ def main():
     absd = max(float((fo[key] - po[key]).abs().max()) for key in ("vk", "vf"))
     r = res["fast"]
     print(f"crystals {r['crystals']}, atoms {r['atoms']}, ordered edges {r['edges']}")
-    print(f"{'variant':8s} {'train step s':>13s} {'crystals/s':>11s} {'eval s':>8s} {'crystals/s':>11s} {'peak RSS MB':>12s}")
+    print(
+        f"{'variant':8s} {'train step s':>13s} {'crystals/s':>11s} {'eval s':>8s} {'crystals/s':>11s} "
+        f"{'peak RSS MB':>12s}"
+    )
     for name, r in res.items():
-        print(f"{name:8s} {r['train_s']:13.2f} {r['crystals'] / r['train_s']:11.1f} {r['eval_s']:8.2f} "
-              f"{r['crystals'] / r['eval_s']:11.1f} {r['peak_rss_mb']:12.0f}")
-    print(f"speed-up fast vs plain: training step {res['plain']['train_s'] / res['fast']['train_s']:.2f}x, "
-          f"evaluation {res['plain']['eval_s'] / res['fast']['eval_s']:.2f}x")
+        print(
+            f"{name:8s} {r['train_s']:13.2f} {r['crystals'] / r['train_s']:11.1f} {r['eval_s']:8.2f} "
+            f"{r['crystals'] / r['eval_s']:11.1f} {r['peak_rss_mb']:12.0f}"
+        )
+    print(
+        f"speed-up fast vs plain: training step {res['plain']['train_s'] / res['fast']['train_s']:.2f}x, "
+        f"evaluation {res['plain']['eval_s'] / res['fast']['eval_s']:.2f}x"
+    )
     print(f"max |fast - plain| of outputs: {absd:.2e} (relative to max |output|: {rel:.2e})")
     if "compiled" in res:
-        print(f"torch.compile warm-up (first evaluation + first training step, with their compilation): "
-              f"{res['compiled']['warmup_s']:.0f} s")
+        print(
+            f"torch.compile warm-up (first evaluation + first training step, with their compilation): "
+            f"{res['compiled']['warmup_s']:.0f} s"
+        )
 
 
 if __name__ == "__main__":

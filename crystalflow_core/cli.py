@@ -9,6 +9,7 @@ Examples:
   crystalflow metrics --config config/quick.yaml --run mp20_csp --steps 50
   crystalflow dft     --config config/quick.yaml --run mp20_dng --steps 50
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,11 +33,16 @@ def _paths(cfg, run_name, steps=None):
     return {
         "train": L.split(run["dataset"], run["train_split"]),
         "val": L.split(run["dataset"], run["val_split"]) if run["val_split"] else None,
-        "test": L.split(run["dataset"], run["test_split"]), "ckpt": L.model(run_name), "workdir": L.lightning(run_name),
-        "samples": L.samples(run_name, steps), "relax": L.relaxed(run_name, steps, 0),
-        "stability": L.stability(run_name, steps), "metrics": L.metrics(run_name, steps),
+        "test": L.split(run["dataset"], run["test_split"]),
+        "ckpt": L.model(run_name),
+        "workdir": L.lightning(run_name),
+        "samples": L.samples(run_name, steps),
+        "relax": L.relaxed(run_name, steps, 0),
+        "stability": L.stability(run_name, steps),
+        "metrics": L.metrics(run_name, steps),
         "targets": L.targets_metrics(run_name, steps),
-        "vasp": L.vasp_dir(run_name, steps), "manifest": L.vasp_manifest(run_name, steps),
+        "vasp": L.vasp_dir(run_name, steps),
+        "manifest": L.vasp_manifest(run_name, steps),
         "novelty": [L.split(run["dataset"], s) for s in run["novelty_splits"]],
         "fingerprints": L.fingerprints(run["dataset"], run["test_split"], cfg["metrics"]["fingerprint_limit"]),
         "shards": [L.sample_shard(run_name, steps, i) for i in range(run["sample"]["shards"])],
@@ -52,7 +58,9 @@ def _ensure_data(cfg, run_name, workers):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="crystalflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="crystalflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="stage", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="config/config.yaml", help="config file (default: %(default)s)")
@@ -63,15 +71,22 @@ def main(argv=None):
     sp.add_argument("--dataset", required=True)
     sp.add_argument("--split", required=True)
     sp.add_argument("--out", default=None)
-    for name, helptext in [("train", "train a run"), ("sample", "sample from a trained run"),
-                           ("relax", "CHGNet-relax DNG samples (or pressure-CSP candidates)"), ("metrics", "metrics of a run"),
-                           ("dft", "VASP inputs for stable relaxed samples")]:
+    for name, helptext in [
+        ("train", "train a run"),
+        ("sample", "sample from a trained run"),
+        ("relax", "CHGNet-relax DNG samples (or pressure-CSP candidates)"),
+        ("metrics", "metrics of a run"),
+        ("dft", "VASP inputs for stable relaxed samples"),
+    ]:
         s = sub.add_parser(name, parents=[common], help=helptext)
         s.add_argument("--run", required=True)
         if name != "train":
             s.add_argument("--steps", type=int, default=None, help="integration steps (default: first in config)")
-    s = sub.add_parser("import-checkpoint", parents=[common],
-                       help="the authors' trained checkpoint -> results/runs/{run}/model.ckpt (instead of training)")
+    s = sub.add_parser(
+        "import-checkpoint",
+        parents=[common],
+        help="the authors' trained checkpoint -> results/runs/{run}/model.ckpt (instead of training)",
+    )
     s.add_argument("checkpoint", help="the authors' Lightning checkpoint (.ckpt)")
     s.add_argument("--run", required=True)
     s.add_argument("--hparams", default=None, help="hparams.yaml of their run folder (default: the checkpoint's own)")
@@ -115,8 +130,9 @@ def _run(a):
     P = _paths(cfg, a.run, steps)
     if a.stage == "import-checkpoint":
         _ensure_data(cfg, a.run, a.threads)
-        stages.import_checkpoint(cfg, a.run, a.checkpoint, P["ckpt"], a.hparams, a.scalers, a.sha256,
-                                 train_pt=P["train"])
+        stages.import_checkpoint(
+            cfg, a.run, a.checkpoint, P["ckpt"], a.hparams, a.scalers, a.sha256, train_pt=P["train"]
+        )
         print(P["ckpt"])
     elif a.stage == "train":
         _ensure_data(cfg, a.run, a.threads)
@@ -135,8 +151,9 @@ def _run(a):
     elif a.stage == "metrics":
         if run["task"] == "csp":
             relaxed = [P["relax"]] if cfgmod.pressure_relax(run) and Path(P["relax"]).exists() else []
-            stages.csp_metrics(cfg, a.run, run, P["samples"], P["test"], steps, P["metrics"], a.threads, relaxed,
-                               ckpt=P["ckpt"])
+            stages.csp_metrics(
+                cfg, a.run, run, P["samples"], P["test"], steps, P["metrics"], a.threads, relaxed, ckpt=P["ckpt"]
+            )
         else:
             if not Path(P["fingerprints"]).exists():
                 stages.test_fingerprints(P["test"], P["fingerprints"], cfg["metrics"]["fingerprint_limit"], a.threads)
@@ -144,8 +161,19 @@ def _run(a):
             if cfgmod.stability_relax(run) and Path(P["relax"]).exists():
                 stages.stability(cfg, run, P["samples"], [P["relax"]], P["novelty"], P["stability"])
                 stab = P["stability"]
-            stages.dng_metrics(cfg, a.run, run, P["samples"], P["test"], P["fingerprints"], stab, steps,
-                               P["metrics"], a.threads, ckpt=P["ckpt"])
+            stages.dng_metrics(
+                cfg,
+                a.run,
+                run,
+                P["samples"],
+                P["test"],
+                P["fingerprints"],
+                stab,
+                steps,
+                P["metrics"],
+                a.threads,
+                ckpt=P["ckpt"],
+            )
         print(Path(P["metrics"]).read_text())
     elif a.stage == "dft":
         stages.dft(run, [P["relax"]], P["stability"], P["vasp"], P["manifest"])

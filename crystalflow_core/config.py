@@ -2,6 +2,7 @@
 
 Errors are raised as ConfigError with one line naming the key and the allowed values.
 """
+
 from __future__ import annotations
 
 import copy
@@ -72,19 +73,29 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
     for name, run in cfg["runs"].items():
         ds = run["dataset"]
         if ds not in datasets:
-            raise ConfigError(f"config error at 'runs/{name}/dataset': '{ds}' is not a dataset; allowed: {', '.join(datasets)}")
+            raise ConfigError(
+                f"config error at 'runs/{name}/dataset': '{ds}' is not a dataset; allowed: {', '.join(datasets)}"
+            )
         splits = datasets[ds]["splits"]
         for key in ("train_split", "val_split", "test_split"):
             sp = run[key]
             if sp is not None and sp not in splits:
-                raise ConfigError(f"config error at 'runs/{name}/{key}': '{sp}' is not a split of {ds}; allowed: {', '.join(splits)}")
+                raise ConfigError(
+                    f"config error at 'runs/{name}/{key}': '{sp}' is not a split of {ds}; allowed: {', '.join(splits)}"
+                )
         if stability_relax(run):
             for sp in run["novelty_splits"]:
                 if sp not in splits:
-                    raise ConfigError(f"config error at 'runs/{name}/novelty_splits': '{sp}' is not a split of {ds}; allowed: {', '.join(splits)}")
+                    raise ConfigError(
+                        f"config error at 'runs/{name}/novelty_splits': '{sp}' is not a split of {ds}; "
+                        f"allowed: {', '.join(splits)}"
+                    )
         for c in run["conditions"]:
             if c not in datasets[ds]["conditions"]:
-                raise ConfigError(f"config error at 'runs/{name}/conditions': '{c}' is not a condition column of {ds}; allowed: {', '.join(datasets[ds]['conditions']) or 'none'}")
+                raise ConfigError(
+                    f"config error at 'runs/{name}/conditions': '{c}' is not a condition column of {ds}; "
+                    f"allowed: {', '.join(datasets[ds]['conditions']) or 'none'}"
+                )
         if run["conditions"] and run["task"] == "dng" and not run["sample"]["targets"]:
             raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional DNG run needs targets")
     for t in cfg["targets"]:
@@ -103,8 +114,10 @@ def check_inputs(cfg: dict) -> None:
     if mirror is not None:
         mp = Path(mirror)
         if not mp.exists():
-            raise ConfigError(f"config error at 'data_mirror': folder {mirror} does not exist (set data_mirror: null "
-                              "to download every file instead)")
+            raise ConfigError(
+                f"config error at 'data_mirror': folder {mirror} does not exist (set data_mirror: null "
+                "to download every file instead)"
+            )
         if not mp.is_dir():
             raise ConfigError(f"config error at 'data_mirror': {mirror} is a file, not a folder")
     datasets = cfg["datasets"]
@@ -112,8 +125,10 @@ def check_inputs(cfg: dict) -> None:
     for name, run in cfg["runs"].items():
         init = run["init"]
         if name in targets and init and not init["url"] and not Path(init["reference_checkpoint"]).is_file():
-            raise ConfigError(f"config error at 'runs/{name}/init/reference_checkpoint': {init['reference_checkpoint']} "
-                              "not found (and no url to download it from)")
+            raise ConfigError(
+                f"config error at 'runs/{name}/init/reference_checkpoint': {init['reference_checkpoint']} "
+                "not found (and no url to download it from)"
+            )
         for key in ("hparams", "scalers"):
             if name in targets and init and init[key] and not Path(init[key]).is_file():
                 raise ConfigError(f"config error at 'runs/{name}/init/{key}': {init[key]} not found")
@@ -124,20 +139,28 @@ def check_inputs(cfg: dict) -> None:
         if h["source"] == "local":
             need += [("hull/local_sources", f) for f in h["local_sources"]]
         elif h["matbench_path"] and not Path(h["matbench_path"]).is_file():
-            raise ConfigError(f"config error at 'hull/matbench_path': {h['matbench_path']} not found "
-                              f"(needed by {', '.join(stability_runs)})")
+            raise ConfigError(
+                f"config error at 'hull/matbench_path': {h['matbench_path']} not found "
+                f"(needed by {', '.join(stability_runs)})"
+            )
         for key, rel in need:
             if mirror is None or not (Path(mirror) / rel).is_file():
-                raise ConfigError(f"config error at '{key}': {rel} not found in data_mirror ({mirror}); "
-                                  f"needed by the stability of {', '.join(stability_runs)}")
+                raise ConfigError(
+                    f"config error at '{key}': {rel} not found in data_mirror ({mirror}); "
+                    f"needed by the stability of {', '.join(stability_runs)}"
+                )
     for dname, ds in datasets.items():
         for sname, sp in ds["splits"].items():
-            used = any(r["dataset"] == dname and sname in (r["train_split"], r["val_split"], r["test_split"])
-                       for r in cfg["runs"].values())
+            used = any(
+                r["dataset"] == dname and sname in (r["train_split"], r["val_split"], r["test_split"])
+                for r in cfg["runs"].values()
+            )
             in_mirror = mirror and (Path(mirror) / sp["file"]).exists()
             if used and not in_mirror and not sp.get("url"):
-                raise ConfigError(f"config error at 'datasets/{dname}/splits/{sname}/file': {sp['file']} is not in "
-                                  f"data_mirror ({mirror}) and no url is set")
+                raise ConfigError(
+                    f"config error at 'datasets/{dname}/splits/{sname}/file': {sp['file']} is not in "
+                    f"data_mirror ({mirror}) and no url is set"
+                )
 
 
 def load(path, overrides: dict | None = None) -> dict:

@@ -1,5 +1,6 @@
 """Small crystal helpers used across the stages: structures from arrays, the shortest interatomic
 distance, and file-system-safe names for structure ids."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,9 @@ def min_interatomic_distance(s) -> float:
     if not len(s):
         return math.inf
     # an atom's own images: the shortest lattice vector, also among the face diagonals of a skewed cell
-    combos = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]])
+    combos = np.array(
+        [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]]
+    )
     d = float(np.min(np.linalg.norm(s.lattice.get_cartesian_coords(combos), axis=1)))
     if len(s) > 1:
         dm = s.distance_matrix

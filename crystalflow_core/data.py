@@ -5,6 +5,7 @@ per-crystal lattices and k vectors, atom counts, ids, condition columns, the ato
 and the condition scalers (mean/std) that training and sampling reuse. Rows that cannot be used
 are skipped and listed with their reason in ``rejected.csv`` beside the cache.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -55,23 +56,18 @@ def resolve_source(src: SplitSource, mirror: str | None, download_dir: str | Pat
             if src.sha256:
                 got = sha256_file(cand)
                 if got != src.sha256:
-                    raise DataError(
-                        f"checksum mismatch for {cand}: expected sha256 {src.sha256}, got {got}"
-                    )
+                    raise DataError(f"checksum mismatch for {cand}: expected sha256 {src.sha256}, got {got}")
             return cand
     if not src.url:
-        raise DataError(
-            f"{src.dataset}/{src.split}: not in the mirror ({mirror}/{src.file}) and no url configured"
-        )
+        raise DataError(f"{src.dataset}/{src.split}: not in the mirror ({mirror}/{src.file}) and no url configured")
     name = Path(src.url).name
     dest = Path(download_dir) / src.dataset / (name if Path(name).suffix else Path(src.file).name)
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s -> %s", src.url, dest)
         try:
-            with urllib.request.urlopen(src.url, timeout=120) as resp, atomic_path(dest) as tmp:
-                with open(tmp, "wb") as fh:
-                    shutil.copyfileobj(resp, fh)
+            with urllib.request.urlopen(src.url, timeout=120) as resp, atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+                shutil.copyfileobj(resp, fh)
         except OSError as exc:
             raise DataError(f"{src.dataset}/{src.split}: download of {src.url} failed: {exc}") from exc
     if src.git_blob:
@@ -121,7 +117,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def parse_cif(cif: str, niggli: bool = True, bounds: "PhysicalBounds | None" = None):
+def parse_cif(cif: str, niggli: bool = True, bounds: PhysicalBounds | None = None):
     """CIF text -> (Z, frac, lattice) of the Niggli-reduced cell, or raise ValueError with a reason."""
     from pymatgen.core import Structure
 
@@ -170,7 +166,9 @@ class PhysicalBounds:
     def check(self, s) -> None:
         vpa = s.volume / len(s)
         if vpa < self.min_volume_per_atom:
-            raise ValueError(f"volume per atom {vpa:.3g} A^3 below {self.min_volume_per_atom} (collapsed or sliver cell)")
+            raise ValueError(
+                f"volume per atom {vpa:.3g} A^3 below {self.min_volume_per_atom} (collapsed or sliver cell)"
+            )
         if vpa > self.max_volume_per_atom:
             raise ValueError(f"volume per atom {vpa:.3g} A^3 above {self.max_volume_per_atom}")
         dmin = min_interatomic_distance(s)
@@ -207,9 +205,7 @@ class PrepareSettings:
         return d
 
 
-def prepare_split(
-    csv_path: str | Path, out_path: str | Path, settings: PrepareSettings, force: bool = False
-) -> dict:
+def prepare_split(csv_path: str | Path, out_path: str | Path, settings: PrepareSettings, force: bool = False) -> dict:
     """Parse one split and write the cache (atomically) plus rejected.csv beside it.
 
     Returns the cache dict. When `out_path` exists and was built from the same source file
@@ -265,7 +261,7 @@ def prepare_split(
 
     keep, seen = [], {}
     for i in sorted(results):  # duplicates are decided among the rows that parse: a broken first copy
-        ok, err = results[i]   # does not take a good second one with it
+        ok, err = results[i]  # does not take a good second one with it
         if ok is None:
             rejected.append({"row": i, "id": ids[i], "reason": err})
         elif ids[i] in seen:
@@ -303,7 +299,11 @@ def prepare_split(
         torch.save(cache, tmp)
     log.info(
         "%s: %d crystals kept, %d rejected, %.1f s -> %s",
-        csv_path, len(keep), len(rejected), time.time() - t0, out_path,
+        csv_path,
+        len(keep),
+        len(rejected),
+        time.time() - t0,
+        out_path,
     )
     return cache
 

@@ -5,6 +5,7 @@ POTCAR files are written only where a pseudopotential library is configured (PMG
 otherwise POTCAR.spec lists the symbols. High-pressure runs set PSTRESS = 10 x P (kbar) and a
 k-point spacing of 0.25 1/A (KSPACING), as in the paper.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,9 +66,17 @@ def emit_vasp_inputs(items, outdir, manifest, pressure: float = 0.0, extra: dict
         vs.write_input(str(folder), potcar_spec=not psp)
         if pressure:
             (folder / "KPOINTS").unlink(missing_ok=True)  # KSPACING in INCAR replaces KPOINTS
-        rows.append({"id": sid, "folder": names[sid], "formula": s.composition.reduced_formula,
-                     "nsites": len(s), "pressure_gpa": pressure, "potcar": "POTCAR" if psp else "POTCAR.spec",
-                     **(extra or {}).get(sid, {})})
+        rows.append(
+            {
+                "id": sid,
+                "folder": names[sid],
+                "formula": s.composition.reduced_formula,
+                "nsites": len(s),
+                "pressure_gpa": pressure,
+                "potcar": "POTCAR" if psp else "POTCAR.spec",
+                **(extra or {}).get(sid, {}),
+            }
+        )
     df = pd.DataFrame(rows, columns=["id", "folder", "formula", "nsites", "pressure_gpa", "potcar", "e_hull"])
     with atomic_path(manifest) as tmp:  # folders relative to the manifest's folder
         df.to_csv(tmp, index=False)

@@ -11,6 +11,7 @@ part over rows that hold an element, then the argmax over the columns that hold 
 row. The grid holds all 118 elements (decoding may give any of them, as in the reference code);
 training data are limited to Z <= MAX_Z = 100 (the reference's CSP embedding table).
 """
+
 from __future__ import annotations
 
 import numpy as np

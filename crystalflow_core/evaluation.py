@@ -1,6 +1,7 @@
 """The numbers of the metric and stability stages, as functions of in-memory objects (records,
 structures, fingerprint arrays, tables): they open no file. The stages (``crystalflow_core.stages``)
 read the inputs, call these and write the results."""
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,17 @@ class MetricSettings:
     seed: int
 
     @classmethod
-    def from_config(cls, m: dict) -> "MetricSettings":
-        return cls(m["protocol"], m["stol"], m["ltol"], m["angle_tol"], tuple(m["coverage_cutoffs"]),
-                   m["n_property_samples"], m["fingerprint_limit"], m["seed"])
+    def from_config(cls, m: dict) -> MetricSettings:
+        return cls(
+            m["protocol"],
+            m["stol"],
+            m["ltol"],
+            m["angle_tol"],
+            tuple(m["coverage_cutoffs"]),
+            m["n_property_samples"],
+            m["fingerprint_limit"],
+            m["seed"],
+        )
 
 
 def made_from(recs: list[dict]) -> dict:
@@ -60,24 +69,36 @@ def index_csp_records(recs: list[dict], target_ids: list[str], n_candidates: int
     for n, r in enumerate(recs):
         ti, c = r.get("target_index"), r.get("candidate")
         if not isinstance(ti, int) or not isinstance(c, int) or not 0 <= ti < n_targets or not 0 <= c < n_candidates:
-            raise DamagedFileError(f"{source}: record {n + 1} (id {r.get('id')!r}) is for target {ti}, candidate {c}, "
-                                   f"outside the {n_targets} targets x {n_candidates} candidates: samples of another "
-                                   "run or test split")
+            raise DamagedFileError(
+                f"{source}: record {n + 1} (id {r.get('id')!r}) is for target {ti}, candidate {c}, "
+                f"outside the {n_targets} targets x {n_candidates} candidates: samples of another "
+                "run or test split"
+            )
         if target_ids[ti] != r.get("target_id", target_ids[ti]):
-            raise DamagedFileError(f"{source}: record {n + 1} targets {r.get('target_id')!r}, but test crystal {ti} "
-                                   f"is {target_ids[ti]!r}: samples made for another test split")
+            raise DamagedFileError(
+                f"{source}: record {n + 1} targets {r.get('target_id')!r}, but test crystal {ti} "
+                f"is {target_ids[ti]!r}: samples made for another test split"
+            )
         by_target[ti][c] = r
     return by_target
 
 
-def evaluate_csp(gts: list, by_target: dict, candidate_counts: list[int], settings: MetricSettings, workers: int = 0,
-                 relaxed: list[dict] | None = None) -> list[dict]:
+def evaluate_csp(
+    gts: list,
+    by_target: dict,
+    candidate_counts: list[int],
+    settings: MetricSettings,
+    workers: int = 0,
+    relaxed: list[dict] | None = None,
+) -> list[dict]:
     """One row per candidate count k: match rate, RMSE, RMSE-all, and the counts behind them."""
     kmax = max(candidate_counts)
     strict = settings.protocol != "crystalflow"  # the authors' script matches every candidate it can build
     idx = sorted(by_target)
-    cands = [[record_to_structure(by_target[i][c], strict=strict) if c in by_target[i] else None for c in range(kmax)]
-             for i in idx]
+    cands = [
+        [record_to_structure(by_target[i][c], strict=strict) if c in by_target[i] else None for c in range(kmax)]
+        for i in idx
+    ]
     t0 = time.time()
     table = M.csp_rms_table(gts, cands, settings.stol, settings.ltol, settings.angle_tol, workers, settings.protocol)
     log.info("matched %d targets x %d candidates in %.1f s", len(gts), kmax, time.time() - t0)
@@ -86,8 +107,14 @@ def evaluate_csp(gts: list, by_target: dict, candidate_counts: list[int], settin
     rows = []
     for k in sorted(candidate_counts):
         mine = [r for r in recs if r["candidate"] < k]
-        row = {"protocol": settings.protocol, **M.csp_summary(table, k, settings.stol), **made_from(recs),
-               "n_candidates": len(mine), "n_missing_candidates": len(idx) * k - len(mine), **record_counts(mine)}
+        row = {
+            "protocol": settings.protocol,
+            **M.csp_summary(table, k, settings.stol),
+            **made_from(recs),
+            "n_candidates": len(mine),
+            "n_missing_candidates": len(idx) * k - len(mine),
+            **record_counts(mine),
+        }
         if relaxed is not None:
             row.update(pressure_proxy(relaxed, cand_of, k))
         rows.append(row)
@@ -99,16 +126,22 @@ def pressure_proxy(relaxed: list[dict], cand_of: dict, k: int) -> dict:
     the relaxed cells vs their target pressures (converged relaxations only)."""
     sel = [r for r in relaxed if cand_of.get(r["id"], k) < k]
     conv = [r for r in sel if r.get("converged")]
-    err = M.target_errors(np.array([r["pressure_gpa"] for r in conv], float),
-                          np.array([r["stress_pressure_gpa"] for r in conv], float))
-    return {"n_relaxed": len(sel), "n_relax_failed": sum(1 for r in sel if r.get("error")),
-            "n_relax_converged": len(conv), "stress_vs_target_mae_gpa": err["mae"],
-            "mean_enthalpy_ev_atom": float(np.mean([r["enthalpy_per_atom"] for r in conv])) if conv else float("nan")}
+    err = M.target_errors(
+        np.array([r["pressure_gpa"] for r in conv], float), np.array([r["stress_pressure_gpa"] for r in conv], float)
+    )
+    return {
+        "n_relaxed": len(sel),
+        "n_relax_failed": sum(1 for r in sel if r.get("error")),
+        "n_relax_converged": len(conv),
+        "stress_vs_target_mae_gpa": err["mae"],
+        "mean_enthalpy_ev_atom": float(np.mean([r["enthalpy_per_atom"] for r in conv])) if conv else float("nan"),
+    }
 
 
 # ----------------------------------------------------------------------------- DNG
-def evaluate_dng(recs: list[dict], test_fp: dict, test_structs: list, settings: MetricSettings,
-                 workers: int = 0) -> dict:
+def evaluate_dng(
+    recs: list[dict], test_fp: dict, test_structs: list, settings: MetricSettings, workers: int = 0
+) -> dict:
     """Validity, coverage (+ AMSD/AMCD) and Wasserstein distances of a set of generated records.
     test_fp: {"struct", "comp", "ok"} arrays of the reference set; test_structs: its structures."""
     protocol = settings.protocol
@@ -130,11 +163,19 @@ def evaluate_dng(recs: list[dict], test_fp: dict, test_structs: list, settings: 
         ok_ref = test_fp["ok"] & np.all(np.isfinite(test_fp["comp"]), axis=1)
         cov = M.coverage(gs, gc, test_fp["struct"][ok_ref], test_fp["comp"][ok_ref], cut_s, cut_c, protocol=protocol)
     valid = [s for s, ok in zip(structs, valid_mask) if ok]
-    pct = (lambda m: 100.0 * m.mean() if n else 0.0)
-    row = {"protocol": protocol, **made_from(recs), "n_samples": n, **record_counts(recs),
-           "n_coverage_reference": int(np.all(np.isfinite(test_fp["struct"]), axis=1).sum()),
-           "struct_valid_pct": pct(sv), "comp_valid_pct": pct(cv), "valid_pct": pct(valid_mask), "n_valid": len(valid),
-           **cov}
+    pct = lambda m: 100.0 * m.mean() if n else 0.0
+    row = {
+        "protocol": protocol,
+        **made_from(recs),
+        "n_samples": n,
+        **record_counts(recs),
+        "n_coverage_reference": int(np.all(np.isfinite(test_fp["struct"]), axis=1).sum()),
+        "struct_valid_pct": pct(sv),
+        "comp_valid_pct": pct(cv),
+        "valid_pct": pct(valid_mask),
+        "n_valid": len(valid),
+        **cov,
+    }
     if cf:  # a seeded random draw of the valid samples against the whole test split
         gen = M.draw(valid, settings.n_property_samples, settings.seed)
     else:
@@ -153,14 +194,20 @@ def wdist_reference_count(n_test: int, settings: MetricSettings) -> int:
 
 def stability_summary(st: pd.DataFrame, pressure_run: bool) -> dict:
     """SUN rates of a stability table (denominator: every relaxed sample, stated as n_relaxed)."""
-    row = {"n_relaxed": int(len(st)), "n_relax_failed": int((st["error"].fillna("") != "").sum()),
-           "n_hull_missing_elements": int((st["hull_missing"].fillna("") != "").sum())}
-    row.update(M.sun_summary(st["e_hull"].to_numpy(float), st["unique"].to_numpy(bool), st["new"].to_numpy(bool), len(st)))
+    row = {
+        "n_relaxed": int(len(st)),
+        "n_relax_failed": int((st["error"].fillna("") != "").sum()),
+        "n_hull_missing_elements": int((st["hull_missing"].fillna("") != "").sum()),
+    }
+    row.update(
+        M.sun_summary(st["e_hull"].to_numpy(float), st["unique"].to_numpy(bool), st["new"].to_numpy(bool), len(st))
+    )
     row["mean_e_hull_ev_atom"] = float(np.nanmean(st["e_hull"])) if st["e_hull"].notna().any() else float("nan")
     if pressure_run:  # DFT-free proxy: CHGNet stress of the relaxed cell vs the target pressure
         ok = st[st["converged"].astype(bool)]
-        row["stress_vs_target_mae_gpa"] = M.target_errors(ok["pressure_gpa"].to_numpy(float),
-                                                          ok["stress_pressure_gpa"].to_numpy(float))["mae"]
+        row["stress_vs_target_mae_gpa"] = M.target_errors(
+            ok["pressure_gpa"].to_numpy(float), ok["stress_pressure_gpa"].to_numpy(float)
+        )["mae"]
     return row
 
 
@@ -171,14 +218,33 @@ def target_rows(st: pd.DataFrame, condition: str) -> list[dict]:
         t = np.full(len(grp), tgt)
         before = M.target_errors(t, grp["e_form_initial"].to_numpy(float))
         after = M.target_errors(t, grp["e_form"].to_numpy(float))
-        rows.append({"condition": condition, "target": tgt, "n_samples": int(len(grp)),
-                     "mae_before_ev_atom": before["mae"], "rmse_before_ev_atom": before["rmse"],
-                     "mae_after_ev_atom": after["mae"], "rmse_after_ev_atom": after["rmse"]})
+        rows.append(
+            {
+                "condition": condition,
+                "target": tgt,
+                "n_samples": int(len(grp)),
+                "mae_before_ev_atom": before["mae"],
+                "rmse_before_ev_atom": before["rmse"],
+                "mae_after_ev_atom": after["mae"],
+                "rmse_after_ev_atom": after["rmse"],
+            }
+        )
     return rows
 
 
-TARGET_COLUMNS = ["run", "dataset", "task", "steps", "condition", "target", "n_samples", "mae_before_ev_atom",
-                  "rmse_before_ev_atom", "mae_after_ev_atom", "rmse_after_ev_atom"]
+TARGET_COLUMNS = [
+    "run",
+    "dataset",
+    "task",
+    "steps",
+    "condition",
+    "target",
+    "n_samples",
+    "mae_before_ev_atom",
+    "rmse_before_ev_atom",
+    "mae_after_ev_atom",
+    "rmse_after_ev_atom",
+]
 
 
 # ----------------------------------------------------------------------------- stability
@@ -187,8 +253,10 @@ def check_relaxations_belong(samples_by_id: dict, relaxed: list[dict], source: s
     for r in relaxed:
         smp = samples_by_id.get(r["id"])
         if smp is None or r.get("sample_provenance", smp.get("provenance")) != smp.get("provenance"):
-            raise StageError(f"relaxation of {r['id']!r} does not belong to {source} (other samples, or none with "
-                             "that id): delete the relax shards to rebuild them")
+            raise StageError(
+                f"relaxation of {r['id']!r} does not belong to {source} (other samples, or none with "
+                "that id): delete the relax shards to rebuild them"
+            )
 
 
 def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, novelty: list) -> pd.DataFrame:
@@ -197,10 +265,18 @@ def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, 
     rows, final_structs = [], []
     for r in relaxed:
         smp = samples_by_id.get(r["id"], {})
-        row = {"id": r["id"], "converged": r.get("converged", False), "error": r.get("error", ""),
-               "target": smp.get("target", np.nan), "e_form_initial": np.nan, "e_form": np.nan,
-               "e_hull": np.nan, "hull_missing": "", "pressure_gpa": r.get("pressure_gpa", np.nan),
-               "stress_pressure_gpa": r.get("stress_pressure_gpa", np.nan)}
+        row = {
+            "id": r["id"],
+            "converged": r.get("converged", False),
+            "error": r.get("error", ""),
+            "target": smp.get("target", np.nan),
+            "e_form_initial": np.nan,
+            "e_form": np.nan,
+            "e_hull": np.nan,
+            "hull_missing": "",
+            "pressure_gpa": r.get("pressure_gpa", np.nan),
+            "stress_pressure_gpa": r.get("stress_pressure_gpa", np.nan),
+        }
         s0 = record_to_structure(smp) if smp else None
         s1 = structure_from(r["final"]) if r.get("final") and not r.get("error") else None  # unphysical: no energy
         try:

@@ -1,4 +1,5 @@
 """Conditional flow matching (I-CFM / rectified flow, sigma = 0) on lattice k, torus F and types A."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

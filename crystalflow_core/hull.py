@@ -9,6 +9,7 @@ CHGNet energies get the MP2020 corrections (as Matbench Discovery does) and are 
 energies with the MP elemental reference entries, so both sides of the hull are MP2020-consistent.
 Elements missing from the reference are reported, not fatal.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -69,7 +70,7 @@ class LocalHull:
         self.elements = set().union(*self.by_system) if self.by_system else set()
 
     @classmethod
-    def from_csvs(cls, paths: list[str | Path]) -> "LocalHull":
+    def from_csvs(cls, paths: list[str | Path]) -> LocalHull:
         entries = []
         for p in paths:
             df = pd.read_csv(p)
@@ -149,8 +150,11 @@ def mp2020_corrected_energy(structure, energy_total: float) -> float:
     syms = {el.symbol for el in structure.composition.elements}
     plus_u = bool(syms & {"O", "F"}) and bool(syms & u_els)
     hubbards = {"Co": 3.32, "Cr": 3.7, "Fe": 5.3, "Mn": 3.9, "Mo": 4.38, "Ni": 6.2, "V": 3.25, "W": 6.2}
-    params = {"run_type": "GGA+U" if plus_u else "GGA", "is_hubbard": plus_u,
-              "hubbards": {el: hubbards[el] for el in syms & u_els} if plus_u else {}}
+    params = {
+        "run_type": "GGA+U" if plus_u else "GGA",
+        "is_hubbard": plus_u,
+        "hubbards": {el: hubbards[el] for el in syms & u_els} if plus_u else {},
+    }
     entry = ComputedStructureEntry(structure, energy_total, parameters=params)
     compat = MaterialsProject2020Compatibility(check_potcar=False)
     processed = compat.process_entry(entry, clean=True)

@@ -1,4 +1,5 @@
 """Small I/O helpers shared by every stage: atomic writes, JSON lines, checksums."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -77,8 +78,10 @@ def read_jsonl(path, tolerate_truncated_tail: bool = False) -> list[dict]:
         except json.JSONDecodeError as exc:
             if tolerate_truncated_tail and last:
                 break
-            raise DamagedFileError(f"{path}: line {n + 1} is damaged ({exc.msg}); the file was truncated or "
-                                   f"edited: delete it to have it rebuilt") from None
+            raise DamagedFileError(
+                f"{path}: line {n + 1} is damaged ({exc.msg}); the file was truncated or "
+                f"edited: delete it to have it rebuilt"
+            ) from None
     return out
 
 

@@ -6,6 +6,7 @@ rotation of the Cartesian frame (L -> L R^T).
 k = [S01, S02, S12, (S00-S11)/2, (S00+S11-2 S22)/6, (S00+S11+S22)/3].
 The inverse drops Q: L = matrix_exp(S) is symmetric and has the same Gram matrix (same cell).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -68,8 +69,14 @@ def lattice_to_k_torch(lattice: torch.Tensor) -> torch.Tensor:
     evals, evecs = torch.linalg.eigh(lat @ lat.transpose(-1, -2))
     s = 0.5 * (evecs * torch.log(evals)[..., None, :]) @ evecs.transpose(-1, -2)
     k = torch.stack(
-        [s[..., 0, 1], s[..., 0, 2], s[..., 1, 2], (s[..., 0, 0] - s[..., 1, 1]) / 2,
-         (s[..., 0, 0] + s[..., 1, 1] - 2 * s[..., 2, 2]) / 6, (s[..., 0, 0] + s[..., 1, 1] + s[..., 2, 2]) / 3],
+        [
+            s[..., 0, 1],
+            s[..., 0, 2],
+            s[..., 1, 2],
+            (s[..., 0, 0] - s[..., 1, 1]) / 2,
+            (s[..., 0, 0] + s[..., 1, 1] - 2 * s[..., 2, 2]) / 6,
+            (s[..., 0, 0] + s[..., 1, 1] + s[..., 2, 2]) / 3,
+        ],
         dim=-1,
     )
     return k.to(lattice.dtype)

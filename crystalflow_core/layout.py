@@ -1,5 +1,6 @@
 """Every path of the results folder, defined once. The Snakemake rules, the CLI and the tests all
 take their paths from here; arguments may be Snakemake wildcards ("{run}") as well as values."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -22,6 +22,7 @@ comparator), step by step:
 ``tests/test_metrics.py`` holds it to pymatgen on real crystals, rattled, permuted, translated,
 rotated, doubled and mismatched; ``python benchmarks/metrics.py --compare`` on 18,092 MP-20 pairs.
 """
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,11 @@ def reduce_structure(structure, tolerance: float = 0.25) -> Reduced:
         from pymatgen.core import Lattice, Structure
 
         r = Structure(Lattice(matrix), list(species), frac).get_primitive_structure(tolerance=tolerance)
-        return Reduced(np.array(r.lattice.matrix, dtype=float), np.array(r.frac_coords, dtype=float),
-                       tuple(site.species_string for site in r))
+        return Reduced(
+            np.array(r.lattice.matrix, dtype=float),
+            np.array(r.frac_coords, dtype=float),
+            tuple(site.species_string for site in r),
+        )
     return Reduced(matrix, frac, species)
 
 
@@ -97,8 +101,10 @@ def _hnf(n: int):
                 if (det // a) % e:
                     continue
                 g = det // a // e
-                yield np.array([[[a, b, c], [0, e, f], [0, 0, g]]
-                                for b in range(a) for c in range(a) for f in range(e)], dtype=float)
+                yield np.array(
+                    [[[a, b, c], [0, e, f], [0, 0, g]] for b in range(a) for c in range(a) for f in range(e)],
+                    dtype=float,
+                )
 
 
 def _may_have_smaller_cell(matrix, frac, species, tolerance) -> bool:
@@ -163,8 +169,7 @@ def _from_parameters(lengths: np.ndarray, angles: np.ndarray) -> np.ndarray:
     return out
 
 
-def _lattice_mappings(m1: np.ndarray, len2: np.ndarray, ang2: np.ndarray, ltol: float,
-                      angle_tol: float) -> np.ndarray:
+def _lattice_mappings(m1: np.ndarray, len2: np.ndarray, ang2: np.ndarray, ltol: float, angle_tol: float) -> np.ndarray:
     """Rotated copies of the lattice with lengths len2 and angles ang2 spanned by lattice vectors
     of m1, (M, 3, 3): the mappings of pymatgen's ``m1.find_all_mappings(m2, ltol, angle_tol)``
     with |det| = 1 (pymatgen enumerates lattice points in another order; only the set matters for
@@ -314,8 +319,10 @@ def _best_assignment(passed, t, fc1, f2, avg, norm, pairs, n, stol):
     mi = np.array([p[0] for p in passed])
     ti = np.array([p[1] for p in passed])
     per_block = max(1, _CHUNK // (n * n * 3))
-    best = min(float(_block_rms(mi[a : a + per_block], ti[a : a + per_block], t, fc1, f2, avg, norm, pairs,
-                                n, stol).min()) for a in range(0, len(mi), per_block))
+    best = min(
+        float(_block_rms(mi[a : a + per_block], ti[a : a + per_block], t, fc1, f2, avg, norm, pairs, n, stol).min())
+        for a in range(0, len(mi), per_block)
+    )
     return best if best < stol else None  # below 1e-5 pymatgen takes the first it meets, we the smallest
 
 

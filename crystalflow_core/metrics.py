@@ -16,6 +16,7 @@ DNG: structural and compositional (SMACT) validity, coverage recall/precision (C
 site-mean and Magpie fingerprints), Wasserstein distances of density and number of elements.
 Stability: energy above hull of CHGNet-relaxed samples, stable/metastable, unique, new, SUN.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -52,8 +53,13 @@ def is_odd(structure) -> bool:
     n = len(structure)
     scaled = lengths / n ** (1.0 / 3.0)
     vpa = structure.volume / n
-    return bool(np.any(angles < 10) or np.any(angles > 170) or np.any(scaled > 20) or np.any(scaled < 0.1)
-                or not (0.1 < vpa < 100))
+    return bool(
+        np.any(angles < 10)
+        or np.any(angles > 170)
+        or np.any(scaled > 20)
+        or np.any(scaled < 0.1)
+        or not (0.1 < vpa < 100)
+    )
 
 
 def structure_valid(structure, cutoff: float = 0.5, protocol: str = "diffcsp") -> bool:
@@ -79,8 +85,9 @@ def structure_valid(structure, cutoff: float = 0.5, protocol: str = "diffcsp") -
         return False
 
 
-def smact_valid(symbols: list[str], counts: list[int], pauling: bool = True, alloys: bool = True,
-                protocol: str = "diffcsp") -> bool:
+def smact_valid(
+    symbols: list[str], counts: list[int], pauling: bool = True, alloys: bool = True, protocol: str = "diffcsp"
+) -> bool:
     """SMACT charge neutrality + Pauling electronegativity test (single elements and all-metal
     alloys count as valid), on the gcd-reduced stoichiometry.
 
@@ -214,8 +221,9 @@ def _reduced_counts(structure) -> frozenset:
     return frozenset((k, v // g) for k, v in counts.items())
 
 
-def csp_rms_table(gts: list, candidates: list[list], stol=0.5, ltol=0.3, angle_tol=10.0, workers=0,
-                  protocol: str = "crystalflow") -> list[list]:
+def csp_rms_table(
+    gts: list, candidates: list[list], stol=0.5, ltol=0.3, angle_tol=10.0, workers=0, protocol: str = "crystalflow"
+) -> list[list]:
     """rms (or None) of every candidate of every ground truth; parallel over ground truths (forked
     workers inherit the structures; only indices and rms values cross processes).
     crystalflow: every candidate that could be built may match (the authors compute validity but
@@ -318,8 +326,16 @@ def scale_comp_fixed(comp: np.ndarray) -> np.ndarray:
     return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def coverage(gen_s, gen_c, ref_s, ref_c, struct_cutoff=0.4, comp_cutoff=10.0, protocol: str = "diffcsp",
-             n_generated: int | None = None) -> dict:
+def coverage(
+    gen_s,
+    gen_c,
+    ref_s,
+    ref_c,
+    struct_cutoff=0.4,
+    comp_cutoff=10.0,
+    protocol: str = "diffcsp",
+    n_generated: int | None = None,
+) -> dict:
     """COV-R (share of reference structures with a generated one within both cut-offs, minimum
     distances taken separately for structure and composition), COV-P (the converse) and the mean
     minimum distances AMSD / AMCD (recall: over reference, precision: over generated).
@@ -331,8 +347,14 @@ def coverage(gen_s, gen_c, ref_s, ref_c, struct_cutoff=0.4, comp_cutoff=10.0, pr
     from scipy.spatial.distance import cdist
 
     _check_protocol(protocol)
-    empty = {"cov_recall_pct": 0.0, "cov_precision_pct": 0.0, "amsd_recall": float("nan"),
-             "amsd_precision": float("nan"), "amcd_recall": float("nan"), "amcd_precision": float("nan")}
+    empty = {
+        "cov_recall_pct": 0.0,
+        "cov_precision_pct": 0.0,
+        "amsd_recall": float("nan"),
+        "amsd_precision": float("nan"),
+        "amcd_recall": float("nan"),
+        "amcd_precision": float("nan"),
+    }
     gen_s, gen_c, ref_s, ref_c = (np.asarray(x, float) for x in (gen_s, gen_c, ref_s, ref_c))
     if protocol == "crystalflow":
         keep = np.all(np.isfinite(gen_s), axis=1) if len(gen_s) else np.zeros(0, bool)
@@ -353,9 +375,14 @@ def coverage(gen_s, gen_c, ref_s, ref_c, struct_cutoff=0.4, comp_cutoff=10.0, pr
     s_rec, s_prec, c_rec, c_prec = ds.min(0), ds.min(1), dc.min(0), dc.min(1)
     recall = np.mean((s_rec <= struct_cutoff) & (c_rec <= comp_cutoff))
     precision = np.sum((s_prec <= struct_cutoff) & (c_prec <= comp_cutoff)) / denom
-    return {"cov_recall_pct": 100.0 * recall, "cov_precision_pct": 100.0 * precision,
-            "amsd_recall": float(s_rec.mean()), "amsd_precision": float(s_prec.mean()),
-            "amcd_recall": float(c_rec.mean()), "amcd_precision": float(c_prec.mean())}
+    return {
+        "cov_recall_pct": 100.0 * recall,
+        "cov_precision_pct": 100.0 * precision,
+        "amsd_recall": float(s_rec.mean()),
+        "amsd_precision": float(s_prec.mean()),
+        "amcd_recall": float(c_rec.mean()),
+        "amcd_precision": float(c_prec.mean()),
+    }
 
 
 def draw(items: list, n: int, seed: int) -> list:
@@ -374,8 +401,9 @@ def property_wdist(gen: list, ref: list) -> dict:
         return {"wdist_density_g_cm3": float("nan"), "wdist_num_elems": float("nan")}
     return {
         "wdist_density_g_cm3": float(wasserstein_distance([s.density for s in gen], [s.density for s in ref])),
-        "wdist_num_elems": float(wasserstein_distance([len(s.composition.elements) for s in gen],
-                                                      [len(s.composition.elements) for s in ref])),
+        "wdist_num_elems": float(
+            wasserstein_distance([len(s.composition.elements) for s in gen], [len(s.composition.elements) for s in ref])
+        ),
     }
 
 
@@ -407,7 +435,7 @@ def sun_summary(e_hull: np.ndarray, unique: np.ndarray, new: np.ndarray, n_total
     e = np.asarray(e_hull, float)
     stable = np.nan_to_num(e, nan=np.inf) <= 0.0
     meta = np.nan_to_num(e, nan=np.inf) <= 0.1
-    pct = (lambda m: 100.0 * float(np.sum(m)) / n_total if n_total else 0.0)
+    pct = lambda m: 100.0 * float(np.sum(m)) / n_total if n_total else 0.0
     return {
         "stable_pct": pct(stable),
         "metastable_pct": pct(meta),

@@ -25,6 +25,7 @@ Two implementations share the same weights:
   - the per-edge products of all layers run as one matrix product.
 Both give the same outputs to float32 round-off (tests/test_model.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -93,7 +94,7 @@ class Graph:
     pj: torch.Tensor
 
     @staticmethod
-    def build(num_atoms: torch.Tensor) -> "Graph":
+    def build(num_atoms: torch.Tensor) -> Graph:
         dev = num_atoms.device
         b = num_atoms.numel()
         offsets = torch.cumsum(num_atoms, 0) - num_atoms
@@ -221,7 +222,8 @@ class CSPNet(nn.Module):
         c_dim = cfg.cond_gaussians * len(cfg.conditions)
         if cfg.conditions:  # per layer: adapter(c) -> bias-free mixin, added to h before the layer
             self.cond_adapters = nn.ModuleList(
-                [nn.Sequential(nn.Linear(c_dim, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU()) for _ in range(cfg.layers)])
+                [nn.Sequential(nn.Linear(c_dim, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU()) for _ in range(cfg.layers)]
+            )
             self.cond_mixins = nn.ModuleList([nn.Linear(h, h, bias=False) for _ in range(cfg.layers)])
         self.layers = nn.ModuleList([CSPLayer(cfg) for _ in range(cfg.layers)])
         self.final_ln = nn.LayerNorm(h)

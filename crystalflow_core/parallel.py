@@ -4,12 +4,13 @@ a featurizer, a CHGNet calculator) from a factory and serves tasks from a queue.
 `fork_map` runs `factory()(jobs[i])` for every i on forked workers that inherit `jobs` (nothing large
 is pickled, only indices and results); `serve_map` runs `factory()(task)` on spawned workers that
 receive each task through a queue (for libraries that must not be forked, such as CHGNet/torch)."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
 import queue
 import traceback
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 
 def _get(results, procs):
@@ -48,7 +49,9 @@ def fork_map(factory: Callable[[], Callable], jobs: list, workers: int, progress
         return out
     ctx = mp.get_context("fork")
     tasks, results = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_fork_worker, args=(factory, jobs, tasks, results), daemon=True) for _ in range(workers)]
+    procs = [
+        ctx.Process(target=_fork_worker, args=(factory, jobs, tasks, results), daemon=True) for _ in range(workers)
+    ]
     for p in procs:
         p.start()
     for i in range(len(jobs)):
@@ -91,8 +94,10 @@ def serve_map(factory: Callable, args: tuple, tasks: Iterable, workers: int) -> 
     tasks = list(tasks)
     ctx = mp.get_context("spawn")
     tq, rq = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_spawn_worker, args=(factory, args, tq, rq), daemon=True)
-             for _ in range(max(1, min(workers, len(tasks))))]
+    procs = [
+        ctx.Process(target=_spawn_worker, args=(factory, args, tq, rq), daemon=True)
+        for _ in range(max(1, min(workers, len(tasks))))
+    ]
     for p in procs:
         p.start()
     for t in tasks:

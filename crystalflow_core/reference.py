@@ -7,6 +7,7 @@ checkpoint; the variants this network does not implement stop with one line nami
 The condition scalers (``prop_scalers.pt``) pickle objects of the authors' package: they are read
 with an unpickler that stands in for any class it cannot import, keeping only ``means``/``stds``.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,15 +27,18 @@ class CheckpointImportError(ValueError):
 
 # keys of the reference module that carry no weights of the network (diffusion schedules kept by
 # the authors' class, the lattice-constraint tables, the type table checked separately)
-_IGNORED_PREFIXES = ("beta_scheduler.", "sigma_scheduler.", "latticedecompnn.", "type_encoding.",
-                     "decoder.type_encoding.")
+_IGNORED_PREFIXES = (
+    "beta_scheduler.",
+    "sigma_scheduler.",
+    "latticedecompnn.",
+    "type_encoding.",
+    "decoder.type_encoding.",
+)
 
 
 def _get(d, key, default=None):
-    try:
-        return d[key] if key in d else default
-    except TypeError:
-        return getattr(d, key, default)
+    """A key of a dict-like (dict, OmegaConf) or an attribute of an object."""
+    return d.get(key, default) if hasattr(d, "get") else getattr(d, key, default)
 
 
 def _bad(key, value, why):
@@ -45,14 +49,33 @@ def check_variant(hp: dict) -> None:
     """Stop with one line on every variant the network does not implement."""
     dec = _get(hp, "decoder") or {}
     if not _get(hp, "lattice_polar", False):
-        _bad("lattice_polar", _get(hp, "lattice_polar"), "only the polar 6-vector k is implemented, not the lattice matrix")
+        _bad(
+            "lattice_polar",
+            _get(hp, "lattice_polar"),
+            "only the polar 6-vector k is implemented, not the lattice matrix",
+        )
     checks = [
-        ("decoder.lattice_dim", _get(dec, "lattice_dim", 6), lambda v: v == 6, "the lattice feature must be the 6-vector k"),
+        (
+            "decoder.lattice_dim",
+            _get(dec, "lattice_dim", 6),
+            lambda v: v == 6,
+            "the lattice feature must be the 6-vector k",
+        ),
         ("decoder.ip", _get(dec, "ip", False), lambda v: not v, "inner-product lattice features are not implemented"),
         ("decoder.ln", _get(dec, "ln", True), lambda v: bool(v), "the network has LayerNorm before every layer"),
         ("decoder.na_emb", _get(dec, "na_emb", 0), lambda v: not v, "no atom-count embedding in this network"),
-        ("decoder.edge_style", _get(dec, "edge_style", "fc"), lambda v: v == "fc", "only the fully connected graph is implemented"),
-        ("decoder.dis_emb", _get(dec, "dis_emb", "sin"), lambda v: v == "sin", "only the sinusoidal distance embedding is implemented"),
+        (
+            "decoder.edge_style",
+            _get(dec, "edge_style", "fc"),
+            lambda v: v == "fc",
+            "only the fully connected graph is implemented",
+        ),
+        (
+            "decoder.dis_emb",
+            _get(dec, "dis_emb", "sin"),
+            lambda v: v == "sin",
+            "only the sinusoidal distance embedding is implemented",
+        ),
         ("decoder.rec_emb", _get(dec, "rec_emb", "none"), lambda v: v in ("sin", "none"), "only 'sin' or 'none'"),
         ("decoder.act_fn", _get(dec, "act_fn", "silu"), lambda v: v == "silu", "only SiLU"),
         ("decoder.pred_scalar", _get(dec, "pred_scalar", False), lambda v: not v, "a property predictor, not a flow"),
@@ -79,7 +102,7 @@ def reference_conditions(hp: dict, state_dict: dict) -> list[str]:
     present = []
     for key in state_dict:
         if key.startswith(prefix):
-            name = key[len(prefix):].split(".")[0]
+            name = key[len(prefix) :].split(".")[0]
             if name not in present:
                 present.append(name)
     order = list(_get(_get(hp, "conditions") or {}, "cond_keys", []) or [])
@@ -96,38 +119,61 @@ def reference_model_config(hp: dict, state_dict: dict) -> ModelConfig:
     if conditions:
         n_gauss = int(state_dict[f"cond_emb.sub_emb_dict.{conditions[0]}.expansion_net.offsets"].numel())
     rec = _get(dec, "num_millers", 0) if _get(dec, "rec_emb", "none") == "sin" else 0
-    cfg = ModelConfig(hidden=int(_get(dec, "hidden_dim")), layers=int(_get(dec, "num_layers")),
-                      fourier=int(_get(dec, "num_freqs")), recip=int(rec), time_dim=int(_get(hp, "time_dim", 256)),
-                      task=task, conditions=conditions, cond_gaussians=n_gauss)
+    cfg = ModelConfig(
+        hidden=int(_get(dec, "hidden_dim")),
+        layers=int(_get(dec, "num_layers")),
+        fourier=int(_get(dec, "num_freqs")),
+        recip=int(rec),
+        time_dim=int(_get(hp, "time_dim", 256)),
+        task=task,
+        conditions=conditions,
+        cond_gaussians=n_gauss,
+    )
     w = state_dict.get("decoder.csp_layer_0.edge_mlp.0.weight")
     if w is None:
-        raise CheckpointImportError("reference checkpoint: state_dict has no decoder.csp_layer_0.edge_mlp.0.weight (not a CrystalFlow CSPNet)")
+        raise CheckpointImportError(
+            "reference checkpoint: state_dict has no decoder.csp_layer_0.edge_mlp.0.weight (not a CrystalFlow CSPNet)"
+        )
     expected = 2 * cfg.hidden + cfg.phi_dim + 6
     if tuple(w.shape) != (cfg.hidden, expected):
-        raise CheckpointImportError(f"reference checkpoint: first edge layer has shape {tuple(w.shape)}, the hyper-parameters "
-                             f"(hidden {cfg.hidden}, freqs {cfg.fourier}, millers {cfg.recip}) give {(cfg.hidden, expected)}")
+        raise CheckpointImportError(
+            f"reference checkpoint: first edge layer has shape {tuple(w.shape)}, the hyper-parameters "
+            f"(hidden {cfg.hidden}, freqs {cfg.fourier}, millers {cfg.recip}) give {(cfg.hidden, expected)}"
+        )
     if conditions:
         a = state_dict["decoder.cemb_adapter_0.0.weight"]
         if a.shape[1] != n_gauss * len(conditions):
-            raise CheckpointImportError(f"reference checkpoint: condition adapter takes {a.shape[1]} inputs, "
-                                 f"{len(conditions)} condition(s) x {n_gauss} Gaussians give {n_gauss * len(conditions)}")
+            raise CheckpointImportError(
+                f"reference checkpoint: condition adapter takes {a.shape[1]} inputs, "
+                f"{len(conditions)} condition(s) x {n_gauss} Gaussians give {n_gauss * len(conditions)}"
+            )
     return cfg
 
 
 def key_map(cfg: ModelConfig) -> dict[str, str]:
     """This network's parameter names -> the reference module's names."""
-    m = {"type_emb.weight": "decoder.node_embedding.weight",
-         "input.weight": "decoder.atom_latent_emb.weight", "input.bias": "decoder.atom_latent_emb.bias",
-         "final_ln.weight": "decoder.final_layer_norm.weight", "final_ln.bias": "decoder.final_layer_norm.bias",
-         "head_k.weight": "decoder.lattice_out.weight", "head_f.weight": "decoder.coord_out.weight"}
+    m = {
+        "type_emb.weight": "decoder.node_embedding.weight",
+        "input.weight": "decoder.atom_latent_emb.weight",
+        "input.bias": "decoder.atom_latent_emb.bias",
+        "final_ln.weight": "decoder.final_layer_norm.weight",
+        "final_ln.bias": "decoder.final_layer_norm.bias",
+        "head_k.weight": "decoder.lattice_out.weight",
+        "head_f.weight": "decoder.coord_out.weight",
+    }
     if cfg.task == "dng":
         m["type_emb.bias"] = "decoder.node_embedding.bias"
         m["head_a.weight"] = "decoder.type_out.weight"
         m["head_a.bias"] = "decoder.type_out.bias"
     for i in range(cfg.layers):
         ref = f"decoder.csp_layer_{i}"
-        for ours, theirs in [("edge1", "edge_mlp.0"), ("edge2", "edge_mlp.2"), ("node_mlp.0", "node_mlp.0"),
-                             ("node_mlp.2", "node_mlp.2"), ("ln", "layer_norm")]:
+        for ours, theirs in [
+            ("edge1", "edge_mlp.0"),
+            ("edge2", "edge_mlp.2"),
+            ("node_mlp.0", "node_mlp.0"),
+            ("node_mlp.2", "node_mlp.2"),
+            ("ln", "layer_norm"),
+        ]:
             for p in ("weight", "bias"):
                 m[f"layers.{i}.{ours}.{p}"] = f"{ref}.{theirs}.{p}"
         if cfg.conditions:
@@ -147,8 +193,10 @@ def _check_type_table(state_dict: dict) -> None:
         return
     for z in range(1, min(TABLE_Z, idx.shape[0]) + 1):
         if tuple(int(v) for v in idx[z - 1]) != GRID[z]:
-            raise CheckpointImportError(f"reference checkpoint: type_encoding places Z={z} at {tuple(idx[z - 1].tolist())}, "
-                                 f"this project's table at {GRID[z]}")
+            raise CheckpointImportError(
+                f"reference checkpoint: type_encoding places Z={z} at {tuple(idx[z - 1].tolist())}, "
+                f"this project's table at {GRID[z]}"
+            )
 
 
 def network_state(cfg: ModelConfig, state_dict: dict) -> dict:
@@ -161,17 +209,31 @@ def network_state(cfg: ModelConfig, state_dict: dict) -> dict:
         else:
             missing.append(theirs)
     if missing:
-        raise CheckpointImportError(f"reference checkpoint: state_dict lacks {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        raise CheckpointImportError(
+            f"reference checkpoint: state_dict lacks {missing[0]}"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        )
     used = set(key_map(cfg).values())
-    unused = [k for k in state_dict if k not in used and not k.startswith(_IGNORED_PREFIXES)
-              and not (not cfg.conditions and k.startswith(("decoder.cemb_adapter_", "decoder.cemb_mixin_")))]
+    unused = [
+        k
+        for k in state_dict
+        if k not in used
+        and not k.startswith(_IGNORED_PREFIXES)
+        and not (not cfg.conditions and k.startswith(("decoder.cemb_adapter_", "decoder.cemb_mixin_")))
+    ]
     if unused:
-        raise CheckpointImportError(f"reference checkpoint: parameter {unused[0]} has no place in this network"
-                             + (f" ({len(unused) - 1} more)" if len(unused) > 1 else ""))
+        raise CheckpointImportError(
+            f"reference checkpoint: parameter {unused[0]} has no place in this network"
+            + (f" ({len(unused) - 1} more)" if len(unused) > 1 else "")
+        )
     if cfg.task == "csp" and out["type_emb.weight"].shape[0] != MAX_Z:
-        raise CheckpointImportError(f"reference checkpoint: node embedding has {out['type_emb.weight'].shape[0]} rows, expected {MAX_Z}")
+        raise CheckpointImportError(
+            f"reference checkpoint: node embedding has {out['type_emb.weight'].shape[0]} rows, expected {MAX_Z}"
+        )
     if cfg.task == "dng" and out["type_emb.weight"].shape[1] != TYPE_DIM:
-        raise CheckpointImportError(f"reference checkpoint: type embedding takes {out['type_emb.weight'].shape[1]} inputs, expected {TYPE_DIM}")
+        raise CheckpointImportError(
+            f"reference checkpoint: type embedding takes {out['type_emb.weight'].shape[1]} inputs, expected {TYPE_DIM}"
+        )
     return out
 
 
@@ -230,7 +292,9 @@ def load_reference(path, expected_sha256: str | None = None) -> dict:
     if expected_sha256:
         got = sha256_file(path)
         if got != expected_sha256.lower():
-            raise CheckpointImportError(f"reference checkpoint {path}: sha256 {got} differs from the configured {expected_sha256}")
+            raise CheckpointImportError(
+                f"reference checkpoint {path}: sha256 {got} differs from the configured {expected_sha256}"
+            )
     data = path.read_bytes()
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_PickleModule)
@@ -254,19 +318,26 @@ def hparams_from_yaml(path) -> dict:
 def check_against_run(cfg: ModelConfig, run: dict, run_name: str = "run") -> None:
     """The checkpoint decides the network; a run config that says otherwise is an error."""
     if run["task"] != cfg.task:
-        raise CheckpointImportError(f"config error at 'runs/{run_name}/task': '{run['task']}', but the checkpoint is a {cfg.task} model")
+        raise CheckpointImportError(
+            f"config error at 'runs/{run_name}/task': '{run['task']}', but the checkpoint is a {cfg.task} model"
+        )
     if sorted(run["conditions"]) != sorted(cfg.conditions):
-        raise CheckpointImportError(f"config error at 'runs/{run_name}/conditions': {run['conditions']}, "
-                             f"but the checkpoint is conditioned on {cfg.conditions or 'nothing'}")
+        raise CheckpointImportError(
+            f"config error at 'runs/{run_name}/conditions': {run['conditions']}, "
+            f"but the checkpoint is conditioned on {cfg.conditions or 'nothing'}"
+        )
     model = run.get("model", {})
     for key in ("hidden", "layers", "fourier", "recip", "time_dim"):
         if key in model and int(model[key]) != int(getattr(cfg, key)):
-            raise CheckpointImportError(f"config error at 'runs/{run_name}/model/{key}': {model[key]}, "
-                                 f"but the checkpoint has {getattr(cfg, key)} (set it to {getattr(cfg, key)})")
+            raise CheckpointImportError(
+                f"config error at 'runs/{run_name}/model/{key}': {model[key]}, "
+                f"but the checkpoint has {getattr(cfg, key)} (set it to {getattr(cfg, key)})"
+            )
 
 
-def build_module(ckpt: dict, hp: dict, run: dict, run_name: str, scalers: dict | None, atom_count_hist,
-                 provenance: dict):
+def build_module(
+    ckpt: dict, hp: dict, run: dict, run_name: str, scalers: dict | None, atom_count_hist, provenance: dict
+):
     """A CrystalFlowModule holding the reference weights (sizes from the checkpoint)."""
     from dataclasses import asdict
 
@@ -280,19 +351,29 @@ def build_module(ckpt: dict, hp: dict, run: dict, run_name: str, scalers: dict |
     scalers = scalers or {}
     missing = [c for c in cfg.conditions if c not in scalers]
     if missing:
-        raise CheckpointImportError(f"reference checkpoint is conditioned on {cfg.conditions}: the scalers (prop_scalers.pt, "
-                             f"--scalers / init.scalers) must hold {missing}")
+        raise CheckpointImportError(
+            f"reference checkpoint is conditioned on {cfg.conditions}: the scalers (prop_scalers.pt, "
+            f"--scalers / init.scalers) must hold {missing}"
+        )
     optim = _get(hp, "optim") or {}
     opt, sch = _get(optim, "optimizer") or {}, _get(optim, "lr_scheduler") or {}
     guide = float(_get(hp, "guide_threshold", -1) or -1)
     cfg.fast = bool(run.get("model", {}).get("fast", True))
     module = CrystalFlowModule(
         model=asdict(cfg),
-        loss_weights=(float(_get(hp, "cost_lattice", 1)), float(_get(hp, "cost_coord", 10)), float(_get(hp, "cost_type", 10))),
-        lr=float(_get(opt, "lr", 1e-3)), lr_factor=float(_get(sch, "factor", 0.6)),
-        lr_patience=int(_get(sch, "patience", 30)), lr_min=float(_get(sch, "min_lr", 1e-4)),
-        k_sigma=float(_get(hp, "lattice_polar_sigma", 0.1)), cond_drop=min(max(guide, 0.0), 1.0),
-        scalers={c: tuple(scalers[c]) for c in cfg.conditions}, atom_count_hist=atom_count_hist,
+        loss_weights=(
+            float(_get(hp, "cost_lattice", 1)),
+            float(_get(hp, "cost_coord", 10)),
+            float(_get(hp, "cost_type", 10)),
+        ),
+        lr=float(_get(opt, "lr", 1e-3)),
+        lr_factor=float(_get(sch, "factor", 0.6)),
+        lr_patience=int(_get(sch, "patience", 30)),
+        lr_min=float(_get(sch, "min_lr", 1e-4)),
+        k_sigma=float(_get(hp, "lattice_polar_sigma", 0.1)),
+        cond_drop=min(max(guide, 0.0), 1.0),
+        scalers={c: tuple(scalers[c]) for c in cfg.conditions},
+        atom_count_hist=atom_count_hist,
         provenance=provenance,
     )
     module.net.load_state_dict(network_state(cfg, sd), strict=True)
@@ -303,8 +384,13 @@ def save_module(module, out) -> None:
     """Write a Lightning checkpoint of `module` that `CrystalFlowModule.load_from_checkpoint` reads."""
     import pytorch_lightning as pl
 
-    payload = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-               "pytorch-lightning_version": pl.__version__, "epoch": 0, "global_step": 0}
+    payload = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": pl.__version__,
+        "epoch": 0,
+        "global_step": 0,
+    }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         torch.save(payload, tmp)

@@ -5,13 +5,14 @@ threads otherwise fight over the cores. Each worker takes the structures in chun
 `batch_size`: the static energies, forces and stresses of a chunk are evaluated in one batched
 CHGNet call (on a GPU this is where batching pays; on one CPU thread it costs the same as one at a
 time) and seed the first optimiser step, then every structure is relaxed on its own. L-BFGS is
-the default optimiser: at fmax 0.1 it needed 63 steps where FIRE needed 145 on 12 rattled MP-20
-test crystals, and on 10 quick-run DNG samples it converged as often as FIRE in 2/3 of the time
-(`python benchmarks/relax.py --optimizer FIRE` compares them). Results are appended to a JSON-lines file as chunks finish, so a killed
-job resumes where it stopped. A structure that makes CHGNet raise, or that runs past the
-per-structure time limit, is recorded as failed with the reason. Items may carry their own
+the default optimiser because it needs far fewer force calls than FIRE for the same fmax
+(`python benchmarks/relax.py --optimizer FIRE` compares them; figures in the README). Results are
+appended to a JSON-lines file as chunks finish, so a killed job resumes where it stopped. A
+structure that makes CHGNet raise, or that runs past the per-structure time limit, is recorded as
+failed with the reason. Items may carry their own
 pressure (pressure-conditioned runs relax each structure at its target).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -184,10 +185,15 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
             gap, axis = vacuum_gap(final)
             if gap > settings.max_vacuum_gap:  # fragments in vacuum: converged or not, no crystal
                 rec["converged"] = False
-                rec["error"] = (f"unphysical: {gap:.1f} A of vacuum along lattice vector {'abc'[axis]} "
-                                f"(> {settings.max_vacuum_gap} A; isolated fragments, not a crystal)")
-            rec["final"] = {"lattice": final.lattice.matrix.tolist(), "species": [s.specie.symbol for s in final],
-                            "frac_coords": final.frac_coords.tolist()}
+                rec["error"] = (
+                    f"unphysical: {gap:.1f} A of vacuum along lattice vector {'abc'[axis]} "
+                    f"(> {settings.max_vacuum_gap} A; isolated fragments, not a crystal)"
+                )
+            rec["final"] = {
+                "lattice": final.lattice.matrix.tolist(),
+                "species": [s.specie.symbol for s in final],
+                "frac_coords": final.frac_coords.tolist(),
+            }
     except _Timeout:
         rec["error"] = f"timeout after {settings.timeout:.0f} s"
         rec["converged"] = False
@@ -242,8 +248,9 @@ def _closest_pair(structure) -> float:
     return float((structure.distance_matrix + np.eye(len(structure)) * 1e6).min())
 
 
-def relax_many(items: list[tuple], out_path, settings: RelaxSettings, workers: int = 1,
-               progress: bool = True) -> list[dict]:
+def relax_many(
+    items: list[tuple], out_path, settings: RelaxSettings, workers: int = 1, progress: bool = True
+) -> list[dict]:
     """Relax (id, Structure|None[, pressure GPa]) items, appending one record per structure to `out_path`.
 
     Ids already in `out_path` are skipped (resume). A None structure (flagged sample) is recorded
@@ -262,7 +269,16 @@ def relax_many(items: list[tuple], out_path, settings: RelaxSettings, workers: i
         if sid in done:
             continue
         if s is None:
-            append_jsonl(out_path, {"id": sid, "converged": False, "error": "invalid sample (flagged or unbuildable)", "steps": 0, "wall_s": 0.0})
+            append_jsonl(
+                out_path,
+                {
+                    "id": sid,
+                    "converged": False,
+                    "error": "invalid sample (flagged or unbuildable)",
+                    "steps": 0,
+                    "wall_s": 0.0,
+                },
+            )
             continue
         todo.append((sid, s, pressure))
     if done:

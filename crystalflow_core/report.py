@@ -1,4 +1,5 @@
 """Markdown tables mirroring the paper (ours beside the paper's numbers), plots, and a summary page."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,9 +14,16 @@ PAPER_CSP = {
     "mp_20": {1: (62.02, 0.0710), 20: (78.34, 0.0577), 100: (82.49, 0.0513)},
     "mpts_52": {1: (21.00, 0.1613), 20: (37.81, 0.1584), 100: (45.54, 0.1633)},
 }
-PAPER_DNG = {"struct_valid_pct": 99.55, "comp_valid_pct": 81.96, "cov_recall_pct": 98.21,
-             "cov_precision_pct": 99.84, "wdist_density_g_cm3": 0.169, "wdist_num_elems": 0.259,
-             "stable_pct": 5.1, "sun_pct": 3.7}
+PAPER_DNG = {
+    "struct_valid_pct": 99.55,
+    "comp_valid_pct": 81.96,
+    "cov_recall_pct": 98.21,
+    "cov_precision_pct": 99.84,
+    "wdist_density_g_cm3": 0.169,
+    "wdist_num_elems": 0.259,
+    "stable_pct": 5.1,
+    "sun_pct": 3.7,
+}
 
 
 def _fmt(x, nd=2):
@@ -28,33 +36,56 @@ def _protocols(df: pd.DataFrame) -> str:
 
 
 def csp_table(df: pd.DataFrame) -> str:
-    lines = ["# Table 1: crystal structure prediction (ours vs paper, CrystalFlow S = 100)", "",
-             f"Metrics protocol: {_protocols(df)} (crystalflow: the authors' scripts; diffcsp: validity-gated matching).", "",
-             "| run | dataset | k | steps | MR % (ours) | MR % (paper) | RMSE (ours) | RMSE (paper) | RMSE-all (ours) | targets |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Table 1: crystal structure prediction (ours vs paper, CrystalFlow S = 100)",
+        "",
+        f"Metrics protocol: {_protocols(df)} (crystalflow: the authors' scripts; diffcsp: validity-gated matching).",
+        "",
+        "| run | dataset | k | steps | MR % (ours) | MR % (paper) | RMSE (ours) | RMSE (paper) | RMSE-all (ours) "
+        "| targets |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for _, r in df.iterrows():
         paper = PAPER_CSP.get(r["dataset"], {}).get(int(r["k"]))
-        lines.append(f"| {r['run']} | {r['dataset']} | {int(r['k'])} | {int(r['steps'])} | {_fmt(r['match_rate_pct'])} | "
-                     f"{_fmt(paper[0]) if paper else '-'} | {_fmt(r['rmse_norm'], 4)} | {_fmt(paper[1], 4) if paper else '-'} | "
-                     f"{_fmt(r['rmse_all_norm'], 4)} | {int(r['n_targets'])} |")
+        lines.append(
+            f"| {r['run']} | {r['dataset']} | {int(r['k'])} | {int(r['steps'])} | {_fmt(r['match_rate_pct'])} | "
+            f"{_fmt(paper[0]) if paper else '-'} | {_fmt(r['rmse_norm'], 4)} | {_fmt(paper[1], 4) if paper else '-'} | "
+            f"{_fmt(r['rmse_all_norm'], 4)} | {int(r['n_targets'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def dng_table(df: pd.DataFrame, targets: pd.DataFrame | None = None) -> str:
     cols = list(PAPER_DNG)
-    lines = ["# Table 3: de novo generation on MP-20 (ours vs paper, 10,000 samples in the paper)", "",
-             f"Metrics protocol: {_protocols(df)} (crystalflow: the authors' scripts; diffcsp: DiffCSP/CDVAE rules).", "",
-             "| run | steps | samples | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols),
-             "| paper | 100 | 10000 | " + " | ".join(_fmt(PAPER_DNG[c], 3) for c in cols) + " |"]
+    lines = [
+        "# Table 3: de novo generation on MP-20 (ours vs paper, 10,000 samples in the paper)",
+        "",
+        f"Metrics protocol: {_protocols(df)} (crystalflow: the authors' scripts; diffcsp: DiffCSP/CDVAE rules).",
+        "",
+        "| run | steps | samples | " + " | ".join(cols) + " |",
+        "|---|---|---|" + "---|" * len(cols),
+        "| paper | 100 | 10000 | " + " | ".join(_fmt(PAPER_DNG[c], 3) for c in cols) + " |",
+    ]
     for _, r in df.iterrows():
-        lines.append(f"| {r['run']} | {int(r['steps'])} | {int(r['n_samples'])} | " +
-                     " | ".join(_fmt(r.get(c, np.nan), 3) for c in cols) + " |")
+        lines.append(
+            f"| {r['run']} | {int(r['steps'])} | {int(r['n_samples'])} | "
+            + " | ".join(_fmt(r.get(c, np.nan), 3) for c in cols)
+            + " |"
+        )
     if targets is not None and len(targets):
-        lines += ["", "## Formation-energy conditioning (eV/atom; paper MAE 0.67-2.02 before, 0.17-0.82 after relaxation)", "",
-                  "| run | target | n | MAE before | RMSE before | MAE after | RMSE after |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Formation-energy conditioning (eV/atom; paper MAE 0.67-2.02 before, 0.17-0.82 after relaxation)",
+            "",
+            "| run | target | n | MAE before | RMSE before | MAE after | RMSE after |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for _, r in targets.iterrows():
-            lines.append(f"| {r['run']} | {r['target']:g} | {int(r['n_samples'])} | {_fmt(r['mae_before_ev_atom'], 3)} | "
-                         f"{_fmt(r['rmse_before_ev_atom'], 3)} | {_fmt(r['mae_after_ev_atom'], 3)} | {_fmt(r['rmse_after_ev_atom'], 3)} |")
+            lines.append(
+                f"| {r['run']} | {r['target']:g} | {int(r['n_samples'])} | {_fmt(r['mae_before_ev_atom'], 3)} | "
+                f"{_fmt(r['rmse_before_ev_atom'], 3)} | {_fmt(r['mae_after_ev_atom'], 3)} | "
+                f"{_fmt(r['rmse_after_ev_atom'], 3)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -91,6 +122,7 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path) -> list[str]:
     made = []
     outdir.mkdir(parents=True, exist_ok=True)
     if len(csp):
+
         def draw_mr(ax):
             for (run, k), g in csp.groupby(["run", "k"]):
                 g = g.sort_values("steps")
@@ -112,24 +144,51 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path) -> list[str]:
         made.append("e_hull_hist.png")
         cond = st[st["target"].notna()] if "target" in st else st.iloc[0:0]
         if len(cond):
-            _figure(outdir / "formation_energy_by_target.png", "CHGNet formation energy after relaxation (eV/atom)",
-                    "structures", lambda ax: _hists(ax, cond.groupby("target"), "e_form", bins=30, label="target {:g}"))
+            _figure(
+                outdir / "formation_energy_by_target.png",
+                "CHGNet formation energy after relaxation (eV/atom)",
+                "structures",
+                lambda ax: _hists(ax, cond.groupby("target"), "e_form", bins=30, label="target {:g}"),
+            )
             made.append("formation_energy_by_target.png")
     return made
 
 
-def write_report(tables: list[str], stability: list[str], results: str, report: str, table1: str, table3: str,
-                 targets: list[str] = ()):
+def write_report(
+    tables: list[str],
+    stability: list[str],
+    results: str,
+    report: str,
+    table1: str,
+    table3: str,
+    targets: list[str] = (),
+):
     dfs = [pd.read_csv(t) for t in tables]
     tdfs = [pd.read_csv(t) for t in targets]
     tdf = pd.concat(tdfs, ignore_index=True) if tdfs else None
-    csp = pd.concat([d for d in dfs if (d["task"] == "csp").all()], ignore_index=True) if any((d["task"] == "csp").all() for d in dfs) else pd.DataFrame()
-    dng = pd.concat([d for d in dfs if (d["task"] == "dng").all()], ignore_index=True) if any((d["task"] == "dng").all() for d in dfs) else pd.DataFrame()
+    csp = (
+        pd.concat([d for d in dfs if (d["task"] == "csp").all()], ignore_index=True)
+        if any((d["task"] == "csp").all() for d in dfs)
+        else pd.DataFrame()
+    )
+    dng = (
+        pd.concat([d for d in dfs if (d["task"] == "dng").all()], ignore_index=True)
+        if any((d["task"] == "dng").all() for d in dfs)
+        else pd.DataFrame()
+    )
     t1 = csp_table(csp) if len(csp) else "# Table 1\n\nNo CSP run in the targets.\n"
     t3 = dng_table(dng, tdf) if len(dng) else "# Table 3\n\nNo DNG run in the targets.\n"
     write_text_atomic(table1, t1)
     write_text_atomic(table3, t3)
     figs = plots(csp, stability, Path(results) / "plots")
-    body = ["# CrystalFlow results", "", "Metric tables: " + ", ".join(f"`{Path(t).name}`" for t in tables), "",
-            t1, t3, "## Plots", ""] + [f"![{f}](plots/{f})" for f in figs]
+    body = [
+        "# CrystalFlow results",
+        "",
+        "Metric tables: " + ", ".join(f"`{Path(t).name}`" for t in tables),
+        "",
+        t1,
+        t3,
+        "## Plots",
+        "",
+    ] + [f"![{f}](plots/{f})" for f in figs]
     write_text_atomic(report, "\n".join(body) + "\n")

@@ -7,13 +7,14 @@ stage times t_i, t_i + h/2, t_i + h). Anti-annealing multiplies the velocity of 
 variables (coordinates by default) by 1 + s' relu(t - offset) at the evaluation time.
 F is wrapped into [0, 1) after every (sub)step.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import zlib
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -63,8 +64,18 @@ INTEGRATORS = {"euler": _euler, "midpoint": _midpoint, "rk4": _rk4}  # one step 
 METHODS = tuple(INTEGRATORS)
 
 
-def integrate(velocity: VelocityFn, k, f, a, node_crystal, steps: int = 100, method: str = "euler",
-              anneal: float = 0.0, anneal_offset: float = 0.0, anneal_vars=("f",)):
+def integrate(
+    velocity: VelocityFn,
+    k,
+    f,
+    a,
+    node_crystal,
+    steps: int = 100,
+    method: str = "euler",
+    anneal: float = 0.0,
+    anneal_offset: float = 0.0,
+    anneal_vars=("f",),
+):
     """Integrate from t = 0 to 1 in `steps` fixed steps; returns (k, f, a)."""
     if method not in INTEGRATORS:
         raise ValueError(f"unknown integrator '{method}' ({', '.join(METHODS)})")
@@ -151,7 +162,7 @@ class FlowSampler(nn.Module):
         return list(self.net.cfg.conditions)
 
     @classmethod
-    def from_checkpoint(cls, path, map_location="cpu") -> "FlowSampler":
+    def from_checkpoint(cls, path, map_location="cpu") -> FlowSampler:
         try:
             ck = torch.load(path, map_location=map_location, weights_only=False)
             hp = ck["hyper_parameters"]
@@ -180,7 +191,9 @@ class FlowSampler(nn.Module):
         return k0, f0, a0
 
     @torch.inference_mode()
-    def generate(self, items: list[dict], settings: SampleSettings, shard: int = 0, progress: bool = True) -> list[dict]:
+    def generate(
+        self, items: list[dict], settings: SampleSettings, shard: int = 0, progress: bool = True
+    ) -> list[dict]:
         """One structure per item (see `generate`)."""
         device = next(self.net.parameters()).device
         self.net.eval()
@@ -193,11 +206,24 @@ class FlowSampler(nn.Module):
             k0, f0, a0 = self.prior(na, gen, device)
             types_fixed = None
             if self.task == "csp":
-                types_fixed = torch.tensor([z for it in batch for z in it["atom_types"]], dtype=torch.long, device=device)
-            velocity = guided_velocity(self.net, types_fixed, na.to(device), self.standardised(batch, device),
-                                       settings.guidance, g)
-            k, f, a = integrate(velocity, k0, f0, a0, g.node_crystal, settings.steps, settings.method,
-                                settings.anneal, settings.anneal_offset, settings.anneal_vars)
+                types_fixed = torch.tensor(
+                    [z for it in batch for z in it["atom_types"]], dtype=torch.long, device=device
+                )
+            velocity = guided_velocity(
+                self.net, types_fixed, na.to(device), self.standardised(batch, device), settings.guidance, g
+            )
+            k, f, a = integrate(
+                velocity,
+                k0,
+                f0,
+                a0,
+                g.node_crystal,
+                settings.steps,
+                settings.method,
+                settings.anneal,
+                settings.anneal_offset,
+                settings.anneal_vars,
+            )
             out += _records(batch, k, f, decode_types(a) if self.task == "dng" else types_fixed, na, settings, shard)
         return out
 
@@ -211,15 +237,23 @@ def _records(batch, k, f, z, na, settings: SampleSettings, shard: int) -> list[d
     for i, it in enumerate(batch):
         fr = f[offs[i] : offs[i + 1]]
         rec = {key: val for key, val in it.items() if key not in ("atom_types",)}
-        rec.update(lattice=lat[i].tolist(), species=z[offs[i] : offs[i + 1]].tolist(), frac_coords=fr.tolist(),
-                   flag=_flag(lat[i], fr, len(fr), settings), seed=settings.seed, shard=shard, steps=settings.steps,
-                   method=settings.method)
+        rec.update(
+            lattice=lat[i].tolist(),
+            species=z[offs[i] : offs[i + 1]].tolist(),
+            frac_coords=fr.tolist(),
+            flag=_flag(lat[i], fr, len(fr), settings),
+            seed=settings.seed,
+            shard=shard,
+            steps=settings.steps,
+            method=settings.method,
+        )
         out.append(rec)
     return out
 
 
-def generate(model, items: list[dict], settings: SampleSettings, shard: int = 0, device=None,
-             progress: bool = True) -> list[dict]:
+def generate(
+    model, items: list[dict], settings: SampleSettings, shard: int = 0, device=None, progress: bool = True
+) -> list[dict]:
     """Generate one structure per item with a FlowSampler (or a trained Lightning module's).
 
     items: dicts with "num_atoms" and, for CSP, "atom_types" (list of Z); optional "condition"
@@ -282,8 +316,15 @@ def csp_items(cache: dict, n_candidates: int, limit: int | None = None) -> list[
     for i in range(n):
         types = cache["atom_types"][offs[i] : offs[i + 1]].tolist()
         for c in range(n_candidates):
-            items.append({"target_id": cache["ids"][i], "target_index": i, "candidate": c,
-                          "num_atoms": len(types), "atom_types": types})
+            items.append(
+                {
+                    "target_id": cache["ids"][i],
+                    "target_index": i,
+                    "candidate": c,
+                    "num_atoms": len(types),
+                    "atom_types": types,
+                }
+            )
     return items
 
 
@@ -314,9 +355,16 @@ ANNEAL_VARIABLES = {"lattice": "k", "coords": "f", "types": "a"}
 def settings_for_run(run: dict, steps: int) -> SampleSettings:
     """Sampler settings of a run's (validated) `sample` section at `steps` integration steps."""
     s = run["sample"]
-    return SampleSettings(steps=int(steps), method=s["method"], anneal=anneal_for(run), anneal_offset=s["anneal_offset"],
-                          anneal_vars=tuple(ANNEAL_VARIABLES[v] for v in s["anneal_vars"]),
-                          batch_size=s["batch_size"], guidance=s["guidance"], seed=s["seed"])
+    return SampleSettings(
+        steps=int(steps),
+        method=s["method"],
+        anneal=anneal_for(run),
+        anneal_offset=s["anneal_offset"],
+        anneal_vars=tuple(ANNEAL_VARIABLES[v] for v in s["anneal_vars"]),
+        batch_size=s["batch_size"],
+        guidance=s["guidance"],
+        seed=s["seed"],
+    )
 
 
 def items_for_run(run: dict, test_cache: dict | None, atom_count_hist) -> list[dict]:

@@ -1,4 +1,5 @@
 """Lightning module, data module and the resumable training entry point."""
+
 from __future__ import annotations
 
 import logging
@@ -97,9 +98,15 @@ class CrystalDataModule(pl.LightningDataModule):
         # own generator: creating a loader iterator draws a base seed, which must not come from the
         # global stream (Lightning creates the iterator before or after the epoch hook depending on
         # whether the run was resumed)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSampler(len(ds), self.seed) if shuffle else None,
-                          collate_fn=ds.collate, num_workers=self.workers, persistent_workers=self.workers > 0,
-                          generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=EpochSampler(len(ds), self.seed) if shuffle else None,
+            collate_fn=ds.collate,
+            num_workers=self.workers,
+            persistent_workers=self.workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def train_dataloader(self):
         return self._loader(self.train_set, True)
@@ -110,9 +117,23 @@ class CrystalDataModule(pl.LightningDataModule):
 
 # ----------------------------------------------------------------------------- module
 class CrystalFlowModule(pl.LightningModule):
-    def __init__(self, model: dict, loss_weights=(1.0, 10.0, 10.0), lr=1e-3, lr_factor=0.6,
-                 lr_patience=30, lr_min=1e-4, k_sigma=0.1, cond_drop=0.0, scalers=None,
-                 atom_count_hist=None, compile=False, seed=0, lr_frequency=5, provenance=None):
+    def __init__(
+        self,
+        model: dict,
+        loss_weights=(1.0, 10.0, 10.0),
+        lr=1e-3,
+        lr_factor=0.6,
+        lr_patience=30,
+        lr_min=1e-4,
+        k_sigma=0.1,
+        cond_drop=0.0,
+        scalers=None,
+        atom_count_hist=None,
+        compile=False,
+        seed=0,
+        lr_frequency=5,
+        provenance=None,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.mcfg = ModelConfig(**model)
@@ -149,8 +170,15 @@ class CrystalFlowModule(pl.LightningModule):
         losses = flow_loss(pred, tgt, self.hparams.loss_weights)
         bs = len(batch["num_atoms"])
         for name, val in losses.items():
-            self.log(f"{stage}_{name}", val, batch_size=bs, prog_bar=(name == "loss"),
-                     on_step=False, on_epoch=True, sync_dist=stage == "val")
+            self.log(
+                f"{stage}_{name}",
+                val,
+                batch_size=bs,
+                prog_bar=(name == "loss"),
+                on_step=False,
+                on_epoch=True,
+                sync_dist=stage == "val",
+            )
         return losses["loss"]
 
     def training_step(self, batch, batch_idx):
@@ -167,9 +195,17 @@ class CrystalFlowModule(pl.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, factor=self.hparams.lr_factor, patience=self.hparams.lr_patience, min_lr=self.hparams.lr_min)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor, "interval": "epoch",
-                                                   "frequency": int(self.hparams.get("lr_frequency", 1))}}
+            opt, factor=self.hparams.lr_factor, patience=self.hparams.lr_patience, min_lr=self.hparams.lr_min
+        )
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {
+                "scheduler": sched,
+                "monitor": self.monitor,
+                "interval": "epoch",
+                "frequency": int(self.hparams.get("lr_frequency", 1)),
+            },
+        }
 
     @property
     def monitor(self) -> str:
@@ -188,8 +224,14 @@ class EpochLog(pl.Callback):
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         parts = " ".join(f"{k}={v:.4f}" for k, v in sorted(m.items()) if k.startswith(("train_", "val_")))
-        log.info("epoch %d/%d %s lr=%.2e time=%.1fs", trainer.current_epoch + 1, trainer.max_epochs,
-                 parts, lr, time.time() - getattr(self, "t0", time.time()))
+        log.info(
+            "epoch %d/%d %s lr=%.2e time=%.1fs",
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            parts,
+            lr,
+            time.time() - getattr(self, "t0", time.time()),
+        )
 
 
 def load_module(path, map_location="cpu") -> CrystalFlowModule:
@@ -214,10 +256,14 @@ def trainer_settings(tcfg: dict, has_val: bool) -> dict:
     clipping by value at 0.5, fp32 with TF32 matmuls on GPUs)."""
     max_time = tcfg.get("max_minutes")
     return dict(
-        accelerator=tcfg["accelerator"], devices=tcfg["devices"], strategy=tcfg["strategy"],
-        precision=tcfg["precision"], max_epochs=tcfg["max_epochs"],
+        accelerator=tcfg["accelerator"],
+        devices=tcfg["devices"],
+        strategy=tcfg["strategy"],
+        precision=tcfg["precision"],
+        max_epochs=tcfg["max_epochs"],
         max_time={"minutes": max_time} if max_time else None,
-        gradient_clip_val=tcfg["grad_clip"] or None, gradient_clip_algorithm=tcfg["grad_clip_algorithm"],
+        gradient_clip_val=tcfg["grad_clip"] or None,
+        gradient_clip_algorithm=tcfg["grad_clip_algorithm"],
         check_val_every_n_epoch=tcfg["val_every"] if has_val else 1,
     )
 
@@ -227,9 +273,16 @@ def checkpoint_callback(workdir, has_val: bool):
     epoch for resuming."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    return ModelCheckpoint(dirpath=workdir, filename="best-epoch{epoch:05d}", save_last=True, save_top_k=1,
-                           every_n_epochs=1, auto_insert_metric_name=False,
-                           monitor="val_loss" if has_val else "train_loss", mode="min")
+    return ModelCheckpoint(
+        dirpath=workdir,
+        filename="best-epoch{epoch:05d}",
+        save_last=True,
+        save_top_k=1,
+        every_n_epochs=1,
+        auto_insert_metric_name=False,
+        monitor="val_loss" if has_val else "train_loss",
+        mode="min",
+    )
 
 
 def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
@@ -249,10 +302,16 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     module = CrystalFlowModule(
         model=model_cfg,
         loss_weights=tuple(tcfg["loss_weights"]),
-        lr=tcfg["lr"], lr_factor=tcfg["lr_factor"], lr_patience=tcfg["lr_patience"], lr_min=tcfg["lr_min"],
+        lr=tcfg["lr"],
+        lr_factor=tcfg["lr_factor"],
+        lr_patience=tcfg["lr_patience"],
+        lr_min=tcfg["lr_min"],
         lr_frequency=tcfg["lr_frequency"],
-        k_sigma=tcfg["k_sigma"], cond_drop=tcfg["cond_drop"], scalers=dm.scalers,
-        atom_count_hist=dm.train_set.c["atom_count_hist"].tolist(), compile=tcfg["compile"],
+        k_sigma=tcfg["k_sigma"],
+        cond_drop=tcfg["cond_drop"],
+        scalers=dm.scalers,
+        atom_count_hist=dm.train_set.c["atom_count_hist"].tolist(),
+        compile=tcfg["compile"],
         seed=seed,
     )
     has_val = bool(val_path)

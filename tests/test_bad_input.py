@@ -1,5 +1,6 @@
 """Bad input never yields a wrong number: strict reading, stated denominators, safe names, schema
 bounds, early one-line errors (issue classes beyond the fault table of tests/test_faults.py)."""
+
 import json
 
 import pandas as pd
@@ -15,20 +16,41 @@ def _csp_setup(tmp_path, nacl, n=3):
     from crystalflow_core.data import PrepareSettings, prepare_split
 
     csv = tmp_path / "ref.csv"
-    pd.DataFrame({"material_id": [f"m{i}" for i in range(n)], "cif": [str(CifWriter(nacl))] * n}).to_csv(csv, index=False)
+    pd.DataFrame({"material_id": [f"m{i}" for i in range(n)], "cif": [str(CifWriter(nacl))] * n}).to_csv(
+        csv, index=False
+    )
     test_pt = tmp_path / "test.pt"
     cache = prepare_split(csv, test_pt, PrepareSettings(workers=1))
-    cfg = {"metrics": {"fingerprint_limit": None, "n_property_samples": 10, "coverage_cutoffs": [0.4, 10.0],
-                       "stol": 0.5, "ltol": 0.3, "angle_tol": 10, "protocol": "crystalflow", "seed": 0}}
+    cfg = {
+        "metrics": {
+            "fingerprint_limit": None,
+            "n_property_samples": 10,
+            "coverage_cutoffs": [0.4, 10.0],
+            "stol": 0.5,
+            "ltol": 0.3,
+            "angle_tol": 10,
+            "protocol": "crystalflow",
+            "seed": 0,
+        }
+    }
     from crystalflow_core.config import run_defaults
 
     run = run_defaults({"dataset": "x", "task": "csp", "sample": {"k": [1]}})
     good = []
     for i in range(n):
         st = nacl.get_reduced_structure("niggli")
-        good.append({"id": f"m{i}#0", "target_id": f"m{i}", "target_index": i, "candidate": 0,
-                     "lattice": st.lattice.matrix.tolist(), "species": [s.specie.Z for s in st],
-                     "frac_coords": st.frac_coords.tolist(), "flag": ""})
+        good.append(
+            {
+                "id": f"m{i}#0",
+                "target_id": f"m{i}",
+                "target_index": i,
+                "candidate": 0,
+                "lattice": st.lattice.matrix.tolist(),
+                "species": [s.specie.Z for s in st],
+                "frac_coords": st.frac_coords.tolist(),
+                "flag": "",
+            }
+        )
     return cache, test_pt, cfg, run, good
 
 
@@ -74,7 +96,12 @@ def test_impossible_records_are_counted_and_the_denominator_stays(tmp_path, nacl
 def test_impossible_atomic_numbers_do_not_count_as_structures():
     from crystalflow_core.sampling import record_problem, record_to_structure
 
-    rec = {"lattice": [[4, 0, 0], [0, 4, 0], [0, 0, 4]], "species": [11, 200], "frac_coords": [[0, 0, 0], [0.5, 0.5, 0.5]], "flag": ""}
+    rec = {
+        "lattice": [[4, 0, 0], [0, 4, 0], [0, 0, 4]],
+        "species": [11, 200],
+        "frac_coords": [[0, 0, 0], [0.5, 0.5, 0.5]],
+        "flag": "",
+    }
     assert record_problem(rec) == ("flagged", "atomic number outside 1..118")
     assert record_to_structure(rec) is None and record_to_structure(rec, strict=False) is None
     assert record_problem(dict(rec, species=[11]))[0] == "unreadable"  # 1 species for 2 positions
@@ -97,7 +124,9 @@ def test_ids_become_safe_unique_folders_and_the_array_script_finds_each(tmp_path
         assert n not in (".", "..") and not n.startswith(".") and len(n) <= 64 and "/" not in n
     out = tmp_path / "vasp"
     assert emit_vasp_inputs([(i, nacl) for i in ids], out, out / "manifest.csv") == len(ids)
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(names.values())  # nothing outside, nothing lost
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(
+        names.values()
+    )  # nothing outside, nothing lost
     man = pd.read_csv(out / "manifest.csv")
     assert dict(zip(man["id"], man["folder"])) == names  # ids with commas and newlines round-trip
     lines = (out / "folders.txt").read_text().splitlines()
@@ -111,7 +140,12 @@ def test_ids_become_safe_unique_folders_and_the_array_script_finds_each(tmp_path
     moved = tmp_path / "moved"
     out.rename(moved)  # relative paths: the folder still works after a move
     for task in range(len(ids)):
-        env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(task), SLURM_SUBMIT_DIR=str(moved), PATH=f"{bin_dir}:{os.environ['PATH']}")
+        env = dict(
+            os.environ,
+            SLURM_ARRAY_TASK_ID=str(task),
+            SLURM_SUBMIT_DIR=str(moved),
+            PATH=f"{bin_dir}:{os.environ['PATH']}",
+        )
         subprocess.run(["bash", str(moved / "submit_slurm.sh")], env=env, check=True, cwd=tmp_path)
     for i in ids:
         assert (moved / names[i] / "ran_here").read_text().strip() == str(moved / names[i])
@@ -127,8 +161,9 @@ def _modules(tmp_path):
     out = {}
     for task in ("csp", "dng"):
         torch.manual_seed(0)
-        m = CrystalFlowModule(model=dict(hidden=16, layers=1, fourier=4, recip=2, time_dim=16, task=task),
-                              atom_count_hist=[0, 1, 1])
+        m = CrystalFlowModule(
+            model=dict(hidden=16, layers=1, fourier=4, recip=2, time_dim=16, task=task), atom_count_hist=[0, 1, 1]
+        )
         out[task] = tmp_path / f"{task}.ckpt"
         save_module(m, out[task])
     return out
@@ -137,7 +172,9 @@ def _modules(tmp_path):
 def _run(task, **sample):
     from crystalflow_core.config import run_defaults
 
-    return run_defaults({"dataset": "x", "task": task, "sample": dict(steps=[2], k=[1], num_samples=3, batch_size=4, **sample)})
+    return run_defaults(
+        {"dataset": "x", "task": task, "sample": dict(steps=[2], k=[1], num_samples=3, batch_size=4, **sample)}
+    )
 
 
 def test_checkpoint_of_another_task_is_never_sampled(tmp_path, nacl):
@@ -175,7 +212,6 @@ def test_stale_shards_are_rebuilt_and_foreign_samples_refused(tmp_path, nacl):
 # ----------------------------------------------------------------------------- config values and early errors
 def _cfg_file(tmp_path, **changes):
     import yaml
-
     from conftest import DATA, REPO
 
     cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
@@ -192,13 +228,17 @@ def _cfg_file(tmp_path, **changes):
     return p
 
 
-@pytest.mark.parametrize("path,value,where", [
-    ("metrics.fingerprint_limit", -5, "metrics/fingerprint_limit"),
-    ("runs.mp20_csp.sample.steps", [], "runs/mp20_csp/sample/steps"),
-    ("runs.mp20_csp.sample.k", [], "runs/mp20_csp/sample/k"),
-    ("metrics.coverage_cutoffs", [0.4], "metrics/coverage_cutoffs"),
-    ("metrics.stol", 0, "metrics/stol"),
-    ("runs.mp20_dng.sample.guidance", -1, "runs/mp20_dng/sample/guidance")])
+@pytest.mark.parametrize(
+    "path,value,where",
+    [
+        ("metrics.fingerprint_limit", -5, "metrics/fingerprint_limit"),
+        ("runs.mp20_csp.sample.steps", [], "runs/mp20_csp/sample/steps"),
+        ("runs.mp20_csp.sample.k", [], "runs/mp20_csp/sample/k"),
+        ("metrics.coverage_cutoffs", [0.4], "metrics/coverage_cutoffs"),
+        ("metrics.stol", 0, "metrics/stol"),
+        ("runs.mp20_dng.sample.guidance", -1, "runs/mp20_dng/sample/guidance"),
+    ],
+)
 def test_schema_bounds_stop_bad_values(tmp_path, path, value, where):
     from crystalflow_core import config as cfgmod
 
@@ -210,7 +250,9 @@ def _cli(*args, cwd):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "crystalflow_core.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "crystalflow_core.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def test_cli_overrides_go_through_the_schema_and_errors_are_one_line(tmp_path):
@@ -259,8 +301,14 @@ def test_unwritable_output_is_reported_before_the_work(tmp_path):
 
 def test_relaxations_of_other_samples_are_never_mixed_in(tmp_path, nacl):
     st = nacl.get_primitive_structure()
-    rec = {"id": "s0", "lattice": st.lattice.matrix.tolist(), "species": [s.specie.Z for s in st],
-           "frac_coords": st.frac_coords.tolist(), "flag": "", "provenance": "new-samples"}
+    rec = {
+        "id": "s0",
+        "lattice": st.lattice.matrix.tolist(),
+        "species": [s.specie.Z for s in st],
+        "frac_coords": st.frac_coords.tolist(),
+        "flag": "",
+        "provenance": "new-samples",
+    }
     samples = tmp_path / "samples.jsonl"
     _write(samples, [rec])
     # a torn .partial left by a relaxation of earlier samples with the same ids: not resumed

@@ -118,7 +118,9 @@ def test_real_mp20_rows(tmp_path):
     df = pd.read_csv(path).head(40)
     small = tmp_path / "mp20_small.csv"
     df.to_csv(small, index=False)
-    cache = D.prepare_split(small, tmp_path / "t.pt", D.PrepareSettings(conditions=["formation_energy_per_atom"], workers=1))
+    cache = D.prepare_split(
+        small, tmp_path / "t.pt", D.PrepareSettings(conditions=["formation_energy_per_atom"], workers=1)
+    )
     assert len(cache["ids"]) == 40 and cache["n_rejected"] == 0
     assert cache["num_atoms"].tolist() == df["num_atoms"].tolist()
     assert float(cache["frac_coords"].min()) >= 0 and float(cache["frac_coords"].max()) < 1
@@ -141,8 +143,7 @@ def test_matbench_hull_download_path(tmp_path):
 
     from crystalflow_core.stages import build_hull
 
-    entries = [PDEntry(Composition("Li"), -1.9), PDEntry(Composition("O2"), -9.8),
-               PDEntry(Composition("Li2O"), -14.3)]
+    entries = [PDEntry(Composition("Li"), -1.9), PDEntry(Composition("O2"), -9.8), PDEntry(Composition("Li2O"), -14.3)]
     served = tmp_path / "srv" / "ndownloader" / "files"
     served.mkdir(parents=True)
     with gzip.open(served / "48241624", "wb") as fh:
@@ -152,9 +153,16 @@ def test_matbench_hull_download_path(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/ndownloader/files/48241624"
-        cfg = {"data_mirror": str(tmp_path / "empty_mirror"), "download_dir": str(tmp_path / "dl"),
-               "hull": {"source": "matbench", "matbench_url": url, "matbench_path": None,
-                        "matbench_sha256": sha256_file(served / "48241624")}}
+        cfg = {
+            "data_mirror": str(tmp_path / "empty_mirror"),
+            "download_dir": str(tmp_path / "dl"),
+            "hull": {
+                "source": "matbench",
+                "matbench_url": url,
+                "matbench_path": None,
+                "matbench_sha256": sha256_file(served / "48241624"),
+            },
+        }
         hull = build_hull(cfg)
         assert (tmp_path / "dl/hull/2023-02-07-ppd-mp.pkl.gz").exists()
         assert hull.e_above_hull_total(entries[2]) == pytest.approx(0.0, abs=1e-9)
@@ -182,11 +190,17 @@ def test_physically_meaningless_cells_are_rejected_with_the_reason(tmp_path, nac
     from pymatgen.core import Lattice, Structure
     from pymatgen.io.cif import CifWriter
 
-    sliver = Structure(Lattice.orthorhombic(5.0, 5.0, 0.01), ["Na"] * 4 + ["Cl"] * 4,
-                       [[x, y, 0] for x in (0, 0.5) for y in (0, 0.25, 0.5, 0.75)])
+    sliver = Structure(
+        Lattice.orthorhombic(5.0, 5.0, 0.01),
+        ["Na"] * 4 + ["Cl"] * 4,
+        [[x, y, 0] for x in (0, 0.5) for y in (0, 0.25, 0.5, 0.75)],
+    )
     close = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.04, 0, 0]])
-    rows = [{"material_id": "ok", "cif": str(CifWriter(nacl))}, {"material_id": "sliver", "cif": str(CifWriter(sliver))},
-            {"material_id": "close", "cif": str(CifWriter(close))}]
+    rows = [
+        {"material_id": "ok", "cif": str(CifWriter(nacl))},
+        {"material_id": "sliver", "cif": str(CifWriter(sliver))},
+        {"material_id": "close", "cif": str(CifWriter(close))},
+    ]
     p = tmp_path / "phys.csv"
     pd.DataFrame(rows).to_csv(p, index=False)
     cache = D.prepare_split(p, tmp_path / "phys.pt", D.PrepareSettings(workers=1))
@@ -199,8 +213,11 @@ def test_physically_meaningless_cells_are_rejected_with_the_reason(tmp_path, nac
 def test_duplicates_are_decided_among_rows_that_parse(tmp_path, nacl):
     from pymatgen.io.cif import CifWriter
 
-    rows = [{"material_id": "x", "cif": "data_broken\n_cell_length_a 1"}, {"material_id": "x", "cif": str(CifWriter(nacl))},
-            {"material_id": "x", "cif": str(CifWriter(nacl))}]
+    rows = [
+        {"material_id": "x", "cif": "data_broken\n_cell_length_a 1"},
+        {"material_id": "x", "cif": str(CifWriter(nacl))},
+        {"material_id": "x", "cif": str(CifWriter(nacl))},
+    ]
     p = tmp_path / "dup.csv"
     pd.DataFrame(rows).to_csv(p, index=False)
     cache = D.prepare_split(p, tmp_path / "dup.pt", D.PrepareSettings(workers=1))

@@ -1,5 +1,6 @@
 """Injected faults: killed training resumes, killed sampling leaves no trusted partial output,
 empty or all-invalid sample sets give rows of zeros and counts."""
+
 import json
 import os
 import signal
@@ -11,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import DATA, REPO, need_data
 
 
@@ -31,7 +31,18 @@ def _tiny_cfg(tmp_path, epochs=4, results="results"):
 def test_training_killed_mid_epoch_resumes_to_same_epochs(tmp_path):
     need_data("mp_20/val.csv.gz", "mp_20/test.csv.gz")
     cfg = _tiny_cfg(tmp_path, epochs=8)
-    cmd = [sys.executable, "-m", "crystalflow_core.cli", "train", "--config", str(cfg), "--run", "mp20_csp", "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "crystalflow_core.cli",
+        "train",
+        "--config",
+        str(cfg),
+        "--run",
+        "mp20_csp",
+        "--threads",
+        "1",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     last = tmp_path / "results/runs/mp20_csp/lightning/last.ckpt"
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -94,9 +105,10 @@ def _write_samples(path, recs):
 
 @pytest.mark.parametrize("protocol", ["crystalflow", "diffcsp"])
 def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protocol):
+    from pymatgen.io.cif import CifWriter
+
     from crystalflow_core import stages
     from crystalflow_core.data import PrepareSettings, prepare_split
-    from pymatgen.io.cif import CifWriter
 
     csv = tmp_path / "ref.csv"
     pd.DataFrame({"material_id": ["a", "b"], "cif": [str(CifWriter(nacl))] * 2}).to_csv(csv, index=False)
@@ -107,10 +119,25 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protoc
     from crystalflow_core.config import run_defaults
 
     run = run_defaults({"dataset": "x", "task": "dng", "sample": {"k": [1]}})
-    cfg = {"metrics": {"fingerprint_limit": None, "n_property_samples": 10, "coverage_cutoffs": [0.4, 10.0],
-                       "stol": 0.5, "ltol": 0.3, "angle_tol": 10, "protocol": protocol, "seed": 0}}
-    bad = {"id": "s0", "lattice": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "species": [11, 17],
-           "frac_coords": [[0, 0, 0], [0.01, 0, 0]], "flag": ""}
+    cfg = {
+        "metrics": {
+            "fingerprint_limit": None,
+            "n_property_samples": 10,
+            "coverage_cutoffs": [0.4, 10.0],
+            "stol": 0.5,
+            "ltol": 0.3,
+            "angle_tol": 10,
+            "protocol": protocol,
+            "seed": 0,
+        }
+    }
+    bad = {
+        "id": "s0",
+        "lattice": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+        "species": [11, 17],
+        "frac_coords": [[0, 0, 0], [0.01, 0, 0]],
+        "flag": "",
+    }
     for name, recs in (("empty", []), ("invalid", [bad, dict(bad, id="s1", flag="nan")])):
         samples = tmp_path / f"{name}.jsonl"
         _write_samples(samples, recs)
@@ -123,7 +150,13 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protoc
             assert row["cov_recall_pct"] == 0
     csp_run = run_defaults({"dataset": "x", "task": "csp", "sample": {"k": [1, 2]}})
     samples = tmp_path / "csp.jsonl"
-    _write_samples(samples, [dict(bad, id="a#0", target_index=0, candidate=0), dict(bad, id="a#1", target_index=0, candidate=1, flag="nan")])
+    _write_samples(
+        samples,
+        [
+            dict(bad, id="a#0", target_index=0, candidate=0),
+            dict(bad, id="a#1", target_index=0, candidate=1, flag="nan"),
+        ],
+    )
     out = tmp_path / "csp_metrics.csv"
     stages.csp_metrics(cfg, "r", csp_run, str(samples), str(test_pt), 10, str(out), workers=1)
     df = pd.read_csv(out)

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import need_data
 from scipy.spatial.transform import Rotation
 
-from crystalflow_core.elements import GRID, MAX_Z, N_COLS, TABLE_Z, N_ROWS, TYPE_DIM, decode_types, encode_types
+from crystalflow_core.elements import GRID, MAX_Z, N_COLS, N_ROWS, TABLE_Z, TYPE_DIM, decode_types, encode_types
 from crystalflow_core.lattice import k_to_lattice, k_to_lattice_torch, lattice_to_k, lattice_to_k_torch
-from conftest import need_data
 
 _CELL = re.compile(r"_cell_(length_a|length_b|length_c|angle_alpha|angle_beta|angle_gamma)\s+([-0-9.eE+]+)")
 
@@ -28,14 +28,21 @@ def test_k_round_trip_all_mp20_test_lattices():
     lats = []
     for cif in cifs:
         p = dict(_CELL.findall(cif))
-        lats.append(Lattice.from_parameters(*(float(p[k]) for k in ("length_a", "length_b", "length_c", "angle_alpha", "angle_beta", "angle_gamma"))).matrix)
+        lats.append(
+            Lattice.from_parameters(
+                *(float(p[k]) for k in ("length_a", "length_b", "length_c", "angle_alpha", "angle_beta", "angle_gamma"))
+            ).matrix
+        )
     lats = np.array(lats)
     assert len(lats) == 9046
     back = k_to_lattice(lattice_to_k(lats))
     # the round trip drops the rotation: compare Gram matrices and lattice parameters
     gram = lats @ lats.transpose(0, 2, 1)
     gram_back = back @ back.transpose(0, 2, 1)
-    lengths, lengths_back = np.sqrt(np.diagonal(gram, axis1=1, axis2=2)), np.sqrt(np.diagonal(gram_back, axis1=1, axis2=2))
+    lengths, lengths_back = (
+        np.sqrt(np.diagonal(gram, axis1=1, axis2=2)),
+        np.sqrt(np.diagonal(gram_back, axis1=1, axis2=2)),
+    )
     assert np.max(np.abs(lengths - lengths_back)) < 1e-5
     # applying the recovered rotation gives back the cell itself (max error in Angstrom)
     q = np.linalg.solve(back, lats)
@@ -68,7 +75,10 @@ def test_type_encoding_round_trip_every_mp20_element():
     assert torch.all(enc.sum(1) == 2)
     assert torch.equal(decode_types(enc), z)
     # noisy encodings still decode to the element
-    assert torch.equal(decode_types(enc + 0.3 * torch.randn(enc.shape, generator=torch.Generator().manual_seed(0)).clamp(-0.45, 0.45)), z)
+    assert torch.equal(
+        decode_types(enc + 0.3 * torch.randn(enc.shape, generator=torch.Generator().manual_seed(0)).clamp(-0.45, 0.45)),
+        z,
+    )
 
 
 def test_grid_is_chemical_and_decode_always_valid():

@@ -57,7 +57,10 @@ def test_smact_validity():
     assert M.smact_valid(["Fe", "O"], [2, 3])
     assert M.smact_valid(["Cu", "Zn"], [1, 1])  # all-metal alloy
     assert M.smact_valid(["C"], [8])
-    assert M.composition_valid(Structure(Lattice.cubic(5), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0]])) is False
+    assert (
+        M.composition_valid(Structure(Lattice.cubic(5), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0]]))
+        is False
+    )
 
 
 def test_wasserstein_of_set_with_itself_is_zero(nacl, silicon):
@@ -105,7 +108,11 @@ def test_sun_counts_hand_made(nacl, silicon):
     s = M.sun_summary(e_hull, unique, new, 4)
     assert s["stable_pct"] == 50.0 and s["metastable_pct"] == 75.0
     assert s["sun_pct"] == 25.0 and s["msun_pct"] == 25.0
-    assert M.target_errors(np.array([0.0, -1.0]), np.array([0.5, -2.0])) == {"mae": 0.75, "rmse": pytest.approx(np.sqrt(0.625)), "n": 2}
+    assert M.target_errors(np.array([0.0, -1.0]), np.array([0.5, -2.0])) == {
+        "mae": 0.75,
+        "rmse": pytest.approx(np.sqrt(0.625)),
+        "n": 2,
+    }
 
 
 def test_smact_fast_search_equals_brute_force():
@@ -130,15 +137,49 @@ def test_smact_fast_search_equals_brute_force():
         return False
 
     rng = np.random.default_rng(0)
-    pool = ["Li", "Na", "K", "Mg", "Ca", "Ba", "Al", "Ga", "Ti", "Fe", "Co", "Cu", "Zn", "Sn", "Pb", "Bi",
-            "B", "C", "N", "O", "F", "S", "Cl", "Se", "Br", "I", "P", "Si", "H", "Te", "Sb", "Xe"]
+    pool = [
+        "Li",
+        "Na",
+        "K",
+        "Mg",
+        "Ca",
+        "Ba",
+        "Al",
+        "Ga",
+        "Ti",
+        "Fe",
+        "Co",
+        "Cu",
+        "Zn",
+        "Sn",
+        "Pb",
+        "Bi",
+        "B",
+        "C",
+        "N",
+        "O",
+        "F",
+        "S",
+        "Cl",
+        "Se",
+        "Br",
+        "I",
+        "P",
+        "Si",
+        "H",
+        "Te",
+        "Sb",
+        "Xe",
+    ]
     for _ in range(300):
         n = int(rng.integers(2, 5))
         syms = list(rng.choice(pool, n, replace=False))
         counts = [int(c) for c in rng.integers(1, 7, n)]
         assert M.smact_valid(syms, counts) == brute(syms, counts), (syms, counts)
     # eleven elements: the brute-force product has millions of combinations; the search answers
-    assert M.smact_valid(["K", "Sr", "Ca", "Sm", "Y", "Cd", "Sn", "Ge", "H", "S", "O"], [1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 3]) in (True, False)
+    assert M.smact_valid(
+        ["K", "Sr", "Ca", "Sm", "Y", "Cd", "Sn", "Ge", "H", "S", "O"], [1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 3]
+    ) in (True, False)
 
 
 def _matcher_cases():
@@ -153,10 +194,14 @@ def _matcher_cases():
 
         gts = [Structure.from_str(c, fmt="cif") for c in pd.read_csv(path, nrows=40)["cif"]]
     else:
-        gts = [Structure.from_spacegroup(sg, Lattice.cubic(a), sp, co) for sg, a, sp, co in [
-            ("Fm-3m", 5.69, ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
-            ("Fd-3m", 5.6, ["Si"], [[0, 0, 0]]),
-            ("Pm-3m", 3.9, ["Sr", "Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])]]
+        gts = [
+            Structure.from_spacegroup(sg, Lattice.cubic(a), sp, co)
+            for sg, a, sp, co in [
+                ("Fm-3m", 5.69, ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+                ("Fd-3m", 5.6, ["Si"], [[0, 0, 0]]),
+                ("Pm-3m", 3.9, ["Sr", "Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]]),
+            ]
+        ]
     cases = []
     for i, g in enumerate(gts):
         r = g.copy()
@@ -227,17 +272,20 @@ def test_primitive_search_is_skipped_only_where_pymatgen_finds_nothing(nacl):
     red = reduce_structure(nacl)
     assert len(red.frac) == 2 and red.volume == pytest.approx(prim.volume)
     # two Na and two Cl sites that are no lattice translation apart: kept as they are
-    odd = Structure(Lattice.cubic(6.0), ["Na", "Na", "Cl", "Cl"],
-                    [[0, 0, 0], [0.31, 0.12, 0.5], [0.5, 0.5, 0.5], [0.77, 0.2, 0.05]])
+    odd = Structure(
+        Lattice.cubic(6.0), ["Na", "Na", "Cl", "Cl"], [[0, 0, 0], [0.31, 0.12, 0.5], [0.5, 0.5, 0.5], [0.77, 0.2, 0.05]]
+    )
     assert not _may_have_smaller_cell(odd.lattice.matrix, odd.frac_coords, ("Na", "Na", "Cl", "Cl"), 0.25)
     assert len(odd.get_primitive_structure()) == 4
     # the Na sites are c/2 apart, the Cl sites are not: the half cell is no lattice of the crystal
-    half = Structure(Lattice.cubic(6.0), ["Na", "Na", "Cl", "Cl"],
-                     [[0, 0, 0], [0, 0, 0.5], [0.5, 0.5, 0.1], [0.5, 0.5, 0.7]])
+    half = Structure(
+        Lattice.cubic(6.0), ["Na", "Na", "Cl", "Cl"], [[0, 0, 0], [0, 0, 0.5], [0.5, 0.5, 0.1], [0.5, 0.5, 0.7]]
+    )
     assert not _may_have_smaller_cell(half.lattice.matrix, half.frac_coords, ("Na", "Na", "Cl", "Cl"), 0.25)
     assert len(half.get_primitive_structure()) == 4
-    half_ok = Structure(Lattice.cubic(6.0), ["Na", "Na", "Cl", "Cl"],
-                        [[0, 0, 0], [0, 0, 0.5], [0.5, 0.5, 0.1], [0.5, 0.5, 0.6]])
+    half_ok = Structure(
+        Lattice.cubic(6.0), ["Na", "Na", "Cl", "Cl"], [[0, 0, 0], [0, 0, 0.5], [0.5, 0.5, 0.1], [0.5, 0.5, 0.6]]
+    )
     assert _may_have_smaller_cell(half_ok.lattice.matrix, half_ok.frac_coords, ("Na", "Na", "Cl", "Cl"), 0.25)
     assert len(half_ok.get_primitive_structure()) == 2
 
@@ -269,7 +317,9 @@ def test_crystalflow_self_distance_is_the_shortest_lattice_length():
     # one atom in a cell whose shortest vector is 0.45 A: its periodic image is closer than 0.5 A
     s = Structure(Lattice.orthorhombic(0.45, 4.0, 4.0), ["Na"], [[0, 0, 0]])
     assert not M.structure_valid(s, protocol="crystalflow")
-    assert M.structure_valid(Structure(Lattice.orthorhombic(2.0, 4.0, 4.0), ["Na"], [[0, 0, 0]]), protocol="crystalflow")
+    assert M.structure_valid(
+        Structure(Lattice.orthorhombic(2.0, 4.0, 4.0), ["Na"], [[0, 0, 0]]), protocol="crystalflow"
+    )
 
 
 def test_eight_elements_are_compositionally_invalid_under_crystalflow():

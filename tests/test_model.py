@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 import torch
@@ -13,8 +12,13 @@ def _batch(seed=0, sizes=(3, 1, 5, 2)):
     g = torch.Generator().manual_seed(seed)
     na = torch.tensor(sizes)
     n = int(na.sum())
-    return dict(t=torch.rand(len(sizes), generator=g), types=torch.randint(1, 90, (n,), generator=g),
-                frac=torch.rand(n, 3, generator=g), k=torch.randn(len(sizes), 6, generator=g) * 0.3, num_atoms=na)
+    return dict(
+        t=torch.rand(len(sizes), generator=g),
+        types=torch.randint(1, 90, (n,), generator=g),
+        frac=torch.rand(n, 3, generator=g),
+        k=torch.randn(len(sizes), 6, generator=g) * 0.3,
+        num_atoms=na,
+    )
 
 
 def _net(task="csp", seed=0, **kw):
@@ -126,16 +130,23 @@ def _module(task="csp", conditions=()):
     from crystalflow_core.training import CrystalFlowModule
 
     torch.manual_seed(0)
-    return CrystalFlowModule(model=dict(hidden=32, layers=2, fourier=8, recip=2, time_dim=64, task=task,
-                                        conditions=list(conditions)),
-                             scalers={c: (-1.0, 1.0) for c in conditions}, atom_count_hist=[0, 1, 2, 1],
-                             cond_drop=0.2)
+    return CrystalFlowModule(
+        model=dict(hidden=32, layers=2, fourier=8, recip=2, time_dim=64, task=task, conditions=list(conditions)),
+        scalers={c: (-1.0, 1.0) for c in conditions},
+        atom_count_hist=[0, 1, 2, 1],
+        cond_drop=0.2,
+    )
 
 
 def _train_batch(conditions=()):
     b = _batch(7, sizes=(2, 3, 1))
-    return {"num_atoms": b["num_atoms"], "atom_types": b["types"], "frac_coords": b["frac"],
-            "k": b["k"] + torch.tensor([0, 0, 0, 0, 0, 1.5]), "cond": {c: torch.tensor([0.5, -1.0, 0.0]) for c in conditions}}
+    return {
+        "num_atoms": b["num_atoms"],
+        "atom_types": b["types"],
+        "frac_coords": b["frac"],
+        "k": b["k"] + torch.tensor([0, 0, 0, 0, 0, 1.5]),
+        "cond": {c: torch.tensor([0.5, -1.0, 0.0]) for c in conditions},
+    }
 
 
 def test_overfit_one_small_batch_loss_decreases():
@@ -164,8 +175,14 @@ def test_variants_train_one_step_and_checkpoint_reloads(tmp_path, task, conditio
     m = _module(task, conditions)
     batch = _train_batch(conditions)
     loader = torch.utils.data.DataLoader([batch], batch_size=None)
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     m.configure_optimizers = lambda: torch.optim.Adam(m.parameters(), lr=1e-3)
     before = [p.detach().clone() for p in m.parameters()]
     trainer.fit(m, train_dataloaders=loader)

@@ -1,4 +1,5 @@
 """Worker processes hold their own state (no module-level globals) and report failures."""
+
 import os
 
 import pytest

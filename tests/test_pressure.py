@@ -1,13 +1,13 @@
 """Optional pressure-conditioned CSP run on a user-supplied dataset with a pressure column:
 conditions reach the sampler per test crystal, every candidate is relaxed at its own target
 pressure, and the metrics table carries the stress-vs-target proxy."""
+
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 import yaml
-
 from conftest import DATA, REPO, need_data
 from test_workflow import smk
 
@@ -28,13 +28,25 @@ def test_pressure_conditioned_csp_run(tmp_path):
     cfg["data_mirror"] = str(tmp_path)
     cfg["datasets"]["high_pressure"]["splits"] = {"train": {"file": "hp_train.csv"}, "test": {"file": "hp_test.csv"}}
     run = cfg["runs"]["hp_csp"]
-    run.update(model={"hidden": 16, "layers": 1, "fourier": 8, "recip": 2, "time_dim": 16},
-               train={"batch_size": 8, "max_epochs": 2, "progress_bar": False, "gpu": False})
+    run.update(
+        model={"hidden": 16, "layers": 1, "fourier": 8, "recip": 2, "time_dim": 16},
+        train={"batch_size": 8, "max_epochs": 2, "progress_bar": False, "gpu": False},
+    )
     run["sample"].update(steps=[5], k=[1, 2], batch_size=8, shards=1, gpu=False)
     run["relax"].update(fmax=0.5, steps=3, shards=1, timeout=60)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    smk(["--cores", "2", "--configfile", str(tmp_path / "c.yaml"), "--directory", str(tmp_path),
-         "results/highpressure_csp_metrics.csv"], cwd=tmp_path)
+    smk(
+        [
+            "--cores",
+            "2",
+            "--configfile",
+            str(tmp_path / "c.yaml"),
+            "--directory",
+            str(tmp_path),
+            "results/highpressure_csp_metrics.csv",
+        ],
+        cwd=tmp_path,
+    )
 
     recs = [json.loads(x) for x in (tmp_path / "results/runs/hp_csp/s5/samples.jsonl").read_text().splitlines()]
     assert len(recs) == 4 * 2

@@ -1,9 +1,10 @@
 """The authors' training recipe reaches the Lightning trainer as config/config.yaml states it."""
+
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
+
 from crystalflow_core import config as cfgmod
 from crystalflow_core.training import CrystalFlowModule, checkpoint_callback, trainer_settings
 
@@ -13,17 +14,25 @@ def paper():
     return cfgmod.validate(yaml.safe_load((REPO / "config/config.yaml").read_text()), mirror_check=False)
 
 
-@pytest.mark.parametrize("run,epochs,batch,devices", [("mp20_csp", 3000, 256, "auto"), ("mpts52_csp", 500, 128, "auto"),
-                                                      ("mp20_dng", 3000, 256, 4), ("mp20_dng_eform", 3000, 256, 4),
-                                                      ("perov5_csp", 3000, 1024, "auto")])
+@pytest.mark.parametrize(
+    "run,epochs,batch,devices",
+    [
+        ("mp20_csp", 3000, 256, "auto"),
+        ("mpts52_csp", 500, 128, "auto"),
+        ("mp20_dng", 3000, 256, 4),
+        ("mp20_dng_eform", 3000, 256, 4),
+        ("perov5_csp", 3000, 1024, "auto"),
+    ],
+)
 def test_paper_recipe_reaches_the_trainer(paper, run, epochs, batch, devices):
     import pytorch_lightning as pl
 
     tcfg = paper["runs"][run]["train"]
     assert (tcfg["max_epochs"], tcfg["batch_size"], tcfg["devices"]) == (epochs, batch, devices)
     assert tcfg["loss_weights"] == [1, 10, 10] and tcfg["seed"] == 42 and tcfg["matmul_precision"] == "medium"
-    settings = trainer_settings(dict(tcfg, accelerator="cpu", devices=1 if devices == 4 else "auto",
-                                     strategy="auto"), has_val=True)
+    settings = trainer_settings(
+        dict(tcfg, accelerator="cpu", devices=1 if devices == 4 else "auto", strategy="auto"), has_val=True
+    )
     trainer = pl.Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     assert trainer.gradient_clip_algorithm == "value" and trainer.gradient_clip_val == 0.5
     assert trainer.max_epochs == epochs and trainer.check_val_every_n_epoch == 1
@@ -35,9 +44,14 @@ def test_paper_recipe_reaches_the_trainer(paper, run, epochs, batch, devices):
 
 def test_scheduler_plateau_on_val_loss_every_five_epochs(paper):
     t = paper["runs"]["mp20_csp"]["train"]
-    m = CrystalFlowModule(model=dict(hidden=8, layers=1, fourier=2, recip=0, time_dim=8), lr=t["lr"],
-                          lr_factor=t["lr_factor"], lr_patience=t["lr_patience"], lr_min=t["lr_min"],
-                          lr_frequency=t["lr_frequency"])
+    m = CrystalFlowModule(
+        model=dict(hidden=8, layers=1, fourier=2, recip=0, time_dim=8),
+        lr=t["lr"],
+        lr_factor=t["lr_factor"],
+        lr_patience=t["lr_patience"],
+        lr_min=t["lr_min"],
+        lr_frequency=t["lr_frequency"],
+    )
 
     class _DM:
         val_set = object()

@@ -1,5 +1,6 @@
 """The authors' CrystalFlow, exactly: their checkpoints load into this network and reproduce the outputs
 and sampler trajectories that their code computed (../shared/fixtures/reference_crystalflow)."""
+
 import pickle
 import subprocess
 import sys
@@ -9,12 +10,17 @@ from dataclasses import replace
 import pytest
 import torch
 import yaml
-
 from conftest import DATA, REPO, need_data
+
 from crystalflow_core.elements import decode_types
 from crystalflow_core.model import CSPNet, Graph, ModelConfig
-from crystalflow_core.reference import (CheckpointImportError, key_map, network_state, read_scalers,
-                                        reference_model_config)
+from crystalflow_core.reference import (
+    CheckpointImportError,
+    key_map,
+    network_state,
+    read_scalers,
+    reference_model_config,
+)
 from crystalflow_core.sampling import guided_velocity, integrate
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "reference_crystalflow"
@@ -76,8 +82,16 @@ def test_sampler_reproduces_reference_trajectory(name):
     w = tr["guidance"] if tr["guidance"] is not None else 1.0
     v = guided_velocity(net, None if dng else inp["types"], inp["num_atoms"], inp["conditions"] or None, w, g)
     with torch.no_grad():
-        k, f, a = integrate(v, inp["k"], inp["frac_coords"], inp["types"] if dng else None, g.node_crystal,
-                            tr["steps"], "euler", tr["anneal_coords_slope"])
+        k, f, a = integrate(
+            v,
+            inp["k"],
+            inp["frac_coords"],
+            inp["types"] if dng else None,
+            g.node_crystal,
+            tr["steps"],
+            "euler",
+            tr["anneal_coords_slope"],
+        )
     fin = tr["final"]
     assert (k - fin["k"]).abs().max() <= 1e-4
     assert (f - fin["frac"]).abs().max() <= 1e-4  # both wrapped into [0, 1)
@@ -87,8 +101,16 @@ def test_sampler_reproduces_reference_trajectory(name):
     # the time grid matters: evaluating at the start of each step (t = (i - 1) / S) misses the reference
     start_grid = lambda t, *x: v(t - 1.0 / tr["steps"], *x)  # noqa: E731
     with torch.no_grad():
-        k2, _, _ = integrate(start_grid, inp["k"], inp["frac_coords"], inp["types"] if dng else None, g.node_crystal,
-                             tr["steps"], "euler", 0.0)
+        k2, _, _ = integrate(
+            start_grid,
+            inp["k"],
+            inp["frac_coords"],
+            inp["types"] if dng else None,
+            g.node_crystal,
+            tr["steps"],
+            "euler",
+            0.0,
+        )
     assert (k2 - fin["k"]).abs().max() > 1e-3
 
 
@@ -101,17 +123,47 @@ def _reference_state_from(net: CSPNet) -> dict:
 
 
 def _hparams(cfg: ModelConfig, **dec):
-    d = {"hidden_dim": cfg.hidden, "num_layers": cfg.layers, "num_freqs": cfg.fourier, "num_millers": cfg.recip,
-         "rec_emb": "sin" if cfg.recip else "none", "dis_emb": "sin", "lattice_dim": 6, "ip": False, "ln": True,
-         "pred_type": cfg.task == "dng", "na_emb": 0, "edge_style": "fc", "act_fn": "silu"}
+    d = {
+        "hidden_dim": cfg.hidden,
+        "num_layers": cfg.layers,
+        "num_freqs": cfg.fourier,
+        "num_millers": cfg.recip,
+        "rec_emb": "sin" if cfg.recip else "none",
+        "dis_emb": "sin",
+        "lattice_dim": 6,
+        "ip": False,
+        "ln": True,
+        "pred_type": cfg.task == "dng",
+        "na_emb": 0,
+        "edge_style": "fc",
+        "act_fn": "silu",
+    }
     d.update(dec)
-    return {"decoder": d, "time_dim": cfg.time_dim, "lattice_polar": True, "lattice_polar_sigma": 0.1,
-            "type_encoding": "table", "conditions": {"cond_keys": list(cfg.conditions)}}
+    return {
+        "decoder": d,
+        "time_dim": cfg.time_dim,
+        "lattice_polar": True,
+        "lattice_polar_sigma": 0.1,
+        "type_encoding": "table",
+        "conditions": {"cond_keys": list(cfg.conditions)},
+    }
 
 
-@pytest.mark.parametrize("sizes", [dict(hidden=24, layers=3, fourier=5, recip=2, time_dim=32, task="dng",
-                                        conditions=["pressure", "formation_energy_per_atom"]),
-                                   dict(hidden=40, layers=1, fourier=7, recip=0, time_dim=64, task="csp")])
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        dict(
+            hidden=24,
+            layers=3,
+            fourier=5,
+            recip=2,
+            time_dim=32,
+            task="dng",
+            conditions=["pressure", "formation_energy_per_atom"],
+        ),
+        dict(hidden=40, layers=1, fourier=7, recip=0, time_dim=64, task="csp"),
+    ],
+)
 def test_importer_takes_any_sizes_and_number_of_conditions(sizes):
     torch.manual_seed(3)
     src = CSPNet(ModelConfig(**sizes)).eval()
@@ -119,7 +171,9 @@ def test_importer_takes_any_sizes_and_number_of_conditions(sizes):
         p.data.add_(0.05 * torch.randn_like(p))
     sd = _reference_state_from(src)
     cfg = reference_model_config(_hparams(src.cfg), sd)
-    assert (cfg.hidden, cfg.layers, cfg.fourier, cfg.recip, cfg.time_dim) == tuple(sizes[k] for k in ("hidden", "layers", "fourier", "recip", "time_dim"))
+    assert (cfg.hidden, cfg.layers, cfg.fourier, cfg.recip, cfg.time_dim) == tuple(
+        sizes[k] for k in ("hidden", "layers", "fourier", "recip", "time_dim")
+    )
     assert cfg.conditions == sizes.get("conditions", [])
     net = CSPNet(cfg).eval()
     net.load_state_dict(network_state(cfg, sd))
@@ -132,10 +186,17 @@ def test_importer_takes_any_sizes_and_number_of_conditions(sizes):
             assert (a is None and b is None) or torch.allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("key,value,where", [
-    ("ip", True, "decoder.ip"), ("edge_style", "knn", "decoder.edge_style"), ("na_emb", 16, "decoder.na_emb"),
-    ("periodic_norm", True, "decoder.periodic_norm"), ("use_angles", True, "decoder.use_angles"),
-    ("lattice_dim", 9, "decoder.lattice_dim")])
+@pytest.mark.parametrize(
+    "key,value,where",
+    [
+        ("ip", True, "decoder.ip"),
+        ("edge_style", "knn", "decoder.edge_style"),
+        ("na_emb", 16, "decoder.na_emb"),
+        ("periodic_norm", True, "decoder.periodic_norm"),
+        ("use_angles", True, "decoder.use_angles"),
+        ("lattice_dim", 9, "decoder.lattice_dim"),
+    ],
+)
 def test_unsupported_reference_variant_is_one_line_error(key, value, where):
     d = fixture("csp")
     hp = yaml.safe_load(yaml.safe_dump({k: v for k, v in d["checkpoint"]["hyper_parameters"].items() if k != "optim"}))
@@ -146,7 +207,9 @@ def test_unsupported_reference_variant_is_one_line_error(key, value, where):
     assert where in msg and repr(value) in msg and "\n" not in msg
 
 
-@pytest.mark.parametrize("key,value", [("lattice_polar", False), ("type_encoding", "onehot"), ("symmetrize_anchor", True)])
+@pytest.mark.parametrize(
+    "key,value", [("lattice_polar", False), ("type_encoding", "onehot"), ("symmetrize_anchor", True)]
+)
 def test_unsupported_top_level_variant(key, value):
     d = fixture("dng")
     hp = dict(d["checkpoint"]["hyper_parameters"])
@@ -189,21 +252,45 @@ def _tiny_cfg(tmp_path, run_name, task, conditions, **run_extra):
     from crystalflow_core import config as cfgmod
 
     need_data("mp_20/val.csv.gz", "mp_20/test.csv.gz")
-    run = {"dataset": "mp_20", "task": task, "train_split": "val", "val_split": None, "conditions": conditions,
-           "novelty_splits": ["val"], "relax": {"enabled": False},
-           "model": {"hidden": 64, "layers": 2, "fourier": 16, "recip": 3, "time_dim": 256},
-           "sample": {"steps": [3], "num_samples": 4, "targets": [-1.0], "guidance": 1.5, "batch_size": 8,
-                      "k": [1], "test_limit": 3}}
+    run = {
+        "dataset": "mp_20",
+        "task": task,
+        "train_split": "val",
+        "val_split": None,
+        "conditions": conditions,
+        "novelty_splits": ["val"],
+        "relax": {"enabled": False},
+        "model": {"hidden": 64, "layers": 2, "fourier": 16, "recip": 3, "time_dim": 256},
+        "sample": {
+            "steps": [3],
+            "num_samples": 4,
+            "targets": [-1.0],
+            "guidance": 1.5,
+            "batch_size": 8,
+            "k": [1],
+            "test_limit": 3,
+        },
+    }
     run.update(run_extra)
-    cfg = {"data_mirror": str(DATA), "results": str(tmp_path / "results"),
-           "datasets": {"mp_20": {"conditions": ["formation_energy_per_atom"], "max_rows": 20,
-                                  "splits": {"val": {"file": "mp_20/val.csv.gz"}, "test": {"file": "mp_20/test.csv.gz"}}}},
-           "runs": {run_name: run}}
+    cfg = {
+        "data_mirror": str(DATA),
+        "results": str(tmp_path / "results"),
+        "datasets": {
+            "mp_20": {
+                "conditions": ["formation_energy_per_atom"],
+                "max_rows": 20,
+                "splits": {"val": {"file": "mp_20/val.csv.gz"}, "test": {"file": "mp_20/test.csv.gz"}},
+            }
+        },
+        "runs": {run_name: run},
+    }
     return cfgmod.validate(cfg)
 
 
 def _save_fixture_ckpt(d, path):
-    torch.save({"state_dict": d["checkpoint"]["state_dict"], "hyper_parameters": d["checkpoint"]["hyper_parameters"]}, path)
+    torch.save(
+        {"state_dict": d["checkpoint"]["state_dict"], "hyper_parameters": d["checkpoint"]["hyper_parameters"]}, path
+    )
 
 
 def test_conditional_import_carries_scalers_and_guided_sampling_runs(tmp_path):
@@ -228,8 +315,10 @@ def test_conditional_import_carries_scalers_and_guided_sampling_runs(tmp_path):
     # the loaded module is the reference network: same outputs as the fixture
     inp = d["inputs"]
     with torch.no_grad():
-        _close(module.net(inp["t"], inp["types"], inp["frac_coords"], inp["k"], inp["num_atoms"], inp["conditions"]),
-               d["outputs_conditional"])
+        _close(
+            module.net(inp["t"], inp["types"], inp["frac_coords"], inp["k"], inp["num_atoms"], inp["conditions"]),
+            d["outputs_conditional"],
+        )
     samples = tmp_path / "shard0.jsonl"
     stages.sample(cfg["runs"]["eform"], str(out), None, 3, 0, 1, str(samples), 1)
     recs = read_jsonl(samples)
@@ -262,8 +351,24 @@ def test_cli_import_errors_in_one_line(tmp_path):
     cfg = _tiny_cfg(tmp_path, "c", "csp", [])
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(yaml.safe_dump({k: cfg[k] for k in ("data_mirror", "results", "datasets", "runs")}))
-    p = subprocess.run([sys.executable, "-m", "crystalflow_core.cli", "import-checkpoint", str(ck), "--config",
-                        str(cfg_path), "--run", "c", "--threads", "1"], capture_output=True, text=True, cwd=tmp_path)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crystalflow_core.cli",
+            "import-checkpoint",
+            str(ck),
+            "--config",
+            str(cfg_path),
+            "--run",
+            "c",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert p.returncode == 1
     last = p.stderr.strip().splitlines()[-1]
     assert "decoder.edge_style = 'knn'" in last and "Traceback" not in p.stderr
@@ -279,8 +384,23 @@ def test_workflow_imports_instead_of_training(tmp_path):
     cfg_path = tmp_path / "c.yaml"
     raw = {k: cfg[k] for k in ("data_mirror", "results", "datasets", "runs")}
     cfg_path.write_text(yaml.safe_dump(raw))
-    p = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--configfile",
-                        str(cfg_path), "--cores", "1", str(tmp_path / "results/runs/c/model.ckpt")],
-                       capture_output=True, text=True, cwd=tmp_path)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-n",
+            "--configfile",
+            str(cfg_path),
+            "--cores",
+            "1",
+            str(tmp_path / "results/runs/c/model.ckpt"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "import_reference" in p.stdout and "rule train:" not in p.stdout and "\ntrain " not in p.stdout

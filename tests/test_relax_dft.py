@@ -93,8 +93,13 @@ def test_relaxation_past_its_time_limit_is_recorded_as_timeout(chgnet, nacl):
 
 def test_items_relax_at_their_own_pressure(tmp_path, nacl):
     prim = nacl.get_primitive_structure()
-    recs = relax_many([("p0", prim, 0.0), ("p50", prim.copy(), 50.0)], tmp_path / "r.jsonl",
-                      RelaxSettings(steps=200, fmax=0.05, pressure=10.0), workers=1, progress=False)
+    recs = relax_many(
+        [("p0", prim, 0.0), ("p50", prim.copy(), 50.0)],
+        tmp_path / "r.jsonl",
+        RelaxSettings(steps=200, fmax=0.05, pressure=10.0),
+        workers=1,
+        progress=False,
+    )
     by_id = {r["id"]: r for r in recs}
     assert by_id["p0"]["pressure_gpa"] == 0.0 and by_id["p50"]["pressure_gpa"] == 50.0
     assert by_id["p50"]["volume"] < 0.9 * by_id["p0"]["volume"]
@@ -103,9 +108,11 @@ def test_items_relax_at_their_own_pressure(tmp_path, nacl):
 def test_resume_skips_finished_structures(tmp_path, silicon, nacl):
     out = tmp_path / "relax.jsonl"
     # a previous, killed run left one finished record and half a line
-    out.write_text(json.dumps({"id": "si", "converged": True, "error": "", "steps": 3, "wall_s": 1.0}) + "\n{\"id\": \"na")
+    out.write_text(json.dumps({"id": "si", "converged": True, "error": "", "steps": 3, "wall_s": 1.0}) + '\n{"id": "na')
     bad = Structure(Lattice.cubic(5.0), ["Si", "Si"], [[0, 0, 0], [0.02, 0, 0]])
-    recs = relax_many([("si", silicon), ("bad", bad), ("none", None)], out, RelaxSettings(steps=5), workers=1, progress=False)
+    recs = relax_many(
+        [("si", silicon), ("bad", bad), ("none", None)], out, RelaxSettings(steps=5), workers=1, progress=False
+    )
     by_id = {r["id"]: r for r in recs}
     assert set(by_id) == {"si", "bad", "none"}
     assert by_id["si"]["steps"] == 3  # not relaxed again
@@ -119,7 +126,9 @@ def test_vasp_folders_parse_back(tmp_path, nacl):
 
     from crystalflow_core.dft import emit_vasp_inputs
 
-    n = emit_vasp_inputs([("a#0", nacl), ("b", nacl.get_primitive_structure())], tmp_path / "v", tmp_path / "v" / "m.csv")
+    n = emit_vasp_inputs(
+        [("a#0", nacl), ("b", nacl.get_primitive_structure())], tmp_path / "v", tmp_path / "v" / "m.csv"
+    )
     assert n == 2
     man = pd.read_csv(tmp_path / "v" / "m.csv")
     for rel in man["folder"]:
@@ -129,7 +138,7 @@ def test_vasp_folders_parse_back(tmp_path, nacl):
         Kpoints.from_file(f"{folder}/KPOINTS")
         pos = Poscar.from_file(f"{folder}/POSCAR")
         assert pos.structure.composition.reduced_formula == "NaCl"
-        assert open(f"{folder}/POTCAR.spec").read().split() == ["Na_pv", "Cl"]
+        assert (folder / "POTCAR.spec").read_text().split() == ["Na_pv", "Cl"]
     emit_vasp_inputs([("p", nacl)], tmp_path / "hp", tmp_path / "hp" / "m.csv", pressure=30.0)
     incar = Incar.from_file(tmp_path / "hp" / "p" / "INCAR")
     assert incar["PSTRESS"] == 300.0 and incar["KSPACING"] == 0.25

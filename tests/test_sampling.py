@@ -3,8 +3,15 @@ import pytest
 import torch
 
 from crystalflow_core.elements import TABLE_Z
-from crystalflow_core.sampling import (SampleSettings, csp_items, dng_items, generate, integrate,
-                                       record_to_structure, shard_slice)
+from crystalflow_core.sampling import (
+    SampleSettings,
+    csp_items,
+    dng_items,
+    generate,
+    integrate,
+    record_to_structure,
+    shard_slice,
+)
 
 
 @pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
@@ -39,9 +46,11 @@ def _module(task, conditions=()):
     from crystalflow_core.training import CrystalFlowModule
 
     torch.manual_seed(0)
-    return CrystalFlowModule(model=dict(hidden=16, layers=1, fourier=8, recip=2, time_dim=16, task=task,
-                                        conditions=list(conditions)),
-                             scalers={c: (-1.5, 1.0) for c in conditions}, atom_count_hist=[0, 2, 5, 0, 3])
+    return CrystalFlowModule(
+        model=dict(hidden=16, layers=1, fourier=8, recip=2, time_dim=16, task=task, conditions=list(conditions)),
+        scalers={c: (-1.5, 1.0) for c in conditions},
+        atom_count_hist=[0, 2, 5, 0, 3],
+    )
 
 
 @pytest.fixture

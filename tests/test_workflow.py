@@ -1,5 +1,6 @@
 """The workflow itself: the tiny config end to end, no-op rerun, rerun scope, lint, dry runs,
 cluster submission through the cluster-generic profile, and config errors before any job starts."""
+
 import os
 import subprocess
 import sys
@@ -8,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import DATA, REPO, need_data
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -16,8 +16,14 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 def smk(args, cwd, check=True, timeout=1200):
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    p = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile")] + args, cwd=cwd, capture_output=True,
-                       text=True, timeout=timeout, env=env)
+    p = subprocess.run(
+        SNAKEMAKE + ["-s", str(REPO / "Snakefile")] + args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}")
     return p
@@ -65,11 +71,23 @@ def tiny_run(tmp_path_factory):
 def test_tiny_config_end_to_end(tiny_run):
     work, _ = tiny_run
     r = work / "results"
-    for f in ["mp20_csp_metrics.csv", "mp20_dng_metrics.csv", "report.md", "tables/table1_csp.md",
-              "tables/table3_dng.md", "runs/mp20_dng/s3/vasp/manifest.csv", "runs/mp20_dng/s3/stability.csv",
-              "runs/mp20_csp/model.ckpt", "runs/mp20_csp/lightning/last.ckpt", "data/mp_20/val.pt",
-              "data/mp_20/val_rejected.csv", "runs/mp20_csp/s3/samples.jsonl", "plots/e_hull_hist.png",
-              "logs/train/mp20_csp.log", "benchmarks/train/mp20_csp.tsv"]:
+    for f in [
+        "mp20_csp_metrics.csv",
+        "mp20_dng_metrics.csv",
+        "report.md",
+        "tables/table1_csp.md",
+        "tables/table3_dng.md",
+        "runs/mp20_dng/s3/vasp/manifest.csv",
+        "runs/mp20_dng/s3/stability.csv",
+        "runs/mp20_csp/model.ckpt",
+        "runs/mp20_csp/lightning/last.ckpt",
+        "data/mp_20/val.pt",
+        "data/mp_20/val_rejected.csv",
+        "runs/mp20_csp/s3/samples.jsonl",
+        "plots/e_hull_hist.png",
+        "logs/train/mp20_csp.log",
+        "benchmarks/train/mp20_csp.tsv",
+    ]:
         assert (r / f).exists(), f
     csp = pd.read_csv(r / "mp20_csp_metrics.csv")
     assert csp["k"].tolist() == [1, 2]
@@ -81,13 +99,21 @@ def test_tiny_config_end_to_end(tiny_run):
     assert len(dng) == 1 and "target" not in dng  # the summary; per-target rows have a file of their own
     main = dng.iloc[0]
     assert main["n_samples"] == 12 and main["n_relaxed"] == 12
-    for c in ["struct_valid_pct", "comp_valid_pct", "cov_recall_pct", "cov_precision_pct", "stable_pct", "sun_pct", "unique_pct"]:
+    for c in [
+        "struct_valid_pct",
+        "comp_valid_pct",
+        "cov_recall_pct",
+        "cov_precision_pct",
+        "stable_pct",
+        "sun_pct",
+        "unique_pct",
+    ]:
         assert 0 <= main[c] <= 100, c
     assert main["wdist_num_elems"] >= 0
     cond = pd.read_csv(r / "mp20_dng_targets.csv")
     assert sorted(cond["target"]) == [-2.0, -1.0] and (cond["n_samples"] == 6).all()
     assert "Formation-energy conditioning" in (r / "tables/table3_dng.md").read_text()
-    samples = [l for l in (r / "runs/mp20_csp/s3/samples.jsonl").read_text().splitlines() if l]
+    samples = [ln for ln in (r / "runs/mp20_csp/s3/samples.jsonl").read_text().splitlines() if ln]
     assert len(samples) == 20  # 10 targets x k=2
     assert "Table 1" in (r / "tables/table1_csp.md").read_text()
     from ase.io import read
@@ -122,10 +148,20 @@ def test_kill_of_whole_workflow_then_rerun_incomplete_gives_same_tables(tiny_run
 
     work, _ = tiny_run
     cfg = tiny_config(tmp_path)
-    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--cores", "2", "--configfile", str(cfg), "--directory", str(tmp_path)]
+    cmd = SNAKEMAKE + [
+        "-s",
+        str(REPO / "Snakefile"),
+        "--cores",
+        "2",
+        "--configfile",
+        str(cfg),
+        "--directory",
+        str(tmp_path),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     first_model = [tmp_path / "results/runs" / r / "model.ckpt" for r in ("mp20_csp", "mp20_dng")]
     deadline = time.time() + 600
     while not any(p.exists() for p in first_model) and proc.poll() is None and time.time() < deadline:
@@ -148,17 +184,48 @@ def test_lint_is_clean(tmp_path):
 
 
 def test_dry_run_paper_config_and_slurm_profile(tmp_path):
-    p = smk(["-n", "--directory", str(tmp_path), "--configfile", str(REPO / "config/config.yaml"),
-             "--config", f"data_mirror={DATA}"], cwd=tmp_path)
+    p = smk(
+        [
+            "-n",
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config/config.yaml"),
+            "--config",
+            f"data_mirror={DATA}",
+        ],
+        cwd=tmp_path,
+    )
     jobs = jobs_of(p.stdout)
     # sample shards 4 + 4 + 4 + 10, relaxation shards 20 + 20 (10,000 samples per formation-energy target)
     assert jobs["train"] == 4 and jobs["sample"] == 22 and jobs["relax"] == 40 and jobs["report"] == 1
-    p2 = smk(["-n", "--directory", str(tmp_path), "--configfile", str(REPO / "config/config.yaml"),
-              "--config", f"data_mirror={DATA}", "--workflow-profile", str(REPO / "workflow/profiles/slurm")],
-             cwd=tmp_path)
+    p2 = smk(
+        [
+            "-n",
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config/config.yaml"),
+            "--config",
+            f"data_mirror={DATA}",
+            "--workflow-profile",
+            str(REPO / "workflow/profiles/slurm"),
+        ],
+        cwd=tmp_path,
+    )
     assert jobs_of(p2.stdout) == jobs
-    p3 = smk(["-n", "--directory", str(tmp_path), "--configfile", str(REPO / "config/quick.yaml"),
-              "--config", f"data_mirror={DATA}"], cwd=tmp_path)
+    p3 = smk(
+        [
+            "-n",
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config/quick.yaml"),
+            "--config",
+            f"data_mirror={DATA}",
+        ],
+        cwd=tmp_path,
+    )
     assert jobs_of(p3.stdout)["train"] == 2
 
 
@@ -172,26 +239,41 @@ def test_cluster_generic_submission(tmp_path):
     prof["latency-wait"] = 5
     (profile / "config.yaml").write_text(yaml.safe_dump(prof))
     target = "results/runs/mp20_csp/s3/samples.jsonl"
-    smk(["--workflow-profile", str(profile), "--configfile", str(cfg), "--directory", str(tmp_path), target,
-         "--jobs", "2"], cwd=tmp_path)
+    smk(
+        [
+            "--workflow-profile",
+            str(profile),
+            "--configfile",
+            str(cfg),
+            "--directory",
+            str(tmp_path),
+            target,
+            "--jobs",
+            "2",
+        ],
+        cwd=tmp_path,
+    )
     lines = (tmp_path / target).read_text().splitlines()
     assert len(lines) == 20
     assert list((tmp_path / ".snakemake").rglob("*.out")) or (tmp_path / ".snakemake").exists()
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"runs.mp20_csp.model.hiden": 3}, "allowed keys"),
-    ({"runs.mp20_csp.sample.steps": [-5]}, "sample/steps"),
-    ({"runs.mp20_csp.train.lr": "fast"}, "train/lr"),
-    ({"runs.mp20_csp.task": "xyz"}, "csp"),
-    ({"datasets.mp_20.splits.val.file": "mp_20/nope.csv.gz"}, "nope.csv.gz"),
-    ({"runs.mp20_dng.conditions": ["band_gap"]}, "formation_energy_per_atom"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"runs.mp20_csp.model.hiden": 3}, "allowed keys"),
+        ({"runs.mp20_csp.sample.steps": [-5]}, "sample/steps"),
+        ({"runs.mp20_csp.train.lr": "fast"}, "train/lr"),
+        ({"runs.mp20_csp.task": "xyz"}, "csp"),
+        ({"datasets.mp_20.splits.val.file": "mp_20/nope.csv.gz"}, "nope.csv.gz"),
+        ({"runs.mp20_dng.conditions": ["band_gap"]}, "formation_energy_per_atom"),
+    ],
+)
 def test_config_errors_stop_before_any_job(tmp_path, change, needle):
     cfg = tiny_config(tmp_path, **change)
     p = smk(["-n", "--configfile", str(cfg), "--directory", str(tmp_path)], cwd=tmp_path, check=False)
     assert p.returncode != 0
     err = (p.stderr + p.stdout).strip().splitlines()
-    line = [l for l in err if "config error" in l]
+    line = [ln for ln in err if "config error" in ln]
     assert line and needle in line[0], err[-5:]
     assert not (tmp_path / "results").exists()

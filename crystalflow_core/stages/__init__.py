@@ -8,6 +8,7 @@ writes its outputs atomically. Snakemake scripts and the CLI both call these.
   metrics  test_fingerprints, csp_metrics, dng_metrics, collect -> crystalflow_core.evaluation
   dft      dft                                  -> crystalflow_core.dft
 """
+
 from ..io import StageError
 from .common import ensure_writable, require, setup_logging, use_threads
 from .data import prepare
@@ -17,6 +18,25 @@ from .relax import build_hull, relax, stability
 from .sample import check_samples_current, gather, sample, shard_is_current
 from .train import import_checkpoint, train
 
-__all__ = ["StageError", "build_hull", "check_samples_current", "collect", "csp_metrics", "dft", "dng_metrics",
-           "ensure_writable", "gather", "import_checkpoint", "prepare", "relax", "require", "sample", "setup_logging",
-           "shard_is_current", "stability", "test_fingerprints", "train", "use_threads"]
+__all__ = [
+    "StageError",
+    "build_hull",
+    "check_samples_current",
+    "collect",
+    "csp_metrics",
+    "dft",
+    "dng_metrics",
+    "ensure_writable",
+    "gather",
+    "import_checkpoint",
+    "prepare",
+    "relax",
+    "require",
+    "sample",
+    "setup_logging",
+    "shard_is_current",
+    "stability",
+    "test_fingerprints",
+    "train",
+    "use_threads",
+]

@@ -1,4 +1,5 @@
 """What every stage shares: logging into the rule's log, torch threads, input and output checks."""
+
 from __future__ import annotations
 
 import logging
@@ -18,10 +19,11 @@ def setup_logging(log_file: str | None = None, level=logging.INFO):
     tracebacks) goes to that file too."""
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        sys.stderr = open(log_file, "a", buffering=1)
+        sys.stderr = open(log_file, "a", buffering=1)  # noqa: SIM115  (stays open: it is stderr now)
     handlers = [logging.StreamHandler(sys.stderr)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=handlers, force=True)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+    )
 
 
 def use_threads(threads: int = 0) -> int:

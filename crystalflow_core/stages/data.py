@@ -1,4 +1,5 @@
 """Stage: a dataset split (CSV of CIFs) -> cached tensors and the rejected rows."""
+
 from __future__ import annotations
 
 from ..data import PhysicalBounds, PrepareSettings, SplitSource, prepare_split, resolve_source
@@ -10,6 +11,7 @@ def prepare(cfg: dict, dataset: str, split: str, out: str, workers: int = 0) -> 
     src = SplitSource(dataset, split, sp["file"], sp["url"], sp["sha256"], sp["git_blob"])
     path = resolve_source(src, cfg["data_mirror"], cfg["download_dir"])
     bounds = PhysicalBounds(ds["min_volume_per_atom"], ds["max_volume_per_atom"], ds["min_distance"])
-    settings = PrepareSettings(ds["id_column"], ds["cif_column"], list(ds["conditions"]), True,
-                               ds["max_rows"], workers, bounds)
+    settings = PrepareSettings(
+        ds["id_column"], ds["cif_column"], list(ds["conditions"]), True, ds["max_rows"], workers, bounds
+    )
     return prepare_split(path, out, settings)

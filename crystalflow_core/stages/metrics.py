@@ -1,5 +1,6 @@
 """Stages: test-set fingerprints, the CSP and DNG metric rows, and the collected tables. The numbers
 come from ``crystalflow_core.evaluation``; this module reads and writes."""
+
 from __future__ import annotations
 
 import logging
@@ -8,8 +9,16 @@ import numpy as np
 import pandas as pd
 
 from ..data import cache_structures, load_cache
-from ..evaluation import (TARGET_COLUMNS, MetricSettings, evaluate_csp, evaluate_dng, index_csp_records,
-                          stability_summary, target_rows, wdist_reference_count)
+from ..evaluation import (
+    TARGET_COLUMNS,
+    MetricSettings,
+    evaluate_csp,
+    evaluate_dng,
+    index_csp_records,
+    stability_summary,
+    target_rows,
+    wdist_reference_count,
+)
 from ..io import atomic_path, read_jsonl
 from ..metrics import fingerprints_all
 from .common import ensure_writable, require
@@ -29,13 +38,22 @@ def test_fingerprints(test_pt: str, out: str, limit: int | None, workers: int = 
     cache = load_cache(test_pt)
     n = len(cache["ids"]) if not limit else min(limit, len(cache["ids"]))
     sfp, cfp, ok = fingerprints_all(cache_structures(cache, range(n)), workers, progress=True)  # protocols filter
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, struct=sfp, comp=cfp, ok=ok)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, struct=sfp, comp=cfp, ok=ok)
 
 
-def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str, steps: int, out: str,
-                workers: int = 0, relaxed: list[str] = (), ckpt: str | None = None):
+def csp_metrics(
+    cfg: dict,
+    run_name: str,
+    run: dict,
+    samples: str,
+    test_pt: str,
+    steps: int,
+    out: str,
+    workers: int = 0,
+    relaxed: list[str] = (),
+    ckpt: str | None = None,
+):
     """Match rate / RMSE for every candidate count k; with `relaxed` (pressure-conditioned runs) also the
     CHGNet stress of the relaxed candidates against their target pressure."""
     require(samples, test_pt, *relaxed)
@@ -53,9 +71,20 @@ def csp_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str,
     _write_csv([{**head, **r} for r in rows], out)
 
 
-def dng_metrics(cfg: dict, run_name: str, run: dict, samples: str, test_pt: str, test_fp: str,
-                stab_csv: str | None, steps: int, out: str, workers: int = 0, ckpt: str | None = None,
-                targets_out: str | None = None):
+def dng_metrics(
+    cfg: dict,
+    run_name: str,
+    run: dict,
+    samples: str,
+    test_pt: str,
+    test_fp: str,
+    stab_csv: str | None,
+    steps: int,
+    out: str,
+    workers: int = 0,
+    ckpt: str | None = None,
+    targets_out: str | None = None,
+):
     """The summary row (validity, coverage, Wasserstein, stability) to `out`; for conditional runs the
     per-target rows (MAE/RMSE before and after relaxation) to `targets_out`."""
     require(samples, test_pt, test_fp, stab_csv)

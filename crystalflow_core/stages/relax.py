@@ -1,5 +1,6 @@
 """Stages: CHGNet relaxation shards (resumable) and the stability table (formation energy, E_hull,
 unique, new) computed by ``crystalflow_core.evaluation.stability_table``."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,15 @@ log = logging.getLogger("crystalflow")
 
 
 def relax_settings(r: dict) -> RelaxSettings:
-    return RelaxSettings(fmax=r["fmax"], steps=r["steps"], pressure=r["pressure"], optimizer=r["optimizer"],
-                         timeout=r["timeout"], batch_size=r["batch_size"], max_vacuum_gap=r["max_vacuum_gap"])
+    return RelaxSettings(
+        fmax=r["fmax"],
+        steps=r["steps"],
+        pressure=r["pressure"],
+        optimizer=r["optimizer"],
+        timeout=r["timeout"],
+        batch_size=r["batch_size"],
+        max_vacuum_gap=r["max_vacuum_gap"],
+    )
 
 
 def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: int = 1):
@@ -44,8 +52,7 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
         partial.unlink()
     side.write_text(key + "\n")
     per_item = "pressure" in run["conditions"]  # pressure-conditioned run: relax at each sample's target
-    items = [(rec["id"], record_to_structure(rec), rec["condition"]["pressure"] if per_item else None)
-             for rec in recs]
+    items = [(rec["id"], record_to_structure(rec), rec["condition"]["pressure"] if per_item else None) for rec in recs]
     t0 = time.time()
     done = relax_many(items, partial, settings, workers=workers or r["workers"] or 1)
     n_fail = sum(1 for d in done if d.get("error"))
@@ -65,7 +72,9 @@ def build_hull(cfg: dict):
     if h["source"] == "matbench":
         path = h["matbench_path"]
         if not path:
-            src = SplitSource("hull", "ppd", "hull/2023-02-07-ppd-mp.pkl.gz", h["matbench_url"], sha256=h["matbench_sha256"])
+            src = SplitSource(
+                "hull", "ppd", "hull/2023-02-07-ppd-mp.pkl.gz", h["matbench_url"], sha256=h["matbench_sha256"]
+            )
             path = resolve_source(src, str(mirror), cfg["download_dir"])
         return MatbenchHull(path)
     return LocalHull.from_csvs([mirror / p for p in h["local_sources"]])

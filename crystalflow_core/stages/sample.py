@@ -1,4 +1,5 @@
 """Stage: sample shards from a checkpoint, their provenance, and the gathered samples (+ CIF/extxyz)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,7 @@ from .common import ensure_writable, require, use_threads
 log = logging.getLogger("crystalflow")
 
 
-def sample(run: dict, ckpt: str, test_pt: str | None, steps: int, shard: int, shards: int, out: str,
-           threads: int = 0):
+def sample(run: dict, ckpt: str, test_pt: str | None, steps: int, shard: int, shards: int, out: str, threads: int = 0):
     require(ckpt, test_pt if run["task"] == "csp" else None)
     ensure_writable(out)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -38,8 +38,15 @@ def sample(run: dict, ckpt: str, test_pt: str | None, steps: int, shard: int, sh
         r["provenance"], r["model_sha256"] = prov["key"], prov["model_sha256"][:16]
     dt = time.time() - t0
     n_flag = sum(1 for r in recs if r["flag"])
-    log.info("shard %d/%d: %d structures in %.1f s (%.2f min per 10,000), %d flagged", shard, shards,
-             len(recs), dt, dt / 60 * 1e4 / max(len(recs), 1), n_flag)
+    log.info(
+        "shard %d/%d: %d structures in %.1f s (%.2f min per 10,000), %d flagged",
+        shard,
+        shards,
+        len(recs),
+        dt,
+        dt / 60 * 1e4 / max(len(recs), 1),
+        n_flag,
+    )
     write_jsonl_atomic(out, recs)
 
 
@@ -47,10 +54,16 @@ def sample_provenance(run: dict, model_sha256: str, steps: int, shard: int, shar
     """What a sample shard is made from: the checkpoint's bytes, the settings that change the samples,
     the shard, and the code version; `key` is a short hash of all of it, stored in every record."""
     s = run["sample"]
-    what = {"model_sha256": model_sha256, "task": run["task"], "conditions": run["conditions"],
-            "settings": asdict(settings_for_run(run, steps)), "shard": [shard, shards],
-            "items": {k: s[k] for k in ("k", "num_samples", "test_limit", "targets")}, "test_split": run["test_split"],
-            "code": __version__}
+    what = {
+        "model_sha256": model_sha256,
+        "task": run["task"],
+        "conditions": run["conditions"],
+        "settings": asdict(settings_for_run(run, steps)),
+        "shard": [shard, shards],
+        "items": {k: s[k] for k in ("k", "num_samples", "test_limit", "targets")},
+        "test_split": run["test_split"],
+        "code": __version__,
+    }
     what["key"] = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return what
 
@@ -59,8 +72,10 @@ def check_model_fits_run(sampler: FlowSampler, run: dict, ckpt) -> None:
     """A checkpoint of another task or other conditions is an error, never sampled."""
     mc = sampler.net.cfg
     if mc.task != run["task"] or sorted(mc.conditions) != sorted(run["conditions"]):
-        raise StageError(f"{ckpt} is a {mc.task} model conditioned on {mc.conditions or 'nothing'}; the run "
-                         f"asks for {run['task']} on {run['conditions'] or 'nothing'}: a checkpoint of another run")
+        raise StageError(
+            f"{ckpt} is a {mc.task} model conditioned on {mc.conditions or 'nothing'}; the run "
+            f"asks for {run['task']} on {run['conditions'] or 'nothing'}: a checkpoint of another run"
+        )
 
 
 def shard_is_current(path, run: dict, ckpt: str, steps: int, shard: int, shards: int) -> bool:
@@ -81,14 +96,18 @@ def check_samples_current(recs: list[dict], samples: str, ckpt: str | None, run:
     if not recs or ckpt is None or not Path(ckpt).exists():
         return
     if None in keys:
-        raise StageError(f"{samples}: records without provenance (made by an older version): delete the file to rebuild")
+        raise StageError(
+            f"{samples}: records without provenance (made by an older version): delete the file to rebuild"
+        )
     steps = recs[0].get("steps")
     shards = run["sample"]["shards"]
     sha = sha256_file(ckpt)
     want = {sample_provenance(run, sha, steps, i, shards)["key"] for i in range(shards)}
     if not keys <= want:
-        raise StageError(f"{samples}: made from another checkpoint or other sampling settings than run {run_name} "
-                         f"has now ({Path(ckpt).name}): delete it to rebuild")
+        raise StageError(
+            f"{samples}: made from another checkpoint or other sampling settings than run {run_name} "
+            f"has now ({Path(ckpt).name}): delete it to rebuild"
+        )
 
 
 def gather(inputs: list[str], out: str, export: list[str] = ()):

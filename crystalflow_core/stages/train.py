@@ -1,4 +1,5 @@
 """Stage: a model checkpoint, trained (resumably) or imported from the authors' release."""
+
 from __future__ import annotations
 
 import logging
@@ -20,9 +21,17 @@ def train(run: dict, train_pt: str, val_pt: str | None, out_ckpt: str, workdir: 
     return train_model(run, train_pt, val_pt, out_ckpt, workdir)
 
 
-def import_checkpoint(cfg: dict, run_name: str, ckpt: str, out: str, hparams: str | None = None,
-                      scalers: str | None = None, sha256: str | None = None, url: str | None = None,
-                      train_pt: str | None = None):
+def import_checkpoint(
+    cfg: dict,
+    run_name: str,
+    ckpt: str,
+    out: str,
+    hparams: str | None = None,
+    scalers: str | None = None,
+    sha256: str | None = None,
+    url: str | None = None,
+    train_pt: str | None = None,
+):
     """The authors' checkpoint -> this project's model.ckpt (the workflow then samples and evaluates it)."""
     run = cfg["runs"][run_name]
     ensure_writable(out)
@@ -36,6 +45,13 @@ def import_checkpoint(cfg: dict, run_name: str, ckpt: str, out: str, hparams: st
     prov = {"reference_checkpoint": str(path), "sha256": sha256_file(path)}
     module = build_module(ref, hp, run, run_name, sc, hist, prov)
     save_module(module, out)
-    log.info("imported %s (%s, H=%d, L=%d, conditions %s) -> %s", path, module.mcfg.task, module.mcfg.hidden,
-             module.mcfg.layers, module.mcfg.conditions or "none", out)
+    log.info(
+        "imported %s (%s, H=%d, L=%d, conditions %s) -> %s",
+        path,
+        module.mcfg.task,
+        module.mcfg.hidden,
+        module.mcfg.layers,
+        module.mcfg.conditions or "none",
+        out,
+    )
     return out

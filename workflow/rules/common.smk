@@ -118,6 +118,7 @@ def all_targets():
 def gpu_res(section):
     def f(wildcards):
         return 1 if RUNS[wildcards.run][section]["gpu"] else 0
+
     return f
 
 
@@ -140,12 +141,16 @@ def run_view(*sections):
 
     def f(wildcards):
         return {k: v for k, v in RUNS[wildcards.run].items() if k in keep}
+
     return f
 
 
 def dataset_view(wildcards):
-    return {"datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
-            "data_mirror": config["data_mirror"], "download_dir": config["download_dir"]}
+    return {
+        "datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
+        "data_mirror": config["data_mirror"],
+        "download_dir": config["download_dir"],
+    }
 
 
 def stability_tables():

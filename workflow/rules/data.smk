@@ -1,15 +1,15 @@
 rule prepare:
-    conda:
-        "../../envs/train.yaml"
     output:
         pt=L.split("{dataset}", "{split}"),
         rejected=L.rejected("{dataset}", "{split}"),
-    params:
-        cfg=dataset_view,
-    threads: config["threads"]
     log:
         L.log("prepare", "{dataset}_{split}"),
     benchmark:
         L.benchmark("prepare", "{dataset}_{split}")
+    conda:
+        "../../envs/train.yaml"
+    threads: config["threads"]
+    params:
+        cfg=dataset_view,
     script:
         "../scripts/prepare.py"

@@ -1,6 +1,4 @@
 rule report:
-    conda:
-        "../../envs/metrics.yaml"
     input:
         tables=metric_tables(),
         stability=stability_tables(),
@@ -9,9 +7,11 @@ rule report:
         report=L.report(),
         table1=L.paper_table("table1_csp"),
         table3=L.paper_table("table3_dng"),
-    params:
-        results=L.root,
     log:
         L.log("report", "report"),
+    conda:
+        "../../envs/metrics.yaml"
+    params:
+        results=L.root,
     script:
         "../scripts/report.py"

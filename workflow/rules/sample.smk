@@ -1,34 +1,34 @@
 rule sample:
-    conda:
-        "../../envs/train.yaml"
     input:
         ckpt=L.model("{run}"),
         test=lambda wc: test_pt(wc.run),
     output:
         L.sample_shard("{run}", "{steps}", "{shard}"),
-    params:
-        run=run_view("sample"),
-    threads: config["threads"]
-    resources:
-        gpu=gpu_res("sample"),
     log:
         L.log("sample", "{run}_s{steps}_shard{shard}"),
     benchmark:
         L.benchmark("sample", "{run}_s{steps}_shard{shard}")
+    conda:
+        "../../envs/train.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=gpu_res("sample"),
+    params:
+        run=run_view("sample"),
     script:
         "../scripts/sample.py"
 
 
 rule gather_samples:
-    conda:
-        "../../envs/train.yaml"
     input:
         sample_shards,
     output:
         L.samples("{run}", "{steps}"),
-    params:
-        export=lambda wc: RUNS[wc.run]["sample"]["export"],
     log:
         L.log("sample", "{run}_s{steps}_gather"),
+    conda:
+        "../../envs/train.yaml"
+    params:
+        export=lambda wc: RUNS[wc.run]["sample"]["export"],
     script:
         "../scripts/gather.py"

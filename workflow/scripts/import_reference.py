@@ -3,6 +3,14 @@ from crystalflow_core.stages import import_checkpoint, setup_logging
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     init = snakemake.params.init
-    import_checkpoint(snakemake.params.config, snakemake.wildcards.run, init["reference_checkpoint"],
-                      snakemake.output.ckpt, init["hparams"], init["scalers"], init["sha256"], init["url"],
-                      train_pt=snakemake.input.train)
+    import_checkpoint(
+        snakemake.params.config,
+        snakemake.wildcards.run,
+        init["reference_checkpoint"],
+        snakemake.output.ckpt,
+        init["hparams"],
+        init["scalers"],
+        init["sha256"],
+        init["url"],
+        train_pt=snakemake.input.train,
+    )

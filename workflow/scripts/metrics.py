@@ -6,9 +6,29 @@ if __name__ == "__main__":
     run, cfg, inp, out = snakemake.params.run, snakemake.params.cfg, snakemake.input, snakemake.output
     steps = int(snakemake.wildcards.steps)
     if run["task"] == "csp":
-        csp_metrics(cfg, snakemake.wildcards.run, run, inp.samples, inp.test, steps, out.summary, snakemake.threads,
-                    relaxed=list(inp.get("relaxed", [])))
+        csp_metrics(
+            cfg,
+            snakemake.wildcards.run,
+            run,
+            inp.samples,
+            inp.test,
+            steps,
+            out.summary,
+            snakemake.threads,
+            relaxed=list(inp.get("relaxed", [])),
+        )
         open(out.targets, "w").close()  # CSP runs have no condition targets
     else:
-        dng_metrics(cfg, snakemake.wildcards.run, run, inp.samples, inp.test, inp.fingerprints, inp.get("stability"),
-                    steps, out.summary, snakemake.threads, targets_out=out.targets)
+        dng_metrics(
+            cfg,
+            snakemake.wildcards.run,
+            run,
+            inp.samples,
+            inp.test,
+            inp.fingerprints,
+            inp.get("stability"),
+            steps,
+            out.summary,
+            snakemake.threads,
+            targets_out=out.targets,
+        )

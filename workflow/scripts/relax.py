@@ -4,5 +4,11 @@ from crystalflow_core.stages import relax, setup_logging
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     run = snakemake.params.run
-    relax(run, snakemake.input.samples, int(snakemake.wildcards.shard), run["relax"]["shards"], snakemake.output[0],
-          workers=run["relax"]["workers"] or snakemake.threads)
+    relax(
+        run,
+        snakemake.input.samples,
+        int(snakemake.wildcards.shard),
+        run["relax"]["shards"],
+        snakemake.output[0],
+        workers=run["relax"]["workers"] or snakemake.threads,
+    )

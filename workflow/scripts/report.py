@@ -4,6 +4,12 @@ from crystalflow_core.stages import setup_logging
 # guarded: worker processes started with 'spawn' import this file again
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
-    write_report(list(snakemake.input.tables), list(snakemake.input.stability), snakemake.params.results,
-                 snakemake.output.report, snakemake.output.table1, snakemake.output.table3,
-                 targets=list(snakemake.input.targets))
+    write_report(
+        list(snakemake.input.tables),
+        list(snakemake.input.stability),
+        snakemake.params.results,
+        snakemake.output.report,
+        snakemake.output.table1,
+        snakemake.output.table3,
+        targets=list(snakemake.input.targets),
+    )

@@ -4,5 +4,13 @@ from crystalflow_core.stages import sample, setup_logging
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     run = snakemake.params.run
-    sample(run, snakemake.input.ckpt, snakemake.input.test, int(snakemake.wildcards.steps),
-           int(snakemake.wildcards.shard), run["sample"]["shards"], snakemake.output[0], snakemake.threads)
+    sample(
+        run,
+        snakemake.input.ckpt,
+        snakemake.input.test,
+        int(snakemake.wildcards.steps),
+        int(snakemake.wildcards.shard),
+        run["sample"]["shards"],
+        snakemake.output[0],
+        snakemake.threads,
+    )
