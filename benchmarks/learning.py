@@ -19,6 +19,8 @@ from pathlib import Path
 
 from _common import DATA, header
 
+from crystalflow_core.config import defaults
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -43,7 +45,11 @@ def main():
     )
     out = Path(a.out or f"/tmp/crystalflow_learning_{a.recipe}")
     for split in ("val", "test"):
-        prepare_split(DATA / "mp_20" / f"{split}.csv.gz", out / f"{split}.pt", PrepareSettings(workers=os.cpu_count()))
+        prepare_split(
+            DATA / "mp_20" / f"{split}.csv.gz",
+            out / f"{split}.pt",
+            PrepareSettings.from_dataset(defaults("dataset"), workers=os.cpu_count()),
+        )
     recipe = {
         "paper": dict(grad_clip_algorithm="value", lr_frequency=5),
         "norm-clip": dict(grad_clip_algorithm="norm", lr_frequency=1),
@@ -74,7 +80,12 @@ def main():
     cache = load_cache(out / "test.pt")
     items = csp_items(cache, 1, a.n_test)
     t0 = time.perf_counter()
-    recs = generate(module, items, SampleSettings(steps=100, anneal=5.0, batch_size=256), progress=False)
+    recs = generate(
+        module,
+        items,
+        SampleSettings.from_section(defaults("sample"), "csp", steps=100, anneal=5.0, batch_size=256),
+        progress=False,
+    )
     t_sample = time.perf_counter() - t0
     gts = cache_structures(cache, range(len(items)))
     table = csp_rms_table(gts, [[record_to_structure(r, strict=False)] for r in recs], protocol="crystalflow")

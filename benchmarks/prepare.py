@@ -11,6 +11,8 @@ import time
 
 from _common import DATA, header
 
+from crystalflow_core.config import defaults
+
 
 def main():
     from crystalflow_core.data import PrepareSettings, prepare_split
@@ -23,7 +25,9 @@ def main():
             c = prepare_split(
                 DATA / "mp_20" / f"{split}.csv.gz",
                 f"{tmp}/{split}.pt",
-                PrepareSettings(conditions=["formation_energy_per_atom"], workers=os.cpu_count()),
+                PrepareSettings.from_dataset(
+                    defaults("dataset"), conditions=["formation_energy_per_atom"], workers=os.cpu_count()
+                ),
             )
             dt = time.perf_counter() - t0
             total += dt

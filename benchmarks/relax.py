@@ -17,6 +17,8 @@ import time
 
 from _common import REPO, header, mp20_test_rows
 
+from crystalflow_core.config import defaults
+
 
 def structures(n):
     from pymatgen.core import Structure
@@ -63,7 +65,7 @@ def main():
         recs = relax_many(
             structures(a.n),
             f"{tmp}/r.jsonl",
-            RelaxSettings(fmax=a.fmax, steps=a.steps, optimizer=a.optimizer),
+            RelaxSettings.from_section(defaults("relax"), fmax=a.fmax, steps=a.steps, optimizer=a.optimizer),
             workers=a.workers,
             progress=False,
         )

@@ -14,6 +14,8 @@ import time
 
 from _common import header, mp20_test_rows
 
+from crystalflow_core.config import defaults
+
 SIZES = {
     "quick": dict(hidden=128, layers=3, fourier=64, recip=4),
     "paper": dict(hidden=512, layers=6, fourier=256, recip=8),
@@ -39,10 +41,17 @@ def main():
     hist = np.bincount(mp20_test_rows()["num_atoms"]).tolist()
     for size, steps in (("quick", a.steps), ("paper", a.paper_steps)):
         torch.manual_seed(0)
-        m = CrystalFlowModule(model=dict(**SIZES[size], task="dng"), atom_count_hist=hist)
+        m = CrystalFlowModule(
+            model={**defaults("model"), **SIZES[size], "task": "dng", "conditions": []}, atom_count_hist=hist
+        )
         items = dng_items(hist, a.n, seed=0)
         t0 = time.perf_counter()
-        recs = generate(m, items, SampleSettings(steps=steps, anneal=0.0, batch_size=a.batch), progress=False)
+        recs = generate(
+            m,
+            items,
+            SampleSettings.from_section(defaults("sample"), "csp", steps=steps, anneal=0.0, batch_size=a.batch),
+            progress=False,
+        )
         dt = time.perf_counter() - t0
         per10k = dt / len(recs) * 1e4 / 60 * (100 / steps)
         note = "" if steps == 100 else f" (measured at S={steps}, scaled to S=100)"

@@ -20,6 +20,8 @@ import time
 
 from _common import REPO, header, mp20_test_tensors, peak_rss_mb
 
+from crystalflow_core.config import defaults
+
 SIZES = {
     "paper": dict(hidden=512, layers=6, fourier=256, recip=8),
     "quick": dict(hidden=128, layers=3, fourier=64, recip=4),
@@ -34,7 +36,9 @@ def one(size: str, name: str, batch: int, repeats: int, profile: bool = False) -
 
     torch.manual_seed(0)
     z, f, k, na = mp20_test_tensors(batch)
-    model = CSPNet(ModelConfig(**SIZES[size], fast=name != "plain"))
+    model = CSPNet(
+        ModelConfig(**{**defaults("model"), **SIZES[size], "task": "csp", "conditions": [], "fast": name != "plain"})
+    )
     net = torch.compile(model, dynamic=True) if name == "compiled" else model
     t = torch.rand(len(na), generator=torch.Generator().manual_seed(1))
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)

@@ -202,3 +202,16 @@ def run_defaults(run: dict) -> dict:
     """A run dict with every schema default filled in (for library callers outside a config file)."""
     schema = load_schema()
     return _fill_defaults(schema, schema["definitions"]["run"], copy.deepcopy(run))
+
+
+def defaults(section: str) -> dict:
+    """The schema's defaults of one section: dataset, model, train, sample, relax, dft, metrics or hull."""
+    schema = load_schema()
+    run_sections = schema["definitions"]["run"]["properties"]
+    if section == "dataset":
+        node = schema["definitions"]["dataset"]
+    elif section in run_sections:
+        node = run_sections[section]
+    else:
+        node = schema["properties"][section]
+    return _fill_defaults(schema, node, {})

@@ -17,7 +17,7 @@ import shutil
 import time
 import urllib.request
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -159,9 +159,13 @@ def parse_cif(cif: str, niggli: bool = True, bounds: PhysicalBounds | None = Non
 class PhysicalBounds:
     """What a real crystal in a training set satisfies (rows outside are rejected with the reason)."""
 
-    min_volume_per_atom: float = 1.0  # A^3; the densest solids are above ~2.5
-    max_volume_per_atom: float = 500.0  # A^3; molecular/gas-like cells beyond
-    min_distance: float = 0.5  # A between two atoms (periodic images included)
+    min_volume_per_atom: float  # A^3; the densest solids are above ~2.5
+    max_volume_per_atom: float  # A^3; molecular/gas-like cells beyond
+    min_distance: float  # A between two atoms (periodic images included)
+
+    @classmethod
+    def from_dataset(cls, ds: dict) -> PhysicalBounds:
+        return cls(ds["min_volume_per_atom"], ds["max_volume_per_atom"], ds["min_distance"])
 
     def check(self, s) -> None:
         vpa = s.volume / len(s)
@@ -188,19 +192,35 @@ def _parse_row(args):
         return idx, None, str(exc)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PrepareSettings:
-    id_column: str = "material_id"
-    cif_column: str = "cif"
-    conditions: list[str] = field(default_factory=list)
-    niggli: bool = True
-    max_rows: int | None = None
-    workers: int = 0  # 0 = all cores; how, not what: not part of the cache key
-    bounds: PhysicalBounds = field(default_factory=PhysicalBounds)
+    """How a split is read (from a validated `datasets` entry; defaults live in the schema only)."""
+
+    id_column: str
+    cif_column: str
+    conditions: tuple
+    niggli: bool
+    max_rows: int | None
+    workers: int  # 0 = all cores; how, not what: not part of the cache key
+    bounds: PhysicalBounds
+
+    @classmethod
+    def from_dataset(cls, ds: dict, workers: int = 0, **override) -> PrepareSettings:
+        out = cls(
+            ds["id_column"],
+            ds["cif_column"],
+            tuple(ds["conditions"]),
+            ds["niggli"],
+            ds["max_rows"],
+            workers,
+            PhysicalBounds.from_dataset(ds),
+        )
+        return replace(out, **override)
 
     def key(self) -> dict:
         """The settings that change the cache's content."""
         d = {k: v for k, v in self.__dict__.items() if k not in ("workers", "bounds")}
+        d["conditions"] = list(self.conditions)
         d["bounds"] = self.bounds.__dict__
         return d
 
@@ -238,7 +258,9 @@ def prepare_split(csv_path: str | Path, out_path: str | Path, settings: PrepareS
     rejected: list[dict] = []
     ids = df[settings.id_column].astype(str).tolist()
     try:
-        cond = df[settings.conditions].to_numpy(dtype=np.float64) if settings.conditions else np.zeros((len(df), 0))
+        cond = (
+            df[list(settings.conditions)].to_numpy(dtype=np.float64) if settings.conditions else np.zeros((len(df), 0))
+        )
     except (TypeError, ValueError) as exc:
         raise DataError(f"{csv_path}: condition columns {settings.conditions} are not numeric ({exc})") from exc
     jobs = []

@@ -29,7 +29,7 @@ Both give the same outputs to float32 round-off (tests/test_model.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -42,15 +42,22 @@ TWO_PI = 2.0 * math.pi
 
 @dataclass
 class ModelConfig:
-    hidden: int = 512
-    layers: int = 6
-    fourier: int = 256  # frequencies per coordinate (n = 0..F-1)
-    recip: int = 8  # reciprocal terms per axis (R^3 triples); 0 disables them
-    time_dim: int = 256
-    task: str = "csp"  # csp | dng
-    conditions: list[str] = field(default_factory=list)
-    cond_gaussians: int = 50  # Gaussians per condition (centres linspace(-2, 2), width = spacing)
-    fast: bool = True
+    """The network's sizes (a run's validated `model` section, its task and conditions; defaults live
+    in the schema only)."""
+
+    hidden: int
+    layers: int
+    fourier: int  # frequencies per coordinate (n = 0..F-1)
+    recip: int  # reciprocal terms per axis (R^3 triples); 0 disables them
+    time_dim: int
+    task: str  # csp | dng
+    conditions: list[str]
+    cond_gaussians: int  # Gaussians per condition (centres linspace(-2, 2), width = spacing)
+    fast: bool
+
+    @classmethod
+    def from_run(cls, run: dict) -> ModelConfig:
+        return cls(**run["model"], task=run["task"], conditions=list(run["conditions"]))
 
     @property
     def phi_dim(self) -> int:

@@ -128,6 +128,7 @@ def reference_model_config(hp: dict, state_dict: dict) -> ModelConfig:
         task=task,
         conditions=conditions,
         cond_gaussians=n_gauss,
+        fast=True,
     )
     w = state_dict.get("decoder.csp_layer_0.edge_mlp.0.weight")
     if w is None:

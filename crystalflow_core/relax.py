@@ -36,15 +36,22 @@ EV_PER_A3_PER_GPA = 1.0 / 160.21766208  # 1 GPa in eV/A^3
 
 @dataclass
 class RelaxSettings:
-    fmax: float = 0.1
-    steps: int = 500
-    pressure: float = 0.0  # GPa
-    optimizer: str = "LBFGS"
-    timeout: float = 300.0
-    batch_size: int = 8  # structures per batched static evaluation (and per resumable chunk)
-    relax_cell: bool = True
-    min_distance: float = 0.5  # A; closer atoms are recorded as failed before CHGNet runs
-    max_vacuum_gap: float = 7.0  # A; a relaxed cell with a wider empty slab is recorded as unphysical
+    """How structures are relaxed (a run's validated `relax` section; defaults live in the schema only)."""
+
+    fmax: float
+    steps: int
+    pressure: float  # GPa
+    optimizer: str
+    timeout: float
+    batch_size: int  # structures per batched static evaluation (and per resumable chunk)
+    relax_cell: bool
+    min_distance: float  # A; closer atoms are recorded as failed before CHGNet runs
+    max_vacuum_gap: float  # A; a relaxed cell with a wider empty slab is recorded as unphysical
+
+    @classmethod
+    def from_section(cls, r: dict, **override) -> RelaxSettings:
+        out = cls(**{f: r[f] for f in cls.__dataclass_fields__})
+        return replace(out, **override)
 
 
 class _Timeout(Exception):

@@ -14,14 +14,13 @@ import logging
 import math
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .config import anneal_for
 from .elements import TABLE_Z, TYPE_DIM, decode_types
 from .flow import sample_k_prior, wrap
 from .lattice import k_to_lattice_torch
@@ -112,18 +111,40 @@ def guided_velocity(net, types_fixed, num_atoms, cond: dict | None, guidance: fl
     return velocity
 
 
-@dataclass
+ANNEAL_VARIABLES = {"lattice": "k", "coords": "f", "types": "a"}
+
+
+@dataclass(frozen=True)
 class SampleSettings:
-    steps: int = 100
-    method: str = "euler"
-    anneal: float = 5.0
-    anneal_offset: float = 0.0
-    anneal_vars: tuple = ("f",)
-    batch_size: int = 256
-    guidance: float = 1.0
-    seed: int = 0
-    min_volume_per_atom: float = 1.0
-    max_volume_per_atom: float = 1000.0
+    """How a run samples (from its validated `sample` section; defaults live in the schema only)."""
+
+    steps: int
+    method: str
+    anneal: float
+    anneal_offset: float
+    anneal_vars: tuple  # of "k", "f", "a"
+    batch_size: int
+    guidance: float
+    seed: int
+    min_volume_per_atom: float
+    max_volume_per_atom: float
+
+    @classmethod
+    def from_section(cls, s: dict, task: str, steps: int, **override) -> SampleSettings:
+        anneal = s["anneal"] if s["anneal"] is not None else (5.0 if task == "csp" else 0.0)
+        out = cls(
+            steps=int(steps),
+            method=s["method"],
+            anneal=float(anneal),
+            anneal_offset=s["anneal_offset"],
+            anneal_vars=tuple(ANNEAL_VARIABLES[v] for v in s["anneal_vars"]),
+            batch_size=s["batch_size"],
+            guidance=s["guidance"],
+            seed=s["seed"],
+            min_volume_per_atom=s["min_volume_per_atom"],
+            max_volume_per_atom=s["max_volume_per_atom"],
+        )
+        return replace(out, **override)
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -349,22 +370,11 @@ def shard_slice(items: list, shard: int, shards: int) -> list:
 
 
 # ----------------------------------------------------------------------------- what a run samples
-ANNEAL_VARIABLES = {"lattice": "k", "coords": "f", "types": "a"}
 
 
 def settings_for_run(run: dict, steps: int) -> SampleSettings:
     """Sampler settings of a run's (validated) `sample` section at `steps` integration steps."""
-    s = run["sample"]
-    return SampleSettings(
-        steps=int(steps),
-        method=s["method"],
-        anneal=anneal_for(run),
-        anneal_offset=s["anneal_offset"],
-        anneal_vars=tuple(ANNEAL_VARIABLES[v] for v in s["anneal_vars"]),
-        batch_size=s["batch_size"],
-        guidance=s["guidance"],
-        seed=s["seed"],
-    )
+    return SampleSettings.from_section(run["sample"], run["task"], steps)
 
 
 def items_for_run(run: dict, test_cache: dict | None, atom_count_hist) -> list[dict]:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from crystalflow_core import stages
+from crystalflow_core.config import defaults
 from crystalflow_core.io import DamagedFileError, read_jsonl
 
 
@@ -20,7 +21,7 @@ def _csp_setup(tmp_path, nacl, n=3):
         csv, index=False
     )
     test_pt = tmp_path / "test.pt"
-    cache = prepare_split(csv, test_pt, PrepareSettings(workers=1))
+    cache = prepare_split(csv, test_pt, PrepareSettings.from_dataset(defaults("dataset"), workers=1))
     cfg = {
         "metrics": {
             "fingerprint_limit": None,
@@ -162,7 +163,11 @@ def _modules(tmp_path):
     for task in ("csp", "dng"):
         torch.manual_seed(0)
         m = CrystalFlowModule(
-            model=dict(hidden=16, layers=1, fourier=4, recip=2, time_dim=16, task=task), atom_count_hist=[0, 1, 1]
+            model={
+                **defaults("model"),
+                **dict(hidden=16, layers=1, fourier=4, recip=2, time_dim=16, task=task, conditions=[]),
+            },
+            atom_count_hist=[0, 1, 1],
         )
         out[task] = tmp_path / f"{task}.ckpt"
         save_module(m, out[task])

@@ -14,6 +14,8 @@ import torch
 import yaml
 from conftest import DATA, REPO, need_data
 
+from crystalflow_core.config import defaults
+
 
 def _tiny_cfg(tmp_path, epochs=4, results="results"):
     cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
@@ -113,7 +115,7 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protoc
     csv = tmp_path / "ref.csv"
     pd.DataFrame({"material_id": ["a", "b"], "cif": [str(CifWriter(nacl))] * 2}).to_csv(csv, index=False)
     test_pt = tmp_path / "test.pt"
-    prepare_split(csv, test_pt, PrepareSettings(workers=1))
+    prepare_split(csv, test_pt, PrepareSettings.from_dataset(defaults("dataset"), workers=1))
     fp = tmp_path / "fp.npz"
     stages.test_fingerprints(str(test_pt), str(fp), None, workers=1)
     from crystalflow_core.config import run_defaults

@@ -3,6 +3,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from crystalflow_core.config import defaults
 from crystalflow_core.flow import flow_loss, interpolate, torus_velocity, wrap
 from crystalflow_core.lattice import lattice_to_k
 from crystalflow_core.model import CSPNet, Graph, ModelConfig
@@ -23,7 +24,13 @@ def _batch(seed=0, sizes=(3, 1, 5, 2)):
 
 def _net(task="csp", seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = ModelConfig(hidden=32, layers=2, fourier=16, recip=4, time_dim=16, task=task, **kw)
+    cfg = ModelConfig(
+        **{
+            **defaults("model"),
+            **dict(hidden=32, layers=2, fourier=16, recip=4, time_dim=16, task=task, conditions=[]),
+            **kw,
+        }
+    )
     return CSPNet(cfg).eval()
 
 
@@ -131,7 +138,10 @@ def _module(task="csp", conditions=()):
 
     torch.manual_seed(0)
     return CrystalFlowModule(
-        model=dict(hidden=32, layers=2, fourier=8, recip=2, time_dim=64, task=task, conditions=list(conditions)),
+        model={
+            **defaults("model"),
+            **dict(hidden=32, layers=2, fourier=8, recip=2, time_dim=64, task=task, conditions=list(conditions)),
+        },
         scalers={c: (-1.0, 1.0) for c in conditions},
         atom_count_hist=[0, 1, 2, 1],
         cond_drop=0.2,

@@ -6,6 +6,7 @@ import yaml
 from conftest import REPO
 
 from crystalflow_core import config as cfgmod
+from crystalflow_core.config import defaults
 from crystalflow_core.training import CrystalFlowModule, checkpoint_callback, trainer_settings
 
 
@@ -45,7 +46,10 @@ def test_paper_recipe_reaches_the_trainer(paper, run, epochs, batch, devices):
 def test_scheduler_plateau_on_val_loss_every_five_epochs(paper):
     t = paper["runs"]["mp20_csp"]["train"]
     m = CrystalFlowModule(
-        model=dict(hidden=8, layers=1, fourier=2, recip=0, time_dim=8),
+        model={
+            **defaults("model"),
+            **dict(hidden=8, layers=1, fourier=2, recip=0, time_dim=8, task="csp", conditions=[]),
+        },
         lr=t["lr"],
         lr_factor=t["lr_factor"],
         lr_patience=t["lr_patience"],

@@ -12,6 +12,7 @@ import torch
 import yaml
 from conftest import DATA, REPO, need_data
 
+from crystalflow_core.config import defaults
 from crystalflow_core.elements import decode_types
 from crystalflow_core.model import CSPNet, Graph, ModelConfig
 from crystalflow_core.reference import (
@@ -166,7 +167,7 @@ def _hparams(cfg: ModelConfig, **dec):
 )
 def test_importer_takes_any_sizes_and_number_of_conditions(sizes):
     torch.manual_seed(3)
-    src = CSPNet(ModelConfig(**sizes)).eval()
+    src = CSPNet(ModelConfig(**{**defaults("model"), "conditions": [], **sizes})).eval()
     for p in src.parameters():  # no weight at its initial value
         p.data.add_(0.05 * torch.randn_like(p))
     sd = _reference_state_from(src)

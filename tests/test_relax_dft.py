@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
+from crystalflow_core.config import defaults
 from crystalflow_core.relax import RelaxSettings, relax_many, relax_structure, static_predictions
 
 
@@ -20,18 +21,22 @@ def _conv_a(rec, n_conv_atoms, n_atoms):
 
 def test_si_and_nacl_relax_to_known_lattice_constants(chgnet, silicon, nacl):
     si = silicon.get_primitive_structure()
-    r = relax_structure(si, RelaxSettings(fmax=0.02, steps=300), chgnet)
+    r = relax_structure(si, RelaxSettings.from_section(defaults("relax"), fmax=0.02, steps=300), chgnet)
     assert r["converged"] and not r["error"]
     assert _conv_a(r, 8, len(si)) == pytest.approx(5.431, rel=0.02)
-    r2 = relax_structure(nacl.get_primitive_structure(), RelaxSettings(fmax=0.02, steps=300), chgnet)
+    r2 = relax_structure(
+        nacl.get_primitive_structure(), RelaxSettings.from_section(defaults("relax"), fmax=0.02, steps=300), chgnet
+    )
     assert _conv_a(r2, 8, 2) == pytest.approx(5.640, rel=0.02)
     assert r2["enthalpy_per_atom"] == pytest.approx(r2["energy_per_atom"])
 
 
 def test_pressure_shrinks_volume_and_reports_enthalpy(chgnet, nacl):
     prim = nacl.get_primitive_structure()
-    r0 = relax_structure(prim, RelaxSettings(fmax=0.05, steps=300), chgnet)
-    r50 = relax_structure(prim, RelaxSettings(fmax=0.05, steps=300, pressure=50.0), chgnet)
+    r0 = relax_structure(prim, RelaxSettings.from_section(defaults("relax"), fmax=0.05, steps=300), chgnet)
+    r50 = relax_structure(
+        prim, RelaxSettings.from_section(defaults("relax"), fmax=0.05, steps=300, pressure=50.0), chgnet
+    )
     assert r50["volume"] < 0.9 * r0["volume"]
     pv = 50.0 / 160.21766208 * r50["volume"] / 2
     assert r50["enthalpy_per_atom"] == pytest.approx(r50["energy_per_atom"] + pv)
@@ -40,7 +45,7 @@ def test_pressure_shrinks_volume_and_reports_enthalpy(chgnet, nacl):
 
 def test_overlapping_atoms_recorded_as_failed(chgnet):
     bad = Structure(Lattice.cubic(5.0), ["Si", "Si"], [[0, 0, 0], [0.02, 0, 0]])  # 0.1 A apart
-    r = relax_structure(bad, RelaxSettings(), chgnet)
+    r = relax_structure(bad, RelaxSettings.from_section(defaults("relax")), chgnet)
     assert r["converged"] is False and "apart" in r["error"]
 
 
@@ -49,10 +54,10 @@ def test_fragments_in_vacuum_are_not_a_converged_crystal(chgnet, nacl):
 
     pair = Structure(Lattice.cubic(40.0), ["Na", "Cl"], [[0, 0, 0], [0.06, 0, 0]])  # a molecule in a big box
     assert vacuum_gap(pair)[0] > 35.0 and vacuum_gap(nacl)[0] < 4.0
-    r = relax_structure(pair, RelaxSettings(steps=3, relax_cell=False), chgnet)
+    r = relax_structure(pair, RelaxSettings.from_section(defaults("relax"), steps=3, relax_cell=False), chgnet)
     assert r["converged"] is False and r["error"].startswith("unphysical") and "vacuum" in r["error"]
     # a bulk crystal relaxes without the flag
-    ok = relax_structure(nacl.get_primitive_structure(), RelaxSettings(steps=3), chgnet)
+    ok = relax_structure(nacl.get_primitive_structure(), RelaxSettings.from_section(defaults("relax"), steps=3), chgnet)
     assert not ok["error"]
 
 
@@ -73,21 +78,30 @@ def test_batched_static_energies_equal_one_at_a_time(chgnet, silicon, nacl):
         assert p["e"] * len(s) == pytest.approx(atoms.get_potential_energy(), abs=1e-4)
         assert np.allclose(p["f"], atoms.get_forces(), atol=1e-4)
     # a seeded first step gives the same relaxation as an unseeded one
-    r_seed = relax_structure(nacl, RelaxSettings(steps=5, fmax=0.01), chgnet, initial=preds[3])
-    r_plain = relax_structure(nacl, RelaxSettings(steps=5, fmax=0.01), chgnet)
+    r_seed = relax_structure(
+        nacl, RelaxSettings.from_section(defaults("relax"), steps=5, fmax=0.01), chgnet, initial=preds[3]
+    )
+    r_plain = relax_structure(nacl, RelaxSettings.from_section(defaults("relax"), steps=5, fmax=0.01), chgnet)
     assert r_seed["initial_energy_per_atom"] == pytest.approx(r_plain["initial_energy_per_atom"], abs=1e-5)
     assert r_seed["energy_per_atom"] == pytest.approx(r_plain["energy_per_atom"], abs=1e-5)
-    assert "RuntimeError" in relax_structure(unknown, RelaxSettings(), chgnet, initial=preds[2])["error"]
+    assert (
+        "RuntimeError"
+        in relax_structure(unknown, RelaxSettings.from_section(defaults("relax")), chgnet, initial=preds[2])["error"]
+    )
 
 
 def test_relaxation_past_its_time_limit_is_recorded_as_timeout(chgnet, nacl):
     slow = nacl.copy()
     slow.perturb(0.2)
-    r = relax_structure(slow, RelaxSettings(fmax=1e-9, steps=100_000, timeout=1.0), chgnet)
+    r = relax_structure(
+        slow, RelaxSettings.from_section(defaults("relax"), fmax=1e-9, steps=100_000, timeout=1.0), chgnet
+    )
     assert r["error"] == "timeout after 1 s" and r["converged"] is False
     assert 1.0 <= r["wall_s"] < 10.0
     # the limit is lifted afterwards: a later relaxation in the same process is not interrupted
-    ok = relax_structure(nacl.get_primitive_structure(), RelaxSettings(steps=3, timeout=0), chgnet)
+    ok = relax_structure(
+        nacl.get_primitive_structure(), RelaxSettings.from_section(defaults("relax"), steps=3, timeout=0), chgnet
+    )
     assert ok["error"] == ""
 
 
@@ -96,7 +110,7 @@ def test_items_relax_at_their_own_pressure(tmp_path, nacl):
     recs = relax_many(
         [("p0", prim, 0.0), ("p50", prim.copy(), 50.0)],
         tmp_path / "r.jsonl",
-        RelaxSettings(steps=200, fmax=0.05, pressure=10.0),
+        RelaxSettings.from_section(defaults("relax"), steps=200, fmax=0.05, pressure=10.0),
         workers=1,
         progress=False,
     )
@@ -111,7 +125,11 @@ def test_resume_skips_finished_structures(tmp_path, silicon, nacl):
     out.write_text(json.dumps({"id": "si", "converged": True, "error": "", "steps": 3, "wall_s": 1.0}) + '\n{"id": "na')
     bad = Structure(Lattice.cubic(5.0), ["Si", "Si"], [[0, 0, 0], [0.02, 0, 0]])
     recs = relax_many(
-        [("si", silicon), ("bad", bad), ("none", None)], out, RelaxSettings(steps=5), workers=1, progress=False
+        [("si", silicon), ("bad", bad), ("none", None)],
+        out,
+        RelaxSettings.from_section(defaults("relax"), steps=5),
+        workers=1,
+        progress=False,
     )
     by_id = {r["id"]: r for r in recs}
     assert set(by_id) == {"si", "bad", "none"}

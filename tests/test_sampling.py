@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from crystalflow_core.config import defaults
 from crystalflow_core.elements import TABLE_Z
 from crystalflow_core.sampling import (
     SampleSettings,
@@ -47,7 +48,10 @@ def _module(task, conditions=()):
 
     torch.manual_seed(0)
     return CrystalFlowModule(
-        model=dict(hidden=16, layers=1, fourier=8, recip=2, time_dim=16, task=task, conditions=list(conditions)),
+        model={
+            **defaults("model"),
+            **dict(hidden=16, layers=1, fourier=8, recip=2, time_dim=16, task=task, conditions=list(conditions)),
+        },
         scalers={c: (-1.5, 1.0) for c in conditions},
         atom_count_hist=[0, 2, 5, 0, 3],
     )
@@ -64,11 +68,13 @@ def test_csp_samples_shapes_ranges_and_determinism(cache):
         m.net.head_k.weight.zero_()
     items = csp_items(cache, n_candidates=2)
     assert [(i["target_id"], i["candidate"]) for i in items] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
-    s = SampleSettings(steps=3, anneal=5.0, batch_size=3, seed=4)
+    s = SampleSettings.from_section(defaults("sample"), "csp", steps=3, anneal=5.0, batch_size=3, seed=4)
     r1 = generate(m, items, s, progress=False)
     r2 = generate(m, items, s, progress=False)
     assert r1 == r2
-    r3 = generate(m, items, SampleSettings(steps=3, batch_size=3, seed=5), progress=False)
+    r3 = generate(
+        m, items, SampleSettings.from_section(defaults("sample"), "csp", steps=3, batch_size=3, seed=5), progress=False
+    )
     assert r3[0]["frac_coords"] != r1[0]["frac_coords"]
     for rec, it in zip(r1, items):
         assert rec["species"] == it["atom_types"]
@@ -84,13 +90,20 @@ def test_dng_conditional_guidance_and_atom_counts():
     m = _module("dng", ["formation_energy_per_atom"])
     items = dng_items([0, 2, 5, 0, 3], 40, seed=0, conditions={"formation_energy_per_atom": -2.0})
     assert {i["num_atoms"] for i in items} <= {1, 2, 4}
-    recs = generate(m, items, SampleSettings(steps=2, anneal=0.0, guidance=2.0, batch_size=16), progress=False)
+    recs = generate(
+        m,
+        items,
+        SampleSettings.from_section(defaults("sample"), "csp", steps=2, anneal=0.0, guidance=2.0, batch_size=16),
+        progress=False,
+    )
     assert len(recs) == 40
     for r in recs:
         assert all(1 <= z <= TABLE_Z for z in r["species"])  # decoded over the whole table, as the reference
         assert r["condition"] == {"formation_energy_per_atom": -2.0}
     with pytest.raises(ValueError, match="condition"):
-        generate(m, dng_items([0, 1], 2, 0), SampleSettings(steps=1), progress=False)
+        generate(
+            m, dng_items([0, 1], 2, 0), SampleSettings.from_section(defaults("sample"), "csp", steps=1), progress=False
+        )
 
 
 def test_exploding_samples_are_flagged_not_fatal(cache):
@@ -98,7 +111,12 @@ def test_exploding_samples_are_flagged_not_fatal(cache):
     # make the lattice velocity huge: the sample explodes, the batch still returns every record
     with torch.no_grad():
         m.net.head_k.weight.normal_(0.0, 200.0, generator=torch.Generator().manual_seed(0))
-    recs = generate(m, csp_items(cache, 1), SampleSettings(steps=2, batch_size=8), progress=False)
+    recs = generate(
+        m,
+        csp_items(cache, 1),
+        SampleSettings.from_section(defaults("sample"), "csp", steps=2, batch_size=8),
+        progress=False,
+    )
     assert len(recs) == 2 and all(r["flag"] for r in recs)
     assert all(record_to_structure(r) is None for r in recs)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..data import PhysicalBounds, PrepareSettings, SplitSource, prepare_split, resolve_source
+from ..data import PrepareSettings, SplitSource, prepare_split, resolve_source
 
 
 def prepare(cfg: dict, dataset: str, split: str, out: str, workers: int = 0) -> dict:
@@ -10,8 +10,4 @@ def prepare(cfg: dict, dataset: str, split: str, out: str, workers: int = 0) -> 
     sp = ds["splits"][split]
     src = SplitSource(dataset, split, sp["file"], sp["url"], sp["sha256"], sp["git_blob"])
     path = resolve_source(src, cfg["data_mirror"], cfg["download_dir"])
-    bounds = PhysicalBounds(ds["min_volume_per_atom"], ds["max_volume_per_atom"], ds["min_distance"])
-    settings = PrepareSettings(
-        ds["id_column"], ds["cif_column"], list(ds["conditions"]), True, ds["max_rows"], workers, bounds
-    )
-    return prepare_split(path, out, settings)
+    return prepare_split(path, out, PrepareSettings.from_dataset(ds, workers))

@@ -21,18 +21,6 @@ from .common import ensure_writable, require
 log = logging.getLogger("crystalflow")
 
 
-def relax_settings(r: dict) -> RelaxSettings:
-    return RelaxSettings(
-        fmax=r["fmax"],
-        steps=r["steps"],
-        pressure=r["pressure"],
-        optimizer=r["optimizer"],
-        timeout=r["timeout"],
-        batch_size=r["batch_size"],
-        max_vacuum_gap=r["max_vacuum_gap"],
-    )
-
-
 def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: int = 1):
     r = run["relax"]
     require(samples)
@@ -41,7 +29,7 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
     if r["limit"]:
         recs = recs[: r["limit"]]
     recs = shard_slice(recs, shard, shards)
-    settings = relax_settings(r)
+    settings = RelaxSettings.from_section(r)
     partial = Path(str(out) + ".partial")
     # what this shard relaxes: finished work in a .partial of other samples or settings is not resumed
     prov_of = {rec["id"]: rec.get("provenance", "") for rec in recs}

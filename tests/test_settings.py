@@ -1,0 +1,60 @@
+"""Defaults live in the schema only: every field of the typed settings is a key of its schema section,
+and building the settings from the schema's defaults invents nothing."""
+
+import dataclasses
+
+import pytest
+
+from crystalflow_core.config import defaults, load_schema
+from crystalflow_core.data import PhysicalBounds, PrepareSettings
+from crystalflow_core.evaluation import MetricSettings
+from crystalflow_core.model import ModelConfig
+from crystalflow_core.relax import RelaxSettings
+from crystalflow_core.sampling import SampleSettings
+
+# fields that are not configuration: how a job runs (its worker count) or a nested settings object
+NOT_CONFIG = {"workers", "bounds"}
+RUN_KEYS = {"task", "conditions"}  # the run's own keys, beside its section
+
+
+def _section_keys(section):
+    schema = load_schema()
+    run = schema["definitions"]["run"]["properties"]
+    node = (
+        schema["definitions"]["dataset"] if section == "dataset" else run.get(section) or schema["properties"][section]
+    )
+    return set(node["properties"])
+
+
+@pytest.mark.parametrize(
+    "cls,section",
+    [
+        (SampleSettings, "sample"),
+        (RelaxSettings, "relax"),
+        (MetricSettings, "metrics"),
+        (ModelConfig, "model"),
+        (PrepareSettings, "dataset"),
+        (PhysicalBounds, "dataset"),
+    ],
+)
+def test_every_settings_field_is_a_schema_key_without_a_default_in_code(cls, section):
+    keys = _section_keys(section)
+    for f in dataclasses.fields(cls):
+        assert f.name in keys | NOT_CONFIG | RUN_KEYS, f"{cls.__name__}.{f.name} is not a key of {section}"
+        assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (
+            f"{cls.__name__}.{f.name} has a default in code; it belongs in config/schema.yaml"
+        )
+
+
+def test_settings_built_from_schema_defaults():
+    s = SampleSettings.from_section(defaults("sample"), "csp", 100)
+    assert (s.steps, s.method, s.anneal, s.anneal_vars, s.guidance) == (100, "euler", 5.0, ("f",), 1.0)
+    assert SampleSettings.from_section(defaults("sample"), "dng", 100).anneal == 0.0  # the schema's null
+    r = RelaxSettings.from_section(defaults("relax"))
+    assert (r.fmax, r.optimizer, r.max_vacuum_gap) == (0.1, "LBFGS", 7.0)
+    m = MetricSettings.from_config(defaults("metrics"))
+    assert (m.protocol, m.stol, m.coverage_cutoffs) == ("crystalflow", 0.5, (0.4, 10.0))
+    p = PrepareSettings.from_dataset(defaults("dataset"), workers=3)
+    assert p.workers == 3 and p.bounds.min_distance == 0.5 and "workers" not in p.key()
+    cfg = ModelConfig.from_run({"model": defaults("model"), "task": "dng", "conditions": ["x"]})
+    assert (cfg.hidden, cfg.layers, cfg.cond_gaussians, cfg.task) == (512, 6, 50, "dng")
