@@ -1,4 +1,6 @@
-"""`crystalflow` command line: run any stage without Snakemake, with the same defaults and paths.
+"""`crystalflow` command line: run one stage without Snakemake, with the same defaults and paths.
+Each command runs one stage on inputs that exist (a missing one is an error naming it);
+`snakemake TARGET` runs every stage a target needs.
 
 Examples:
   crystalflow prepare --config config/quick.yaml --dataset mp_20 --split val
@@ -6,6 +8,8 @@ Examples:
   crystalflow import-checkpoint CKPT [--hparams hparams.yaml] [--scalers prop_scalers.pt] --config ... --run NAME
   crystalflow sample  --config config/quick.yaml --run mp20_csp --steps 50
   crystalflow relax   --config config/quick.yaml --run mp20_dng --steps 50
+  crystalflow stability --config config/quick.yaml --run mp20_dng --steps 50
+  crystalflow fingerprints --config config/quick.yaml --run mp20_dng
   crystalflow metrics --config config/quick.yaml --run mp20_csp --steps 50
   crystalflow dft     --config config/quick.yaml --run mp20_dng --steps 50
 """
@@ -49,14 +53,6 @@ def _paths(cfg, run_name, steps=None):
     }
 
 
-def _ensure_data(cfg, run_name, workers):
-    run = cfg["runs"][run_name]
-    novelty = run["novelty_splits"] if cfgmod.stability_relax(run) else []
-    for split in {run["train_split"], run["val_split"], run["test_split"], *novelty} - {None}:
-        out = Layout(cfg["results"]).split(run["dataset"], split)
-        stages.prepare(cfg, run["dataset"], split, out, workers)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(
         prog="crystalflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -73,8 +69,10 @@ def main(argv=None):
     sp.add_argument("--out", default=None)
     for name, helptext in [
         ("train", "train a run"),
-        ("sample", "sample from a trained run"),
+        ("sample", "sample from a trained run (every shard, then gathered)"),
         ("relax", "CHGNet-relax DNG samples (or pressure-CSP candidates)"),
+        ("stability", "formation energy, E_hull, unique and new of the relaxed samples"),
+        ("fingerprints", "structure and composition fingerprints of the run's test split (coverage)"),
         ("metrics", "metrics of a run"),
         ("dft", "VASP inputs for stable relaxed samples"),
     ]:
@@ -128,39 +126,35 @@ def _run(a):
     run = cfg["runs"][a.run]
     steps = getattr(a, "steps", None) or run["sample"]["steps"][0]
     P = _paths(cfg, a.run, steps)
+    # one stage on explicit inputs: a missing input is an error naming it (snakemake TARGET runs several)
     if a.stage == "import-checkpoint":
-        _ensure_data(cfg, a.run, a.threads)
         stages.import_checkpoint(
             cfg, a.run, a.checkpoint, P["ckpt"], a.hparams, a.scalers, a.sha256, train_pt=P["train"]
         )
         print(P["ckpt"])
     elif a.stage == "train":
-        _ensure_data(cfg, a.run, a.threads)
         stages.train(run, P["train"], P["val"], P["ckpt"], P["workdir"], a.threads)
     elif a.stage == "sample":
-        _ensure_data(cfg, a.run, a.threads)
-        shards = run["sample"]["shards"]
-        parts = P["shards"]
         stages.require(P["ckpt"])
-        for i, part in enumerate(parts):  # a shard of another checkpoint or other settings is rebuilt
+        shards = run["sample"]["shards"]
+        for i, part in enumerate(P["shards"]):  # a shard of another checkpoint or other settings is rebuilt
             if not stages.shard_is_current(part, run, P["ckpt"], steps, i, shards):
                 stages.sample(run, P["ckpt"], P["test"], steps, i, shards, part, a.threads)
-        stages.gather(parts, P["samples"], run["sample"]["export"])
+        stages.gather(P["shards"], P["samples"], run["sample"]["export"])
     elif a.stage == "relax":
         stages.relax(run, P["samples"], 0, 1, P["relax"], a.threads or run["relax"]["workers"] or 1)
+    elif a.stage == "stability":
+        stages.stability(cfg, run, P["samples"], [P["relax"]], P["novelty"], P["stability"])
+    elif a.stage == "fingerprints":
+        stages.test_fingerprints(P["test"], P["fingerprints"], cfg["metrics"]["fingerprint_limit"], a.threads)
     elif a.stage == "metrics":
         if run["task"] == "csp":
-            relaxed = [P["relax"]] if cfgmod.pressure_relax(run) and Path(P["relax"]).exists() else []
+            relaxed = [P["relax"]] if cfgmod.pressure_relax(run) else []
             stages.csp_metrics(
                 cfg, a.run, run, P["samples"], P["test"], steps, P["metrics"], a.threads, relaxed, ckpt=P["ckpt"]
             )
         else:
-            if not Path(P["fingerprints"]).exists():
-                stages.test_fingerprints(P["test"], P["fingerprints"], cfg["metrics"]["fingerprint_limit"], a.threads)
-            stab = None
-            if cfgmod.stability_relax(run) and Path(P["relax"]).exists():
-                stages.stability(cfg, run, P["samples"], [P["relax"]], P["novelty"], P["stability"])
-                stab = P["stability"]
+            stab = P["stability"] if cfgmod.stability_relax(run) else None
             stages.dng_metrics(
                 cfg,
                 a.run,
@@ -173,6 +167,7 @@ def _run(a):
                 P["metrics"],
                 a.threads,
                 ckpt=P["ckpt"],
+                targets_out=P["targets"],
             )
         print(Path(P["metrics"]).read_text())
     elif a.stage == "dft":

@@ -348,7 +348,10 @@ def build_module(
     cfg = reference_model_config(hp, sd)
     check_against_run(cfg, run, run_name)
     if cfg.task == "dng" and atom_count_hist is None:
-        raise CheckpointImportError(f"run {run_name}: a DNG import needs the training split's atom-count histogram")
+        raise CheckpointImportError(
+            f"run {run_name}: a DNG import needs the training split's atom-count histogram: prepare the run's "
+            "train_split first (crystalflow prepare, or snakemake the import target)"
+        )
     scalers = scalers or {}
     missing = [c for c in cfg.conditions if c not in scalers]
     if missing:

@@ -46,6 +46,21 @@ def test_training_killed_mid_epoch_resumes_to_same_epochs(tmp_path):
         "1",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)  # one stage: data must exist
+    assert p.returncode == 1 and "val.pt not found" in p.stderr
+    for results in ("results", "straight"):
+        for split in ("val", "test"):
+            prep = [
+                *cmd[:3],
+                "prepare",
+                "--config",
+                str(_tiny_cfg(tmp_path, 8, results)),
+                "--dataset",
+                "mp_20",
+                "--split",
+                split,
+            ]
+            subprocess.run([*prep, "--threads", "1"], cwd=REPO, env=env, check=True, capture_output=True)
     last = tmp_path / "results/runs/mp20_csp/lightning/last.ckpt"
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

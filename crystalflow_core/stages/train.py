@@ -41,7 +41,8 @@ def import_checkpoint(
     ref = load_reference(path, sha256)
     hp = hparams_from_yaml(hparams) if hparams else (ref.get("hyper_parameters") or {})
     sc = read_scalers(scalers) if scalers else None
-    hist = load_cache(train_pt)["atom_count_hist"].tolist() if train_pt else None
+    # the atom-count histogram of the training split (DNG sampling draws from it)
+    hist = load_cache(train_pt)["atom_count_hist"].tolist() if train_pt and Path(train_pt).exists() else None
     prov = {"reference_checkpoint": str(path), "sha256": sha256_file(path)}
     module = build_module(ref, hp, run, run_name, sc, hist, prov)
     save_module(module, out)
