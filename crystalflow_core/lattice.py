@@ -15,18 +15,17 @@ import torch
 K_PRIOR_MEAN = (0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 
 
-def _s_to_k_np(s: np.ndarray) -> np.ndarray:
-    return np.stack(
-        [
-            s[..., 0, 1],
-            s[..., 0, 2],
-            s[..., 1, 2],
-            (s[..., 0, 0] - s[..., 1, 1]) / 2.0,
-            (s[..., 0, 0] + s[..., 1, 1] - 2.0 * s[..., 2, 2]) / 6.0,
-            (s[..., 0, 0] + s[..., 1, 1] + s[..., 2, 2]) / 3.0,
-        ],
-        axis=-1,
-    )
+def s_to_k(s):
+    """k from the symmetric S (numpy arrays or torch tensors of shape (..., 3, 3))."""
+    parts = [
+        s[..., 0, 1],
+        s[..., 0, 2],
+        s[..., 1, 2],
+        (s[..., 0, 0] - s[..., 1, 1]) / 2.0,
+        (s[..., 0, 0] + s[..., 1, 1] - 2.0 * s[..., 2, 2]) / 6.0,
+        (s[..., 0, 0] + s[..., 1, 1] + s[..., 2, 2]) / 3.0,
+    ]
+    return torch.stack(parts, dim=-1) if isinstance(s, torch.Tensor) else np.stack(parts, axis=-1)
 
 
 def lattice_to_k(lattice: np.ndarray) -> np.ndarray:
@@ -37,7 +36,7 @@ def lattice_to_k(lattice: np.ndarray) -> np.ndarray:
     if np.any(evals <= 0):
         raise ValueError("degenerate lattice (non-positive Gram eigenvalue)")
     s = 0.5 * (evecs * np.log(evals)[..., None, :]) @ np.swapaxes(evecs, -1, -2)
-    return _s_to_k_np(s)
+    return s_to_k(s)
 
 
 def k_to_s(k):
@@ -68,17 +67,7 @@ def lattice_to_k_torch(lattice: torch.Tensor) -> torch.Tensor:
     lat = lattice.to(torch.float64)
     evals, evecs = torch.linalg.eigh(lat @ lat.transpose(-1, -2))
     s = 0.5 * (evecs * torch.log(evals)[..., None, :]) @ evecs.transpose(-1, -2)
-    k = torch.stack(
-        [
-            s[..., 0, 1],
-            s[..., 0, 2],
-            s[..., 1, 2],
-            (s[..., 0, 0] - s[..., 1, 1]) / 2,
-            (s[..., 0, 0] + s[..., 1, 1] - 2 * s[..., 2, 2]) / 6,
-            (s[..., 0, 0] + s[..., 1, 1] + s[..., 2, 2]) / 3,
-        ],
-        dim=-1,
-    )
+    k = s_to_k(s)
     return k.to(lattice.dtype)
 
 

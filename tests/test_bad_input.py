@@ -22,18 +22,7 @@ def _csp_setup(tmp_path, nacl, n=3):
     )
     test_pt = tmp_path / "test.pt"
     cache = prepare_split(csv, test_pt, PrepareSettings.from_dataset(defaults("dataset"), workers=1))
-    cfg = {
-        "metrics": {
-            "fingerprint_limit": None,
-            "n_property_samples": 10,
-            "coverage_cutoffs": [0.4, 10.0],
-            "stol": 0.5,
-            "ltol": 0.3,
-            "angle_tol": 10,
-            "protocol": "crystalflow",
-            "seed": 0,
-        }
-    }
+    cfg = {"metrics": {**defaults("metrics"), "n_property_samples": 10, "protocol": "crystalflow"}}
     from crystalflow_core.config import run_defaults
 
     run = run_defaults({"dataset": "x", "task": "csp", "sample": {"k": [1]}})
@@ -216,21 +205,9 @@ def test_stale_shards_are_rebuilt_and_foreign_samples_refused(tmp_path, nacl):
 
 # ----------------------------------------------------------------------------- config values and early errors
 def _cfg_file(tmp_path, **changes):
-    import yaml
-    from conftest import DATA, REPO
+    from test_workflow import tiny_config
 
-    cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
-    cfg["data_mirror"] = str(DATA)
-    cfg["results"] = str(tmp_path / "results")
-    for path, value in changes.items():
-        node = cfg
-        keys = path.split(".")
-        for k in keys[:-1]:
-            node = node[k]
-        node[keys[-1]] = value
-    p = tmp_path / "c.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return p
+    return tiny_config(tmp_path, results=str(tmp_path / "results"), **changes)
 
 
 @pytest.mark.parametrize(

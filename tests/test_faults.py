@@ -136,18 +136,7 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protoc
     from crystalflow_core.config import run_defaults
 
     run = run_defaults({"dataset": "x", "task": "dng", "sample": {"k": [1]}})
-    cfg = {
-        "metrics": {
-            "fingerprint_limit": None,
-            "n_property_samples": 10,
-            "coverage_cutoffs": [0.4, 10.0],
-            "stol": 0.5,
-            "ltol": 0.3,
-            "angle_tol": 10,
-            "protocol": protocol,
-            "seed": 0,
-        }
-    }
+    cfg = {"metrics": {**defaults("metrics"), "n_property_samples": 10, "protocol": protocol}}
     bad = {
         "id": "s0",
         "lattice": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],

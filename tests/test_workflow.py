@@ -184,35 +184,19 @@ def test_lint_is_clean(tmp_path):
 
 
 def test_dry_run_paper_config_and_slurm_profile(tmp_path):
-    p = smk(
-        [
-            "-n",
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(REPO / "config/config.yaml"),
-            "--config",
-            f"data_mirror={DATA}",
-        ],
-        cwd=tmp_path,
-    )
-    jobs = jobs_of(p.stdout)
+    paper = [
+        "-n",
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(REPO / "config/config.yaml"),
+        "--config",
+        f"data_mirror={DATA}",
+    ]
+    jobs = jobs_of(smk(paper, cwd=tmp_path).stdout)
     # sample shards 4 + 4 + 4 + 10, relaxation shards 20 + 20 (10,000 samples per formation-energy target)
     assert jobs["train"] == 4 and jobs["sample"] == 22 and jobs["relax"] == 40 and jobs["report"] == 1
-    p2 = smk(
-        [
-            "-n",
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(REPO / "config/config.yaml"),
-            "--config",
-            f"data_mirror={DATA}",
-            "--workflow-profile",
-            str(REPO / "workflow/profiles/slurm"),
-        ],
-        cwd=tmp_path,
-    )
+    p2 = smk([*paper, "--workflow-profile", str(REPO / "workflow/profiles/slurm")], cwd=tmp_path)
     assert jobs_of(p2.stdout) == jobs
     p3 = smk(
         [
