@@ -7,7 +7,7 @@ rule prepare:
     benchmark:
         L.benchmark("prepare", "{dataset}_{split}")
     conda:
-        "../../envs/train.yaml"
+        "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
         cfg=dataset_view,

@@ -7,7 +7,7 @@ rule dft:
     log:
         L.log("dft", "{run}_s{steps}"),
     conda:
-        "../../envs/relax.yaml"
+        "../../envs/workflow.yaml"
     params:
         run=run_view("relax", "dft"),
         outdir=lambda wc, output: os.path.dirname(output.manifest),

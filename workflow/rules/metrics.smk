@@ -8,7 +8,7 @@ rule test_fingerprints:
     benchmark:
         L.benchmark("fingerprints", "{dataset}_{split}_{limit}")
     conda:
-        "../../envs/metrics.yaml"
+        "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
         limit=lambda wc: None if wc.limit == "all" else int(wc.limit),
@@ -27,7 +27,7 @@ rule metrics:
     benchmark:
         L.benchmark("metrics", "{run}_s{steps}")
     conda:
-        "../../envs/metrics.yaml"
+        "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
         cfg={"metrics": config["metrics"]},
@@ -44,7 +44,7 @@ rule metric_table:
     log:
         L.log("tables", "{tag}_{task}"),
     conda:
-        "../../envs/metrics.yaml"
+        "../../envs/workflow.yaml"
     script:
         "../scripts/collect.py"
 
@@ -57,6 +57,6 @@ rule targets_table:
     log:
         L.log("tables", "{tag}_dng_targets"),
     conda:
-        "../../envs/metrics.yaml"
+        "../../envs/workflow.yaml"
     script:
         "../scripts/collect.py"

@@ -8,7 +8,7 @@ rule relax:
     benchmark:
         L.benchmark("relax", "{run}_s{steps}_shard{shard}")
     conda:
-        "../../envs/relax.yaml"
+        "../../envs/workflow.yaml"
     threads: config["threads"]
     resources:
         runtime=12 * 60,
@@ -30,7 +30,7 @@ rule stability:
     benchmark:
         L.benchmark("stability", "{run}_s{steps}")
     conda:
-        "../../envs/relax.yaml"
+        "../../envs/workflow.yaml"
     params:
         cfg=hull_view(),
         run=run_view("sample", "relax"),

@@ -10,7 +10,7 @@ rule report:
     log:
         L.log("report", "report"),
     conda:
-        "../../envs/metrics.yaml"
+        "../../envs/workflow.yaml"
     params:
         results=L.root,
     script:

@@ -9,7 +9,7 @@ rule sample:
     benchmark:
         L.benchmark("sample", "{run}_s{steps}_shard{shard}")
     conda:
-        "../../envs/train.yaml"
+        "../../envs/workflow.yaml"
     threads: config["threads"]
     resources:
         gpu=gpu_res("sample"),
@@ -27,7 +27,7 @@ rule gather_samples:
     log:
         L.log("sample", "{run}_s{steps}_gather"),
     conda:
-        "../../envs/train.yaml"
+        "../../envs/workflow.yaml"
     params:
         export=lambda wc: RUNS[wc.run]["sample"]["export"],
     script:

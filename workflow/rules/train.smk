@@ -10,7 +10,7 @@ rule train:
     wildcard_constraints:
         run=runs_pattern(TRAINED_RUNS),
     conda:
-        "../../envs/train.yaml"
+        "../../envs/workflow.yaml"
     threads: config["threads"]
     resources:
         gpu=gpu_res("train"),
@@ -33,7 +33,7 @@ rule import_reference:
     wildcard_constraints:
         run=runs_pattern(IMPORTED_RUNS),
     conda:
-        "../../envs/train.yaml"
+        "../../envs/workflow.yaml"
     params:
         init=lambda wc: RUNS[wc.run]["init"],
         config=lambda wc: {"runs": {wc.run: RUNS[wc.run]}, "download_dir": config["download_dir"]},
