@@ -12,6 +12,6 @@ rule report:
     conda:
         "../../envs/workflow.yaml"
     params:
-        results=L.root,
+        results=lambda wc, output: os.path.dirname(output.report),
     script:
         "../scripts/report.py"
