@@ -105,26 +105,26 @@ def evaluate_csp(
     recs = [r for i in idx for r in by_target[i].values()]
     cand_of = {r["id"]: r["candidate"] for r in recs}
     rows = []
-    for k in sorted(candidate_counts):
-        mine = [r for r in recs if r["candidate"] < k]
+    for n_cand in sorted(candidate_counts):
+        mine = [r for r in recs if r["candidate"] < n_cand]
         row = {
             "protocol": settings.protocol,
-            **M.csp_summary(table, k, settings.stol),
+            **M.csp_summary(table, n_cand, settings.stol),
             **made_from(recs),
             "n_candidates": len(mine),
-            "n_missing_candidates": len(idx) * k - len(mine),
+            "n_missing_candidates": len(idx) * n_cand - len(mine),
             **record_counts(mine),
         }
         if relaxed is not None:
-            row.update(pressure_proxy(relaxed, cand_of, k))
+            row.update(pressure_proxy(relaxed, cand_of, n_cand))
         rows.append(row)
     return rows
 
 
-def pressure_proxy(relaxed: list[dict], cand_of: dict, k: int) -> dict:
-    """DFT-free check of a pressure-conditioned run over the first k candidates: CHGNet stress of
+def pressure_proxy(relaxed: list[dict], cand_of: dict, n_candidates: int) -> dict:
+    """DFT-free check of a pressure-conditioned run over the first candidates: CHGNet stress of
     the relaxed cells vs their target pressures (converged relaxations only)."""
-    sel = [r for r in relaxed if cand_of.get(r["id"], k) < k]
+    sel = [r for r in relaxed if cand_of.get(r["id"], n_candidates) < n_candidates]
     conv = [r for r in sel if r.get("converged")]
     err = M.target_errors(
         np.array([r["pressure_gpa"] for r in conv], float), np.array([r["stress_pressure_gpa"] for r in conv], float)

@@ -234,16 +234,17 @@ def csp_rms_table(
     return fork_map(partial(Matcher, stol, ltol, angle_tol, protocol), jobs, workers if len(jobs) >= 50 else 1)
 
 
-def csp_summary(rms_table: list[list], k: int, stol: float = 0.5) -> dict:
-    """Match rate (%), RMSE over matched, RMSE-all (unmatched = stol) using the first k candidates."""
+def csp_summary(rms_table: list[list], n_candidates: int, stol: float = 0.5) -> dict:
+    """Match rate (%), RMSE over matched, RMSE-all (unmatched = stol) using the first n_candidates
+    (the paper's k; the column keeps that name)."""
     best = []
     for row in rms_table:
-        vals = [r for r in row[:k] if r is not None]
+        vals = [r for r in row[:n_candidates] if r is not None]
         best.append(min(vals) if vals else None)
     n = len(best)
     matched = [b for b in best if b is not None]
     return {
-        "k": k,
+        "k": n_candidates,
         "n_targets": n,
         "n_matched": len(matched),
         "match_rate_pct": 100.0 * len(matched) / n if n else 0.0,
