@@ -13,6 +13,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME = 64
 
 
+def atom_offsets(num_atoms) -> np.ndarray:
+    """[0, n0, n0 + n1, ...]: crystal i's atoms are rows offsets[i]:offsets[i + 1] of the flat arrays."""
+    return np.concatenate([[0], np.cumsum(np.asarray(num_atoms, dtype=np.int64))])
+
+
 def structure_from(d: dict):
     """{"lattice", "species", "frac_coords"} -> pymatgen Structure."""
     from pymatgen.core import Lattice, Structure

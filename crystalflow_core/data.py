@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .crystal import min_interatomic_distance
+from .crystal import atom_offsets, min_interatomic_distance
 from .elements import MAX_Z, is_supported
 from .io import atomic_path, git_blob_id, sha256_file
 from .lattice import lattice_to_k
@@ -344,7 +344,7 @@ def cache_structures(cache: dict, indices=None):
     """Rebuild pymatgen Structures from a cache (original Niggli cells)."""
     from pymatgen.core import Lattice, Structure
 
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), cache["num_atoms"].cumsum(0)])
+    offsets = atom_offsets(cache["num_atoms"].numpy())
     idx = range(len(cache["ids"])) if indices is None else indices
     out = []
     for i in idx:

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from .crystal import atom_offsets
 from .elements import TABLE_Z, TYPE_DIM, decode_types
 from .flow import sample_k_prior, wrap
 from .lattice import k_to_lattice_torch
@@ -253,7 +254,7 @@ def _records(batch, k, f, z, na, settings: SampleSettings, shard: int) -> list[d
     lat = k_to_lattice_torch(k.double()).cpu().numpy()
     f = f.double().cpu().numpy()
     z = z.cpu().numpy()
-    offs = np.concatenate([[0], np.cumsum(na.numpy())])
+    offs = atom_offsets(na.numpy())
     out = []
     for i, it in enumerate(batch):
         fr = f[offs[i] : offs[i + 1]]
@@ -331,7 +332,7 @@ def _impossible(rec: dict) -> bool:
 
 
 def csp_items(cache: dict, n_candidates: int, limit: int | None = None) -> list[dict]:
-    offs = np.concatenate([[0], np.cumsum(cache["num_atoms"].numpy())])
+    offs = atom_offsets(cache["num_atoms"].numpy())
     n = len(cache["ids"]) if not limit else min(limit, len(cache["ids"]))
     items = []
     for i in range(n):

@@ -6,13 +6,14 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .crystal import atom_offsets
 from .data import load_cache
 from .elements import encode_types
 from .flow import flow_loss, interpolate
@@ -28,7 +29,7 @@ class CrystalSet(Dataset):
 
     def __init__(self, cache: dict, conditions: list[str], scalers: dict):
         self.c = cache
-        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), cache["num_atoms"].cumsum(0)])
+        self.offsets = torch.from_numpy(atom_offsets(cache["num_atoms"].numpy()))
         self.conditions = conditions
         self.scalers = scalers
         for name in conditions:
@@ -251,20 +252,55 @@ def _valid_checkpoint(path: Path) -> bool:
         return False
 
 
-def trainer_settings(tcfg: dict, has_val: bool) -> dict:
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a run trains (its validated `train` section; defaults live in the schema only)."""
+
+    batch_size: int
+    max_epochs: int
+    max_minutes: float | None
+    lr: float
+    lr_factor: float
+    lr_patience: int
+    lr_min: float
+    lr_frequency: int
+    grad_clip: float
+    grad_clip_algorithm: str
+    matmul_precision: str
+    loss_weights: tuple
+    k_sigma: float
+    cond_drop: float
+    accelerator: str
+    devices: str | int
+    strategy: str
+    precision: str
+    compile: bool
+    gpu: bool
+    seed: int
+    workers: int
+    val_every: int
+    progress_bar: bool
+
+    @classmethod
+    def from_section(cls, t: dict, **override) -> TrainSettings:
+        out = cls(**{f: (tuple(t[f]) if f == "loss_weights" else t[f]) for f in cls.__dataclass_fields__})
+        return replace(out, **override)
+
+
+def trainer_settings(tcfg: TrainSettings, has_val: bool) -> dict:
     """Lightning Trainer arguments of a run's train section (the authors' recipe in config.yaml:
     clipping by value at 0.5, fp32 with TF32 matmuls on GPUs)."""
-    max_time = tcfg.get("max_minutes")
+    max_time = tcfg.max_minutes
     return dict(
-        accelerator=tcfg["accelerator"],
-        devices=tcfg["devices"],
-        strategy=tcfg["strategy"],
-        precision=tcfg["precision"],
-        max_epochs=tcfg["max_epochs"],
+        accelerator=tcfg.accelerator,
+        devices=tcfg.devices,
+        strategy=tcfg.strategy,
+        precision=tcfg.precision,
+        max_epochs=tcfg.max_epochs,
         max_time={"minutes": max_time} if max_time else None,
-        gradient_clip_val=tcfg["grad_clip"] or None,
-        gradient_clip_algorithm=tcfg["grad_clip_algorithm"],
-        check_val_every_n_epoch=tcfg["val_every"] if has_val else 1,
+        gradient_clip_val=tcfg.grad_clip or None,
+        gradient_clip_algorithm=tcfg.grad_clip_algorithm,
+        check_val_every_n_epoch=tcfg.val_every if has_val else 1,
     )
 
 
@@ -289,40 +325,40 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     """Train one run (dict from config) and write `out_ckpt`; resumes from `workdir/last.ckpt`."""
     from pytorch_lightning.loggers import CSVLogger
 
-    tcfg = run["train"]
-    seed = int(tcfg.get("seed", 0))
+    tcfg = TrainSettings.from_section(run["train"])
+    seed = tcfg.seed
     pl.seed_everything(seed, workers=True)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     conditions = list(run.get("conditions", []))
-    dm = CrystalDataModule(train_path, val_path, conditions, tcfg["batch_size"], tcfg.get("workers", 0), seed)
+    dm = CrystalDataModule(train_path, val_path, conditions, tcfg.batch_size, tcfg.workers, seed)
     dm.setup()
     model_cfg = dict(run["model"], task=run["task"], conditions=conditions)
     model_cfg = asdict(ModelConfig(**model_cfg))
     module = CrystalFlowModule(
         model=model_cfg,
-        loss_weights=tuple(tcfg["loss_weights"]),
-        lr=tcfg["lr"],
-        lr_factor=tcfg["lr_factor"],
-        lr_patience=tcfg["lr_patience"],
-        lr_min=tcfg["lr_min"],
-        lr_frequency=tcfg["lr_frequency"],
-        k_sigma=tcfg["k_sigma"],
-        cond_drop=tcfg["cond_drop"],
+        loss_weights=tcfg.loss_weights,
+        lr=tcfg.lr,
+        lr_factor=tcfg.lr_factor,
+        lr_patience=tcfg.lr_patience,
+        lr_min=tcfg.lr_min,
+        lr_frequency=tcfg.lr_frequency,
+        k_sigma=tcfg.k_sigma,
+        cond_drop=tcfg.cond_drop,
         scalers=dm.scalers,
         atom_count_hist=dm.train_set.c["atom_count_hist"].tolist(),
-        compile=tcfg["compile"],
+        compile=tcfg.compile,
         seed=seed,
     )
     has_val = bool(val_path)
     ckpt_cb = checkpoint_callback(workdir, has_val)
     if torch.cuda.is_available():  # TF32 matmuls on GPUs ('medium' in the authors' runs)
-        torch.set_float32_matmul_precision(tcfg["matmul_precision"])
+        torch.set_float32_matmul_precision(tcfg.matmul_precision)
     trainer = pl.Trainer(
         **trainer_settings(tcfg, has_val),
         callbacks=[ckpt_cb, EpochLog()],
         logger=CSVLogger(str(workdir), name="metrics"),
-        enable_progress_bar=tcfg.get("progress_bar", True),
+        enable_progress_bar=tcfg.progress_bar,
         default_root_dir=str(workdir),
         log_every_n_steps=1,
         num_sanity_val_steps=0,

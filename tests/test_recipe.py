@@ -7,7 +7,7 @@ from conftest import REPO
 
 from crystalflow_core import config as cfgmod
 from crystalflow_core.config import defaults
-from crystalflow_core.training import CrystalFlowModule, checkpoint_callback, trainer_settings
+from crystalflow_core.training import CrystalFlowModule, TrainSettings, checkpoint_callback, trainer_settings
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,8 @@ def test_paper_recipe_reaches_the_trainer(paper, run, epochs, batch, devices):
     assert (tcfg["max_epochs"], tcfg["batch_size"], tcfg["devices"]) == (epochs, batch, devices)
     assert tcfg["loss_weights"] == [1, 10, 10] and tcfg["seed"] == 42 and tcfg["matmul_precision"] == "medium"
     settings = trainer_settings(
-        dict(tcfg, accelerator="cpu", devices=1 if devices == 4 else "auto", strategy="auto"), has_val=True
+        TrainSettings.from_section(tcfg, accelerator="cpu", devices=1 if devices == 4 else "auto", strategy="auto"),
+        has_val=True,
     )
     trainer = pl.Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     assert trainer.gradient_clip_algorithm == "value" and trainer.gradient_clip_val == 0.5

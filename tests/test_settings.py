@@ -11,6 +11,7 @@ from crystalflow_core.evaluation import MetricSettings
 from crystalflow_core.model import ModelConfig
 from crystalflow_core.relax import RelaxSettings
 from crystalflow_core.sampling import SampleSettings
+from crystalflow_core.training import TrainSettings
 
 # fields that are not configuration: how a job runs (its worker count) or a nested settings object
 NOT_CONFIG = {"workers", "bounds"}
@@ -34,6 +35,7 @@ def _section_keys(section):
         (MetricSettings, "metrics"),
         (ModelConfig, "model"),
         (PrepareSettings, "dataset"),
+        (TrainSettings, "train"),
         (PhysicalBounds, "dataset"),
     ],
 )

@@ -69,26 +69,30 @@ def tiny_run(tmp_path_factory):
 
 
 def test_tiny_config_end_to_end(tiny_run):
+    from crystalflow_core.layout import Layout
+
     work, _ = tiny_run
     r = work / "results"
+    L = Layout(str(r))
     for f in [
-        "mp20_csp_metrics.csv",
-        "mp20_dng_metrics.csv",
-        "report.md",
-        "tables/table1_csp.md",
-        "tables/table3_dng.md",
-        "runs/mp20_dng/s3/vasp/manifest.csv",
-        "runs/mp20_dng/s3/stability.csv",
-        "runs/mp20_csp/model.ckpt",
-        "runs/mp20_csp/lightning/last.ckpt",
-        "data/mp_20/val.pt",
-        "data/mp_20/val_rejected.csv",
-        "runs/mp20_csp/s3/samples.jsonl",
-        "plots/e_hull_hist.png",
-        "logs/train/mp20_csp.log",
-        "benchmarks/train/mp20_csp.tsv",
+        L.table("mp20", "csp"),
+        L.table("mp20", "dng"),
+        L.targets_table("mp20"),
+        L.report(),
+        L.paper_table("table1_csp"),
+        L.paper_table("table3_dng"),
+        L.vasp_manifest("mp20_dng", 3),
+        L.stability("mp20_dng", 3),
+        L.model("mp20_csp"),
+        f"{L.lightning('mp20_csp')}/last.ckpt",
+        L.split("mp_20", "val"),
+        L.rejected("mp_20", "val"),
+        L.samples("mp20_csp", 3),
+        f"{L.plots()}/e_hull_hist.png",
+        L.log("train", "mp20_csp"),
+        L.benchmark("train", "mp20_csp"),
     ]:
-        assert (r / f).exists(), f
+        assert Path(f).exists(), f
     csp = pd.read_csv(r / "mp20_csp_metrics.csv")
     assert csp["k"].tolist() == [1, 2]
     assert csp["n_targets"].tolist() == [10, 10]
