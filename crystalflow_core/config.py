@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
@@ -61,8 +62,6 @@ def _one_line(err, schema) -> str:
 
 def validate(config: dict, mirror_check: bool = True) -> dict:
     """Return a copy of `config` with defaults filled in; raise ConfigError on the first problem."""
-    import jsonschema
-
     schema = load_schema()
     cfg = _fill_defaults(schema, schema, copy.deepcopy(config))
     validator = jsonschema.Draft202012Validator(schema)

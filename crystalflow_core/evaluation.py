@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import __version__
 from . import metrics as M
 from .crystal import structure_from
 from .hull import formation_energy_per_atom, mp2020_corrected_energy
@@ -49,8 +50,6 @@ class MetricSettings:
 
 def made_from(recs: list[dict]) -> dict:
     """Provenance columns of a metrics row: the checkpoint(s) the samples came from and the code version."""
-    from . import __version__
-
     models = sorted({str(r.get("model_sha256", "unrecorded")) for r in recs})
     return {"model_sha256": ";".join(models) or "none", "code_version": __version__}
 

@@ -16,6 +16,7 @@ import gzip
 import itertools
 import json
 import logging
+import pickle
 import re
 from pathlib import Path
 
@@ -125,8 +126,6 @@ class MatbenchHull:
     """Matbench Discovery's MP patched phase diagram (absolute MP2020-corrected energies)."""
 
     def __init__(self, path):
-        import pickle
-
         with gzip.open(path, "rb") as fh:
             self.ppd = pickle.load(fh)
         self.elements = {el.symbol for el in self.ppd.elements}

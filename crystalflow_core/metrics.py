@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .matcher import reduce_structure, rms_dist
 from .parallel import fork_map
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,6 @@ class Matcher:
         self.gated = protocol == "diffcsp"  # only valid candidates (and targets) match
 
     def __call__(self, job) -> list:
-        from .matcher import reduce_structure, rms_dist
-
         warnings.filterwarnings("ignore")
         gt, cands = job  # cands: list of Structure|None in candidate order
         comp = _reduced_counts(gt)

@@ -14,11 +14,14 @@ import io
 import pickle
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
+import yaml
 
 from .elements import GRID, MAX_Z, TABLE_Z, TYPE_DIM
 from .io import atomic_path, sha256_file
 from .model import ModelConfig
+from .training import CrystalFlowModule
 
 
 class CheckpointImportError(ValueError):
@@ -307,8 +310,6 @@ def load_reference(path, expected_sha256: str | None = None) -> dict:
 
 
 def hparams_from_yaml(path) -> dict:
-    import yaml
-
     try:
         hp = yaml.safe_load(Path(path).read_text())
     except Exception as exc:
@@ -341,8 +342,6 @@ def build_module(
 ):
     """A CrystalFlowModule holding the reference weights (sizes from the checkpoint)."""
     from dataclasses import asdict
-
-    from .training import CrystalFlowModule
 
     sd = ckpt["state_dict"]
     cfg = reference_model_config(hp, sd)
@@ -386,8 +385,6 @@ def build_module(
 
 def save_module(module, out) -> None:
     """Write a Lightning checkpoint of `module` that `CrystalFlowModule.load_from_checkpoint` reads."""
-    import pytorch_lightning as pl
-
     payload = {
         "state_dict": module.state_dict(),
         "hyper_parameters": dict(module.hparams),

@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from .crystal import vacuum_gap
@@ -153,7 +154,6 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
 
     initial: a CHGNet prediction for the unrelaxed structure (from `static_predictions`), used
     instead of evaluating it again."""
-    import numpy as np
     from ase import optimize
     from ase.filters import FrechetCellFilter
     from pymatgen.io.ase import AseAtomsAdaptor
@@ -248,8 +248,6 @@ class RelaxWorker:
 
 def _closest_pair(structure) -> float:
     """Shortest interatomic distance (periodic images included), inf for a single atom."""
-    import numpy as np
-
     if len(structure) < 2:
         return float("inf")
     return float((structure.distance_matrix + np.eye(len(structure)) * 1e6).min())
