@@ -49,9 +49,15 @@ class MetricSettings:
 
 
 def made_from(recs: list[dict]) -> dict:
-    """Provenance columns of a metrics row: the checkpoint(s) the samples came from and the code version."""
-    models = sorted({str(r.get("model_sha256", "unrecorded")) for r in recs})
-    return {"model_sha256": ";".join(models) or "none", "code_version": __version__}
+    """Provenance columns of a metrics row: the checkpoint(s) the samples came from, the code version,
+    and how they were integrated (method, velocity evaluations per sample)."""
+    joined = lambda key: ";".join(sorted({str(r.get(key, "unrecorded")) for r in recs})) or "none"  # noqa: E731
+    return {
+        "model_sha256": joined("model_sha256"),
+        "code_version": __version__,
+        "method": joined("method"),
+        "nfe": joined("nfe"),
+    }
 
 
 def record_counts(recs: list[dict]) -> dict:

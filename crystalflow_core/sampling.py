@@ -52,6 +52,12 @@ def _midpoint(vel, x, t, dt):
     return _shift(x, vel(t + dt / 2, *_shift(x, d1, dt / 2)), dt)
 
 
+def _heun(vel, x, t, dt):  # RK2 with the trapezoid: exact for velocities linear in t
+    d1 = vel(t, *x)
+    d2 = vel(t + dt, *_shift(x, d1, dt))
+    return _shift(x, _combine((d1, d2), (0.5, 0.5)), dt)
+
+
 def _rk4(vel, x, t, dt):
     d1 = vel(t, *x)
     d2 = vel(t + dt / 2, *_shift(x, d1, dt / 2))
@@ -60,8 +66,21 @@ def _rk4(vel, x, t, dt):
     return _shift(x, _combine((d1, d2, d3, d4), (1 / 6, 1 / 3, 1 / 3, 1 / 6)), dt)
 
 
-INTEGRATORS = {"euler": _euler, "midpoint": _midpoint, "rk4": _rk4}  # one step from t to t + dt
+INTEGRATORS = {"euler": _euler, "midpoint": _midpoint, "heun": _heun, "rk4": _rk4}  # one step from t to t + dt
 METHODS = tuple(INTEGRATORS)
+EVALS_PER_STEP = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+TIME_GRIDS = ("uniform", "dense_end")
+
+
+def time_grid(steps: int, kind: str = "uniform", power: float = 2.0) -> np.ndarray:
+    """steps + 1 times from 0 to 1: uniform, or dense_end (t_i = 1 - (1 - i/S)^power: smaller steps
+    near t = 1, where the coordinates settle)."""
+    u = np.linspace(0.0, 1.0, steps + 1)
+    if kind == "uniform":
+        return u
+    if kind == "dense_end":
+        return 1.0 - (1.0 - u) ** power
+    raise ValueError(f"unknown time grid '{kind}' ({', '.join(TIME_GRIDS)})")
 
 
 def integrate(
@@ -75,23 +94,32 @@ def integrate(
     anneal: float = 0.0,
     anneal_offset: float = 0.0,
     anneal_vars=("f",),
+    grid: str = "uniform",
+    grid_power: float = 2.0,
+    stats: dict | None = None,
 ):
-    """Integrate from t = 0 to 1 in `steps` fixed steps; returns (k, f, a)."""
+    """Integrate from t = 0 to 1 in `steps` steps of the chosen time grid; returns (k, f, a).
+    `stats`, when given, receives the number of velocity evaluations (NFE)."""
     if method not in INTEGRATORS:
         raise ValueError(f"unknown integrator '{method}' ({', '.join(METHODS)})")
     step = INTEGRATORS[method]
     b = k.shape[0]
-    dt = 1.0 / steps
+    times = time_grid(steps, grid, grid_power)
     on = [v in anneal_vars for v in ("k", "f", "a")]
+    nfe = 0
 
     def vel(t, k_, f_, a_):
+        nonlocal nfe
+        nfe += 1
         v = velocity(torch.full((b,), t, dtype=k.dtype, device=k.device), k_, f_, a_)
         factor = 1.0 + anneal * max(t - anneal_offset, 0.0)
         return tuple(x * factor if (x is not None and use) else x for x, use in zip(v, on))
 
     x = (k, f, a)
     for i in range(steps):
-        x = step(vel, x, i * dt, dt)
+        x = step(vel, x, float(times[i]), float(times[i + 1] - times[i]))
+    if stats is not None:
+        stats["nfe"] = nfe
     return x
 
 
@@ -124,6 +152,8 @@ class SampleSettings:
     anneal: float
     anneal_offset: float
     anneal_vars: tuple  # of "k", "f", "a"
+    time_grid: str
+    time_grid_power: float
     batch_size: int
     guidance: float
     seed: int
@@ -139,6 +169,8 @@ class SampleSettings:
             anneal=float(anneal),
             anneal_offset=s["anneal_offset"],
             anneal_vars=tuple(ANNEAL_VARIABLES[v] for v in s["anneal_vars"]),
+            time_grid=s["time_grid"],
+            time_grid_power=s["time_grid_power"],
             batch_size=s["batch_size"],
             guidance=s["guidance"],
             seed=s["seed"],
@@ -234,6 +266,7 @@ class FlowSampler(nn.Module):
             velocity = guided_velocity(
                 self.net, types_fixed, na.to(device), self.standardised(batch, device), settings.guidance, g
             )
+            stats: dict = {}
             k, f, a = integrate(
                 velocity,
                 k0,
@@ -245,8 +278,14 @@ class FlowSampler(nn.Module):
                 settings.anneal,
                 settings.anneal_offset,
                 settings.anneal_vars,
+                settings.time_grid,
+                settings.time_grid_power,
+                stats,
             )
-            out += _records(batch, k, f, decode_types(a) if self.task == "dng" else types_fixed, na, settings, shard)
+            recs = _records(batch, k, f, decode_types(a) if self.task == "dng" else types_fixed, na, settings, shard)
+            for r in recs:  # velocity evaluations per sample (guidance w != 1 runs the network twice per NFE)
+                r["nfe"] = stats["nfe"]
+            out += recs
         return out
 
 

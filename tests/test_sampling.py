@@ -15,8 +15,9 @@ from crystalflow_core.sampling import (
 )
 
 
-@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
-def test_constant_velocity_on_torus_lands_exactly(method):
+@pytest.mark.parametrize("grid", ["uniform", "dense_end"])
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun", "rk4"])
+def test_constant_velocity_on_torus_lands_exactly(method, grid):
     k0 = torch.zeros(1, 6, dtype=torch.float64)
     f0 = torch.tensor([[0.9, 0.2, 0.0]], dtype=torch.float64)
     vk = torch.arange(6, dtype=torch.float64)[None]
@@ -25,11 +26,48 @@ def test_constant_velocity_on_torus_lands_exactly(method):
     def vel(t, k, f, a):
         return vk, vf, None
 
-    k, f, _ = integrate(vel, k0, f0, None, torch.tensor([0]), steps=7, method=method)
+    stats = {}
+    k, f, _ = integrate(vel, k0, f0, None, torch.tensor([0]), steps=7, method=method, grid=grid, stats=stats)
+    assert stats["nfe"] == 7 * {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}[method]
     assert torch.allclose(k, vk, atol=1e-12)
     expected = torch.tensor([[0.25, 0.5, 0.25]], dtype=torch.float64)  # (0.9+0.35, 0.2-0.7, 2.25) mod 1
     assert torch.allclose(f, expected, atol=1e-12)
     assert float(f.min()) >= 0 and float(f.max()) < 1
+
+
+@pytest.mark.parametrize("method,exact", [("euler", False), ("midpoint", True), ("heun", True), ("rk4", True)])
+def test_velocity_linear_in_t_is_integrated_exactly_by_second_order_methods(method, exact):
+    # v(t) = a + b t: x(1) = a + b / 2; Euler (velocity at the end of each step) gives a + b (S + 1) / (2 S)
+    a_, b_ = 0.3, 1.2
+    vel = lambda t, k, f, a: (a_ + b_ * t[:, None] * torch.ones_like(k), torch.zeros_like(f), None)  # noqa: E731
+    k0, f0 = torch.zeros(1, 6, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64)
+    k, _, _ = integrate(vel, k0, f0, None, torch.tensor([0]), steps=5, method=method)
+    err = float((k - (a_ + b_ / 2)).abs().max())
+    if exact:
+        assert err < 1e-12
+    else:
+        assert err == pytest.approx(b_ * (6 / 10 - 1 / 2), abs=1e-12)
+
+
+def test_higher_order_methods_agree_with_fine_euler_on_the_torus_with_anti_annealing():
+    # a coordinate field that depends on the position (a pull towards 0.5) and crosses the cell boundary
+    vel = lambda t, k, f, a: (torch.sin(3 * t[:, None]) * torch.ones_like(k), 0.8 - 0.5 * torch.sin(6.283 * f), None)  # noqa: E731
+    k0 = torch.zeros(2, 6, dtype=torch.float64)
+    f0 = torch.tensor([[0.9, 0.1, 0.45], [0.2, 0.7, 0.95]], dtype=torch.float64)
+    args = (k0, f0, None, torch.tensor([0, 1]))
+    ref_k, ref_f, _ = integrate(vel, *args, steps=16000, method="euler", anneal=5.0)
+    for method, steps in (("midpoint", 200), ("heun", 200), ("rk4", 50)):
+        k, f, _ = integrate(vel, *args, steps=steps, method=method, anneal=5.0)
+        d = (f - ref_f + 0.5) % 1.0 - 0.5  # torus distance
+        assert float(d.abs().max()) < 5e-3 and float((k - ref_k).abs().max()) < 5e-3, method
+
+
+def test_dense_end_grid():
+    from crystalflow_core.sampling import time_grid
+
+    t = time_grid(4, "dense_end", 2.0)
+    assert t[0] == 0.0 and t[-1] == 1.0 and np.all(np.diff(np.diff(t)) < 0)  # steps shrink towards t = 1
+    assert np.allclose(time_grid(4), [0, 0.25, 0.5, 0.75, 1])
 
 
 def test_anti_annealing_only_on_coordinates():
