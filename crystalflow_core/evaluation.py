@@ -14,7 +14,7 @@ import pandas as pd
 from . import __version__
 from . import metrics as M
 from .crystal import structure_from
-from .hull import formation_energy_per_atom, mp2020_corrected_energy
+from .hull import SUSPECT_BELOW, formation_energy_per_atom, mp2020_corrected_energy
 from .io import DamagedFileError, StageError
 from .sampling import record_problem, record_to_structure
 
@@ -204,9 +204,13 @@ def stability_summary(st: pd.DataFrame, pressure_run: bool) -> dict:
         "n_relax_failed": int((st["error"].fillna("") != "").sum()),
         "n_hull_missing_elements": int((st["hull_missing"].fillna("") != "").sum()),
     }
-    row.update(
-        M.sun_summary(st["e_hull"].to_numpy(float), st["unique"].to_numpy(bool), st["new"].to_numpy(bool), len(st))
-    )
+    e_hull, unique, new = st["e_hull"].to_numpy(float), st["unique"].to_numpy(bool), st["new"].to_numpy(bool)
+    row.update(M.sun_summary(e_hull, unique, new, len(st)))
+    suspect = st["hull_suspect"].fillna(False).to_numpy(bool) if "hull_suspect" in st else np.zeros(len(st), bool)
+    row["n_hull_suspect"] = int(suspect.sum())
+    row["hull"] = str(st["hull"].iloc[0]) if "hull" in st and len(st) else ""
+    trusted = M.sun_summary(np.where(suspect, np.nan, e_hull), unique, new, len(st))  # suspects counted unstable
+    row.update({f"{k}_without_suspects": trusted[k] for k in ("stable_pct", "metastable_pct", "sun_pct", "msun_pct")})
     row["mean_e_hull_ev_atom"] = float(np.nanmean(st["e_hull"])) if st["e_hull"].notna().any() else float("nan")
     if pressure_run:  # DFT-free proxy: CHGNet stress of the relaxed cell vs the target pressure
         ok = st[st["converged"].astype(bool)]
@@ -279,6 +283,9 @@ def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, 
             "e_form": np.nan,
             "e_hull": np.nan,
             "hull_missing": "",
+            "hull": f"{hull.source} ({len(hull)} entries)",
+            "hull_entries": 0,
+            "hull_suspect": False,
             "pressure_gpa": r.get("pressure_gpa", np.nan),
             "stress_pressure_gpa": r.get("stress_pressure_gpa", np.nan),
         }
@@ -292,6 +299,9 @@ def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, 
                 e1 = mp2020_corrected_energy(s1, r["energy_per_atom"] * len(s1))
                 row["e_form"] = formation_energy_per_atom(s1, e1, refs)
                 row["e_hull"] = hull.e_hull(s1, e1, row["e_form"])
+                row["hull_entries"] = hull.entries_in_system(s1.composition)
+                # far below a thin local hull: the competing phases are missing, not a discovery
+                row["hull_suspect"] = hull.source == "local" and row["e_hull"] < SUSPECT_BELOW
         except KeyError as exc:
             row["hull_missing"] = str(exc).strip("'\"")
         rows.append(row)

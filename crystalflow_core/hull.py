@@ -57,8 +57,13 @@ def _formula_from_row(row) -> str | None:
     return None
 
 
+SUSPECT_BELOW = -0.1  # eV/atom: below a thin local hull this far, the competing phases are likely missing
+
+
 class LocalHull:
     """Hull of formation energies per chemical system, built lazily per queried system."""
+
+    source = "local"
 
     def __init__(self, entries: list[tuple[str, float]]):
         from pymatgen.core import Composition
@@ -121,14 +126,45 @@ class LocalHull:
         """The one method every hull has: E_hull of a relaxed structure (formation energies here)."""
         return self.e_above_hull(structure.composition, e_form_per_atom)
 
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_system.values())
+
+    def entries_in_system(self, composition) -> int:
+        """Compounds of the hull in the chemical system of `composition` (its sub-systems included,
+        the elemental references not counted): how well the hull knows the competing phases."""
+        system = sorted(el.symbol for el in composition.elements)
+        return sum(
+            len(self.by_system.get(frozenset(sub), []))
+            for r in range(1, len(system) + 1)
+            for sub in itertools.combinations(system, r)
+        )
+
 
 class MatbenchHull:
     """Matbench Discovery's MP patched phase diagram (absolute MP2020-corrected energies)."""
+
+    source = "matbench"
 
     def __init__(self, path):
         with gzip.open(path, "rb") as fh:
             self.ppd = pickle.load(fh)
         self.elements = {el.symbol for el in self.ppd.elements}
+        self._systems: dict[frozenset, int] = {}
+        for e in self.ppd.all_entries:
+            key = frozenset(el.symbol for el in e.composition.elements)
+            if len(key) > 1:
+                self._systems[key] = self._systems.get(key, 0) + 1
+
+    def __len__(self) -> int:
+        return len(self.ppd.all_entries)
+
+    def entries_in_system(self, composition) -> int:
+        system = sorted(el.symbol for el in composition.elements)
+        return sum(
+            self._systems.get(frozenset(sub), 0)
+            for r in range(2, len(system) + 1)
+            for sub in itertools.combinations(system, r)
+        )
 
     def e_above_hull_total(self, entry) -> float:
         return float(self.ppd.get_e_above_hull(entry, allow_negative=True))

@@ -72,6 +72,14 @@ def dng_table(df: pd.DataFrame, targets: pd.DataFrame | None = None) -> str:
             + " | ".join(_fmt(r.get(c, np.nan), 3) for c in cols)
             + " |"
         )
+    for _, r in df.iterrows():  # which hull, how complete, and what its thin spots change
+        if isinstance(r.get("hull"), str) and r["hull"]:
+            lines.append(
+                f"\n{r['run']}: E_hull against the {r['hull']} hull; {int(r.get('n_hull_suspect', 0))} of "
+                f"{int(r.get('n_relaxed', 0))} relaxed samples lie more than 0.1 eV/atom below a local hull "
+                f"(competing phases missing): stable / SUN without them "
+                f"{_fmt(r.get('stable_pct_without_suspects'), 1)} % / {_fmt(r.get('sun_pct_without_suspects'), 1)} %."
+            )
     if targets is not None and len(targets):
         lines += [
             "",

@@ -397,3 +397,42 @@ def test_wasserstein_draw_is_seeded_and_bounded():
     a, b = M.draw(items, 10, seed=3), M.draw(items, 10, seed=3)
     assert a == b and len(set(a)) == 10 and M.draw(items, 10, seed=4) != a
     assert M.draw(items[:5], 10, seed=3) == items[:5]
+
+
+def test_thin_local_hull_flags_suspects_and_rates_are_given_without_them(nacl):
+    import pandas as pd
+
+    from conftest import need_data
+    from crystalflow_core.evaluation import stability_summary, stability_table
+    from crystalflow_core.hull import load_elemental_refs
+
+    (refs_path,) = need_data("hull/2023-02-07-mp-elemental-reference-entries.json.gz")
+    hull = LocalHull([("NaCl", -0.5), ("Na2Cl", -0.2)])  # a hull that knows two Na-Cl phases
+    assert hull.entries_in_system(Composition("NaCl")) == 2 and hull.entries_in_system(Composition("KBr")) == 0
+    prim = nacl.get_primitive_structure()
+    final = {"lattice": prim.lattice.matrix.tolist(), "species": ["Na", "Cl"], "frac_coords": prim.frac_coords.tolist()}
+    sample = {"lattice": final["lattice"], "species": [11, 17], "frac_coords": final["frac_coords"], "flag": ""}
+    relaxed = [
+        {"id": "deep", "converged": True, "final": final, "energy_per_atom": -9.0, "initial_energy_per_atom": -9.0},
+        {"id": "near", "converged": True, "final": final, "energy_per_atom": -3.3, "initial_energy_per_atom": -3.3},
+    ]
+    st = stability_table({"deep": sample, "near": sample}, relaxed, load_elemental_refs(refs_path), hull, [])
+    assert st["hull_entries"].tolist() == [2, 2] and st["hull"].iloc[0] == "local (2 entries)"
+    assert st.loc[0, "e_hull"] < -0.1 and bool(st.loc[0, "hull_suspect"])  # far below a thin hull
+    assert st.loc[1, "e_hull"] > st.loc[0, "e_hull"] + 5.0  # 5.7 eV/atom higher in energy
+    # rates with and without the suspects (denominator: every relaxed sample)
+    df = pd.DataFrame(
+        {
+            "e_hull": [-0.5, -0.05, 0.3, np.nan],
+            "unique": [True] * 4,
+            "new": [True] * 4,
+            "hull_suspect": [True, False, False, False],
+            "error": ["", "", "", "x"],
+            "hull_missing": [""] * 4,
+            "converged": [True] * 4,
+            "hull": ["local (9 entries)"] * 4,
+        }
+    )
+    row = stability_summary(df, pressure_run=False)
+    assert row["stable_pct"] == 50.0 and row["stable_pct_without_suspects"] == 25.0
+    assert row["sun_pct_without_suspects"] == 25.0 and row["n_hull_suspect"] == 1 and row["hull"] == "local (9 entries)"
