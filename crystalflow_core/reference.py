@@ -255,9 +255,30 @@ class _Stand:
             self.__dict__.update(state)
 
 
+# modules whose classes load as they are; any other (the authors' own package) becomes a stand-in
+_KNOWN_MODULES = (
+    "torch",
+    "collections",
+    "numpy",
+    "builtins",
+    "copyreg",
+    "_codecs",
+    "typing",
+    "enum",
+    "pathlib",
+    "datetime",
+    "argparse",
+    "functools",
+    "omegaconf",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "lightning",
+)
+
+
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module, name):
-        if module.split(".")[0] in ("torch", "collections", "numpy", "builtins", "copyreg", "_codecs"):
+        if module.split(".")[0] in _KNOWN_MODULES:
             return super().find_class(module, name)
         return type(name, (_Stand,), {"__module__": "crystalflow_core.reference._stand"})
 
@@ -306,7 +327,25 @@ def load_reference(path, expected_sha256: str | None = None) -> dict:
         raise CheckpointImportError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointImportError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    ckpt["hyper_parameters"] = plain(ckpt.get("hyper_parameters") or {})
     return ckpt
+
+
+def plain(obj):
+    """Hydra/OmegaConf configs (DictConfig, ListConfig, AttributeDict) as plain dicts and lists, with
+    interpolations resolved where they can be."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(obj, (DictConfig, ListConfig)):
+        try:
+            return OmegaConf.to_container(obj, resolve=True)
+        except Exception:  # an interpolation into a part of the config the checkpoint does not hold
+            return OmegaConf.to_container(obj, resolve=False)
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    return obj
 
 
 def hparams_from_yaml(path) -> dict:

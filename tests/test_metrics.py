@@ -401,8 +401,8 @@ def test_wasserstein_draw_is_seeded_and_bounded():
 
 def test_thin_local_hull_flags_suspects_and_rates_are_given_without_them(nacl):
     import pandas as pd
-
     from conftest import need_data
+
     from crystalflow_core.evaluation import stability_summary, stability_table
     from crystalflow_core.hull import load_elemental_refs
 

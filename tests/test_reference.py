@@ -391,3 +391,22 @@ def test_workflow_imports_instead_of_training(tmp_path):
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "import_reference" in p.stdout and "rule train:" not in p.stdout and "\ntrain " not in p.stdout
+
+
+def test_checkpoint_with_hydra_hyper_parameters_imports(tmp_path):
+    """The authors' Lightning checkpoints hold their hydra config (OmegaConf objects, an interpolation
+    included) as hyper_parameters; the importer reads them as plain values."""
+    from omegaconf import OmegaConf
+
+    from crystalflow_core.reference import load_reference
+
+    d = fixture("csp")
+    hp = dict(d["checkpoint"]["hyper_parameters"])
+    dec = dict(hp["decoder"], hidden_dim="${hidden}")
+    cfg = OmegaConf.create({**{k: v for k, v in hp.items() if k != "decoder"}, "hidden": 64, "decoder": dec})
+    ck = tmp_path / "hydra.ckpt"
+    torch.save({"state_dict": d["checkpoint"]["state_dict"], "hyper_parameters": cfg}, ck)
+    ref = load_reference(ck)
+    assert isinstance(ref["hyper_parameters"], dict) and ref["hyper_parameters"]["decoder"]["hidden_dim"] == 64
+    net_cfg = reference_model_config(ref["hyper_parameters"], ref["state_dict"])
+    assert (net_cfg.hidden, net_cfg.layers, net_cfg.task) == (64, 2, "csp")
