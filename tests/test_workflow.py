@@ -178,7 +178,7 @@ def test_kill_of_whole_workflow_then_rerun_incomplete_gives_same_tables(tiny_run
     smk(["--cores", "2", "--rerun-incomplete", "--configfile", str(cfg), "--directory", str(tmp_path)], cwd=tmp_path)
     # every number equal; the checkpoint's sha256 differs (the file records its own folder's paths)
     for f in ["mp20_csp_metrics.csv", "mp20_dng_metrics.csv", "mp20_dng_targets.csv"]:
-        read = lambda root: pd.read_csv(root / "results" / f).drop(columns="model_sha256", errors="ignore")  # noqa: E731
+        read = lambda root, f=f: pd.read_csv(root / "results" / f).drop(columns="model_sha256", errors="ignore")  # noqa: E731
         pd.testing.assert_frame_equal(read(tmp_path), read(work))
     for f in ["tables/table1_csp.md", "tables/table3_dng.md"]:
         assert (tmp_path / "results" / f).read_text() == (work / "results" / f).read_text(), f
