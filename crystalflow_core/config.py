@@ -192,11 +192,6 @@ def pressure_relax(run: dict) -> bool:
     return run["task"] == "csp" and run["relax"]["enabled"] and "pressure" in run["conditions"]
 
 
-def anneal_for(run: dict) -> float:
-    a = run["sample"]["anneal"]
-    return (5.0 if run["task"] == "csp" else 0.0) if a is None else float(a)
-
-
 def run_defaults(run: dict) -> dict:
     """A run dict with every schema default filled in (for library callers outside a config file)."""
     schema = load_schema()

@@ -356,18 +356,15 @@ def record_to_structure(rec: dict, strict: bool = True):
     the authors' metric scripts do (their own checks then judge it)."""
     from pymatgen.core import Lattice, Structure
 
-    kind, _ = record_problem(rec)
-    if kind == "unreadable" or (kind == "flagged" and (strict or _impossible(rec))):
+    kind, reason = record_problem(rec)
+    # record_problem names a physical impossibility before the sampler's own flag: only the latter is built
+    only_sampler_flag = kind == "flagged" and reason == str(rec.get("flag") or "")
+    if kind == "unreadable" or (kind == "flagged" and (strict or not only_sampler_flag)):
         return None
     try:
         return Structure(Lattice(rec["lattice"]), rec["species"], rec["frac_coords"])
     except Exception:
         return None
-
-
-def _impossible(rec: dict) -> bool:
-    """Flagged for a reason no protocol builds a structure from (beyond the sampler's own flag)."""
-    return record_problem(dict(rec, flag=""))[0] != ""
 
 
 def csp_items(cache: dict, n_candidates: int, limit: int | None = None) -> list[dict]:
