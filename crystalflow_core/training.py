@@ -380,5 +380,9 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
         log.info("best %s = %.5f (%s)", ckpt_cb.monitor, float(ckpt_cb.best_model_score), Path(best).name)
     if trainer.global_rank == 0:
         os.replace(tmp, out_ckpt)
+        # a kill between saving a new best and deleting the old one leaves an untracked best file behind
+        for stale in workdir.glob("best-epoch*.ckpt"):
+            if best and stale.resolve() != Path(best).resolve():
+                stale.unlink()
     log.info("trained %d epochs -> %s", trainer.current_epoch, out_ckpt)
     return out_ckpt
