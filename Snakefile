@@ -25,6 +25,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/relax.smk"
 include: "workflow/rules/dft.smk"
+include: "workflow/rules/transport.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
 

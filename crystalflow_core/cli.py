@@ -12,6 +12,7 @@ Examples:
   crystalflow fingerprints --config config/quick.yaml --run mp20_dng
   crystalflow metrics --config config/quick.yaml --run mp20_csp --steps 50
   crystalflow dft     --config config/quick.yaml --run mp20_dng --steps 50
+  crystalflow transport --config config/quick.yaml --run mp20_dng --steps 50
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def _paths(cfg, run_name, steps=None):
         "stability": L.stability(run_name, steps),
         "metrics": L.metrics(run_name, steps),
         "targets": L.targets_metrics(run_name, steps),
+        "transport_screen": L.transport_screen(run_name, steps),
+        "transport_md": L.transport_md(run_name, steps, 0),
+        "trajectories": L.trajectories(run_name, steps),
+        "transport": L.transport(run_name, steps),
         "vasp": L.vasp_dir(run_name, steps),
         "manifest": L.vasp_manifest(run_name, steps),
         "novelty": [L.split(run["dataset"], s) for s in run["novelty_splits"]],
@@ -75,6 +80,7 @@ def main(argv=None):
         ("fingerprints", "structure and composition fingerprints of the run's test split (coverage)"),
         ("metrics", "metrics of a run"),
         ("dft", "VASP inputs for stable relaxed samples"),
+        ("transport", "ion-transport screen of the relaxed samples (migration graph, CHGNet MD, Arrhenius)"),
     ]:
         s = sub.add_parser(name, parents=[common], help=helptext)
         s.add_argument("--run", required=True)
@@ -168,8 +174,20 @@ def _run(a):
                 a.threads,
                 ckpt=P["ckpt"],
                 targets_out=P["targets"],
+                transport_csv=P["transport"] if cfgmod.transport_screen(run) else None,
             )
         print(Path(P["metrics"]).read_text())
+    elif a.stage == "transport":
+        if not cfgmod.transport_screen(run):
+            raise cfgmod.ConfigError(
+                f"run '{a.run}' has no transport screen (a DNG run with transport: {{enabled: true}})"
+            )
+        workers = a.threads or run["transport"]["workers"] or 1
+        stages.transport_screen(run, P["samples"], [P["relax"]], P["stability"], P["transport_screen"], workers)
+        md = [P["transport_md"]]
+        stages.transport_md(run, P["transport_screen"], [P["relax"]], 0, 1, md[0], P["trajectories"], workers)
+        stages.transport_table(run, P["transport_screen"], md, [P["relax"]], P["transport"])
+        print(P["transport"])
     elif a.stage == "dft":
         stages.dft(run, [P["relax"]], P["stability"], P["vasp"], P["manifest"])
 

@@ -186,6 +186,11 @@ def stability_relax(run: dict) -> bool:
     return run["task"] == "dng" and run["relax"]["enabled"]
 
 
+def transport_screen(run: dict) -> bool:
+    """DNG runs with relaxation and `transport.enabled`: the relaxed samples are screened for ion transport."""
+    return stability_relax(run) and run["transport"]["enabled"]
+
+
 def pressure_relax(run: dict) -> bool:
     """CSP runs conditioned on pressure: every candidate is relaxed at its target pressure and the
     metrics compare the CHGNet stress of the relaxed cell with that target."""

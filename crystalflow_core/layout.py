@@ -55,6 +55,22 @@ class Layout:
         """Per-condition-target rows of a conditional DNG run (MAE/RMSE before and after relaxation)."""
         return f"{self.steps_dir(run, steps)}/metrics_targets.csv"
 
+    def transport_dir(self, run, steps) -> str:
+        """Migration-graph screen, MD shards and trajectories (extxyz) of the ion-transport stage."""
+        return f"{self.steps_dir(run, steps)}/transport"
+
+    def transport_screen(self, run, steps) -> str:
+        return f"{self.transport_dir(run, steps)}/screen.csv"
+
+    def transport_md(self, run, steps, shard) -> str:
+        return f"{self.transport_dir(run, steps)}/md_shard{shard}.jsonl"
+
+    def trajectories(self, run, steps) -> str:
+        return f"{self.transport_dir(run, steps)}/trajectories"
+
+    def transport(self, run, steps) -> str:
+        return f"{self.steps_dir(run, steps)}/transport.csv"
+
     def vasp_dir(self, run, steps) -> str:
         return f"{self.steps_dir(run, steps)}/vasp"
 

@@ -9,6 +9,8 @@ import pandas as pd
 
 from .io import write_text_atomic
 
+K_B = 8.617333262e-5  # eV/K
+
 # Paper Table 1 (CrystalFlow, S = 100): dataset -> k -> (MR %, RMSE)
 PAPER_CSP = {
     "mp_20": {1: (62.02, 0.0710), 20: (78.34, 0.0577), 100: (82.49, 0.0513)},
@@ -162,6 +164,77 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path) -> list[str]:
     return made
 
 
+def _run_of(path: str) -> str:
+    """'results/runs/NAME/s50/transport.csv' -> 'NAME s50'."""
+    p = Path(path)
+    return f"{p.parent.parent.name} {p.parent.name}"
+
+
+def transport_section(transport: list[str], outdir: Path) -> tuple[str, list[str]]:
+    """Ion-transport screen: counts per run, the MD candidates' D / sigma / E_a, an Arrhenius plot."""
+    if not transport:
+        return "", []
+    lines = [
+        "## Ion transport (migration graph + CHGNet MD)",
+        "",
+        "| run | with ion, E_hull <= cut | screened | graph failed | percolating 1D/2D/3D | conductor candidates |",
+        "|---|---|---|---|---|---|",
+    ]
+    md_rows, made = [], []
+    for p in transport:
+        df = pd.read_csv(p, dtype={"id": str})
+        ok = df[df["status"] == "screened"]
+        perc = "/".join(str(int((ok["percolation_dim"] == d).sum())) for d in (1, 2, 3))
+        lines.append(
+            f"| {_run_of(p)} | {len(df) - int((df['status'] == 'above_hull_cut').sum())} | {len(ok)} | "
+            f"{int((df['status'] == 'graph_failed').sum())} | {perc} | {int(df['conductor_candidate'].sum())} |"
+        )
+        if "md_runs" in df:
+            for _, r in df[df["md_runs"].fillna(0) > 0].iterrows():
+                md_rows.append((_run_of(p), r))
+    lines += [
+        "",
+        "Percolation counted over hops up to the run's `transport.hop_cutoff`; candidates are new, "
+        "unique, at or below the E_hull cut and percolating in >= 1 D.",
+        "",
+    ]
+    if md_rows:
+        lines += [
+            "| run | id | formula | ion | dim | E_hull | D (cm^2/s) per T | E_a (eV) | sigma 300 K (mS/cm) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for run, r in md_rows:
+            ds = ", ".join(
+                f"{c[2:]}: {_fmt(r[c], 2) if r[c] >= 0.01 else f'{r[c]:.1e}'}"
+                for c in r.index
+                if c.startswith("D_") and not c.startswith("D_err") and pd.notna(r[c])
+            )
+            lines.append(
+                f"| {run} | {r['id']} | {r['formula']} | {r['ion']} | {int(r['percolation_dim'])} | "
+                f"{_fmt(r['e_hull'], 3)} | {ds or 'failed'} | {_fmt(r['E_a'], 2)} | "
+                f"{r['sigma_300K']:.2e} |"
+            )
+        lines.append("")
+
+        def draw(ax):
+            for _, r in md_rows:
+                cols = [c for c in r.index if c.startswith("D_") and not c.startswith("D_err") and c.endswith("K")]
+                pts = [(float(c[2:-1]), r[c]) for c in cols if pd.notna(r[c]) and r[c] > 0]
+                if not pts:
+                    continue
+                t, d = map(np.array, zip(*sorted(pts)))
+                line = ax.semilogy(1000 / t, d, "o", label=f"{r['formula']} ({r['id']})")[0]
+                if pd.notna(r["E_a"]) and len(t) >= 3:  # the fit through the points: ln D = ln c - E_a / kT
+                    x = np.linspace((1000 / t).min(), (1000 / t).max(), 20)
+                    c = np.exp(np.mean(np.log(d) + r["E_a"] / (K_B * t)))
+                    ax.semilogy(x, c * np.exp(-r["E_a"] * x / (1000 * K_B)), "-", color=line.get_color(), lw=0.8)
+
+        outdir.mkdir(parents=True, exist_ok=True)
+        _figure(outdir / "arrhenius.png", "1000 / T (1/K)", "D (cm^2/s), CHGNet MD", draw)
+        made.append("arrhenius.png")
+    return "\n".join(lines) + "\n", made
+
+
 def write_report(
     tables: list[str],
     stability: list[str],
@@ -170,6 +243,7 @@ def write_report(
     table1: str,
     table3: str,
     targets: list[str] = (),
+    transport: list[str] = (),
 ):
     dfs = [pd.read_csv(t) for t in tables]
     tdfs = [pd.read_csv(t) for t in targets]
@@ -189,6 +263,8 @@ def write_report(
     write_text_atomic(table1, t1)
     write_text_atomic(table3, t3)
     figs = plots(csp, stability, Path(results) / "plots")
+    tsec, tfigs = transport_section(list(transport), Path(results) / "plots")
+    figs += tfigs
     body = [
         "# CrystalFlow results",
         "",
@@ -196,6 +272,7 @@ def write_report(
         "",
         t1,
         t3,
+        tsec,
         "## Plots",
         "",
     ] + [f"![{f}](plots/{f})" for f in figs]

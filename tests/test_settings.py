@@ -12,6 +12,7 @@ from crystalflow_core.model import ModelConfig
 from crystalflow_core.relax import RelaxSettings
 from crystalflow_core.sampling import SampleSettings
 from crystalflow_core.training import TrainSettings
+from crystalflow_core.transport import MDSettings, ScreenSettings
 
 # fields that are not configuration: how a job runs (its worker count) or a nested settings object
 NOT_CONFIG = {"workers", "bounds"}
@@ -21,6 +22,8 @@ RUN_KEYS = {"task", "conditions"}  # the run's own keys, beside its section
 def _section_keys(section):
     schema = load_schema()
     run = schema["definitions"]["run"]["properties"]
+    if section == "transport.md":
+        return set(run["transport"]["properties"]["md"]["properties"])
     node = (
         schema["definitions"]["dataset"] if section == "dataset" else run.get(section) or schema["properties"][section]
     )
@@ -37,6 +40,8 @@ def _section_keys(section):
         (PrepareSettings, "dataset"),
         (TrainSettings, "train"),
         (PhysicalBounds, "dataset"),
+        (ScreenSettings, "transport"),
+        (MDSettings, "transport.md"),
     ],
 )
 def test_every_settings_field_is_a_schema_key_without_a_default_in_code(cls, section):

@@ -7,6 +7,7 @@ writes its outputs atomically. Snakemake scripts and the CLI both call these.
   relax    relax, stability                     -> crystalflow_core.relax, .evaluation.stability_table
   metrics  test_fingerprints, csp_metrics, dng_metrics, collect -> crystalflow_core.evaluation
   dft      dft                                  -> crystalflow_core.dft
+  transport transport_screen, transport_md, transport_table -> crystalflow_core.transport
 """
 
 from ..io import StageError
@@ -17,6 +18,7 @@ from .metrics import collect, csp_metrics, dng_metrics, test_fingerprints
 from .relax import build_hull, relax, stability
 from .sample import check_samples_current, gather, sample, shard_is_current
 from .train import import_checkpoint, train
+from .transport import transport_md, transport_screen, transport_summary, transport_table
 
 __all__ = [
     "StageError",
@@ -38,5 +40,9 @@ __all__ = [
     "stability",
     "test_fingerprints",
     "train",
+    "transport_md",
+    "transport_screen",
+    "transport_summary",
+    "transport_table",
     "use_threads",
 ]

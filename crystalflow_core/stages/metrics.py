@@ -23,6 +23,7 @@ from ..io import atomic_path, read_jsonl
 from ..metrics import fingerprints_all
 from .common import ensure_writable, require
 from .sample import check_samples_current
+from .transport import transport_summary
 
 log = logging.getLogger("crystalflow")
 
@@ -84,10 +85,12 @@ def dng_metrics(
     workers: int = 0,
     ckpt: str | None = None,
     targets_out: str | None = None,
+    transport_csv: str | None = None,
 ):
-    """The summary row (validity, coverage, Wasserstein, stability) to `out`; for conditional runs the
-    per-target rows (MAE/RMSE before and after relaxation) to `targets_out`."""
-    require(samples, test_pt, test_fp, stab_csv)
+    """The summary row (validity, coverage, Wasserstein, stability, with `transport_csv` the conductor
+    candidates) to `out`; for conditional runs the per-target rows (MAE/RMSE before and after
+    relaxation) to `targets_out`."""
+    require(samples, test_pt, test_fp, stab_csv, transport_csv)
     ensure_writable(out, *([targets_out] if targets_out else []))
     settings = MetricSettings.from_config(cfg["metrics"])
     recs = read_jsonl(samples)
@@ -104,6 +107,8 @@ def dng_metrics(
         row.update(stability_summary(st, bool(run["relax"]["pressure"] or "pressure" in run["conditions"])))
         if run["conditions"]:
             targets = [{**head, **t} for t in target_rows(st, run["conditions"][0])]
+    if transport_csv:
+        row.update(transport_summary(transport_csv))
     _write_csv([row], out)
     if targets_out:
         _write_csv(targets, targets_out, TARGET_COLUMNS)

@@ -1,7 +1,7 @@
 # Functions and wildcard constraints shared by the rules.
 import os
 
-from crystalflow_core.config import dataset_tag, pressure_relax, stability_relax
+from crystalflow_core.config import dataset_tag, pressure_relax, stability_relax, transport_screen
 from crystalflow_core.layout import Layout
 
 L = Layout(config["results"])  # every results path; rules pass wildcards ("{run}") as arguments
@@ -61,6 +61,19 @@ def relax_shards(wildcards):
 
 def relax_enabled(run_name):
     return stability_relax(RUNS[run_name])
+
+
+def transport_enabled(run_name):
+    return transport_screen(RUNS[run_name])
+
+
+def transport_md_shards(wildcards):
+    n = RUNS[wildcards.run]["transport"]["md"]["shards"]
+    return [L.transport_md(wildcards.run, wildcards.steps, i) for i in range(n)]
+
+
+def transport_tables():
+    return [L.transport(r, s) for r in TARGET_RUNS if transport_enabled(r) for s in RUNS[r]["sample"]["steps"]]
 
 
 def pressure_csp(run_name):
@@ -131,6 +144,8 @@ def metrics_inputs(wildcards):
         inp["fingerprints"] = fingerprint_file(wildcards.run)
         if relax_enabled(wildcards.run):
             inp["stability"] = L.stability(wildcards.run, wildcards.steps)
+        if transport_enabled(wildcards.run):
+            inp["transport"] = L.transport(wildcards.run, wildcards.steps)
     return inp
 
 

@@ -3,6 +3,7 @@ rule report:
         tables=metric_tables(),
         stability=stability_tables(),
         targets=targets_tables(),
+        transport=transport_tables(),
     output:
         report=L.report(),
         table1=L.paper_table("table1_csp"),

@@ -31,4 +31,5 @@ if __name__ == "__main__":
             out.summary,
             snakemake.threads,
             targets_out=out.targets,
+            transport_csv=inp.get("transport"),
         )

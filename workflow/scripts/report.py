@@ -12,4 +12,5 @@ if __name__ == "__main__":
         snakemake.output.table1,
         snakemake.output.table3,
         targets=list(snakemake.input.targets),
+        transport=list(snakemake.input.transport),
     )

@@ -1,0 +1,362 @@
+"""Ion-transport screening of relaxed crystals: migration graphs (pymatgen-analysis-diffusion) with the
+percolation dimensionality of the mobile-ion sublattice, then CHGNet molecular dynamics of the best
+candidates analysed with `DiffusionAnalyzer` (diffusivity, conductivity, Arrhenius fit).
+
+Percolation dimensionality: the hop network of the ion sites is a periodic graph (an edge is a hop
+from site u to site v in the cell shifted by the integer vector j). Walking a connected component from
+one site gives every site an image offset; each edge that closes a loop contributes the translation
+offset[u] + j - offset[v], and the component extends to infinity along the lattice those translations
+span: its rank (0-3) is the number of independent periodic directions the ions can travel. The
+structure's dimensionality is the largest over its components.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .io import append_jsonl, read_jsonl, write_jsonl_atomic
+
+MOBILE_IONS = ("Li", "Na", "K", "Mg", "Ca", "Zn", "Al", "Ag", "Cu")
+
+
+@dataclass
+class ScreenSettings:
+    """The migration-graph screen (a run's validated `transport` section; defaults live in the schema)."""
+
+    ions: list
+    max_e_hull: float  # eV/atom; only structures at or below (stable or metastable) are screened
+    max_hop: float  # A; hops up to this length make the migration graph
+    hop_cutoff: float  # A; percolation counted over hops up to this length
+    symprec: float
+
+    @classmethod
+    def from_section(cls, t: dict, **override) -> ScreenSettings:
+        return replace(cls(**{f: t[f] for f in cls.__dataclass_fields__}), **override)
+
+
+@dataclass
+class MDSettings:
+    """CHGNet molecular dynamics of the best candidates (the `transport.md` section)."""
+
+    max_structures: int
+    temperatures: list  # K
+    picoseconds: float
+    timestep_fs: float
+    equilibration_ps: float  # discarded before the diffusion analysis
+    min_atoms: int  # supercell of at least this many atoms
+    thermostat: str  # bussi | langevin | berendsen
+    taut_fs: float  # thermostat time constant (friction 1/taut for Langevin)
+    frame_every: int  # MD steps between stored frames
+    min_distance: float  # A; two atoms closer than this: the trajectory blew up
+    max_drift: float  # eV/atom; total energy further than this from its start: blew up
+    smoothed: str  # DiffusionAnalyzer smoothing: max | constant | none
+    seed: int
+
+    @classmethod
+    def from_section(cls, m: dict, **override) -> MDSettings:
+        return replace(cls(**{f: m[f] for f in cls.__dataclass_fields__}), **override)
+
+
+# ---------------------------------------------------------------------------------------------------
+# migration graph and percolation
+
+
+def lattice_rank(vectors) -> int:
+    v = np.asarray(list(vectors), dtype=float).reshape(-1, 3)
+    return int(np.linalg.matrix_rank(v)) if len(v) else 0
+
+
+def percolation_dimension(n_nodes: int, edges) -> int:
+    """Dimensionality (0-3) of a periodic graph: `edges` are (u, v, jimage) hops from site u in the
+    home cell to site v in the cell shifted by jimage."""
+    adj: dict[int, list] = {i: [] for i in range(n_nodes)}
+    for u, v, j in edges:
+        j = np.asarray(j, dtype=int)
+        adj[u].append((v, j))
+        adj[v].append((u, -j))
+    offset: dict[int, np.ndarray] = {}
+    best = 0
+    for start in range(n_nodes):
+        if start in offset:
+            continue
+        offset[start] = np.zeros(3, dtype=int)
+        stack, loops = [start], []
+        while stack:
+            u = stack.pop()
+            for v, j in adj[u]:
+                if v not in offset:
+                    offset[v] = offset[u] + j
+                    stack.append(v)
+                else:
+                    t = offset[u] + j - offset[v]
+                    if t.any():
+                        loops.append(t)
+        best = max(best, lattice_rank(loops))
+    return best
+
+
+def connecting_hops(n_nodes: int, edges_with_length) -> dict[int, float]:
+    """For d = 1, 2, 3: the shortest hop cut-off at which the network percolates in >= d directions
+    (the longest hop an ion must make to cross the crystal in d dimensions); NaN where no hop of the
+    graph gets there."""
+    out = {d: math.nan for d in (1, 2, 3)}
+    lengths = sorted({length for *_, length in edges_with_length})
+    for cut in lengths:
+        dim = percolation_dimension(n_nodes, [(u, v, j) for u, v, j, length in edges_with_length if length <= cut])
+        for d in (1, 2, 3):
+            if dim >= d and math.isnan(out[d]):
+                out[d] = float(cut)
+        if dim == 3:
+            break
+    return out
+
+
+def migration_screen(structure, ion: str, settings: ScreenSettings) -> dict:
+    """Migration graph of `ion` in `structure`: unique hops, shortest hop, the hops needed to percolate
+    in 1/2/3 D and the percolation dimensionality at the hop cut-off. Never raises: a structure without
+    the ion, or one whose graph cannot be built, gets `status` and `reason`."""
+    from pymatgen.analysis.diffusion.neb.full_path_mapper import MigrationGraph
+
+    row = {"ion": ion, "n_ion_sites": 0, "status": "screened", "reason": ""}
+    n_ion = sum(1 for s in structure if s.specie.symbol == ion)
+    row["n_ion_sites"] = n_ion
+    if n_ion == 0:
+        return {**row, "status": "skipped", "reason": f"no {ion} in {structure.composition.reduced_formula}"}
+    if n_ion == len(structure):
+        return {**row, "status": "skipped", "reason": f"{ion} is the only element (no host framework)"}
+    t0 = time.time()
+    try:
+        mg = MigrationGraph.with_distance(structure, ion, max_distance=settings.max_hop, symprec=settings.symprec)
+        edges = [
+            (u, v, tuple(int(x) for x in d["to_jimage"]), float(d["hop"].length))
+            for u, v, d in mg.m_graph.graph.edges(data=True)
+        ]
+        n_unique = len(mg.unique_hops)
+    except Exception as exc:  # pymatgen raises many kinds (symmetry, graph): record and go on
+        return {**row, "status": "graph_failed", "reason": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    conn = connecting_hops(n_ion, edges)
+    row.update(
+        n_hops=len(edges),
+        n_unique_hops=n_unique,
+        shortest_hop=min((e[3] for e in edges), default=math.nan),
+        longest_hop=max((e[3] for e in edges), default=math.nan),
+        hop_1d=conn[1],
+        hop_2d=conn[2],
+        hop_3d=conn[3],
+        percolation_dim=percolation_dimension(n_ion, [e[:3] for e in edges if e[3] <= settings.hop_cutoff]),
+        hop_cutoff=settings.hop_cutoff,
+        graph_s=time.time() - t0,
+    )
+    if not edges:
+        row["reason"] = f"no two {ion} sites within {settings.max_hop} A"
+    return row
+
+
+class ScreenWorker:
+    """Called with (id, structure, ions) it returns one migration-screen row per ion the structure has."""
+
+    def __init__(self, settings: ScreenSettings):
+        self.settings = settings
+
+    def __call__(self, job) -> list[dict]:
+        sid, structure, ions = job
+        return [{"id": sid, **migration_screen(structure, ion, self.settings)} for ion in ions]
+
+
+# ---------------------------------------------------------------------------------------------------
+# molecular dynamics
+
+
+def supercell_for(structure, min_atoms: int):
+    """The structure repeated along a, b, c (the shortest repeated length grown first) until it holds
+    at least `min_atoms` atoms."""
+    reps = np.ones(3, dtype=int)
+    abc = np.array(structure.lattice.abc)
+    while len(structure) * reps.prod() < min_atoms:
+        reps[int(np.argmin(abc * reps))] += 1
+    return structure * reps.tolist(), reps.tolist()
+
+
+class MDBlowUp(Exception):
+    pass
+
+
+def _thermostat(atoms, settings: MDSettings, temperature: float, rng):
+    from ase import units
+    from ase.md.bussi import Bussi
+    from ase.md.langevin import Langevin
+    from ase.md.nvtberendsen import NVTBerendsen
+
+    dt = settings.timestep_fs * units.fs
+    taut = settings.taut_fs * units.fs
+    if settings.thermostat == "bussi":
+        return Bussi(atoms, dt, temperature_K=temperature, taut=taut, rng=rng)
+    if settings.thermostat == "langevin":
+        return Langevin(atoms, dt, temperature_K=temperature, friction=1.0 / taut, rng=rng)
+    if settings.thermostat == "berendsen":
+        return NVTBerendsen(atoms, dt, temperature_K=temperature, taut=taut)
+    raise ValueError(f"unknown thermostat {settings.thermostat!r} (bussi, langevin, berendsen)")
+
+
+def run_md(structure, temperature: float, settings: MDSettings, calc, traj_path) -> dict:
+    """NVT MD of `structure` at `temperature` with the CHGNet calculator `calc`; frames every
+    `frame_every` steps go to `traj_path` (extxyz, written to a .partial first). Never raises: a
+    trajectory that blows up (atoms closer than `min_distance`, total energy drifting more than
+    `max_drift` eV/atom, non-finite energy) is recorded as failed with the step and the reason."""
+    from ase.io import write
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    t0 = time.time()
+    traj_path = Path(traj_path)
+    partial = traj_path.with_name(traj_path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    n_steps = int(round(settings.picoseconds * 1000 / settings.timestep_fs))
+    rec = {"temperature": float(temperature), "n_steps": n_steps, "ok": False, "error": "", "steps_done": 0}
+    rng = np.random.default_rng(settings.seed)
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = calc
+    n = len(atoms)
+    try:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+        Stationary(atoms)
+        dyn = _thermostat(atoms, settings, temperature, rng)
+        e0 = atoms.get_potential_energy() + atoms.get_kinetic_energy()
+        if not np.isfinite(e0):
+            raise MDBlowUp("non-finite energy at the start")
+        temps = []
+
+        def check():
+            step = dyn.nsteps
+            e = atoms.get_potential_energy() + atoms.get_kinetic_energy()
+            if not np.isfinite(e):
+                raise MDBlowUp(f"non-finite energy at step {step}")
+            if abs(e - e0) / n > settings.max_drift:
+                raise MDBlowUp(
+                    f"total energy drifted {(e - e0) / n:+.2f} eV/atom by step {step} (bound {settings.max_drift})"
+                )
+            d = atoms.get_all_distances(mic=True) + np.eye(n) * 1e6
+            if d.min() < settings.min_distance:
+                raise MDBlowUp(f"atoms {d.min():.2f} A apart at step {step} (< {settings.min_distance} A)")
+            temps.append(atoms.get_temperature())
+            write(partial, atoms, format="extxyz", append=True)
+            rec["steps_done"] = step
+
+        dyn.attach(check, interval=settings.frame_every)
+        dyn.run(n_steps)
+        partial.replace(traj_path)
+        rec.update(ok=True, mean_temperature=float(np.mean(temps)) if temps else math.nan)
+    except MDBlowUp as exc:
+        rec["error"] = f"blew up: {exc}"
+    except Exception as exc:  # CHGNet/ASE raise many kinds: record and go on
+        rec["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    if not rec["ok"] and partial.exists():  # kept for inspection beside the finished ones
+        partial.replace(traj_path.with_name(traj_path.stem + ".failed.extxyz"))
+    rec["wall_s"] = time.time() - t0
+    return rec
+
+
+def diffusion_from_trajectory(traj_path, ion: str, temperature: float, settings: MDSettings) -> dict:
+    """Diffusivity (cm^2/s) and conductivity (mS/cm) of `ion`, with standard errors, from a stored
+    trajectory (DiffusionAnalyzer.from_structures), the equilibration frames left out."""
+    from ase.io import read
+    from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    frames = read(traj_path, index=":", format="extxyz")
+    skip = int(round(settings.equilibration_ps * 1000 / (settings.timestep_fs * settings.frame_every)))
+    structures = [AseAtomsAdaptor.get_structure(a) for a in frames[skip:]]
+    if len(structures) < 3:
+        raise ValueError(f"{traj_path}: {len(structures)} frames after equilibration (need >= 3)")
+    smoothed = False if settings.smoothed == "none" else settings.smoothed
+    kw = {"time_step": settings.timestep_fs, "step_skip": settings.frame_every, "min_obs": min(30, len(structures))}
+    try:
+        da = DiffusionAnalyzer.from_structures(structures, ion, temperature, smoothed=smoothed, **kw)
+        used = settings.smoothed
+    except ValueError as exc:  # "max" needs > 1 ps of frames, "constant" more than avg_nsteps
+        if "Not enough data" not in str(exc) or not smoothed:
+            raise
+        da = DiffusionAnalyzer.from_structures(structures, ion, temperature, smoothed=False, **kw)
+        used = f"none ({settings.smoothed} needs a longer trajectory)"
+    return {
+        "D": float(da.diffusivity),
+        "D_err": float(da.diffusivity_std_dev),
+        "sigma": float(da.conductivity),
+        "sigma_err": float(da.conductivity_std_dev),
+        "n_frames": len(structures),
+        "msd_smoothing": used,
+    }
+
+
+def arrhenius(temperatures, diffusivities, structure, ion: str, at: float = 300.0) -> dict:
+    """Activation energy (eV, with its standard error) and conductivity extrapolated to `at` K (mS/cm)
+    from D at >= 3 temperatures; NaN with fewer, or where a D is not positive."""
+    from pymatgen.analysis.diffusion.analyzer import fit_arrhenius, get_extrapolated_conductivity
+
+    t = np.asarray(temperatures, dtype=float)
+    d = np.asarray(diffusivities, dtype=float)
+    ok = np.isfinite(d) & (d > 0)
+    if ok.sum() < 3:
+        return {"E_a": math.nan, "E_a_err": math.nan, "sigma_300K": math.nan}
+    ea, _, err = fit_arrhenius(t[ok], d[ok])
+    sigma = get_extrapolated_conductivity(t[ok], d[ok], at, structure, ion)
+    return {"E_a": float(ea), "E_a_err": float(err) if err is not None else math.nan, "sigma_300K": float(sigma)}
+
+
+class MDWorker:
+    """One worker process's CHGNet calculator; called with (key, structure, ion, T, traj path) it runs
+    the MD and its diffusion analysis and returns the record."""
+
+    def __init__(self, settings: dict):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        import torch
+        from chgnet.model import CHGNet
+
+        from .relax import make_calculator
+
+        torch.set_num_threads(1)
+        self.calc = make_calculator(CHGNet.load(verbose=False))
+        self.settings = MDSettings(**settings)
+
+    def __call__(self, job) -> dict:
+        key, structure, ion, temperature, traj = job
+        rec = {"key": key, "ion": ion, **run_md(structure, temperature, self.settings, self.calc, traj)}
+        rec["trajectory"] = Path(traj).name if rec["ok"] else ""
+        if rec["ok"]:
+            try:
+                rec.update(diffusion_from_trajectory(traj, ion, temperature, self.settings))
+            except Exception as exc:
+                rec.update(ok=False, error=f"diffusion analysis: {type(exc).__name__}: {str(exc)[:200]}")
+        return rec
+
+
+def md_many(jobs: list[tuple], out_path, settings: MDSettings, workers: int = 1, progress: bool = True) -> list[dict]:
+    """Run (key, structure, ion, T, traj) MD jobs, appending one record per job to `out_path`; keys
+    already there are skipped (resume after a kill: finished trajectories are not run again)."""
+    from tqdm import tqdm
+
+    from .parallel import serve_map
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if out_path.exists():
+        recs = read_jsonl(out_path, tolerate_truncated_tail=True)
+        write_jsonl_atomic(out_path, recs)
+        done = {r["key"] for r in recs}
+    todo = [j for j in jobs if j[0] not in done]
+    if todo:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        workers = max(1, min(workers, len(todo)))
+        with tqdm(total=len(todo), desc="CHGNet MD", disable=not progress, mininterval=5) as bar:
+            for rec in serve_map(MDWorker, (asdict(settings),), todo, workers):
+                append_jsonl(out_path, rec)
+                bar.update(1)
+    return read_jsonl(out_path, tolerate_truncated_tail=True) if out_path.exists() else []

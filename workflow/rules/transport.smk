@@ -1,0 +1,57 @@
+rule transport_screen:
+    input:
+        samples=rules.gather_samples.output[0],
+        relaxed=relax_shards,
+        stability=rules.stability.output[0],
+    output:
+        L.transport_screen("{run}", "{steps}"),
+    log:
+        L.log("transport", "{run}_s{steps}_screen"),
+    benchmark:
+        L.benchmark("transport", "{run}_s{steps}_screen")
+    conda:
+        "../../envs/workflow.yaml"
+    threads: config["threads"]
+    params:
+        run=run_view("sample", "relax", "transport"),
+    script:
+        "../scripts/transport.py"
+
+
+rule transport_md:
+    input:
+        screen=rules.transport_screen.output[0],
+        relaxed=relax_shards,
+    output:
+        L.transport_md("{run}", "{steps}", "{shard}"),
+    log:
+        L.log("transport", "{run}_s{steps}_md{shard}"),
+    benchmark:
+        L.benchmark("transport", "{run}_s{steps}_md{shard}")
+    conda:
+        "../../envs/workflow.yaml"
+    threads: config["threads"]
+    resources:
+        runtime=24 * 60,
+    params:
+        run=run_view("sample", "relax", "transport"),
+        trajectories=L.trajectories("{run}", "{steps}"),
+    script:
+        "../scripts/transport.py"
+
+
+rule transport:
+    input:
+        screen=rules.transport_screen.output[0],
+        md=transport_md_shards,
+        relaxed=relax_shards,
+    output:
+        L.transport("{run}", "{steps}"),
+    log:
+        L.log("transport", "{run}_s{steps}"),
+    conda:
+        "../../envs/workflow.yaml"
+    params:
+        run=run_view("sample", "relax", "transport"),
+    script:
+        "../scripts/transport.py"
