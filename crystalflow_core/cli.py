@@ -13,6 +13,7 @@ Examples:
   crystalflow metrics --config config/quick.yaml --run mp20_csp --steps 50
   crystalflow dft     --config config/quick.yaml --run mp20_dng --steps 50
   crystalflow transport --config config/quick.yaml --run mp20_dng --steps 50
+  crystalflow dft-results --config config/quick.yaml --run mp20_dng --steps 50 [--energies dft.csv|dft.extxyz]
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def _paths(cfg, run_name, steps=None):
         "transport_md": L.transport_md(run_name, steps, 0),
         "trajectories": L.trajectories(run_name, steps),
         "transport": L.transport(run_name, steps),
+        "dft_stability": L.dft_stability(run_name, steps),
         "vasp": L.vasp_dir(run_name, steps),
         "manifest": L.vasp_manifest(run_name, steps),
         "novelty": [L.split(run["dataset"], s) for s in run["novelty_splits"]],
@@ -80,12 +82,15 @@ def main(argv=None):
         ("fingerprints", "structure and composition fingerprints of the run's test split (coverage)"),
         ("metrics", "metrics of a run"),
         ("dft", "VASP inputs for stable relaxed samples"),
+        ("dft-results", "read the VASP folders (or --energies) back: DFT E_hull, convergence, SUN"),
         ("transport", "ion-transport screen of the relaxed samples (migration graph, CHGNet MD, Arrhenius)"),
     ]:
         s = sub.add_parser(name, parents=[common], help=helptext)
         s.add_argument("--run", required=True)
         if name != "train":
             s.add_argument("--steps", type=int, default=None, help="integration steps (default: first in config)")
+        if name == "dft-results":
+            s.add_argument("--energies", default=None, help="energies from elsewhere (.csv or .extxyz) instead of VASP")
     s = sub.add_parser(
         "import-checkpoint",
         parents=[common],
@@ -175,6 +180,7 @@ def _run(a):
                 ckpt=P["ckpt"],
                 targets_out=P["targets"],
                 transport_csv=P["transport"] if cfgmod.transport_screen(run) else None,
+                dft_csv=P["dft_stability"] if stab and Path(P["dft_stability"]).exists() else None,
             )
         print(Path(P["metrics"]).read_text())
     elif a.stage == "transport":
@@ -188,6 +194,18 @@ def _run(a):
         stages.transport_md(run, P["transport_screen"], [P["relax"]], 0, 1, md[0], P["trajectories"], workers)
         stages.transport_table(run, P["transport_screen"], md, [P["relax"]], P["transport"])
         print(P["transport"])
+    elif a.stage == "dft-results":
+        stages.dft_results(
+            cfg,
+            run,
+            P["manifest"],
+            [P["relax"]],
+            P["stability"],
+            P["novelty"],
+            P["dft_stability"],
+            energies=a.energies or run["dft"]["energies"],
+        )
+        print(P["dft_stability"])
     elif a.stage == "dft":
         stages.dft(run, [P["relax"]], P["stability"], P["vasp"], P["manifest"])
 

@@ -77,6 +77,10 @@ class Layout:
     def vasp_manifest(self, run, steps) -> str:
         return f"{self.vasp_dir(run, steps)}/manifest.csv"
 
+    def dft_stability(self, run, steps) -> str:
+        """DFT results read back (VASP folders or supplied energies) beside the CHGNet stability."""
+        return f"{self.steps_dir(run, steps)}/dft_stability.csv"
+
     # tables and report
     def table(self, tag, task) -> str:
         return f"{self.root}/{tag}_{task}_metrics.csv"

@@ -235,6 +235,60 @@ def transport_section(transport: list[str], outdir: Path) -> tuple[str, list[str
     return "\n".join(lines) + "\n", made
 
 
+def dft_table(dng: pd.DataFrame, dft: list[str], outdir: Path) -> tuple[str, list[str]]:
+    """Table 2 (DFT relaxation: convergence rate, mean ionic steps) with DFT stability / SUN rates, and
+    the CHGNet-vs-DFT E_hull parity plot."""
+    lines = [
+        "# Table 2: DFT relaxation of generated structures",
+        "",
+        "Paper rows (CrystalFlow vs Cond-CDVAE, convergence rate and ionic steps): see Table 2 of "
+        "arXiv:2412.11693; those values are not in this project's sources, so none is printed here.",
+        "",
+        "| run | steps | jobs | converged | unconverged | crashed | running | not run | supplied | "
+        "convergence (%) | mean ionic steps | DFT-evaluated | DFT stable (%) | DFT metastable (%) | DFT SUN (%) | "
+        "E_hull MAE CHGNet vs DFT |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = dng[dng["dft_jobs"].notna()] if "dft_jobs" in dng else dng.iloc[0:0]
+    for _, r in rows.iterrows():
+        counts = " | ".join(
+            str(int(r.get(f"dft_{k}", 0) or 0))
+            for k in ("converged", "unconverged", "crashed", "running", "not_run", "supplied")
+        )
+        lines.append(
+            f"| {r['run']} | {int(r['steps'])} | {int(r['dft_jobs'])} | {counts} | "
+            f"{_fmt(r.get('dft_convergence_pct'), 1)} | {_fmt(r.get('dft_mean_ionic_steps'), 1)} | "
+            f"{int(r.get('n_dft_evaluated', 0) or 0)} | {_fmt(r.get('dft_stable_pct'), 1)} | "
+            f"{_fmt(r.get('dft_metastable_pct'), 1)} | {_fmt(r.get('dft_sun_pct'), 1)} | "
+            f"{_fmt(r.get('dft_vs_chgnet_e_hull_mae'), 3)} |"
+        )
+    if not len(rows):
+        lines.append("\nNo DNG run with DFT results.")
+    lines += [
+        "",
+        "Convergence rate: converged of the jobs that ended (converged + unconverged + crashed); ionic steps: "
+        "mean over the jobs with a readable output; DFT rates: of the structures with a DFT E_hull (MP2020, "
+        "same hull as the CHGNet stage).",
+    ]
+    made = []
+    frames = [pd.read_csv(p).assign(source=_run_of(p)) for p in dft]
+    st = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    both = st[st["e_hull_dft"].notna() & st["e_hull_chgnet"].notna()] if len(st) else st
+    if len(both):
+
+        def draw(ax):
+            for src, g in both.groupby("source"):
+                ax.plot(g["e_hull_dft"], g["e_hull_chgnet"], "o", ms=3, label=src)
+            lo = float(min(both["e_hull_dft"].min(), both["e_hull_chgnet"].min()))
+            hi = float(max(both["e_hull_dft"].max(), both["e_hull_chgnet"].max()))
+            ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+
+        outdir.mkdir(parents=True, exist_ok=True)
+        _figure(outdir / "e_hull_parity.png", "E_hull DFT (eV/atom)", "E_hull CHGNet (eV/atom)", draw)
+        made.append("e_hull_parity.png")
+    return "\n".join(lines) + "\n", made
+
+
 def write_report(
     tables: list[str],
     stability: list[str],
@@ -244,6 +298,8 @@ def write_report(
     table3: str,
     targets: list[str] = (),
     transport: list[str] = (),
+    dft: list[str] = (),
+    table2: str | None = None,
 ):
     dfs = [pd.read_csv(t) for t in tables]
     tdfs = [pd.read_csv(t) for t in targets]
@@ -265,6 +321,10 @@ def write_report(
     figs = plots(csp, stability, Path(results) / "plots")
     tsec, tfigs = transport_section(list(transport), Path(results) / "plots")
     figs += tfigs
+    t2, dfigs = dft_table(dng, list(dft), Path(results) / "plots")
+    figs += dfigs
+    if table2:
+        write_text_atomic(table2, t2)
     body = [
         "# CrystalFlow results",
         "",
@@ -272,6 +332,7 @@ def write_report(
         "",
         t1,
         t3,
+        t2,
         tsec,
         "## Plots",
         "",

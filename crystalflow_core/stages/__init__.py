@@ -6,14 +6,14 @@ writes its outputs atomically. Snakemake scripts and the CLI both call these.
   sample   sample, gather                       -> crystalflow_core.sampling
   relax    relax, stability                     -> crystalflow_core.relax, .evaluation.stability_table
   metrics  test_fingerprints, csp_metrics, dng_metrics, collect -> crystalflow_core.evaluation
-  dft      dft                                  -> crystalflow_core.dft
+  dft      dft, dft_results                     -> crystalflow_core.dft, .dft_results, .evaluation
   transport transport_screen, transport_md, transport_table -> crystalflow_core.transport
 """
 
 from ..io import StageError
 from .common import ensure_writable, require, setup_logging, use_threads
 from .data import prepare
-from .dft import dft
+from .dft import dft, dft_results
 from .metrics import collect, csp_metrics, dng_metrics, test_fingerprints
 from .relax import build_hull, relax, stability
 from .sample import check_samples_current, gather, sample, shard_is_current
@@ -27,6 +27,7 @@ __all__ = [
     "collect",
     "csp_metrics",
     "dft",
+    "dft_results",
     "dng_metrics",
     "ensure_writable",
     "gather",

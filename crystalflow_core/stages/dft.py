@@ -1,6 +1,8 @@
-"""Stage: VASP input folders for the stable relaxed samples."""
+"""Stages: VASP input folders for the stable relaxed samples, and their results read back."""
 
 from __future__ import annotations
+
+import logging
 
 import pandas as pd
 
@@ -8,6 +10,8 @@ from ..crystal import structure_from
 from ..dft import emit_vasp_inputs, select_for_dft
 from ..io import read_jsonl
 from .common import ensure_writable, require
+
+log = logging.getLogger("crystalflow")
 
 
 def dft(run: dict, relaxed: list[str], stab_csv: str, outdir: str, manifest: str):
@@ -23,3 +27,59 @@ def dft(run: dict, relaxed: list[str], stab_csv: str, outdir: str, manifest: str
         pressure=run["relax"]["pressure"],
         extra={sid: {"e_hull": float(e)} for sid, e in zip(sel["id"], sel["e_hull"])},
     )
+
+
+def dft_results(
+    cfg: dict,
+    run: dict,
+    manifest: str,
+    relaxed: list[str],
+    stab_csv: str,
+    novelty_pts: list[str],
+    out: str,
+    energies: str | None = None,
+):
+    """dft_stability.csv from the VASP folders listed in `manifest` or, with `energies` (extxyz/CSV),
+    from energies computed elsewhere (ids of the relaxed samples; without a structure the CHGNet-relaxed
+    one is used)."""
+    from pathlib import Path
+
+    from ..data import cache_structures, load_cache
+    from ..dft_results import read_energies, read_job
+    from ..evaluation import dft_stability_table
+    from ..hull import load_elemental_refs
+    from ..io import StageError, atomic_path
+    from .relax import build_hull
+
+    require(manifest, stab_csv, *relaxed, *novelty_pts, *([energies] if energies else []))
+    ensure_writable(out)
+    d = run["dft"]
+    rel = {r["id"]: structure_from(r["final"]) for p in relaxed for r in read_jsonl(p) if r.get("final")}
+    jobs = []
+    if energies:
+        try:
+            supplied = read_energies(energies)
+        except ValueError as exc:
+            raise StageError(str(exc)) from exc
+        unknown = sorted(set(supplied) - set(rel))
+        if unknown:
+            raise StageError(f"{energies}: ids not among the relaxed samples of this run: {', '.join(unknown[:5])}")
+        for sid, e in supplied.items():
+            conv = e.get("converged")
+            status = "supplied" if conv is None else ("converged" if bool(conv) else "unconverged")
+            rec = {"status": status, "source": Path(energies).name, **{k: v for k, v in e.items() if k != "structure"}}
+            structure = e["structure"] if e["structure"] is not None else rel[sid]
+            jobs.append(
+                {"id": sid, "rec": rec, "entry": None, "structure": structure, "correct": d["energies_correction"]}
+            )
+    else:
+        base = Path(manifest).parent
+        for _, m in pd.read_csv(manifest, dtype={"id": str, "folder": str}).iterrows():
+            rec, entry = read_job(base / m["folder"], d["running_minutes"])
+            jobs.append({"id": m["id"], "rec": rec, "entry": entry, "structure": None})
+    refs = load_elemental_refs(Path(cfg["data_mirror"]) / cfg["hull"]["elemental_refs"])
+    novelty = [s for p in novelty_pts for s in cache_structures(load_cache(p))]
+    df = dft_stability_table(jobs, pd.read_csv(stab_csv, dtype={"id": str}), rel, refs, build_hull(cfg), novelty)
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    log.info("DFT results: %s", ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "no jobs")

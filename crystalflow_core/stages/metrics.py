@@ -12,6 +12,7 @@ from ..data import cache_structures, load_cache
 from ..evaluation import (
     TARGET_COLUMNS,
     MetricSettings,
+    dft_summary,
     evaluate_csp,
     evaluate_dng,
     index_csp_records,
@@ -86,11 +87,12 @@ def dng_metrics(
     ckpt: str | None = None,
     targets_out: str | None = None,
     transport_csv: str | None = None,
+    dft_csv: str | None = None,
 ):
-    """The summary row (validity, coverage, Wasserstein, stability, with `transport_csv` the conductor
-    candidates) to `out`; for conditional runs the per-target rows (MAE/RMSE before and after
-    relaxation) to `targets_out`."""
-    require(samples, test_pt, test_fp, stab_csv, transport_csv)
+    """The summary row (validity, coverage, Wasserstein, stability; with `transport_csv` the conductor
+    candidates, with `dft_csv` the DFT rows) to `out`; for conditional runs the per-target rows
+    (MAE/RMSE before and after relaxation) to `targets_out`."""
+    require(samples, test_pt, test_fp, stab_csv, transport_csv, dft_csv)
     ensure_writable(out, *([targets_out] if targets_out else []))
     settings = MetricSettings.from_config(cfg["metrics"])
     recs = read_jsonl(samples)
@@ -109,6 +111,8 @@ def dng_metrics(
             targets = [{**head, **t} for t in target_rows(st, run["conditions"][0])]
     if transport_csv:
         row.update(transport_summary(transport_csv))
+    if dft_csv:
+        row.update(dft_summary(pd.read_csv(dft_csv, dtype={"id": str})))
     _write_csv([row], out)
     if targets_out:
         _write_csv(targets, targets_out, TARGET_COLUMNS)

@@ -1,5 +1,6 @@
 # Functions and wildcard constraints shared by the rules.
 import os
+from pathlib import Path
 
 from crystalflow_core.config import dataset_tag, pressure_relax, stability_relax, transport_screen
 from crystalflow_core.layout import Layout
@@ -144,8 +145,28 @@ def metrics_inputs(wildcards):
         inp["fingerprints"] = fingerprint_file(wildcards.run)
         if relax_enabled(wildcards.run):
             inp["stability"] = L.stability(wildcards.run, wildcards.steps)
+            inp["dft"] = L.dft_stability(wildcards.run, wildcards.steps)
         if transport_enabled(wildcards.run):
             inp["transport"] = L.transport(wildcards.run, wildcards.steps)
+    return inp
+
+
+def dft_results_inputs(wildcards):
+    """The manifest and what the DFT table compares with; the VASP outputs present now (so that jobs
+    finishing later make the rule run again), or the supplied energies file."""
+    run = RUNS[wildcards.run]
+    inp = {
+        "manifest": L.vasp_manifest(wildcards.run, wildcards.steps),
+        "relaxed": relax_shards(wildcards),
+        "stability": L.stability(wildcards.run, wildcards.steps),
+        "novelty": novelty_pts(wildcards),
+    }
+    if run["dft"]["energies"]:
+        inp["energies"] = run["dft"]["energies"]
+    else:
+        vasp = L.vasp_dir(wildcards.run, wildcards.steps)
+        pats = ("vasprun.xml", "vasprun.xml.gz", "OUTCAR", "OUTCAR.gz")
+        inp["outputs"] = sorted(str(p) for pat in pats for p in Path(vasp).glob(f"*/{pat}"))
     return inp
 
 
@@ -170,6 +191,10 @@ def dataset_view(wildcards):
 
 def stability_tables():
     return [L.stability(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in RUNS[r]["sample"]["steps"]]
+
+
+def dft_tables():
+    return [L.dft_stability(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in RUNS[r]["sample"]["steps"]]
 
 
 def hull_view():

@@ -13,3 +13,19 @@ rule dft:
         outdir=lambda wc, output: os.path.dirname(output.manifest),
     script:
         "../scripts/dft.py"
+
+
+rule dft_results:
+    input:
+        unpack(dft_results_inputs),
+    output:
+        L.dft_stability("{run}", "{steps}"),
+    log:
+        L.log("dft", "{run}_s{steps}_results"),
+    conda:
+        "../../envs/workflow.yaml"
+    params:
+        cfg=hull_view(),
+        run=run_view("sample", "relax", "dft"),
+    script:
+        "../scripts/dft_results.py"

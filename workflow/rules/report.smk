@@ -4,10 +4,12 @@ rule report:
         stability=stability_tables(),
         targets=targets_tables(),
         transport=transport_tables(),
+        dft=dft_tables(),
     output:
         report=L.report(),
         table1=L.paper_table("table1_csp"),
         table3=L.paper_table("table3_dng"),
+        table2=L.paper_table("table2_dft"),
     log:
         L.log("report", "report"),
     conda:

@@ -32,4 +32,5 @@ if __name__ == "__main__":
             snakemake.threads,
             targets_out=out.targets,
             transport_csv=inp.get("transport"),
+            dft_csv=inp.get("dft"),
         )

@@ -13,4 +13,6 @@ if __name__ == "__main__":
         snakemake.output.table3,
         targets=list(snakemake.input.targets),
         transport=list(snakemake.input.transport),
+        dft=list(snakemake.input.dft),
+        table2=snakemake.output.table2,
     )

@@ -1,0 +1,252 @@
+"""DFT results read back: the finished VASP folders written by the `dft` stage (or energies supplied as
+extxyz/CSV by any DFT code or stronger MLIP), MP2020-corrected, on the same hull as the CHGNet
+stability stage.
+
+A job folder is one of
+  converged    vasprun.xml (or .gz) complete, electronic and ionic convergence reached
+  unconverged  complete, but the last SCF hit NELM or the relaxation hit NSW
+  crashed      vasprun.xml truncated/unreadable and OUTCAR unfinished, last written long ago
+  running      the same, but written within `running_minutes`
+  not_run      no output at all
+Where vasprun.xml is missing or truncated but OUTCAR finished ("General timing and accounting"), the
+energy, ionic steps and convergence come from OUTCAR/OSZICAR and the structure from CONTCAR. Nothing
+is guessed: a job without a final energy has none.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+EV_PER_A3_PER_KBAR = 0.1 / 160.21766208
+STATUSES = ("converged", "unconverged", "crashed", "running", "not_run")
+
+
+def _first(folder: Path, name: str) -> Path | None:
+    for p in (folder / name, folder / f"{name}.gz"):
+        if p.exists():
+            return p
+    return None
+
+
+def _text(path: Path) -> str:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", errors="replace") as fh:
+        return fh.read()
+
+
+def _incar(folder: Path) -> dict:
+    from pymatgen.io.vasp.inputs import Incar
+
+    p = folder / "INCAR"
+    return dict(Incar.from_file(p)) if p.exists() else {}
+
+
+def _potcar_symbols(folder: Path) -> list[str]:
+    """POTCAR titles ('PAW_PBE Fe_pv 06Sep2000') or, from POTCAR.spec, the symbols ('Fe_pv')."""
+    if (folder / "POTCAR").exists():
+        return [m.strip() for m in re.findall(r"TITEL\s*=\s*(.+)", _text(folder / "POTCAR"))]
+    if (folder / "POTCAR.spec").exists():
+        return [f"PAW_PBE {s.strip()}" for s in _text(folder / "POTCAR.spec").split() if s.strip()]
+    return []
+
+
+def _parameters(incar: dict, structure, potcar: list[str]) -> dict:
+    """ComputedEntry parameters (run type, Hubbard U per element, POTCARs) from the job's own inputs."""
+    from pymatgen.core import Element
+
+    ldau = bool(incar.get("LDAU", False))
+    hubbards = {}
+    if ldau:
+        species = [str(Element(s)) for s in _poscar_order(structure)]
+        hubbards = {el: float(u) for el, u in zip(species, incar.get("LDAUU", [])) if float(u)}
+    return {
+        "run_type": "GGA+U" if ldau else "GGA",
+        "is_hubbard": ldau and any(hubbards.values()),
+        "hubbards": hubbards,
+        "potcar_symbols": potcar,
+        "potcar_spec": [{"titel": t, "hash": None} for t in potcar],
+    }
+
+
+def _poscar_order(structure) -> list[str]:
+    seen: list[str] = []
+    for s in structure:
+        if s.specie.symbol not in seen:
+            seen.append(s.specie.symbol)
+    return seen
+
+
+def _last_write(folder: Path) -> float:
+    return max((p.stat().st_mtime for p in folder.iterdir() if p.is_file()), default=0.0)
+
+
+def _from_vasprun(path: Path) -> tuple[dict, object]:
+    from pymatgen.io.vasp.outputs import Vasprun
+
+    vr = Vasprun(str(path), parse_dos=False, parse_eigen=False, parse_potcar_file=False)
+    entry = vr.get_computed_entry(inc_structure=True)
+    econv, iconv = bool(vr.converged_electronic), bool(vr.converged_ionic)
+    rec = {
+        "source": path.name,
+        "electronic_converged": econv,
+        "ionic_converged": iconv,
+        "ionic_steps": len(vr.ionic_steps),
+        "energy": float(vr.final_energy),
+        "pstress_kbar": float(vr.incar.get("PSTRESS", 0.0) or 0.0),
+    }
+    return rec, entry
+
+
+def _from_outcar(folder: Path, outcar: Path) -> tuple[dict, object]:
+    """A finished OUTCAR with CONTCAR/OSZICAR (vasprun.xml missing or truncated)."""
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+    from pymatgen.io.vasp.inputs import Poscar
+
+    text = _text(outcar)
+    energies = re.findall(r"energy\(sigma->0\)\s*=\s*(-?\d+\.\d+)", text)
+    if not energies:
+        raise ValueError(f"{outcar}: finished but without a final energy")
+    contcar = folder / "CONTCAR"
+    if not contcar.exists() or not contcar.stat().st_size:
+        raise ValueError(f"{folder}: OUTCAR finished but CONTCAR is missing or empty")
+    structure = Poscar.from_file(contcar).structure
+    incar = _incar(folder)
+    nelm = int(incar.get("NELM", 60))
+    n_ionic = len(re.findall(r"FREE ENERGIE OF THE ION-ELECTRON SYSTEM", text)) or len(energies)
+    econv = math.nan
+    osz = _first(folder, "OSZICAR")
+    if osz is not None:
+        from pymatgen.io.vasp.outputs import Oszicar
+
+        o = Oszicar(str(osz))
+        if o.electronic_steps:
+            econv = len(o.electronic_steps[-1]) < nelm
+        n_ionic = len(o.ionic_steps) or n_ionic
+    nsw = int(incar.get("NSW", 0))
+    iconv = "reached required accuracy" in text or nsw <= 1
+    energy = float(energies[-1])
+    rec = {
+        "source": outcar.name,
+        "electronic_converged": econv,
+        "ionic_converged": bool(iconv),
+        "ionic_steps": n_ionic,
+        "energy": energy,
+        "pstress_kbar": float(incar.get("PSTRESS", 0.0) or 0.0),
+    }
+    entry = ComputedStructureEntry(structure, energy, parameters=_parameters(incar, structure, _potcar_symbols(folder)))
+    return rec, entry
+
+
+def read_job(folder, running_minutes: float = 30.0, now: float | None = None) -> tuple[dict, object]:
+    """(record, ComputedStructureEntry or None) of one VASP job folder; never raises for the job's state."""
+    folder = Path(folder)
+    rec = {"status": "not_run", "reason": "", "ionic_steps": 0}
+    if not folder.is_dir():
+        return {**rec, "reason": f"folder {folder} missing"}, None
+    vasprun, outcar = _first(folder, "vasprun.xml"), _first(folder, "OUTCAR")
+    if vasprun is None and outcar is None:
+        return {**rec, "reason": "no vasprun.xml or OUTCAR"}, None
+    problem = ""
+    if vasprun is not None:
+        try:
+            r, entry = _from_vasprun(vasprun)
+            r["status"] = "converged" if r["electronic_converged"] and r["ionic_converged"] else "unconverged"
+            return {**rec, **r}, entry
+        except Exception as exc:  # truncated or damaged XML
+            problem = f"{vasprun.name} unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+    finished = outcar is not None and "General timing and accounting" in _text(outcar)
+    if finished:
+        try:
+            r, entry = _from_outcar(folder, outcar)
+            ok = r["ionic_converged"] and r["electronic_converged"] is not False
+            r["status"] = "converged" if ok else "unconverged"
+            return {**rec, **r, "reason": problem}, entry
+        except Exception as exc:
+            problem = "; ".join(filter(None, [problem, f"{type(exc).__name__}: {str(exc)[:160]}"]))
+    if outcar is not None:
+        problem = "; ".join(filter(None, [problem, f"{outcar.name} unfinished (no 'General timing and accounting')"]))
+    age_min = ((now or time.time()) - _last_write(folder)) / 60
+    status = "running" if age_min < running_minutes else "crashed"
+    return {**rec, "status": status, "reason": f"{problem}; last written {age_min:.0f} min ago"}, None
+
+
+def mp2020_process(entry) -> tuple[float, str]:
+    """MP2020-corrected total energy of a VASP entry with its own run type and U values (NaN and the
+    reason where MP2020 refuses it, e.g. a U value MP does not use)."""
+    from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+
+    processed = MaterialsProject2020Compatibility(check_potcar=False).process_entry(entry, clean=True)
+    if processed is None:
+        p = entry.parameters
+        return math.nan, f"MP2020 incompatible ({p.get('run_type')}, U {p.get('hubbards') or 'none'})"
+    return float(processed.energy), ""
+
+
+def rms_displacement(a, b) -> float:
+    """Root-mean-square displacement (A) between two versions of one structure (same atoms, same
+    order, e.g. CHGNet- and DFT-relaxed): fractional differences wrapped to the nearest image, mean
+    translation removed, in the second structure's cell; NaN when the atoms differ."""
+    if len(a) != len(b) or [s.specie for s in a] != [s.specie for s in b]:
+        return math.nan
+    d = b.frac_coords - a.frac_coords
+    d -= np.round(d)
+    d -= d.mean(axis=0)
+    cart = d @ b.lattice.matrix
+    return float(np.sqrt((cart**2).sum(axis=1).mean()))
+
+
+def read_energies(path) -> dict[str, dict]:
+    """Energies supplied from elsewhere: id -> {energy (total eV), structure (Structure or None), extras}.
+
+    CSV: columns id and energy (total, eV) or energy_per_atom; optional cif, converged, ionic_steps.
+    extxyz: one frame per structure with info['id'] and the energy in the frame's calculator or
+    info['energy']; the frame is the structure."""
+    path = Path(path)
+    out: dict[str, dict] = {}
+    if path.suffix in (".csv", ".gz") and ".csv" in path.name:
+        import pandas as pd
+        from pymatgen.core import Structure
+
+        df = pd.read_csv(path, dtype={"id": str})
+        if "id" not in df or not ({"energy", "energy_per_atom"} & set(df.columns)):
+            raise ValueError(f"{path}: needs columns id and energy (or energy_per_atom); has {', '.join(df.columns)}")
+        for i, r in df.iterrows():
+            s = None
+            if "cif" in df and isinstance(r["cif"], str) and r["cif"].strip():
+                try:
+                    s = Structure.from_str(r["cif"], fmt="cif")
+                except Exception as exc:
+                    raise ValueError(f"{path}, row {i + 2} (id {r['id']}): unreadable CIF ({exc})") from exc
+            e = r.get("energy", math.nan)
+            rec = {"energy": float(e) if pd.notna(e) else math.nan, "structure": s}
+            if not np.isfinite(rec["energy"]):
+                per = r.get("energy_per_atom", math.nan)
+                rec["energy_per_atom"] = float(per) if pd.notna(per) else math.nan
+            for extra in ("converged", "ionic_steps"):
+                if extra in df and pd.notna(r[extra]):
+                    rec[extra] = r[extra]
+            if r["id"] in out:
+                raise ValueError(f"{path}, row {i + 2}: id {r['id']} appears twice")
+            out[r["id"]] = rec
+        return out
+    if path.suffix == ".extxyz" or path.name.endswith(".xyz"):
+        from ase.io import read
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        for k, atoms in enumerate(read(path, index=":", format="extxyz")):
+            sid = atoms.info.get("id")
+            if sid is None:
+                raise ValueError(f"{path}, frame {k}: no 'id' in the frame's info line")
+            try:
+                e = float(atoms.get_potential_energy())
+            except Exception:
+                e = float(atoms.info.get("energy", math.nan))
+            out[str(sid)] = {"energy": e, "structure": AseAtomsAdaptor.get_structure(atoms)}
+        return out
+    raise ValueError(f"{path}: energies must be a .csv or .extxyz file")
