@@ -19,6 +19,7 @@ import gzip
 import math
 import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,9 @@ def _last_write(folder: Path) -> float:
 def _from_vasprun(path: Path) -> tuple[dict, object]:
     from pymatgen.io.vasp.outputs import Vasprun
 
-    vr = Vasprun(str(path), parse_dos=False, parse_eigen=False, parse_potcar_file=False)
+    with warnings.catch_warnings():  # "unconverged VASP run": recorded in the row instead
+        warnings.simplefilter("ignore")
+        vr = Vasprun(str(path), parse_dos=False, parse_eigen=False, parse_potcar_file=False)
     entry = vr.get_computed_entry(inc_structure=True)
     econv, iconv = bool(vr.converged_electronic), bool(vr.converged_ionic)
     rec = {

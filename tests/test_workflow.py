@@ -83,6 +83,10 @@ def test_tiny_config_end_to_end(tiny_run):
         L.paper_table("table3_dng"),
         L.vasp_manifest("mp20_dng", 3),
         L.stability("mp20_dng", 3),
+        L.dft_stability("mp20_dng", 3),
+        L.transport_screen("mp20_dng", 3),
+        L.transport("mp20_dng", 3),
+        L.paper_table("table2_dft"),
         L.model("mp20_csp"),
         f"{L.lightning('mp20_csp')}/last.ckpt",
         L.split("mp_20", "val"),
@@ -114,6 +118,16 @@ def test_tiny_config_end_to_end(tiny_run):
     ]:
         assert 0 <= main[c] <= 100, c
     assert main["wdist_num_elems"] >= 0
+    # DFT read back: the VASP folders were written, none has run, so nothing is guessed
+    manifest = pd.read_csv(L.vasp_manifest("mp20_dng", 3))
+    dft = pd.read_csv(L.dft_stability("mp20_dng", 3))
+    assert len(dft) == len(manifest) == main["dft_jobs"] == main["dft_not_run"]
+    assert dft["e_hull_dft"].isna().all() and main["n_dft_evaluated"] == 0 and pd.isna(main["dft_stable_pct"])
+    assert "Table 2" in (r / "tables/table2_dft.md").read_text()
+    # transport: every relaxed sample holding one of the ions has a row; the counts reach the metrics
+    tr = pd.read_csv(L.transport("mp20_dng", 3))
+    assert main["n_transport_screened"] == int((tr["status"] == "screened").sum())
+    assert main["n_conductor_candidates"] == int(tr[tr["conductor_candidate"].astype(bool)]["id"].nunique())
     cond = pd.read_csv(r / "mp20_dng_targets.csv")
     assert sorted(cond["target"]) == [-2.0, -1.0] and (cond["n_samples"] == 6).all()
     assert "Formation-energy conditioning" in (r / "tables/table3_dng.md").read_text()
