@@ -10,9 +10,9 @@ F is wrapped into [0, 1) after every (sub)step.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -155,6 +155,7 @@ class SampleSettings:
     time_grid: str
     time_grid_power: float
     batch_size: int
+    pair_budget: int | None  # pack batches by the sum of N^2 (atom pairs) instead of batch_size crystals
     guidance: float
     seed: int
     min_volume_per_atom: float
@@ -172,6 +173,7 @@ class SampleSettings:
             time_grid=s["time_grid"],
             time_grid_power=s["time_grid_power"],
             batch_size=s["batch_size"],
+            pair_budget=s["pair_budget"],
             guidance=s["guidance"],
             seed=s["seed"],
             min_volume_per_atom=s["min_volume_per_atom"],
@@ -180,8 +182,28 @@ class SampleSettings:
         return replace(out, **override)
 
 
-def shard_seed(seed: int, shard: int) -> int:
-    return zlib.crc32(f"{seed}-{shard}".encode()) & 0x7FFFFFFF
+def item_seed(seed: int, key: str) -> int:
+    """The prior draw of one item depends on the run seed and the item's id only: the same structure
+    whatever the batching, the batch order or the number of shards."""
+    return int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def sampling_batches(items: list[dict], batch_size: int, pair_budget: int | None = None) -> list[list[int]]:
+    """Indices of `items` per batch: `batch_size` crystals in item order, or, with `pair_budget`, items
+    sorted by atom count and packed while the sum of N^2 (the fully connected graph's edges, which set a
+    step's time and memory) stays within the budget (a larger crystal gets a batch of its own)."""
+    n = len(items)
+    if not pair_budget:
+        return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    out, cur, cost = [], [], 0
+    for i in sorted(range(n), key=lambda j: items[j]["num_atoms"]):
+        c = items[i]["num_atoms"] ** 2
+        if cur and cost + c > pair_budget:
+            out.append(cur)
+            cur, cost = [], 0
+        cur.append(i)
+        cost += c
+    return out + ([cur] if cur else [])
 
 
 def _flag(lat: np.ndarray, frac: np.ndarray, n: int, s: SampleSettings) -> str:
@@ -236,13 +258,20 @@ class FlowSampler(nn.Module):
             cond[name] = (torch.tensor(vals, dtype=torch.float32, device=device) - mu) / sd
         return cond
 
-    def prior(self, num_atoms: torch.Tensor, generator, device):
-        """(k0, F0, A0): k ~ N(mu, sigma^2), F ~ U[0, 1)^3 per atom, A ~ N(0, I) in R^28 (DNG)."""
-        b, n, dtype = num_atoms.numel(), int(num_atoms.sum()), torch.float32
-        k0 = sample_k_prior(b, self.k_sigma, generator, "cpu", dtype).to(device)
-        f0 = torch.rand(n, 3, generator=generator, dtype=dtype).to(device)
-        a0 = torch.randn(n, TYPE_DIM, generator=generator, dtype=dtype).to(device) if self.task == "dng" else None
-        return k0, f0, a0
+    def prior(self, num_atoms: torch.Tensor, generators, device):
+        """(k0, F0, A0): k ~ N(mu, sigma^2), F ~ U[0, 1)^3 per atom, A ~ N(0, I) in R^28 (DNG); each
+        crystal drawn from its own generator (one per item), or all from one generator."""
+        dtype = torch.float32
+        if isinstance(generators, torch.Generator):
+            generators = [generators] * num_atoms.numel()
+        ks, fs, as_ = [], [], []
+        for n, g in zip(num_atoms.tolist(), generators):
+            ks.append(sample_k_prior(1, self.k_sigma, g, "cpu", dtype))
+            fs.append(torch.rand(n, 3, generator=g, dtype=dtype))
+            if self.task == "dng":
+                as_.append(torch.randn(n, TYPE_DIM, generator=g, dtype=dtype))
+        a0 = torch.cat(as_).to(device) if as_ else None
+        return torch.cat(ks).to(device), torch.cat(fs).to(device), a0
 
     @torch.inference_mode()
     def generate(
@@ -251,13 +280,15 @@ class FlowSampler(nn.Module):
         """One structure per item (see `generate`)."""
         device = next(self.net.parameters()).device
         self.net.eval()
-        gen = torch.Generator(device="cpu").manual_seed(shard_seed(settings.seed, shard))
-        out = []
-        batches = [items[i : i + settings.batch_size] for i in range(0, len(items), settings.batch_size)]
-        for batch in tqdm(batches, desc=f"sampling shard {shard}", disable=not progress, mininterval=5):
+        keys = [str(it.get("id", f"#{pos}")) for pos, it in enumerate(items)]
+        out: list = [None] * len(items)
+        groups = sampling_batches(items, settings.batch_size, settings.pair_budget)
+        for idx in tqdm(groups, desc=f"sampling shard {shard}", disable=not progress, mininterval=5):
+            batch = [items[i] for i in idx]
             na = torch.tensor([it["num_atoms"] for it in batch], dtype=torch.long)
-            g = Graph.build(na.to(device))
-            k0, f0, a0 = self.prior(na, gen, device)
+            g = Graph.build(na.to(device))  # the graph and its index tensors, once per batch
+            gens = [torch.Generator(device="cpu").manual_seed(item_seed(settings.seed, keys[i])) for i in idx]
+            k0, f0, a0 = self.prior(na, gens, device)
             types_fixed = None
             if self.task == "csp":
                 types_fixed = torch.tensor(
@@ -283,9 +314,9 @@ class FlowSampler(nn.Module):
                 stats,
             )
             recs = _records(batch, k, f, decode_types(a) if self.task == "dng" else types_fixed, na, settings, shard)
-            for r in recs:  # velocity evaluations per sample (guidance w != 1 runs the network twice per NFE)
+            for i, r in zip(idx, recs):  # velocity evaluations per sample (guidance w != 1: two passes per NFE)
                 r["nfe"] = stats["nfe"]
-            out += recs
+                out[i] = r
         return out
 
 

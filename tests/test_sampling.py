@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from crystalflow_core.sampling import (
     generate,
     integrate,
     record_to_structure,
+    sampling_batches,
     shard_slice,
 )
 
@@ -122,6 +125,36 @@ def test_csp_samples_shapes_ranges_and_determinism(cache):
         assert np.allclose(lat, lat.T)  # exp(S) is symmetric
         st = record_to_structure(rec)
         assert st is not None and len(st) == it["num_atoms"]
+
+
+def test_sampling_batches_pack_by_pair_budget():
+    items = [{"num_atoms": n} for n in (5, 1, 3, 4, 2, 6)]
+    assert sampling_batches(items, 4) == [[0, 1, 2, 3], [4, 5]]
+    b = sampling_batches(items, 4, pair_budget=30)  # sorted by N: 1, 2, 3, 4 | 5 | 6 (36 > 30: alone)
+    assert b == [[1, 4, 2, 3], [0], [5]]
+    assert all(sum(items[i]["num_atoms"] ** 2 for i in g) <= 30 or len(g) == 1 for g in b)
+    assert sorted(i for g in b for i in g) == list(range(6))
+
+
+def test_pair_budget_batching_gives_the_samples_of_fixed_batches():
+    m = _module("dng")
+    with torch.no_grad():
+        m.net.head_k.weight.zero_()
+    items = dng_items([0, 2, 5, 0, 3, 1, 2], 13, seed=1)
+    for i, it in enumerate(items):
+        it["id"] = f"s{i}"
+    s = SampleSettings.from_section(defaults("sample"), "dng", steps=4, batch_size=5, seed=2)
+    fixed = generate(m, items, s, progress=False)
+    packed = generate(m, items, replace(s, pair_budget=40, batch_size=1), progress=False)
+    one_by_one = generate(m, items, replace(s, batch_size=1), progress=False)
+    for a, b, c in zip(fixed, packed, one_by_one):
+        assert a["id"] == b["id"] == c["id"] and a["species"] == b["species"] == c["species"]
+        assert np.allclose(a["frac_coords"], b["frac_coords"], atol=1e-5)
+        assert np.allclose(a["lattice"], b["lattice"], atol=1e-5)
+        assert np.allclose(a["frac_coords"], c["frac_coords"], atol=1e-5)
+    # and one item alone, from the middle of the list, is drawn the same (shards see subsets)
+    alone = generate(m, items[7:8], s, progress=False)[0]
+    assert np.allclose(alone["frac_coords"], fixed[7]["frac_coords"], atol=1e-5)
 
 
 def test_dng_conditional_guidance_and_atom_counts():

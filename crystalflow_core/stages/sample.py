@@ -50,6 +50,9 @@ def sample(run: dict, ckpt: str, test_pt: str | None, steps: int, shard: int, sh
     write_jsonl_atomic(out, recs)
 
 
+BATCHING = ("batch_size", "pair_budget")
+
+
 def sample_provenance(run: dict, model_sha256: str, steps: int, shard: int, shards: int) -> dict:
     """What a sample shard is made from: the checkpoint's bytes, the settings that change the samples,
     the shard, and the code version; `key` is a short hash of all of it, stored in every record."""
@@ -58,7 +61,8 @@ def sample_provenance(run: dict, model_sha256: str, steps: int, shard: int, shar
         "model_sha256": model_sha256,
         "task": run["task"],
         "conditions": run["conditions"],
-        "settings": asdict(settings_for_run(run, steps)),
+        # batching changes how, not what: each item's prior draw depends on the seed and its id only
+        "settings": {k: v for k, v in asdict(settings_for_run(run, steps)).items() if k not in BATCHING},
         "shard": [shard, shards],
         "items": {k: s[k] for k in ("k", "num_samples", "test_limit", "targets")},
         "test_split": run["test_split"],
