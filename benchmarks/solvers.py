@@ -65,6 +65,14 @@ def main():
         s = SampleSettings.from_section(defaults("sample"), task, steps, batch_size=a.batch)
         return replace(s, method=method, anneal=anneal, time_grid=a.grid)
 
+    def grid(task):
+        for anneal in a.anneal:
+            for method in a.methods:
+                for nfe in a.nfe:
+                    s = settings(task, method, nfe, anneal)
+                    if s is not None:
+                        yield method, anneal, nfe, s
+
     def run(sampler, items, s):
         t0 = time.perf_counter()
         recs = sampler.generate(items, s, progress=False)
@@ -78,32 +86,27 @@ def main():
         for it in items:
             it["id"] = f"{it['target_id']}#0"
         gts = cache_structures(test, range(n))
-        for anneal in a.anneal:
-            for method in a.methods:
-                for nfe in a.nfe:
-                    s = settings("csp", method, nfe, anneal)
-                    if s is None:
-                        continue
-                    recs, sec = run(sampler, items, s)
-                    by = index_csp_records(recs, test["ids"][:n], 1)
-                    r = evaluate_csp(gts, by, [1], msettings)[0]
-                    rows.append(
-                        dict(
-                            task="csp",
-                            method=method,
-                            anneal=anneal,
-                            nfe=nfe,
-                            steps=s.steps,
-                            metric=r["match_rate_pct"],
-                            rmse=r["rmse_norm"],
-                            s_per_1000=sec,
-                        )
-                    )
-                    print(
-                        f"csp  {method:8s} anneal {anneal:g} NFE {nfe:4d} (S={s.steps:3d}): "
-                        f"MR {r['match_rate_pct']:5.1f} % RMSE {r['rmse_norm']:.4f}  {sec:6.1f} s/1000",
-                        flush=True,
-                    )
+        for method, anneal, nfe, s in grid("csp"):
+            recs, sec = run(sampler, items, s)
+            by = index_csp_records(recs, test["ids"][:n], 1)
+            r = evaluate_csp(gts, by, [1], msettings)[0]
+            rows.append(
+                dict(
+                    task="csp",
+                    method=method,
+                    anneal=anneal,
+                    nfe=nfe,
+                    steps=s.steps,
+                    metric=r["match_rate_pct"],
+                    rmse=r["rmse_norm"],
+                    s_per_1000=sec,
+                )
+            )
+            print(
+                f"csp  {method:8s} anneal {anneal:g} NFE {nfe:4d} (S={s.steps:3d}): "
+                f"MR {r['match_rate_pct']:5.1f} % RMSE {r['rmse_norm']:.4f}  {sec:6.1f} s/1000",
+                flush=True,
+            )
     dng_ckpt = Path(a.dng_ckpt or R / "runs/mp20_dng/model.ckpt")
     if a.n_dng and dng_ckpt.exists():
         sampler = FlowSampler.from_checkpoint(dng_ckpt)
@@ -116,41 +119,36 @@ def main():
             with np.load(fp) as z:
                 ref = {k: z[k] for k in ("struct", "comp", "ok")}
             test_structs = cache_structures(test)
-        for anneal in a.anneal:
-            for method in a.methods:
-                for nfe in a.nfe:
-                    s = settings("dng", method, nfe, anneal)
-                    if s is None:
-                        continue
-                    recs, sec = run(sampler, items, s)
-                    structs = [record_to_structure(r, strict=False) for r in recs]
-                    sv = np.mean([structure_valid(x) for x in structs]) * 100
-                    cv = np.mean([composition_valid(x) if x is not None else False for x in structs]) * 100
-                    extra = {}
-                    if a.dng_full:
-                        extra = evaluate_dng(recs, ref, test_structs, msettings)
-                    rows.append(
-                        dict(
-                            task="dng",
-                            method=method,
-                            anneal=anneal,
-                            nfe=nfe,
-                            steps=s.steps,
-                            metric=float(sv),
-                            comp_valid=float(cv),
-                            s_per_1000=sec,
-                            **{
-                                k: extra[k]
-                                for k in ("cov_recall_pct", "cov_precision_pct", "wdist_density_g_cm3")
-                                if k in extra
-                            },
-                        )
-                    )
-                    print(
-                        f"dng  {method:8s} anneal {anneal:g} NFE {nfe:4d} (S={s.steps:3d}): struct valid {sv:5.1f} % "
-                        f"comp valid {cv:5.1f} %  {sec:6.1f} s/1000",
-                        flush=True,
-                    )
+        for method, anneal, nfe, s in grid("dng"):
+            recs, sec = run(sampler, items, s)
+            structs = [record_to_structure(r, strict=False) for r in recs]
+            sv = np.mean([structure_valid(x) for x in structs]) * 100
+            cv = np.mean([composition_valid(x) if x is not None else False for x in structs]) * 100
+            extra = {}
+            if a.dng_full:
+                extra = evaluate_dng(recs, ref, test_structs, msettings)
+            rows.append(
+                dict(
+                    task="dng",
+                    method=method,
+                    anneal=anneal,
+                    nfe=nfe,
+                    steps=s.steps,
+                    metric=float(sv),
+                    comp_valid=float(cv),
+                    s_per_1000=sec,
+                    **{
+                        k: extra[k]
+                        for k in ("cov_recall_pct", "cov_precision_pct", "wdist_density_g_cm3")
+                        if k in extra
+                    },
+                )
+            )
+            print(
+                f"dng  {method:8s} anneal {anneal:g} NFE {nfe:4d} (S={s.steps:3d}): struct valid {sv:5.1f} % "
+                f"comp valid {cv:5.1f} %  {sec:6.1f} s/1000",
+                flush=True,
+            )
     if not rows:
         print("no checkpoint found: pass --csp-ckpt/--dng-ckpt or run the quick workflow first")
         return

@@ -268,6 +268,20 @@ def check_relaxations_belong(samples_by_id: dict, relaxed: list[dict], source: s
             )
 
 
+def hull_columns(structure, corrected_total: float, refs: dict, hull) -> dict:
+    """Formation energy, E_hull, the hull entries of the chemical system and `hull_suspect` of one
+    MP2020-corrected total energy (KeyError: an element without a reference)."""
+    e_form = formation_energy_per_atom(structure, corrected_total, refs)
+    e_hull = hull.e_hull(structure, corrected_total, e_form)
+    return {
+        "e_form": e_form,
+        "e_hull": e_hull,
+        "hull_entries": hull.entries_in_system(structure.composition),
+        # far below a thin local hull: the competing phases are missing, not a discovery
+        "hull_suspect": hull.source == "local" and e_hull < SUSPECT_BELOW,
+    }
+
+
 def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, novelty: list) -> pd.DataFrame:
     """Per relaxed structure: formation energies (before/after relaxation), E_hull, unique, new.
     `hull` is any object with e_hull(structure, corrected_total, e_form_per_atom)."""
@@ -297,11 +311,10 @@ def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, 
                 row["e_form_initial"] = formation_energy_per_atom(s0, e0, refs)
             if s1 is not None:
                 e1 = mp2020_corrected_energy(s1, r["energy_per_atom"] * len(s1))
-                row["e_form"] = formation_energy_per_atom(s1, e1, refs)
-                row["e_hull"] = hull.e_hull(s1, e1, row["e_form"])
-                row["hull_entries"] = hull.entries_in_system(s1.composition)
-                # far below a thin local hull: the competing phases are missing, not a discovery
-                row["hull_suspect"] = hull.source == "local" and row["e_hull"] < SUSPECT_BELOW
+                h = hull_columns(s1, e1, refs, hull)
+                row.update(
+                    e_form=h["e_form"], e_hull=h["e_hull"], **{k: h[k] for k in ("hull_entries", "hull_suspect")}
+                )
         except KeyError as exc:
             row["hull_missing"] = str(exc).strip("'\"")
         rows.append(row)
@@ -394,10 +407,9 @@ def dft_stability_table(jobs: list[dict], chgnet: pd.DataFrame, relaxed: dict, r
         row["corrected_energy_per_atom"] = corrected / n
         if np.isfinite(corrected):
             try:
-                row["e_form_dft"] = formation_energy_per_atom(s, corrected, refs)
-                row["e_hull_dft"] = hull.e_hull(s, corrected, row["e_form_dft"])
-                row["hull_entries"] = hull.entries_in_system(s.composition)
-                row["hull_suspect"] = hull.source == "local" and row["e_hull_dft"] < SUSPECT_BELOW
+                h = hull_columns(s, corrected, refs, hull)
+                row.update(e_form_dft=h["e_form"], e_hull_dft=h["e_hull"], hull_entries=h["hull_entries"])
+                row["hull_suspect"] = h["hull_suspect"]
             except KeyError as exc:
                 row["hull_missing"] = str(exc).strip("'\"")
         if s_chg is not None:
