@@ -28,6 +28,7 @@ from .data import DataError
 from .io import DamagedFileError
 from .layout import Layout
 from .reference import CheckpointImportError
+from .sampling import parse_point, sampling_points
 
 # the project's own errors: one line and exit code 1 (tracebacks with --debug)
 PROJECT_ERRORS = (cfgmod.ConfigError, DataError, DamagedFileError, CheckpointImportError, stages.StageError)
@@ -88,7 +89,11 @@ def main(argv=None):
         s = sub.add_parser(name, parents=[common], help=helptext)
         s.add_argument("--run", required=True)
         if name != "train":
-            s.add_argument("--steps", type=int, default=None, help="integration steps (default: first in config)")
+            s.add_argument(
+                "--steps",
+                default=None,
+                help="sampling point: integration steps, or method and steps (heun_10); default: first",
+            )
         if name == "dft-results":
             s.add_argument("--energies", default=None, help="energies from elsewhere (.csv or .extxyz) instead of VASP")
     s = sub.add_parser(
@@ -116,7 +121,12 @@ def _load_config(a):
     """The config file, with the command line's overrides validated by the same schema."""
     overrides = {}
     if getattr(a, "steps", None) is not None and getattr(a, "run", None):
-        overrides = {"runs": {a.run: {"sample": {"steps": [a.steps]}}}}
+        try:
+            method, steps = parse_point(a.steps)
+        except ValueError as exc:
+            raise cfgmod.ConfigError(f"--steps: {exc}") from exc
+        extra = {"extra": [{"method": method, "steps": steps}]} if method else {"steps": [steps]}
+        overrides = {"runs": {a.run: {"sample": extra}}}
     try:
         return cfgmod.load(a.config, overrides)
     except FileNotFoundError as exc:
@@ -135,7 +145,7 @@ def _run(a):
         stages.prepare(cfg, a.dataset, a.split, out, a.threads)
         return
     run = cfg["runs"][a.run]
-    steps = getattr(a, "steps", None) or run["sample"]["steps"][0]
+    steps = getattr(a, "steps", None) or sampling_points(run)[0]
     P = _paths(cfg, a.run, steps)
     # one stage on explicit inputs: a missing input is an error naming it (snakemake TARGET runs several)
     if a.stage == "import-checkpoint":

@@ -37,20 +37,26 @@ def _protocols(df: pd.DataFrame) -> str:
     return ", ".join(vals) if vals else "unrecorded"
 
 
+def _point(r) -> str:
+    """How a row was sampled: 'euler S=100 (NFE 100)'."""
+    nfe = r.get("nfe")
+    return f"{r.get('method', 'euler')} S={int(r['steps'])}" + ("" if pd.isna(nfe) else f" (NFE {nfe})")
+
+
 def csp_table(df: pd.DataFrame) -> str:
     lines = [
         "# Table 1: crystal structure prediction (ours vs paper, CrystalFlow S = 100)",
         "",
         f"Metrics protocol: {_protocols(df)} (crystalflow: the authors' scripts; diffcsp: validity-gated matching).",
         "",
-        "| run | dataset | k | steps | MR % (ours) | MR % (paper) | RMSE (ours) | RMSE (paper) | RMSE-all (ours) "
+        "| run | dataset | k | sampling | MR % (ours) | MR % (paper) | RMSE (ours) | RMSE (paper) | RMSE-all (ours) "
         "| targets |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in df.iterrows():
         paper = PAPER_CSP.get(r["dataset"], {}).get(int(r["k"]))
         lines.append(
-            f"| {r['run']} | {r['dataset']} | {int(r['k'])} | {int(r['steps'])} | {_fmt(r['match_rate_pct'])} | "
+            f"| {r['run']} | {r['dataset']} | {int(r['k'])} | {_point(r)} | {_fmt(r['match_rate_pct'])} | "
             f"{_fmt(paper[0]) if paper else '-'} | {_fmt(r['rmse_norm'], 4)} | {_fmt(paper[1], 4) if paper else '-'} | "
             f"{_fmt(r['rmse_all_norm'], 4)} | {int(r['n_targets'])} |"
         )
@@ -64,13 +70,13 @@ def dng_table(df: pd.DataFrame, targets: pd.DataFrame | None = None) -> str:
         "",
         f"Metrics protocol: {_protocols(df)} (crystalflow: the authors' scripts; diffcsp: DiffCSP/CDVAE rules).",
         "",
-        "| run | steps | samples | " + " | ".join(cols) + " |",
+        "| run | sampling | samples | " + " | ".join(cols) + " |",
         "|---|---|---|" + "---|" * len(cols),
         "| paper | 100 | 10000 | " + " | ".join(_fmt(PAPER_DNG[c], 3) for c in cols) + " |",
     ]
     for _, r in df.iterrows():
         lines.append(
-            f"| {r['run']} | {int(r['steps'])} | {int(r['n_samples'])} | "
+            f"| {r['run']} | {_point(r)} | {int(r['n_samples'])} | "
             + " | ".join(_fmt(r.get(c, np.nan), 3) for c in cols)
             + " |"
         )
@@ -134,9 +140,10 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path) -> list[str]:
     if len(csp):
 
         def draw_mr(ax):
-            for (run, k), g in csp.groupby(["run", "k"]):
+            keys = ["run", "k", "method"] if "method" in csp else ["run", "k"]
+            for key, g in csp.groupby(keys):
                 g = g.sort_values("steps")
-                ax.plot(g["steps"], g["match_rate_pct"], "o-", label=f"{run}, k={k}")
+                ax.plot(g["steps"], g["match_rate_pct"], "o-", label=", ".join(map(str, key)))
             ax.set_xscale("log")
 
         _figure(outdir / "match_rate_vs_steps.png", "integration steps S", "match rate (%)", draw_mr)

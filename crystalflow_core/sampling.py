@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -440,9 +441,32 @@ def shard_slice(items: list, shard: int, shards: int) -> list:
 # ----------------------------------------------------------------------------- what a run samples
 
 
-def settings_for_run(run: dict, steps: int) -> SampleSettings:
-    """Sampler settings of a run's (validated) `sample` section at `steps` integration steps."""
-    return SampleSettings.from_section(run["sample"], run["task"], steps)
+POINT = re.compile(r"^(?:(euler|midpoint|heun|rk4)_)?(\d+)$")
+
+
+def parse_point(point) -> tuple[str | None, int]:
+    """A sampling point: '100' (the run's method, 100 steps) or 'heun_10' (Heun, 10 steps)."""
+    m = POINT.match(str(point))
+    if not m:
+        raise ValueError(f"sampling point {point!r}: steps, or an integrator name and steps (e.g. 100, heun_10)")
+    return m.group(1), int(m.group(2))
+
+
+def sampling_points(run: dict) -> list[str]:
+    """Every sampling point of a run: its `steps` with its `method`, then each `extra` setting (one
+    folder s{point} each, from the same checkpoint)."""
+    s = run["sample"]
+    return [str(n) for n in s["steps"]] + [f"{e['method']}_{e['steps']}" for e in s["extra"]]
+
+
+def point_of(run: dict, method: str, steps: int) -> str:
+    return str(steps) if method == run["sample"]["method"] else f"{method}_{steps}"
+
+
+def settings_for_run(run: dict, point) -> SampleSettings:
+    """Sampler settings of a run's (validated) `sample` section at a sampling point (see parse_point)."""
+    method, steps = parse_point(point)
+    return SampleSettings.from_section(run["sample"], run["task"], steps, **({"method": method} if method else {}))
 
 
 def items_for_run(run: dict, test_cache: dict | None, atom_count_hist) -> list[dict]:

@@ -127,6 +127,23 @@ def test_csp_samples_shapes_ranges_and_determinism(cache):
         assert st is not None and len(st) == it["num_atoms"]
 
 
+def test_sampling_points_parse_and_settings():
+    from crystalflow_core.config import run_defaults
+    from crystalflow_core.sampling import parse_point, point_of, sampling_points, settings_for_run
+
+    assert parse_point("100") == (None, 100) and parse_point(20) == (None, 20)
+    assert parse_point("heun_10") == ("heun", 10)
+    with pytest.raises(ValueError, match="heun_10"):
+        parse_point("foo10")
+    run = run_defaults(
+        {"dataset": "d", "task": "csp", "sample": {"steps": [100], "extra": [{"method": "rk4", "steps": 5}]}}
+    )
+    assert sampling_points(run) == ["100", "rk4_5"]
+    s = settings_for_run(run, "rk4_5")
+    assert (s.method, s.steps) == ("rk4", 5) and settings_for_run(run, "100").method == "euler"
+    assert point_of(run, "rk4", 5) == "rk4_5" and point_of(run, "euler", 100) == "100"
+
+
 def test_sampling_batches_pack_by_pair_budget():
     items = [{"num_atoms": n} for n in (5, 1, 3, 4, 2, 6)]
     assert sampling_batches(items, 4) == [[0, 1, 2, 3], [4, 5]]

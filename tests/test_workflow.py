@@ -97,7 +97,13 @@ def test_tiny_config_end_to_end(tiny_run):
         L.benchmark("train", "mp20_csp"),
     ]:
         assert Path(f).exists(), f
-    csp = pd.read_csv(r / "mp20_csp_metrics.csv")
+    csp_all = pd.read_csv(r / "mp20_csp_metrics.csv")
+    # the extra sampling point (Heun, 2 steps = 4 network evaluations) from the same checkpoint
+    heun = csp_all[csp_all["method"] == "heun"]
+    assert heun["steps"].tolist() == [2, 2] and heun["nfe"].astype(str).tolist() == ["4", "4"]
+    assert Path(L.samples("mp20_csp", "heun_2")).exists()
+    assert "heun S=2 (NFE 4)" in (r / "tables/table1_csp.md").read_text()
+    csp = csp_all[csp_all["method"] == "euler"]
     assert csp["k"].tolist() == [1, 2]
     assert csp["n_targets"].tolist() == [10, 10]
     assert ((csp["match_rate_pct"] >= 0) & (csp["match_rate_pct"] <= 100)).all()

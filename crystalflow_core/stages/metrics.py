@@ -22,6 +22,7 @@ from ..evaluation import (
 )
 from ..io import atomic_path, read_jsonl
 from ..metrics import fingerprints_all
+from ..sampling import parse_point
 from .common import ensure_writable, require
 from .sample import check_samples_current
 from .transport import transport_summary
@@ -50,7 +51,7 @@ def csp_metrics(
     run: dict,
     samples: str,
     test_pt: str,
-    steps: int,
+    steps: int | str,
     out: str,
     workers: int = 0,
     relaxed: list[str] = (),
@@ -69,7 +70,7 @@ def csp_metrics(
     gts = cache_structures(cache, range(n_targets))
     rel = [r for p in relaxed for r in read_jsonl(p)] if relaxed else None
     rows = evaluate_csp(gts, by_target, run["sample"]["k"], MetricSettings.from_config(cfg["metrics"]), workers, rel)
-    head = {"run": run_name, "dataset": run["dataset"], "task": "csp", "steps": steps}
+    head = {"run": run_name, "dataset": run["dataset"], "task": "csp", "steps": parse_point(steps)[1]}
     _write_csv([{**head, **r} for r in rows], out)
 
 
@@ -81,7 +82,7 @@ def dng_metrics(
     test_pt: str,
     test_fp: str,
     stab_csv: str | None,
-    steps: int,
+    steps: int | str,
     out: str,
     workers: int = 0,
     ckpt: str | None = None,
@@ -101,7 +102,7 @@ def dng_metrics(
     test_structs = cache_structures(cache, range(wdist_reference_count(len(cache["ids"]), settings)))
     with np.load(test_fp) as fp:
         ref = {k: fp[k] for k in ("struct", "comp", "ok")}
-    head = {"run": run_name, "dataset": run["dataset"], "task": "dng", "steps": steps}
+    head = {"run": run_name, "dataset": run["dataset"], "task": "dng", "steps": parse_point(steps)[1]}
     row = {**head, **evaluate_dng(recs, ref, test_structs, settings, workers)}
     targets = []
     if stab_csv:

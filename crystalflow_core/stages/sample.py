@@ -16,13 +16,16 @@ from .. import __version__
 from ..crystal import safe_names
 from ..data import load_cache
 from ..io import DamagedFileError, StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
-from ..sampling import FlowSampler, items_for_run, record_to_structure, settings_for_run, shard_slice
+from ..sampling import FlowSampler, items_for_run, point_of, record_to_structure, settings_for_run, shard_slice
 from .common import ensure_writable, require, use_threads
 
 log = logging.getLogger("crystalflow")
 
 
-def sample(run: dict, ckpt: str, test_pt: str | None, steps: int, shard: int, shards: int, out: str, threads: int = 0):
+def sample(
+    run: dict, ckpt: str, test_pt: str | None, steps: int | str, shard: int, shards: int, out: str, threads: int = 0
+):
+    """One sample shard; `steps` is a sampling point (100, or heun_10: see sampling.parse_point)."""
     require(ckpt, test_pt if run["task"] == "csp" else None)
     ensure_writable(out)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -53,7 +56,7 @@ def sample(run: dict, ckpt: str, test_pt: str | None, steps: int, shard: int, sh
 BATCHING = ("batch_size", "pair_budget")
 
 
-def sample_provenance(run: dict, model_sha256: str, steps: int, shard: int, shards: int) -> dict:
+def sample_provenance(run: dict, model_sha256: str, steps: int | str, shard: int, shards: int) -> dict:
     """What a sample shard is made from: the checkpoint's bytes, the settings that change the samples,
     the shard, and the code version; `key` is a short hash of all of it, stored in every record."""
     s = run["sample"]
@@ -82,7 +85,7 @@ def check_model_fits_run(sampler: FlowSampler, run: dict, ckpt) -> None:
         )
 
 
-def shard_is_current(path, run: dict, ckpt: str, steps: int, shard: int, shards: int) -> bool:
+def shard_is_current(path, run: dict, ckpt: str, steps: int | str, shard: int, shards: int) -> bool:
     """True when an existing shard was made from this checkpoint with these settings (else rebuild it)."""
     if not Path(path).exists() or not Path(ckpt).exists():
         return False
@@ -103,7 +106,7 @@ def check_samples_current(recs: list[dict], samples: str, ckpt: str | None, run:
         raise StageError(
             f"{samples}: records without provenance (made by an older version): delete the file to rebuild"
         )
-    steps = recs[0].get("steps")
+    steps = point_of(run, recs[0].get("method", run["sample"]["method"]), recs[0].get("steps"))
     shards = run["sample"]["shards"]
     sha = sha256_file(ckpt)
     want = {sample_provenance(run, sha, steps, i, shards)["key"] for i in range(shards)}

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from crystalflow_core.config import dataset_tag, pressure_relax, stability_relax, transport_screen
 from crystalflow_core.layout import Layout
+from crystalflow_core.sampling import parse_point, sampling_points
 
 L = Layout(config["results"])  # every results path; rules pass wildcards ("{run}") as arguments
 RUNS = config["runs"]
@@ -20,7 +21,7 @@ wildcard_constraints:
     run=runs_pattern(RUNS),
     dataset="|".join(config["datasets"]) or "NO_DATASETS",
     split="[A-Za-z0-9_]+",
-    steps=r"\d+",
+    steps=r"((euler|midpoint|heun|rk4)_)?\d+",
     shard=r"\d+",
     tag="[a-z0-9]+",
     task="csp|dng",
@@ -74,7 +75,7 @@ def transport_md_shards(wildcards):
 
 
 def transport_tables():
-    return [L.transport(r, s) for r in TARGET_RUNS if transport_enabled(r) for s in RUNS[r]["sample"]["steps"]]
+    return [L.transport(r, s) for r in TARGET_RUNS if transport_enabled(r) for s in sampling_points(RUNS[r])]
 
 
 def pressure_csp(run_name):
@@ -92,7 +93,7 @@ def novelty_pts(wildcards):
 
 
 def run_metrics(run_name):
-    steps = RUNS[run_name]["sample"]["steps"]
+    steps = sampling_points(RUNS[run_name])
     return [L.metrics(run_name, s) for s in steps]
 
 
@@ -109,7 +110,7 @@ def table_inputs(wildcards):
 
 def targets_inputs(wildcards):
     """Per-target rows (conditional DNG runs) of every DNG run of a dataset tag."""
-    return [L.targets_metrics(r, s) for r in table_runs(wildcards.tag, "dng") for s in RUNS[r]["sample"]["steps"]]
+    return [L.targets_metrics(r, s) for r in table_runs(wildcards.tag, "dng") for s in sampling_points(RUNS[r])]
 
 
 def targets_tables():
@@ -122,7 +123,7 @@ def metric_tables():
 
 
 def dft_targets():
-    return [L.vasp_manifest(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in RUNS[r]["sample"]["steps"]]
+    return [L.vasp_manifest(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in sampling_points(RUNS[r])]
 
 
 def all_targets():
@@ -190,11 +191,11 @@ def dataset_view(wildcards):
 
 
 def stability_tables():
-    return [L.stability(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in RUNS[r]["sample"]["steps"]]
+    return [L.stability(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in sampling_points(RUNS[r])]
 
 
 def dft_tables():
-    return [L.dft_stability(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in RUNS[r]["sample"]["steps"]]
+    return [L.dft_stability(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in sampling_points(RUNS[r])]
 
 
 def hull_view():

@@ -4,7 +4,7 @@ from crystalflow_core.stages import csp_metrics, dng_metrics, setup_logging
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     run, cfg, inp, out = snakemake.params.run, snakemake.params.cfg, snakemake.input, snakemake.output
-    steps = int(snakemake.wildcards.steps)
+    steps = snakemake.wildcards.steps  # a sampling point: 100, heun_10
     if run["task"] == "csp":
         csp_metrics(
             cfg,

@@ -8,7 +8,7 @@ if __name__ == "__main__":
         run,
         snakemake.input.ckpt,
         snakemake.input.test,
-        int(snakemake.wildcards.steps),
+        snakemake.wildcards.steps,
         int(snakemake.wildcards.shard),
         run["sample"]["shards"],
         snakemake.output[0],
