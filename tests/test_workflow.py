@@ -157,7 +157,7 @@ def test_sampling_change_reruns_only_sampling_and_downstream(tiny_run):
     work, _ = tiny_run
     cfg = tiny_config(work, **{"runs.mp20_csp.sample.seed": 3})
     jobs = jobs_of(smk(["-n", "--configfile", str(cfg), "--directory", str(work)], cwd=work).stdout)
-    assert jobs.get("sample") == 2 and "metrics" in jobs
+    assert jobs.get("sample") == 4 and "metrics" in jobs  # 2 shards x 2 sampling points (3, heun_2)
     assert "train" not in jobs and "prepare" not in jobs and "relax" not in jobs
     cfg2 = tiny_config(work, **{"runs.mp20_csp.sample.steps": [4]})
     jobs2 = jobs_of(smk(["-n", "--configfile", str(cfg2), "--directory", str(work)], cwd=work).stdout)

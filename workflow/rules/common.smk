@@ -177,7 +177,10 @@ def run_view(*sections):
     keep = {"dataset", "task", "conditions", "train_split", "val_split", "test_split", "novelty_splits", *sections}
 
     def f(wildcards):
-        return {k: v for k, v in RUNS[wildcards.run].items() if k in keep}
+        out = {k: v for k, v in RUNS[wildcards.run].items() if k in keep}
+        if "sample" in out:  # a job's sampling point is its {steps} wildcard: adding a point reruns no other
+            out["sample"] = {k: v for k, v in out["sample"].items() if k not in ("steps", "extra")}
+        return out
 
     return f
 
