@@ -221,6 +221,13 @@ def transport_section(transport: list[str], outdir: Path) -> tuple[str, list[str
                 f"{_fmt(r['e_hull'], 3)} | {ds or 'failed'} | {_fmt(r['E_a'], 2)} | "
                 f"{r['sigma_300K']:.2e} |"
             )
+        short = sorted({float(r["md_ps"]) for _, r in md_rows if "md_ps" in r and r["md_ps"] < 5})
+        if short:
+            lines.append(
+                f"Caution: trajectories of {', '.join(f'{p:g}' for p in short)} ps. Below a few picoseconds the "
+                "mean-square displacement is dominated by vibration, so these D, E_a and sigma(300 K) show "
+                "that the stage runs, not how the crystals conduct (the paper configuration runs 10 ps)."
+            )
         lines.append("")
 
         def draw(ax):

@@ -221,6 +221,8 @@ def transport_table(run: dict, screen_csv: str, md_shards: list[str], relaxed: l
     for _, row in df.iterrows():
         runs = sorted(by.get((row["id"], row["ion"]), []), key=lambda r: r["temperature"])
         e = {"md_runs": len(runs), "md_failed": sum(1 for r in runs if not r["ok"])}
+        if runs:  # the simulated time behind D: sub-picosecond runs measure ballistic motion, not diffusion
+            e["md_ps"] = t["md"]["picoseconds"]
         for r in runs:
             tk = f"{r['temperature']:g}K"
             for col in ("D", "D_err", "sigma", "sigma_err"):
