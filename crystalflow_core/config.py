@@ -95,6 +95,14 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
                     f"config error at 'runs/{name}/conditions': '{c}' is not a condition column of {ds}; "
                     f"allowed: {', '.join(datasets[ds]['conditions']) or 'none'}"
                 )
+        t = run["train"]
+        if t["recipe"] == "paper":
+            extra = [k for k in ("ema_decay", "warmup_steps", "ot_pairing") if t[k]]
+            if extra:
+                raise ConfigError(
+                    f"config error at 'runs/{name}/train': recipe 'paper' keeps the authors' recipe, but "
+                    f"{', '.join(extra)} is set; use recipe: fast for this project's levers"
+                )
         if run["conditions"] and run["task"] == "dng" and not run["sample"]["targets"]:
             raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional DNG run needs targets")
     for t in cfg["targets"]:

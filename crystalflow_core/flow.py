@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .lattice import K_PRIOR_MEAN
@@ -37,6 +38,29 @@ class FlowTargets:
     u_a: torch.Tensor | None
 
 
+def ot_pairing(k0, k1, f0, f1, node_crystal) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minibatch optimal-transport pairing of prior and data (exact assignment, Hungarian): the batch's
+    lattice draws k0 are re-assigned to its crystals to minimise sum |k0 - k1|^2, and within each
+    crystal the coordinate draws F0 to its atoms to minimise the summed squared torus distance. The
+    priors are i.i.d., so any permutation of them is an equally valid draw; shorter pairings give
+    straighter paths. Returns the permuted (k0, f0)."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost_k = torch.cdist(k1.double(), k0.double()).pow(2).cpu().numpy()
+    _, col = linear_sum_assignment(cost_k)
+    k0 = k0[torch.as_tensor(col, device=k0.device)]
+    f0 = f0.clone()
+    nc = node_crystal.cpu().numpy()
+    bounds = np.flatnonzero(np.diff(np.r_[-1, nc, nc[-1] + 1 if len(nc) else 0]))
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        if e - s < 2:
+            continue
+        d = torus_velocity(f0[s:e][None, :, :], f1[s:e][:, None, :])  # [atom, prior point, 3]
+        _, col = linear_sum_assignment(d.double().pow(2).sum(-1).cpu().numpy())
+        f0[s:e] = f0[s:e][torch.as_tensor(col, device=f0.device)]
+    return k0, f0
+
+
 def interpolate(
     k1: torch.Tensor,
     f1: torch.Tensor,
@@ -45,14 +69,18 @@ def interpolate(
     t: torch.Tensor | None = None,
     k_sigma: float = 0.1,
     generator=None,
+    ot: bool = False,
 ) -> FlowTargets:
-    """Draw priors and t, return the point on each path and its target velocity."""
+    """Draw priors and t, return the point on each path and its target velocity (`ot`: prior and data
+    paired by minibatch optimal transport first)."""
     b = k1.shape[0]
     dev, dt = k1.device, k1.dtype
     if t is None:
         t = torch.rand(b, generator=generator, device=dev, dtype=dt)
     k0 = sample_k_prior(b, k_sigma, generator, dev, dt)
     f0 = torch.rand(f1.shape, generator=generator, device=dev, dtype=f1.dtype)
+    if ot:
+        k0, f0 = ot_pairing(k0, k1, f0, f1, node_crystal)
     tn = t[node_crystal][:, None]
     u_k = k1 - k0
     u_f = torus_velocity(f0, f1)

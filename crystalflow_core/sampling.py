@@ -244,7 +244,9 @@ class FlowSampler(nn.Module):
             ck = torch.load(path, map_location=map_location, weights_only=False)
             hp = ck["hyper_parameters"]
             net = CSPNet(ModelConfig(**hp["model"]))
-            net.load_state_dict({k[4:]: v for k, v in ck["state_dict"].items() if k.startswith("net.")})
+            sd = ck["state_dict"]
+            prefix = "ema_net." if any(k.startswith("ema_net.") for k in sd) else "net."  # EMA weights sample
+            net.load_state_dict({k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)})
         except Exception as exc:
             raise RuntimeError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
         return cls(net, hp["k_sigma"], hp.get("scalers") or {}, hp.get("atom_count_hist")).to(map_location)

@@ -134,11 +134,21 @@ class CrystalFlowModule(pl.LightningModule):
         seed=0,
         lr_frequency=5,
         provenance=None,
+        ema_decay=None,
+        warmup_steps=0,
+        ot_pairing=False,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.mcfg = ModelConfig(**model)
         self.net = CSPNet(self.mcfg)
+        # exponential moving average of the weights: what sampling uses (and what the checkpoint's
+        # sampler loads) when ema_decay is set; the loss and the optimiser see the raw weights
+        self.ema_net = None
+        if ema_decay:
+            self.ema_net = CSPNet(self.mcfg)
+            self.ema_net.load_state_dict(self.net.state_dict())
+            self.ema_net.requires_grad_(False)
         self.forward_net = self.net
         if compile:
             try:
@@ -154,15 +164,35 @@ class CrystalFlowModule(pl.LightningModule):
         return self.forward_net(t, types, frac, k, num_atoms, cond, cond_mask, graph)
 
     def sampler(self):
-        """The sampling side of this model (shares the network; no Lightning needed to use it)."""
+        """The sampling side of this model (shares the network, the EMA one where kept; no Lightning)."""
         hp = self.hparams
-        return FlowSampler(self.net, hp.k_sigma, hp.get("scalers") or {}, hp.get("atom_count_hist"))
+        net = self.ema_net if self.ema_net is not None else self.net
+        return FlowSampler(net, hp.k_sigma, hp.get("scalers") or {}, hp.get("atom_count_hist"))
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema_net is not None:
+            d = float(self.hparams.ema_decay)
+            for pe, p in zip(self.ema_net.parameters(), self.net.parameters()):
+                pe.lerp_(p.detach(), 1.0 - d)
+            for be, b in zip(self.ema_net.buffers(), self.net.buffers()):
+                be.copy_(b)
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        """Linear learning-rate warm-up over the first `warmup_steps` optimiser steps (then the plateau
+        scheduler alone sets the rate)."""
+        w = int(self.hparams.get("warmup_steps", 0) or 0)
+        if w and self.trainer.global_step < w:
+            for g in optimizer.param_groups:
+                g["lr"] = self.hparams.lr * (self.trainer.global_step + 1) / w
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
 
     def _step(self, batch, stage):
         g = Graph.build(batch["num_atoms"])
         z = batch["atom_types"]
         a1 = encode_types(z).to(batch["k"]) if self.task == "dng" else None
-        tgt = interpolate(batch["k"], batch["frac_coords"], g.node_crystal, a1, k_sigma=self.hparams.k_sigma)
+        ot = bool(self.hparams.get("ot_pairing")) and stage == "train"
+        tgt = interpolate(batch["k"], batch["frac_coords"], g.node_crystal, a1, k_sigma=self.hparams.k_sigma, ot=ot)
         types = tgt.a_t if self.task == "dng" else z
         cond_mask = None
         if batch["cond"] and stage == "train" and self.hparams.cond_drop > 0:
@@ -194,7 +224,7 @@ class CrystalFlowModule(pl.LightningModule):
         return self._step(batch, "val")
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, factor=self.hparams.lr_factor, patience=self.hparams.lr_patience, min_lr=self.hparams.lr_min
         )
@@ -280,6 +310,10 @@ class TrainSettings:
     workers: int
     val_every: int
     progress_bar: bool
+    recipe: str
+    ema_decay: float | None
+    warmup_steps: int
+    ot_pairing: bool
 
     @classmethod
     def from_section(cls, t: dict, **override) -> TrainSettings:
@@ -349,6 +383,9 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
         atom_count_hist=dm.train_set.c["atom_count_hist"].tolist(),
         compile=tcfg.compile,
         seed=seed,
+        ema_decay=tcfg.ema_decay,
+        warmup_steps=tcfg.warmup_steps,
+        ot_pairing=tcfg.ot_pairing,
     )
     has_val = bool(val_path)
     ckpt_cb = checkpoint_callback(workdir, has_val)

@@ -80,3 +80,103 @@ def test_paper_config_says_what_each_run_reproduces():
     text = (REPO / "config/config.yaml").read_text()
     for what in ("Table 1", "Table 3", "Fig. 3", "mp_20_chgnet", "anti-anneal"):
         assert what in text
+
+
+# ----------------------------------------------------------------------------- the fast recipe's levers
+def _tiny(**hp):
+    torch.manual_seed(0)
+    return CrystalFlowModule(
+        model={
+            **defaults("model"),
+            **dict(hidden=8, layers=1, fourier=2, recip=0, time_dim=8, task="csp", conditions=[]),
+        },
+        atom_count_hist=[0, 1, 1],
+        **hp,
+    )
+
+
+def test_ema_weights_are_averaged_used_for_sampling_saved_and_reloaded(tmp_path):
+    from crystalflow_core.sampling import FlowSampler
+
+    m = _tiny(ema_decay=0.75)
+    p_net, p_ema = next(m.net.parameters()), next(m.ema_net.parameters())
+    start = p_net.detach().clone()
+    assert torch.equal(p_ema, start) and not p_ema.requires_grad
+    with torch.no_grad():
+        p_net.add_(1.0)
+    m.on_train_batch_end(None, None, 0)
+    assert torch.allclose(p_ema, start + 0.25)  # 0.75 old + 0.25 new
+    assert m.sampler().net is m.ema_net
+    path = tmp_path / "m.ckpt"
+    torch.save({"hyper_parameters": dict(m.hparams), "state_dict": m.state_dict()}, path)
+    loaded = FlowSampler.from_checkpoint(path)
+    assert torch.allclose(next(loaded.net.parameters()), start + 0.25)  # the EMA weights, not the raw ones
+    # the optimiser trains the raw weights only
+    assert all(p.requires_grad for p in m.net.parameters())
+    assert _tiny().ema_net is None and _tiny().sampler().net is not None
+
+
+def test_warmup_reaches_the_optimizer_then_leaves_the_rate_alone():
+    m = _tiny(lr=2e-3, warmup_steps=4)
+
+    class _Trainer:
+        global_step = 0
+        datamodule = None
+
+    m._trainer = _Trainer()
+    opt = m.configure_optimizers()["optimizer"]
+    seen = []
+    for step in range(6):
+        _Trainer.global_step = step
+        m.optimizer_step(0, step, opt, optimizer_closure=lambda: None)
+        seen.append(opt.param_groups[0]["lr"])
+        if step == 4:
+            opt.param_groups[0]["lr"] = 1e-4  # the plateau scheduler's cut stays after the warm-up
+    assert seen[:4] == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3]) and seen[5] == pytest.approx(1e-4)
+
+
+def test_ot_pairing_never_increases_the_prior_to_data_distance():
+    from crystalflow_core.flow import ot_pairing, torus_velocity
+
+    def cost(k0, k1, f0, f1):
+        return float(((k0 - k1) ** 2).sum() + (torus_velocity(f0, f1) ** 2).sum())
+
+    # hand-made: two atoms whose prior points are swapped, two crystals whose lattices are swapped
+    f1 = torch.tensor([[0.1, 0.1, 0.1], [0.6, 0.6, 0.6], [0.3, 0.3, 0.3]])
+    f0 = torch.tensor([[0.62, 0.6, 0.6], [0.12, 0.1, 0.1], [0.9, 0.9, 0.9]])
+    nc = torch.tensor([0, 0, 1])
+    k1 = torch.tensor([[1.0] * 6, [-1.0] * 6])
+    k0 = torch.tensor([[-0.9] * 6, [0.9] * 6])
+    k0p, f0p = ot_pairing(k0, k1, f0, f1, nc)
+    assert torch.equal(k0p, k0[[1, 0]]) and torch.equal(f0p, f0[[1, 0, 2]])
+    assert cost(k0p, k1, f0p, f1) < cost(k0, k1, f0, f1)
+    # across the torus: 0.95 is closer to 0.05 than 0.4 is
+    f1 = torch.tensor([[0.05, 0.0, 0.0], [0.5, 0.0, 0.0]])
+    f0 = torch.tensor([[0.45, 0.0, 0.0], [0.95, 0.0, 0.0]])
+    _, f0p = ot_pairing(torch.zeros(1, 6), torch.zeros(1, 6), f0, f1, torch.tensor([0, 0]))
+    assert torch.equal(f0p, f0[[1, 0]])
+    # random batches: never worse than the identity pairing, and a permutation of the draws
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        n = torch.randint(1, 6, (4,), generator=g)
+        nc = torch.repeat_interleave(torch.arange(4), n)
+        f1, f0 = torch.rand(len(nc), 3, generator=g), torch.rand(len(nc), 3, generator=g)
+        k1, k0 = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+        k0p, f0p = ot_pairing(k0, k1, f0, f1, nc)
+        assert cost(k0p, k1, f0p, f1) <= cost(k0, k1, f0, f1) + 1e-9
+        assert torch.equal(torch.sort(f0p, 0).values, torch.sort(f0, 0).values)
+        assert torch.equal(torch.sort(k0p, 0).values, torch.sort(k0, 0).values)
+
+
+def test_recipe_paper_leaves_the_authors_recipe_untouched(paper):
+    for name, run in paper["runs"].items():
+        t = run["train"]
+        assert t["recipe"] == "paper", name
+        assert t["ema_decay"] is None and t["warmup_steps"] == 0 and not t["ot_pairing"], name
+    s = TrainSettings.from_section(paper["runs"]["mp20_csp"]["train"])
+    assert (s.grad_clip, s.grad_clip_algorithm, s.lr_frequency) == (0.5, "value", 5)
+    bad = {"runs": {"mp20_csp": {"train": {"ema_decay": 0.999}}}}
+    with pytest.raises(cfgmod.ConfigError, match="recipe 'paper' keeps the authors' recipe, but ema_decay"):
+        cfgmod.load(REPO / "config/config.yaml", bad)
+    ok = {"runs": {"mp20_csp": {"train": {"recipe": "fast", "ema_decay": 0.999, "ot_pairing": True}}}}
+    assert cfgmod.load(REPO / "config/config.yaml", ok)["runs"]["mp20_csp"]["train"]["ema_decay"] == 0.999
