@@ -6,14 +6,14 @@ Examples:
   crystalflow prepare --config config/quick.yaml --dataset mp_20 --split val
   crystalflow train   --config config/quick.yaml --run mp20_csp
   crystalflow import-checkpoint CKPT [--hparams hparams.yaml] [--scalers prop_scalers.pt] --config ... --run NAME
-  crystalflow sample  --config config/quick.yaml --run mp20_csp --steps 50
-  crystalflow relax   --config config/quick.yaml --run mp20_dng --steps 50
-  crystalflow stability --config config/quick.yaml --run mp20_dng --steps 50
+  crystalflow sample  --config config/quick.yaml --run mp20_csp --steps 10
+  crystalflow relax   --config config/quick.yaml --run mp20_dng --steps 10
+  crystalflow stability --config config/quick.yaml --run mp20_dng --steps 10
   crystalflow fingerprints --config config/quick.yaml --run mp20_dng
-  crystalflow metrics --config config/quick.yaml --run mp20_csp --steps 50
-  crystalflow dft     --config config/quick.yaml --run mp20_dng --steps 50
-  crystalflow transport --config config/quick.yaml --run mp20_dng --steps 50
-  crystalflow dft-results --config config/quick.yaml --run mp20_dng --steps 50 [--energies dft.csv|dft.extxyz]
+  crystalflow metrics --config config/quick.yaml --run mp20_csp --steps 10
+  crystalflow dft     --config config/quick.yaml --run mp20_dng --steps 10
+  crystalflow transport --config config/quick.yaml --run mp20_dng --steps 10
+  crystalflow dft-results --config config/quick.yaml --run mp20_dng --steps 10 [--energies dft.csv|dft.extxyz]
 """
 
 from __future__ import annotations
