@@ -121,10 +121,13 @@ def _load_config(a):
     """The config file, with the command line's overrides validated by the same schema."""
     overrides = {}
     if getattr(a, "steps", None) is not None and getattr(a, "run", None):
-        try:
-            method, steps = parse_point(a.steps)
-        except ValueError as exc:
-            raise cfgmod.ConfigError(f"--steps: {exc}") from exc
+        try:  # a number goes through the schema as it is (its bounds, its key in the error)
+            method, steps = None, int(a.steps)
+        except ValueError:
+            try:
+                method, steps = parse_point(a.steps)
+            except ValueError as exc:
+                raise cfgmod.ConfigError(f"--steps: {exc}") from exc
         extra = {"extra": [{"method": method, "steps": steps}]} if method else {"steps": [steps]}
         overrides = {"runs": {a.run: {"sample": extra}}}
     try:
