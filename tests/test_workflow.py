@@ -220,8 +220,10 @@ def test_dry_run_paper_config_and_slurm_profile(tmp_path):
         f"data_mirror={DATA}",
     ]
     jobs = jobs_of(smk(paper, cwd=tmp_path).stdout)
-    # sample shards 4 + 4 + 4 + 10, relaxation shards 20 + 20 (10,000 samples per formation-energy target)
-    assert jobs["train"] == 4 and jobs["sample"] == 22 and jobs["relax"] == 40 and jobs["report"] == 1
+    # sample shards: CSP 4 + 4 at S = 100 and again at S = 10, DNG 4 + 10; relaxation shards 20 + 20
+    # (10,000 samples per formation-energy target); MD shards 5 (mp20_dng transport)
+    assert jobs["train"] == 4 and jobs["sample"] == 30 and jobs["relax"] == 40 and jobs["report"] == 1
+    assert jobs["transport_md"] == 5 and jobs["dft_results"] == 2
     p2 = smk([*paper, "--workflow-profile", str(REPO / "workflow/profiles/slurm")], cwd=tmp_path)
     assert jobs_of(p2.stdout) == jobs
     p3 = smk(
