@@ -85,6 +85,17 @@ def read_jsonl(path, tolerate_truncated_tail: bool = False) -> list[dict]:
     return out
 
 
+def resume_jsonl(path) -> list[dict]:
+    """The records a killed job had finished in `path` ([] when absent); a torn last line is dropped
+    from the file too, so appending can go on."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    recs = read_jsonl(path, tolerate_truncated_tail=True)
+    write_jsonl_atomic(path, recs)
+    return recs
+
+
 def sha256_file(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

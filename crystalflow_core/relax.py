@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .crystal import vacuum_gap
-from .io import append_jsonl, read_jsonl, write_jsonl_atomic
+from .io import append_jsonl, read_jsonl, resume_jsonl
 from .parallel import serve_map
 
 log = logging.getLogger(__name__)
@@ -263,11 +263,7 @@ def relax_many(
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if out_path.exists():  # drop a possibly truncated tail line before appending again
-        recs = read_jsonl(out_path, tolerate_truncated_tail=True)
-        write_jsonl_atomic(out_path, recs)
-        done = {r["id"] for r in recs}
+    done = {r["id"] for r in resume_jsonl(out_path)}
     todo = []
     for item in items:
         sid, s, pressure = (*item, None)[:3]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import append_jsonl, read_jsonl, write_jsonl_atomic
+from .io import append_jsonl, read_jsonl, resume_jsonl
 
 MOBILE_IONS = ("Li", "Na", "K", "Mg", "Ca", "Zn", "Al", "Ag", "Cu")
 
@@ -345,11 +345,7 @@ def md_many(jobs: list[tuple], out_path, settings: MDSettings, workers: int = 1,
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if out_path.exists():
-        recs = read_jsonl(out_path, tolerate_truncated_tail=True)
-        write_jsonl_atomic(out_path, recs)
-        done = {r["key"] for r in recs}
+    done = {r["key"] for r in resume_jsonl(out_path)}
     todo = [j for j in jobs if j[0] not in done]
     if todo:
         os.environ["OMP_NUM_THREADS"] = "1"

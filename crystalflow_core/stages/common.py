@@ -54,3 +54,14 @@ def ensure_writable(*outputs) -> None:
             probe.unlink()
         except OSError as exc:
             raise StageError(f"cannot write {out} ({exc.strerror or exc}); fix the folder's permissions first") from exc
+
+
+def restart_if_stale(partial: Path, key: str) -> None:
+    """Resumable stages keep finished work in `partial` with the key of what it was made from beside it
+    (`partial`.key); a partial of other inputs or settings is not resumed but started again."""
+    side = Path(str(partial) + ".key")
+    if partial.exists() and (not side.exists() or side.read_text().strip() != key):
+        log.warning("%s holds work of other inputs or settings; starting again", partial)
+        partial.unlink()
+    side.parent.mkdir(parents=True, exist_ok=True)
+    side.write_text(key + "\n")

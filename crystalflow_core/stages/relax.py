@@ -16,7 +16,7 @@ from ..hull import LocalHull, MatbenchHull, load_elemental_refs
 from ..io import atomic_path, read_jsonl, write_jsonl_atomic
 from ..relax import RelaxSettings, relax_many
 from ..sampling import record_to_structure, shard_slice
-from .common import ensure_writable, require
+from .common import ensure_writable, require, restart_if_stale
 
 log = logging.getLogger("crystalflow")
 
@@ -34,11 +34,7 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
     # what this shard relaxes: finished work in a .partial of other samples or settings is not resumed
     prov_of = {rec["id"]: rec.get("provenance", "") for rec in recs}
     key = hashlib.sha256(json.dumps([sorted(prov_of.items()), asdict(settings)], default=str).encode()).hexdigest()[:16]
-    side = Path(str(partial) + ".key")
-    if partial.exists() and (not side.exists() or side.read_text().strip() != key):
-        log.warning("%s holds relaxations of other samples or settings; starting the shard again", partial)
-        partial.unlink()
-    side.write_text(key + "\n")
+    restart_if_stale(partial, key)
     per_item = "pressure" in run["conditions"]  # pressure-conditioned run: relax at each sample's target
     items = [(rec["id"], record_to_structure(rec), rec["condition"]["pressure"] if per_item else None) for rec in recs]
     t0 = time.time()
@@ -51,7 +47,7 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
         d["sample_provenance"] = prov_of.get(d["id"], "")
     write_jsonl_atomic(out, done)
     partial.unlink(missing_ok=True)
-    side.unlink(missing_ok=True)
+    Path(str(partial) + ".key").unlink(missing_ok=True)
 
 
 def build_hull(cfg: dict):

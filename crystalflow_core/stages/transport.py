@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from ..crystal import safe_names, structure_from
 from ..evaluation import check_relaxations_belong
-from ..io import append_jsonl, atomic_path, read_jsonl, write_jsonl_atomic
+from ..io import append_jsonl, atomic_path, read_jsonl, resume_jsonl, write_jsonl_atomic
 from ..parallel import fork_map
 from ..transport import MDSettings, ScreenSettings, ScreenWorker, arrhenius, md_many, supercell_for
-from .common import ensure_writable, require
+from .common import ensure_writable, require, restart_if_stale
 
 log = logging.getLogger("crystalflow")
 
@@ -50,28 +50,18 @@ SCREEN_COLUMNS = [
 ]
 
 
+def _finished_structures(recs: list[dict]) -> dict:
+    """id -> relaxed Structure of every relaxation record that finished without error."""
+    return {r["id"]: structure_from(r["final"]) for r in recs if r.get("final") and not r.get("error")}
+
+
 def _relaxed_structures(relaxed: list[str]) -> dict:
-    """id -> relaxed Structure of every relaxation that finished without error."""
-    out = {}
-    for p in relaxed:
-        for r in read_jsonl(p):
-            if r.get("final") and not r.get("error"):
-                out[r["id"]] = structure_from(r["final"])
-    return out
+    """The same from the relaxation shard files."""
+    return _finished_structures([r for p in relaxed for r in read_jsonl(p)])
 
 
 def _settings_key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _restart_if_stale(partial: Path, key: str) -> None:
-    """A .partial of other inputs or settings is not resumed."""
-    side = Path(str(partial) + ".key")
-    if partial.exists() and (not side.exists() or side.read_text().strip() != key):
-        log.warning("%s holds work of other inputs or settings; starting again", partial)
-        partial.unlink()
-    side.parent.mkdir(parents=True, exist_ok=True)
-    side.write_text(key + "\n")
 
 
 def screen_key(settings: ScreenSettings, structures: dict, stab_csv: str) -> str:
@@ -89,18 +79,11 @@ def transport_screen(run: dict, samples: str, relaxed: list[str], stab_csv: str,
     samples_by_id = {r["id"]: r for r in read_jsonl(samples)}
     rel_recs = [r for p in relaxed for r in read_jsonl(p)]
     check_relaxations_belong(samples_by_id, rel_recs, samples)
-    structures = _relaxed_structures(relaxed)
+    structures = _finished_structures(rel_recs)
     stab = pd.read_csv(stab_csv, dtype={"id": str}).set_index("id")
     partial = Path(str(out) + ".partial")
-    _restart_if_stale(
-        partial,
-        _settings_key(asdict(settings), sorted(structures), hashlib.sha256(Path(stab_csv).read_bytes()).hexdigest()),
-    )
-    done = set()
-    if partial.exists():
-        recs = read_jsonl(partial, tolerate_truncated_tail=True)
-        write_jsonl_atomic(partial, recs)
-        done = {(r["id"], r["ion"]) for r in recs}
+    restart_if_stale(partial, screen_key(settings, structures, stab_csv))
+    done = {(r["id"], r["ion"]) for r in resume_jsonl(partial)}
     jobs, n_without = [], 0
     for sid, s in structures.items():
         ions = [ion for ion in settings.ions if ion in {el.symbol for el in s.composition}]
@@ -192,7 +175,7 @@ def transport_md(
     md = MDSettings.from_section(run["transport"]["md"])
     jobs = _md_jobs(run, screen_csv, relaxed, traj_dir)[shard::shards]
     partial = Path(str(out) + ".partial")
-    _restart_if_stale(partial, _settings_key(asdict(md), [j[0] for j in jobs], [j[1].as_dict() for j in jobs]))
+    restart_if_stale(partial, _settings_key(asdict(md), [j[0] for j in jobs], [j[1].as_dict() for j in jobs]))
     Path(traj_dir).mkdir(parents=True, exist_ok=True)
     recs = md_many(jobs, partial, md, workers=workers)
     failed = [r for r in recs if not r["ok"]]
