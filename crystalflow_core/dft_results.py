@@ -24,9 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-EV_PER_A3_PER_KBAR = 0.1 / 160.21766208
-STATUSES = ("converged", "unconverged", "crashed", "running", "not_run")
-
 
 def _first(folder: Path, name: str) -> Path | None:
     for p in (folder / name, folder / f"{name}.gz"):

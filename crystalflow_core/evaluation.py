@@ -361,7 +361,8 @@ def dft_stability_table(jobs: list[dict], chgnet: pd.DataFrame, relaxed: dict, r
     Each job: {"id", "rec" (read_job record or supplied energy), "entry" (VASP ComputedStructureEntry or
     None), "structure" (final DFT structure or None), "correct" ("mp2020" for supplied energies that
     need MP2020, "none" for corrected ones)}."""
-    from .dft_results import EV_PER_A3_PER_KBAR, mp2020_process, rms_displacement
+    from .dft_results import mp2020_process, rms_displacement
+    from .relax import EV_PER_A3_PER_GPA
 
     chg = chgnet.set_index("id") if len(chgnet) else chgnet
     rows, finals = [], []
@@ -395,7 +396,7 @@ def dft_stability_table(jobs: list[dict], chgnet: pd.DataFrame, relaxed: dict, r
         n = len(s)
         row["energy_per_atom"] = energy / n
         if rec.get("pstress_kbar"):
-            row["enthalpy_per_atom"] = (energy + rec["pstress_kbar"] * EV_PER_A3_PER_KBAR * s.volume) / n
+            row["enthalpy_per_atom"] = (energy + rec["pstress_kbar"] / 10 * EV_PER_A3_PER_GPA * s.volume) / n
         if job.get("entry") is not None:
             corrected, why = mp2020_process(job["entry"])
         elif job.get("correct") == "mp2020":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import time
@@ -137,6 +138,7 @@ class CrystalFlowModule(pl.LightningModule):
         ema_decay=None,
         warmup_steps=0,
         ot_pairing=False,
+        lr_schedule="plateau",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -179,13 +181,37 @@ class CrystalFlowModule(pl.LightningModule):
                 be.copy_(b)
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
-        """Linear learning-rate warm-up over the first `warmup_steps` optimiser steps (then the plateau
-        scheduler alone sets the rate)."""
-        w = int(self.hparams.get("warmup_steps", 0) or 0)
-        if w and self.trainer.global_step < w:
+        """Linear learning-rate warm-up over the first `warmup_steps` optimiser steps; with
+        `lr_schedule: cosine` the rate then follows a cosine from `lr` down to `lr_min` over the run
+        (otherwise the plateau scheduler alone sets it after the warm-up)."""
+        hp = self.hparams
+        w = int(hp.get("warmup_steps", 0) or 0)
+        step = self.trainer.global_step
+        ramp = (step + 1) / w if w and step < w else None
+        if hp.get("lr_schedule", "plateau") == "cosine":
+            lr = hp.lr_min + (hp.lr - hp.lr_min) * 0.5 * (1.0 + math.cos(math.pi * self.run_progress()))
+            lr *= ramp if ramp is not None else 1.0
+        else:
+            lr = hp.lr * ramp if ramp is not None else None
+        if lr is not None:
             for g in optimizer.param_groups:
-                g["lr"] = self.hparams.lr * (self.trainer.global_step + 1) / w
+                g["lr"] = lr
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
+    def run_progress(self) -> float:
+        """How far the run is, 0..1: the larger of the step fraction (max_epochs) and the time fraction
+        (max_minutes, through Lightning's Timer, which a resumed run restores), whichever ends it first."""
+        from pytorch_lightning.callbacks import Timer
+
+        tr = self.trainer
+        total = tr.estimated_stepping_batches
+        p = tr.global_step / total if total and math.isfinite(total) else 0.0
+        for timer in (c for c in tr.callbacks if isinstance(c, Timer)):
+            left = timer.time_remaining("train")
+            if left is not None:
+                done = timer.time_elapsed("train")
+                p = max(p, done / max(done + left, 1e-9))
+        return min(max(p, 0.0), 1.0)
 
     def _step(self, batch, stage):
         g = Graph.build(batch["num_atoms"])
@@ -225,6 +251,8 @@ class CrystalFlowModule(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr)
+        if self.hparams.get("lr_schedule", "plateau") == "cosine":
+            return {"optimizer": opt}  # optimizer_step sets the rate
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, factor=self.hparams.lr_factor, patience=self.hparams.lr_patience, min_lr=self.hparams.lr_min
         )
@@ -314,6 +342,7 @@ class TrainSettings:
     ema_decay: float | None
     warmup_steps: int
     ot_pairing: bool
+    lr_schedule: str
 
     @classmethod
     def from_section(cls, t: dict, **override) -> TrainSettings:
@@ -386,6 +415,7 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
         ema_decay=tcfg.ema_decay,
         warmup_steps=tcfg.warmup_steps,
         ot_pairing=tcfg.ot_pairing,
+        lr_schedule=tcfg.lr_schedule,
     )
     has_val = bool(val_path)
     ckpt_cb = checkpoint_callback(workdir, has_val)

@@ -22,8 +22,6 @@ import numpy as np
 
 from .io import append_jsonl, read_jsonl, resume_jsonl
 
-MOBILE_IONS = ("Li", "Na", "K", "Mg", "Ca", "Zn", "Al", "Ag", "Cu")
-
 
 @dataclass
 class ScreenSettings:

@@ -1,5 +1,7 @@
 """The authors' training recipe reaches the Lightning trainer as config/config.yaml states it."""
 
+import math
+
 import pytest
 import torch
 import yaml
@@ -135,6 +137,47 @@ def test_warmup_reaches_the_optimizer_then_leaves_the_rate_alone():
     assert seen[:4] == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3]) and seen[5] == pytest.approx(1e-4)
 
 
+def test_cosine_schedule_reaches_the_optimizer_by_steps_or_by_time():
+    from pytorch_lightning.callbacks import Timer
+
+    m = _tiny(lr=2e-3, lr_min=1e-4, warmup_steps=2, lr_schedule="cosine")
+
+    class _Trainer:
+        global_step = 0
+        datamodule = None
+        estimated_stepping_batches = 10
+        callbacks = []
+
+    m._trainer = _Trainer()
+    conf = m.configure_optimizers()
+    assert "lr_scheduler" not in conf  # no plateau scheduler beside the cosine
+    opt = conf["optimizer"]
+    seen = {}
+    for step in (0, 1, 5, 10):
+        _Trainer.global_step = step
+        m.optimizer_step(0, step, opt, optimizer_closure=lambda: None)
+        seen[step] = opt.param_groups[0]["lr"]
+    # warm-up ramp times the cosine; half-way: the mean of lr and lr_min; the end: lr_min
+    half = lambda p: 1e-4 + 1.9e-3 * 0.5 * (1 + math.cos(math.pi * p))  # noqa: E731
+    assert seen[0] == pytest.approx(half(0.0) / 2) and seen[1] == pytest.approx(half(0.1))
+    assert seen[5] == pytest.approx(1.05e-3) and seen[10] == pytest.approx(1e-4)
+
+    class _Clock(Timer):  # a time budget three quarters spent, at step 1 of 10
+        def time_elapsed(self, stage="train"):
+            return 75.0
+
+        def time_remaining(self, stage="train"):
+            return 25.0
+
+    _Trainer.callbacks = [_Clock(duration={"seconds": 100})]
+    _Trainer.global_step = 1
+    assert m.run_progress() == pytest.approx(0.75)
+    _Trainer.estimated_stepping_batches = float("inf")  # max_epochs -1: time alone
+    assert m.run_progress() == pytest.approx(0.75)
+    _Trainer.callbacks, _Trainer.global_step = [], 3
+    assert m.run_progress() == 0.0
+
+
 def test_ot_pairing_never_increases_the_prior_to_data_distance():
     from crystalflow_core.flow import ot_pairing, torus_velocity
 
@@ -173,10 +216,14 @@ def test_recipe_paper_leaves_the_authors_recipe_untouched(paper):
         t = run["train"]
         assert t["recipe"] == "paper", name
         assert t["ema_decay"] is None and t["warmup_steps"] == 0 and not t["ot_pairing"], name
+        assert t["lr_schedule"] == "plateau", name
     s = TrainSettings.from_section(paper["runs"]["mp20_csp"]["train"])
     assert (s.grad_clip, s.grad_clip_algorithm, s.lr_frequency) == (0.5, "value", 5)
     bad = {"runs": {"mp20_csp": {"train": {"ema_decay": 0.999}}}}
     with pytest.raises(cfgmod.ConfigError, match="recipe 'paper' keeps the authors' recipe, but ema_decay"):
+        cfgmod.load(REPO / "config/config.yaml", bad)
+    bad = {"runs": {"mp20_csp": {"train": {"lr_schedule": "cosine"}}}}
+    with pytest.raises(cfgmod.ConfigError, match="recipe 'paper' keeps the authors' recipe, but lr_schedule"):
         cfgmod.load(REPO / "config/config.yaml", bad)
     ok = {"runs": {"mp20_csp": {"train": {"recipe": "fast", "ema_decay": 0.999, "ot_pairing": True}}}}
     assert cfgmod.load(REPO / "config/config.yaml", ok)["runs"]["mp20_csp"]["train"]["ema_decay"] == 0.999
