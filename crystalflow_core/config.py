@@ -1,4 +1,5 @@
-"""Configuration: load, fill defaults from config/schema.yaml, validate, and check cross-references.
+"""Configuration: load, fill defaults from the packaged schema (crystalflow_core/schema.yaml), validate,
+and check cross-references.
 
 Errors are raised as ConfigError with one line naming the key and the allowed values.
 """
@@ -11,8 +12,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
-_PACKAGED_SCHEMA = Path(__file__).resolve().parent / "schema.yaml"
+# the one schema (every default and bound), installed with the package; the workflow and the CLI read it
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -20,8 +21,7 @@ class ConfigError(ValueError):
 
 
 def load_schema() -> dict:
-    path = SCHEMA_PATH if SCHEMA_PATH.exists() else _PACKAGED_SCHEMA
-    return yaml.safe_load(path.read_text())
+    return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
 def _resolve(schema: dict, node: dict) -> dict:
@@ -183,6 +183,17 @@ def deep_update(base: dict, new: dict) -> dict:
     for k, v in new.items():
         out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def canonical(value):
+    """`value` with every mapping's keys sorted, recursively (lists keep their order): the form in which
+    settings are handed to a job, so that the same settings written in another key order are the same
+    (Snakemake compares params by their repr, which includes the order of dict keys)."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
 
 
 def dataset_tag(name: str) -> str:

@@ -97,8 +97,9 @@ def smact_valid(
     every anion, smact's eneg_states_test) means some cut t separates them, so for each candidate
     cut the reachable charge sums are built element by element and neutrality is a set lookup.
     crystalflow protocol: >= 8 elements invalid first, SMACT 1.4 oxidation states, more than 1e7
-    combinations invalid, no states -> invalid, a missing electronegativity handled as the authors'
-    try/except does (exact enumeration then).
+    combinations invalid, no states -> invalid. A missing electronegativity (Pm, He, Ne, Ar) fails the
+    Pauling test under both protocols, as SMACT's eneg_states_test does (the authors' `except TypeError`
+    never fires with it).
     """
     import smact
 
@@ -124,8 +125,6 @@ def smact_valid(
             return False
         if not all(ox):
             return False
-        if pauling and any(e is None for e in eneg):
-            return _authors_enumeration(ox, counts, eneg)
     else:
         ox = [sorted(set(e.oxidation_states or [0])) for e in els]  # noble gases carry no states
     if not pauling:
@@ -135,25 +134,6 @@ def smact_valid(
     for cut in sorted(set(eneg)) + [math.inf]:
         allowed = lambda s, e, cut=cut: s == 0 or (s > 0 and e < cut) or (s < 0 and e >= cut)  # noqa: E731
         if _neutral_reachable(ox, counts, allowed, eneg):
-            return True
-    return False
-
-
-def _authors_enumeration(ox, counts, eneg) -> bool:
-    """Every oxidation-state combination in order, neutrality then smact's eneg_states_test; a
-    comparison with a missing electronegativity raises TypeError, which the authors take as passing."""
-    for states in itertools.product(*ox):
-        if sum(o * c for o, c in zip(states, counts)) != 0:
-            continue
-        try:
-            ok = True
-            for (o1, e1), (o2, e2) in itertools.combinations(zip(states, eneg), 2):
-                if (o1 > 0 and o2 < 0 and e1 >= e2) or (o1 < 0 and o2 > 0 and e1 <= e2):
-                    ok = False
-                    break
-        except TypeError:
-            ok = True
-        if ok:
             return True
     return False
 

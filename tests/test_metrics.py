@@ -347,13 +347,6 @@ def test_oxidation_combination_cap(monkeypatch):
     assert not M.smact_valid(["Fe", "O"], [2, 3], protocol="crystalflow")
 
 
-def test_missing_electronegativity_passes_as_in_the_authors_try_except():
-    # Pm has no Pauling electronegativity: the authors' pauling_test raises TypeError -> taken as passing
-    assert M.smact_valid(["Pm", "Cl"], [1, 3], protocol="crystalflow")
-    assert not M.smact_valid(["Pm", "Cl"], [1, 3], protocol="diffcsp")
-    assert not M.smact_valid(["Pm", "Cl"], [1, 5], protocol="crystalflow")  # not neutral with any state
-
-
 def test_coverage_of_a_set_against_itself_is_complete_under_both_protocols(nacl, silicon):
     cscl = Structure(Lattice.cubic(4.1), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     sfp, cfp, ok = M.fingerprints_all([nacl, silicon, cscl], workers=1)
@@ -436,3 +429,24 @@ def test_thin_local_hull_flags_suspects_and_rates_are_given_without_them(nacl):
     row = stability_summary(df, pressure_run=False)
     assert row["stable_pct"] == 50.0 and row["stable_pct_without_suspects"] == 25.0
     assert row["sun_pct_without_suspects"] == 25.0 and row["n_hull_suspect"] == 1 and row["hull"] == "local (9 entries)"
+
+
+def test_missing_electronegativity_fails_the_pauling_test_as_smact_does():
+    """SMACT's eneg_states_test returns False when an electronegativity is missing (Pm, He, Ne, Ar), so
+    the authors' `except TypeError` never fires: such compositions are invalid under both protocols."""
+    import smact
+    from smact.screening import eneg_states_test
+
+    # PmCl3: Pm(+3) + 3 Cl(-1) is neutral, but Pm has no Pauling electronegativity
+    assert smact.Element("Pm").pauling_eneg is None
+    assert eneg_states_test([3, -1], [None, 3.16]) is False  # SMACT itself, on the one neutral assignment
+    for protocol in ("crystalflow", "diffcsp"):
+        assert not M.smact_valid(["Pm", "Cl"], [1, 3], protocol=protocol), protocol
+        assert M.smact_valid(["Nd", "Cl"], [1, 3], protocol=protocol), protocol  # its neighbour, with one
+    # the quick run's sample s75: seven elements, one of them Pm
+    syms, counts = ["Pm", "Al", "Zn", "Fe", "Sb", "Te", "As"], [2, 1, 1, 1, 1, 1, 1]
+    assert not M.smact_valid(syms, counts, protocol="crystalflow")
+    # noble gases: argon has neither states nor an electronegativity; krypton has both (KrF2 is real)
+    assert not M.smact_valid(["Ar", "F"], [1, 2], protocol="crystalflow")
+    assert not M.smact_valid(["Ar", "Na", "Cl"], [1, 1, 1], protocol="diffcsp")
+    assert M.smact_valid(["Kr", "F"], [1, 2], protocol="crystalflow")

@@ -49,7 +49,7 @@ def test_every_settings_field_is_a_schema_key_without_a_default_in_code(cls, sec
     for f in dataclasses.fields(cls):
         assert f.name in keys | NOT_CONFIG | RUN_KEYS, f"{cls.__name__}.{f.name} is not a key of {section}"
         assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (
-            f"{cls.__name__}.{f.name} has a default in code; it belongs in config/schema.yaml"
+            f"{cls.__name__}.{f.name} has a default in code; it belongs in crystalflow_core/schema.yaml"
         )
 
 

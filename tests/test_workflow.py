@@ -153,6 +153,25 @@ def test_second_run_is_a_no_op(tiny_run):
     assert "Nothing to be done" in p.stdout + p.stderr
 
 
+def reorder(value):
+    """Every mapping of `value` with its keys in reverse order (lists as they are)."""
+    if isinstance(value, dict):
+        return {k: reorder(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [reorder(v) for v in value]
+    return value
+
+
+def test_same_config_in_another_key_order_is_a_no_op(tiny_run):
+    work, cfg = tiny_run
+    original = yaml.safe_load(cfg.read_text())
+    shuffled = work / "tiny_reordered.yaml"
+    shuffled.write_text(yaml.safe_dump(reorder(original), sort_keys=False))
+    assert list(yaml.safe_load(shuffled.read_text())) == list(reversed(list(original)))
+    p = smk(["-n", "--configfile", str(shuffled), "--directory", str(work)], cwd=work)
+    assert "Nothing to be done" in p.stdout + p.stderr, jobs_of(p.stdout)
+
+
 def test_sampling_change_reruns_only_sampling_and_downstream(tiny_run):
     work, _ = tiny_run
     cfg = tiny_config(work, **{"runs.mp20_csp.sample.seed": 3})

@@ -2,7 +2,7 @@
 import os
 from pathlib import Path
 
-from crystalflow_core.config import dataset_tag, pressure_relax, stability_relax, transport_screen
+from crystalflow_core.config import canonical, dataset_tag, pressure_relax, stability_relax, transport_screen
 from crystalflow_core.layout import Layout
 from crystalflow_core.sampling import parse_point, sampling_points
 
@@ -173,24 +173,27 @@ def dft_results_inputs(wildcards):
 
 def run_view(*sections):
     """Params function: only the parts of a run a rule depends on, so that changing a sampling
-    setting reruns sampling and what follows, never training."""
+    setting reruns sampling and what follows, never training; keys sorted, so that the same settings
+    in another key order rerun nothing."""
     keep = {"dataset", "task", "conditions", "train_split", "val_split", "test_split", "novelty_splits", *sections}
 
     def f(wildcards):
         out = {k: v for k, v in RUNS[wildcards.run].items() if k in keep}
         if "sample" in out:  # a job's sampling point is its {steps} wildcard: adding a point reruns no other
             out["sample"] = {k: v for k, v in out["sample"].items() if k not in ("steps", "extra")}
-        return out
+        return canonical(out)
 
     return f
 
 
 def dataset_view(wildcards):
-    return {
-        "datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
-        "data_mirror": config["data_mirror"],
-        "download_dir": config["download_dir"],
-    }
+    return canonical(
+        {
+            "datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
+            "data_mirror": config["data_mirror"],
+            "download_dir": config["download_dir"],
+        }
+    )
 
 
 def stability_tables():
@@ -202,4 +205,9 @@ def dft_tables():
 
 
 def hull_view():
-    return {k: config[k] for k in ("hull", "data_mirror", "download_dir")}
+    return canonical({k: config[k] for k in ("hull", "data_mirror", "download_dir")})
+
+
+def section_view(*keys):
+    """Params value: top-level config sections, keys sorted (params are compared by their repr)."""
+    return canonical({k: config[k] for k in keys})

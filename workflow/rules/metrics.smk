@@ -30,7 +30,7 @@ rule metrics:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
-        cfg={"metrics": config["metrics"]},
+        cfg=section_view("metrics"),
         run=run_view("sample", "relax"),
     script:
         "../scripts/metrics.py"

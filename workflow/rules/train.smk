@@ -35,7 +35,7 @@ rule import_reference:
     conda:
         "../../envs/workflow.yaml"
     params:
-        init=lambda wc: RUNS[wc.run]["init"],
-        config=lambda wc: {"runs": {wc.run: RUNS[wc.run]}, "download_dir": config["download_dir"]},
+        init=lambda wc: canonical(RUNS[wc.run]["init"]),
+        config=lambda wc: canonical({"runs": {wc.run: RUNS[wc.run]}, "download_dir": config["download_dir"]}),
     script:
         "../scripts/import_reference.py"
