@@ -202,7 +202,9 @@ def _run(a):
                 f"run '{a.run}' has no transport screen (a DNG run with transport: {{enabled: true}})"
             )
         workers = a.threads or run["transport"]["workers"] or 1
-        stages.transport_screen(run, P["samples"], [P["relax"]], P["stability"], P["transport_screen"], workers)
+        stages.transport_screen(
+            run, P["samples"], [P["relax"]], P["stability"], P["transport_screen"], cfg["metrics"]["protocol"], workers
+        )
         md = [P["transport_md"]]
         stages.transport_md(run, P["transport_screen"], [P["relax"]], 0, 1, md[0], P["trajectories"], workers)
         stages.transport_table(run, P["transport_screen"], md, [P["relax"]], P["transport"])

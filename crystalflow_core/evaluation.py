@@ -203,6 +203,7 @@ def stability_summary(st: pd.DataFrame, pressure_run: bool) -> dict:
         "n_relaxed": int(len(st)),
         "n_relax_failed": int((st["error"].fillna("") != "").sum()),
         "n_hull_missing_elements": int((st["hull_missing"].fillna("") != "").sum()),
+        "n_mp2020_refused": int((st["mp2020_refused"].fillna("") != "").sum()) if "mp2020_refused" in st else 0,
     }
     e_hull, unique, new = st["e_hull"].to_numpy(float), st["unique"].to_numpy(bool), st["new"].to_numpy(bool)
     row.update(M.sun_summary(e_hull, unique, new, len(st)))
@@ -297,6 +298,7 @@ def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, 
             "e_form": np.nan,
             "e_hull": np.nan,
             "hull_missing": "",
+            "mp2020_refused": "",
             "hull": f"{hull.source} ({len(hull)} entries)",
             "hull_entries": 0,
             "hull_suspect": False,
@@ -307,14 +309,16 @@ def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, 
         s1 = structure_from(r["final"]) if r.get("final") and not r.get("error") else None  # unphysical: no energy
         try:
             if s0 is not None and "initial_energy_per_atom" in r:
-                e0 = mp2020_corrected_energy(s0, r["initial_energy_per_atom"] * len(s0))
-                row["e_form_initial"] = formation_energy_per_atom(s0, e0, refs)
+                e0, _ = mp2020_corrected_energy(s0, r["initial_energy_per_atom"] * len(s0))
+                if np.isfinite(e0):
+                    row["e_form_initial"] = formation_energy_per_atom(s0, e0, refs)
             if s1 is not None:
-                e1 = mp2020_corrected_energy(s1, r["energy_per_atom"] * len(s1))
-                h = hull_columns(s1, e1, refs, hull)
-                row.update(
-                    e_form=h["e_form"], e_hull=h["e_hull"], **{k: h[k] for k in ("hull_entries", "hull_suspect")}
-                )
+                e1, row["mp2020_refused"] = mp2020_corrected_energy(s1, r["energy_per_atom"] * len(s1))
+                if np.isfinite(e1):
+                    h = hull_columns(s1, e1, refs, hull)
+                    row.update(
+                        e_form=h["e_form"], e_hull=h["e_hull"], **{k: h[k] for k in ("hull_entries", "hull_suspect")}
+                    )
         except KeyError as exc:
             row["hull_missing"] = str(exc).strip("'\"")
         rows.append(row)
@@ -400,7 +404,7 @@ def dft_stability_table(jobs: list[dict], chgnet: pd.DataFrame, relaxed: dict, r
         if job.get("entry") is not None:
             corrected, why = mp2020_process(job["entry"])
         elif job.get("correct") == "mp2020":
-            corrected, why = mp2020_corrected_energy(s, energy), ""
+            corrected, why = mp2020_corrected_energy(s, energy)
         else:
             corrected, why = energy, ""
         if why:

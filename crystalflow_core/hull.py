@@ -16,6 +16,7 @@ import gzip
 import itertools
 import json
 import logging
+import math
 import pickle
 import re
 from pathlib import Path
@@ -176,24 +177,30 @@ class MatbenchHull:
         return self.e_above_hull_total(ComputedStructureEntry(structure, corrected_total))
 
 
-def mp2020_corrected_energy(structure, energy_total: float) -> float:
-    """Apply MP2020 corrections to a CHGNet total energy (GGA+U parameters where MP uses them)."""
+# Hubbard U (eV) of MP's GGA+U calculations, used in oxides and fluorides of these metals (MPRelaxSet)
+MP_HUBBARD_U = {"Co": 3.32, "Cr": 3.7, "Fe": 5.3, "Mn": 3.9, "Mo": 4.38, "Ni": 6.2, "V": 3.25, "W": 6.2}
+
+
+def mp2020_corrected_energy(structure, energy_total: float) -> tuple[float, str]:
+    """MP2020-corrected total energy of a CHGNet total energy (GGA+U parameters where MP uses them), and
+    "" or, where MP2020 refuses the entry, NaN and the reason: an uncorrected energy on a corrected hull
+    would be a wrong E_hull, so there is none."""
     from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
     from pymatgen.entries.computed_entries import ComputedStructureEntry
 
-    u_els = {"Co", "Cr", "Fe", "Mn", "Mo", "Ni", "V", "W"}
     syms = {el.symbol for el in structure.composition.elements}
-    plus_u = bool(syms & {"O", "F"}) and bool(syms & u_els)
-    hubbards = {"Co": 3.32, "Cr": 3.7, "Fe": 5.3, "Mn": 3.9, "Mo": 4.38, "Ni": 6.2, "V": 3.25, "W": 6.2}
+    plus_u = bool(syms & {"O", "F"}) and bool(syms & set(MP_HUBBARD_U))
     params = {
         "run_type": "GGA+U" if plus_u else "GGA",
         "is_hubbard": plus_u,
-        "hubbards": {el: hubbards[el] for el in syms & u_els} if plus_u else {},
+        "hubbards": {el: MP_HUBBARD_U[el] for el in syms & set(MP_HUBBARD_U)} if plus_u else {},
     }
     entry = ComputedStructureEntry(structure, energy_total, parameters=params)
     compat = MaterialsProject2020Compatibility(check_potcar=False)
     processed = compat.process_entry(entry, clean=True)
-    return (processed or entry).energy
+    if processed is None:
+        return math.nan, f"MP2020 refused the entry ({params['run_type']}, U {params['hubbards'] or 'none'})"
+    return float(processed.energy), ""
 
 
 def formation_energy_per_atom(structure, corrected_total: float, refs: dict) -> float:

@@ -19,7 +19,6 @@ Stability: energy above hull of CHGNet-relaxed samples, stable/metastable, uniqu
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math

@@ -184,25 +184,29 @@ def transport_section(transport: list[str], outdir: Path) -> tuple[str, list[str
     lines = [
         "## Ion transport (migration graph + CHGNet MD)",
         "",
-        "| run | with ion, E_hull <= cut | screened | graph failed | percolating 1D/2D/3D | conductor candidates |",
-        "|---|---|---|---|---|---|",
+        "| run | with ion | invalid (not screened) | valid, E_hull <= cut | screened | graph failed "
+        "| percolating 1D/2D/3D | conductor candidates |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     md_rows, made = [], []
     for p in transport:
         df = pd.read_csv(p, dtype={"id": str})
         ok = df[df["status"] == "screened"]
         perc = "/".join(str(int((ok["percolation_dim"] == d).sum())) for d in (1, 2, 3))
+        n = {s: int((df["status"] == s).sum()) for s in ("invalid", "above_hull_cut", "graph_failed")}
         lines.append(
-            f"| {_run_of(p)} | {len(df) - int((df['status'] == 'above_hull_cut').sum())} | {len(ok)} | "
-            f"{int((df['status'] == 'graph_failed').sum())} | {perc} | {int(df['conductor_candidate'].sum())} |"
+            f"| {_run_of(p)} | {len(df)} | {n['invalid']} | {len(df) - n['invalid'] - n['above_hull_cut']} | "
+            f"{len(ok)} | {n['graph_failed']} | {perc} | {int(df['conductor_candidate'].sum())} |"
         )
         if "md_runs" in df:
             for _, r in df[df["md_runs"].fillna(0) > 0].iterrows():
                 md_rows.append((_run_of(p), r))
     lines += [
         "",
-        "Percolation counted over hops up to the run's `transport.hop_cutoff`; candidates are new, "
-        "unique, at or below the E_hull cut and percolating in >= 1 D.",
+        "Rows are (structure, ion) pairs. Only structures that are structurally and compositionally valid "
+        "(the metric protocol's tests, as in the DNG validity) are screened. Percolation counted over hops "
+        "up to the run's `transport.hop_cutoff`; candidates are valid, new, unique, at or below the E_hull "
+        "cut and percolating in >= 1 D.",
         "",
     ]
     if md_rows:

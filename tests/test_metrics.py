@@ -450,3 +450,35 @@ def test_missing_electronegativity_fails_the_pauling_test_as_smact_does():
     assert not M.smact_valid(["Ar", "F"], [1, 2], protocol="crystalflow")
     assert not M.smact_valid(["Ar", "Na", "Cl"], [1, 1, 1], protocol="diffcsp")
     assert M.smact_valid(["Kr", "F"], [1, 2], protocol="crystalflow")
+
+
+def test_energy_that_mp2020_refuses_gets_no_e_hull(monkeypatch):
+    """A CHGNet energy MP2020 will not correct (here: a U value MP does not use) is not put on the
+    corrected hull uncorrected: NaN, the reason recorded, counted in the summary, not stable."""
+    from conftest import need_data
+
+    import crystalflow_core.hull as H
+    from crystalflow_core.evaluation import stability_summary, stability_table
+
+    (refs_path,) = need_data("hull/2023-02-07-mp-elemental-reference-entries.json.gz")
+    fe2o3 = Structure.from_spacegroup(
+        "R-3c", Lattice.hexagonal(5.03, 13.75), ["Fe", "O"], [[0, 0, 0.355], [0.306, 0, 0.25]]
+    )
+    e = -6.9 * len(fe2o3)
+    corrected, why = H.mp2020_corrected_energy(fe2o3, e)
+    assert why == "" and corrected < e  # the Fe U correction and the oxide correction lower it
+    monkeypatch.setitem(H.MP_HUBBARD_U, "Fe", 4.0)  # not MP's 5.3: pymatgen's MP2020 refuses the entry
+    corrected, why = H.mp2020_corrected_energy(fe2o3, e)
+    assert np.isnan(corrected) and "MP2020 refused" in why and "'Fe': 4.0" in why
+    final = {"lattice": fe2o3.lattice.matrix.tolist(), "species": [s.specie.symbol for s in fe2o3]}
+    final["frac_coords"] = fe2o3.frac_coords.tolist()
+    relaxed = [{"id": "a", "converged": True, "final": final, "energy_per_atom": -6.9}]
+    hull = LocalHull([("Fe2O3", -1.7)])
+    st = stability_table({}, relaxed, H.load_elemental_refs(refs_path), hull, [])
+    assert (
+        np.isnan(st.loc[0, "e_hull"])
+        and np.isnan(st.loc[0, "e_form"])
+        and "MP2020 refused" in st.loc[0, "mp2020_refused"]
+    )
+    row = stability_summary(st, pressure_run=False)
+    assert row["n_mp2020_refused"] == 1 and row["stable_pct"] == 0.0

@@ -188,8 +188,13 @@ def _write_run_files(tmp_path, structures: dict, e_hull: dict):
 
 
 def test_stage_files_screen_md_table_and_metric_columns(tmp_path, nacl):
+    junk = licoo2()
+    junk.replace_species({"Co": "Cl", "O": "Cl"})  # LiCl3: no charge-neutral assignment
+    squeezed = licoo2()
+    squeezed.scale_lattice(squeezed.volume * 0.01)  # atoms 0.4 A apart
     structures = {"lfp": lifepo4(), "lco": licoo2(), "salt": nacl, "hot": licoo2(), "known": licoo2()}
-    e_hull = {"lfp": 0.0, "lco": 0.05, "salt": 0.0, "hot": 0.4, "known": 0.0}
+    structures.update(junk=junk, squeezed=squeezed)
+    e_hull = {"lfp": 0.0, "lco": 0.05, "salt": 0.0, "hot": 0.4, "known": 0.0, "junk": -0.5, "squeezed": -0.5}
     samples, relaxed, stab = _write_run_files(tmp_path, structures, e_hull)
     run = cfgmod.run_defaults({"dataset": "mp_20", "task": "dng"})
     run["transport"].update(enabled=True, hop_cutoff=4.0)
@@ -198,10 +203,16 @@ def test_stage_files_screen_md_table_and_metric_columns(tmp_path, nacl):
     )
     run["transport"]["md"]["equilibration_ps"] = 0.0
     screen = str(tmp_path / "transport" / "screen.csv")
-    transport_screen(run, samples, relaxed, stab, screen, workers=1)
+    transport_screen(run, samples, relaxed, stab, screen, "crystalflow", workers=1)
     df = pd.read_csv(screen, dtype={"id": str}).set_index("id")
     assert "salt" not in df.index  # no Li: not a row
     assert df.loc["hot", "status"] == "above_hull_cut" and "0.400 > 0.1" in df.loc["hot", "reason"]
+    # below the hull cut, new and unique, but not a valid crystal: a row saying so, never a candidate
+    assert (
+        df.loc["junk", "status"] == "invalid"
+        and df.loc["junk", "reason"] == "compositionally invalid (crystalflow protocol)"
+    )
+    assert df.loc["squeezed", "status"] == "invalid" and df.loc["squeezed", "reason"].startswith("structurally invalid")
     assert df.loc["lfp", "percolation_dim"] == 1 and df.loc["lco", "percolation_dim"] == 2
     md = str(tmp_path / "transport" / "md_shard0.jsonl")
     transport_md(run, screen, relaxed, 0, 1, md, str(tmp_path / "transport" / "trajectories"), workers=1)
@@ -213,9 +224,17 @@ def test_stage_files_screen_md_table_and_metric_columns(tmp_path, nacl):
     t = pd.read_csv(out, dtype={"id": str}).set_index("id")
     assert np.isfinite(t.loc["lco", "D_900K"]) and t.loc["lco", "md_runs"] == 1
     assert math.isnan(t.loc["lco", "E_a"])  # one temperature: no Arrhenius fit
-    assert t["conductor_candidate"].to_dict() == {"lfp": True, "lco": True, "hot": False, "known": False}
+    assert t["conductor_candidate"].to_dict() == {
+        "lfp": True,
+        "lco": True,
+        "hot": False,
+        "known": False,
+        "junk": False,
+        "squeezed": False,
+    }
     summary = transport_summary(out)
     assert summary["n_transport_screened"] == 3 and summary["n_conductor_candidates"] == 2
+    assert summary["n_transport_invalid"] == 2
 
 
 def test_screen_resumes_from_its_partial_and_restarts_when_settings_change(tmp_path, nacl):
@@ -224,19 +243,19 @@ def test_screen_resumes_from_its_partial_and_restarts_when_settings_change(tmp_p
     run = cfgmod.run_defaults({"dataset": "mp_20", "task": "dng"})
     run["transport"]["enabled"] = True
     out = tmp_path / "screen.csv"
-    transport_screen(run, samples, relaxed, stab, str(out), workers=1)
+    transport_screen(run, samples, relaxed, stab, str(out), "crystalflow", workers=1)
     full = pd.read_csv(out)
     # a killed screen: the partial holds the LiCoO2 row (marked) and the key of these settings
     rows = full.to_dict("records")
     marked = [{**rows[0], "reason": "from the partial"}]
     partial = tmp_path / "screen.csv.partial"
     write_jsonl_atomic(partial, marked)
-    key = screen_key(ScreenSettings.from_section(run["transport"]), _relaxed_structures(relaxed), stab)
+    key = screen_key(ScreenSettings.from_section(run["transport"]), _relaxed_structures(relaxed), stab, "crystalflow")
     (tmp_path / "screen.csv.partial.key").write_text(key + "\n")
-    transport_screen(run, samples, relaxed, stab, str(out), workers=1)
+    transport_screen(run, samples, relaxed, stab, str(out), "crystalflow", workers=1)
     again = pd.read_csv(out, keep_default_na=False)
     assert len(again) == 2 and (again["reason"] == "from the partial").sum() == 1  # not screened again
     write_jsonl_atomic(partial, marked)  # the same partial under other settings is not resumed
     run["transport"]["hop_cutoff"] = 3.0
-    transport_screen(run, samples, relaxed, stab, str(out), workers=1)
+    transport_screen(run, samples, relaxed, stab, str(out), "crystalflow", workers=1)
     assert (pd.read_csv(out, keep_default_na=False)["reason"] == "from the partial").sum() == 0

@@ -64,15 +64,36 @@ def _settings_key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def screen_key(settings: ScreenSettings, structures: dict, stab_csv: str) -> str:
-    """What a screen's finished rows depend on: its settings, the relaxed ids and the stability table."""
-    return _settings_key(asdict(settings), sorted(structures), hashlib.sha256(Path(stab_csv).read_bytes()).hexdigest())
+def screen_key(settings: ScreenSettings, structures: dict, stab_csv: str, protocol: str) -> str:
+    """What a screen's finished rows depend on: its settings, the relaxed ids, the stability table and the
+    validity protocol."""
+    stab_sha = hashlib.sha256(Path(stab_csv).read_bytes()).hexdigest()
+    return _settings_key(asdict(settings), sorted(structures), stab_sha, protocol)
 
 
-def transport_screen(run: dict, samples: str, relaxed: list[str], stab_csv: str, out: str, workers: int = 1):
-    """Migration graph and percolation dimensionality of every relaxed sample that holds a mobile ion
-    and passes the E_hull cut; samples with the ion above the cut (or without E_hull) get a row saying
-    so. Resumable: rows are appended to `out`.partial as chunks finish."""
+def invalid_reason(structure, protocol: str) -> str:
+    """Why a relaxed structure is not worth screening: "" when it is structurally and compositionally
+    valid under the run's metric protocol (the DNG validity), else which test it fails."""
+    from ..metrics import composition_valid, structure_valid
+
+    why = [
+        w
+        for w, ok in (
+            ("structurally", structure_valid(structure, protocol=protocol)),
+            ("compositionally", composition_valid(structure, protocol=protocol)),
+        )
+        if not ok
+    ]
+    return f"{' and '.join(why)} invalid ({protocol} protocol)" if why else ""
+
+
+def transport_screen(
+    run: dict, samples: str, relaxed: list[str], stab_csv: str, out: str, protocol: str, workers: int = 1
+):
+    """Migration graph and percolation dimensionality of every relaxed sample that holds a mobile ion,
+    is structurally and compositionally valid (`protocol`, as the DNG metrics) and passes the E_hull
+    cut; the others with the ion get a row saying why they were not screened (status `invalid` or
+    `above_hull_cut`). Resumable: rows are appended to `out`.partial as chunks finish."""
     require(samples, *relaxed, stab_csv)
     ensure_writable(out)
     settings = ScreenSettings.from_section(run["transport"])
@@ -82,7 +103,7 @@ def transport_screen(run: dict, samples: str, relaxed: list[str], stab_csv: str,
     structures = _finished_structures(rel_recs)
     stab = pd.read_csv(stab_csv, dtype={"id": str}).set_index("id")
     partial = Path(str(out) + ".partial")
-    restart_if_stale(partial, screen_key(settings, structures, stab_csv))
+    restart_if_stale(partial, screen_key(settings, structures, stab_csv, protocol))
     done = {(r["id"], r["ion"]) for r in resume_jsonl(partial)}
     jobs, n_without = [], 0
     for sid, s in structures.items():
@@ -100,6 +121,11 @@ def transport_screen(run: dict, samples: str, relaxed: list[str], stab_csv: str,
         }
         todo = [ion for ion in ions if (sid, ion) not in done]
         if not todo:
+            continue
+        invalid = invalid_reason(s, protocol)
+        if invalid:
+            for ion in todo:
+                append_jsonl(partial, {**head, "ion": ion, "status": "invalid", "reason": invalid})
             continue
         if not np.isfinite(head["e_hull"]) or head["e_hull"] > settings.max_e_hull:
             why = (
@@ -134,6 +160,9 @@ def transport_screen(run: dict, samples: str, relaxed: list[str], stab_csv: str,
         df.to_csv(tmp, index=False)
     partial.unlink(missing_ok=True)
     Path(str(partial) + ".key").unlink(missing_ok=True)
+    n_invalid = int((df["status"] == "invalid").sum())
+    if n_invalid:
+        log.info("%d rows not screened: structurally or compositionally invalid (%s protocol)", n_invalid, protocol)
     n_fail = int((df["status"] == "graph_failed").sum())
     if n_fail:
         log.warning("%d migration graphs could not be built (reasons in %s)", n_fail, out)
@@ -244,6 +273,7 @@ def transport_summary(transport_csv: str) -> dict:
     df = pd.read_csv(transport_csv, dtype={"id": str})
     cand = df[df["conductor_candidate"].astype(bool)] if len(df) else df
     return {
+        "n_transport_invalid": int(df[df["status"] == "invalid"]["id"].nunique()) if len(df) else 0,
         "n_transport_screened": int((df["status"] == "screened").sum()) if len(df) else 0,
         "n_conductor_candidates": int(cand["id"].nunique()) if len(df) else 0,
         "best_sigma_300K": float(df["sigma_300K"].max()) if len(df) and df["sigma_300K"].notna().any() else math.nan,

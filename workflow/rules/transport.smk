@@ -14,6 +14,7 @@ rule transport_screen:
     threads: config["threads"]
     params:
         run=run_view("sample", "relax", "transport"),
+        protocol=config["metrics"]["protocol"],  # screened: the valid structures, as the DNG metrics count them
     script:
         "../scripts/transport.py"
 

@@ -6,7 +6,7 @@ if __name__ == "__main__":
     run, inp, out = snakemake.params.run, snakemake.input, snakemake.output[0]
     workers = run["transport"]["workers"] or snakemake.threads
     if snakemake.rule == "transport_screen":
-        transport_screen(run, inp.samples, list(inp.relaxed), inp.stability, out, workers)
+        transport_screen(run, inp.samples, list(inp.relaxed), inp.stability, out, snakemake.params.protocol, workers)
     elif snakemake.rule == "transport_md":
         shards = run["transport"]["md"]["shards"]
         shard = int(snakemake.wildcards.shard)
