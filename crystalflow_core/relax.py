@@ -48,6 +48,7 @@ class RelaxSettings:
     relax_cell: bool
     min_distance: float  # A; closer atoms are recorded as failed before CHGNet runs
     max_vacuum_gap: float  # A; a relaxed cell with a wider empty slab is recorded as unphysical
+    record_energies: bool  # keep the energy per atom at every optimiser step (`energy_trace`)
 
     @classmethod
     def from_section(cls, r: dict, **override) -> RelaxSettings:
@@ -149,6 +150,11 @@ def static_predictions(structures: list, model, batch_size: int = 8) -> list:
     return out
 
 
+def _pressure_gpa(stress_voigt) -> float:
+    """Hydrostatic pressure (GPa, positive = compressed) of an ASE stress (eV/A^3, positive = tensile)."""
+    return float(-np.mean(stress_voigt[:3]) / EV_PER_A3_PER_GPA)
+
+
 def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, initial: dict | None = None) -> dict:
     """Relax one pymatgen Structure; returns the record (never raises for CHGNet errors).
 
@@ -172,10 +178,17 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
             if initial is not None:
                 _seed(atoms.calc, atoms, initial)
             n = len(atoms)
-            rec["initial_energy_per_atom"] = float(atoms.get_potential_energy()) / n
             p = settings.pressure * EV_PER_A3_PER_GPA
+            e0 = float(atoms.get_potential_energy())
+            rec["initial_energy_per_atom"] = e0 / n
+            rec["initial_enthalpy_per_atom"] = (e0 + p * float(atoms.get_volume())) / n
+            # the generated cell's own pressure, before any relaxation (the paper's Fig. 2a measure)
+            rec["initial_stress_pressure_gpa"] = _pressure_gpa(atoms.get_stress(voigt=True))
             target = FrechetCellFilter(atoms, scalar_pressure=p) if settings.relax_cell else atoms
             opt = getattr(optimize, settings.optimizer)(target, logfile=None)
+            if settings.record_energies:  # observers run after each step's forces: the energy is cached
+                trace = rec["energy_trace"] = []
+                opt.attach(lambda: trace.append(float(atoms.get_potential_energy()) / n))
             rec["converged"] = bool(opt.run(fmax=settings.fmax, steps=settings.steps))
             rec["steps"] = int(opt.nsteps)
             e = float(atoms.get_potential_energy())
@@ -184,8 +197,7 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
             rec["enthalpy_per_atom"] = (e + p * vol) / n
             rec["volume"] = vol
             rec["pressure_gpa"] = settings.pressure
-            stress = atoms.get_stress(voigt=True)  # eV/A^3, positive = tensile (ASE convention)
-            rec["stress_pressure_gpa"] = float(-np.mean(stress[:3]) / EV_PER_A3_PER_GPA)
+            rec["stress_pressure_gpa"] = _pressure_gpa(atoms.get_stress(voigt=True))
             final = AseAtomsAdaptor.get_structure(atoms)
             if not all(np.isfinite([e, vol])):
                 raise FloatingPointError("non-finite energy or volume")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from conftest import DATA, REPO, need_data
 from test_workflow import smk
@@ -55,13 +56,20 @@ def test_pressure_conditioned_csp_run(tmp_path):
     relaxed = [json.loads(x) for x in (tmp_path / "results/runs/hp_csp/s5/relax/shard0.jsonl").read_text().splitlines()]
     by_id = {r["id"]: r for r in recs}
     assert sorted(r["id"] for r in relaxed) == sorted(by_id)
-    for r in relaxed:  # relaxed at the sample's own pressure, not the run-wide default of 0 GPa
-        if not r.get("error"):
-            assert r["pressure_gpa"] == by_id[r["id"]]["condition"]["pressure"]
+    done = [r for r in relaxed if not r.get("error")]
+    assert len(done) >= 4, [r.get("error") for r in relaxed]  # most of the 8 relax; an all-failed run fails here
+    for r in done:  # relaxed at the sample's own pressure, not the run-wide default of 0 GPa
+        assert r["pressure_gpa"] == by_id[r["id"]]["condition"]["pressure"]
+        assert abs(r["enthalpy_per_atom"] - r["energy_per_atom"]) > 0 or r["pressure_gpa"] == 0
     table = pd.read_csv(tmp_path / "results/highpressure_csp_metrics.csv")
     assert list(table["k"]) == [1, 2]
     assert list(table["n_relaxed"]) == [4, 8]
-    assert (table["stress_vs_target_mae_gpa"].dropna() >= 0).all()
+    # the generated cells' pressure before relaxation against the target (Fig. 2a), by hand over all 8
+    have = [r for r in relaxed if "initial_stress_pressure_gpa" in r and "pressure_gpa" in r]
+    assert len(have) >= len(done)
+    by_hand = sum(abs(r["initial_stress_pressure_gpa"] - r["pressure_gpa"]) for r in have) / len(have)
+    assert table.loc[1, "stress_vs_target_mae_gpa"] == pytest.approx(by_hand)
+    assert by_hand > 0.5  # an untrained model's cells are not at their target; relaxed ones would be
     assert table["match_rate_pct"].between(0, 100).all()
 
 

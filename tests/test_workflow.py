@@ -2,6 +2,7 @@
 cluster submission through the cluster-generic profile, and config errors before any job starts."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,8 @@ from conftest import DATA, REPO, need_data
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def smk(args, cwd, check=True, timeout=1200):
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+def smk(args, cwd, check=True, timeout=1200, env=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **(env or {}))
     p = subprocess.run(
         SNAKEMAKE + ["-s", str(REPO / "Snakefile")] + args,
         cwd=cwd,
@@ -172,6 +173,29 @@ def test_same_config_in_another_key_order_is_a_no_op(tiny_run):
     assert "Nothing to be done" in p.stdout + p.stderr, jobs_of(p.stdout)
 
 
+def test_workflow_metrics_refuse_samples_of_another_checkpoint(tiny_run, tmp_path):
+    """Samples whose provenance is not the run's current checkpoint are refused by the metrics rule (the
+    check the CLI made), in a copy of the finished tiny run."""
+    import json
+    import shutil
+
+    work, cfg = tiny_run
+    copy = tmp_path / "copy"
+    for d in ("results", ".snakemake"):
+        shutil.copytree(work / d, copy / d, symlinks=True, ignore=shutil.ignore_patterns("locks", "incomplete"))
+    samples = copy / "results/runs/mp20_csp/s3/samples.jsonl"
+    stat = samples.stat()
+    recs = [json.loads(line) for line in samples.read_text().splitlines()]
+    recs[0]["provenance"] = "0" * 16  # one record made by another checkpoint or other settings
+    samples.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    os.utime(samples, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    target = "results/runs/mp20_csp/s3/metrics.csv"
+    p = smk(["--cores", "1", "--configfile", str(cfg), "--directory", str(copy), "--force", target], copy, False)
+    assert p.returncode != 0
+    log = (copy / "results/logs/metrics/mp20_csp_s3.log").read_text()
+    assert "made from another checkpoint or other sampling settings" in log, log[-2000:]
+
+
 def test_sampling_change_reruns_only_sampling_and_downstream(tiny_run):
     work, _ = tiny_run
     cfg = tiny_config(work, **{"runs.mp20_csp.sample.seed": 3})
@@ -283,10 +307,14 @@ def test_cluster_generic_submission(tmp_path):
             "2",
         ],
         cwd=tmp_path,
+        env={"STANDIN_LEDGER": str(tmp_path / "submitted")},
     )
     lines = (tmp_path / target).read_text().splitlines()
     assert len(lines) == 20
-    assert list((tmp_path / ".snakemake").rglob("*.out")) or (tmp_path / ".snakemake").exists()
+    # every job went through the submit command: prepare val + test, train, 2 sample shards, gather
+    scripts = [p.read_text() for p in (tmp_path / "submitted").iterdir()]
+    rules = sorted(re.search(r"\"rule\": \"(\w+)\"", s).group(1) for s in scripts)
+    assert rules == ["gather_samples", "prepare", "prepare", "sample", "sample", "train"], rules
 
 
 @pytest.mark.parametrize(

@@ -139,7 +139,11 @@ def gpu_res(section):
 
 def metrics_inputs(wildcards):
     run = RUNS[wildcards.run]
-    inp = {"samples": L.samples(wildcards.run, wildcards.steps), "test": test_pt(wildcards.run)}
+    inp = {
+        "samples": L.samples(wildcards.run, wildcards.steps),
+        "test": test_pt(wildcards.run),
+        "model": L.model(wildcards.run),  # the samples must come from it (checked by the metrics stage)
+    }
     if pressure_csp(wildcards.run):
         inp["relaxed"] = relax_shards(wildcards)
     if run["task"] == "dng":

@@ -16,6 +16,7 @@ if __name__ == "__main__":
             out.summary,
             snakemake.threads,
             relaxed=list(inp.get("relaxed", [])),
+            ckpt=inp.model,
         )
         open(out.targets, "w").close()  # CSP runs have no condition targets
     else:
@@ -30,6 +31,7 @@ if __name__ == "__main__":
             steps,
             out.summary,
             snakemake.threads,
+            ckpt=inp.model,
             targets_out=out.targets,
             transport_csv=inp.get("transport"),
             dft_csv=inp.get("dft"),
