@@ -384,6 +384,32 @@ def checkpoint_callback(workdir, has_val: bool):
     )
 
 
+def build_module(run: dict, tcfg: TrainSettings, scalers, atom_count_hist: list) -> CrystalFlowModule:
+    """The Lightning module of a run: its network (`model`, task, conditions) and every setting of its
+    `train` section that the module uses (the one place the config reaches the module)."""
+    conditions = list(run.get("conditions", []))
+    model_cfg = asdict(ModelConfig(**dict(run["model"], task=run["task"], conditions=conditions)))
+    return CrystalFlowModule(
+        model=model_cfg,
+        loss_weights=tcfg.loss_weights,
+        lr=tcfg.lr,
+        lr_factor=tcfg.lr_factor,
+        lr_patience=tcfg.lr_patience,
+        lr_min=tcfg.lr_min,
+        lr_frequency=tcfg.lr_frequency,
+        k_sigma=tcfg.k_sigma,
+        cond_drop=tcfg.cond_drop,
+        scalers=scalers,
+        atom_count_hist=atom_count_hist,
+        compile=tcfg.compile,
+        seed=tcfg.seed,
+        ema_decay=tcfg.ema_decay,
+        warmup_steps=tcfg.warmup_steps,
+        ot_pairing=tcfg.ot_pairing,
+        lr_schedule=tcfg.lr_schedule,
+    )
+
+
 def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     """Train one run (dict from config) and write `out_ckpt`; resumes from `workdir/last.ckpt`."""
     from pytorch_lightning.loggers import CSVLogger
@@ -396,27 +422,7 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     conditions = list(run.get("conditions", []))
     dm = CrystalDataModule(train_path, val_path, conditions, tcfg.batch_size, tcfg.workers, seed)
     dm.setup()
-    model_cfg = dict(run["model"], task=run["task"], conditions=conditions)
-    model_cfg = asdict(ModelConfig(**model_cfg))
-    module = CrystalFlowModule(
-        model=model_cfg,
-        loss_weights=tcfg.loss_weights,
-        lr=tcfg.lr,
-        lr_factor=tcfg.lr_factor,
-        lr_patience=tcfg.lr_patience,
-        lr_min=tcfg.lr_min,
-        lr_frequency=tcfg.lr_frequency,
-        k_sigma=tcfg.k_sigma,
-        cond_drop=tcfg.cond_drop,
-        scalers=dm.scalers,
-        atom_count_hist=dm.train_set.c["atom_count_hist"].tolist(),
-        compile=tcfg.compile,
-        seed=seed,
-        ema_decay=tcfg.ema_decay,
-        warmup_steps=tcfg.warmup_steps,
-        ot_pairing=tcfg.ot_pairing,
-        lr_schedule=tcfg.lr_schedule,
-    )
+    module = build_module(run, tcfg, dm.scalers, dm.train_set.c["atom_count_hist"].tolist())
     has_val = bool(val_path)
     ckpt_cb = checkpoint_callback(workdir, has_val)
     if torch.cuda.is_available():  # TF32 matmuls on GPUs ('medium' in the authors' runs)

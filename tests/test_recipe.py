@@ -1,5 +1,6 @@
 """The authors' training recipe reaches the Lightning trainer as config/config.yaml states it."""
 
+import copy
 import math
 
 import pytest
@@ -9,7 +10,13 @@ from conftest import REPO
 
 from crystalflow_core import config as cfgmod
 from crystalflow_core.config import defaults
-from crystalflow_core.training import CrystalFlowModule, TrainSettings, checkpoint_callback, trainer_settings
+from crystalflow_core.training import (
+    CrystalFlowModule,
+    TrainSettings,
+    build_module,
+    checkpoint_callback,
+    trainer_settings,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,36 +53,54 @@ def test_paper_recipe_reaches_the_trainer(paper, run, epochs, batch, devices):
     assert cb.monitor == "val_loss" and cb.save_top_k == 1 and cb.mode == "min" and cb.save_last
 
 
-def test_scheduler_plateau_on_val_loss_every_five_epochs(paper):
-    t = paper["runs"]["mp20_csp"]["train"]
-    m = CrystalFlowModule(
-        model={
-            **defaults("model"),
-            **dict(hidden=8, layers=1, fourier=2, recip=0, time_dim=8, task="csp", conditions=[]),
-        },
-        lr=t["lr"],
-        lr_factor=t["lr_factor"],
-        lr_patience=t["lr_patience"],
-        lr_min=t["lr_min"],
-        lr_frequency=t["lr_frequency"],
-    )
+def _module_of(run: dict):
+    """The module exactly as training builds it from a run's config (tiny network)."""
+    run = {**run, "model": {**run["model"], "hidden": 8, "layers": 1, "fourier": 2, "recip": 0, "time_dim": 8}}
+    return build_module(run, TrainSettings.from_section(run["train"]), None, [0, 1, 1])
 
-    class _DM:
-        val_set = object()
 
-    class _Trainer:
-        datamodule = _DM()
+class _DM:
+    val_set = object()
 
+
+class _Trainer:
+    datamodule = _DM()
+
+
+def _optimizers(m, with_val: bool = True):
+    _Trainer.datamodule = _DM() if with_val else None
     m._trainer = _Trainer()
-    conf = m.configure_optimizers()
+    return m.configure_optimizers()
+
+
+def test_scheduler_plateau_on_val_loss_every_five_epochs(paper):
+    conf = _optimizers(_module_of(paper["runs"]["mp20_csp"]))
     sched = conf["lr_scheduler"]
     assert sched["frequency"] == 5 and sched["interval"] == "epoch" and sched["monitor"] == "val_loss"
     plateau = sched["scheduler"]
     assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert (plateau.factor, plateau.patience, plateau.min_lrs[0]) == (0.6, 30, 1e-4)
     assert conf["optimizer"].param_groups[0]["lr"] == 1e-3 and conf["optimizer"].param_groups[0]["weight_decay"] == 0
-    _Trainer.datamodule = None
-    assert m.configure_optimizers()["lr_scheduler"]["monitor"] == "train_loss"  # runs without a val split
+    assert _optimizers(_module_of(paper["runs"]["mp20_csp"]), with_val=False)["lr_scheduler"]["monitor"] == "train_loss"
+
+
+def test_every_train_setting_reaches_the_module_from_the_config(paper):
+    """Values unlike any default: each arrives only if the config's value is passed on."""
+    run = copy.deepcopy(paper["runs"]["mp20_csp"])
+    run["train"].update(
+        lr=2.5e-3, lr_factor=0.37, lr_patience=7, lr_min=3e-5, lr_frequency=3, loss_weights=[2, 3, 4], k_sigma=0.25
+    )
+    m = _module_of(run)
+    conf = _optimizers(m)
+    plateau = conf["lr_scheduler"]["scheduler"]
+    assert (plateau.factor, plateau.patience, plateau.min_lrs[0]) == (0.37, 7, 3e-5)
+    assert conf["lr_scheduler"]["frequency"] == 3 and conf["optimizer"].param_groups[0]["lr"] == 2.5e-3
+    assert list(m.hparams.loss_weights) == [2, 3, 4] and m.hparams.k_sigma == 0.25
+    fast = copy.deepcopy(run)
+    fast["train"].update(recipe="fast", ema_decay=0.9, warmup_steps=11, ot_pairing=True, lr_schedule="cosine")
+    m = _module_of(fast)
+    assert m.ema_net is not None and m.hparams.ema_decay == 0.9 and m.hparams.warmup_steps == 11
+    assert m.hparams.ot_pairing and "lr_scheduler" not in _optimizers(m)  # cosine: no plateau scheduler
 
 
 def test_paper_config_says_what_each_run_reproduces():
