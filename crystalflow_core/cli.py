@@ -115,6 +115,12 @@ def main(argv=None):
             raise
         print(f"crystalflow {a.stage}: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except OSError as exc:  # a full disk, a folder without permission: what and where, in one line
+        if a.debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"crystalflow {a.stage}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _load_config(a):

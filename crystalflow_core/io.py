@@ -49,6 +49,10 @@ class StageError(RuntimeError):
     """A stage asked to work on inputs that do not fit (missing, foreign, stale, unwritable)."""
 
 
+class CheckpointError(StageError):
+    """A model checkpoint that cannot be read (missing, truncated, another program's file)."""
+
+
 class DamagedFileError(ValueError):
     """A file this project wrote atomically is damaged (truncated, edited): never read around it."""
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .crystal import atom_offsets
 from .elements import TABLE_Z, TYPE_DIM, decode_types
 from .flow import sample_k_prior, wrap
+from .io import CheckpointError
 from .lattice import k_to_lattice_torch
 from .model import CSPNet, Graph, ModelConfig
 
@@ -248,7 +249,7 @@ class FlowSampler(nn.Module):
             prefix = "ema_net." if any(k.startswith("ema_net.") for k in sd) else "net."  # EMA weights sample
             net.load_state_dict({k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)})
         except Exception as exc:
-            raise RuntimeError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
+            raise CheckpointError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
         return cls(net, hp["k_sigma"], hp.get("scalers") or {}, hp.get("atom_count_hist")).to(map_location)
 
     def standardised(self, batch: list[dict], device) -> dict:

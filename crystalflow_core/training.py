@@ -18,6 +18,7 @@ from .crystal import atom_offsets
 from .data import load_cache
 from .elements import encode_types
 from .flow import flow_loss, interpolate
+from .io import CheckpointError
 from .model import CSPNet, Graph, ModelConfig
 from .sampling import FlowSampler
 
@@ -297,7 +298,7 @@ def load_module(path, map_location="cpu") -> CrystalFlowModule:
     try:
         return CrystalFlowModule.load_from_checkpoint(path, map_location=map_location, weights_only=False)
     except Exception as exc:
-        raise RuntimeError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
 
 
 def _valid_checkpoint(path: Path) -> bool:
@@ -384,7 +385,7 @@ def checkpoint_callback(workdir, has_val: bool):
     )
 
 
-def build_module(run: dict, tcfg: TrainSettings, scalers, atom_count_hist: list) -> CrystalFlowModule:
+def module_for_run(run: dict, tcfg: TrainSettings, scalers, atom_count_hist: list) -> CrystalFlowModule:
     """The Lightning module of a run: its network (`model`, task, conditions) and every setting of its
     `train` section that the module uses (the one place the config reaches the module)."""
     conditions = list(run.get("conditions", []))
@@ -422,7 +423,7 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     conditions = list(run.get("conditions", []))
     dm = CrystalDataModule(train_path, val_path, conditions, tcfg.batch_size, tcfg.workers, seed)
     dm.setup()
-    module = build_module(run, tcfg, dm.scalers, dm.train_set.c["atom_count_hist"].tolist())
+    module = module_for_run(run, tcfg, dm.scalers, dm.train_set.c["atom_count_hist"].tolist())
     has_val = bool(val_path)
     ckpt_cb = checkpoint_callback(workdir, has_val)
     if torch.cuda.is_available():  # TF32 matmuls on GPUs ('medium' in the authors' runs)

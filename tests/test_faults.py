@@ -167,3 +167,52 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protoc
     stages.csp_metrics(cfg, "r", csp_run, str(samples), str(test_pt), 10, str(out), workers=1)
     df = pd.read_csv(out)
     assert df["match_rate_pct"].tolist() == [0.0, 0.0] and df["n_flagged"].tolist() == [0, 1]
+
+
+def test_log_file_that_cannot_be_written_loses_no_error(tmp_path):
+    """`--log` on a full device (/dev/full): the one-line error still reaches the terminal."""
+    cmd = [sys.executable, "-m", "crystalflow_core.cli", "train", "--config", str(tmp_path / "nope.yaml")]
+    p = subprocess.run([*cmd, "--run", "x", "--log", "/dev/full"], cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 1
+    assert f"crystalflow train: error: config file {tmp_path / 'nope.yaml'} not found" in p.stderr, p.stderr
+    assert "lost sys.stderr" not in p.stderr and "Traceback" not in p.stderr
+    # a log file that can be written gets the same line
+    log = tmp_path / "logs/train.log"
+    p = subprocess.run([*cmd, "--run", "x", "--log", str(log)], cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 1 and "not found" in p.stderr and "not found" in log.read_text()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 48 MiB tmpfs (root only; skipped elsewhere), unmounted afterwards."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {p.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_during_training_is_one_line_and_the_rerun_resumes(tmp_path, small_disk):
+    need_data("mp_20/val.csv.gz", "mp_20/test.csv.gz")
+    cfg = _tiny_cfg(small_disk, epochs=3)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cli = [sys.executable, "-m", "crystalflow_core.cli"]
+    for split in ("val", "test"):
+        prep = ["prepare", "--config", str(cfg), "--dataset", "mp_20", "--split", split, "--threads", "1"]
+        subprocess.run([*cli, *prep], cwd=REPO, env=env, check=True, capture_output=True)
+    free = os.statvfs(small_disk)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (free.f_bavail * free.f_frsize - 200_000))  # 200 kB left: no checkpoint fits
+    train = [*cli, "train", "--config", str(cfg), "--run", "mp20_csp", "--threads", "1"]
+    log = small_disk / "train.log"
+    p = subprocess.run([*train, "--log", str(log)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 1, p.stderr[-2000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("crystalflow train: error: No space left on device") and "lightning" in last, last
+    assert "Traceback" not in p.stderr and "lost sys.stderr" not in p.stderr
+    filler.unlink()  # space freed: the same command finishes the run
+    p = subprocess.run(train, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert torch.load(small_disk / "results/runs/mp20_csp/model.ckpt", weights_only=False)["epoch"] == 2

@@ -13,7 +13,7 @@ from crystalflow_core.config import defaults
 from crystalflow_core.training import (
     CrystalFlowModule,
     TrainSettings,
-    build_module,
+    module_for_run,
     checkpoint_callback,
     trainer_settings,
 )
@@ -56,7 +56,7 @@ def test_paper_recipe_reaches_the_trainer(paper, run, epochs, batch, devices):
 def _module_of(run: dict):
     """The module exactly as training builds it from a run's config (tiny network)."""
     run = {**run, "model": {**run["model"], "hidden": 8, "layers": 1, "fourier": 2, "recip": 0, "time_dim": 8}}
-    return build_module(run, TrainSettings.from_section(run["train"]), None, [0, 1, 1])
+    return module_for_run(run, TrainSettings.from_section(run["train"]), None, [0, 1, 1])
 
 
 class _DM:

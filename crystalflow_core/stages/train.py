@@ -9,7 +9,8 @@ from ..data import SplitSource, load_cache, resolve_source
 from ..io import sha256_file
 from ..reference import build_module, hparams_from_yaml, load_reference, read_scalers, save_module
 from ..training import train as train_model
-from .common import ensure_writable, require, use_threads
+from ..io import StageError
+from .common import disk_full, ensure_writable, require, use_threads
 
 log = logging.getLogger("crystalflow")
 
@@ -18,7 +19,15 @@ def train(run: dict, train_pt: str, val_pt: str | None, out_ckpt: str, workdir: 
     require(train_pt, val_pt)
     ensure_writable(out_ckpt, Path(workdir) / "last.ckpt")
     use_threads(threads)
-    return train_model(run, train_pt, val_pt, out_ckpt, workdir)
+    try:
+        return train_model(run, train_pt, val_pt, out_ckpt, workdir)
+    except (OSError, RuntimeError) as exc:
+        if not disk_full(exc, workdir):
+            raise
+        raise StageError(
+            f"No space left on device while writing under {workdir} ({type(exc).__name__}: {str(exc)[:160]}); "
+            f"free some space and run again: training resumes from {Path(workdir) / 'last.ckpt'}"
+        ) from exc
 
 
 def import_checkpoint(
