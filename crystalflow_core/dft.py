@@ -8,10 +8,13 @@ k-point spacing of 0.25 1/A (KSPACING), as in the paper.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .crystal import safe_names
@@ -53,8 +56,65 @@ def vasp_set(structure, pressure_gpa: float = 0.0):
     return MPRelaxSet(structure, user_incar_settings=incar, **kwargs)
 
 
+# files a VASP run writes into its folder: what is moved aside when the folder gets another structure
+OUTPUT_FILES = ("vasprun.xml", "OUTCAR", "CONTCAR", "OSZICAR", "XDATCAR", "vasp.out", "WAVECAR", "CHGCAR", "CHG")
+MANIFEST_COLUMNS = [
+    "id",
+    "folder",
+    "formula",
+    "composition",
+    "nsites",
+    "structure_sha256",
+    "pressure_gpa",
+    "potcar",
+    "e_hull",
+]
+
+
+def structure_sha256(structure) -> str:
+    """Fingerprint of a structure as a POSCAR holds it: species in order, lattice (A) and fractional
+    coordinates (wrapped into [0, 1)), rounded to 1e-6, so the same POSCAR always hashes the same."""
+    frac = np.round(np.mod(structure.frac_coords, 1.0), 6) % 1.0
+    text = json.dumps(
+        [
+            [site.specie.symbol for site in structure],
+            np.round(structure.lattice.matrix, 6).tolist(),
+            frac.tolist(),
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def poscar_structure(folder: Path):
+    from pymatgen.io.vasp.inputs import Poscar
+
+    return Poscar.from_file(folder / "POSCAR", check_for_potcar=False).structure
+
+
+def _move_aside_foreign_outputs(folder: Path, structure) -> str | None:
+    """A folder about to get `structure` that holds VASP outputs of another structure (or of a POSCAR
+    that cannot be read): its outputs move to `{folder}/replaced-{n}/`; returns that folder's name."""
+    outputs = [p for p in folder.iterdir() if p.is_file() and p.name.removesuffix(".gz") in OUTPUT_FILES]
+    if not outputs:
+        return None
+    try:
+        same = structure_sha256(poscar_structure(folder)) == structure_sha256(structure)
+    except Exception:
+        same = False
+    if same:
+        return None
+    n = 1 + sum(1 for p in folder.glob("replaced-*") if p.is_dir())
+    aside = folder / f"replaced-{n}"
+    aside.mkdir()
+    for p in outputs + [folder / "POSCAR"] * (folder / "POSCAR").exists():
+        p.rename(aside / p.name)
+    return aside.name
+
+
 def emit_vasp_inputs(items, outdir, manifest, pressure: float = 0.0, extra: dict | None = None) -> int:
-    """Write one folder per (id, Structure); returns the number written."""
+    """Write one folder per (id, Structure); returns the number written. The manifest records what each
+    folder holds (composition, atoms, structure hash), so that outputs can be checked against it; a
+    folder holding outputs of another structure has them moved aside first (logged), never reused."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     psp = _has_psp()
@@ -63,21 +123,34 @@ def emit_vasp_inputs(items, outdir, manifest, pressure: float = 0.0, extra: dict
     for sid, s in items:
         folder = outdir / names[sid]
         vs = vasp_set(s, pressure)
+        if folder.is_dir():
+            aside = _move_aside_foreign_outputs(folder, vs.poscar.structure)  # as the POSCAR will hold it
+            if aside:
+                log.warning(
+                    "%s held VASP outputs of another structure than sample %s has now; moved them to %s/%s",
+                    folder,
+                    sid,
+                    folder,
+                    aside,
+                )
         vs.write_input(str(folder), potcar_spec=not psp)
         if pressure:
             (folder / "KPOINTS").unlink(missing_ok=True)  # KSPACING in INCAR replaces KPOINTS
+        written = poscar_structure(folder)  # the structure as the POSCAR file holds it
         rows.append(
             {
                 "id": sid,
                 "folder": names[sid],
                 "formula": s.composition.reduced_formula,
-                "nsites": len(s),
+                "composition": written.composition.formula,
+                "nsites": len(written),
+                "structure_sha256": structure_sha256(written),
                 "pressure_gpa": pressure,
                 "potcar": "POTCAR" if psp else "POTCAR.spec",
                 **(extra or {}).get(sid, {}),
             }
         )
-    df = pd.DataFrame(rows, columns=["id", "folder", "formula", "nsites", "pressure_gpa", "potcar", "e_hull"])
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     with atomic_path(manifest) as tmp:  # folders relative to the manifest's folder
         df.to_csv(tmp, index=False)
     write_text_atomic(outdir / "folders.txt", "".join(f"{r['folder']}\n" for r in rows))

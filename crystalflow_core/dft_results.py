@@ -8,6 +8,8 @@ A job folder is one of
   crashed      vasprun.xml truncated/unreadable and OUTCAR unfinished, last written long ago
   running      the same, but written within `running_minutes`
   not_run      no output at all
+  foreign      outputs of another structure than the manifest records for the folder (copied in, or
+               left from an earlier sampling): no energy, counted in no rate
 Where vasprun.xml is missing or truncated but OUTCAR finished ("General timing and accounting"), the
 energy, ionic steps and convergence come from OUTCAR/OSZICAR and the structure from CONTCAR. Nothing
 is guessed: a job without a final energy has none.
@@ -100,7 +102,7 @@ def _from_vasprun(path: Path) -> tuple[dict, object]:
         "energy": float(vr.final_energy),
         "pstress_kbar": float(vr.incar.get("PSTRESS", 0.0) or 0.0),
     }
-    return rec, entry
+    return rec, entry, vr.initial_structure
 
 
 def _from_outcar(folder: Path, outcar: Path) -> tuple[dict, object]:
@@ -140,11 +142,69 @@ def _from_outcar(folder: Path, outcar: Path) -> tuple[dict, object]:
         "pstress_kbar": float(incar.get("PSTRESS", 0.0) or 0.0),
     }
     entry = ComputedStructureEntry(structure, energy, parameters=_parameters(incar, structure, _potcar_symbols(folder)))
-    return rec, entry
+    nions = re.search(r"NIONS\s*=\s*(\d+)", text)
+    initial = (
+        Poscar.from_file(folder / "POSCAR", check_for_potcar=False).structure if (folder / "POSCAR").exists() else None
+    )
+    return {**rec, "nions": int(nions.group(1)) if nions else None}, entry, initial
 
 
-def read_job(folder, running_minutes: float = 30.0, now: float | None = None) -> tuple[dict, object]:
-    """(record, ComputedStructureEntry or None) of one VASP job folder; never raises for the job's state."""
+def foreign_reason(folder: Path, structures: list, nions: int | None, expect: dict) -> str:
+    """Why the outputs in `folder` are not of the structure the manifest row `expect` records ("" when
+    they are). `structures`: the job's initial structure (vasprun.xml) or None, then its final one.
+    Checked: the POSCAR is the emitted one (hash), the job started from it (species, cell, positions),
+    and the atoms and composition of the job's structures are the sample's."""
+    from pymatgen.core import Composition
+
+    from .dft import poscar_structure, structure_sha256
+
+    why = []
+    try:
+        poscar = poscar_structure(folder)
+    except Exception as exc:
+        poscar = None
+        why.append(f"POSCAR missing or unreadable ({type(exc).__name__})")
+    want_sha = expect.get("structure_sha256")
+    if poscar is not None and isinstance(want_sha, str) and structure_sha256(poscar) != want_sha:
+        why.append("POSCAR is not the one emitted for this sample")
+    initial = structures[0]
+    if initial is not None and poscar is not None and not _same_structure(initial, poscar):
+        why.append("the run did not start from the POSCAR")
+    n_want, comp, formula = expect.get("nsites"), expect.get("composition"), expect.get("formula")
+    got = next((st for st in structures if st is not None), poscar)
+    if got is not None:
+        n = nions if nions is not None else len(got)
+        if isinstance(n_want, (int, float)) and not math.isnan(n_want) and n != int(n_want):
+            why.append(f"{n} atoms, the sample has {int(n_want)}")
+        for st in [x for x in structures if x is not None] or [got]:
+            if isinstance(comp, str) and comp:
+                wrong = st.composition != Composition(comp)
+            else:
+                wrong = (
+                    isinstance(formula, str) and st.composition.reduced_formula != Composition(formula).reduced_formula
+                )
+            if wrong:
+                want = comp if isinstance(comp, str) and comp else formula
+                why.append(f"composition {st.composition.formula}, the sample's is {Composition(want).formula}")
+                break
+    return "; ".join(why)
+
+
+def _same_structure(a, b, tol: float = 1e-4) -> bool:
+    """The same atoms in the same order at the same positions (fractional, wrapped) in the same cell."""
+    if len(a) != len(b) or [s.specie.symbol for s in a] != [s.specie.symbol for s in b]:
+        return False
+    if not np.allclose(a.lattice.matrix, b.lattice.matrix, atol=1e-3):
+        return False
+    d = a.frac_coords - b.frac_coords
+    return bool(np.all(np.abs(d - np.round(d)) < tol))
+
+
+def read_job(
+    folder, running_minutes: float = 30.0, now: float | None = None, expect: dict | None = None
+) -> tuple[dict, object]:
+    """(record, ComputedStructureEntry or None) of one VASP job folder; never raises for the job's state.
+    With `expect` (the folder's manifest row), outputs of another structure are `foreign`."""
     folder = Path(folder)
     rec = {"status": "not_run", "reason": "", "ionic_steps": 0}
     if not folder.is_dir():
@@ -155,18 +215,18 @@ def read_job(folder, running_minutes: float = 30.0, now: float | None = None) ->
     problem = ""
     if vasprun is not None:
         try:
-            r, entry = _from_vasprun(vasprun)
+            r, entry, initial = _from_vasprun(vasprun)
             r["status"] = "converged" if r["electronic_converged"] and r["ionic_converged"] else "unconverged"
-            return {**rec, **r}, entry
+            return _checked({**rec, **r}, entry, folder, initial, None, expect)
         except Exception as exc:  # truncated or damaged XML
             problem = f"{vasprun.name} unreadable ({type(exc).__name__}: {str(exc)[:120]})"
     finished = outcar is not None and "General timing and accounting" in _text(outcar)
     if finished:
         try:
-            r, entry = _from_outcar(folder, outcar)
+            r, entry, initial = _from_outcar(folder, outcar)
             ok = r["ionic_converged"] and r["electronic_converged"] is not False
             r["status"] = "converged" if ok else "unconverged"
-            return {**rec, **r, "reason": problem}, entry
+            return _checked({**rec, **r, "reason": problem}, entry, folder, initial, r.pop("nions"), expect)
         except Exception as exc:
             problem = "; ".join(filter(None, [problem, f"{type(exc).__name__}: {str(exc)[:160]}"]))
     if outcar is not None:
@@ -174,6 +234,17 @@ def read_job(folder, running_minutes: float = 30.0, now: float | None = None) ->
     age_min = ((now or time.time()) - _last_write(folder)) / 60
     status = "running" if age_min < running_minutes else "crashed"
     return {**rec, "status": status, "reason": f"{problem}; last written {age_min:.0f} min ago"}, None
+
+
+def _checked(rec: dict, entry, folder: Path, initial, nions, expect: dict | None) -> tuple[dict, object]:
+    """A parsed job, or `foreign` (no energy, no entry) when its outputs are of another structure."""
+    if expect is None:
+        return rec, entry
+    why = foreign_reason(folder, [initial, entry.structure if entry is not None else None], nions, expect)
+    if not why:
+        return rec, entry
+    keep = {k: rec[k] for k in ("source", "ionic_steps") if k in rec}
+    return {"status": "foreign", "reason": f"outputs of another structure: {why}", **keep}, None
 
 
 def mp2020_process(entry) -> tuple[float, str]:

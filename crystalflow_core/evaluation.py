@@ -409,7 +409,7 @@ def dft_stability_table(jobs: list[dict], chgnet: pd.DataFrame, relaxed: dict, r
         energy = rec.get("energy", np.nan)
         if s is not None and not np.isfinite(energy) and np.isfinite(rec.get("energy_per_atom", np.nan)):
             energy = rec["energy_per_atom"] * len(s)
-        if s is None or not np.isfinite(energy) or rec.get("status") in ("crashed", "running", "not_run"):
+        if s is None or not np.isfinite(energy) or rec.get("status") in ("crashed", "running", "not_run", "foreign"):
             rows.append(row)
             finals.append(None)
             continue
@@ -449,8 +449,8 @@ def dft_stability_table(jobs: list[dict], chgnet: pd.DataFrame, relaxed: dict, r
 
 
 def dft_summary(df: pd.DataFrame) -> dict:
-    """The DFT columns of a DNG metrics row. Job counts by status; Table 2's convergence rate (converged
-    of the jobs that ended: converged + unconverged + crashed) and mean ionic steps (jobs that ended with
+    """The DFT columns of a DNG metrics row. Job counts by status (`foreign` outputs count in no rate);
+    Table 2's convergence rate (converged of the jobs that ended: converged + unconverged + crashed) and mean ionic steps (jobs that ended with
     a readable output); DFT stable/metastable/SUN rates over the structures with a DFT E_hull
     (n_dft_evaluated); the CHGNet-vs-DFT E_hull MAE over the same structures."""
     status = df["status"].fillna("")
@@ -460,7 +460,10 @@ def dft_summary(df: pd.DataFrame) -> dict:
     ev = df[df["e_hull_dft"].notna()]
     row = {
         "dft_jobs": int(len(df)),
-        **{f"dft_{s}": count(s) for s in ("converged", "unconverged", "crashed", "running", "not_run", "supplied")},
+        **{
+            f"dft_{s}": count(s)
+            for s in ("converged", "unconverged", "crashed", "running", "not_run", "supplied", "foreign")
+        },
         "dft_convergence_pct": 100.0 * count("converged") / ended if ended else np.nan,
         "dft_mean_ionic_steps": float(read["ionic_steps"].astype(float).mean()) if len(read) else np.nan,
         "n_dft_evaluated": int(len(ev)),

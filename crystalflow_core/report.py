@@ -278,16 +278,16 @@ def dft_table(dng: pd.DataFrame, dft: list[str], outdir: Path) -> tuple[str, lis
         "This project's runs: the same DFT columns, and beside them the CHGNet pre-relaxation of the same "
         "samples (convergence of every relaxed sample, mean optimiser steps of the converged):",
         "",
-        "| run | steps | jobs | converged | unconverged | crashed | running | not run | supplied | "
+        "| run | steps | jobs | converged | unconverged | crashed | running | not run | supplied | foreign | "
         "convergence (%) | mean ionic steps | CHGNet convergence (%) | CHGNet mean steps | DFT-evaluated | "
         "DFT stable (%) | DFT metastable (%) | DFT SUN (%) | E_hull MAE CHGNet vs DFT |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = dng[dng["dft_jobs"].notna()] if "dft_jobs" in dng else dng.iloc[0:0]
     for _, r in rows.iterrows():
         counts = " | ".join(
             str(int(r.get(f"dft_{k}", 0) or 0))
-            for k in ("converged", "unconverged", "crashed", "running", "not_run", "supplied")
+            for k in ("converged", "unconverged", "crashed", "running", "not_run", "supplied", "foreign")
         )
         lines.append(
             f"| {r['run']} | {int(r['steps'])} | {int(r['dft_jobs'])} | {counts} | "
@@ -301,6 +301,8 @@ def dft_table(dng: pd.DataFrame, dft: list[str], outdir: Path) -> tuple[str, lis
         lines.append("\nNo DNG run with DFT results.")
     lines += [
         "",
+        "Foreign: outputs of another structure than the folder was emitted for (copied in, or left from an "
+        "earlier sampling); they count in no rate. "
         "Convergence rate: converged of the jobs that ended (converged + unconverged + crashed); ionic steps: "
         "mean over the jobs with a readable output; DFT rates: of the structures with a DFT E_hull (MP2020, "
         "same hull as the CHGNet stage).",

@@ -277,3 +277,87 @@ def test_supplied_energies_csv_and_extxyz(tmp_path, nacl):
     pd.DataFrame({"name": ["s1"], "E": [-1.0]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match="needs columns id and energy"):
         read_energies(bad)
+
+
+# ------------------------------------------------------------------------------ outputs tied to their structure
+def _rocksalt_8():
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def test_outputs_of_another_structure_are_foreign_and_count_in_no_rate(tmp_path, caplog):
+    from crystalflow_core.dft import emit_vasp_inputs, poscar_structure, structure_sha256
+
+    s = fe2o3_like()
+    manifest = tmp_path / "manifest.csv"
+    emit_vasp_inputs([("s42", s)], tmp_path / "vasp", manifest)
+    row = pd.read_csv(manifest, dtype=str).iloc[0].to_dict()
+    folder = tmp_path / "vasp" / row["folder"]
+    written = poscar_structure(folder)
+    assert row["composition"] == "Fe2 O3" and int(row["nsites"]) == 5
+    assert row["structure_sha256"] == structure_sha256(written)
+    row["nsites"] = int(row["nsites"])
+    # the job's own outputs: read as before
+    (folder / "vasprun.xml").write_text(vasprun_xml([written, written], [-31.0, -31.2], [4, 4], ldau={"Fe": 5.3}))
+    rec, entry = read_job(folder, expect=row)
+    assert rec["status"] == "converged" and entry is not None
+    # a real compound's outputs copied in (NaCl, 8 atoms): foreign, no energy, no entry
+    nacl = _rocksalt_8()
+    (folder / "vasprun.xml").write_text(vasprun_xml([nacl, nacl], [-27.0, -27.2], [4, 4]))
+    rec, entry = read_job(folder, expect=row)
+    assert rec["status"] == "foreign" and entry is None and "energy" not in rec
+    assert "8 atoms, the sample has 5" in rec["reason"] and "composition Na4 Cl4" in rec["reason"]
+    # the same composition, but the run started elsewhere (positions moved): foreign too
+    moved = written.copy()
+    moved.translate_sites([0], [0.1, 0.0, 0.0])
+    (folder / "vasprun.xml").write_text(vasprun_xml([moved, moved], [-31.0, -31.2], [4, 4], ldau={"Fe": 5.3}))
+    rec, _ = read_job(folder, expect=row)
+    assert rec["status"] == "foreign" and "did not start from the POSCAR" in rec["reason"]
+    # a POSCAR swapped together with its outputs: the hash says it is not the emitted one
+    from pymatgen.io.vasp.inputs import Poscar
+
+    Poscar(moved).write_file(folder / "POSCAR")
+    rec, _ = read_job(folder, expect=row)
+    assert rec["status"] == "foreign" and "POSCAR is not the one emitted" in rec["reason"]
+    # the table and the metrics row: no energy, no E_hull, in no rate
+    jobs = [{"id": "s42", "rec": rec, "entry": None, "structure": None}]
+    df = dft_stability_table(jobs, pd.DataFrame({"id": ["s42"], "e_hull": [0.05]}), {}, {}, None, [])
+    assert df.loc[0, "status"] == "foreign" and np.isnan(df.loc[0, "e_hull_dft"])
+    summary = dft_summary(df)
+    assert summary["dft_foreign"] == 1 and summary["n_dft_evaluated"] == 0
+    assert np.isnan(summary["dft_convergence_pct"]) and np.isnan(summary["dft_stable_pct"])
+
+
+def test_outcar_fallback_checks_the_contcar_composition(tmp_path):
+    from pymatgen.io.vasp.inputs import Poscar
+
+    from crystalflow_core.dft import emit_vasp_inputs
+
+    emit_vasp_inputs([("a", fe2o3_like())], tmp_path / "vasp", tmp_path / "m.csv")
+    row = pd.read_csv(tmp_path / "m.csv", dtype={"composition": str}).iloc[0].to_dict()
+    folder = tmp_path / "vasp" / row["folder"]
+    (folder / "OUTCAR").write_text(" vasp.6.3.2\n   NIONS =       8\n" + OUTCAR_TAIL)
+    Poscar(_rocksalt_8()).write_file(folder / "CONTCAR")  # another job's final structure
+    rec, entry = read_job(folder, expect=row)
+    assert rec["status"] == "foreign" and entry is None and "8 atoms, the sample has 5" in rec["reason"]
+
+
+def test_re_emitting_another_structure_moves_old_outputs_aside(tmp_path, caplog):
+    import logging
+
+    from crystalflow_core.dft import emit_vasp_inputs
+
+    out, manifest = tmp_path / "vasp", tmp_path / "m.csv"
+    emit_vasp_inputs([("s0", fe2o3_like())], out, manifest)
+    folder = out / pd.read_csv(manifest).loc[0, "folder"]
+    (folder / "vasprun.xml").write_text("<modeling>old run</modeling>")
+    (folder / "OUTCAR").write_text("old")
+    emit_vasp_inputs([("s0", fe2o3_like())], out, manifest)  # the same structure again: outputs stay
+    assert (folder / "vasprun.xml").exists() and not list(folder.glob("replaced-*"))
+    other = fe2o3_like()
+    other.translate_sites([2], [0.05, 0.0, 0.0])  # a new sampling's s0
+    with caplog.at_level(logging.WARNING):
+        emit_vasp_inputs([("s0", other)], out, manifest)
+    assert not (folder / "vasprun.xml").exists() and not (folder / "OUTCAR").exists()
+    assert (folder / "replaced-1" / "vasprun.xml").read_text() == "<modeling>old run</modeling>"
+    assert (folder / "replaced-1" / "POSCAR").exists() and (folder / "POSCAR").exists()
+    assert "moved them to" in caplog.text and "replaced-1" in caplog.text

@@ -13,8 +13,8 @@ from crystalflow_core.config import defaults
 from crystalflow_core.training import (
     CrystalFlowModule,
     TrainSettings,
-    module_for_run,
     checkpoint_callback,
+    module_for_run,
     trainer_settings,
 )
 

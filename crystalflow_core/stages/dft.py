@@ -74,8 +74,11 @@ def dft_results(
             )
     else:
         base = Path(manifest).parent
-        for _, m in pd.read_csv(manifest, dtype={"id": str, "folder": str}).iterrows():
-            rec, entry = read_job(base / m["folder"], d["running_minutes"])
+        rows = pd.read_csv(manifest, dtype={"id": str, "folder": str, "composition": str, "structure_sha256": str})
+        for _, m in rows.iterrows():  # outputs are checked against what the manifest says the folder holds
+            rec, entry = read_job(base / m["folder"], d["running_minutes"], expect=m.to_dict())
+            if rec["status"] == "foreign":
+                log.warning("%s: %s", base / m["folder"], rec["reason"])
             jobs.append({"id": m["id"], "rec": rec, "entry": entry, "structure": None})
     refs = load_elemental_refs(Path(cfg["data_mirror"]) / cfg["hull"]["elemental_refs"])
     novelty = [s for p in novelty_pts for s in cache_structures(load_cache(p))]

@@ -6,10 +6,9 @@ import logging
 from pathlib import Path
 
 from ..data import SplitSource, load_cache, resolve_source
-from ..io import sha256_file
+from ..io import StageError, sha256_file
 from ..reference import build_module, hparams_from_yaml, load_reference, read_scalers, save_module
 from ..training import train as train_model
-from ..io import StageError
 from .common import disk_full, ensure_writable, require, use_threads
 
 log = logging.getLogger("crystalflow")
