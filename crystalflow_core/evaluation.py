@@ -451,8 +451,8 @@ def dft_stability_table(jobs: list[dict], chgnet: pd.DataFrame, relaxed: dict, r
 def dft_summary(df: pd.DataFrame) -> dict:
     """The DFT columns of a DNG metrics row. Job counts by status (`foreign` outputs count in no rate);
     Table 2's convergence rate (converged of the jobs that ended: converged + unconverged + crashed) and
-    mean ionic steps (jobs that ended with a readable output); DFT stable/metastable/SUN rates over the structures with a DFT E_hull
-    (n_dft_evaluated); the CHGNet-vs-DFT E_hull MAE over the same structures."""
+    mean ionic steps (jobs that ended with a readable output); DFT stable/metastable/SUN rates over the
+    structures with a DFT E_hull (n_dft_evaluated); the CHGNet-vs-DFT E_hull MAE over the same."""
     status = df["status"].fillna("")
     count = lambda s: int((status == s).sum())  # noqa: E731
     ended = count("converged") + count("unconverged") + count("crashed")
