@@ -39,8 +39,9 @@ def _fill_defaults(schema: dict, node: dict, value):
         return value
     for key, sub in node.get("properties", {}).items():
         sub_r = _resolve(schema, sub)
-        if key not in value and "default" in sub_r:
-            value[key] = copy.deepcopy(sub_r["default"])
+        default = sub.get("default", sub_r.get("default"))  # a default beside a $ref is that use's own
+        if key not in value and (default is not None or "default" in sub or "default" in sub_r):
+            value[key] = copy.deepcopy(default)
         if key in value:
             value[key] = _fill_defaults(schema, sub_r, value[key])
     extra = node.get("additionalProperties")

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from crystalflow_core.config import defaults, load_schema
+from crystalflow_core.config import _resolve, defaults, load_schema
 from crystalflow_core.data import PhysicalBounds, PrepareSettings
 from crystalflow_core.evaluation import MetricSettings
 from crystalflow_core.model import ModelConfig
@@ -27,7 +27,7 @@ def _section_keys(section):
     node = (
         schema["definitions"]["dataset"] if section == "dataset" else run.get(section) or schema["properties"][section]
     )
-    return set(node["properties"])
+    return set(_resolve(schema, node)["properties"])
 
 
 @pytest.mark.parametrize(
