@@ -27,6 +27,7 @@ include: "workflow/rules/relax.smk"
 include: "workflow/rules/dft.smk"
 include: "workflow/rules/transport.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/predict.smk"
 include: "workflow/rules/report.smk"
 
 

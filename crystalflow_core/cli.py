@@ -14,6 +14,8 @@ Examples:
   crystalflow dft     --config config/quick.yaml --run mp20_dng --steps 10
   crystalflow transport --config config/quick.yaml --run mp20_dng --steps 10
   crystalflow dft-results --config config/quick.yaml --run mp20_dng --steps 10 [--energies dft.csv|dft.extxyz]
+  crystalflow predict --config config/quick.yaml --run mp20_csp --formula SiO2 --z 3 --pressure 0 -n 200
+  crystalflow predict --config config/quick.yaml --job sio2        (a predict job of the config)
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import yaml
 
 from . import config as cfgmod
 from . import stages
@@ -97,6 +101,25 @@ def main(argv=None):
         if name == "dft-results":
             s.add_argument("--energies", default=None, help="energies from elsewhere (.csv or .extxyz) instead of VASP")
     s = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="structure prediction for your own compositions: sample, relax at the pressure, rank, VASP inputs",
+    )
+    s.add_argument("--job", default=None, help="a predict job of the config (flags below override its settings)")
+    s.add_argument("--name", default=None, help="folder under results/predict/ (default: --job, or the formulas)")
+    s.add_argument("--run", default=None, help="a CSP run of the config whose model.ckpt predicts")
+    s.add_argument("--checkpoint", default=None, help="or a model.ckpt")
+    s.add_argument("--formula", action="append", default=None, help="a composition (repeat for several)")
+    s.add_argument("--compositions", default=None, help="CSV with formula, z or atoms, optional pressure_gpa")
+    s.add_argument("--z", type=int, nargs="+", default=None, help="formula units per cell (one or more)")
+    s.add_argument("--atoms", type=int, nargs="+", default=None, help="or atoms per cell")
+    s.add_argument("--pressure", type=float, nargs="+", default=None, help="target pressure(s), GPa")
+    s.add_argument("-n", "--n-candidates", type=int, default=None, help="candidates per composition and pressure")
+    s.add_argument("--steps", type=int, default=None, help="integration steps")
+    s.add_argument("--method", default=None, help="integrator (euler, midpoint, heun, rk4)")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--top-n", type=int, default=None, help="CIFs and VASP folders for this many best polymorphs")
+    s = sub.add_parser(
         "import-checkpoint",
         parents=[common],
         help="the authors' trained checkpoint -> results/runs/{run}/model.ckpt (instead of training)",
@@ -142,7 +165,93 @@ def _load_config(a):
         raise cfgmod.ConfigError(f"config file {a.config} not found") from exc
 
 
+def _predict_job(a, raw: dict) -> tuple[str, dict]:
+    """The prediction job the command line describes: a job of the config (`raw`) and/or the flags."""
+    flags = {
+        "run": a.run,
+        "checkpoint": a.checkpoint,
+        "formulas": a.formula,
+        "compositions": a.compositions,
+        "z": a.z,
+        "atoms": a.atoms,
+        "pressure_gpa": a.pressure,
+        "n_candidates": a.n_candidates,
+        "steps": a.steps,
+        "method": a.method,
+        "seed": a.seed,
+        "top_n": a.top_n,
+    }
+    job = {k: v for k, v in flags.items() if v is not None}
+    if a.run and not a.checkpoint:
+        job["checkpoint"] = None
+    if a.checkpoint and not a.run:
+        job["run"] = None
+    if a.formula and not a.compositions:
+        job["compositions"] = None
+    if a.compositions and not a.formula:
+        job["formulas"] = []
+    if a.atoms and not a.z:
+        job["z"] = 1
+    base = {}
+    if a.job:
+        jobs = raw.get("predict") or {}
+        if a.job not in jobs:
+            raise cfgmod.ConfigError(
+                f"--job: no predict job '{a.job}' in {a.config}; jobs: {', '.join(jobs) or 'none'}"
+            )
+        base = jobs[a.job]
+    elif not job.get("formulas") and not job.get("compositions"):
+        raise cfgmod.ConfigError("predict: give --formula (or --compositions, or --job of the config)")
+    name = a.name or a.job or "_".join(a.formula or [Path(a.compositions).stem])
+    return name, cfgmod.deep_update(base, job)
+
+
+def _predict(a):
+    try:
+        raw = yaml.safe_load(Path(a.config).read_text()) or {}
+    except FileNotFoundError as exc:
+        raise cfgmod.ConfigError(f"config file {a.config} not found") from exc
+    name, job = _predict_job(a, raw)
+    raw["predict"] = {name: job}  # this job only: the config's others are not checked or run here
+    cfg = cfgmod.validate(raw)
+    job = cfg["predict"][name]
+    L = Layout(cfg["results"])
+    ckpt = L.model(job["run"]) if job["run"] else job["checkpoint"]
+    samples = [L.predict_samples(name, i) for i in range(job["shards"])]
+    relaxed = [L.predict_relaxed(name, i) for i in range(job["relax"]["shards"])]
+    for i, out in enumerate(samples):  # a current shard (same model, settings, candidates) is kept
+        stages.predict_sample(cfg, name, job, ckpt, i, job["shards"], out, a.threads)
+    workers = a.threads or job["relax"]["workers"] or 1
+    for i, out in enumerate(relaxed):  # resumes from its .partial
+        stages.predict_relax(job, samples, i, job["relax"]["shards"], out, workers)
+    ranked = L.predict_ranked(name)
+    stages.predict_rank(
+        cfg,
+        name,
+        job,
+        samples,
+        relaxed,
+        L.predict_candidates(name),
+        ranked,
+        L.predict_cifs(name),
+        L.predict_extxyz(name),
+    )
+    manifest = L.predict_vasp_manifest(name)
+    stages.predict_dft(job, ranked, relaxed, str(Path(manifest).parent), manifest)
+    stages.predict_dft_results(manifest, ranked, L.predict_dft(name), job["running_minutes"])
+    stages.predict_report(name, job, L.predict_candidates(name), ranked, relaxed, L.predict_report(name))
+    import pandas as pd
+
+    top = pd.read_csv(ranked)
+    cols = ["group", "rank", "delta_h_mev", "enthalpy_per_atom", "spacegroup_tight", "n_candidates", "best_id", "cif"]
+    print(top[top["rank"] <= max(job["top_n"], 3)][cols].to_string(index=False))
+    print(ranked)
+
+
 def _run(a):
+    if a.stage == "predict":
+        _predict(a)
+        return
     cfg = _load_config(a)
     if getattr(a, "run", None) and a.run not in cfg["runs"]:
         raise cfgmod.ConfigError(f"unknown run '{a.run}'; runs in {a.config}: {', '.join(cfg['runs'])}")

@@ -107,6 +107,12 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
                 )
         if run["conditions"] and run["task"] == "dng" and not run["sample"]["targets"]:
             raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional DNG run needs targets")
+    from .predict import job_targets  # every prediction job's compositions, checked before any job
+
+    for name, job in cfg["predict"].items():
+        job_targets(cfg, name, job)
+        if job["checkpoint"] and mirror_check and not Path(job["checkpoint"]).is_file():
+            raise ConfigError(f"config error at 'predict/{name}/checkpoint': {job['checkpoint']} not found")
     for t in cfg["targets"]:
         if t not in cfg["runs"]:
             raise ConfigError(f"config error at 'targets': '{t}' is not a run; allowed: {', '.join(cfg['runs'])}")

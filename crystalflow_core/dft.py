@@ -111,10 +111,11 @@ def _move_aside_foreign_outputs(folder: Path, structure) -> str | None:
     return aside.name
 
 
-def emit_vasp_inputs(items, outdir, manifest, pressure: float = 0.0, extra: dict | None = None) -> int:
+def emit_vasp_inputs(items, outdir, manifest, pressure: float | dict = 0.0, extra: dict | None = None) -> int:
     """Write one folder per (id, Structure); returns the number written. The manifest records what each
     folder holds (composition, atoms, structure hash), so that outputs can be checked against it; a
-    folder holding outputs of another structure has them moved aside first (logged), never reused."""
+    folder holding outputs of another structure has them moved aside first (logged), never reused.
+    `pressure` (GPa): one for every structure, or {id: pressure}."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     psp = _has_psp()
@@ -122,7 +123,8 @@ def emit_vasp_inputs(items, outdir, manifest, pressure: float = 0.0, extra: dict
     names = safe_names(sid for sid, _ in items)  # id -> folder: safe characters, unique, length-capped
     for sid, s in items:
         folder = outdir / names[sid]
-        vs = vasp_set(s, pressure)
+        p_gpa = float(pressure.get(sid, 0.0)) if isinstance(pressure, dict) else float(pressure)
+        vs = vasp_set(s, p_gpa)
         if folder.is_dir():
             aside = _move_aside_foreign_outputs(folder, vs.poscar.structure)  # as the POSCAR will hold it
             if aside:
@@ -134,7 +136,7 @@ def emit_vasp_inputs(items, outdir, manifest, pressure: float = 0.0, extra: dict
                     aside,
                 )
         vs.write_input(str(folder), potcar_spec=not psp)
-        if pressure:
+        if p_gpa:
             (folder / "KPOINTS").unlink(missing_ok=True)  # KSPACING in INCAR replaces KPOINTS
         written = poscar_structure(folder)  # the structure as the POSCAR file holds it
         rows.append(
@@ -145,7 +147,7 @@ def emit_vasp_inputs(items, outdir, manifest, pressure: float = 0.0, extra: dict
                 "composition": written.composition.formula,
                 "nsites": len(written),
                 "structure_sha256": structure_sha256(written),
-                "pressure_gpa": pressure,
+                "pressure_gpa": p_gpa,
                 "potcar": "POTCAR" if psp else "POTCAR.spec",
                 **(extra or {}).get(sid, {}),
             }

@@ -81,6 +81,40 @@ class Layout:
         """DFT results read back (VASP folders or supplied energies) beside the CHGNet stability."""
         return f"{self.steps_dir(run, steps)}/dft_stability.csv"
 
+    # structure prediction for your own compositions (a `predict` job)
+    def predict_dir(self, job) -> str:
+        return f"{self.root}/predict/{job}"
+
+    def predict_samples(self, job, shard) -> str:
+        return f"{self.predict_dir(job)}/samples/shard{shard}.jsonl"
+
+    def predict_relaxed(self, job, shard) -> str:
+        return f"{self.predict_dir(job)}/relax/shard{shard}.jsonl"
+
+    def predict_candidates(self, job) -> str:
+        """Every candidate: energies and enthalpies before/after relaxation, stress, space groups, cluster."""
+        return f"{self.predict_dir(job)}/candidates.csv"
+
+    def predict_ranked(self, job) -> str:
+        """Distinct polymorphs ranked by enthalpy per composition and pressure."""
+        return f"{self.predict_dir(job)}/ranked.csv"
+
+    def predict_cifs(self, job) -> str:
+        return f"{self.predict_dir(job)}/cif"
+
+    def predict_extxyz(self, job) -> str:
+        return f"{self.predict_dir(job)}/relaxed.extxyz"
+
+    def predict_vasp_manifest(self, job) -> str:
+        return f"{self.predict_dir(job)}/vasp/manifest.csv"
+
+    def predict_dft(self, job) -> str:
+        return f"{self.predict_dir(job)}/dft.csv"
+
+    def predict_report(self, job) -> str:
+        """The job's report section (markdown) beside its pictures."""
+        return f"{self.predict_dir(job)}/report.md"
+
     # tables and report
     def table(self, tag, task) -> str:
         return f"{self.root}/{tag}_{task}_metrics.csv"

@@ -8,6 +8,8 @@ writes its outputs atomically. Snakemake scripts and the CLI both call these.
   metrics  test_fingerprints, csp_metrics, dng_metrics, collect -> crystalflow_core.evaluation
   dft      dft, dft_results                     -> crystalflow_core.dft, .dft_results, .evaluation
   transport transport_screen, transport_md, transport_table -> crystalflow_core.transport
+  predict  predict_sample, predict_relax, predict_rank, predict_dft, predict_dft_results, predict_report
+                                                -> crystalflow_core.predict (structure prediction for a formula)
 """
 
 from ..io import StageError
@@ -15,6 +17,7 @@ from .common import ensure_writable, require, setup_logging, use_threads
 from .data import prepare
 from .dft import dft, dft_results
 from .metrics import collect, csp_metrics, dng_metrics, test_fingerprints
+from .predict import predict_dft, predict_dft_results, predict_rank, predict_relax, predict_report, predict_sample
 from .relax import build_hull, relax, stability
 from .sample import check_samples_current, gather, sample, shard_is_current
 from .train import import_checkpoint, train
@@ -32,6 +35,12 @@ __all__ = [
     "ensure_writable",
     "gather",
     "import_checkpoint",
+    "predict_dft",
+    "predict_dft_results",
+    "predict_rank",
+    "predict_relax",
+    "predict_report",
+    "predict_sample",
     "prepare",
     "relax",
     "require",

@@ -29,22 +29,33 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
     if r["limit"]:
         recs = recs[: r["limit"]]
     recs = shard_slice(recs, shard, shards)
-    settings = RelaxSettings.from_section(r)
+    per_item = "pressure" in run["conditions"]  # pressure-conditioned run: relax at each sample's target
+    items = [(rec["id"], record_to_structure(rec), rec["condition"]["pressure"] if per_item else None) for rec in recs]
+    relax_records(recs, items, RelaxSettings.from_section(r), out, workers or r["workers"] or 1)
+
+
+def relax_key(settings: RelaxSettings) -> str:
+    """Short key of the relaxation settings a record was made with."""
+    return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def relax_records(recs: list[dict], items: list[tuple], settings: RelaxSettings, out: str, workers: int) -> None:
+    """Relax (id, Structure, pressure) `items` made from the sample records `recs` into `out`, resumably:
+    finished structures live in `out`.partial under the key of these samples and settings (a partial of
+    other samples or settings is started again); each record names the provenance of its sample."""
     partial = Path(str(out) + ".partial")
-    # what this shard relaxes: finished work in a .partial of other samples or settings is not resumed
     prov_of = {rec["id"]: rec.get("provenance", "") for rec in recs}
     key = hashlib.sha256(json.dumps([sorted(prov_of.items()), asdict(settings)], default=str).encode()).hexdigest()[:16]
     restart_if_stale(partial, key)
-    per_item = "pressure" in run["conditions"]  # pressure-conditioned run: relax at each sample's target
-    items = [(rec["id"], record_to_structure(rec), rec["condition"]["pressure"] if per_item else None) for rec in recs]
     t0 = time.time()
-    done = relax_many(items, partial, settings, workers=workers or r["workers"] or 1)
+    done = relax_many(items, partial, settings, workers=workers)
     n_fail = sum(1 for d in done if d.get("error"))
     log.info("relaxed %d structures in %.1f s (%d failed)", len(done), time.time() - t0, n_fail)
     if done and n_fail == len(done):
         log.warning("every structure of this shard failed to relax")
     for d in done:
         d["sample_provenance"] = prov_of.get(d["id"], "")
+        d["relax_settings"] = relax_key(settings)
     write_jsonl_atomic(out, done)
     partial.unlink(missing_ok=True)
     Path(str(partial) + ".key").unlink(missing_ok=True)

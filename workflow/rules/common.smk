@@ -11,6 +11,7 @@ RUNS = config["runs"]
 TARGET_RUNS = config["targets"] or list(RUNS)
 IMPORTED_RUNS = [r for r in RUNS if RUNS[r]["init"]]  # the authors' checkpoint instead of training
 TRAINED_RUNS = [r for r in RUNS if not RUNS[r]["init"]]
+PREDICT = config["predict"]  # structure-prediction jobs
 
 
 def runs_pattern(names):
@@ -25,6 +26,7 @@ wildcard_constraints:
     shard=r"\d+",
     tag="[a-z0-9]+",
     task="csp|dng",
+    job=runs_pattern(PREDICT),
 
 
 def train_inputs(wildcards):
@@ -127,7 +129,48 @@ def dft_targets():
 
 
 def all_targets():
-    return metric_tables() + dft_targets() + [L.report()]
+    return metric_tables() + dft_targets() + predict_targets() + [L.report()]
+
+
+# ----------------------------------------------------------------------------- structure prediction
+def predict_targets():
+    return [f for j in PREDICT for f in (L.predict_ranked(j), L.predict_dft(j), L.predict_report(j))]
+
+
+def predict_reports():
+    return [L.predict_report(j) for j in PREDICT]
+
+
+def predict_model(wildcards):
+    job = PREDICT[wildcards.job]
+    return L.model(job["run"]) if job["run"] else job["checkpoint"]
+
+
+def predict_view(wildcards):
+    return canonical(PREDICT[wildcards.job])
+
+
+def predict_cfg(wildcards):
+    """What a prediction job reads beyond its own section: its run (conditions, sampling settings) and the hull."""
+    job = PREDICT[wildcards.job]
+    runs = {job["run"]: RUNS[job["run"]]} if job["run"] else {}
+    return canonical({"runs": runs, **{k: config[k] for k in ("hull", "data_mirror", "download_dir")}})
+
+
+def predict_sample_shards(wildcards):
+    return [L.predict_samples(wildcards.job, i) for i in range(PREDICT[wildcards.job]["shards"])]
+
+
+def predict_relax_shards(wildcards):
+    return [L.predict_relaxed(wildcards.job, i) for i in range(PREDICT[wildcards.job]["relax"]["shards"])]
+
+
+def predict_dft_results_inputs(wildcards):
+    """The manifest, the ranking and the VASP outputs present now (jobs finishing later rerun the rule)."""
+    manifest = L.predict_vasp_manifest(wildcards.job)
+    pats = ("vasprun.xml", "vasprun.xml.gz", "OUTCAR", "OUTCAR.gz")
+    outputs = sorted(str(p) for pat in pats for p in Path(manifest).parent.glob(f"*/{pat}"))
+    return {"manifest": manifest, "ranked": L.predict_ranked(wildcards.job), "outputs": outputs}
 
 
 def gpu_res(section):

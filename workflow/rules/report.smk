@@ -5,6 +5,7 @@ rule report:
         targets=targets_tables(),
         transport=transport_tables(),
         dft=dft_tables(),
+        predict=predict_reports(),
     output:
         report=L.report(),
         table1=L.paper_table("table1_csp"),

@@ -15,4 +15,5 @@ if __name__ == "__main__":
         transport=list(snakemake.input.transport),
         dft=list(snakemake.input.dft),
         table2=snakemake.output.table2,
+        predict=list(snakemake.input.predict),
     )

@@ -1,0 +1,416 @@
+"""Structure prediction for a user's compositions (CSP as a search): the targets of a `predict` job,
+the sampler's items, and the ranking of the relaxed candidates into distinct polymorphs.
+
+A target is one composition with a number of atoms per cell at one pressure. Its candidates are
+sampled from a CSP model, relaxed with CHGNet at the target's pressure (enthalpy H = E + PV), grouped
+into polymorphs with pymatgen's StructureMatcher and ranked by enthalpy per atom. Targets of the same
+composition and pressure (different z) are ranked together: enthalpies per atom compare across cell
+sizes, and the same polymorph found in a 6- and a 12-atom cell is one polymorph.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import ConfigError
+from .elements import MAX_Z
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One composition at one cell size and one pressure."""
+
+    key: str  # SiO2_z3_p0: unique within the job, safe as a file name
+    formula: str  # reduced formula
+    z: int  # formula units per cell
+    species: tuple  # atomic numbers of the cell's atoms, grouped by element
+    pressure_gpa: float
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.species)
+
+    @property
+    def group(self) -> str:
+        """What candidates are ranked within: composition and pressure (all z together)."""
+        return f"{self.formula}_p{self.pressure_gpa:g}"
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def parse_formula(text, where: str):
+    """A pymatgen Composition with integer amounts of real elements the model can embed, or one line
+    naming `where` and what is wrong."""
+    from pymatgen.core import Composition
+
+    try:
+        comp = Composition(str(text))
+    except Exception as exc:
+        raise ConfigError(f"{where}: '{text}' is not a chemical formula ({exc})") from exc
+    if not comp.valid:
+        unknown = [str(e) for e in comp.elements if not hasattr(e, "Z") or e.Z > 118 or e.Z < 1]
+        raise ConfigError(f"{where}: '{text}' holds an unknown element ({', '.join(unknown) or '?'})")
+    beyond = [e.symbol for e in comp.elements if e.Z > MAX_Z]
+    if beyond:
+        raise ConfigError(
+            f"{where}: '{text}': {', '.join(beyond)} is outside the model's element embedding (Z <= {MAX_Z})"
+        )
+    if any(abs(a - round(a)) > 1e-8 for a in comp.values()):
+        raise ConfigError(f"{where}: '{text}' has non-integer amounts; write whole atoms (Na1Cl1, not Na0.5Cl0.5)")
+    return comp
+
+
+def _target(comp, z: int | None, atoms: int | None, pressure: float, job: dict, where: str) -> Target:
+    reduced, _ = comp.get_reduced_composition_and_factor()
+    per_unit = int(round(reduced.num_atoms))
+    if atoms is not None:
+        if atoms % per_unit:
+            raise ConfigError(
+                f"{where}: {atoms} atoms is not a whole number of {reduced.reduced_formula} units ({per_unit} atoms)"
+            )
+        z = atoms // per_unit
+    n = per_unit * int(z)
+    if n > job["max_atoms"]:
+        raise ConfigError(
+            f"{where}: {reduced.reduced_formula} with z = {z} has {n} atoms, above max_atoms ({job['max_atoms']})"
+        )
+    species = tuple(int(el.Z) for el, amt in sorted(reduced.items(), key=lambda x: x[0].Z) for _ in range(int(amt) * z))
+    key = f"{reduced.reduced_formula}_z{z}_p{pressure:g}"
+    return Target(key, reduced.reduced_formula, int(z), species, float(pressure))
+
+
+def read_compositions_csv(path) -> list[dict]:
+    """Rows of a compositions CSV: formula, z or atoms, optional pressure_gpa (errors name file and row)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"compositions file {path} not found")
+    with open(p, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "formula" not in rows[0]:
+        raise ConfigError(f"{path}: needs a column 'formula' (and z or atoms, optional pressure_gpa)")
+    out = []
+    for i, r in enumerate(rows, start=2):
+        entry = {"formula": (r.get("formula") or "").strip(), "row": i}
+        for key, cast in (("z", int), ("atoms", int), ("pressure_gpa", float)):
+            v = (r.get(key) or "").strip()
+            if v:
+                try:
+                    entry[key] = cast(float(v)) if cast is int else cast(v)
+                except ValueError as exc:
+                    raise ConfigError(f"{path}, row {i}: {key} '{v}' is not a number") from exc
+        if not entry["formula"]:
+            raise ConfigError(f"{path}, row {i}: empty formula")
+        out.append(entry)
+    return out
+
+
+def model_conditions(cfg: dict, job: dict) -> list[str] | None:
+    """The conditions of the job's model when the config knows them (a run), else None (a checkpoint:
+    checked against the file when it is read)."""
+    return list(cfg["runs"][job["run"]]["conditions"]) if job.get("run") else None
+
+
+def check_model_conditions(conditions: list[str], name: str, targets: list[Target]) -> None:
+    """A prediction model is an unconditional CSP model or one conditioned on pressure only."""
+    other = [c for c in conditions if c != "pressure"]
+    if other:
+        raise ConfigError(
+            f"predict/{name}: the model is conditioned on {', '.join(other)}; structure prediction takes an "
+            "unconditional CSP model or one conditioned on pressure"
+        )
+    if "pressure" not in conditions:
+        high = sorted({t.pressure_gpa for t in targets if t.pressure_gpa})
+        if high:
+            raise ConfigError(
+                f"predict/{name}/pressure_gpa: {', '.join(f'{p:g}' for p in high)} GPa asked, but the model is not "
+                "conditioned on pressure (use a model trained with conditions: [pressure], or pressure_gpa: 0)"
+            )
+
+
+def job_targets(cfg: dict, name: str, job: dict) -> list[Target]:
+    """Every target of a job, checked (one-line ConfigError naming the job and the entry)."""
+    where = f"config error at 'predict/{name}"
+    if bool(job["run"]) == bool(job["checkpoint"]):
+        raise ConfigError(f"{where}': set one of run (a CSP run of this config) or checkpoint (a model.ckpt)")
+    if job["run"]:
+        if job["run"] not in cfg["runs"]:
+            raise ConfigError(f"{where}/run': '{job['run']}' is not a run; runs: {', '.join(cfg['runs'])}")
+        if cfg["runs"][job["run"]]["task"] != "csp":
+            raise ConfigError(f"{where}/run': '{job['run']}' is a {cfg['runs'][job['run']]['task']} run, not CSP")
+    entries = [{"formula": f, "where": f"{where}/formulas/{i}'"} for i, f in enumerate(job["formulas"])]
+    if job["compositions"]:
+        for r in read_compositions_csv(job["compositions"]):
+            entries.append({**r, "where": f"{job['compositions']}, row {r['row']} (predict/{name})"})
+    if not entries:
+        raise ConfigError(f"{where}': no compositions (give formulas or a compositions CSV)")
+    targets: dict[str, Target] = {}
+    for e in entries:
+        comp = parse_formula(e["formula"], e["where"])
+        atoms_list = _as_list(e["atoms"]) if "atoms" in e else _as_list(job["atoms"])
+        zs = _as_list(e["z"]) if "z" in e else _as_list(job["z"])
+        pressures = _as_list(e["pressure_gpa"]) if "pressure_gpa" in e else _as_list(job["pressure_gpa"])
+        sizes = [(None, a) for a in atoms_list] if atoms_list and "z" not in e else [(z, None) for z in zs]
+        for z, atoms in sizes:
+            for p in pressures:
+                if p < 0:
+                    raise ConfigError(f"{e['where']}: pressure {p} GPa is negative")
+                t = _target(comp, z, atoms, float(p), job, e["where"])
+                targets.setdefault(t.key, t)
+    out = list(targets.values())
+    conds = model_conditions(cfg, job)
+    if conds is not None:
+        check_model_conditions(conds, name, out)
+    return out
+
+
+def candidate_items(targets: list[Target], n_candidates: int, pressure_condition: bool) -> list[dict]:
+    """The sampler's items: n_candidates per target, ids `{target}#{i}`, the pressure as the condition
+    of a pressure-conditioned model."""
+    items = []
+    for t in targets:
+        for c in range(n_candidates):
+            it = {
+                "id": f"{t.key}#{c}",
+                "target": t.key,
+                "candidate": c,
+                "num_atoms": t.n_atoms,
+                "atom_types": list(t.species),
+            }
+            if pressure_condition:
+                it["condition"] = {"pressure": t.pressure_gpa}
+            items.append(it)
+    return items
+
+
+# ----------------------------------------------------------------------------- per candidate
+def spacegroup(structure, symprec: float) -> tuple[str, int]:
+    """International symbol and number (spglib through pymatgen); ("", 0) where spglib finds none."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        sga = SpacegroupAnalyzer(structure, symprec=symprec)
+        return sga.get_space_group_symbol(), int(sga.get_space_group_number())
+    except Exception:
+        return "", 0
+
+
+CANDIDATE_COLUMNS = [
+    "id",
+    "target",
+    "group",
+    "formula",
+    "z",
+    "n_atoms",
+    "pressure_gpa",
+    "flag",
+    "error",
+    "converged",
+    "steps",
+    "initial_energy_per_atom",
+    "initial_enthalpy_per_atom",
+    "energy_per_atom",
+    "enthalpy_per_atom",
+    "initial_stress_pressure_gpa",
+    "stress_pressure_gpa",
+    "density",
+    "volume_per_atom",
+    "spacegroup_loose",
+    "spacegroup_number_loose",
+    "spacegroup_tight",
+    "spacegroup_number_tight",
+    "cluster",
+]
+
+
+def candidate_table(targets: list[Target], samples: list[dict], relaxed: list[dict], symprec) -> tuple:
+    """(candidates DataFrame without clusters, {id: relaxed Structure}) from the sample and relaxation
+    records of a job."""
+    from .crystal import structure_from
+
+    by_key = {t.key: t for t in targets}
+    rel = {r["id"]: r for r in relaxed}
+    rows, finals = [], {}
+    for smp in samples:
+        t = by_key[smp["target"]]
+        r = rel.get(smp["id"], {})
+        row = {c: np.nan for c in CANDIDATE_COLUMNS}
+        row.update(
+            id=smp["id"],
+            target=t.key,
+            group=t.group,
+            formula=t.formula,
+            z=t.z,
+            n_atoms=t.n_atoms,
+            pressure_gpa=t.pressure_gpa,
+            flag=smp.get("flag", ""),
+            error=r.get("error", "" if r else "not relaxed"),
+            converged=bool(r.get("converged", False)),
+            steps=int(r.get("steps", 0)),
+            spacegroup_loose="",
+            spacegroup_tight="",
+            cluster=-1,
+        )
+        for k in (
+            "initial_energy_per_atom",
+            "initial_enthalpy_per_atom",
+            "energy_per_atom",
+            "enthalpy_per_atom",
+            "initial_stress_pressure_gpa",
+            "stress_pressure_gpa",
+        ):
+            row[k] = r.get(k, np.nan)
+        if r.get("final") and not r.get("error"):
+            s = structure_from(r["final"])
+            finals[smp["id"]] = s
+            row["density"] = float(s.density)
+            row["volume_per_atom"] = float(s.volume / len(s))
+            for tag, prec in zip(("loose", "tight"), symprec):
+                row[f"spacegroup_{tag}"], row[f"spacegroup_number_{tag}"] = spacegroup(s, prec)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS), finals
+
+
+# ----------------------------------------------------------------------------- polymorphs
+def cluster_polymorphs(
+    structures: list, enthalpies: list[float], ltol: float, stol: float, angle_tol: float, energy_window: float = 0.1
+) -> list[int]:
+    """Cluster index per structure: lowest enthalpy first, each structure joins the first earlier cluster
+    whose representative (its lowest-enthalpy member) StructureMatcher matches, else opens a new one.
+    Only representatives within `energy_window` eV/atom are compared (the same polymorph relaxed twice
+    lands within a few meV/atom; the window only saves comparisons)."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    sm = StructureMatcher(ltol=ltol, stol=stol, angle_tol=angle_tol, primitive_cell=True, attempt_supercell=True)
+    order = sorted(range(len(structures)), key=lambda i: (enthalpies[i], i))
+    reps: list[int] = []  # structure index of each cluster's representative
+    labels = [-1] * len(structures)
+    for i in order:
+        for c, j in enumerate(reps):
+            if abs(enthalpies[i] - enthalpies[j]) > energy_window:
+                continue
+            if sm.fit(structures[j], structures[i]):
+                labels[i] = c
+                break
+        else:
+            labels[i] = len(reps)
+            reps.append(i)
+    return labels
+
+
+RANKED_COLUMNS = [
+    "group",
+    "rank",
+    "formula",
+    "pressure_gpa",
+    "best_id",
+    "enthalpy_per_atom",
+    "energy_per_atom",
+    "delta_h_mev",
+    "spacegroup_loose",
+    "spacegroup_tight",
+    "spacegroup_number_tight",
+    "n_candidates",
+    "n_converged",
+    "z_found",
+    "density",
+    "converged",
+    "e_hull",
+    "e_hull_reason",
+    "cif",
+]
+
+
+def rank_polymorphs(cands: pd.DataFrame, finals: dict, dedupe: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cluster the relaxed candidates of each group (composition and pressure) and rank the clusters by
+    the enthalpy per atom of their best member. Returns (candidates with `cluster`, ranked polymorphs)."""
+    cands = cands.copy()
+    ranked = []
+    for group, g in cands.groupby("group", sort=True):
+        ok = g[g["id"].isin(finals) & g["enthalpy_per_atom"].notna()]
+        if not len(ok):
+            continue
+        ids = list(ok["id"])
+        h = [float(x) for x in ok["enthalpy_per_atom"]]
+        labels = cluster_polymorphs([finals[i] for i in ids], h, dedupe["ltol"], dedupe["stol"], dedupe["angle_tol"])
+        cands.loc[ok.index, "cluster"] = labels
+        members = ok.assign(cluster=labels)
+        best_h = min(h)
+        for c, m in members.groupby("cluster"):
+            best = m.loc[m["enthalpy_per_atom"].idxmin()]
+            ranked.append(
+                {
+                    "group": group,
+                    "cluster": int(c),
+                    "formula": best["formula"],
+                    "pressure_gpa": best["pressure_gpa"],
+                    "best_id": best["id"],
+                    "enthalpy_per_atom": float(best["enthalpy_per_atom"]),
+                    "energy_per_atom": float(best["energy_per_atom"]),
+                    "delta_h_mev": 1000.0 * (float(best["enthalpy_per_atom"]) - best_h),
+                    "spacegroup_loose": best["spacegroup_loose"],
+                    "spacegroup_tight": best["spacegroup_tight"],
+                    "spacegroup_number_tight": best["spacegroup_number_tight"],
+                    "n_candidates": int(len(m)),
+                    "n_converged": int(m["converged"].astype(bool).sum()),
+                    "z_found": ",".join(str(int(z)) for z in sorted(set(m["z"]))),
+                    "density": float(best["density"]),
+                    "converged": bool(best["converged"]),
+                }
+            )
+    df = pd.DataFrame(ranked)
+    if not len(df):
+        return cands, pd.DataFrame(columns=RANKED_COLUMNS)
+    df = df.sort_values(["group", "enthalpy_per_atom", "best_id"]).reset_index(drop=True)
+    df["rank"] = df.groupby("group").cumcount() + 1
+    # the candidates' cluster numbers follow the ranks (1 = lowest enthalpy)
+    rank_of = {(r["group"], r["cluster"]): int(r["rank"]) for _, r in df.iterrows()}
+    has = cands["cluster"].astype(float) >= 0
+    cands.loc[has, "cluster"] = [
+        rank_of[(g, int(c))] for g, c in zip(cands.loc[has, "group"], cands.loc[has, "cluster"])
+    ]
+    for col in ("e_hull", "e_hull_reason", "cif"):
+        df[col] = np.nan if col == "e_hull" else ""
+    return cands, df[RANKED_COLUMNS]
+
+
+def e_hull_at_zero_pressure(ranked: pd.DataFrame, finals: dict, refs: dict, hull) -> pd.DataFrame:
+    """E_hull (eV/atom, MP2020-corrected CHGNet energy on the run's hull) of every polymorph at 0 GPa;
+    NaN with the reason where there is none (another pressure, MP2020 refused, element without a
+    reference)."""
+    from .evaluation import hull_columns
+    from .hull import mp2020_corrected_energy
+
+    ranked = ranked.copy()
+    for i, r in ranked.iterrows():
+        if r["pressure_gpa"] != 0:
+            ranked.at[i, "e_hull_reason"] = "E_hull only at 0 GPa"
+            continue
+        s = finals[r["best_id"]]
+        corrected, why = mp2020_corrected_energy(s, float(r["energy_per_atom"]) * len(s))
+        if not math.isfinite(corrected):
+            ranked.at[i, "e_hull_reason"] = why
+            continue
+        try:
+            ranked.at[i, "e_hull"] = hull_columns(s, corrected, refs, hull)["e_hull"]
+        except KeyError as exc:
+            ranked.at[i, "e_hull_reason"] = str(exc).strip("'\"")
+    return ranked
+
+
+def cif_name(row) -> str:
+    """rank, formula and space group: 01_SiO2_P3_221.cif (slashes of symbols replaced)."""
+    sg = str(row["spacegroup_tight"] or "P1").replace("/", "_")
+    return f"{row['group']}_r{int(row['rank']):02d}_{row['formula']}_{sg}.cif"

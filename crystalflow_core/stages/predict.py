@@ -1,0 +1,321 @@
+"""Stages of structure prediction for a user's compositions (computations in ``crystalflow_core.predict``):
+
+predict_sample       model -> predict/{job}/samples/shard{i}.jsonl (candidates per composition and pressure)
+predict_relax        samples -> predict/{job}/relax/shard{i}.jsonl (CHGNet at each target's pressure, resumable)
+predict_rank         samples + relaxations -> candidates.csv, ranked.csv, cif/, relaxed.extxyz
+predict_dft          ranked.csv -> vasp/ folders for the best polymorphs (PSTRESS at the pressure)
+predict_dft_results  vasp/ outputs -> dft.csv (statuses, DFT enthalpies, DFT ranks)
+predict_report       -> report.md and its pictures (Fig. 2a/2c/2d of the paper, delta-H ladder)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import __version__
+from ..config import defaults
+from ..crystal import structure_from
+from ..io import StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from ..predict import (
+    candidate_items,
+    candidate_table,
+    check_model_conditions,
+    cif_name,
+    e_hull_at_zero_pressure,
+    job_targets,
+    rank_polymorphs,
+)
+from ..relax import RelaxSettings
+from ..sampling import FlowSampler, SampleSettings, record_to_structure, shard_slice
+from .common import ensure_writable, require, use_threads
+from .relax import relax_key, relax_records
+
+log = logging.getLogger("crystalflow")
+
+
+def sample_settings(cfg: dict, job: dict) -> SampleSettings:
+    """The job's sampling point on the settings of its run's `sample` section (schema defaults for a
+    checkpoint): integrator, steps, seed and batch size from the job."""
+    section = cfg["runs"][job["run"]]["sample"] if job["run"] else defaults("sample")
+    return SampleSettings.from_section(
+        section,
+        "csp",
+        job["steps"],
+        method=job["method"],
+        seed=job["seed"],
+        batch_size=job["batch_size"],
+        pair_budget=None,
+    )
+
+
+def _provenance(model_sha: str, settings: SampleSettings, items: list[dict]) -> str:
+    parts = [
+        model_sha,
+        repr(settings),
+        [(it["id"], it["atom_types"], it.get("condition")) for it in items],
+        __version__,
+    ]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def shard_is_current(path, key: str) -> bool:
+    try:
+        recs = read_jsonl(path) if Path(path).exists() else []
+    except Exception:
+        return False
+    return bool(recs) and all(r.get("provenance") == key for r in recs)
+
+
+def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shards: int, out: str, threads: int = 0):
+    """One shard of the job's candidates, sampled from the CSP model at `ckpt`."""
+    require(ckpt)
+    ensure_writable(out)
+    targets = job_targets(cfg, name, job)
+    use_threads(threads)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    sampler = FlowSampler.from_checkpoint(ckpt, map_location=dev)
+    if sampler.task != "csp":
+        raise StageError(f"{ckpt}: a {sampler.task} model; structure prediction needs a CSP model")
+    check_model_conditions(sampler.conditions, name, targets)
+    largest = len(sampler.atom_count_hist) - 1 if sampler.atom_count_hist else None
+    for t in targets:
+        if largest and t.n_atoms > largest:
+            log.warning(
+                "predict/%s: %s has %d atoms, more than the largest training crystal (%d): outside what the "
+                "model has seen, expect fewer sensible candidates",
+                name,
+                t.key,
+                t.n_atoms,
+                largest,
+            )
+    items = candidate_items(targets, job["n_candidates"], "pressure" in sampler.conditions)
+    for it, t in zip(items, (t for t in targets for _ in range(job["n_candidates"]))):
+        it["pressure_gpa"] = t.pressure_gpa
+    items = shard_slice(items, shard, shards)
+    settings = sample_settings(cfg, job)
+    key = _provenance(sha256_file(ckpt), settings, items)
+    if shard_is_current(out, key):
+        log.info("%s is current (same model, settings and candidates): kept", out)
+        return
+    recs = sampler.generate(items, settings, shard=shard)
+    for r in recs:
+        r["provenance"] = key
+    log.info(
+        "predict/%s shard %d/%d: %d candidates, %d flagged",
+        name,
+        shard,
+        shards,
+        len(recs),
+        sum(bool(r["flag"]) for r in recs),
+    )
+    write_jsonl_atomic(out, recs)
+
+
+def predict_relax(job: dict, samples: list[str], shard: int, shards: int, out: str, workers: int = 0):
+    """CHGNet relaxation of this shard's candidates, each at its target's pressure, with the energy at
+    every optimiser step; resumable."""
+    require(*samples)
+    ensure_writable(out)
+    recs = shard_slice([r for p in samples for r in read_jsonl(p)], shard, shards)
+    settings = RelaxSettings.from_section(job["relax"], record_energies=True)
+    if _relaxed_current(out, recs, settings):
+        log.info("%s is current (these candidates, these settings): kept", out)
+        return
+    items = [(r["id"], record_to_structure(r), r["pressure_gpa"]) for r in recs]
+    relax_records(recs, items, settings, out, workers or job["relax"]["workers"] or 1)
+
+
+def _relaxed_current(out: str, recs: list[dict], settings: RelaxSettings) -> bool:
+    """`out` holds one record per candidate of `recs`, of these samples, relaxed with these settings."""
+    if not Path(out).exists():
+        return False
+    try:
+        done = read_jsonl(out)
+    except Exception:
+        return False
+    want = {r["id"]: r.get("provenance", "") for r in recs}
+    got = {d["id"]: d.get("sample_provenance", "") for d in done}
+    return got == want and all(d.get("relax_settings") == relax_key(settings) for d in done)
+
+
+def _read_job_records(samples: list[str], relaxed: list[str]) -> tuple[list[dict], list[dict]]:
+    smp = [r for p in samples for r in read_jsonl(p)]
+    rel = [r for p in relaxed for r in read_jsonl(p)]
+    known = {r["id"]: r.get("provenance", "") for r in smp}
+    foreign = [r["id"] for r in rel if r["id"] not in known or r.get("sample_provenance", "") != known[r["id"]]]
+    if foreign:
+        raise StageError(f"{relaxed[0]}: relaxations of other samples ({', '.join(foreign[:3])}): delete it to rebuild")
+    return smp, rel
+
+
+def predict_rank(
+    cfg: dict,
+    name: str,
+    job: dict,
+    samples: list[str],
+    relaxed: list[str],
+    candidates_out: str,
+    ranked_out: str,
+    cif_dir: str,
+    extxyz_out: str,
+):
+    """Per candidate and per distinct polymorph; CIFs of the `top_n` ranks; every relaxed candidate in one
+    extxyz."""
+    require(*samples, *relaxed)
+    ensure_writable(candidates_out, ranked_out, extxyz_out, Path(cif_dir) / "probe")
+    targets = job_targets(cfg, name, job)
+    smp, rel = _read_job_records(samples, relaxed)
+    cands, finals = candidate_table(targets, smp, rel, job["symprec"])
+    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"])
+    if len(ranked) and (ranked["pressure_gpa"] == 0).any():
+        ranked = _with_e_hull(cfg, ranked, finals)
+    folder = Path(cif_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.cif"):  # CIFs of an earlier ranking
+        old.unlink()
+    for i, r in ranked.iterrows():
+        if r["rank"] <= job["top_n"]:
+            from pymatgen.io.cif import CifWriter
+
+            ranked.at[i, "cif"] = cif_name(r)
+            with atomic_path(folder / cif_name(r)) as tmp:
+                CifWriter(finals[r["best_id"]]).write_file(str(tmp))
+    _write_extxyz(cands, finals, extxyz_out)
+    for df, out in ((cands, candidates_out), (ranked, ranked_out)):
+        with atomic_path(out) as tmp:
+            df.to_csv(tmp, index=False)
+    for group, g in ranked.groupby("group"):
+        best = g.iloc[0]
+        log.info(
+            "predict/%s %s: %d distinct polymorphs from %d relaxed candidates; best %s (%s), H = %.4f eV/atom",
+            name,
+            group,
+            len(g),
+            int(g["n_candidates"].sum()),
+            best["best_id"],
+            best["spacegroup_tight"],
+            best["enthalpy_per_atom"],
+        )
+
+
+def _with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict) -> pd.DataFrame:
+    from ..hull import load_elemental_refs
+    from .relax import build_hull
+
+    try:
+        refs = load_elemental_refs(Path(cfg["data_mirror"] or ".") / cfg["hull"]["elemental_refs"])
+        hull = build_hull(cfg)
+    except Exception as exc:  # no hull here: the ranking stands without E_hull
+        log.warning("no hull for E_hull (%s: %s)", type(exc).__name__, exc)
+        return ranked.assign(e_hull_reason=f"no hull ({type(exc).__name__})")
+    return e_hull_at_zero_pressure(ranked, finals, refs, hull)
+
+
+def _write_extxyz(cands: pd.DataFrame, finals: dict, out: str) -> None:
+    from ase.io import write
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    frames = []
+    for _, c in cands[cands["id"].isin(finals)].iterrows():
+        atoms = AseAtomsAdaptor.get_atoms(finals[c["id"]])
+        atoms.info.update(
+            id=c["id"],
+            target=c["target"],
+            cluster=int(c["cluster"]),
+            enthalpy_per_atom=float(c["enthalpy_per_atom"]),
+            energy_per_atom=float(c["energy_per_atom"]),
+            pressure_gpa=float(c["pressure_gpa"]),
+            converged=bool(c["converged"]),
+        )
+        frames.append(atoms)
+    with atomic_path(out) as tmp:
+        write(str(tmp), frames, format="extxyz")
+
+
+def predict_dft(job: dict, ranked_csv: str, relaxed: list[str], outdir: str, manifest: str):
+    """VASP folders (MPRelaxSet, PSTRESS at the target pressure) for the `top_n` polymorphs of each
+    composition and pressure."""
+    from ..dft import emit_vasp_inputs
+
+    require(ranked_csv, *relaxed)
+    ensure_writable(manifest)
+    ranked = pd.read_csv(ranked_csv, dtype={"best_id": str})
+    top = ranked[ranked["rank"] <= job["top_n"]]
+    rel = {r["id"]: r for p in relaxed for r in read_jsonl(p)}
+    items = [(r["best_id"], structure_from(rel[r["best_id"]]["final"])) for _, r in top.iterrows()]
+    pressures = {r["best_id"]: float(r["pressure_gpa"]) for _, r in top.iterrows()}
+    emit_vasp_inputs(items, outdir, manifest, pressure=pressures)
+
+
+def predict_dft_results(manifest: str, ranked_csv: str, out: str, running_minutes: float = 30.0):
+    """dft.csv: per VASP folder its status (converged, unconverged, crashed, running, not_run, foreign),
+    the DFT energy and enthalpy per atom (PSTRESS from the job) and the rank by DFT enthalpy among the
+    converged ones of its composition and pressure, beside the CHGNet rank."""
+    from ..dft_results import read_job
+    from ..relax import EV_PER_A3_PER_GPA
+
+    require(manifest, ranked_csv)
+    ensure_writable(out)
+    base = Path(manifest).parent
+    ranked = pd.read_csv(ranked_csv, dtype={"best_id": str}).set_index("best_id")
+    rows = []
+    for _, m in pd.read_csv(manifest, dtype={"id": str, "folder": str, "composition": str}).iterrows():
+        rec, entry = read_job(base / m["folder"], running_minutes, expect=m.to_dict())
+        row = {
+            "id": m["id"],
+            "group": ranked.loc[m["id"], "group"] if m["id"] in ranked.index else "",
+            "chgnet_rank": int(ranked.loc[m["id"], "rank"]) if m["id"] in ranked.index else -1,
+            "status": rec["status"],
+            "reason": rec.get("reason", ""),
+            "ionic_steps": rec.get("ionic_steps", 0),
+            "energy_per_atom": math.nan,
+            "enthalpy_per_atom": math.nan,
+        }
+        if entry is not None and rec["status"] in ("converged", "unconverged"):
+            s = entry.structure
+            n = len(s)
+            row["energy_per_atom"] = rec["energy"] / n
+            p_gpa = rec.get("pstress_kbar", 0.0) / 10.0
+            row["enthalpy_per_atom"] = (rec["energy"] + p_gpa * EV_PER_A3_PER_GPA * s.volume) / n
+        rows.append(row)
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "id",
+            "group",
+            "chgnet_rank",
+            "status",
+            "reason",
+            "ionic_steps",
+            "energy_per_atom",
+            "enthalpy_per_atom",
+        ],
+    )
+    df["dft_rank"] = np.nan
+    conv = df[df["status"] == "converged"]
+    if len(conv):
+        df.loc[conv.index, "dft_rank"] = conv.groupby("group")["enthalpy_per_atom"].rank(method="first")
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    log.info("DFT read back: %s", ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "no jobs")
+
+
+def predict_report(name: str, job: dict, candidates_csv: str, ranked_csv: str, relaxed: list[str], out_md: str):
+    """The job's report section and its pictures beside it."""
+    from ..report import predict_section
+
+    require(candidates_csv, ranked_csv, *relaxed)
+    ensure_writable(out_md)
+    traces = {r["id"]: r["energy_trace"] for p in relaxed for r in read_jsonl(p) if r.get("energy_trace")}
+    text = predict_section(name, job, pd.read_csv(candidates_csv), pd.read_csv(ranked_csv), traces, Path(out_md).parent)
+    from ..io import write_text_atomic
+
+    write_text_atomic(out_md, text)

@@ -1,0 +1,113 @@
+# Structure prediction for your own compositions: results/predict/{job}/ranked.csv per `predict` job.
+
+
+rule predict_sample:
+    input:
+        model=predict_model,
+    output:
+        L.predict_samples("{job}", "{shard}"),
+    log:
+        L.log("predict", "{job}_sample{shard}"),
+    benchmark:
+        L.benchmark("predict", "{job}_sample{shard}")
+    conda:
+        "../../envs/workflow.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=lambda wc: 1 if PREDICT[wc.job]["gpu"] else 0,
+    params:
+        cfg=predict_cfg,
+        job=predict_view,
+    script:
+        "../scripts/predict.py"
+
+
+rule predict_relax:
+    input:
+        samples=predict_sample_shards,
+    output:
+        L.predict_relaxed("{job}", "{shard}"),
+    log:
+        L.log("predict", "{job}_relax{shard}"),
+    benchmark:
+        L.benchmark("predict", "{job}_relax{shard}")
+    conda:
+        "../../envs/workflow.yaml"
+    threads: config["threads"]
+    params:
+        job=predict_view,
+    script:
+        "../scripts/predict.py"
+
+
+rule predict_rank:
+    input:
+        samples=predict_sample_shards,
+        relaxed=predict_relax_shards,
+    output:
+        candidates=L.predict_candidates("{job}"),
+        ranked=L.predict_ranked("{job}"),
+        extxyz=L.predict_extxyz("{job}"),
+        cif=directory(L.predict_cifs("{job}")),
+    log:
+        L.log("predict", "{job}_rank"),
+    conda:
+        "../../envs/workflow.yaml"
+    params:
+        cfg=predict_cfg,
+        job=predict_view,
+    script:
+        "../scripts/predict.py"
+
+
+rule predict_dft:
+    input:
+        ranked=L.predict_ranked("{job}"),
+        relaxed=predict_relax_shards,
+    output:
+        manifest=L.predict_vasp_manifest("{job}"),
+    log:
+        L.log("predict", "{job}_dft"),
+    conda:
+        "../../envs/workflow.yaml"
+    params:
+        job=predict_view,
+    script:
+        "../scripts/predict.py"
+
+
+rule predict_dft_results:
+    input:
+        unpack(predict_dft_results_inputs),
+    output:
+        L.predict_dft("{job}"),
+    log:
+        L.log("predict", "{job}_dft_results"),
+    conda:
+        "../../envs/workflow.yaml"
+    params:
+        running_minutes=lambda wc: PREDICT[wc.job]["running_minutes"],
+    script:
+        "../scripts/predict.py"
+
+
+rule predict_report:
+    input:
+        candidates=L.predict_candidates("{job}"),
+        ranked=L.predict_ranked("{job}"),
+        relaxed=predict_relax_shards,
+    output:
+        L.predict_report("{job}"),
+    log:
+        L.log("predict", "{job}_report"),
+    conda:
+        "../../envs/workflow.yaml"
+    params:
+        job=predict_view,
+    script:
+        "../scripts/predict.py"
+
+
+rule predict:
+    input:
+        predict_targets(),
