@@ -96,8 +96,16 @@ def test_tiny_config_end_to_end(tiny_run):
         f"{L.plots()}/e_hull_hist.png",
         L.log("train", "mp20_csp"),
         L.benchmark("train", "mp20_csp"),
+        L.predict_ranked("salt"),
+        L.predict_candidates("salt"),
+        L.predict_dft("salt"),
+        L.predict_report("salt"),
     ]:
         assert Path(f).exists(), f
+    ranked = pd.read_csv(L.predict_ranked("salt"))
+    assert len(ranked) and ranked["rank"].tolist() == list(range(1, len(ranked) + 1))
+    assert len(list(Path(L.predict_cifs("salt")).glob("NaCl_p0_r01_*.cif"))) == 1
+    assert "## Structure prediction: salt" in (r / "report.md").read_text()
     csp_all = pd.read_csv(r / "mp20_csp_metrics.csv")
     # the extra sampling point (Heun, 2 steps = 4 network evaluations) from the same checkpoint
     heun = csp_all[csp_all["method"] == "heun"]
@@ -326,6 +334,8 @@ def test_cluster_generic_submission(tmp_path):
         ({"runs.mp20_csp.task": "xyz"}, "csp"),
         ({"datasets.mp_20.splits.val.file": "mp_20/nope.csv.gz"}, "nope.csv.gz"),
         ({"runs.mp20_dng.conditions": ["band_gap"]}, "formation_energy_per_atom"),
+        ({"predict.salt.formulas": ["NaXx"]}, "predict/salt/formulas/0': 'NaXx' holds an unknown element"),
+        ({"predict.salt.pressure_gpa": 20}, "20 GPa asked, but the model is not conditioned on pressure"),
     ],
 )
 def test_config_errors_stop_before_any_job(tmp_path, change, needle):

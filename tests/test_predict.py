@@ -1,0 +1,197 @@
+"""Structure prediction for your own compositions: targets and their one-line errors, the polymorph
+ranking on known polymorphs relaxed with CHGNet, and one job end to end through the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import DATA, REPO, need_data
+from pymatgen.core import Lattice, Structure
+
+from crystalflow_core import config as cfgmod
+from crystalflow_core.predict import candidate_items, candidate_table, job_targets, rank_polymorphs
+
+
+def _cfg(**job):
+    cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    cfg["predict"] = {"mine": {"run": "mp20_csp", **job}}
+    return cfg
+
+
+def _validated(**job):
+    return cfgmod.validate(_cfg(**job), mirror_check=False)
+
+
+def test_targets_per_formula_size_and_pressure():
+    cfg = _validated(formulas=["SiO2", "NaCl"], z=[3, 1])
+    targets = job_targets(cfg, "mine", cfg["predict"]["mine"])
+    assert [t.key for t in targets] == ["SiO2_z3_p0", "SiO2_z1_p0", "NaCl_z3_p0", "NaCl_z1_p0"]
+    sio2 = targets[0]
+    assert sio2.n_atoms == 9 and sorted(sio2.species) == [8] * 6 + [14] * 3 and sio2.group == "SiO2_p0"
+    cfg = _validated(formulas=["Si2O4"], atoms=[6, 12])  # atoms instead of z; the formula is reduced
+    assert [(t.key, t.n_atoms) for t in job_targets(cfg, "mine", cfg["predict"]["mine"])] == [
+        ("SiO2_z2_p0", 6),
+        ("SiO2_z4_p0", 12),
+    ]
+    items = candidate_items(targets[:1], 3, pressure_condition=True)
+    assert [it["id"] for it in items] == ["SiO2_z3_p0#0", "SiO2_z3_p0#1", "SiO2_z3_p0#2"]
+    assert items[0]["condition"] == {"pressure": 0.0} and items[0]["num_atoms"] == 9
+
+
+def test_compositions_csv_rows(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("formula,z,pressure_gpa\nSiO2,3,0\nNaCl,,0\nMgO,2,\n")
+    cfg = _validated(compositions=str(p), z=4)
+    keys = [t.key for t in job_targets(cfg, "mine", cfg["predict"]["mine"])]
+    assert keys == ["SiO2_z3_p0", "NaCl_z4_p0", "MgO_z2_p0"]  # an empty z takes the job's
+
+
+@pytest.mark.parametrize(
+    "job,needle",
+    [
+        ({"formulas": ["H2O!"]}, "predict/mine/formulas/0': 'H2O!' is not a chemical formula"),
+        ({"formulas": ["SiO2", "Xx2O"]}, "predict/mine/formulas/1': 'Xx2O' holds an unknown element"),
+        ({"formulas": ["Fm2O3", "Og"]}, "'Og': Og is outside the model's element embedding (Z <= 100)"),
+        ({"formulas": ["Na0.5Cl0.5"]}, "non-integer amounts"),
+        ({"formulas": ["SiO2"], "z": 30, "max_atoms": 60}, "SiO2 with z = 30 has 90 atoms, above max_atoms (60)"),
+        ({"formulas": ["SiO2"], "atoms": 10}, "10 atoms is not a whole number of SiO2 units (3 atoms)"),
+        ({"formulas": ["SiO2"], "pressure_gpa": [0, 50]}, "50 GPa asked, but the model is not conditioned on pressure"),
+        ({"formulas": []}, "predict/mine': no compositions"),
+        ({"formulas": ["SiO2"], "run": "mp20_dng"}, "'mp20_dng' is a dng run, not CSP"),
+        ({"formulas": ["SiO2"], "run": "nope"}, "'nope' is not a run"),
+        ({"formulas": ["SiO2"], "run": None}, "set one of run"),
+    ],
+)
+def test_bad_input_is_one_line_naming_job_and_entry(job, needle):
+    with pytest.raises(cfgmod.ConfigError) as err:
+        _validated(**job)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_csv_row_is_named(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("formula,z\nSiO2,3\nNaCl,two\n")
+    with pytest.raises(cfgmod.ConfigError, match=r"c.csv, row 3: z 'two' is not a number"):
+        _validated(compositions=str(p))
+    p.write_text("formula,z\nSiO2,3\nQq3,1\n")
+    with pytest.raises(cfgmod.ConfigError, match=r"c.csv, row 3 \(predict/mine\): 'Qq3' holds an unknown element"):
+        _validated(compositions=str(p))
+
+
+# ------------------------------------------------------------------------------ ranking known polymorphs
+def _records(structures: dict, target_of: dict):
+    """Sample records (as the sampler writes them) for hand-made structures."""
+    return [
+        {
+            "id": sid,
+            "target": target_of[sid],
+            "lattice": s.lattice.matrix.tolist(),
+            "species": [site.specie.Z for site in s],
+            "frac_coords": s.frac_coords.tolist(),
+            "flag": "",
+            "pressure_gpa": 0.0,
+        }
+        for sid, s in structures.items()
+    ]
+
+
+def _rank(tmp_path, structures: dict, formulas: dict, pressure: float = 0.0):
+    from crystalflow_core.relax import RelaxSettings, relax_many
+
+    cfg = _validated(formulas=sorted(set(formulas.values())), z=[1, 2], pressure_gpa=0)
+    job = cfg["predict"]["mine"]
+    targets = job_targets(cfg, "mine", job)
+    per_unit = {"Si": 1, "NaCl": 2}
+    target_of = {sid: f"{formulas[sid]}_z{len(s) // per_unit[formulas[sid]]}_p0" for sid, s in structures.items()}
+    settings = RelaxSettings.from_section(cfgmod.defaults("relax"), fmax=0.02, steps=400, record_energies=True)
+    rel = relax_many([(sid, s, pressure) for sid, s in structures.items()], tmp_path / "r.jsonl", settings, 1, False)
+    cands, finals = candidate_table(targets, _records(structures, target_of), rel, job["symprec"])
+    return rank_polymorphs(cands, finals, job["dedupe"])
+
+
+def test_known_ground_states_rank_first_and_copies_cluster_together(tmp_path):
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    rocksalt = rocksalt.get_primitive_structure()
+    cscl = Structure(Lattice.cubic(3.3), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    diamond = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.45), ["Si"], [[0, 0, 0]]).get_primitive_structure()
+    beta_tin = Structure.from_spacegroup("I4_1/amd", Lattice.tetragonal(4.9, 2.7), ["Si"], [[0, 0, 0]])
+    beta_tin = beta_tin.get_primitive_structure()
+    rattled = rocksalt.copy()
+    rattled.translate_sites([1], [0.02, -0.01, 0.015])  # relaxes back into rock salt
+    structures = {"rs": rocksalt, "cscl": cscl, "rs2": rattled, "dia": diamond, "tin": beta_tin}
+    formulas = {"rs": "NaCl", "cscl": "NaCl", "rs2": "NaCl", "dia": "Si", "tin": "Si"}
+    cands, ranked = _rank(tmp_path, structures, formulas)
+    nacl = ranked[ranked["group"] == "NaCl_p0"].set_index("rank")
+    si = ranked[ranked["group"] == "Si_p0"].set_index("rank")
+    assert len(nacl) == 2 and len(si) == 2  # the rattled rock salt is no new polymorph
+    assert nacl.loc[1, "spacegroup_loose"] == "Fm-3m" and nacl.loc[1, "n_candidates"] == 2
+    assert nacl.loc[2, "spacegroup_loose"] == "Pm-3m" and nacl.loc[2, "delta_h_mev"] > 5
+    assert si.loc[1, "spacegroup_loose"] == "Fd-3m" and si.loc[1, "best_id"] == "dia"
+    assert si.loc[2, "delta_h_mev"] > 50  # beta-tin is well above diamond at 0 GPa
+    c = cands.set_index("id")
+    assert c.loc["rs", "cluster"] == c.loc["rs2", "cluster"] == 1 and c.loc["cscl", "cluster"] == 2
+    assert (c["initial_enthalpy_per_atom"] >= c["enthalpy_per_atom"] - 1e-6).all()  # relaxation lowers H
+    assert c.loc["rs", "density"] == pytest.approx(2.1, rel=0.1)  # rock salt NaCl: 2.17 g/cm^3
+
+
+# ------------------------------------------------------------------------------ end to end
+def test_predict_command_end_to_end_and_rerun_keeps_work(tmp_path):
+    need_data("mp_20/val.csv.gz", "mp_20/test.csv.gz", "hull/2023-02-07-mp-elemental-reference-entries.json.gz")
+    cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    cfg["data_mirror"], cfg["results"] = str(DATA), str(tmp_path / "results")
+    cfg["predict"] = {
+        "salt": {
+            "run": "mp20_csp",
+            "formulas": ["NaCl"],
+            "z": [1, 2],
+            "n_candidates": 3,
+            "steps": 3,
+            "relax": {"fmax": 0.2, "steps": 15, "timeout": 60},
+            "top_n": 2,
+        }
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cli = [sys.executable, "-m", "crystalflow_core.cli"]
+    prep = [["prepare", "--dataset", "mp_20", "--split", split] for split in ("val", "test")]
+    for args in (*prep, ["train", "--run", "mp20_csp"]):
+        subprocess.run([*cli, *args, "--config", str(path)], cwd=REPO, env=env, check=True, capture_output=True)
+    run = [*cli, "predict", "--config", str(path), "--job", "salt", "--threads", "1"]
+    p = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = tmp_path / "results/predict/salt"
+    cands = pd.read_csv(out / "candidates.csv")
+    ranked = pd.read_csv(out / "ranked.csv")
+    assert sorted(cands["id"]) == sorted(f"NaCl_z{z}_p0#{i}" for z in (1, 2) for i in range(3))
+    assert set(cands["n_atoms"]) == {2, 4} and (cands["pressure_gpa"] == 0).all()
+    ok = cands[cands["error"].fillna("") == ""]
+    assert len(ok) and ok["initial_stress_pressure_gpa"].notna().all() and ok["spacegroup_loose"].notna().all()
+    # every relaxed candidate is in one cluster; the ranks are 1..n by enthalpy
+    assert (ok["cluster"] >= 1).all() and sorted(ranked["rank"]) == list(range(1, len(ranked) + 1))
+    assert ranked["enthalpy_per_atom"].is_monotonic_increasing and ranked["delta_h_mev"].iloc[0] == 0
+    assert ranked["n_candidates"].sum() == len(ok)
+    cifs = sorted(x.name for x in (out / "cif").iterdir())
+    assert cifs == sorted(ranked[ranked["rank"] <= 2]["cif"]) and all(c.startswith("NaCl_p0_r0") for c in cifs)
+    from ase.io import read
+
+    assert len(read(out / "relaxed.extxyz", index=":")) == len(ok)
+    manifest = pd.read_csv(out / "vasp/manifest.csv")
+    assert len(manifest) == min(2, len(ranked)) and (pd.read_csv(out / "dft.csv")["status"] == "not_run").all()
+    traces = [json.loads(line) for line in (out / "relax/shard0.jsonl").read_text().splitlines()]
+    assert all(len(t["energy_trace"]) == t["steps"] + 1 for t in traces if not t.get("error"))
+    assert "## Structure prediction: salt" in (out / "report.md").read_text()
+    assert (out / "delta_h_ladder.png").exists()
+    # the same command again: nothing sampled or relaxed again
+    p = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0 and "shard0.jsonl is current" in p.stderr and "relaxed 6" not in p.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(out / "ranked.csv"), ranked)
+    # a bad formula on the command line: one line, exit 1, before any work
+    bad = [*cli, "predict", "--config", str(path), "--run", "mp20_csp", "--formula", "NaXx"]
+    p = subprocess.run(bad, cwd=REPO, env=env, capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.strip().splitlines()[-1].startswith("crystalflow predict: error:")
+    assert "'NaXx' holds an unknown element" in p.stderr
