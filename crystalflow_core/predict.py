@@ -128,15 +128,16 @@ def check_model_conditions(conditions: list[str], name: str, targets: list[Targe
     other = [c for c in conditions if c != "pressure"]
     if other:
         raise ConfigError(
-            f"predict/{name}: the model is conditioned on {', '.join(other)}; structure prediction takes an "
-            "unconditional CSP model or one conditioned on pressure"
+            f"config error at 'predict/{name}': the model is conditioned on {', '.join(other)}; structure "
+            "prediction takes an unconditional CSP model or one conditioned on pressure"
         )
     if "pressure" not in conditions:
         high = sorted({t.pressure_gpa for t in targets if t.pressure_gpa})
         if high:
             raise ConfigError(
-                f"predict/{name}/pressure_gpa: {', '.join(f'{p:g}' for p in high)} GPa asked, but the model is not "
-                "conditioned on pressure (use a model trained with conditions: [pressure], or pressure_gpa: 0)"
+                f"config error at 'predict/{name}/pressure_gpa': {', '.join(f'{p:g}' for p in high)} GPa asked, "
+                "but the model is not conditioned on pressure (use a model trained with conditions: [pressure], "
+                "or pressure_gpa: 0)"
             )
 
 
