@@ -15,20 +15,25 @@ sys.path.insert(0, str(REPO))
 def header(title: str):
     import torch
 
-    cpu = "unknown"
+    cpu, flags = "unknown", set()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
+                if line.startswith("model name") and cpu == "unknown":
                     cpu = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
                     break
     except OSError:
         pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+    simd = " ".join(f for f in wanted if f in flags) or "none of " + "/".join(wanted)
     print(f"# {title}")
     print(
         f"# machine: {os.cpu_count()} cores ({cpu}), python {platform.python_version()}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}"
     )
+    print(f"# cpu flags: {simd}")
 
 
 def mp20_test_rows(n: int | None = None):
