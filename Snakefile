@@ -20,6 +20,7 @@ except cfgmod.ConfigError as err:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
@@ -29,6 +30,7 @@ include: "workflow/rules/transport.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/cluster.smk"
 
 
 rule all:

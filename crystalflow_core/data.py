@@ -48,6 +48,20 @@ class SplitSource:
     git_blob: str | None = None  # upstream git blob id of the uncompressed CSV
 
 
+def download_path(src: SplitSource, download_dir: str | Path) -> Path:
+    """Where a source is downloaded to (and found again): {download_dir}/{dataset}/{the URL's file name}."""
+    name = Path(src.url or src.file).name
+    return Path(download_dir) / src.dataset / (name if Path(name).suffix else Path(src.file).name)
+
+
+def local_source(src: SplitSource, mirror: str | None, download_dir: str | Path) -> Path:
+    """The file a source is read from: the mirror's copy when it has one, else the download location
+    (which the workflow's local `download` rule fills, so compute jobs never download)."""
+    if mirror and (Path(mirror) / src.file).exists():
+        return Path(mirror) / src.file
+    return download_path(src, download_dir)
+
+
 def resolve_source(src: SplitSource, mirror: str | None, download_dir: str | Path) -> Path:
     """Return a verified local path for one split: the mirror first, else download from `url`."""
     if mirror:
@@ -60,8 +74,7 @@ def resolve_source(src: SplitSource, mirror: str | None, download_dir: str | Pat
             return cand
     if not src.url:
         raise DataError(f"{src.dataset}/{src.split}: not in the mirror ({mirror}/{src.file}) and no url configured")
-    name = Path(src.url).name
-    dest = Path(download_dir) / src.dataset / (name if Path(name).suffix else Path(src.file).name)
+    dest = download_path(src, download_dir)
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s -> %s", src.url, dest)

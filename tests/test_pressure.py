@@ -9,8 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import DATA, REPO, need_data
-from test_workflow import smk
+from conftest import DATA, REPO, need_data, smk
 
 
 def pressure_dataset(folder: Path) -> dict:

@@ -4,69 +4,12 @@ cluster submission through the cluster-generic profile, and config errors before
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import DATA, REPO, need_data
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def smk(args, cwd, check=True, timeout=1200, env=None):
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **(env or {}))
-    p = subprocess.run(
-        SNAKEMAKE + ["-s", str(REPO / "Snakefile")] + args,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    if check and p.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}")
-    return p
-
-
-def tiny_config(tmp, **changes):
-    cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
-    cfg["data_mirror"] = str(DATA)
-    for path, value in changes.items():
-        node = cfg
-        keys = path.split(".")
-        for k in keys[:-1]:
-            node = node[k]
-        node[keys[-1]] = value
-    p = Path(tmp) / f"tiny_{len(changes)}_{abs(hash(tuple(changes))) % 1000}.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return p
-
-
-def jobs_of(dry_run_stdout: str) -> dict:
-    out, on = {}, False
-    for line in dry_run_stdout.splitlines():
-        if line.startswith("job ") and "count" in line:
-            on = True
-            continue
-        if on:
-            parts = line.split()
-            if not parts or parts[0].startswith("-"):
-                continue
-            if parts[0] == "total":
-                break
-            out[parts[0]] = int(parts[1])
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    need_data("mp_20/val.csv.gz", "mp_20/test.csv.gz", "hull/2023-02-07-mp-elemental-reference-entries.json.gz")
-    work = tmp_path_factory.mktemp("tiny")
-    cfg = tiny_config(work)
-    smk(["--cores", "2", "--configfile", str(cfg), "--directory", str(work)], cwd=work)
-    return work, cfg
+from conftest import DATA, REPO, SNAKEMAKE, jobs_of, need_data, smk, tiny_config
 
 
 def test_tiny_config_end_to_end(tiny_run):
@@ -253,6 +196,33 @@ def test_kill_of_whole_workflow_then_rerun_incomplete_gives_same_tables(tiny_run
         pd.testing.assert_frame_equal(read(tmp_path), read(work))
     for f in ["tables/table1_csp.md", "tables/table3_dng.md"]:
         assert (tmp_path / "results" / f).read_text() == (work / "results" / f).read_text(), f
+
+
+def test_split_missing_from_the_mirror_is_downloaded_by_one_local_job(tmp_path):
+    """A split the mirror lacks comes from its URL (here a file:// URL with its sha256) through the local
+    download rule; the prepare job reads the downloaded file and downloads nothing itself."""
+    from crystalflow_core.io import sha256_file
+
+    (src,) = need_data("mp_20/val.csv.gz")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    cfg = tiny_config(
+        tmp_path,
+        **{
+            "data_mirror": str(mirror),
+            "hull": {"source": "local", "local_sources": []},
+            "targets": ["mp20_csp"],
+            "predict": {},
+            "datasets.mp_20.splits.val": {"file": "mp_20/val.csv.gz", "url": src.as_uri(), "sha256": sha256_file(src)},
+        },
+    )
+    target = "results/data/mp_20/val.pt"
+    p = smk(["--cores", "1", "--configfile", str(cfg), "--directory", str(tmp_path), target], tmp_path)
+    assert "localrule download:" in p.stdout + p.stderr
+    assert (tmp_path / "results/downloads/mp_20/val.csv.gz").read_bytes() == src.read_bytes()
+    assert "downloading" in (tmp_path / "results/logs/download/mp_20_val.csv.gz.log").read_text()
+    assert "downloading" not in (tmp_path / "results/logs/prepare/mp_20_val.log").read_text()
+    assert (tmp_path / target).exists()
 
 
 def test_lint_is_clean(tmp_path):

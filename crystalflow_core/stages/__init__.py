@@ -14,7 +14,7 @@ writes its outputs atomically. Snakemake scripts and the CLI both call these.
 
 from ..io import StageError
 from .common import ensure_writable, require, setup_logging, use_threads
-from .data import prepare
+from .data import download, prepare
 from .dft import dft, dft_results
 from .metrics import collect, csp_metrics, dng_metrics, test_fingerprints
 from .predict import predict_dft, predict_dft_results, predict_rank, predict_relax, predict_report, predict_sample
@@ -32,6 +32,7 @@ __all__ = [
     "dft",
     "dft_results",
     "dng_metrics",
+    "download",
     "ensure_writable",
     "gather",
     "import_checkpoint",

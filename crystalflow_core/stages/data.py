@@ -5,9 +5,18 @@ from __future__ import annotations
 from ..data import PrepareSettings, SplitSource, prepare_split, resolve_source
 
 
+def split_source(cfg: dict, dataset: str, split: str) -> SplitSource:
+    sp = cfg["datasets"][dataset]["splits"][split]
+    return SplitSource(dataset, split, sp["file"], sp["url"], sp["sha256"], sp["git_blob"])
+
+
+def download(src: SplitSource, download_dir: str) -> str:
+    """Fetch one source into the download folder and verify it (checksum or git blob id); the workflow
+    runs this in one local job per file, so compute jobs only read."""
+    return str(resolve_source(src, None, download_dir))
+
+
 def prepare(cfg: dict, dataset: str, split: str, out: str, workers: int = 0) -> dict:
     ds = cfg["datasets"][dataset]
-    sp = ds["splits"][split]
-    src = SplitSource(dataset, split, sp["file"], sp["url"], sp["sha256"], sp["git_blob"])
-    path = resolve_source(src, cfg["data_mirror"], cfg["download_dir"])
+    path = resolve_source(split_source(cfg, dataset, split), cfg["data_mirror"], cfg["download_dir"])
     return prepare_split(path, out, PrepareSettings.from_dataset(ds, workers))

@@ -61,16 +61,21 @@ def relax_records(recs: list[dict], items: list[tuple], settings: RelaxSettings,
     Path(str(partial) + ".key").unlink(missing_ok=True)
 
 
+def hull_source(cfg: dict) -> SplitSource | None:
+    """The Matbench Discovery hull file to fetch (mirror or download), None where none is needed (a
+    local hull, or `hull.matbench_path` given)."""
+    h = cfg["hull"]
+    if h["source"] != "matbench" or h["matbench_path"]:
+        return None
+    return SplitSource("hull", "ppd", "hull/2023-02-07-ppd-mp.pkl.gz", h["matbench_url"], sha256=h["matbench_sha256"])
+
+
 def build_hull(cfg: dict):
     h = cfg["hull"]
     mirror = Path(cfg["data_mirror"] or ".")
     if h["source"] == "matbench":
-        path = h["matbench_path"]
-        if not path:
-            src = SplitSource(
-                "hull", "ppd", "hull/2023-02-07-ppd-mp.pkl.gz", h["matbench_url"], sha256=h["matbench_sha256"]
-            )
-            path = resolve_source(src, str(mirror), cfg["download_dir"])
+        src = hull_source(cfg)
+        path = resolve_source(src, str(mirror), cfg["download_dir"]) if src else h["matbench_path"]
         return MatbenchHull(path)
     return LocalHull.from_csvs([mirror / p for p in h["local_sources"]])
 

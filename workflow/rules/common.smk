@@ -3,7 +3,10 @@ import os
 from pathlib import Path
 
 from crystalflow_core.config import canonical, dataset_tag, pressure_relax, stability_relax, transport_screen
+from crystalflow_core.data import download_path, local_source
 from crystalflow_core.layout import Layout
+from crystalflow_core.stages.data import split_source
+from crystalflow_core.stages.relax import hull_source
 from crystalflow_core.sampling import parse_point, sampling_points
 
 L = Layout(config["results"])  # every results path; rules pass wildcards ("{run}") as arguments
@@ -12,6 +15,33 @@ TARGET_RUNS = config["targets"] or list(RUNS)
 IMPORTED_RUNS = [r for r in RUNS if RUNS[r]["init"]]  # the authors' checkpoint instead of training
 TRAINED_RUNS = [r for r in RUNS if not RUNS[r]["init"]]
 PREDICT = config["predict"]  # structure-prediction jobs
+
+
+def _downloads():
+    """(group, file name) -> source of every file the download rule may fetch: the dataset splits and
+    the Matbench Discovery hull."""
+    out = {}
+    sources = [split_source(config, d, s) for d, ds in config["datasets"].items() for s in ds["splits"]]
+    for src in sources + [hull_source(config)]:
+        if src is not None and src.url:
+            p = download_path(src, config["download_dir"])
+            out[(p.parent.name, p.name)] = src
+    return out
+
+
+DOWNLOADS = _downloads()
+
+
+def split_file(wildcards):
+    """A split's CSV: the mirror's copy, or the download rule's."""
+    src = split_source(config, wildcards.dataset, wildcards.split)
+    return str(local_source(src, config["data_mirror"], config["download_dir"]))
+
+
+def hull_file():
+    """The Matbench Discovery hull file where the hull needs one (from the mirror or the download rule)."""
+    src = hull_source(config)
+    return [str(local_source(src, config["data_mirror"], config["download_dir"]))] if src else []
 
 
 def runs_pattern(names):
@@ -173,13 +203,6 @@ def predict_dft_results_inputs(wildcards):
     return {"manifest": manifest, "ranked": L.predict_ranked(wildcards.job), "outputs": outputs}
 
 
-def gpu_res(section):
-    def f(wildcards):
-        return 1 if RUNS[wildcards.run][section]["gpu"] else 0
-
-    return f
-
-
 def metrics_inputs(wildcards):
     run = RUNS[wildcards.run]
     inp = {
@@ -208,6 +231,7 @@ def dft_results_inputs(wildcards):
         "relaxed": relax_shards(wildcards),
         "stability": L.stability(wildcards.run, wildcards.steps),
         "novelty": novelty_pts(wildcards),
+        "hull": hull_file(),
     }
     if run["dft"]["energies"]:
         inp["energies"] = run["dft"]["energies"]

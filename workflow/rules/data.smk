@@ -1,4 +1,6 @@
 rule prepare:
+    input:
+        split_file,
     output:
         pt=L.split("{dataset}", "{split}"),
         rejected=L.rejected("{dataset}", "{split}"),

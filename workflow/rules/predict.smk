@@ -13,8 +13,6 @@ rule predict_sample:
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
-    resources:
-        gpu=lambda wc: 1 if PREDICT[wc.job]["gpu"] else 0,
     params:
         cfg=predict_cfg,
         job=predict_view,
@@ -44,6 +42,7 @@ rule predict_rank:
     input:
         samples=predict_sample_shards,
         relaxed=predict_relax_shards,
+        hull=hull_file(),
     output:
         candidates=L.predict_candidates("{job}"),
         ranked=L.predict_ranked("{job}"),

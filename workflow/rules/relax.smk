@@ -10,8 +10,6 @@ rule relax:
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
-    resources:
-        runtime=12 * 60,
     params:
         run=run_view("sample", "relax"),
     script:
@@ -23,6 +21,7 @@ rule stability:
         samples=rules.gather_samples.output[0],
         relaxed=relax_shards,
         novelty=novelty_pts,
+        hull=hull_file(),
     output:
         L.stability("{run}", "{steps}"),
     log:

@@ -11,8 +11,6 @@ rule sample:
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
-    resources:
-        gpu=gpu_res("sample"),
     params:
         run=run_view("sample"),
     script:

@@ -13,7 +13,6 @@ rule train:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     resources:
-        gpu=gpu_res("train"),
         runtime=24 * 60,
     params:
         run=run_view("model", "train"),

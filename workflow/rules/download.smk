@@ -1,0 +1,18 @@
+# Downloads: one local job per dataset file (and the Matbench Discovery hull) that the mirror lacks, so
+# that compute jobs never download and two jobs never race on one file.
+
+
+rule download:
+    output:
+        os.path.join(config["download_dir"], "{dl_group}", "{dl_file}"),
+    log:
+        L.log("download", "{dl_group}_{dl_file}"),
+    wildcard_constraints:
+        dl_group="[^/]+",
+        dl_file="[^/]+",
+    localrule: True
+    params:
+        source=lambda wc: DOWNLOADS[(wc.dl_group, wc.dl_file)],
+        download_dir=config["download_dir"],
+    script:
+        "../scripts/download.py"
