@@ -48,8 +48,8 @@ def mp20_test_tensors(n: int):
     import numpy as np
     import torch
 
-    from crystalflow_core.data import parse_cif
-    from crystalflow_core.lattice import lattice_to_k
+    from crystalflow_core.crystals.data import parse_cif
+    from crystalflow_core.crystals.lattice import lattice_to_k
 
     zs, fs, ks = [], [], []
     for cif in mp20_test_rows(n)["cif"]:

@@ -40,11 +40,11 @@ def main():
     ap.add_argument("--out", default=None, help="work folder (default /tmp/crystalflow_learning_{recipe})")
     a = ap.parse_args()
     from crystalflow_core.config import run_defaults
-    from crystalflow_core.data import PrepareSettings, cache_structures, load_cache, prepare_split
-    from crystalflow_core.metrics import csp_rms_table, csp_summary
-    from crystalflow_core.sampling import SampleSettings, csp_items, generate, record_to_structure
+    from crystalflow_core.crystals.data import PrepareSettings, cache_structures, load_cache, prepare_split
+    from crystalflow_core.evaluation.metrics import csp_rms_table, csp_summary
+    from crystalflow_core.generative.sampling import SampleSettings, csp_items, generate, record_to_structure
+    from crystalflow_core.generative.training import load_module, train
     from crystalflow_core.stages import use_threads
-    from crystalflow_core.training import load_module, train
 
     use_threads(0)  # all cores, as the train and sample rules do
     header(

@@ -28,7 +28,7 @@ def main():
     warnings.filterwarnings("ignore")  # pymatgen's CIF notes on 9,046 files
     from pymatgen.core import Structure
 
-    from crystalflow_core.metrics import coverage, csp_rms_table, csp_summary, fingerprints
+    from crystalflow_core.evaluation.metrics import coverage, csp_rms_table, csp_summary, fingerprints
 
     header(f"metrics: CSP on {a.n} MP-20 test structures, coverage on {a.coverage}")
     t0 = time.perf_counter()
@@ -85,7 +85,7 @@ def _pymatgen_rms(args):
 def compare_with_pymatgen(gts, preds):
     import multiprocessing as mp
 
-    from crystalflow_core.metrics import csp_rms_table
+    from crystalflow_core.evaluation.metrics import csp_rms_table
 
     by_formula: dict = {}
     for i, s in enumerate(gts):

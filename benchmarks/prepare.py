@@ -15,7 +15,7 @@ from crystalflow_core.config import defaults
 
 
 def main():
-    from crystalflow_core.data import PrepareSettings, prepare_split
+    from crystalflow_core.crystals.data import PrepareSettings, prepare_split
 
     header("prepare MP-20 val + test")
     with tempfile.TemporaryDirectory() as tmp:

@@ -58,7 +58,7 @@ def main():
         print(baseline(a.n, a.steps, a.fmax))
         return
     header(f"relaxation: {a.n} rattled MP-20 test structures, fmax {a.fmax}, <= {a.steps} steps")
-    from crystalflow_core.relax import RelaxSettings, relax_many
+    from crystalflow_core.materials.relax import RelaxSettings, relax_many
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -38,9 +38,9 @@ def main():
     import numpy as np
     import torch
 
-    from crystalflow_core.sampling import SampleSettings, dng_items, generate
+    from crystalflow_core.generative.sampling import SampleSettings, dng_items, generate
+    from crystalflow_core.generative.training import CrystalFlowModule
     from crystalflow_core.stages import use_threads
-    from crystalflow_core.training import CrystalFlowModule
 
     use_threads(0)  # all cores, as the train and sample rules do
     header(f"sampling: {a.n} crystals, batch {a.batch}")

@@ -45,10 +45,16 @@ def main():
 
     import numpy as np
 
-    from crystalflow_core.data import cache_structures, load_cache
-    from crystalflow_core.evaluation import MetricSettings, evaluate_csp, evaluate_dng, index_csp_records
-    from crystalflow_core.metrics import composition_valid, structure_valid
-    from crystalflow_core.sampling import FlowSampler, SampleSettings, csp_items, dng_items, record_to_structure
+    from crystalflow_core.crystals.data import cache_structures, load_cache
+    from crystalflow_core.evaluation.metrics import composition_valid, structure_valid
+    from crystalflow_core.evaluation.summaries import MetricSettings, evaluate_csp, evaluate_dng, index_csp_records
+    from crystalflow_core.generative.sampling import (
+        FlowSampler,
+        SampleSettings,
+        csp_items,
+        dng_items,
+        record_to_structure,
+    )
     from crystalflow_core.stages import use_threads
 
     use_threads(0)

@@ -32,7 +32,7 @@ def one(size: str, name: str, batch: int, repeats: int, profile: bool = False) -
     """Timings of one variant: 'fast', 'plain' or 'compiled' (the fast path under torch.compile)."""
     import torch
 
-    from crystalflow_core.model import CSPNet, ModelConfig
+    from crystalflow_core.generative.network import CSPNet, ModelConfig
 
     torch.manual_seed(0)
     z, f, k, na = mp20_test_tensors(batch)

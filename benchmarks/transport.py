@@ -27,7 +27,7 @@ import numpy as np
 from _common import header, mp20_test_rows
 
 from crystalflow_core.config import defaults
-from crystalflow_core.transport import (
+from crystalflow_core.materials.transport import (
     MDSettings,
     ScreenSettings,
     arrhenius,
@@ -115,7 +115,7 @@ def main():
     # 2. CHGNet MD cost
     from chgnet.model import CHGNet
 
-    from crystalflow_core.relax import make_calculator
+    from crystalflow_core.materials.relax import make_calculator
 
     calc = make_calculator(CHGNet.load(verbose=False))
     lco = Structure.from_spacegroup(

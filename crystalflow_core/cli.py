@@ -26,13 +26,13 @@ from pathlib import Path
 
 import yaml
 
-from . import config as cfgmod
-from . import stages
-from .data import DataError
-from .io import DamagedFileError
-from .layout import Layout
-from .reference import CheckpointImportError
-from .sampling import parse_point, sampling_points
+from crystalflow_core import config as cfgmod
+from crystalflow_core import stages
+from crystalflow_core.crystals.data import DataError
+from crystalflow_core.generative.reference import CheckpointImportError
+from crystalflow_core.generative.sampling import parse_point, sampling_points
+from crystalflow_core.io import DamagedFileError
+from crystalflow_core.layout import Layout
 
 # the project's own errors: one line and exit code 1 (tracebacks with --debug)
 PROJECT_ERRORS = (cfgmod.ConfigError, DataError, DamagedFileError, CheckpointImportError, stages.StageError)

@@ -107,7 +107,9 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
                 )
         if run["conditions"] and run["task"] == "dng" and not run["sample"]["targets"]:
             raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional DNG run needs targets")
-    from .predict import job_targets  # every prediction job's compositions, checked before any job
+    from crystalflow_core.materials.prediction import (
+        job_targets,  # every prediction job's compositions, checked before any job
+    )
 
     for name, job in cfg["predict"].items():
         job_targets(cfg, name, job)

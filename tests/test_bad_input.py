@@ -14,7 +14,7 @@ from crystalflow_core.io import DamagedFileError, read_jsonl
 def _csp_setup(tmp_path, nacl, n=3):
     from pymatgen.io.cif import CifWriter
 
-    from crystalflow_core.data import PrepareSettings, prepare_split
+    from crystalflow_core.crystals.data import PrepareSettings, prepare_split
 
     csv = tmp_path / "ref.csv"
     pd.DataFrame({"material_id": [f"m{i}" for i in range(n)], "cif": [str(CifWriter(nacl))] * n}).to_csv(
@@ -84,7 +84,7 @@ def test_impossible_records_are_counted_and_the_denominator_stays(tmp_path, nacl
 
 
 def test_impossible_atomic_numbers_do_not_count_as_structures():
-    from crystalflow_core.sampling import record_problem, record_to_structure
+    from crystalflow_core.generative.sampling import record_problem, record_to_structure
 
     rec = {
         "lattice": [[4, 0, 0], [0, 4, 0], [0, 0, 4]],
@@ -104,8 +104,8 @@ def test_ids_become_safe_unique_folders_and_the_array_script_finds_each(tmp_path
     import stat
     import subprocess
 
-    from crystalflow_core.crystal import safe_names
-    from crystalflow_core.dft import emit_vasp_inputs
+    from crystalflow_core.crystals.crystal import safe_names
+    from crystalflow_core.materials.dft_inputs import emit_vasp_inputs
 
     ids = ["..", ".", "a/b", "a#b", "x" * 300, "p,q", "r\ns", "mp-1"]
     names = safe_names(ids)
@@ -145,8 +145,8 @@ def test_ids_become_safe_unique_folders_and_the_array_script_finds_each(tmp_path
 def _modules(tmp_path):
     import torch
 
-    from crystalflow_core.reference import save_module
-    from crystalflow_core.training import CrystalFlowModule
+    from crystalflow_core.generative.reference import save_module
+    from crystalflow_core.generative.training import CrystalFlowModule
 
     out = {}
     for task in ("csp", "dng"):
@@ -187,8 +187,8 @@ def test_stale_shards_are_rebuilt_and_foreign_samples_refused(tmp_path, nacl):
     assert stages.shard_is_current(shard, run, str(ck["csp"]), 2, 0, 1)
     assert not stages.shard_is_current(shard, _run("csp", seed=5), str(ck["csp"]), 2, 0, 1)  # other settings
     other = tmp_path / "other.ckpt"
-    from crystalflow_core.reference import save_module
-    from crystalflow_core.training import load_module
+    from crystalflow_core.generative.reference import save_module
+    from crystalflow_core.generative.training import load_module
 
     m = load_module(ck["csp"])
     with __import__("torch").no_grad():
@@ -269,7 +269,7 @@ def test_unwritable_output_is_reported_before_the_work(tmp_path):
     samples = tmp_path / "s.jsonl"
     samples.write_text("")
     called = []
-    import crystalflow_core.relax as R
+    import crystalflow_core.materials.relax as R
 
     orig = R.relax_many
     R.relax_many = lambda *a, **k: called.append(1) or orig(*a, **k)

@@ -5,8 +5,8 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from crystalflow_core import data as D
 from crystalflow_core.config import defaults
+from crystalflow_core.crystals import data as D
 from crystalflow_core.io import git_blob_id, sha256_file
 
 
@@ -145,7 +145,7 @@ def test_matbench_hull_download_path(tmp_path):
     from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
     from pymatgen.core import Composition
 
-    from crystalflow_core.stages import build_hull
+    from crystalflow_core.materials.hull import build_hull
 
     entries = [PDEntry(Composition("Li"), -1.9), PDEntry(Composition("O2"), -9.8), PDEntry(Composition("Li2O"), -14.3)]
     served = tmp_path / "srv" / "ndownloader" / "files"

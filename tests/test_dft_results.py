@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from crystalflow_core.dft_results import mp2020_process, read_energies, read_job, rms_displacement
-from crystalflow_core.evaluation import dft_stability_table, dft_summary
+from crystalflow_core.evaluation.summaries import dft_stability_table, dft_summary
+from crystalflow_core.materials.dft_outputs import mp2020_process, read_energies, read_job, rms_displacement
 
 
 # ------------------------------------------------------------------------------ vasprun.xml by hand
@@ -285,7 +285,7 @@ def _rocksalt_8():
 
 
 def test_outputs_of_another_structure_are_foreign_and_count_in_no_rate(tmp_path, caplog):
-    from crystalflow_core.dft import emit_vasp_inputs, poscar_structure, structure_sha256
+    from crystalflow_core.materials.dft_inputs import emit_vasp_inputs, poscar_structure, structure_sha256
 
     s = fe2o3_like()
     manifest = tmp_path / "manifest.csv"
@@ -330,7 +330,7 @@ def test_outputs_of_another_structure_are_foreign_and_count_in_no_rate(tmp_path,
 def test_outcar_fallback_checks_the_contcar_composition(tmp_path):
     from pymatgen.io.vasp.inputs import Poscar
 
-    from crystalflow_core.dft import emit_vasp_inputs
+    from crystalflow_core.materials.dft_inputs import emit_vasp_inputs
 
     emit_vasp_inputs([("a", fe2o3_like())], tmp_path / "vasp", tmp_path / "m.csv")
     row = pd.read_csv(tmp_path / "m.csv", dtype={"composition": str}).iloc[0].to_dict()
@@ -344,7 +344,7 @@ def test_outcar_fallback_checks_the_contcar_composition(tmp_path):
 def test_re_emitting_another_structure_moves_old_outputs_aside(tmp_path, caplog):
     import logging
 
-    from crystalflow_core.dft import emit_vasp_inputs
+    from crystalflow_core.materials.dft_inputs import emit_vasp_inputs
 
     out, manifest = tmp_path / "vasp", tmp_path / "m.csv"
     emit_vasp_inputs([("s0", fe2o3_like())], out, manifest)

@@ -90,7 +90,7 @@ def test_training_killed_mid_epoch_resumes_to_same_epochs(tmp_path):
 
 
 def test_corrupt_last_checkpoint_is_detected_and_training_restarts(tmp_path, caplog):
-    from crystalflow_core.training import _valid_checkpoint
+    from crystalflow_core.generative.training import _valid_checkpoint
 
     bad = tmp_path / "last.ckpt"
     bad.write_bytes(b"\x00garbage")
@@ -125,7 +125,7 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protoc
     from pymatgen.io.cif import CifWriter
 
     from crystalflow_core import stages
-    from crystalflow_core.data import PrepareSettings, prepare_split
+    from crystalflow_core.crystals.data import PrepareSettings, prepare_split
 
     csv = tmp_path / "ref.csv"
     pd.DataFrame({"material_id": ["a", "b"], "cif": [str(CifWriter(nacl))] * 2}).to_csv(csv, index=False)

@@ -7,8 +7,17 @@ import torch
 from conftest import need_data
 from scipy.spatial.transform import Rotation
 
-from crystalflow_core.elements import GRID, MAX_Z, N_COLS, N_ROWS, TABLE_Z, TYPE_DIM, decode_types, encode_types
-from crystalflow_core.lattice import k_to_lattice, k_to_lattice_torch, lattice_to_k, lattice_to_k_torch
+from crystalflow_core.crystals.elements import (
+    GRID,
+    MAX_Z,
+    N_COLS,
+    N_ROWS,
+    TABLE_Z,
+    TYPE_DIM,
+    decode_types,
+    encode_types,
+)
+from crystalflow_core.crystals.lattice import k_to_lattice, k_to_lattice_torch, lattice_to_k, lattice_to_k_torch
 
 _CELL = re.compile(r"_cell_(length_a|length_b|length_c|angle_alpha|angle_beta|angle_gamma)\s+([-0-9.eE+]+)")
 

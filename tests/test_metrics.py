@@ -3,8 +3,8 @@ import pytest
 from pymatgen.core import Composition, Lattice, Structure
 from scipy.spatial.transform import Rotation
 
-from crystalflow_core import metrics as M
-from crystalflow_core.hull import LocalHull
+from crystalflow_core.evaluation import metrics as M
+from crystalflow_core.materials.hull import LocalHull
 
 
 def _rotated_permuted_translated(s):
@@ -225,10 +225,10 @@ def _matcher_cases():
 
 
 def test_vectorised_matcher_equals_pymatgen():
-    """crystalflow_core.matcher gives pymatgen's StructureMatcher.get_rms_dist, match or not."""
+    """crystalflow_core.evaluation.matcher gives pymatgen's StructureMatcher.get_rms_dist, match or not."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
-    from crystalflow_core.matcher import reduce_structure, rms_dist
+    from crystalflow_core.evaluation.matcher import reduce_structure, rms_dist
 
     sm = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)
     n_match = n_none = 0
@@ -248,7 +248,7 @@ def test_vectorised_matcher_equals_pymatgen():
 
 
 def test_lll_port_equals_pymatgen():
-    from crystalflow_core.matcher import _calculate_lll
+    from crystalflow_core.evaluation.matcher import _calculate_lll
 
     rng = np.random.default_rng(0)
     for _ in range(300):
@@ -260,7 +260,7 @@ def test_lll_port_equals_pymatgen():
 
 
 def test_primitive_search_is_skipped_only_where_pymatgen_finds_nothing(nacl):
-    from crystalflow_core.matcher import _may_have_smaller_cell, reduce_structure
+    from crystalflow_core.evaluation.matcher import _may_have_smaller_cell, reduce_structure
 
     prim = nacl.get_primitive_structure()
     assert len(prim) == 2
@@ -292,7 +292,7 @@ def test_primitive_search_is_skipped_only_where_pymatgen_finds_nothing(nacl):
 
 def test_matcher_blocks_give_the_same_rms(monkeypatch):
     """Splitting mappings and assignments into small blocks (as large cells do) changes nothing."""
-    from crystalflow_core import matcher
+    from crystalflow_core.evaluation import matcher
 
     cases = [(matcher.reduce_structure(c), matcher.reduce_structure(g)) for c, g in _matcher_cases()[:40]]
     whole = [matcher.rms_dist(c, g) for c, g in cases]
@@ -396,8 +396,8 @@ def test_thin_local_hull_flags_suspects_and_rates_are_given_without_them(nacl):
     import pandas as pd
     from conftest import need_data
 
-    from crystalflow_core.evaluation import stability_summary, stability_table
-    from crystalflow_core.hull import load_elemental_refs
+    from crystalflow_core.evaluation.summaries import stability_summary, stability_table
+    from crystalflow_core.materials.hull import load_elemental_refs
 
     (refs_path,) = need_data("hull/2023-02-07-mp-elemental-reference-entries.json.gz")
     hull = LocalHull([("NaCl", -0.5), ("Na2Cl", -0.2)])  # a hull that knows two Na-Cl phases
@@ -457,8 +457,8 @@ def test_energy_that_mp2020_refuses_gets_no_e_hull(monkeypatch):
     corrected hull uncorrected: NaN, the reason recorded, counted in the summary, not stable."""
     from conftest import need_data
 
-    import crystalflow_core.hull as H
-    from crystalflow_core.evaluation import stability_summary, stability_table
+    import crystalflow_core.materials.hull as H
+    from crystalflow_core.evaluation.summaries import stability_summary, stability_table
 
     (refs_path,) = need_data("hull/2023-02-07-mp-elemental-reference-entries.json.gz")
     fe2o3 = Structure.from_spacegroup(

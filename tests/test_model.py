@@ -4,9 +4,9 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from crystalflow_core.config import defaults
-from crystalflow_core.flow import flow_loss, interpolate, torus_velocity, wrap
-from crystalflow_core.lattice import lattice_to_k
-from crystalflow_core.model import CSPNet, Graph, ModelConfig
+from crystalflow_core.crystals.lattice import lattice_to_k
+from crystalflow_core.generative.flow import flow_loss, interpolate, torus_velocity, wrap
+from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig
 
 
 def _batch(seed=0, sizes=(3, 1, 5, 2)):
@@ -123,7 +123,7 @@ def test_torus_velocity_hand_computed_wrap_around():
 
 
 def test_loss_weights_hand_computed():
-    from crystalflow_core.flow import FlowTargets
+    from crystalflow_core.generative.flow import FlowTargets
 
     z = torch.zeros
     tg = FlowTargets(z(1), z(1, 6), z(2, 3), z(2, 28), torch.ones(1, 6), torch.full((2, 3), 0.5), torch.ones(2, 28))
@@ -134,7 +134,7 @@ def test_loss_weights_hand_computed():
 
 
 def _module(task="csp", conditions=()):
-    from crystalflow_core.training import CrystalFlowModule
+    from crystalflow_core.generative.training import CrystalFlowModule
 
     torch.manual_seed(0)
     return CrystalFlowModule(
@@ -180,7 +180,7 @@ def test_overfit_one_small_batch_loss_decreases():
 def test_variants_train_one_step_and_checkpoint_reloads(tmp_path, task, conditions):
     import pytorch_lightning as pl
 
-    from crystalflow_core.training import load_module
+    from crystalflow_core.generative.training import load_module
 
     m = _module(task, conditions)
     batch = _train_batch(conditions)
@@ -212,7 +212,7 @@ def test_variants_train_one_step_and_checkpoint_reloads(tmp_path, task, conditio
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
-    from crystalflow_core.training import load_module
+    from crystalflow_core.generative.training import load_module
 
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")

@@ -13,7 +13,7 @@ from conftest import DATA, REPO, need_data
 from pymatgen.core import Lattice, Structure
 
 from crystalflow_core import config as cfgmod
-from crystalflow_core.predict import candidate_items, candidate_table, job_targets, rank_polymorphs
+from crystalflow_core.materials.prediction import candidate_items, candidate_table, job_targets, rank_polymorphs
 
 
 def _cfg(**job):
@@ -100,7 +100,7 @@ def _records(structures: dict, target_of: dict):
 
 
 def _rank(tmp_path, structures: dict, formulas: dict, pressure: float = 0.0):
-    from crystalflow_core.relax import RelaxSettings, relax_many
+    from crystalflow_core.materials.relax import RelaxSettings, relax_many
 
     cfg = _validated(formulas=sorted(set(formulas.values())), z=[1, 2], pressure_gpa=0)
     job = cfg["predict"]["mine"]

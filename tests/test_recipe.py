@@ -10,7 +10,7 @@ from conftest import REPO
 
 from crystalflow_core import config as cfgmod
 from crystalflow_core.config import defaults
-from crystalflow_core.training import (
+from crystalflow_core.generative.training import (
     CrystalFlowModule,
     TrainSettings,
     checkpoint_callback,
@@ -123,7 +123,7 @@ def _tiny(**hp):
 
 
 def test_ema_weights_are_averaged_used_for_sampling_saved_and_reloaded(tmp_path):
-    from crystalflow_core.sampling import FlowSampler
+    from crystalflow_core.generative.sampling import FlowSampler
 
     m = _tiny(ema_decay=0.75)
     p_net, p_ema = next(m.net.parameters()), next(m.ema_net.parameters())
@@ -204,7 +204,7 @@ def test_cosine_schedule_reaches_the_optimizer_by_steps_or_by_time():
 
 
 def test_ot_pairing_never_increases_the_prior_to_data_distance():
-    from crystalflow_core.flow import ot_pairing, torus_velocity
+    from crystalflow_core.generative.flow import ot_pairing, torus_velocity
 
     def cost(k0, k1, f0, f1):
         return float(((k0 - k1) ** 2).sum() + (torus_velocity(f0, f1) ** 2).sum())

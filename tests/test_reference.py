@@ -13,16 +13,16 @@ import yaml
 from conftest import DATA, REPO, need_data
 
 from crystalflow_core.config import defaults
-from crystalflow_core.elements import decode_types
-from crystalflow_core.model import CSPNet, Graph, ModelConfig
-from crystalflow_core.reference import (
+from crystalflow_core.crystals.elements import decode_types
+from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig
+from crystalflow_core.generative.reference import (
     CheckpointImportError,
     key_map,
     network_state,
     read_scalers,
     reference_model_config,
 )
-from crystalflow_core.sampling import guided_velocity, integrate
+from crystalflow_core.generative.sampling import guided_velocity, integrate
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "reference_crystalflow"
 NAMES = ["csp", "dng", "dng_eform", "csp_pressure"]
@@ -282,8 +282,8 @@ def _save_fixture_ckpt(d, path):
 
 def test_conditional_import_carries_scalers_and_guided_sampling_runs(tmp_path):
     from crystalflow_core import stages
+    from crystalflow_core.generative.training import load_module
     from crystalflow_core.io import read_jsonl
-    from crystalflow_core.training import load_module
 
     d = fixture("dng_eform")
     cfg = _tiny_cfg(tmp_path, "eform", "dng", ["formation_energy_per_atom"])
@@ -398,7 +398,7 @@ def test_checkpoint_with_hydra_hyper_parameters_imports(tmp_path):
     included) as hyper_parameters; the importer reads them as plain values."""
     from omegaconf import OmegaConf
 
-    from crystalflow_core.reference import load_reference
+    from crystalflow_core.generative.reference import load_reference
 
     d = fixture("csp")
     hp = dict(d["checkpoint"]["hyper_parameters"])

@@ -5,7 +5,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from crystalflow_core.config import defaults
-from crystalflow_core.relax import RelaxSettings, relax_many, relax_structure, static_predictions
+from crystalflow_core.materials.relax import RelaxSettings, relax_many, relax_structure, static_predictions
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_overlapping_atoms_recorded_as_failed(chgnet):
 
 
 def test_fragments_in_vacuum_are_not_a_converged_crystal(chgnet, nacl):
-    from crystalflow_core.crystal import vacuum_gap
+    from crystalflow_core.crystals.crystal import vacuum_gap
 
     pair = Structure(Lattice.cubic(40.0), ["Na", "Cl"], [[0, 0, 0], [0.06, 0, 0]])  # a molecule in a big box
     assert vacuum_gap(pair)[0] > 35.0 and vacuum_gap(nacl)[0] < 4.0
@@ -142,7 +142,7 @@ def test_vasp_folders_parse_back(tmp_path, nacl):
     import pandas as pd
     from pymatgen.io.vasp import Incar, Kpoints, Poscar
 
-    from crystalflow_core.dft import emit_vasp_inputs
+    from crystalflow_core.materials.dft_inputs import emit_vasp_inputs
 
     n = emit_vasp_inputs(
         [("a#0", nacl), ("b", nacl.get_primitive_structure())], tmp_path / "v", tmp_path / "v" / "m.csv"

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from crystalflow_core.config import defaults
-from crystalflow_core.elements import TABLE_Z
-from crystalflow_core.sampling import (
+from crystalflow_core.crystals.elements import TABLE_Z
+from crystalflow_core.generative.sampling import (
     SampleSettings,
     csp_items,
     dng_items,
@@ -66,7 +66,7 @@ def test_higher_order_methods_agree_with_fine_euler_on_the_torus_with_anti_annea
 
 
 def test_dense_end_grid():
-    from crystalflow_core.sampling import time_grid
+    from crystalflow_core.generative.sampling import time_grid
 
     t = time_grid(4, "dense_end", 2.0)
     assert t[0] == 0.0 and t[-1] == 1.0 and np.all(np.diff(np.diff(t)) < 0)  # steps shrink towards t = 1
@@ -85,7 +85,7 @@ def test_anti_annealing_only_on_coordinates():
 
 
 def _module(task, conditions=()):
-    from crystalflow_core.training import CrystalFlowModule
+    from crystalflow_core.generative.training import CrystalFlowModule
 
     torch.manual_seed(0)
     return CrystalFlowModule(
@@ -129,7 +129,7 @@ def test_csp_samples_shapes_ranges_and_determinism(cache):
 
 def test_sampling_points_parse_and_settings():
     from crystalflow_core.config import run_defaults
-    from crystalflow_core.sampling import parse_point, point_of, sampling_points, settings_for_run
+    from crystalflow_core.generative.sampling import parse_point, point_of, sampling_points, settings_for_run
 
     assert parse_point("100") == (None, 100) and parse_point(20) == (None, 20)
     assert parse_point("heun_10") == ("heun", 10)

@@ -6,13 +6,13 @@ import dataclasses
 import pytest
 
 from crystalflow_core.config import _resolve, defaults, load_schema
-from crystalflow_core.data import PhysicalBounds, PrepareSettings
-from crystalflow_core.evaluation import MetricSettings
-from crystalflow_core.model import ModelConfig
-from crystalflow_core.relax import RelaxSettings
-from crystalflow_core.sampling import SampleSettings
-from crystalflow_core.training import TrainSettings
-from crystalflow_core.transport import MDSettings, ScreenSettings
+from crystalflow_core.crystals.data import PhysicalBounds, PrepareSettings
+from crystalflow_core.evaluation.summaries import MetricSettings
+from crystalflow_core.generative.network import ModelConfig
+from crystalflow_core.generative.sampling import SampleSettings
+from crystalflow_core.generative.training import TrainSettings
+from crystalflow_core.materials.relax import RelaxSettings
+from crystalflow_core.materials.transport import MDSettings, ScreenSettings
 
 # fields that are not configuration: how a job runs (its worker count) or a nested settings object
 NOT_CONFIG = {"workers", "bounds"}

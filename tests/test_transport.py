@@ -13,9 +13,7 @@ from pymatgen.core import Lattice, Structure
 
 from crystalflow_core import config as cfgmod
 from crystalflow_core.io import read_jsonl, write_jsonl_atomic
-from crystalflow_core.stages import transport_md, transport_screen, transport_summary, transport_table
-from crystalflow_core.stages.transport import _relaxed_structures, screen_key
-from crystalflow_core.transport import (
+from crystalflow_core.materials.transport import (
     MDSettings,
     ScreenSettings,
     connecting_hops,
@@ -26,6 +24,8 @@ from crystalflow_core.transport import (
     run_md,
     supercell_for,
 )
+from crystalflow_core.stages import transport_md, transport_screen, transport_summary, transport_table
+from crystalflow_core.stages.transport import _relaxed_structures, screen_key
 
 
 def lifepo4():
@@ -117,7 +117,7 @@ def test_supercell_reaches_the_atom_count_growing_the_shortest_length():
 def chgnet_calc():
     from chgnet.model import CHGNet
 
-    from crystalflow_core.relax import make_calculator
+    from crystalflow_core.materials.relax import make_calculator
 
     return make_calculator(CHGNet.load(verbose=False))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import StageError
+from crystalflow_core.io import StageError
 
 log = logging.getLogger("crystalflow")
 

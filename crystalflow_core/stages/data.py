@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..data import PrepareSettings, SplitSource, prepare_split, resolve_source
+from crystalflow_core.crystals.data import PrepareSettings, SplitSource, prepare_split, resolve_source
 
 
 def split_source(cfg: dict, dataset: str, split: str) -> SplitSource:

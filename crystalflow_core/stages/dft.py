@@ -6,10 +6,10 @@ import logging
 
 import pandas as pd
 
-from ..crystal import structure_from
-from ..dft import emit_vasp_inputs, select_for_dft
-from ..io import read_jsonl
-from .common import ensure_writable, require
+from crystalflow_core.crystals.crystal import structure_from
+from crystalflow_core.io import read_jsonl
+from crystalflow_core.materials.dft_inputs import emit_vasp_inputs, select_for_dft
+from crystalflow_core.stages.common import ensure_writable, require
 
 log = logging.getLogger("crystalflow")
 
@@ -44,12 +44,11 @@ def dft_results(
     one is used)."""
     from pathlib import Path
 
-    from ..data import cache_structures, load_cache
-    from ..dft_results import read_energies, read_job
-    from ..evaluation import dft_stability_table
-    from ..hull import load_elemental_refs
-    from ..io import StageError, atomic_path
-    from .relax import build_hull
+    from crystalflow_core.crystals.data import cache_structures, load_cache
+    from crystalflow_core.evaluation.summaries import dft_stability_table
+    from crystalflow_core.io import StageError, atomic_path
+    from crystalflow_core.materials.dft_outputs import read_energies, read_job
+    from crystalflow_core.materials.hull import build_hull, load_elemental_refs
 
     require(manifest, stab_csv, *relaxed, *novelty_pts, *([energies] if energies else []))
     ensure_writable(out)

@@ -1,5 +1,5 @@
 """Stages: test-set fingerprints, the CSP and DNG metric rows, and the collected tables. The numbers
-come from ``crystalflow_core.evaluation``; this module reads and writes."""
+come from ``crystalflow_core.evaluation.summaries``; this module reads and writes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ..data import cache_structures, load_cache
-from ..evaluation import (
+from crystalflow_core.crystals.data import cache_structures, load_cache
+from crystalflow_core.evaluation.metrics import fingerprints_all
+from crystalflow_core.evaluation.summaries import (
     TARGET_COLUMNS,
     MetricSettings,
     dft_summary,
@@ -20,12 +21,11 @@ from ..evaluation import (
     target_rows,
     wdist_reference_count,
 )
-from ..io import atomic_path, read_jsonl
-from ..metrics import fingerprints_all
-from ..sampling import parse_point
-from .common import ensure_writable, require
-from .sample import check_samples_current
-from .transport import transport_summary
+from crystalflow_core.generative.sampling import parse_point
+from crystalflow_core.io import atomic_path, read_jsonl
+from crystalflow_core.stages.common import ensure_writable, require
+from crystalflow_core.stages.sample import check_samples_current
+from crystalflow_core.stages.transport import transport_summary
 
 log = logging.getLogger("crystalflow")
 

@@ -1,4 +1,4 @@
-"""Stages of structure prediction for a user's compositions (computations in ``crystalflow_core.predict``):
+"""Stages of structure prediction for a user's compositions (computations in ``crystalflow_core.materials.prediction``):
 
 predict_sample       model -> predict/{job}/samples/shard{i}.jsonl (candidates per composition and pressure)
 predict_relax        samples -> predict/{job}/relax/shard{i}.jsonl (CHGNet at each target's pressure, resumable)
@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import __version__
-from ..config import defaults
-from ..crystal import structure_from
-from ..io import StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
-from ..predict import (
+from crystalflow_core import __version__
+from crystalflow_core.config import defaults
+from crystalflow_core.crystals.crystal import structure_from
+from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure, shard_slice
+from crystalflow_core.io import StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from crystalflow_core.materials.prediction import (
     candidate_items,
     candidate_table,
     check_model_conditions,
@@ -33,10 +34,9 @@ from ..predict import (
     job_targets,
     rank_polymorphs,
 )
-from ..relax import RelaxSettings
-from ..sampling import FlowSampler, SampleSettings, record_to_structure, shard_slice
-from .common import ensure_writable, require, use_threads
-from .relax import relax_key, relax_records
+from crystalflow_core.materials.relax import RelaxSettings
+from crystalflow_core.stages.common import ensure_writable, require, use_threads
+from crystalflow_core.stages.relax import relax_key, relax_records
 
 log = logging.getLogger("crystalflow")
 
@@ -207,8 +207,7 @@ def predict_rank(
 
 
 def _with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict) -> pd.DataFrame:
-    from ..hull import load_elemental_refs
-    from .relax import build_hull
+    from crystalflow_core.materials.hull import build_hull, load_elemental_refs
 
     try:
         refs = load_elemental_refs(Path(cfg["data_mirror"] or ".") / cfg["hull"]["elemental_refs"])
@@ -243,7 +242,7 @@ def _write_extxyz(cands: pd.DataFrame, finals: dict, out: str) -> None:
 def predict_dft(job: dict, ranked_csv: str, relaxed: list[str], outdir: str, manifest: str):
     """VASP folders (MPRelaxSet, PSTRESS at the target pressure) for the `top_n` polymorphs of each
     composition and pressure."""
-    from ..dft import emit_vasp_inputs
+    from crystalflow_core.materials.dft_inputs import emit_vasp_inputs
 
     require(ranked_csv, *relaxed)
     ensure_writable(manifest)
@@ -259,8 +258,8 @@ def predict_dft_results(manifest: str, ranked_csv: str, out: str, running_minute
     """dft.csv: per VASP folder its status (converged, unconverged, crashed, running, not_run, foreign),
     the DFT energy and enthalpy per atom (PSTRESS from the job) and the rank by DFT enthalpy among the
     converged ones of its composition and pressure, beside the CHGNet rank."""
-    from ..dft_results import read_job
-    from ..relax import EV_PER_A3_PER_GPA
+    from crystalflow_core.materials.dft_outputs import read_job
+    from crystalflow_core.materials.relax import EV_PER_A3_PER_GPA
 
     require(manifest, ranked_csv)
     ensure_writable(out)
@@ -310,12 +309,12 @@ def predict_dft_results(manifest: str, ranked_csv: str, out: str, running_minute
 
 def predict_report(name: str, job: dict, candidates_csv: str, ranked_csv: str, relaxed: list[str], out_md: str):
     """The job's report section and its pictures beside it."""
-    from ..report import predict_section
+    from crystalflow_core.evaluation.report import predict_section
 
     require(candidates_csv, ranked_csv, *relaxed)
     ensure_writable(out_md)
     traces = {r["id"]: r["energy_trace"] for p in relaxed for r in read_jsonl(p) if r.get("energy_trace")}
     text = predict_section(name, job, pd.read_csv(candidates_csv), pd.read_csv(ranked_csv), traces, Path(out_md).parent)
-    from ..io import write_text_atomic
+    from crystalflow_core.io import write_text_atomic
 
     write_text_atomic(out_md, text)

@@ -1,5 +1,5 @@
 """Stages: CHGNet relaxation shards (resumable) and the stability table (formation energy, E_hull,
-unique, new) computed by ``crystalflow_core.evaluation.stability_table``."""
+unique, new) computed by ``crystalflow_core.evaluation.summaries.stability_table``."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ..data import SplitSource, cache_structures, load_cache, resolve_source
-from ..evaluation import check_relaxations_belong, stability_table
-from ..hull import LocalHull, MatbenchHull, load_elemental_refs
-from ..io import atomic_path, read_jsonl, write_jsonl_atomic
-from ..relax import RelaxSettings, relax_many
-from ..sampling import record_to_structure, shard_slice
-from .common import ensure_writable, require, restart_if_stale
+from crystalflow_core.crystals.data import cache_structures, load_cache
+from crystalflow_core.evaluation.summaries import check_relaxations_belong, stability_table
+from crystalflow_core.generative.sampling import record_to_structure, shard_slice
+from crystalflow_core.io import atomic_path, read_jsonl, write_jsonl_atomic
+from crystalflow_core.materials.hull import build_hull, load_elemental_refs
+from crystalflow_core.materials.relax import RelaxSettings, relax_many
+from crystalflow_core.stages.common import ensure_writable, require, restart_if_stale
 
 log = logging.getLogger("crystalflow")
 
@@ -59,25 +59,6 @@ def relax_records(recs: list[dict], items: list[tuple], settings: RelaxSettings,
     write_jsonl_atomic(out, done)
     partial.unlink(missing_ok=True)
     Path(str(partial) + ".key").unlink(missing_ok=True)
-
-
-def hull_source(cfg: dict) -> SplitSource | None:
-    """The Matbench Discovery hull file to fetch (mirror or download), None where none is needed (a
-    local hull, or `hull.matbench_path` given)."""
-    h = cfg["hull"]
-    if h["source"] != "matbench" or h["matbench_path"]:
-        return None
-    return SplitSource("hull", "ppd", "hull/2023-02-07-ppd-mp.pkl.gz", h["matbench_url"], sha256=h["matbench_sha256"])
-
-
-def build_hull(cfg: dict):
-    h = cfg["hull"]
-    mirror = Path(cfg["data_mirror"] or ".")
-    if h["source"] == "matbench":
-        src = hull_source(cfg)
-        path = resolve_source(src, str(mirror), cfg["download_dir"]) if src else h["matbench_path"]
-        return MatbenchHull(path)
-    return LocalHull.from_csvs([mirror / p for p in h["local_sources"]])
 
 
 def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pts: list[str], out: str):

@@ -12,12 +12,19 @@ from pathlib import Path
 import torch
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from .. import __version__
-from ..crystal import safe_names
-from ..data import load_cache
-from ..io import DamagedFileError, StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
-from ..sampling import FlowSampler, items_for_run, point_of, record_to_structure, settings_for_run, shard_slice
-from .common import ensure_writable, require, use_threads
+from crystalflow_core import __version__
+from crystalflow_core.crystals.crystal import safe_names
+from crystalflow_core.crystals.data import load_cache
+from crystalflow_core.generative.sampling import (
+    FlowSampler,
+    items_for_run,
+    point_of,
+    record_to_structure,
+    settings_for_run,
+    shard_slice,
+)
+from crystalflow_core.io import DamagedFileError, StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from crystalflow_core.stages.common import ensure_writable, require, use_threads
 
 log = logging.getLogger("crystalflow")
 

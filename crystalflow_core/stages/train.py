@@ -5,11 +5,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..data import SplitSource, load_cache, resolve_source
-from ..io import StageError, sha256_file
-from ..reference import build_module, hparams_from_yaml, load_reference, read_scalers, save_module
-from ..training import train as train_model
-from .common import disk_full, ensure_writable, require, use_threads
+from crystalflow_core.crystals.data import SplitSource, load_cache, resolve_source
+from crystalflow_core.generative.reference import (
+    build_module,
+    hparams_from_yaml,
+    load_reference,
+    read_scalers,
+    save_module,
+)
+from crystalflow_core.generative.training import train as train_model
+from crystalflow_core.io import StageError, sha256_file
+from crystalflow_core.stages.common import disk_full, ensure_writable, require, use_threads
 
 log = logging.getLogger("crystalflow")
 

@@ -1,4 +1,4 @@
-"""Stages of the ion-transport screen (computations in ``crystalflow_core.transport``):
+"""Stages of the ion-transport screen (computations in ``crystalflow_core.materials.transport``):
 
 transport_screen  relaxed samples + stability.csv -> transport/screen.csv (migration graph per ion)
 transport_md      screen.csv -> transport/md_shard{i}.jsonl + trajectories/*.extxyz (CHGNet MD, resumable)
@@ -18,12 +18,19 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..crystal import safe_names, structure_from
-from ..evaluation import check_relaxations_belong
-from ..io import append_jsonl, atomic_path, read_jsonl, resume_jsonl, write_jsonl_atomic
-from ..parallel import fork_map
-from ..transport import MDSettings, ScreenSettings, ScreenWorker, arrhenius, md_many, supercell_for
-from .common import ensure_writable, require, restart_if_stale
+from crystalflow_core.crystals.crystal import safe_names, structure_from
+from crystalflow_core.evaluation.summaries import check_relaxations_belong
+from crystalflow_core.io import append_jsonl, atomic_path, read_jsonl, resume_jsonl, write_jsonl_atomic
+from crystalflow_core.materials.transport import (
+    MDSettings,
+    ScreenSettings,
+    ScreenWorker,
+    arrhenius,
+    md_many,
+    supercell_for,
+)
+from crystalflow_core.parallel import fork_map
+from crystalflow_core.stages.common import ensure_writable, require, restart_if_stale
 
 log = logging.getLogger("crystalflow")
 
@@ -74,7 +81,7 @@ def screen_key(settings: ScreenSettings, structures: dict, stab_csv: str, protoc
 def invalid_reason(structure, protocol: str) -> str:
     """Why a relaxed structure is not worth screening: "" when it is structurally and compositionally
     valid under the run's metric protocol (the DNG validity), else which test it fails."""
-    from ..metrics import composition_valid, structure_valid
+    from crystalflow_core.evaluation.metrics import composition_valid, structure_valid
 
     why = [
         w

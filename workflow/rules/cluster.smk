@@ -4,7 +4,7 @@
 # rules run on the submitting node.
 import math
 
-from crystalflow_core.predict import job_targets
+from crystalflow_core.materials.prediction import job_targets
 
 
 localrules:

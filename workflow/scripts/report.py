@@ -1,4 +1,4 @@
-from crystalflow_core.report import write_report
+from crystalflow_core.evaluation.report import write_report
 from crystalflow_core.stages import setup_logging
 
 # guarded: worker processes started with 'spawn' import this file again

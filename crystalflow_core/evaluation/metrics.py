@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .matcher import reduce_structure, rms_dist
-from .parallel import fork_map
+from crystalflow_core.evaluation.matcher import reduce_structure, rms_dist
+from crystalflow_core.parallel import fork_map
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def composition_valid(structure, protocol: str = "diffcsp") -> bool:
 class Matcher:
     """rms of every candidate against one ground truth (None: no match, or under diffcsp invalid).
 
-    ``crystalflow_core.matcher`` gives pymatgen's StructureMatcher.get_rms_dist, vectorised; the
+    ``crystalflow_core.evaluation.matcher`` gives pymatgen's StructureMatcher.get_rms_dist, vectorised; the
     ground truth is reduced once for all its candidates."""
 
     def __init__(self, stol: float, ltol: float, angle_tol: float, protocol: str):
@@ -293,7 +293,7 @@ def fingerprints(structures: list, workers: int = 0, progress: bool = False):
 @lru_cache(maxsize=1)
 def cdvae_comp_scaler() -> tuple[np.ndarray, np.ndarray]:
     """The fixed means/stds with which CDVAE, DiffCSP and CrystalFlow standardise the Magpie features."""
-    d = json.loads((Path(__file__).resolve().parent / "comp_scaler_magpie.json").read_text())
+    d = json.loads((Path(__file__).resolve().parent.parent / "comp_scaler_magpie.json").read_text())
     return np.asarray(d["means"], float), np.asarray(d["stds"], float)
 
 

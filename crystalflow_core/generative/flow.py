@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .lattice import K_PRIOR_MEAN
+from crystalflow_core.crystals.lattice import K_PRIOR_MEAN
 
 
 def wrap(x: torch.Tensor) -> torch.Tensor:

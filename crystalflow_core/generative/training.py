@@ -14,13 +14,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .crystal import atom_offsets
-from .data import load_cache
-from .elements import encode_types
-from .flow import flow_loss, interpolate
-from .io import CheckpointError
-from .model import CSPNet, Graph, ModelConfig
-from .sampling import FlowSampler
+from crystalflow_core.crystals.crystal import atom_offsets
+from crystalflow_core.crystals.data import load_cache
+from crystalflow_core.crystals.elements import encode_types
+from crystalflow_core.generative.flow import flow_loss, interpolate
+from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig
+from crystalflow_core.generative.sampling import FlowSampler
+from crystalflow_core.io import CheckpointError
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .crystal import atom_offsets, min_interatomic_distance
-from .elements import MAX_Z, is_supported
-from .io import atomic_path, git_blob_id, sha256_file
-from .lattice import lattice_to_k
+from crystalflow_core.crystals.crystal import atom_offsets, min_interatomic_distance
+from crystalflow_core.crystals.elements import MAX_Z, is_supported
+from crystalflow_core.crystals.lattice import lattice_to_k
+from crystalflow_core.io import atomic_path, git_blob_id, sha256_file
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 3  # 3: physical bounds, duplicates among parsed rows, key without the worker count

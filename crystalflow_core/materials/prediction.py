@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError
-from .elements import MAX_Z
+from crystalflow_core.config import ConfigError
+from crystalflow_core.crystals.elements import MAX_Z
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ CANDIDATE_COLUMNS = [
 def candidate_table(targets: list[Target], samples: list[dict], relaxed: list[dict], symprec) -> tuple:
     """(candidates DataFrame without clusters, {id: relaxed Structure}) from the sample and relaxation
     records of a job."""
-    from .crystal import structure_from
+    from crystalflow_core.crystals.crystal import structure_from
 
     by_key = {t.key: t for t in targets}
     rel = {r["id"]: r for r in relaxed}
@@ -391,8 +391,8 @@ def e_hull_at_zero_pressure(ranked: pd.DataFrame, finals: dict, refs: dict, hull
     """E_hull (eV/atom, MP2020-corrected CHGNet energy on the run's hull) of every polymorph at 0 GPa;
     NaN with the reason where there is none (another pressure, MP2020 refused, element without a
     reference)."""
-    from .evaluation import hull_columns
-    from .hull import mp2020_corrected_energy
+    from crystalflow_core.evaluation.summaries import hull_columns
+    from crystalflow_core.materials.hull import mp2020_corrected_energy
 
     ranked = ranked.copy()
     for i, r in ranked.iterrows():

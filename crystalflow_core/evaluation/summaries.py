@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from . import metrics as M
-from .crystal import structure_from
-from .hull import SUSPECT_BELOW, formation_energy_per_atom, mp2020_corrected_energy
-from .io import DamagedFileError, StageError
-from .sampling import record_problem, record_to_structure
+from crystalflow_core import __version__
+from crystalflow_core.crystals.crystal import structure_from
+from crystalflow_core.evaluation import metrics as M
+from crystalflow_core.generative.sampling import record_problem, record_to_structure
+from crystalflow_core.io import DamagedFileError, StageError
+from crystalflow_core.materials.hull import SUSPECT_BELOW, formation_energy_per_atom, mp2020_corrected_energy
 
 log = logging.getLogger(__name__)
 
@@ -381,8 +381,8 @@ def dft_stability_table(jobs: list[dict], chgnet: pd.DataFrame, relaxed: dict, r
     Each job: {"id", "rec" (read_job record or supplied energy), "entry" (VASP ComputedStructureEntry or
     None), "structure" (final DFT structure or None), "correct" ("mp2020" for supplied energies that
     need MP2020, "none" for corrected ones)}."""
-    from .dft_results import mp2020_process, rms_displacement
-    from .relax import EV_PER_A3_PER_GPA
+    from crystalflow_core.materials.dft_outputs import mp2020_process, rms_displacement
+    from crystalflow_core.materials.relax import EV_PER_A3_PER_GPA
 
     chg = chgnet.set_index("id") if len(chgnet) else chgnet
     rows, finals = [], []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import append_jsonl, read_jsonl, resume_jsonl
+from crystalflow_core.io import append_jsonl, read_jsonl, resume_jsonl
 
 
 @dataclass
@@ -316,7 +316,7 @@ class MDWorker:
         import torch
         from chgnet.model import CHGNet
 
-        from .relax import make_calculator
+        from crystalflow_core.materials.relax import make_calculator
 
         torch.set_num_threads(1)
         self.calc = make_calculator(CHGNet.load(verbose=False))
@@ -339,7 +339,7 @@ def md_many(jobs: list[tuple], out_path, settings: MDSettings, workers: int = 1,
     already there are skipped (resume after a kill: finished trajectories are not run again)."""
     from tqdm import tqdm
 
-    from .parallel import serve_map
+    from crystalflow_core.parallel import serve_map
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,12 +22,12 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .crystal import atom_offsets
-from .elements import TABLE_Z, TYPE_DIM, decode_types
-from .flow import sample_k_prior, wrap
-from .io import CheckpointError
-from .lattice import k_to_lattice_torch
-from .model import CSPNet, Graph, ModelConfig
+from crystalflow_core.crystals.crystal import atom_offsets
+from crystalflow_core.crystals.elements import TABLE_Z, TYPE_DIM, decode_types
+from crystalflow_core.crystals.lattice import k_to_lattice_torch
+from crystalflow_core.generative.flow import sample_k_prior, wrap
+from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig
+from crystalflow_core.io import CheckpointError
 
 log = logging.getLogger(__name__)
 

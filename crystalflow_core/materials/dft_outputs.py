@@ -156,7 +156,7 @@ def foreign_reason(folder: Path, structures: list, nions: int | None, expect: di
     and the atoms and composition of the job's structures are the sample's."""
     from pymatgen.core import Composition
 
-    from .dft import poscar_structure, structure_sha256
+    from crystalflow_core.materials.dft_inputs import poscar_structure, structure_sha256
 
     why = []
     try:

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .crystal import vacuum_gap
-from .io import append_jsonl, read_jsonl, resume_jsonl
-from .parallel import serve_map
+from crystalflow_core.crystals.crystal import vacuum_gap
+from crystalflow_core.io import append_jsonl, read_jsonl, resume_jsonl
+from crystalflow_core.parallel import serve_map
 
 log = logging.getLogger(__name__)
 EV_PER_A3_PER_GPA = 1.0 / 160.21766208  # 1 GPa in eV/A^3

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import write_text_atomic
+from crystalflow_core.io import write_text_atomic
 
 K_B = 8.617333262e-5  # eV/K
 

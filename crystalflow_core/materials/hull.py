@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crystalflow_core.crystals.data import SplitSource, resolve_source
+
 log = logging.getLogger(__name__)
 MATBENCH_PPD_SHA256 = None  # figshare serves the same bytes; a user may pin the sum in config
 
@@ -210,3 +212,24 @@ def formation_energy_per_atom(structure, corrected_total: float, refs: dict) -> 
         raise KeyError(f"no elemental reference for {', '.join(missing)}")
     e_ref = sum(amt * refs[el.symbol] for el, amt in comp.items())
     return (corrected_total - e_ref) / comp.num_atoms
+
+
+# ----------------------------------------------------------------------------- the run's hull
+def hull_source(cfg: dict) -> SplitSource | None:
+    """The Matbench Discovery hull file to fetch (mirror or download), None where none is needed (a
+    local hull, or `hull.matbench_path` given)."""
+    h = cfg["hull"]
+    if h["source"] != "matbench" or h["matbench_path"]:
+        return None
+    return SplitSource("hull", "ppd", "hull/2023-02-07-ppd-mp.pkl.gz", h["matbench_url"], sha256=h["matbench_sha256"])
+
+
+def build_hull(cfg: dict):
+    """The hull of a validated config: the Matbench Discovery PPD or the local one from `local_sources`."""
+    h = cfg["hull"]
+    mirror = Path(cfg["data_mirror"] or ".")
+    if h["source"] == "matbench":
+        src = hull_source(cfg)
+        path = resolve_source(src, str(mirror), cfg["download_dir"]) if src else h["matbench_path"]
+        return MatbenchHull(path)
+    return LocalHull.from_csvs([mirror / p for p in h["local_sources"]])

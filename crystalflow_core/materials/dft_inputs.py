@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .crystal import safe_names
-from .io import atomic_path, write_text_atomic
+from crystalflow_core.crystals.crystal import safe_names
+from crystalflow_core.io import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """CSPNet-style periodic-E(3)-invariant network of CrystalFlow, the same function as the authors'
 decoder (ixsluo/CrystalFlow, ``diffcsp.pl_modules.cspnet.CSPNet`` with lattice_dim 6, ip false,
 ln true, dis_emb sin, rec_emb sin|none, na_emb 0, edge_style fc); their checkpoints load into it
-(``crystalflow_core.reference``) and reproduce their outputs (tests/test_reference.py).
+(``crystalflow_core.generative.reference``) and reproduce their outputs (tests/test_reference.py).
 
 Every crystal is a fully connected graph (all ordered pairs i, j, self pairs included). Layer l:
     h <- h + mixin_l(adapter_l(c)) * g        (conditional models; g = 0 for the unconditional pass)
@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .elements import MAX_Z, TYPE_DIM
+from crystalflow_core.crystals.elements import MAX_Z, TYPE_DIM
 
 TWO_PI = 2.0 * math.pi
 

@@ -18,10 +18,10 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from .elements import GRID, MAX_Z, TABLE_Z, TYPE_DIM
-from .io import atomic_path, sha256_file
-from .model import ModelConfig
-from .training import CrystalFlowModule
+from crystalflow_core.crystals.elements import GRID, MAX_Z, TABLE_Z, TYPE_DIM
+from crystalflow_core.generative.network import ModelConfig
+from crystalflow_core.generative.training import CrystalFlowModule
+from crystalflow_core.io import atomic_path, sha256_file
 
 
 class CheckpointImportError(ValueError):
@@ -280,7 +280,7 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if module.split(".")[0] in _KNOWN_MODULES:
             return super().find_class(module, name)
-        return type(name, (_Stand,), {"__module__": "crystalflow_core.reference._stand"})
+        return type(name, (_Stand,), {"__module__": "crystalflow_core.generative.reference._stand"})
 
 
 class _PickleModule:

@@ -1,0 +1,2 @@
+"""Evaluation: the structure matcher, the metrics, their summaries per run, the paper tables, plots
+and report."""
