@@ -33,6 +33,7 @@ from crystalflow_core.generative.reference import CheckpointImportError
 from crystalflow_core.generative.sampling import parse_point, sampling_points
 from crystalflow_core.io import DamagedFileError
 from crystalflow_core.layout import Layout
+from crystalflow_core.logs import setup_logging
 
 # the project's own errors: one line and exit code 1 (tracebacks with --debug)
 PROJECT_ERRORS = (cfgmod.ConfigError, DataError, DamagedFileError, CheckpointImportError, stages.StageError)
@@ -130,7 +131,7 @@ def main(argv=None):
     s.add_argument("--scalers", default=None, help="prop_scalers.pt of a conditional run")
     s.add_argument("--sha256", default=None, help="sha256 the checkpoint must have")
     a = p.parse_args(argv)
-    stages.setup_logging(a.log)
+    setup_logging(a.log)
     try:
         _run(a)
     except PROJECT_ERRORS as exc:

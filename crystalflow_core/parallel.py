@@ -8,9 +8,11 @@ receive each task through a queue (for libraries that must not be forked, such a
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import traceback
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 
 def _get(results, procs):
@@ -88,9 +90,25 @@ def _spawn_worker(factory, args, tasks, results):
             results.put((None, traceback.format_exc()))
 
 
-def serve_map(factory: Callable, args: tuple, tasks: Iterable, workers: int) -> Iterator:
+@contextmanager
+def _environment(env: dict):
+    """`env` set while the block runs (new processes inherit it), the previous values restored after."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def serve_map(factory: Callable, args: tuple, tasks: Iterable, workers: int, env: dict | None = None) -> Iterator:
     """Results of factory(*args)(task) for every task, in the order they finish, on spawned workers.
-    `factory` must be importable (a module-level function or class)."""
+    `factory` must be importable (a module-level function or class). `env`: environment variables of the
+    workers only (set while they start, this process's own restored)."""
     tasks = list(tasks)
     ctx = mp.get_context("spawn")
     tq, rq = ctx.Queue(), ctx.Queue()
@@ -98,8 +116,9 @@ def serve_map(factory: Callable, args: tuple, tasks: Iterable, workers: int) -> 
         ctx.Process(target=_spawn_worker, args=(factory, args, tq, rq), daemon=True)
         for _ in range(max(1, min(workers, len(tasks))))
     ]
-    for p in procs:
-        p.start()
+    with _environment(env or {}):
+        for p in procs:
+            p.start()
     for t in tasks:
         tq.put(t)
     for _ in procs:

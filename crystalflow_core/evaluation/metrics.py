@@ -19,6 +19,7 @@ Stability: energy above hull of CHGNet-relaxed samples, stable/metastable, uniqu
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -37,6 +38,18 @@ log = logging.getLogger(__name__)
 PROTOCOLS = ("crystalflow", "diffcsp")
 MAX_OX_COMBINATIONS = 1e7  # the authors' cap on the oxidation-state product
 MAX_ELEMENTS = 8  # the authors count compositions of 8 or more elements as invalid
+
+
+def _quiet(method):
+    """Run `method` with warnings silenced inside it only (pymatgen and matminer warn per structure)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 def _check_protocol(protocol: str) -> None:
@@ -168,8 +181,8 @@ class Matcher:
         self.tol = (stol, ltol, angle_tol)
         self.gated = protocol == "diffcsp"  # only valid candidates (and targets) match
 
+    @_quiet
     def __call__(self, job) -> list:
-        warnings.filterwarnings("ignore")
         gt, cands = job  # cands: list of Structure|None in candidate order
         comp = _reduced_counts(gt)
         gt_red = None
@@ -239,14 +252,15 @@ class Fingerprinter:
     """(CrystalNN 'ops' site-mean or None when CrystalNN fails, Magpie features with NaN where
     undefined) of a structure; (None, None) for a structure that could not be built."""
 
+    @_quiet
     def __init__(self):
         from matminer.featurizers.composition.composite import ElementProperty
         from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
 
-        warnings.filterwarnings("ignore")
         self.cnn = CrystalNNFingerprint.from_preset("ops")
         self.magpie = ElementProperty.from_preset("magpie")
 
+    @_quiet
     def __call__(self, structure):
         if structure is None:
             return None, None

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import signal
 import time
 from dataclasses import asdict, dataclass, replace
@@ -223,20 +222,43 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
     return rec
 
 
-class RelaxWorker:
-    """One worker process's CHGNet model and calculator (loaded once, reused for every structure) and
-    its settings; called with a chunk of (id, Structure, pressure) it relaxes them after one batched
-    static evaluation."""
+class CHGNetWorker:
+    """What every CHGNet worker process holds: the model and one calculator (loaded once, reused for
+    every structure; ASE recomputes for new atoms), on one thread."""
 
-    def __init__(self, settings: dict):
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    def __init__(self):
         import torch
         from chgnet.model import CHGNet
 
         torch.set_num_threads(1)
         self.model = CHGNet.load(verbose=False)
-        # one calculator per worker, reused for every structure (ASE recomputes for new atoms)
         self.calc = make_calculator(self.model)
+
+
+# one thread per CHGNet worker process: the pool gives every core its own process
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def chgnet_pool(worker, settings: dict, tasks: list, workers: int, out_path, desc: str, progress: bool = True):
+    """The one CHGNet pool: `tasks` on `workers` spawned processes of `worker(settings)` (a CHGNetWorker),
+    one thread each; each finished task's records (a record or a list of them) are appended to `out_path`
+    at once, so a killed run keeps them."""
+    if not tasks:
+        return
+    n = sum(len(t) if isinstance(t, list) else 1 for t in tasks)
+    with tqdm(total=n, desc=desc, disable=not progress, mininterval=5) as bar:
+        for recs in serve_map(worker, (settings,), tasks, max(1, min(workers, len(tasks))), env=ONE_THREAD):
+            recs = recs if isinstance(recs, list) else [recs]
+            for rec in recs:
+                append_jsonl(out_path, rec)
+            bar.update(len(recs))
+
+
+class RelaxWorker(CHGNetWorker):
+    """Called with a chunk of (id, Structure, pressure): relaxes them after one batched static evaluation."""
+
+    def __init__(self, settings: dict):
+        super().__init__()
         self.settings = RelaxSettings(**settings)
 
     def __call__(self, chunk) -> list[dict]:
@@ -297,15 +319,9 @@ def relax_many(
     if done:
         log.info("resuming: %d structures already relaxed, %d to go", len(done), len(todo))
     if todo:
-        os.environ["OMP_NUM_THREADS"] = "1"
-        os.environ["OPENBLAS_NUM_THREADS"] = "1"
         workers = max(1, min(workers, len(todo)))
         # chunks of at most batch_size, and small enough (>= 4 per worker) to keep every core busy
         b = max(1, min(settings.batch_size, math.ceil(len(todo) / (4 * workers))))
         chunks = [todo[i : i + b] for i in range(0, len(todo), b)]
-        with tqdm(total=len(todo), desc="relaxing", disable=not progress, mininterval=5) as bar:
-            for recs in serve_map(RelaxWorker, (asdict(settings),), chunks, workers):
-                for rec in recs:
-                    append_jsonl(out_path, rec)
-                bar.update(len(recs))
+        chgnet_pool(RelaxWorker, asdict(settings), chunks, workers, out_path, "relaxing", progress)
     return read_jsonl(out_path, tolerate_truncated_tail=True)

@@ -13,14 +13,14 @@ structure's dimensionality is the largest over its components.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from crystalflow_core.io import append_jsonl, read_jsonl, resume_jsonl
+from crystalflow_core.io import read_jsonl, resume_jsonl
+from crystalflow_core.materials.relax import CHGNetWorker, chgnet_pool
 
 
 @dataclass
@@ -307,19 +307,12 @@ def arrhenius(temperatures, diffusivities, structure, ion: str, at: float = 300.
     return {"E_a": float(ea), "E_a_err": float(err) if err is not None else math.nan, "sigma_300K": float(sigma)}
 
 
-class MDWorker:
-    """One worker process's CHGNet calculator; called with (key, structure, ion, T, traj path) it runs
-    the MD and its diffusion analysis and returns the record."""
+class MDWorker(CHGNetWorker):
+    """Called with (key, structure, ion, T, traj path): runs the MD and its diffusion analysis and returns
+    the record."""
 
     def __init__(self, settings: dict):
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        import torch
-        from chgnet.model import CHGNet
-
-        from crystalflow_core.materials.relax import make_calculator
-
-        torch.set_num_threads(1)
-        self.calc = make_calculator(CHGNet.load(verbose=False))
+        super().__init__()
         self.settings = MDSettings(**settings)
 
     def __call__(self, job) -> dict:
@@ -337,20 +330,9 @@ class MDWorker:
 def md_many(jobs: list[tuple], out_path, settings: MDSettings, workers: int = 1, progress: bool = True) -> list[dict]:
     """Run (key, structure, ion, T, traj) MD jobs, appending one record per job to `out_path`; keys
     already there are skipped (resume after a kill: finished trajectories are not run again)."""
-    from tqdm import tqdm
-
-    from crystalflow_core.parallel import serve_map
-
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = {r["key"] for r in resume_jsonl(out_path)}
     todo = [j for j in jobs if j[0] not in done]
-    if todo:
-        os.environ["OMP_NUM_THREADS"] = "1"
-        os.environ["OPENBLAS_NUM_THREADS"] = "1"
-        workers = max(1, min(workers, len(todo)))
-        with tqdm(total=len(todo), desc="CHGNet MD", disable=not progress, mininterval=5) as bar:
-            for rec in serve_map(MDWorker, (asdict(settings),), todo, workers):
-                append_jsonl(out_path, rec)
-                bar.update(1)
+    chgnet_pool(MDWorker, asdict(settings), todo, workers, out_path, "CHGNet MD", progress)
     return read_jsonl(out_path, tolerate_truncated_tail=True) if out_path.exists() else []

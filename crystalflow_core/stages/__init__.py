@@ -13,7 +13,7 @@ writes its outputs atomically. Snakemake scripts and the CLI both call these.
 """
 
 from crystalflow_core.io import StageError
-from crystalflow_core.stages.common import ensure_writable, require, setup_logging, use_threads
+from crystalflow_core.stages.common import ensure_writable, require, use_threads
 from crystalflow_core.stages.data import download, prepare
 from crystalflow_core.stages.dft import dft, dft_results
 from crystalflow_core.stages.metrics import collect, csp_metrics, dng_metrics, test_fingerprints
@@ -52,7 +52,6 @@ __all__ = [
     "relax",
     "require",
     "sample",
-    "setup_logging",
     "shard_is_current",
     "stability",
     "test_fingerprints",

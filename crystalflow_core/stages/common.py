@@ -6,7 +6,7 @@ import errno
 import logging
 import os
 import shutil
-import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -14,52 +14,6 @@ import torch
 from crystalflow_core.io import StageError
 
 log = logging.getLogger("crystalflow")
-
-
-class _Tee:
-    """stderr that also goes to a log file. The terminal (or Snakemake's capture) always gets every
-    line; a log file that cannot be written any more (a full disk) is dropped with one line saying so,
-    so the error that follows is still seen, never lost."""
-
-    def __init__(self, stream, path: str):
-        self.stream, self.path = stream, path
-        self.file = open(path, "a", buffering=1)  # noqa: SIM115  (open for the life of the process)
-
-    def write(self, text: str) -> int:
-        n = self.stream.write(text)
-        if self.file is not None:
-            try:
-                self.file.write(text)
-                self.file.flush()
-            except OSError as exc:
-                self.file = None
-                self.stream.write(f"(log file {self.path} no longer written: {exc.strerror or exc})\n")
-        return n
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    def __getattr__(self, name):  # encoding, errors, ...: those of the stream
-        return getattr(self.stream, name)
-
-
-def setup_logging(log_file: str | None = None, level=logging.INFO):
-    """Log to stderr; with `log_file` (Snakemake rules, `--log`), stderr (log lines, progress bars,
-    warnings, tracebacks, the one-line error) goes to that file as well as where it went before.
-    Called by entry points only (workflow scripts, the CLI)."""
-    if log_file:
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        sys.stderr = _Tee(sys.stderr.stream if isinstance(sys.stderr, _Tee) else sys.stderr, log_file)
-    handlers = [logging.StreamHandler(sys.stderr)]
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
-    )
 
 
 def use_threads(threads: int = 0) -> int:
@@ -103,12 +57,19 @@ def disk_full(exc: BaseException, folder) -> bool:
         return False
 
 
-def restart_if_stale(partial: Path, key: str) -> None:
-    """Resumable stages keep finished work in `partial` with the key of what it was made from beside it
-    (`partial`.key); a partial of other inputs or settings is not resumed but started again."""
+@contextmanager
+def resumable(out, key: str):
+    """The one resume mechanism of the stages: finished work of `out` is kept in `out`.partial (records
+    appended as they finish) under the key of what it was made from (`out`.partial.key). A partial of
+    other inputs or settings is not resumed but started again. Yields the partial's path; when the block
+    ends without an error (the caller has written `out`), the partial and its key are removed."""
+    partial = Path(str(out) + ".partial")
     side = Path(str(partial) + ".key")
     if partial.exists() and (not side.exists() or side.read_text().strip() != key):
         log.warning("%s holds work of other inputs or settings; starting again", partial)
         partial.unlink()
     side.parent.mkdir(parents=True, exist_ok=True)
     side.write_text(key + "\n")
+    yield partial
+    partial.unlink(missing_ok=True)
+    side.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from crystalflow_core.generative.sampling import record_to_structure, shard_slic
 from crystalflow_core.io import atomic_path, read_jsonl, write_jsonl_atomic
 from crystalflow_core.materials.hull import build_hull, load_elemental_refs
 from crystalflow_core.materials.relax import RelaxSettings, relax_many
-from crystalflow_core.stages.common import ensure_writable, require, restart_if_stale
+from crystalflow_core.stages.common import ensure_writable, require, resumable
 
 log = logging.getLogger("crystalflow")
 
@@ -43,22 +43,19 @@ def relax_records(recs: list[dict], items: list[tuple], settings: RelaxSettings,
     """Relax (id, Structure, pressure) `items` made from the sample records `recs` into `out`, resumably:
     finished structures live in `out`.partial under the key of these samples and settings (a partial of
     other samples or settings is started again); each record names the provenance of its sample."""
-    partial = Path(str(out) + ".partial")
     prov_of = {rec["id"]: rec.get("provenance", "") for rec in recs}
     key = hashlib.sha256(json.dumps([sorted(prov_of.items()), asdict(settings)], default=str).encode()).hexdigest()[:16]
-    restart_if_stale(partial, key)
-    t0 = time.time()
-    done = relax_many(items, partial, settings, workers=workers)
-    n_fail = sum(1 for d in done if d.get("error"))
-    log.info("relaxed %d structures in %.1f s (%d failed)", len(done), time.time() - t0, n_fail)
-    if done and n_fail == len(done):
-        log.warning("every structure of this shard failed to relax")
-    for d in done:
-        d["sample_provenance"] = prov_of.get(d["id"], "")
-        d["relax_settings"] = relax_key(settings)
-    write_jsonl_atomic(out, done)
-    partial.unlink(missing_ok=True)
-    Path(str(partial) + ".key").unlink(missing_ok=True)
+    with resumable(out, key) as partial:
+        t0 = time.time()
+        done = relax_many(items, partial, settings, workers=workers)
+        n_fail = sum(1 for d in done if d.get("error"))
+        log.info("relaxed %d structures in %.1f s (%d failed)", len(done), time.time() - t0, n_fail)
+        if done and n_fail == len(done):
+            log.warning("every structure of this shard failed to relax")
+        for d in done:
+            d["sample_provenance"] = prov_of.get(d["id"], "")
+            d["relax_settings"] = relax_key(settings)
+        write_jsonl_atomic(out, done)
 
 
 def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pts: list[str], out: str):

@@ -30,7 +30,7 @@ from crystalflow_core.materials.transport import (
     supercell_for,
 )
 from crystalflow_core.parallel import fork_map
-from crystalflow_core.stages.common import ensure_writable, require, restart_if_stale
+from crystalflow_core.stages.common import ensure_writable, require, resumable
 
 log = logging.getLogger("crystalflow")
 
@@ -109,64 +109,61 @@ def transport_screen(
     check_relaxations_belong(samples_by_id, rel_recs, samples)
     structures = _finished_structures(rel_recs)
     stab = pd.read_csv(stab_csv, dtype={"id": str}).set_index("id")
-    partial = Path(str(out) + ".partial")
-    restart_if_stale(partial, screen_key(settings, structures, stab_csv, protocol))
-    done = {(r["id"], r["ion"]) for r in resume_jsonl(partial)}
-    jobs, n_without = [], 0
-    for sid, s in structures.items():
-        ions = [ion for ion in settings.ions if ion in {el.symbol for el in s.composition}]
-        if not ions:
-            n_without += 1
-            continue
-        st = stab.loc[sid] if sid in stab.index else None
-        head = {
-            "id": sid,
-            "formula": s.composition.reduced_formula,
-            "e_hull": float(st["e_hull"]) if st is not None else math.nan,
-            "unique": bool(st["unique"]) if st is not None else False,
-            "new": bool(st["new"]) if st is not None else False,
-        }
-        todo = [ion for ion in ions if (sid, ion) not in done]
-        if not todo:
-            continue
-        invalid = invalid_reason(s, protocol)
-        if invalid:
-            for ion in todo:
-                append_jsonl(partial, {**head, "ion": ion, "status": "invalid", "reason": invalid})
-            continue
-        if not np.isfinite(head["e_hull"]) or head["e_hull"] > settings.max_e_hull:
-            why = (
-                "no E_hull (see stability.csv)"
-                if not np.isfinite(head["e_hull"])
-                else f"E_hull {head['e_hull']:.3f} > {settings.max_e_hull} eV/atom"
-            )
-            for ion in todo:
-                append_jsonl(partial, {**head, "ion": ion, "status": "above_hull_cut", "reason": why})
-            continue
-        jobs.append((head, s, todo))
-    log.info(
-        "%d relaxed structures: %d without %s, %d to screen (%d done before)",
-        len(structures),
-        n_without,
-        "/".join(settings.ions),
-        len(jobs),
-        len(done),
-    )
-    chunk = max(1, 4 * max(1, workers))
-    with tqdm(total=len(jobs), desc="migration graphs", mininterval=5) as bar:
-        for i in range(0, len(jobs), chunk):
-            part = jobs[i : i + chunk]
-            rows = fork_map(lambda: ScreenWorker(settings), [(h["id"], s, ions) for h, s, ions in part], workers)
-            for (head, _, _), per_ion in zip(part, rows):
-                for row in per_ion:
-                    append_jsonl(partial, {**head, **row})
-            bar.update(len(part))
-    rows = read_jsonl(partial) if partial.exists() else []
-    df = pd.DataFrame(rows, columns=SCREEN_COLUMNS)
-    with atomic_path(out) as tmp:
-        df.to_csv(tmp, index=False)
-    partial.unlink(missing_ok=True)
-    Path(str(partial) + ".key").unlink(missing_ok=True)
+    with resumable(out, screen_key(settings, structures, stab_csv, protocol)) as partial:
+        done = {(r["id"], r["ion"]) for r in resume_jsonl(partial)}
+        jobs, n_without = [], 0
+        for sid, s in structures.items():
+            ions = [ion for ion in settings.ions if ion in {el.symbol for el in s.composition}]
+            if not ions:
+                n_without += 1
+                continue
+            st = stab.loc[sid] if sid in stab.index else None
+            head = {
+                "id": sid,
+                "formula": s.composition.reduced_formula,
+                "e_hull": float(st["e_hull"]) if st is not None else math.nan,
+                "unique": bool(st["unique"]) if st is not None else False,
+                "new": bool(st["new"]) if st is not None else False,
+            }
+            todo = [ion for ion in ions if (sid, ion) not in done]
+            if not todo:
+                continue
+            invalid = invalid_reason(s, protocol)
+            if invalid:
+                for ion in todo:
+                    append_jsonl(partial, {**head, "ion": ion, "status": "invalid", "reason": invalid})
+                continue
+            if not np.isfinite(head["e_hull"]) or head["e_hull"] > settings.max_e_hull:
+                why = (
+                    "no E_hull (see stability.csv)"
+                    if not np.isfinite(head["e_hull"])
+                    else f"E_hull {head['e_hull']:.3f} > {settings.max_e_hull} eV/atom"
+                )
+                for ion in todo:
+                    append_jsonl(partial, {**head, "ion": ion, "status": "above_hull_cut", "reason": why})
+                continue
+            jobs.append((head, s, todo))
+        log.info(
+            "%d relaxed structures: %d without %s, %d to screen (%d done before)",
+            len(structures),
+            n_without,
+            "/".join(settings.ions),
+            len(jobs),
+            len(done),
+        )
+        chunk = max(1, 4 * max(1, workers))
+        with tqdm(total=len(jobs), desc="migration graphs", mininterval=5) as bar:
+            for i in range(0, len(jobs), chunk):
+                part = jobs[i : i + chunk]
+                rows = fork_map(lambda: ScreenWorker(settings), [(h["id"], s, ions) for h, s, ions in part], workers)
+                for (head, _, _), per_ion in zip(part, rows):
+                    for row in per_ion:
+                        append_jsonl(partial, {**head, **row})
+                bar.update(len(part))
+        rows = read_jsonl(partial) if partial.exists() else []
+        df = pd.DataFrame(rows, columns=SCREEN_COLUMNS)
+        with atomic_path(out) as tmp:
+            df.to_csv(tmp, index=False)
     n_invalid = int((df["status"] == "invalid").sum())
     if n_invalid:
         log.info("%d rows not screened: structurally or compositionally invalid (%s protocol)", n_invalid, protocol)
@@ -210,17 +207,15 @@ def transport_md(
     ensure_writable(out, Path(traj_dir) / "probe")
     md = MDSettings.from_section(run["transport"]["md"])
     jobs = _md_jobs(run, screen_csv, relaxed, traj_dir)[shard::shards]
-    partial = Path(str(out) + ".partial")
-    restart_if_stale(partial, _settings_key(asdict(md), [j[0] for j in jobs], [j[1].as_dict() for j in jobs]))
     Path(traj_dir).mkdir(parents=True, exist_ok=True)
-    recs = md_many(jobs, partial, md, workers=workers)
-    failed = [r for r in recs if not r["ok"]]
-    for r in failed:
-        log.warning("MD %s failed: %s", r["key"], r["error"])
-    log.info("%d MD runs, %d failed", len(recs), len(failed))
-    write_jsonl_atomic(out, recs)
-    partial.unlink(missing_ok=True)
-    Path(str(partial) + ".key").unlink(missing_ok=True)
+    key = _settings_key(asdict(md), [j[0] for j in jobs], [j[1].as_dict() for j in jobs])
+    with resumable(out, key) as partial:
+        recs = md_many(jobs, partial, md, workers=workers)
+        failed = [r for r in recs if not r["ok"]]
+        for r in failed:
+            log.warning("MD %s failed: %s", r["key"], r["error"])
+        log.info("%d MD runs, %d failed", len(recs), len(failed))
+        write_jsonl_atomic(out, recs)
 
 
 def transport_table(run: dict, screen_csv: str, md_shards: list[str], relaxed: list[str], out: str):

@@ -1,4 +1,5 @@
-from crystalflow_core.stages import dft, setup_logging
+from crystalflow_core.logs import setup_logging
+from crystalflow_core.stages import dft
 
 # guarded: worker processes started with 'spawn' import this file again
 if __name__ == "__main__":

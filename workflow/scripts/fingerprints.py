@@ -1,4 +1,5 @@
-from crystalflow_core.stages import setup_logging, test_fingerprints
+from crystalflow_core.logs import setup_logging
+from crystalflow_core.stages import test_fingerprints
 
 # guarded: worker processes started with 'spawn' import this file again
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+from crystalflow_core.logs import setup_logging
 from crystalflow_core.stages import (
     predict_dft,
     predict_dft_results,
@@ -5,7 +6,6 @@ from crystalflow_core.stages import (
     predict_relax,
     predict_report,
     predict_sample,
-    setup_logging,
 )
 
 # guarded: worker processes started with 'spawn' import this file again

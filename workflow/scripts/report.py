@@ -1,5 +1,5 @@
 from crystalflow_core.evaluation.report import write_report
-from crystalflow_core.stages import setup_logging
+from crystalflow_core.logs import setup_logging
 
 # guarded: worker processes started with 'spawn' import this file again
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-from crystalflow_core.stages import setup_logging, transport_md, transport_screen, transport_table
+from crystalflow_core.logs import setup_logging
+from crystalflow_core.stages import transport_md, transport_screen, transport_table
 
 # guarded: worker processes started with 'spawn' import this file again
 if __name__ == "__main__":
