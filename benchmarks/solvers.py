@@ -8,7 +8,7 @@ anti-annealing slope of --anneal; seconds per 1,000 crystals for the sampling. T
 prior draws) for every setting. Defaults: the quick run's models and files under --results.
 
   python benchmarks/solvers.py [--results results] [--n-csp 500] [--n-dng 1000] \\
-      [--nfe 10 20 50 100 200] [--methods euler midpoint heun rk4] [--anneal 0 5] [--grid uniform]
+      [--nfe 10 20 50 100 200] [--methods NAME ...] (default: every integrator) [--anneal 0 5] [--grid uniform]
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from pathlib import Path
 from _common import header
 
 from crystalflow_core.config import defaults
-
-EVALS_PER_STEP = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+from crystalflow_core.generative.sampling import EVALS_PER_STEP, METHODS
 
 
 def main():
@@ -35,7 +34,7 @@ def main():
     ap.add_argument("--n-csp", type=int, default=500)
     ap.add_argument("--n-dng", type=int, default=1000)
     ap.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50, 100, 200])
-    ap.add_argument("--methods", nargs="+", default=list(EVALS_PER_STEP))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--anneal", type=float, nargs="+", default=[0.0, 5.0])
     ap.add_argument("--grid", default="uniform", choices=["uniform", "dense_end"])
     ap.add_argument("--dng-full", action="store_true")

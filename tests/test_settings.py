@@ -4,6 +4,7 @@ and building the settings from the schema's defaults invents nothing."""
 import dataclasses
 
 import pytest
+from conftest import REPO
 
 from crystalflow_core.config import _resolve, defaults, load_schema
 from crystalflow_core.crystals.data import PhysicalBounds, PrepareSettings
@@ -65,3 +66,18 @@ def test_settings_built_from_schema_defaults():
     assert p.workers == 3 and p.bounds.min_distance == 0.5 and "workers" not in p.key()
     cfg = ModelConfig.from_run({"model": defaults("model"), "task": "dng", "conditions": ["x"]})
     assert (cfg.hidden, cfg.layers, cfg.cond_gaussians, cfg.task) == (512, 6, 50, "dng")
+
+
+def test_one_table_of_integrators():
+    """The schema's integrator names, the sampling-point pattern and the evaluations per step all come
+    from sampling's INTEGRATOR_TABLE."""
+    from crystalflow_core.generative.sampling import EVALS_PER_STEP, INTEGRATOR_TABLE, METHODS, parse_point
+
+    assert load_schema()["definitions"]["integrator"]["enum"] == list(INTEGRATOR_TABLE) == list(METHODS)
+    assert EVALS_PER_STEP == {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+    for name in METHODS:
+        assert parse_point(f"{name}_7") == (name, 7)
+    with pytest.raises(ValueError):
+        parse_point("leapfrog_7")
+    smk = (REPO / "workflow/rules/common.smk").read_text()
+    assert "steps=POINT_PATTERN" in smk and "heun" not in smk

@@ -7,7 +7,7 @@ from crystalflow_core.crystals.data import download_path, local_source
 from crystalflow_core.layout import Layout
 from crystalflow_core.stages.data import split_source
 from crystalflow_core.materials.hull import hull_source
-from crystalflow_core.generative.sampling import parse_point, sampling_points
+from crystalflow_core.generative.sampling import POINT_PATTERN, parse_point, sampling_points
 
 L = Layout(config["results"])  # every results path; rules pass wildcards ("{run}") as arguments
 RUNS = config["runs"]
@@ -52,7 +52,7 @@ wildcard_constraints:
     run=runs_pattern(RUNS),
     dataset="|".join(config["datasets"]) or "NO_DATASETS",
     split="[A-Za-z0-9_]+",
-    steps=r"((euler|midpoint|heun|rk4)_)?\d+",
+    steps=POINT_PATTERN,
     shard=r"\d+",
     tag="[a-z0-9]+",
     task="csp|dng",
