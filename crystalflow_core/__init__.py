@@ -1,3 +1,4 @@
-"""CrystalFlow core: data, lattice maths, model, flows, sampling, relaxation, DFT hand-off, metrics."""
+"""CrystalFlow core: flow-matching crystal generation (generative), crystals and data (crystals), materials
+physics (materials), evaluation, the workflow's stages and the command line."""
 
-__version__ = "0.2.0"  # 0.2: per-item prior draws (samples no longer depend on batching or shards)
+__version__ = "0.3.0"  # 0.3: structure prediction for given compositions; packages by concern

@@ -232,6 +232,13 @@ def run_defaults(run: dict) -> dict:
     return _fill_defaults(schema, schema["definitions"]["run"], copy.deepcopy(run))
 
 
+def task_default(section: str, key: str, task: str):
+    """A run setting whose default depends on the task (its schema node's `task_default`)."""
+    schema = load_schema()
+    node = _resolve(schema, schema["definitions"]["run"]["properties"][section])
+    return node["properties"][key]["task_default"][task]
+
+
 def defaults(section: str) -> dict:
     """The schema's defaults of one section: dataset, model, train, sample, relax, dft, metrics or hull."""
     schema = load_schema()

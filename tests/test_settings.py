@@ -81,3 +81,48 @@ def test_one_table_of_integrators():
         parse_point("leapfrog_7")
     smk = (REPO / "workflow/rules/common.smk").read_text()
     assert "steps=POINT_PATTERN" in smk and "heun" not in smk
+
+
+def _schema_keys(node, out: set) -> set:
+    if isinstance(node, dict):
+        for key, sub in node.get("properties", {}).items():
+            out.add(key)
+            _schema_keys(sub, out)
+        for sub in node.get("definitions", {}).values():
+            _schema_keys(sub, out)
+        for k in ("additionalProperties", "items"):
+            _schema_keys(node.get(k), out)
+    return out
+
+
+def test_no_library_function_carries_a_default_the_schema_owns():
+    """A parameter named like a schema key has no default in code (the schema's reaches it through the
+    config), except the absent ones (None, empty) and how a job runs (its workers or threads)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import crystalflow_core
+
+    keys = _schema_keys(load_schema(), set())
+    assert {"lr", "k_sigma", "stol", "protocol", "anneal", "steps", "running_minutes"} <= keys
+    found = []
+    for info in pkgutil.walk_packages(crystalflow_core.__path__, "crystalflow_core."):
+        mod = importlib.import_module(info.name)
+        for name, obj in vars(mod).items():
+            if getattr(obj, "__module__", None) != mod.__name__:
+                continue
+            funcs = [(name, obj)] if inspect.isfunction(obj) else []
+            if inspect.isclass(obj):
+                funcs += [(f"{name}.{n}", f) for n, f in vars(obj).items() if inspect.isfunction(f)]
+            for fname, f in funcs:
+                for p in inspect.signature(f).parameters.values():
+                    absent = p.default is None or (isinstance(p.default, (tuple, list, dict)) and not p.default)
+                    if (
+                        p.name in keys
+                        and p.default is not p.empty
+                        and not absent
+                        and p.name not in NOT_CONFIG | {"threads"}
+                    ):
+                        found.append(f"{mod.__name__}.{fname}({p.name}={p.default!r})")
+    assert not found, found

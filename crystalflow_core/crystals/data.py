@@ -130,7 +130,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def parse_cif(cif: str, niggli: bool = True, bounds: PhysicalBounds | None = None):
+def parse_cif(cif: str, niggli: bool, bounds: PhysicalBounds | None = None):
     """CIF text -> (Z, frac, lattice) of the Niggli-reduced cell, or raise ValueError with a reason."""
     from pymatgen.core import Structure
 

@@ -268,7 +268,7 @@ def _calculate_lll(matrix: np.ndarray, delta: float = 0.75):
     return mapping, np.linalg.inv(mapping)
 
 
-def rms_dist(pred: Reduced, gt: Reduced, stol: float = 0.5, ltol: float = 0.3, angle_tol: float = 10.0):
+def rms_dist(pred: Reduced, gt: Reduced, stol: float, ltol: float, angle_tol: float):
     """Normalised rms displacement of pred onto gt, or None when they do not match."""
     n = len(pred.frac)
     if n != len(gt.frac) or sorted(pred.species) != sorted(gt.species):

@@ -75,7 +75,7 @@ def is_odd(structure) -> bool:
     )
 
 
-def structure_valid(structure, cutoff: float = 0.5, protocol: str = "diffcsp") -> bool:
+def structure_valid(structure, cutoff: float = 0.5, *, protocol: str) -> bool:
     """diffcsp: all interatomic distances > cutoff (A) and volume > 0.1 A^3.
     crystalflow: constructible (finite, volume >= 0.1), not odd, and every distance >= cutoff with
     an atom's distance to itself replaced by the shortest lattice length."""
@@ -99,7 +99,7 @@ def structure_valid(structure, cutoff: float = 0.5, protocol: str = "diffcsp") -
 
 
 def smact_valid(
-    symbols: list[str], counts: list[int], pauling: bool = True, alloys: bool = True, protocol: str = "diffcsp"
+    symbols: list[str], counts: list[int], pauling: bool = True, alloys: bool = True, *, protocol: str
 ) -> bool:
     """SMACT charge neutrality + Pauling electronegativity test (single elements and all-metal
     alloys count as valid), on the gcd-reduced stoichiometry.
@@ -160,7 +160,7 @@ def _neutral_reachable(ox, counts, allowed, eneg) -> bool:
     return 0 in sums
 
 
-def composition_valid(structure, protocol: str = "diffcsp") -> bool:
+def composition_valid(structure, protocol: str) -> bool:
     if structure is None:
         return False
     comp = structure.composition
@@ -213,7 +213,7 @@ def _reduced_counts(structure) -> frozenset:
 
 
 def csp_rms_table(
-    gts: list, candidates: list[list], stol=0.5, ltol=0.3, angle_tol=10.0, workers=0, protocol: str = "crystalflow"
+    gts: list, candidates: list[list], stol: float, ltol: float, angle_tol: float, workers: int, protocol: str
 ) -> list[list]:
     """rms (or None) of every candidate of every ground truth; parallel over ground truths (forked
     workers inherit the structures; only indices and rms values cross processes).
@@ -225,7 +225,7 @@ def csp_rms_table(
     return fork_map(partial(Matcher, stol, ltol, angle_tol, protocol), jobs, workers if len(jobs) >= 50 else 1)
 
 
-def csp_summary(rms_table: list[list], n_candidates: int, stol: float = 0.5) -> dict:
+def csp_summary(rms_table: list[list], n_candidates: int, stol: float) -> dict:
     """Match rate (%), RMSE over matched, RMSE-all (unmatched = stol) using the first n_candidates
     (the paper's k; the column keeps that name)."""
     best = []
@@ -324,9 +324,9 @@ def coverage(
     gen_c,
     ref_s,
     ref_c,
-    struct_cutoff=0.4,
-    comp_cutoff=10.0,
-    protocol: str = "diffcsp",
+    struct_cutoff: float,
+    comp_cutoff: float,
+    protocol: str,
     n_generated: int | None = None,
 ) -> dict:
     """COV-R (share of reference structures with a generated one within both cut-offs, minimum

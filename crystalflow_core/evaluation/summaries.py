@@ -66,7 +66,7 @@ def record_counts(recs: list[dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------- CSP
-def index_csp_records(recs: list[dict], target_ids: list[str], n_candidates: int, source: str = "samples") -> dict:
+def index_csp_records(recs: list[dict], target_ids: list[str], n_candidates: int, label: str = "samples") -> dict:
     """{target index: {candidate: record}} for every target asked for (present in the records or not);
     a record for another target or test split is an error naming it."""
     n_targets = len(target_ids)
@@ -75,13 +75,13 @@ def index_csp_records(recs: list[dict], target_ids: list[str], n_candidates: int
         ti, c = r.get("target_index"), r.get("candidate")
         if not isinstance(ti, int) or not isinstance(c, int) or not 0 <= ti < n_targets or not 0 <= c < n_candidates:
             raise DamagedFileError(
-                f"{source}: record {n + 1} (id {r.get('id')!r}) is for target {ti}, candidate {c}, "
+                f"{label}: record {n + 1} (id {r.get('id')!r}) is for target {ti}, candidate {c}, "
                 f"outside the {n_targets} targets x {n_candidates} candidates: samples of another "
                 "run or test split"
             )
         if target_ids[ti] != r.get("target_id", target_ids[ti]):
             raise DamagedFileError(
-                f"{source}: record {n + 1} targets {r.get('target_id')!r}, but test crystal {ti} "
+                f"{label}: record {n + 1} targets {r.get('target_id')!r}, but test crystal {ti} "
                 f"is {target_ids[ti]!r}: samples made for another test split"
             )
         by_target[ti][c] = r

@@ -22,7 +22,7 @@ def torus_velocity(f0: torch.Tensor, f1: torch.Tensor) -> torch.Tensor:
     return wrap(f1 - f0 - 0.5) - 0.5
 
 
-def sample_k_prior(b: int, sigma: float = 0.1, generator=None, device=None, dtype=torch.float32):
+def sample_k_prior(b: int, sigma: float, generator=None, device=None, dtype=torch.float32):
     mu = torch.tensor(K_PRIOR_MEAN, device=device, dtype=dtype)
     return mu + sigma * torch.randn(b, 6, generator=generator, device=device, dtype=dtype)
 
@@ -67,7 +67,8 @@ def interpolate(
     node_crystal: torch.Tensor,
     a1: torch.Tensor | None = None,
     t: torch.Tensor | None = None,
-    k_sigma: float = 0.1,
+    *,
+    k_sigma: float,
     generator=None,
     ot: bool = False,
 ) -> FlowTargets:
@@ -94,7 +95,7 @@ def interpolate(
     return FlowTargets(t, k_t, f_t, a_t, u_k, u_f, u_a)
 
 
-def flow_loss(pred, tgt: FlowTargets, weights=(1.0, 10.0, 10.0)) -> dict[str, torch.Tensor]:
+def flow_loss(pred, tgt: FlowTargets, weights) -> dict[str, torch.Tensor]:
     v_k, v_f, v_a = pred
     out = {
         "loss_k": torch.mean((v_k - tgt.u_k) ** 2),

@@ -18,9 +18,10 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from crystalflow_core.config import defaults
 from crystalflow_core.crystals.elements import GRID, MAX_Z, TABLE_Z, TYPE_DIM
 from crystalflow_core.generative.network import ModelConfig
-from crystalflow_core.generative.training import CrystalFlowModule
+from crystalflow_core.generative.training import MODULE_TRAIN_KEYS, CrystalFlowModule
 from crystalflow_core.io import atomic_path, sha256_file
 
 
@@ -401,19 +402,26 @@ def build_module(
     opt, sch = _get(optim, "optimizer") or {}, _get(optim, "lr_scheduler") or {}
     guide = float(_get(hp, "guide_threshold", -1) or -1)
     cfg.fast = bool(run.get("model", {}).get("fast", True))
+    # what the authors' hparams leave out takes the run's (validated) train settings, else the schema's
+    t = {**defaults("train"), **(run.get("train") or {})}
+    lw = t["loss_weights"]
+    settings = {k: t[k] for k in MODULE_TRAIN_KEYS}
+    settings.update(
+        loss_weights=(
+            float(_get(hp, "cost_lattice", lw[0])),
+            float(_get(hp, "cost_coord", lw[1])),
+            float(_get(hp, "cost_type", lw[2])),
+        ),
+        lr=float(_get(opt, "lr", t["lr"])),
+        lr_factor=float(_get(sch, "factor", t["lr_factor"])),
+        lr_patience=int(_get(sch, "patience", t["lr_patience"])),
+        lr_min=float(_get(sch, "min_lr", t["lr_min"])),
+        k_sigma=float(_get(hp, "lattice_polar_sigma", t["k_sigma"])),
+        cond_drop=min(max(guide, 0.0), 1.0),
+    )
     module = CrystalFlowModule(
         model=asdict(cfg),
-        loss_weights=(
-            float(_get(hp, "cost_lattice", 1)),
-            float(_get(hp, "cost_coord", 10)),
-            float(_get(hp, "cost_type", 10)),
-        ),
-        lr=float(_get(opt, "lr", 1e-3)),
-        lr_factor=float(_get(sch, "factor", 0.6)),
-        lr_patience=int(_get(sch, "patience", 30)),
-        lr_min=float(_get(sch, "min_lr", 1e-4)),
-        k_sigma=float(_get(hp, "lattice_polar_sigma", 0.1)),
-        cond_drop=min(max(guide, 0.0), 1.0),
+        **settings,
         scalers={c: tuple(scalers[c]) for c in cfg.conditions},
         atom_count_hist=atom_count_hist,
         provenance=provenance,

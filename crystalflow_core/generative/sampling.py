@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from crystalflow_core.config import task_default
 from crystalflow_core.crystals.crystal import atom_offsets
 from crystalflow_core.crystals.elements import TABLE_Z, TYPE_DIM, decode_types
 from crystalflow_core.crystals.lattice import k_to_lattice_torch
@@ -95,13 +96,13 @@ def integrate(
     f,
     a,
     node_crystal,
-    steps: int = 100,
-    method: str = "euler",
-    anneal: float = 0.0,
-    anneal_offset: float = 0.0,
-    anneal_vars=("f",),
-    grid: str = "uniform",
-    grid_power: float = 2.0,
+    steps: int,
+    method: str,
+    anneal: float,
+    anneal_offset: float,
+    anneal_vars: tuple,
+    grid: str,
+    grid_power: float,
     stats: dict | None = None,
 ):
     """Integrate from t = 0 to 1 in `steps` steps of the chosen time grid; returns (k, f, a).
@@ -169,7 +170,7 @@ class SampleSettings:
 
     @classmethod
     def from_section(cls, s: dict, task: str, steps: int, **override) -> SampleSettings:
-        anneal = s["anneal"] if s["anneal"] is not None else (5.0 if task == "csp" else 0.0)
+        anneal = s["anneal"] if s["anneal"] is not None else task_default("sample", "anneal", task)
         out = cls(
             steps=int(steps),
             method=s["method"],

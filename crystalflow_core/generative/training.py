@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from crystalflow_core.config import defaults
 from crystalflow_core.crystals.crystal import atom_offsets
 from crystalflow_core.crystals.data import load_cache
 from crystalflow_core.crystals.elements import encode_types
@@ -69,7 +70,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 class EpochSampler(torch.utils.data.Sampler):
     """Shuffled order that depends only on (seed, epoch); Lightning calls set_epoch every epoch."""
 
-    def __init__(self, n: int, seed: int = 0):
+    def __init__(self, n: int, seed: int):
         self.n, self.seed, self.epoch = n, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -84,7 +85,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 class CrystalDataModule(pl.LightningDataModule):
-    def __init__(self, train_path, val_path=None, conditions=(), batch_size=256, workers=0, seed=0):
+    def __init__(self, train_path, val_path, conditions, batch_size: int, workers: int, seed: int):
         super().__init__()
         self.seed = seed
         self.train_path, self.val_path = train_path, val_path
@@ -123,23 +124,23 @@ class CrystalFlowModule(pl.LightningModule):
     def __init__(
         self,
         model: dict,
-        loss_weights=(1.0, 10.0, 10.0),
-        lr=1e-3,
-        lr_factor=0.6,
-        lr_patience=30,
-        lr_min=1e-4,
-        k_sigma=0.1,
-        cond_drop=0.0,
+        loss_weights,
+        lr,
+        lr_factor,
+        lr_patience,
+        lr_min,
+        k_sigma,
+        cond_drop,
+        compile,
+        seed,
+        lr_frequency,
+        ema_decay,
+        warmup_steps,
+        ot_pairing,
+        lr_schedule,
         scalers=None,
         atom_count_hist=None,
-        compile=False,
-        seed=0,
-        lr_frequency=5,
         provenance=None,
-        ema_decay=None,
-        warmup_steps=0,
-        ot_pairing=False,
-        lr_schedule="plateau",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -294,9 +295,32 @@ class EpochLog(pl.Callback):
         )
 
 
+# the module's settings from a run's `train` section (build_module passes them; older checkpoints
+# without some of them get the schema's defaults when they are loaded)
+MODULE_TRAIN_KEYS = (
+    "loss_weights",
+    "lr",
+    "lr_factor",
+    "lr_patience",
+    "lr_min",
+    "k_sigma",
+    "cond_drop",
+    "compile",
+    "seed",
+    "lr_frequency",
+    "ema_decay",
+    "warmup_steps",
+    "ot_pairing",
+    "lr_schedule",
+)
+
+
 def load_module(path, map_location="cpu") -> CrystalFlowModule:
     try:
-        return CrystalFlowModule.load_from_checkpoint(path, map_location=map_location, weights_only=False)
+        hp = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters") or {}
+        train = defaults("train")
+        missing = {k: train[k] for k in MODULE_TRAIN_KEYS if k not in hp}
+        return CrystalFlowModule.load_from_checkpoint(path, map_location=map_location, weights_only=False, **missing)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
 
@@ -392,22 +416,9 @@ def module_for_run(run: dict, tcfg: TrainSettings, scalers, atom_count_hist: lis
     model_cfg = asdict(ModelConfig(**dict(run["model"], task=run["task"], conditions=conditions)))
     return CrystalFlowModule(
         model=model_cfg,
-        loss_weights=tcfg.loss_weights,
-        lr=tcfg.lr,
-        lr_factor=tcfg.lr_factor,
-        lr_patience=tcfg.lr_patience,
-        lr_min=tcfg.lr_min,
-        lr_frequency=tcfg.lr_frequency,
-        k_sigma=tcfg.k_sigma,
-        cond_drop=tcfg.cond_drop,
+        **{k: getattr(tcfg, k) for k in MODULE_TRAIN_KEYS},
         scalers=scalers,
         atom_count_hist=atom_count_hist,
-        compile=tcfg.compile,
-        seed=tcfg.seed,
-        ema_decay=tcfg.ema_decay,
-        warmup_steps=tcfg.warmup_steps,
-        ot_pairing=tcfg.ot_pairing,
-        lr_schedule=tcfg.lr_schedule,
     )
 
 

@@ -45,7 +45,7 @@ def _has_psp() -> bool:
     return bool(os.environ.get("PMG_VASP_PSP_DIR") or SETTINGS.get("PMG_VASP_PSP_DIR"))
 
 
-def vasp_set(structure, pressure_gpa: float = 0.0):
+def vasp_set(structure, pressure_gpa: float):
     from pymatgen.io.vasp.sets import MPRelaxSet
 
     incar = {"NSW": 150}
@@ -111,7 +111,7 @@ def _move_aside_foreign_outputs(folder: Path, structure) -> str | None:
     return aside.name
 
 
-def emit_vasp_inputs(items, outdir, manifest, pressure: float | dict = 0.0, extra: dict | None = None) -> int:
+def emit_vasp_inputs(items, outdir, manifest, pressure: float | dict, extra: dict | None = None) -> int:
     """Write one folder per (id, Structure); returns the number written. The manifest records what each
     folder holds (composition, atoms, structure hash), so that outputs can be checked against it; a
     folder holding outputs of another structure has them moved aside first (logged), never reused.

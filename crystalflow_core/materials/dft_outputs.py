@@ -201,7 +201,7 @@ def _same_structure(a, b, tol: float = 1e-4) -> bool:
 
 
 def read_job(
-    folder, running_minutes: float = 30.0, now: float | None = None, expect: dict | None = None
+    folder, running_minutes: float, now: float | None = None, expect: dict | None = None
 ) -> tuple[dict, object]:
     """(record, ComputedStructureEntry or None) of one VASP job folder; never raises for the job's state.
     With `expect` (the folder's manifest row), outputs of another structure are `foreign`."""

@@ -121,7 +121,7 @@ def _seed(calc, atoms, pred: dict) -> None:
     calc.results["free_energy"] = calc.results["energy"]
 
 
-def static_predictions(structures: list, model, batch_size: int = 8) -> list:
+def static_predictions(structures: list, model, batch_size: int) -> list:
     """Energy/forces/stress of many structures in batched CHGNet calls; an entry is the prediction
     dict or the exception text for a structure CHGNet cannot take (the others are kept)."""
     out: list = [None] * len(structures)

@@ -254,7 +254,7 @@ def predict_dft(job: dict, ranked_csv: str, relaxed: list[str], outdir: str, man
     emit_vasp_inputs(items, outdir, manifest, pressure=pressures)
 
 
-def predict_dft_results(manifest: str, ranked_csv: str, out: str, running_minutes: float = 30.0):
+def predict_dft_results(manifest: str, ranked_csv: str, out: str, running_minutes: float):
     """dft.csv: per VASP folder its status (converged, unconverged, crashed, running, not_run, foreign),
     the DFT energy and enthalpy per atom (PSTRESS from the job) and the rank by DFT enthalpy among the
     converged ones of its composition and pressure, beside the CHGNet rank."""
