@@ -53,7 +53,7 @@ def mp20_test_tensors(n: int):
 
     zs, fs, ks = [], [], []
     for cif in mp20_test_rows(n)["cif"]:
-        z, f, lat = parse_cif(cif)
+        z, f, lat = parse_cif(cif, niggli=True)
         zs.append(z)
         fs.append(f)
         ks.append(lattice_to_k(lat))

@@ -110,8 +110,10 @@ def main():
         t0 = time.perf_counter()
         recs = generate(module, items, settings, progress=False)
         t_sample = time.perf_counter() - t0
-        table = csp_rms_table(gts, [[record_to_structure(r, strict=False)] for r in recs], protocol="crystalflow")
-        s = csp_summary(table, 1)
+        m = defaults("metrics")
+        cands = [[record_to_structure(r, strict=False)] for r in recs]
+        table = csp_rms_table(gts, cands, m["stol"], m["ltol"], m["angle_tol"], 0, "crystalflow")
+        s = csp_summary(table, 1, m["stol"])
         print(
             f"{w} weights: match rate {s['match_rate_pct']:.2f} % ({s['n_matched']}/{s['n_targets']}), "
             f"RMSE {s['rmse_norm']:.4f}, RMSE-all {s['rmse_all_norm']:.4f} (sampled in {t_sample:.0f} s)"

@@ -16,6 +16,8 @@ import time
 
 from _common import header, mp20_test_rows
 
+from crystalflow_core.config import defaults
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -40,9 +42,10 @@ def main():
         p.perturb(0.05, seed=len(preds))
         preds.append([p])
     t0 = time.perf_counter()
-    table = csp_rms_table(gts, preds, workers=os.cpu_count())
+    m = defaults("metrics")
+    table = csp_rms_table(gts, preds, m["stol"], m["ltol"], m["angle_tol"], os.cpu_count(), m["protocol"])
     t_csp = time.perf_counter() - t0
-    s = csp_summary(table, 1)
+    s = csp_summary(table, 1, m["stol"])
     print(
         f"CSP metrics, {a.n} structures, k=1: {t_csp:.1f} s on {os.cpu_count()} cores "
         f"(MR {s['match_rate_pct']:.2f} %, RMSE {s['rmse_norm']:.4f}; parsing the CIFs took {t_parse:.1f} s more)"
@@ -56,7 +59,7 @@ def main():
     sfp, cfp, ok = fingerprints(sub, workers=os.cpu_count())
     t_fp = time.perf_counter() - t0
     t0 = time.perf_counter()
-    cov = coverage(sfp, cfp, sfp, cfp)
+    cov = coverage(sfp, cfp, sfp, cfp, *m["coverage_cutoffs"], protocol=m["protocol"])
     t_cov = time.perf_counter() - t0
     print(
         f"DNG coverage, {len(sub)} structures: fingerprints {t_fp:.1f} s, distances {t_cov:.2f} s "
@@ -100,7 +103,8 @@ def compare_with_pymatgen(gts, preds):
             second.perturb(0.3, seed=i)
         cands.append([preds[i][0], second])
     t0 = time.perf_counter()
-    ours = csp_rms_table(gts, cands, workers=os.cpu_count())
+    m = defaults("metrics")
+    ours = csp_rms_table(gts, cands, m["stol"], m["ltol"], m["angle_tol"], os.cpu_count(), m["protocol"])
     t1 = time.perf_counter()
     with mp.get_context("fork").Pool(os.cpu_count()) as pool:
         ref = pool.map(_pymatgen_rms, list(zip(gts, cands)), chunksize=50)

@@ -127,8 +127,8 @@ def main():
         for method, anneal, nfe, s in grid("dng"):
             recs, sec = run(sampler, items, s)
             structs = [record_to_structure(r, strict=False) for r in recs]
-            sv = np.mean([structure_valid(x) for x in structs]) * 100
-            cv = np.mean([composition_valid(x) if x is not None else False for x in structs]) * 100
+            sv = np.mean([structure_valid(x, protocol="diffcsp") for x in structs]) * 100
+            cv = np.mean([composition_valid(x, "diffcsp") if x is not None else False for x in structs]) * 100
             extra = {}
             if a.dng_full:
                 extra = evaluate_dng(recs, ref, test_structs, msettings)

@@ -83,9 +83,9 @@ def test_sampler_reproduces_reference_trajectory(name):
     w = tr["guidance"] if tr["guidance"] is not None else 1.0
     v = guided_velocity(net, None if dng else inp["types"], inp["num_atoms"], inp["conditions"] or None, w, g)
     a0 = inp["types"] if dng else None
-    run = lambda vel, slope: integrate(
-        vel, inp["k"], inp["frac_coords"], a0, g.node_crystal, tr["steps"], "euler", slope
-    )  # noqa: E731
+    run = lambda vel, slope: integrate(  # noqa: E731
+        vel, inp["k"], inp["frac_coords"], a0, tr["steps"], "euler", slope, 0.0, ("f",), "uniform", 2.0
+    )
     with torch.no_grad():
         k, f, a = run(v, tr["anneal_coords_slope"])
     fin = tr["final"]

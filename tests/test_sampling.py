@@ -11,11 +11,20 @@ from crystalflow_core.generative.sampling import (
     csp_items,
     dng_items,
     generate,
-    integrate,
     record_to_structure,
     sampling_batches,
     shard_slice,
 )
+
+
+def integrate(vel, k, f, a, **kw):
+    """sampling.integrate with the schema's sample defaults for what a test leaves out."""
+    from crystalflow_core.generative.sampling import integrate as run
+
+    d = defaults("sample")
+    base = dict(anneal=0.0, anneal_offset=d["anneal_offset"], anneal_vars=("f",), grid=d["time_grid"])
+    base["grid_power"] = d["time_grid_power"]
+    return run(vel, k, f, a, **{**base, **kw})
 
 
 @pytest.mark.parametrize("grid", ["uniform", "dense_end"])
@@ -30,7 +39,7 @@ def test_constant_velocity_on_torus_lands_exactly(method, grid):
         return vk, vf, None
 
     stats = {}
-    k, f, _ = integrate(vel, k0, f0, None, torch.tensor([0]), steps=7, method=method, grid=grid, stats=stats)
+    k, f, _ = integrate(vel, k0, f0, None, steps=7, method=method, grid=grid, stats=stats)
     assert stats["nfe"] == 7 * {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}[method]
     assert torch.allclose(k, vk, atol=1e-12)
     expected = torch.tensor([[0.25, 0.5, 0.25]], dtype=torch.float64)  # (0.9+0.35, 0.2-0.7, 2.25) mod 1
@@ -44,7 +53,7 @@ def test_velocity_linear_in_t_is_integrated_exactly_by_second_order_methods(meth
     a_, b_ = 0.3, 1.2
     vel = lambda t, k, f, a: (a_ + b_ * t[:, None] * torch.ones_like(k), torch.zeros_like(f), None)  # noqa: E731
     k0, f0 = torch.zeros(1, 6, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64)
-    k, _, _ = integrate(vel, k0, f0, None, torch.tensor([0]), steps=5, method=method)
+    k, _, _ = integrate(vel, k0, f0, None, steps=5, method=method)
     err = float((k - (a_ + b_ / 2)).abs().max())
     if exact:
         assert err < 1e-12
@@ -57,7 +66,7 @@ def test_higher_order_methods_agree_with_fine_euler_on_the_torus_with_anti_annea
     vel = lambda t, k, f, a: (torch.sin(3 * t[:, None]) * torch.ones_like(k), 0.8 - 0.5 * torch.sin(6.283 * f), None)  # noqa: E731
     k0 = torch.zeros(2, 6, dtype=torch.float64)
     f0 = torch.tensor([[0.9, 0.1, 0.45], [0.2, 0.7, 0.95]], dtype=torch.float64)
-    args = (k0, f0, None, torch.tensor([0, 1]))
+    args = (k0, f0, None)
     ref_k, ref_f, _ = integrate(vel, *args, steps=16000, method="euler", anneal=5.0)
     for method, steps in (("midpoint", 200), ("heun", 200), ("rk4", 50)):
         k, f, _ = integrate(vel, *args, steps=steps, method=method, anneal=5.0)
@@ -77,7 +86,7 @@ def test_anti_annealing_only_on_coordinates():
     k0, f0 = torch.zeros(1, 6, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64)
     a0 = torch.zeros(1, 28, dtype=torch.float64)
     one = lambda t, k, f, a: (torch.full_like(k, 0.01), torch.full_like(f, 0.01), torch.full_like(a, 0.01))  # noqa: E731
-    k, f, a = integrate(one, k0, f0, a0, torch.tensor([0]), steps=4, method="euler", anneal=5.0)
+    k, f, a = integrate(one, k0, f0, a0, steps=4, method="euler", anneal=5.0)
     # Euler on the authors' grid: sum_i (1 + 5 t_i) * 0.01 / 4 with t_i = .25, .5, .75, 1 -> 0.01 * (1 + 5 * 0.625)
     assert torch.allclose(f, torch.full_like(f, 0.01 * (1 + 5 * 0.625)), atol=1e-12)
     assert torch.allclose(k, torch.full_like(k, 0.01), atol=1e-12)

@@ -187,10 +187,10 @@ class Matcher:
         comp = _reduced_counts(gt)
         gt_red = None
         out = []
-        gt_ok = not self.gated or (structure_valid(gt) and composition_valid(gt))
+        gt_ok = not self.gated or (structure_valid(gt, protocol="diffcsp") and composition_valid(gt, "diffcsp"))
         for c in cands:
             rms = None
-            valid = not self.gated or (structure_valid(c) and composition_valid(c))
+            valid = not self.gated or (structure_valid(c, protocol="diffcsp") and composition_valid(c, "diffcsp"))
             if c is not None and gt_ok and _reduced_counts(c) == comp and valid:
                 try:
                     if gt_red is None:
@@ -400,7 +400,7 @@ def property_wdist(gen: list, ref: list) -> dict:
     }
 
 
-def unique_new_flags(structures: list, reference: list, workers: int = 0):
+def unique_new_flags(structures: list, reference: list):
     """unique[i]: not matched to an earlier generated structure; new[i]: not matched to any
     reference structure (StructureMatcher defaults); compositions compared first."""
     from pymatgen.analysis.structure_matcher import StructureMatcher

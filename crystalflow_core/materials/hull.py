@@ -27,7 +27,6 @@ import pandas as pd
 from crystalflow_core.crystals.data import SplitSource, resolve_source
 
 log = logging.getLogger(__name__)
-MATBENCH_PPD_SHA256 = None  # figshare serves the same bytes; a user may pin the sum in config
 
 
 def load_elemental_refs(path) -> dict:
