@@ -23,8 +23,9 @@ from crystalflow_core.materials.transport import (
     percolation_dimension,
     run_md,
     supercell_for,
+    transport_summary,
 )
-from crystalflow_core.stages import transport_md, transport_screen, transport_summary, transport_table
+from crystalflow_core.stages import transport_md, transport_screen, transport_table
 from crystalflow_core.stages.transport import _relaxed_structures, screen_key
 
 
@@ -232,7 +233,7 @@ def test_stage_files_screen_md_table_and_metric_columns(tmp_path, nacl):
         "junk": False,
         "squeezed": False,
     }
-    summary = transport_summary(out)
+    summary = transport_summary(pd.read_csv(out, dtype={"id": str}))
     assert summary["n_transport_screened"] == 3 and summary["n_conductor_candidates"] == 2
     assert summary["n_transport_invalid"] == 2
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from crystalflow_core.io import read_jsonl, resume_jsonl
 from crystalflow_core.materials.relax import CHGNetWorker, chgnet_pool
@@ -336,3 +337,141 @@ def md_many(jobs: list[tuple], out_path, settings: MDSettings, workers: int = 1,
     todo = [j for j in jobs if j[0] not in done]
     chgnet_pool(MDWorker, asdict(settings), todo, workers, out_path, "CHGNet MD", progress)
     return read_jsonl(out_path, tolerate_truncated_tail=True) if out_path.exists() else []
+
+
+# ----------------------------------------------------------------------------- screen and table
+SCREEN_COLUMNS = [
+    "id",
+    "formula",
+    "ion",
+    "e_hull",
+    "unique",
+    "new",
+    "status",
+    "reason",
+    "n_ion_sites",
+    "n_hops",
+    "n_unique_hops",
+    "shortest_hop",
+    "longest_hop",
+    "hop_1d",
+    "hop_2d",
+    "hop_3d",
+    "percolation_dim",
+    "hop_cutoff",
+    "graph_s",
+]
+
+
+def invalid_reason(structure, protocol: str) -> str:
+    """Why a relaxed structure is not worth screening: "" when it is structurally and compositionally
+    valid under the run's metric protocol (the DNG validity), else which test it fails."""
+    from crystalflow_core.evaluation.metrics import composition_valid, structure_valid
+
+    why = [
+        w
+        for w, ok in (
+            ("structurally", structure_valid(structure, protocol=protocol)),
+            ("compositionally", composition_valid(structure, protocol=protocol)),
+        )
+        if not ok
+    ]
+    return f"{' and '.join(why)} invalid ({protocol} protocol)" if why else ""
+
+
+def screen_plan(structures: dict, stab: pd.DataFrame, settings: ScreenSettings, protocol: str, done: set):
+    """What a screen does with each relaxed structure holding a mobile ion: (jobs to screen as (head,
+    structure, ions), rows of the ones it does not screen (status `invalid`: not structurally or
+    compositionally valid under `protocol`; `above_hull_cut`: E_hull above the cut or none), the number
+    of structures without an ion). `done`: (id, ion) pairs finished before; `stab`: stability.csv by id."""
+    jobs, skipped, n_without = [], [], 0
+    for sid, s in structures.items():
+        ions = [ion for ion in settings.ions if ion in {el.symbol for el in s.composition}]
+        if not ions:
+            n_without += 1
+            continue
+        st = stab.loc[sid] if sid in stab.index else None
+        head = {
+            "id": sid,
+            "formula": s.composition.reduced_formula,
+            "e_hull": float(st["e_hull"]) if st is not None else math.nan,
+            "unique": bool(st["unique"]) if st is not None else False,
+            "new": bool(st["new"]) if st is not None else False,
+        }
+        todo = [ion for ion in ions if (sid, ion) not in done]
+        if not todo:
+            continue
+        why = invalid_reason(s, protocol)
+        status = "invalid"
+        if not why and (not np.isfinite(head["e_hull"]) or head["e_hull"] > settings.max_e_hull):
+            status = "above_hull_cut"
+            why = (
+                "no E_hull (see stability.csv)"
+                if not np.isfinite(head["e_hull"])
+                else f"E_hull {head['e_hull']:.3f} > {settings.max_e_hull} eV/atom"
+            )
+        if why:
+            skipped += [{**head, "ion": ion, "status": status, "reason": why} for ion in todo]
+        else:
+            jobs.append((head, s, todo))
+    return jobs, skipped, n_without
+
+
+def md_candidates(screen: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The best `n` screened rows: new and unique ones first, then the highest percolation
+    dimensionality, the shortest hop needed to percolate in 1 D, the lowest E_hull."""
+    ok = screen[screen["status"] == "screened"].copy()
+    ok["_h1"] = ok["hop_1d"].fillna(np.inf)
+    ok["_sun"] = ok["new"].astype(bool) & ok["unique"].astype(bool)
+    ok = ok.sort_values(["_sun", "percolation_dim", "_h1", "e_hull", "id"], ascending=[False, False, True, True, True])
+    return ok.drop(columns=["_h1", "_sun"]).head(n)
+
+
+def transport_rows(screen: pd.DataFrame, md: list[dict], structures: dict, md_ps: float) -> pd.DataFrame:
+    """The screen rows with D and sigma (and their errors) per temperature from the MD records, the
+    Arrhenius activation energy and sigma(300 K) where >= 3 temperatures ran, the simulated time behind
+    D (`md_ps`: sub-picosecond runs measure ballistic motion, not diffusion) and `conductor_candidate`
+    (screened, new, unique, percolating in >= 1 D)."""
+    by: dict = {}
+    for r in md:
+        sid, ion, _ = r["key"].rsplit("|", 2)
+        by.setdefault((sid, ion), []).append(r)
+    extra = []
+    for _, row in screen.iterrows():
+        runs = sorted(by.get((row["id"], row["ion"]), []), key=lambda r: r["temperature"])
+        e = {"md_runs": len(runs), "md_failed": sum(1 for r in runs if not r["ok"])}
+        if runs:
+            e["md_ps"] = md_ps
+        for r in runs:
+            tk = f"{r['temperature']:g}K"
+            for col in ("D", "D_err", "sigma", "sigma_err"):
+                e[f"{col}_{tk}"] = r.get(col, math.nan) if r["ok"] else math.nan
+            if not r["ok"]:
+                e[f"md_error_{tk}"] = r["error"]
+        good = [r for r in runs if r["ok"]]
+        if good:
+            temps, ds = [r["temperature"] for r in good], [r["D"] for r in good]
+            e.update(arrhenius(temps, ds, structures[row["id"]], row["ion"]))
+        extra.append(e)
+    out = pd.concat([screen, pd.DataFrame(extra, index=screen.index)], axis=1) if len(screen) else screen.copy()
+    for col in ("E_a", "E_a_err", "sigma_300K"):
+        if col not in out:
+            out[col] = math.nan
+    out["conductor_candidate"] = (
+        (out["status"] == "screened")
+        & out["new"].astype(bool)
+        & out["unique"].astype(bool)
+        & (out["percolation_dim"].fillna(0) >= 1)
+    )
+    return out
+
+
+def transport_summary(df: pd.DataFrame) -> dict:
+    """The DNG metric columns of a transport table."""
+    cand = df[df["conductor_candidate"].astype(bool)] if len(df) else df
+    return {
+        "n_transport_invalid": int(df[df["status"] == "invalid"]["id"].nunique()) if len(df) else 0,
+        "n_transport_screened": int((df["status"] == "screened").sum()) if len(df) else 0,
+        "n_conductor_candidates": int(cand["id"].nunique()) if len(df) else 0,
+        "best_sigma_300K": float(df["sigma_300K"].max()) if len(df) and df["sigma_300K"].notna().any() else math.nan,
+    }

@@ -28,7 +28,7 @@ from crystalflow_core.stages.predict import (
 from crystalflow_core.stages.relax import relax, stability
 from crystalflow_core.stages.sample import check_samples_current, gather, sample, shard_is_current
 from crystalflow_core.stages.train import import_checkpoint, train
-from crystalflow_core.stages.transport import transport_md, transport_screen, transport_summary, transport_table
+from crystalflow_core.stages.transport import transport_md, transport_screen, transport_table
 
 __all__ = [
     "StageError",
@@ -58,7 +58,6 @@ __all__ = [
     "train",
     "transport_md",
     "transport_screen",
-    "transport_summary",
     "transport_table",
     "use_threads",
 ]

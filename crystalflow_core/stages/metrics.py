@@ -23,9 +23,9 @@ from crystalflow_core.evaluation.summaries import (
 )
 from crystalflow_core.generative.sampling import parse_point
 from crystalflow_core.io import atomic_path, read_jsonl
+from crystalflow_core.materials.transport import transport_summary
 from crystalflow_core.stages.common import ensure_writable, require
 from crystalflow_core.stages.sample import check_samples_current
-from crystalflow_core.stages.transport import transport_summary
 
 log = logging.getLogger("crystalflow")
 
@@ -111,7 +111,7 @@ def dng_metrics(
         if run["conditions"]:
             targets = [{**head, **t} for t in target_rows(st, run["conditions"][0])]
     if transport_csv:
-        row.update(transport_summary(transport_csv))
+        row.update(transport_summary(pd.read_csv(transport_csv, dtype={"id": str})))
     if dft_csv:
         row.update(dft_summary(pd.read_csv(dft_csv, dtype={"id": str})))
     _write_csv([row], out)

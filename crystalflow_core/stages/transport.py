@@ -10,11 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -22,39 +20,20 @@ from crystalflow_core.crystals.crystal import safe_names, structure_from
 from crystalflow_core.evaluation.summaries import check_relaxations_belong
 from crystalflow_core.io import append_jsonl, atomic_path, read_jsonl, resume_jsonl, write_jsonl_atomic
 from crystalflow_core.materials.transport import (
+    SCREEN_COLUMNS,
     MDSettings,
     ScreenSettings,
     ScreenWorker,
-    arrhenius,
+    md_candidates,
     md_many,
+    screen_plan,
     supercell_for,
+    transport_rows,
 )
 from crystalflow_core.parallel import fork_map
 from crystalflow_core.stages.common import ensure_writable, require, resumable
 
 log = logging.getLogger("crystalflow")
-
-SCREEN_COLUMNS = [
-    "id",
-    "formula",
-    "ion",
-    "e_hull",
-    "unique",
-    "new",
-    "status",
-    "reason",
-    "n_ion_sites",
-    "n_hops",
-    "n_unique_hops",
-    "shortest_hop",
-    "longest_hop",
-    "hop_1d",
-    "hop_2d",
-    "hop_3d",
-    "percolation_dim",
-    "hop_cutoff",
-    "graph_s",
-]
 
 
 def _finished_structures(recs: list[dict]) -> dict:
@@ -78,22 +57,6 @@ def screen_key(settings: ScreenSettings, structures: dict, stab_csv: str, protoc
     return _settings_key(asdict(settings), sorted(structures), stab_sha, protocol)
 
 
-def invalid_reason(structure, protocol: str) -> str:
-    """Why a relaxed structure is not worth screening: "" when it is structurally and compositionally
-    valid under the run's metric protocol (the DNG validity), else which test it fails."""
-    from crystalflow_core.evaluation.metrics import composition_valid, structure_valid
-
-    why = [
-        w
-        for w, ok in (
-            ("structurally", structure_valid(structure, protocol=protocol)),
-            ("compositionally", composition_valid(structure, protocol=protocol)),
-        )
-        if not ok
-    ]
-    return f"{' and '.join(why)} invalid ({protocol} protocol)" if why else ""
-
-
 def transport_screen(
     run: dict, samples: str, relaxed: list[str], stab_csv: str, out: str, protocol: str, workers: int = 1
 ):
@@ -111,38 +74,9 @@ def transport_screen(
     stab = pd.read_csv(stab_csv, dtype={"id": str}).set_index("id")
     with resumable(out, screen_key(settings, structures, stab_csv, protocol)) as partial:
         done = {(r["id"], r["ion"]) for r in resume_jsonl(partial)}
-        jobs, n_without = [], 0
-        for sid, s in structures.items():
-            ions = [ion for ion in settings.ions if ion in {el.symbol for el in s.composition}]
-            if not ions:
-                n_without += 1
-                continue
-            st = stab.loc[sid] if sid in stab.index else None
-            head = {
-                "id": sid,
-                "formula": s.composition.reduced_formula,
-                "e_hull": float(st["e_hull"]) if st is not None else math.nan,
-                "unique": bool(st["unique"]) if st is not None else False,
-                "new": bool(st["new"]) if st is not None else False,
-            }
-            todo = [ion for ion in ions if (sid, ion) not in done]
-            if not todo:
-                continue
-            invalid = invalid_reason(s, protocol)
-            if invalid:
-                for ion in todo:
-                    append_jsonl(partial, {**head, "ion": ion, "status": "invalid", "reason": invalid})
-                continue
-            if not np.isfinite(head["e_hull"]) or head["e_hull"] > settings.max_e_hull:
-                why = (
-                    "no E_hull (see stability.csv)"
-                    if not np.isfinite(head["e_hull"])
-                    else f"E_hull {head['e_hull']:.3f} > {settings.max_e_hull} eV/atom"
-                )
-                for ion in todo:
-                    append_jsonl(partial, {**head, "ion": ion, "status": "above_hull_cut", "reason": why})
-                continue
-            jobs.append((head, s, todo))
+        jobs, skipped, n_without = screen_plan(structures, stab, settings, protocol, done)
+        for row in skipped:
+            append_jsonl(partial, row)
         log.info(
             "%d relaxed structures: %d without %s, %d to screen (%d done before)",
             len(structures),
@@ -170,16 +104,6 @@ def transport_screen(
     n_fail = int((df["status"] == "graph_failed").sum())
     if n_fail:
         log.warning("%d migration graphs could not be built (reasons in %s)", n_fail, out)
-
-
-def md_candidates(screen: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The best `n` screened rows: new and unique ones first, then the highest percolation
-    dimensionality, the shortest hop needed to percolate in 1 D, the lowest E_hull."""
-    ok = screen[screen["status"] == "screened"].copy()
-    ok["_h1"] = ok["hop_1d"].fillna(np.inf)
-    ok["_sun"] = ok["new"].astype(bool) & ok["unique"].astype(bool)
-    ok = ok.sort_values(["_sun", "percolation_dim", "_h1", "e_hull", "id"], ascending=[False, False, True, True, True])
-    return ok.drop(columns=["_h1", "_sun"]).head(n)
 
 
 def _md_jobs(run: dict, screen_csv: str, relaxed: list[str], traj_dir: str) -> list[tuple]:
@@ -226,39 +150,7 @@ def transport_table(run: dict, screen_csv: str, md_shards: list[str], relaxed: l
     t = run["transport"]
     df = pd.read_csv(screen_csv, dtype={"id": str})
     md = [r for p in md_shards for r in read_jsonl(p)]
-    structures = _relaxed_structures(relaxed) if md else {}
-    by = {}
-    for r in md:
-        sid, ion, _ = r["key"].rsplit("|", 2)
-        by.setdefault((sid, ion), []).append(r)
-    extra = []
-    for _, row in df.iterrows():
-        runs = sorted(by.get((row["id"], row["ion"]), []), key=lambda r: r["temperature"])
-        e = {"md_runs": len(runs), "md_failed": sum(1 for r in runs if not r["ok"])}
-        if runs:  # the simulated time behind D: sub-picosecond runs measure ballistic motion, not diffusion
-            e["md_ps"] = t["md"]["picoseconds"]
-        for r in runs:
-            tk = f"{r['temperature']:g}K"
-            for col in ("D", "D_err", "sigma", "sigma_err"):
-                e[f"{col}_{tk}"] = r.get(col, math.nan) if r["ok"] else math.nan
-            if not r["ok"]:
-                e[f"md_error_{tk}"] = r["error"]
-        good = [r for r in runs if r["ok"]]
-        if good:
-            e.update(
-                arrhenius([r["temperature"] for r in good], [r["D"] for r in good], structures[row["id"]], row["ion"])
-            )
-        extra.append(e)
-    out_df = pd.concat([df, pd.DataFrame(extra, index=df.index)], axis=1) if len(df) else df
-    for col in ("E_a", "E_a_err", "sigma_300K"):
-        if col not in out_df:
-            out_df[col] = math.nan
-    out_df["conductor_candidate"] = (
-        (out_df["status"] == "screened")
-        & out_df["new"].astype(bool)
-        & out_df["unique"].astype(bool)
-        & (out_df["percolation_dim"].fillna(0) >= 1)
-    )
+    out_df = transport_rows(df, md, _relaxed_structures(relaxed) if md else {}, t["md"]["picoseconds"])
     with atomic_path(out) as tmp:
         out_df.to_csv(tmp, index=False)
     log.info(
@@ -268,15 +160,3 @@ def transport_table(run: dict, screen_csv: str, md_shards: list[str], relaxed: l
         t["max_e_hull"],
         t["hop_cutoff"],
     )
-
-
-def transport_summary(transport_csv: str) -> dict:
-    """The DNG metric columns of the transport stage."""
-    df = pd.read_csv(transport_csv, dtype={"id": str})
-    cand = df[df["conductor_candidate"].astype(bool)] if len(df) else df
-    return {
-        "n_transport_invalid": int(df[df["status"] == "invalid"]["id"].nunique()) if len(df) else 0,
-        "n_transport_screened": int((df["status"] == "screened").sum()) if len(df) else 0,
-        "n_conductor_candidates": int(cand["id"].nunique()) if len(df) else 0,
-        "best_sigma_300K": float(df["sigma_300K"].max()) if len(df) and df["sigma_300K"].notna().any() else math.nan,
-    }
