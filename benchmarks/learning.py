@@ -56,6 +56,7 @@ def main():
         prepare_split(
             DATA / "mp_20" / f"{split}.csv.gz",
             out / f"{split}.pt",
+            out / f"{split}_rejected.csv",
             PrepareSettings.from_dataset(defaults("dataset"), workers=os.cpu_count()),
         )
     recipe = {

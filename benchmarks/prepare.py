@@ -25,6 +25,7 @@ def main():
             c = prepare_split(
                 DATA / "mp_20" / f"{split}.csv.gz",
                 f"{tmp}/{split}.pt",
+                f"{tmp}/{split}_rejected.csv",
                 PrepareSettings.from_dataset(
                     defaults("dataset"), conditions=["formation_energy_per_atom"], workers=os.cpu_count()
                 ),

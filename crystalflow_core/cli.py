@@ -260,8 +260,12 @@ def _run(a):
         if a.dataset not in cfg["datasets"] or a.split not in cfg["datasets"][a.dataset]["splits"]:
             known = {d: list(v["splits"]) for d, v in cfg["datasets"].items()}
             raise cfgmod.ConfigError(f"unknown dataset/split {a.dataset}/{a.split}; {a.config} has {known}")
-        out = a.out or Layout(cfg["results"]).split(a.dataset, a.split)
-        stages.prepare(cfg, a.dataset, a.split, out, a.threads)
+        L = Layout(cfg["results"])
+        out = a.out or L.split(a.dataset, a.split)
+        rejected = (
+            str(Path(out).with_name(f"{Path(out).stem}_rejected.csv")) if a.out else L.rejected(a.dataset, a.split)
+        )
+        stages.prepare(cfg, a.dataset, a.split, out, rejected, a.threads)
         return
     run = cfg["runs"][a.run]
     steps = getattr(a, "steps", None) or sampling_points(run)[0]

@@ -119,7 +119,9 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
         if t not in cfg["runs"]:
             raise ConfigError(f"config error at 'targets': '{t}' is not a run; allowed: {', '.join(cfg['runs'])}")
     if cfg["download_dir"] is None:  # downloads live under the configured results folder
-        cfg["download_dir"] = str(Path(cfg["results"]) / "downloads")
+        from crystalflow_core.layout import Layout
+
+        cfg["download_dir"] = Layout(cfg["results"]).downloads()
     if mirror_check:
         check_inputs(cfg)
     return cfg

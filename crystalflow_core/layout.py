@@ -137,5 +137,13 @@ class Layout:
     def benchmark(self, stage, name) -> str:
         return f"{self.root}/benchmarks/{stage}/{name}.tsv"
 
+    @staticmethod
+    def run_label(path) -> str:
+        """'{root}/runs/NAME/s50/transport.csv' -> 'NAME s50': the run and sampling point of a per-point file."""
+        from pathlib import Path
+
+        p = Path(path)
+        return f"{p.parent.parent.name} {p.parent.name}"
+
     def downloads(self) -> str:
         return f"{self.root}/downloads"

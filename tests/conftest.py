@@ -18,6 +18,12 @@ def need_data(*rel):
     return [DATA / r for r in rel]
 
 
+def rejected_of(cache_path) -> Path:
+    """Where the tests keep a split's rejected rows: beside its cache, as the workflow's Layout does."""
+    p = Path(cache_path)
+    return p.with_name(f"{p.stem}_rejected.csv")
+
+
 @pytest.fixture
 def nacl():
     from pymatgen.core import Lattice, Structure

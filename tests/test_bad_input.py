@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import rejected_of
 
 from crystalflow_core import stages
 from crystalflow_core.config import defaults
@@ -21,7 +22,9 @@ def _csp_setup(tmp_path, nacl, n=3):
         csv, index=False
     )
     test_pt = tmp_path / "test.pt"
-    cache = prepare_split(csv, test_pt, PrepareSettings.from_dataset(defaults("dataset"), workers=1))
+    cache = prepare_split(
+        csv, test_pt, rejected_of(test_pt), PrepareSettings.from_dataset(defaults("dataset"), workers=1)
+    )
     cfg = {"metrics": {**defaults("metrics"), "n_property_samples": 10, "protocol": "crystalflow"}}
     from crystalflow_core.config import run_defaults
 

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
+from conftest import rejected_of
 
 from crystalflow_core.config import defaults
 from crystalflow_core.crystals import data as D
@@ -41,7 +42,7 @@ def _broken_csv(tmp_path, nacl):
 def test_rejected_rows_for_hand_made_broken_csv(tmp_path, nacl):
     p = _broken_csv(tmp_path, nacl)
     settings = D.PrepareSettings.from_dataset(defaults("dataset"), conditions=["formation_energy_per_atom"], workers=1)
-    cache = D.prepare_split(p, tmp_path / "out" / "split.pt", settings)
+    cache = D.prepare_split(p, tmp_path / "out" / "split.pt", rejected_of(tmp_path / "out" / "split.pt"), settings)
     assert cache["ids"] == ["good-1", "good-2"]
     rej = pd.read_csv(tmp_path / "out" / "split_rejected.csv").set_index("id")["reason"].to_dict()
     assert "unparseable" in rej["bad-cif"]
@@ -60,31 +61,50 @@ def test_missing_column_empty_and_bad_compression(tmp_path, nacl):
     p = tmp_path / "nocif.csv"
     pd.DataFrame({"material_id": ["a"], "x": [1]}).to_csv(p, index=False)
     with pytest.raises(D.DataError, match="missing column 'cif'"):
-        D.prepare_split(p, tmp_path / "a.pt", D.PrepareSettings.from_dataset(defaults("dataset")))
+        D.prepare_split(
+            p, tmp_path / "a.pt", rejected_of(tmp_path / "a.pt"), D.PrepareSettings.from_dataset(defaults("dataset"))
+        )
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     with pytest.raises(D.DataError, match="empty"):
-        D.prepare_split(empty, tmp_path / "b.pt", D.PrepareSettings.from_dataset(defaults("dataset")))
+        D.prepare_split(
+            empty,
+            tmp_path / "b.pt",
+            rejected_of(tmp_path / "b.pt"),
+            D.PrepareSettings.from_dataset(defaults("dataset")),
+        )
     fake_gz = tmp_path / "fake.csv.gz"
     fake_gz.write_text("material_id,cif\na,b\n")
     with pytest.raises(D.DataError, match="cannot be read"):
-        D.prepare_split(fake_gz, tmp_path / "c.pt", D.PrepareSettings.from_dataset(defaults("dataset")))
+        D.prepare_split(
+            fake_gz,
+            tmp_path / "c.pt",
+            rejected_of(tmp_path / "c.pt"),
+            D.PrepareSettings.from_dataset(defaults("dataset")),
+        )
     only_bad = tmp_path / "bad.csv"
     pd.DataFrame({"material_id": ["a"], "cif": ["garbage"]}).to_csv(only_bad, index=False)
     with pytest.raises(D.DataError, match="no usable rows"):
-        D.prepare_split(only_bad, tmp_path / "d.pt", D.PrepareSettings.from_dataset(defaults("dataset")))
+        D.prepare_split(
+            only_bad,
+            tmp_path / "d.pt",
+            rejected_of(tmp_path / "d.pt"),
+            D.PrepareSettings.from_dataset(defaults("dataset")),
+        )
     assert not (tmp_path / "d.pt").exists()
 
 
 def test_cache_reused_without_parsing(tmp_path, nacl, monkeypatch):
     p = _broken_csv(tmp_path, nacl)
     out = tmp_path / "c.pt"
-    D.prepare_split(p, out, D.PrepareSettings.from_dataset(defaults("dataset"), workers=1))
+    D.prepare_split(p, out, rejected_of(out), D.PrepareSettings.from_dataset(defaults("dataset"), workers=1))
     monkeypatch.setattr(D, "_parse_row", lambda job: (_ for _ in ()).throw(AssertionError("parsed again")))
-    again = D.prepare_split(p, out, D.PrepareSettings.from_dataset(defaults("dataset"), workers=1))
+    again = D.prepare_split(p, out, rejected_of(out), D.PrepareSettings.from_dataset(defaults("dataset"), workers=1))
     assert again["ids"] == ["good-1", "nan-e", "good-2"]
     with pytest.raises(AssertionError, match="parsed again"):
-        D.prepare_split(p, out, D.PrepareSettings.from_dataset(defaults("dataset"), workers=1), force=True)
+        D.prepare_split(
+            p, out, rejected_of(out), D.PrepareSettings.from_dataset(defaults("dataset"), workers=1), force=True
+        )
 
 
 def test_checksums_mirror_and_download(tmp_path):
@@ -123,6 +143,7 @@ def test_real_mp20_rows(tmp_path):
     cache = D.prepare_split(
         small,
         tmp_path / "t.pt",
+        rejected_of(tmp_path / "t.pt"),
         D.PrepareSettings.from_dataset(defaults("dataset"), conditions=["formation_energy_per_atom"], workers=1),
     )
     assert len(cache["ids"]) == 40 and cache["n_rejected"] == 0
@@ -207,7 +228,12 @@ def test_physically_meaningless_cells_are_rejected_with_the_reason(tmp_path, nac
     ]
     p = tmp_path / "phys.csv"
     pd.DataFrame(rows).to_csv(p, index=False)
-    cache = D.prepare_split(p, tmp_path / "phys.pt", D.PrepareSettings.from_dataset(defaults("dataset"), workers=1))
+    cache = D.prepare_split(
+        p,
+        tmp_path / "phys.pt",
+        rejected_of(tmp_path / "phys.pt"),
+        D.PrepareSettings.from_dataset(defaults("dataset"), workers=1),
+    )
     assert cache["ids"] == ["ok"]
     rej = pd.read_csv(tmp_path / "phys_rejected.csv").set_index("id")["reason"].to_dict()
     assert "volume per atom" in rej["sliver"] and "unparseable" not in rej["sliver"]
@@ -224,7 +250,12 @@ def test_duplicates_are_decided_among_rows_that_parse(tmp_path, nacl):
     ]
     p = tmp_path / "dup.csv"
     pd.DataFrame(rows).to_csv(p, index=False)
-    cache = D.prepare_split(p, tmp_path / "dup.pt", D.PrepareSettings.from_dataset(defaults("dataset"), workers=1))
+    cache = D.prepare_split(
+        p,
+        tmp_path / "dup.pt",
+        rejected_of(tmp_path / "dup.pt"),
+        D.PrepareSettings.from_dataset(defaults("dataset"), workers=1),
+    )
     assert cache["ids"] == ["x"] and cache["rows"].tolist() == [1]  # the good second copy is kept
     rej = pd.read_csv(tmp_path / "dup_rejected.csv")
     assert rej["reason"].tolist()[0].startswith("unparseable") and rej["reason"].tolist()[1].startswith("duplicate id")
@@ -237,14 +268,25 @@ def test_cache_key_ignores_the_worker_count(tmp_path, nacl, caplog):
 
     p = tmp_path / "w.csv"
     pd.DataFrame([{"material_id": "a", "cif": str(CifWriter(nacl))}]).to_csv(p, index=False)
-    D.prepare_split(p, tmp_path / "w.pt", D.PrepareSettings.from_dataset(defaults("dataset"), workers=1))
+    D.prepare_split(
+        p,
+        tmp_path / "w.pt",
+        rejected_of(tmp_path / "w.pt"),
+        D.PrepareSettings.from_dataset(defaults("dataset"), workers=1),
+    )
     mtime = (tmp_path / "w.pt").stat().st_mtime_ns
     with caplog.at_level(logging.INFO):
-        D.prepare_split(p, tmp_path / "w.pt", D.PrepareSettings.from_dataset(defaults("dataset"), workers=2))
+        D.prepare_split(
+            p,
+            tmp_path / "w.pt",
+            rejected_of(tmp_path / "w.pt"),
+            D.PrepareSettings.from_dataset(defaults("dataset"), workers=2),
+        )
     assert (tmp_path / "w.pt").stat().st_mtime_ns == mtime and "up to date" in caplog.text
     D.prepare_split(
         p,
         tmp_path / "w.pt",
+        rejected_of(tmp_path / "w.pt"),
         D.PrepareSettings.from_dataset(
             defaults("dataset"),
             workers=1,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import DATA, REPO, need_data
+from conftest import DATA, REPO, need_data, rejected_of
 
 from crystalflow_core.config import defaults
 
@@ -130,7 +130,7 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protoc
     csv = tmp_path / "ref.csv"
     pd.DataFrame({"material_id": ["a", "b"], "cif": [str(CifWriter(nacl))] * 2}).to_csv(csv, index=False)
     test_pt = tmp_path / "test.pt"
-    prepare_split(csv, test_pt, PrepareSettings.from_dataset(defaults("dataset"), workers=1))
+    prepare_split(csv, test_pt, rejected_of(test_pt), PrepareSettings.from_dataset(defaults("dataset"), workers=1))
     fp = tmp_path / "fp.npz"
     stages.test_fingerprints(str(test_pt), str(fp), None, workers=1)
     from crystalflow_core.config import run_defaults

@@ -3,7 +3,7 @@
 Each split cache (a torch file) holds concatenated atom types and fractional coordinates,
 per-crystal lattices and k vectors, atom counts, ids, condition columns, the atom-count histogram
 and the condition scalers (mean/std) that training and sampling reuse. Rows that cannot be used
-are skipped and listed with their reason in ``rejected.csv`` beside the cache.
+are skipped and listed with their reason in the rejected-rows file (``Layout.rejected``).
 """
 
 from __future__ import annotations
@@ -238,27 +238,20 @@ class PrepareSettings:
         return d
 
 
-def prepare_split(csv_path: str | Path, out_path: str | Path, settings: PrepareSettings, force: bool = False) -> dict:
-    """Parse one split and write the cache (atomically) plus rejected.csv beside it.
+def _cached(out_path: Path, fingerprint: dict) -> dict | None:
+    """The cache at `out_path` when it was built from the same source and settings, else None."""
+    if not out_path.exists():
+        return None
+    try:
+        cached = torch.load(out_path, weights_only=False)
+    except Exception:
+        log.warning("%s unreadable; rebuilding", out_path)
+        return None
+    return cached if cached.get("fingerprint") == fingerprint else None
 
-    Returns the cache dict. When `out_path` exists and was built from the same source file
-    and settings, it is loaded instead of parsed again (use `force` to rebuild).
-    """
-    csv_path, out_path = Path(csv_path), Path(out_path)
-    src_sum = sha256_file(csv_path) if csv_path.exists() else None
-    if src_sum is None:
-        raise DataError(f"{csv_path}: file not found")
-    fingerprint = {"source_sha256": src_sum, "settings": settings.key(), "format": CACHE_FORMAT}
-    if out_path.exists() and not force:
-        try:
-            cached = torch.load(out_path, weights_only=False)
-            if cached.get("fingerprint") == fingerprint:
-                log.info("%s is up to date with %s; not parsing again", out_path, csv_path)
-                return cached
-        except Exception:
-            log.warning("%s unreadable; rebuilding", out_path)
 
-    t0 = time.time()
+def _read_rows(csv_path: Path, settings: PrepareSettings) -> tuple[list[str], list[str], np.ndarray]:
+    """(ids, CIFs, condition values per row) of a split, checked for columns, rows and numbers."""
     df = read_table(csv_path)
     for col in [settings.id_column, settings.cif_column, *settings.conditions]:
         if col not in df.columns:
@@ -267,22 +260,24 @@ def prepare_split(csv_path: str | Path, out_path: str | Path, settings: PrepareS
         df = df.iloc[: settings.max_rows]
     if len(df) == 0:
         raise DataError(f"{csv_path}: no rows")
-
-    rejected: list[dict] = []
-    ids = df[settings.id_column].astype(str).tolist()
     try:
         cond = (
             df[list(settings.conditions)].to_numpy(dtype=np.float64) if settings.conditions else np.zeros((len(df), 0))
         )
     except (TypeError, ValueError) as exc:
         raise DataError(f"{csv_path}: condition columns {settings.conditions} are not numeric ({exc})") from exc
-    jobs = []
-    for i, cif in enumerate(df[settings.cif_column].tolist()):
+    return df[settings.id_column].astype(str).tolist(), df[settings.cif_column].tolist(), cond
+
+
+def _parse_rows(cifs: list[str], cond: np.ndarray, settings: PrepareSettings) -> tuple[dict, list[dict]]:
+    """Parse every row (in worker processes for large splits): ({row: (parsed, error)}, rows rejected
+    before parsing for a missing condition value)."""
+    rejected, jobs = [], []
+    for i, cif in enumerate(cifs):
         if settings.conditions and not np.all(np.isfinite(cond[i])):
-            rejected.append({"row": i, "id": ids[i], "reason": "missing condition value"})
+            rejected.append({"row": i, "reason": "missing condition value"})
         else:
             jobs.append((i, cif, settings.niggli, settings.bounds))
-
     workers = settings.workers or mp.cpu_count()
     results = {}
     if workers > 1 and len(jobs) > 200:
@@ -293,27 +288,29 @@ def prepare_split(csv_path: str | Path, out_path: str | Path, settings: PrepareS
         for job in jobs:
             idx, ok, err = _parse_row(job)
             results[idx] = (ok, err)
+    return results, rejected
 
+
+def _kept_rows(results: dict, ids: list[str], rejected: list[dict]) -> list[int]:
+    """The rows kept: parsed, first of their id. Duplicates are decided among the rows that parse, so a
+    broken first copy does not take a good second one with it. Appends the others to `rejected`."""
     keep, seen = [], {}
-    for i in sorted(results):  # duplicates are decided among the rows that parse: a broken first copy
-        ok, err = results[i]  # does not take a good second one with it
+    for i in sorted(results):
+        ok, err = results[i]
         if ok is None:
-            rejected.append({"row": i, "id": ids[i], "reason": err})
+            rejected.append({"row": i, "reason": err})
         elif ids[i] in seen:
-            rejected.append({"row": i, "id": ids[i], "reason": f"duplicate id (first kept at row {seen[ids[i]]})"})
+            rejected.append({"row": i, "reason": f"duplicate id (first kept at row {seen[ids[i]]})"})
         else:
             seen[ids[i]] = i
             keep.append(i)
-    rejected.sort(key=lambda r: r["row"])
-    rej_path = out_path.parent / f"{out_path.stem}_rejected.csv"
-    with atomic_path(rej_path) as tmp:
-        pd.DataFrame(rejected, columns=["row", "id", "reason"]).to_csv(tmp, index=False)
-    if not keep:
-        raise DataError(f"{csv_path}: no usable rows ({len(rejected)} rejected, see {rej_path})")
+    return keep
 
+
+def _cache(results, keep, ids, cond, settings, n_rejected, fingerprint) -> dict:
     zs = [results[i][0][0] for i in keep]
     num_atoms = torch.tensor([len(z) for z in zs], dtype=torch.long)
-    cache = {
+    return {
         "ids": [ids[i] for i in keep],
         "rows": torch.tensor(keep, dtype=torch.long),
         "atom_types": torch.from_numpy(np.concatenate(zs)),
@@ -327,9 +324,43 @@ def prepare_split(csv_path: str | Path, out_path: str | Path, settings: PrepareS
             for j, c in enumerate(settings.conditions)
         },
         "atom_count_hist": torch.bincount(num_atoms, minlength=int(num_atoms.max()) + 1),
-        "n_rejected": len(rejected),
+        "n_rejected": n_rejected,
         "fingerprint": fingerprint,
     }
+
+
+def prepare_split(
+    csv_path: str | Path,
+    out_path: str | Path,
+    rejected_path: str | Path,
+    settings: PrepareSettings,
+    force: bool = False,
+) -> dict:
+    """Parse one split and write the cache and the rejected rows with their reasons (atomically).
+
+    Returns the cache dict. When `out_path` exists and was built from the same source file
+    and settings, it is loaded instead of parsed again (use `force` to rebuild).
+    """
+    csv_path, out_path = Path(csv_path), Path(out_path)
+    if not csv_path.exists():
+        raise DataError(f"{csv_path}: file not found")
+    fingerprint = {"source_sha256": sha256_file(csv_path), "settings": settings.key(), "format": CACHE_FORMAT}
+    cached = None if force else _cached(out_path, fingerprint)
+    if cached is not None:
+        log.info("%s is up to date with %s; not parsing again", out_path, csv_path)
+        return cached
+    t0 = time.time()
+    ids, cifs, cond = _read_rows(csv_path, settings)
+    results, rejected = _parse_rows(cifs, cond, settings)
+    keep = _kept_rows(results, ids, rejected)
+    rejected = sorted(
+        ({"row": r["row"], "id": ids[r["row"]], "reason": r["reason"]} for r in rejected), key=lambda r: r["row"]
+    )
+    with atomic_path(rejected_path) as tmp:
+        pd.DataFrame(rejected, columns=["row", "id", "reason"]).to_csv(tmp, index=False)
+    if not keep:
+        raise DataError(f"{csv_path}: no usable rows ({len(rejected)} rejected, see {rejected_path})")
+    cache = _cache(results, keep, ids, cond, settings, len(rejected), fingerprint)
     with atomic_path(out_path) as tmp:
         torch.save(cache, tmp)
     log.info(

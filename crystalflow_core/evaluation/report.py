@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from crystalflow_core.io import write_text_atomic
+from crystalflow_core.layout import Layout
 
 K_B = 8.617333262e-5  # eV/K
 
@@ -172,16 +173,20 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path) -> list[str]:
     return made
 
 
-def _run_of(path: str) -> str:
-    """'results/runs/NAME/s50/transport.csv' -> 'NAME s50'."""
-    p = Path(path)
-    return f"{p.parent.parent.name} {p.parent.name}"
+def _md_rows(transport: list[str]) -> list[tuple]:
+    """(run label, row) of every transport row with MD runs."""
+    rows = []
+    for p in transport:
+        df = pd.read_csv(p, dtype={"id": str})
+        if "md_runs" in df:
+            rows += [(Layout.run_label(p), r) for _, r in df[df["md_runs"].fillna(0) > 0].iterrows()]
+    return rows
 
 
-def transport_section(transport: list[str], outdir: Path) -> tuple[str, list[str]]:
-    """Ion-transport screen: counts per run, the MD candidates' D / sigma / E_a, an Arrhenius plot."""
+def transport_section(transport: list[str]) -> str:
+    """Ion-transport screen: counts per run, the MD candidates' D / sigma / E_a."""
     if not transport:
-        return "", []
+        return ""
     lines = [
         "## Ion transport (migration graph + CHGNet MD)",
         "",
@@ -189,19 +194,16 @@ def transport_section(transport: list[str], outdir: Path) -> tuple[str, list[str
         "| percolating 1D/2D/3D | conductor candidates |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    md_rows, made = [], []
+    md_rows = _md_rows(transport)
     for p in transport:
         df = pd.read_csv(p, dtype={"id": str})
         ok = df[df["status"] == "screened"]
         perc = "/".join(str(int((ok["percolation_dim"] == d).sum())) for d in (1, 2, 3))
         n = {s: int((df["status"] == s).sum()) for s in ("invalid", "above_hull_cut", "graph_failed")}
         lines.append(
-            f"| {_run_of(p)} | {len(df)} | {n['invalid']} | {len(df) - n['invalid'] - n['above_hull_cut']} | "
+            f"| {Layout.run_label(p)} | {len(df)} | {n['invalid']} | {len(df) - n['invalid'] - n['above_hull_cut']} | "
             f"{len(ok)} | {n['graph_failed']} | {perc} | {int(df['conductor_candidate'].sum())} |"
         )
-        if "md_runs" in df:
-            for _, r in df[df["md_runs"].fillna(0) > 0].iterrows():
-                md_rows.append((_run_of(p), r))
     lines += [
         "",
         "Rows are (structure, ion) pairs. Only structures that are structurally and compositionally valid "
@@ -234,24 +236,31 @@ def transport_section(transport: list[str], outdir: Path) -> tuple[str, list[str
                 "that the stage runs, not how the crystals conduct (the paper configuration runs 10 ps)."
             )
         lines.append("")
+    return "\n".join(lines) + "\n"
 
-        def draw(ax):
-            for _, r in md_rows:
-                cols = [c for c in r.index if c.startswith("D_") and not c.startswith("D_err") and c.endswith("K")]
-                pts = [(float(c[2:-1]), r[c]) for c in cols if pd.notna(r[c]) and r[c] > 0]
-                if not pts:
-                    continue
-                t, d = map(np.array, zip(*sorted(pts)))
-                line = ax.semilogy(1000 / t, d, "o", label=f"{r['formula']} ({r['id']})")[0]
-                if pd.notna(r["E_a"]) and len(t) >= 3:  # the fit through the points: ln D = ln c - E_a / kT
-                    x = np.linspace((1000 / t).min(), (1000 / t).max(), 20)
-                    c = np.exp(np.mean(np.log(d) + r["E_a"] / (K_B * t)))
-                    ax.semilogy(x, c * np.exp(-r["E_a"] * x / (1000 * K_B)), "-", color=line.get_color(), lw=0.8)
 
-        outdir.mkdir(parents=True, exist_ok=True)
-        _figure(outdir / "arrhenius.png", "1000 / T (1/K)", "D (cm^2/s), CHGNet MD", draw)
-        made.append("arrhenius.png")
-    return "\n".join(lines) + "\n", made
+def transport_plots(transport: list[str], outdir: Path) -> list[str]:
+    """The Arrhenius plot of the MD candidates (file names made in `outdir`)."""
+    md_rows = _md_rows(transport)
+    if not md_rows:
+        return []
+
+    def draw(ax):
+        for _, r in md_rows:
+            cols = [c for c in r.index if c.startswith("D_") and not c.startswith("D_err") and c.endswith("K")]
+            pts = [(float(c[2:-1]), r[c]) for c in cols if pd.notna(r[c]) and r[c] > 0]
+            if not pts:
+                continue
+            t, d = map(np.array, zip(*sorted(pts)))
+            line = ax.semilogy(1000 / t, d, "o", label=f"{r['formula']} ({r['id']})")[0]
+            if pd.notna(r["E_a"]) and len(t) >= 3:  # the fit through the points: ln D = ln c - E_a / kT
+                x = np.linspace((1000 / t).min(), (1000 / t).max(), 20)
+                c = np.exp(np.mean(np.log(d) + r["E_a"] / (K_B * t)))
+                ax.semilogy(x, c * np.exp(-r["E_a"] * x / (1000 * K_B)), "-", color=line.get_color(), lw=0.8)
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    _figure(outdir / "arrhenius.png", "1000 / T (1/K)", "D (cm^2/s), CHGNet MD", draw)
+    return ["arrhenius.png"]
 
 
 # Table 2 of arXiv:2412.11693 (method, S, test set CR %, test set ion-steps, SiO2 CR %, SiO2 ion-steps)
@@ -263,9 +272,8 @@ PAPER_TABLE2 = [
 ]
 
 
-def dft_table(dng: pd.DataFrame, dft: list[str], outdir: Path) -> tuple[str, list[str]]:
-    """Table 2 (DFT relaxation: convergence rate, mean ionic steps) with DFT stability / SUN rates, and
-    the CHGNet-vs-DFT E_hull parity plot."""
+def dft_table(dng: pd.DataFrame) -> str:
+    """Table 2 (DFT relaxation: convergence rate, mean ionic steps) with DFT stability / SUN rates."""
     lines = [
         "# Table 2: DFT relaxation of generated structures",
         "",
@@ -308,8 +316,13 @@ def dft_table(dng: pd.DataFrame, dft: list[str], outdir: Path) -> tuple[str, lis
         "mean over the jobs with a readable output; DFT rates: of the structures with a DFT E_hull (MP2020, "
         "same hull as the CHGNet stage).",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def dft_plots(dft: list[str], outdir: Path) -> list[str]:
+    """The CHGNet-vs-DFT E_hull parity plot (file names made in `outdir`)."""
     made = []
-    frames = [pd.read_csv(p).assign(source=_run_of(p)) for p in dft]
+    frames = [pd.read_csv(p).assign(source=Layout.run_label(p)) for p in dft]
     st = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     both = st[st["e_hull_dft"].notna() & st["e_hull_chgnet"].notna()] if len(st) else st
     if len(both):
@@ -324,7 +337,7 @@ def dft_table(dng: pd.DataFrame, dft: list[str], outdir: Path) -> tuple[str, lis
         outdir.mkdir(parents=True, exist_ok=True)
         _figure(outdir / "e_hull_parity.png", "E_hull DFT (eV/atom)", "E_hull CHGNet (eV/atom)", draw)
         made.append("e_hull_parity.png")
-    return "\n".join(lines) + "\n", made
+    return made
 
 
 def write_report(
@@ -357,11 +370,12 @@ def write_report(
     t3 = dng_table(dng, tdf) if len(dng) else "# Table 3\n\nNo DNG run in the targets.\n"
     write_text_atomic(table1, t1)
     write_text_atomic(table3, t3)
-    figs = plots(csp, stability, Path(results) / "plots")
-    tsec, tfigs = transport_section(list(transport), Path(results) / "plots")
-    figs += tfigs
-    t2, dfigs = dft_table(dng, list(dft), Path(results) / "plots")
-    figs += dfigs
+    plot_dir = Path(Layout(results).plots())
+    figs = plots(csp, stability, plot_dir)
+    tsec = transport_section(list(transport))
+    figs += transport_plots(list(transport), plot_dir)
+    t2 = dft_table(dng)
+    figs += dft_plots(list(dft), plot_dir)
     if table2:
         write_text_atomic(table2, t2)
     body = [

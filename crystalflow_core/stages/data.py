@@ -16,7 +16,7 @@ def download(src: SplitSource, download_dir: str) -> str:
     return str(resolve_source(src, None, download_dir))
 
 
-def prepare(cfg: dict, dataset: str, split: str, out: str, workers: int = 0) -> dict:
+def prepare(cfg: dict, dataset: str, split: str, out: str, rejected: str, workers: int = 0) -> dict:
     ds = cfg["datasets"][dataset]
     path = resolve_source(split_source(cfg, dataset, split), cfg["data_mirror"], cfg["download_dir"])
-    return prepare_split(path, out, PrepareSettings.from_dataset(ds, workers))
+    return prepare_split(path, out, rejected, PrepareSettings.from_dataset(ds, workers))

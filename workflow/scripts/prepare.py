@@ -9,5 +9,6 @@ if __name__ == "__main__":
         snakemake.wildcards.dataset,
         snakemake.wildcards.split,
         snakemake.output.pt,
+        snakemake.output.rejected,
         workers=snakemake.threads,
     )
