@@ -34,36 +34,11 @@ from crystalflow_core.generative.sampling import parse_point, sampling_points
 from crystalflow_core.io import DamagedFileError
 from crystalflow_core.layout import Layout
 from crystalflow_core.logs import setup_logging
+from crystalflow_core.stages import registry
+from crystalflow_core.stages.registry import Job
 
 # the project's own errors: one line and exit code 1 (tracebacks with --debug)
 PROJECT_ERRORS = (cfgmod.ConfigError, DataError, DamagedFileError, CheckpointImportError, stages.StageError)
-
-
-def _paths(cfg, run_name, steps=None):
-    L = Layout(cfg["results"])
-    run = cfg["runs"][run_name]
-    return {
-        "train": L.split(run["dataset"], run["train_split"]),
-        "val": L.split(run["dataset"], run["val_split"]) if run["val_split"] else None,
-        "test": L.split(run["dataset"], run["test_split"]),
-        "ckpt": L.model(run_name),
-        "workdir": L.lightning(run_name),
-        "samples": L.samples(run_name, steps),
-        "relax": L.relaxed(run_name, steps, 0),
-        "stability": L.stability(run_name, steps),
-        "metrics": L.metrics(run_name, steps),
-        "targets": L.targets_metrics(run_name, steps),
-        "transport_screen": L.transport_screen(run_name, steps),
-        "transport_md": L.transport_md(run_name, steps, 0),
-        "trajectories": L.trajectories(run_name, steps),
-        "transport": L.transport(run_name, steps),
-        "dft_stability": L.dft_stability(run_name, steps),
-        "vasp": L.vasp_dir(run_name, steps),
-        "manifest": L.vasp_manifest(run_name, steps),
-        "novelty": [L.split(run["dataset"], s) for s in run["novelty_splits"]],
-        "fingerprints": L.fingerprints(run["dataset"], run["test_split"], cfg["metrics"]["fingerprint_limit"]),
-        "shards": [L.sample_shard(run_name, steps, i) for i in range(run["sample"]["shards"])],
-    }
 
 
 def main(argv=None):
@@ -268,81 +243,40 @@ def _run(a):
         stages.prepare(cfg, a.dataset, a.split, out, rejected, a.threads)
         return
     run = cfg["runs"][a.run]
-    steps = getattr(a, "steps", None) or sampling_points(run)[0]
-    P = _paths(cfg, a.run, steps)
-    # one stage on explicit inputs: a missing input is an error naming it (snakemake TARGET runs several)
+    point = getattr(a, "steps", None) or sampling_points(run)[0]
+    L = Layout(cfg["results"])
+    # one stage on explicit inputs (a missing input is an error naming it; snakemake TARGET runs several),
+    # wired by the registry exactly as the workflow's jobs are: every shard, the same workers
     if a.stage == "import-checkpoint":
+        train_pt = L.split(run["dataset"], run["train_split"])
         stages.import_checkpoint(
-            cfg, a.run, a.checkpoint, P["ckpt"], a.hparams, a.scalers, a.sha256, train_pt=P["train"]
+            cfg, a.run, a.checkpoint, L.model(a.run), a.hparams, a.scalers, a.sha256, train_pt=train_pt
         )
-        print(P["ckpt"])
-    elif a.stage == "train":
-        stages.train(run, P["train"], P["val"], P["ckpt"], P["workdir"], a.threads)
-    elif a.stage == "sample":
-        stages.require(P["ckpt"])
-        shards = run["sample"]["shards"]
-        for i, part in enumerate(P["shards"]):  # a shard of another checkpoint or other settings is rebuilt
-            if not stages.shard_is_current(part, run, P["ckpt"], steps, i, shards):
-                stages.sample(run, P["ckpt"], P["test"], steps, i, shards, part, a.threads)
-        stages.gather(P["shards"], P["samples"], run["sample"]["export"])
-    elif a.stage == "relax":
-        stages.relax(run, P["samples"], 0, 1, P["relax"], a.threads or run["relax"]["workers"] or 1)
-    elif a.stage == "stability":
-        stages.stability(cfg, run, P["samples"], [P["relax"]], P["novelty"], P["stability"])
-    elif a.stage == "fingerprints":
-        stages.test_fingerprints(P["test"], P["fingerprints"], cfg["metrics"]["fingerprint_limit"], a.threads)
-    elif a.stage == "metrics":
-        if run["task"] == "csp":
-            relaxed = [P["relax"]] if cfgmod.pressure_relax(run) else []
-            stages.csp_metrics(
-                cfg, a.run, run, P["samples"], P["test"], steps, P["metrics"], a.threads, relaxed, ckpt=P["ckpt"]
-            )
-        else:
-            stab = P["stability"] if cfgmod.stability_relax(run) else None
-            stages.dng_metrics(
-                cfg,
-                a.run,
-                run,
-                P["samples"],
-                P["test"],
-                P["fingerprints"],
-                stab,
-                steps,
-                P["metrics"],
-                a.threads,
-                ckpt=P["ckpt"],
-                targets_out=P["targets"],
-                transport_csv=P["transport"] if cfgmod.transport_screen(run) else None,
-                dft_csv=P["dft_stability"] if stab and Path(P["dft_stability"]).exists() else None,
-            )
-        print(Path(P["metrics"]).read_text())
-    elif a.stage == "transport":
-        if not cfgmod.transport_screen(run):
-            raise cfgmod.ConfigError(
-                f"run '{a.run}' has no transport screen (a DNG run with transport: {{enabled: true}})"
-            )
-        workers = a.threads or run["transport"]["workers"] or 1
-        stages.transport_screen(
-            run, P["samples"], [P["relax"]], P["stability"], P["transport_screen"], cfg["metrics"]["protocol"], workers
-        )
-        md = [P["transport_md"]]
-        stages.transport_md(run, P["transport_screen"], [P["relax"]], 0, 1, md[0], P["trajectories"], workers)
-        stages.transport_table(run, P["transport_screen"], md, [P["relax"]], P["transport"])
-        print(P["transport"])
-    elif a.stage == "dft-results":
-        stages.dft_results(
-            cfg,
-            run,
-            P["manifest"],
-            [P["relax"]],
-            P["stability"],
-            P["novelty"],
-            P["dft_stability"],
-            energies=a.energies or run["dft"]["energies"],
-        )
-        print(P["dft_stability"])
-    elif a.stage == "dft":
-        stages.dft(run, [P["relax"]], P["stability"], P["vasp"], P["manifest"])
+        print(L.model(a.run))
+        return
+    if a.stage == "fingerprints":
+        registry.run(Job(cfg, "test_fingerprints", dataset=run["dataset"], split=run["test_split"], threads=a.threads))
+        return
+    if a.stage == "transport" and not cfgmod.transport_screen(run):
+        raise cfgmod.ConfigError(f"run '{a.run}' has no transport screen (a DNG run with transport: {{enabled: true}})")
+    if a.stage == "dft-results" and a.energies:
+        run["dft"]["energies"] = a.energies
+    rules = {
+        "train": ["train"],
+        "sample": ["sample", "gather_samples"],
+        "relax": ["relax"],
+        "stability": ["stability"],
+        "metrics": ["metrics"],
+        "dft": ["dft"],
+        "dft-results": ["dft_results"],
+        "transport": ["transport_screen", "transport_md", "transport"],
+    }[a.stage]
+    for rule in rules:
+        registry.run_stage_of_run(cfg, rule, a.run, point, a.threads)
+    if a.stage == "metrics":
+        print(Path(L.metrics(a.run, point)).read_text())
+    elif a.stage in ("transport", "dft-results"):
+        print(L.transport(a.run, point) if a.stage == "transport" else L.dft_stability(a.run, point))
 
 
 if __name__ == "__main__":

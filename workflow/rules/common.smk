@@ -5,6 +5,7 @@ from pathlib import Path
 from crystalflow_core.config import canonical, dataset_tag, pressure_relax, stability_relax, transport_screen
 from crystalflow_core.crystals.data import download_path, local_source
 from crystalflow_core.layout import Layout
+from crystalflow_core.stages.registry import Job, inputs
 from crystalflow_core.stages.data import split_source
 from crystalflow_core.materials.hull import hull_source
 from crystalflow_core.generative.sampling import POINT_PATTERN, parse_point, sampling_points
@@ -59,12 +60,37 @@ wildcard_constraints:
     job=runs_pattern(PREDICT),
 
 
-def train_inputs(wildcards):
-    run = RUNS[wildcards.run]
-    out = {"train": L.split(run["dataset"], run["train_split"])}
-    if run["val_split"]:
-        out["val"] = L.split(run["dataset"], run["val_split"])
-    return out
+def job_inputs(rule, **extra):
+    """Input function of a rule whose stage is in the registry: what its job reads, plus `extra`
+    (input functions of files that only trigger a rerun, such as the hull or VASP outputs)."""
+
+    def f(wildcards):
+        wc = dict(wildcards.items())
+        shard = int(wc["shard"]) if "shard" in wc else None
+        job = Job(config, rule, run=wc.get("run"), point=wc.get("steps"), shard=shard, job=wc.get("job"))
+        out = inputs(job)
+        for key, fn in extra.items():
+            out[key] = fn(wildcards) if callable(fn) else fn
+        return out
+
+    return f
+
+
+def _vasp_outputs(folder):
+    pats = ("vasprun.xml", "vasprun.xml.gz", "OUTCAR", "OUTCAR.gz")
+    return sorted(str(p) for pat in pats for p in Path(folder).glob(f"*/{pat}"))
+
+
+def dft_outputs(wildcards):
+    """The VASP outputs present now (jobs finishing later make the read-back run again); none when the
+    run's energies come from a file."""
+    if RUNS[wildcards.run]["dft"]["energies"]:
+        return []
+    return _vasp_outputs(L.vasp_dir(wildcards.run, wildcards.steps))
+
+
+def predict_dft_outputs(wildcards):
+    return _vasp_outputs(Path(L.predict_vasp_manifest(wildcards.job)).parent)
 
 
 def import_inputs(wildcards):
@@ -78,21 +104,6 @@ def import_inputs(wildcards):
     return out
 
 
-def test_pt(run_name):
-    run = RUNS[run_name]
-    return L.split(run["dataset"], run["test_split"])
-
-
-def sample_shards(wildcards):
-    n = RUNS[wildcards.run]["sample"]["shards"]
-    return [L.sample_shard(wildcards.run, wildcards.steps, i) for i in range(n)]
-
-
-def relax_shards(wildcards):
-    n = RUNS[wildcards.run]["relax"]["shards"]
-    return [L.relaxed(wildcards.run, wildcards.steps, i) for i in range(n)]
-
-
 def relax_enabled(run_name):
     return stability_relax(RUNS[run_name])
 
@@ -101,27 +112,8 @@ def transport_enabled(run_name):
     return transport_screen(RUNS[run_name])
 
 
-def transport_md_shards(wildcards):
-    n = RUNS[wildcards.run]["transport"]["md"]["shards"]
-    return [L.transport_md(wildcards.run, wildcards.steps, i) for i in range(n)]
-
-
 def transport_tables():
     return [L.transport(r, s) for r in TARGET_RUNS if transport_enabled(r) for s in sampling_points(RUNS[r])]
-
-
-def pressure_csp(run_name):
-    return pressure_relax(RUNS[run_name])
-
-
-def fingerprint_file(run_name):
-    run = RUNS[run_name]
-    return L.fingerprints(run["dataset"], run["test_split"], config["metrics"]["fingerprint_limit"])
-
-
-def novelty_pts(wildcards):
-    run = RUNS[wildcards.run]
-    return [L.split(run["dataset"], s) for s in run["novelty_splits"]]
 
 
 def run_metrics(run_name):
@@ -171,11 +163,6 @@ def predict_reports():
     return [L.predict_report(j) for j in PREDICT]
 
 
-def predict_model(wildcards):
-    job = PREDICT[wildcards.job]
-    return L.model(job["run"]) if job["run"] else job["checkpoint"]
-
-
 def predict_view(wildcards):
     return canonical(PREDICT[wildcards.job])
 
@@ -185,61 +172,6 @@ def predict_cfg(wildcards):
     job = PREDICT[wildcards.job]
     runs = {job["run"]: RUNS[job["run"]]} if job["run"] else {}
     return canonical({"runs": runs, **{k: config[k] for k in ("hull", "data_mirror", "download_dir")}})
-
-
-def predict_sample_shards(wildcards):
-    return [L.predict_samples(wildcards.job, i) for i in range(PREDICT[wildcards.job]["shards"])]
-
-
-def predict_relax_shards(wildcards):
-    return [L.predict_relaxed(wildcards.job, i) for i in range(PREDICT[wildcards.job]["relax"]["shards"])]
-
-
-def predict_dft_results_inputs(wildcards):
-    """The manifest, the ranking and the VASP outputs present now (jobs finishing later rerun the rule)."""
-    manifest = L.predict_vasp_manifest(wildcards.job)
-    pats = ("vasprun.xml", "vasprun.xml.gz", "OUTCAR", "OUTCAR.gz")
-    outputs = sorted(str(p) for pat in pats for p in Path(manifest).parent.glob(f"*/{pat}"))
-    return {"manifest": manifest, "ranked": L.predict_ranked(wildcards.job), "outputs": outputs}
-
-
-def metrics_inputs(wildcards):
-    run = RUNS[wildcards.run]
-    inp = {
-        "samples": L.samples(wildcards.run, wildcards.steps),
-        "test": test_pt(wildcards.run),
-        "model": L.model(wildcards.run),  # the samples must come from it (checked by the metrics stage)
-    }
-    if pressure_csp(wildcards.run):
-        inp["relaxed"] = relax_shards(wildcards)
-    if run["task"] == "dng":
-        inp["fingerprints"] = fingerprint_file(wildcards.run)
-        if relax_enabled(wildcards.run):
-            inp["stability"] = L.stability(wildcards.run, wildcards.steps)
-            inp["dft"] = L.dft_stability(wildcards.run, wildcards.steps)
-        if transport_enabled(wildcards.run):
-            inp["transport"] = L.transport(wildcards.run, wildcards.steps)
-    return inp
-
-
-def dft_results_inputs(wildcards):
-    """The manifest and what the DFT table compares with; the VASP outputs present now (so that jobs
-    finishing later make the rule run again), or the supplied energies file."""
-    run = RUNS[wildcards.run]
-    inp = {
-        "manifest": L.vasp_manifest(wildcards.run, wildcards.steps),
-        "relaxed": relax_shards(wildcards),
-        "stability": L.stability(wildcards.run, wildcards.steps),
-        "novelty": novelty_pts(wildcards),
-        "hull": hull_file(),
-    }
-    if run["dft"]["energies"]:
-        inp["energies"] = run["dft"]["energies"]
-    else:
-        vasp = L.vasp_dir(wildcards.run, wildcards.steps)
-        pats = ("vasprun.xml", "vasprun.xml.gz", "OUTCAR", "OUTCAR.gz")
-        inp["outputs"] = sorted(str(p) for pat in pats for p in Path(vasp).glob(f"*/{pat}"))
-    return inp
 
 
 def run_view(*sections):

@@ -14,4 +14,4 @@ rule prepare:
     params:
         cfg=dataset_view,
     script:
-        "../scripts/prepare.py"
+        "../scripts/stage.py"

@@ -1,7 +1,6 @@
 rule dft:
     input:
-        relaxed=relax_shards,
-        stability=rules.stability.output[0],
+        unpack(job_inputs("dft")),
     output:
         manifest=L.vasp_manifest("{run}", "{steps}"),
     log:
@@ -12,12 +11,12 @@ rule dft:
         run=run_view("relax", "dft"),
         outdir=lambda wc, output: os.path.dirname(output.manifest),
     script:
-        "../scripts/dft.py"
+        "../scripts/stage.py"
 
 
 rule dft_results:
     input:
-        unpack(dft_results_inputs),
+        unpack(job_inputs("dft_results", triggers=dft_outputs)),
     output:
         L.dft_stability("{run}", "{steps}"),
     log:
@@ -28,4 +27,4 @@ rule dft_results:
         cfg=hull_view(),
         run=run_view("sample", "relax", "dft"),
     script:
-        "../scripts/dft_results.py"
+        "../scripts/stage.py"

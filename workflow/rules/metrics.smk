@@ -13,12 +13,12 @@ rule test_fingerprints:
     params:
         limit=lambda wc: None if wc.limit == "all" else int(wc.limit),
     script:
-        "../scripts/fingerprints.py"
+        "../scripts/stage.py"
 
 
 rule metrics:
     input:
-        unpack(metrics_inputs),
+        unpack(job_inputs("metrics")),
     output:
         summary=L.metrics("{run}", "{steps}"),
         targets=L.targets_metrics("{run}", "{steps}"),
@@ -33,7 +33,7 @@ rule metrics:
         cfg=section_view("metrics"),
         run=run_view("sample", "relax"),
     script:
-        "../scripts/metrics.py"
+        "../scripts/stage.py"
 
 
 rule metric_table:

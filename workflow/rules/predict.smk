@@ -3,7 +3,7 @@
 
 rule predict_sample:
     input:
-        model=predict_model,
+        unpack(job_inputs("predict_sample")),
     output:
         L.predict_samples("{job}", "{shard}"),
     log:
@@ -17,12 +17,12 @@ rule predict_sample:
         cfg=predict_cfg,
         job=predict_view,
     script:
-        "../scripts/predict.py"
+        "../scripts/stage.py"
 
 
 rule predict_relax:
     input:
-        samples=predict_sample_shards,
+        unpack(job_inputs("predict_relax")),
     output:
         L.predict_relaxed("{job}", "{shard}"),
     log:
@@ -35,14 +35,12 @@ rule predict_relax:
     params:
         job=predict_view,
     script:
-        "../scripts/predict.py"
+        "../scripts/stage.py"
 
 
 rule predict_rank:
     input:
-        samples=predict_sample_shards,
-        relaxed=predict_relax_shards,
-        hull=hull_file(),
+        unpack(job_inputs("predict_rank", hull=hull_file())),
     output:
         candidates=L.predict_candidates("{job}"),
         ranked=L.predict_ranked("{job}"),
@@ -56,13 +54,12 @@ rule predict_rank:
         cfg=predict_cfg,
         job=predict_view,
     script:
-        "../scripts/predict.py"
+        "../scripts/stage.py"
 
 
 rule predict_dft:
     input:
-        ranked=L.predict_ranked("{job}"),
-        relaxed=predict_relax_shards,
+        unpack(job_inputs("predict_dft")),
     output:
         manifest=L.predict_vasp_manifest("{job}"),
     log:
@@ -72,12 +69,12 @@ rule predict_dft:
     params:
         job=predict_view,
     script:
-        "../scripts/predict.py"
+        "../scripts/stage.py"
 
 
 rule predict_dft_results:
     input:
-        unpack(predict_dft_results_inputs),
+        unpack(job_inputs("predict_dft_results", triggers=predict_dft_outputs)),
     output:
         L.predict_dft("{job}"),
     log:
@@ -87,14 +84,12 @@ rule predict_dft_results:
     params:
         running_minutes=lambda wc: PREDICT[wc.job]["running_minutes"],
     script:
-        "../scripts/predict.py"
+        "../scripts/stage.py"
 
 
 rule predict_report:
     input:
-        candidates=L.predict_candidates("{job}"),
-        ranked=L.predict_ranked("{job}"),
-        relaxed=predict_relax_shards,
+        unpack(job_inputs("predict_report")),
     output:
         L.predict_report("{job}"),
     log:
@@ -104,7 +99,7 @@ rule predict_report:
     params:
         job=predict_view,
     script:
-        "../scripts/predict.py"
+        "../scripts/stage.py"
 
 
 rule predict:

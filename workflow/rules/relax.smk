@@ -1,6 +1,6 @@
 rule relax:
     input:
-        samples=rules.gather_samples.output[0],
+        unpack(job_inputs("relax")),
     output:
         L.relaxed("{run}", "{steps}", "{shard}"),
     log:
@@ -13,15 +13,12 @@ rule relax:
     params:
         run=run_view("sample", "relax"),
     script:
-        "../scripts/relax.py"
+        "../scripts/stage.py"
 
 
 rule stability:
     input:
-        samples=rules.gather_samples.output[0],
-        relaxed=relax_shards,
-        novelty=novelty_pts,
-        hull=hull_file(),
+        unpack(job_inputs("stability", hull=hull_file())),
     output:
         L.stability("{run}", "{steps}"),
     log:
@@ -34,4 +31,4 @@ rule stability:
         cfg=hull_view(),
         run=run_view("sample", "relax"),
     script:
-        "../scripts/stability.py"
+        "../scripts/stage.py"

@@ -1,7 +1,6 @@
 rule sample:
     input:
-        ckpt=L.model("{run}"),
-        test=lambda wc: test_pt(wc.run),
+        unpack(job_inputs("sample")),
     output:
         L.sample_shard("{run}", "{steps}", "{shard}"),
     log:
@@ -14,12 +13,12 @@ rule sample:
     params:
         run=run_view("sample"),
     script:
-        "../scripts/sample.py"
+        "../scripts/stage.py"
 
 
 rule gather_samples:
     input:
-        sample_shards,
+        unpack(job_inputs("gather_samples")),
     output:
         L.samples("{run}", "{steps}"),
     log:
@@ -29,4 +28,4 @@ rule gather_samples:
     params:
         export=lambda wc: RUNS[wc.run]["sample"]["export"],
     script:
-        "../scripts/gather.py"
+        "../scripts/stage.py"

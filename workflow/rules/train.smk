@@ -1,6 +1,6 @@
 rule train:
     input:
-        unpack(train_inputs),
+        unpack(job_inputs("train")),
     output:
         ckpt=L.model("{run}"),
     log:
@@ -19,7 +19,7 @@ rule train:
         # resumable Lightning checkpoints live beside model.ckpt, undeclared
         workdir=lambda wc: L.lightning(wc.run),
     script:
-        "../scripts/train.py"
+        "../scripts/stage.py"
 
 
 rule import_reference:
@@ -37,4 +37,4 @@ rule import_reference:
         init=lambda wc: canonical(RUNS[wc.run]["init"]),
         config=lambda wc: canonical({"runs": {wc.run: RUNS[wc.run]}, "download_dir": config["download_dir"]}),
     script:
-        "../scripts/import_reference.py"
+        "../scripts/stage.py"

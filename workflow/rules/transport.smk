@@ -1,8 +1,6 @@
 rule transport_screen:
     input:
-        samples=rules.gather_samples.output[0],
-        relaxed=relax_shards,
-        stability=rules.stability.output[0],
+        unpack(job_inputs("transport_screen")),
     output:
         L.transport_screen("{run}", "{steps}"),
     log:
@@ -16,13 +14,12 @@ rule transport_screen:
         run=run_view("sample", "relax", "transport"),
         protocol=config["metrics"]["protocol"],  # screened: the valid structures, as the DNG metrics count them
     script:
-        "../scripts/transport.py"
+        "../scripts/stage.py"
 
 
 rule transport_md:
     input:
-        screen=rules.transport_screen.output[0],
-        relaxed=relax_shards,
+        unpack(job_inputs("transport_md")),
     output:
         L.transport_md("{run}", "{steps}", "{shard}"),
     log:
@@ -38,14 +35,12 @@ rule transport_md:
         run=run_view("sample", "relax", "transport"),
         trajectories=L.trajectories("{run}", "{steps}"),
     script:
-        "../scripts/transport.py"
+        "../scripts/stage.py"
 
 
 rule transport:
     input:
-        screen=rules.transport_screen.output[0],
-        md=transport_md_shards,
-        relaxed=relax_shards,
+        unpack(job_inputs("transport")),
     output:
         L.transport("{run}", "{steps}"),
     log:
@@ -55,4 +50,4 @@ rule transport:
     params:
         run=run_view("sample", "relax", "transport"),
     script:
-        "../scripts/transport.py"
+        "../scripts/stage.py"
