@@ -374,6 +374,66 @@ DFT_COLUMNS = [
 ]
 
 
+def _dft_corrected(job: dict, s, energy: float) -> tuple[float, str]:
+    """MP2020-corrected total energy of a DFT job (its own U for VASP entries; MP2020 for supplied energies
+    that need it; as given for corrected ones) and the reason where there is none."""
+    from crystalflow_core.materials.dft_outputs import mp2020_process
+
+    if job.get("entry") is not None:
+        return mp2020_process(job["entry"])
+    if job.get("correct") == "mp2020":
+        return mp2020_corrected_energy(s, energy)
+    return energy, ""
+
+
+def _dft_row(job: dict, chg, s_chg, refs: dict, hull) -> tuple[dict, object]:
+    """One DFT job's row and its final structure (None where it has no energy to use)."""
+    from crystalflow_core.materials.dft_outputs import rms_displacement
+    from crystalflow_core.materials.relax import EV_PER_A3_PER_GPA
+
+    sid, rec, s = job["id"], job["rec"], job.get("structure")
+    s = s if s is not None else (job["entry"].structure if job.get("entry") is not None else None)
+    row = {c: np.nan for c in DFT_COLUMNS}
+    row.update(
+        id=sid,
+        source=rec.get("source", ""),
+        status=rec.get("status", ""),
+        reason=rec.get("reason", ""),
+        ionic_steps=rec.get("ionic_steps", np.nan),
+        electronic_converged=rec.get("electronic_converged", np.nan),
+        ionic_converged=rec.get("ionic_converged", np.nan),
+        hull_missing="",
+        hull_suspect=False,
+        hull_entries=0,
+        e_hull_chgnet=float(chg.loc[sid, "e_hull"]) if sid in getattr(chg, "index", ()) else np.nan,
+    )
+    ref = s if s is not None else s_chg
+    row["formula"] = ref.composition.reduced_formula if ref is not None else ""
+    energy = rec.get("energy", np.nan)
+    if s is not None and not np.isfinite(energy) and np.isfinite(rec.get("energy_per_atom", np.nan)):
+        energy = rec["energy_per_atom"] * len(s)
+    if s is None or not np.isfinite(energy) or rec.get("status") in ("crashed", "running", "not_run", "foreign"):
+        return row, None
+    n = len(s)
+    row["energy_per_atom"] = energy / n
+    if rec.get("pstress_kbar"):
+        row["enthalpy_per_atom"] = (energy + rec["pstress_kbar"] / 10 * EV_PER_A3_PER_GPA * s.volume) / n
+    corrected, why = _dft_corrected(job, s, energy)
+    if why:
+        row["reason"] = "; ".join(filter(None, [row["reason"], why]))
+    row["corrected_energy_per_atom"] = corrected / n
+    if np.isfinite(corrected):
+        try:
+            h = hull_columns(s, corrected, refs, hull)
+            row.update(e_form_dft=h["e_form"], e_hull_dft=h["e_hull"], hull_entries=h["hull_entries"])
+            row["hull_suspect"] = h["hull_suspect"]
+        except KeyError as exc:
+            row["hull_missing"] = str(exc).strip("'\"")
+    if s_chg is not None:
+        row["rms_displacement"] = rms_displacement(s_chg, s)
+    return row, s
+
+
 def dft_stability_table(jobs: list[dict], chgnet: pd.DataFrame, relaxed: dict, refs: dict, hull, novelty: list):
     """Per DFT job: convergence, ionic steps, MP2020-corrected energy, E_hull on `hull` beside the CHGNet
     E_hull, RMS displacement from the CHGNet-relaxed structure, unique/new among the DFT structures.
@@ -381,64 +441,10 @@ def dft_stability_table(jobs: list[dict], chgnet: pd.DataFrame, relaxed: dict, r
     Each job: {"id", "rec" (read_job record or supplied energy), "entry" (VASP ComputedStructureEntry or
     None), "structure" (final DFT structure or None), "correct" ("mp2020" for supplied energies that
     need MP2020, "none" for corrected ones)}."""
-    from crystalflow_core.materials.dft_outputs import mp2020_process, rms_displacement
-    from crystalflow_core.materials.relax import EV_PER_A3_PER_GPA
-
     chg = chgnet.set_index("id") if len(chgnet) else chgnet
-    rows, finals = [], []
-    for job in jobs:
-        sid, rec, s = job["id"], job["rec"], job.get("structure")
-        s_chg = relaxed.get(sid)
-        s = s if s is not None else (job["entry"].structure if job.get("entry") is not None else None)
-        row = {c: np.nan for c in DFT_COLUMNS}
-        row.update(
-            id=sid,
-            source=rec.get("source", ""),
-            status=rec.get("status", ""),
-            reason=rec.get("reason", ""),
-            ionic_steps=rec.get("ionic_steps", np.nan),
-            electronic_converged=rec.get("electronic_converged", np.nan),
-            ionic_converged=rec.get("ionic_converged", np.nan),
-            hull_missing="",
-            hull_suspect=False,
-            hull_entries=0,
-            e_hull_chgnet=float(chg.loc[sid, "e_hull"]) if sid in getattr(chg, "index", ()) else np.nan,
-        )
-        ref = s if s is not None else s_chg
-        row["formula"] = ref.composition.reduced_formula if ref is not None else ""
-        energy = rec.get("energy", np.nan)
-        if s is not None and not np.isfinite(energy) and np.isfinite(rec.get("energy_per_atom", np.nan)):
-            energy = rec["energy_per_atom"] * len(s)
-        if s is None or not np.isfinite(energy) or rec.get("status") in ("crashed", "running", "not_run", "foreign"):
-            rows.append(row)
-            finals.append(None)
-            continue
-        n = len(s)
-        row["energy_per_atom"] = energy / n
-        if rec.get("pstress_kbar"):
-            row["enthalpy_per_atom"] = (energy + rec["pstress_kbar"] / 10 * EV_PER_A3_PER_GPA * s.volume) / n
-        if job.get("entry") is not None:
-            corrected, why = mp2020_process(job["entry"])
-        elif job.get("correct") == "mp2020":
-            corrected, why = mp2020_corrected_energy(s, energy)
-        else:
-            corrected, why = energy, ""
-        if why:
-            row["reason"] = "; ".join(filter(None, [row["reason"], why]))
-        row["corrected_energy_per_atom"] = corrected / n
-        if np.isfinite(corrected):
-            try:
-                h = hull_columns(s, corrected, refs, hull)
-                row.update(e_form_dft=h["e_form"], e_hull_dft=h["e_hull"], hull_entries=h["hull_entries"])
-                row["hull_suspect"] = h["hull_suspect"]
-            except KeyError as exc:
-                row["hull_missing"] = str(exc).strip("'\"")
-        if s_chg is not None:
-            row["rms_displacement"] = rms_displacement(s_chg, s)
-        rows.append(row)
-        finals.append(s)
+    rows, finals = zip(*[_dft_row(job, chg, relaxed.get(job["id"]), refs, hull) for job in jobs]) if jobs else ((), ())
     ok = [i for i, s in enumerate(finals) if s is not None]
-    df = pd.DataFrame(rows, columns=DFT_COLUMNS)
+    df = pd.DataFrame(list(rows), columns=DFT_COLUMNS)
     df["unique_dft"] = False
     df["new_dft"] = False
     if ok:

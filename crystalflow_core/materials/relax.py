@@ -154,6 +154,35 @@ def _pressure_gpa(stress_voigt) -> float:
     return float(-np.mean(stress_voigt[:3]) / EV_PER_A3_PER_GPA)
 
 
+def _record_final(rec: dict, atoms, settings: RelaxSettings) -> None:
+    """The relaxed state into `rec`: energy and enthalpy per atom, volume, pressure, the final structure;
+    fragments in vacuum are recorded as unphysical (not converged), whatever the optimiser said."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    n = len(atoms)
+    e, vol = float(atoms.get_potential_energy()), float(atoms.get_volume())
+    rec["energy_per_atom"] = e / n
+    rec["enthalpy_per_atom"] = (e + settings.pressure * EV_PER_A3_PER_GPA * vol) / n
+    rec["volume"] = vol
+    rec["pressure_gpa"] = settings.pressure
+    rec["stress_pressure_gpa"] = _pressure_gpa(atoms.get_stress(voigt=True))
+    final = AseAtomsAdaptor.get_structure(atoms)
+    if not all(np.isfinite([e, vol])):
+        raise FloatingPointError("non-finite energy or volume")
+    gap, axis = vacuum_gap(final)
+    if gap > settings.max_vacuum_gap:  # fragments in vacuum: converged or not, no crystal
+        rec["converged"] = False
+        rec["error"] = (
+            f"unphysical: {gap:.1f} A of vacuum along lattice vector {'abc'[axis]} "
+            f"(> {settings.max_vacuum_gap} A; isolated fragments, not a crystal)"
+        )
+    rec["final"] = {
+        "lattice": final.lattice.matrix.tolist(),
+        "species": [s.specie.symbol for s in final],
+        "frac_coords": final.frac_coords.tolist(),
+    }
+
+
 def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, initial: dict | None = None) -> dict:
     """Relax one pymatgen Structure; returns the record (never raises for CHGNet errors).
 
@@ -190,28 +219,7 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
                 opt.attach(lambda: trace.append(float(atoms.get_potential_energy()) / n))
             rec["converged"] = bool(opt.run(fmax=settings.fmax, steps=settings.steps))
             rec["steps"] = int(opt.nsteps)
-            e = float(atoms.get_potential_energy())
-            vol = float(atoms.get_volume())
-            rec["energy_per_atom"] = e / n
-            rec["enthalpy_per_atom"] = (e + p * vol) / n
-            rec["volume"] = vol
-            rec["pressure_gpa"] = settings.pressure
-            rec["stress_pressure_gpa"] = _pressure_gpa(atoms.get_stress(voigt=True))
-            final = AseAtomsAdaptor.get_structure(atoms)
-            if not all(np.isfinite([e, vol])):
-                raise FloatingPointError("non-finite energy or volume")
-            gap, axis = vacuum_gap(final)
-            if gap > settings.max_vacuum_gap:  # fragments in vacuum: converged or not, no crystal
-                rec["converged"] = False
-                rec["error"] = (
-                    f"unphysical: {gap:.1f} A of vacuum along lattice vector {'abc'[axis]} "
-                    f"(> {settings.max_vacuum_gap} A; isolated fragments, not a crystal)"
-                )
-            rec["final"] = {
-                "lattice": final.lattice.matrix.tolist(),
-                "species": [s.specie.symbol for s in final],
-                "frac_coords": final.frac_coords.tolist(),
-            }
+            _record_final(rec, atoms, settings)
     except _Timeout:
         rec["error"] = f"timeout after {settings.timeout:.0f} s"
         rec["converged"] = False
