@@ -208,6 +208,15 @@ def spacegroup(structure, symprec: float) -> tuple[str, int]:
         return "", 0
 
 
+# what a candidate's relaxation record gives its row
+RELAXATION_COLUMNS = (
+    "initial_energy_per_atom",
+    "initial_enthalpy_per_atom",
+    "energy_per_atom",
+    "enthalpy_per_atom",
+    "initial_stress_pressure_gpa",
+    "stress_pressure_gpa",
+)
 CANDIDATE_COLUMNS = [
     "id",
     "target",
@@ -220,12 +229,7 @@ CANDIDATE_COLUMNS = [
     "error",
     "converged",
     "steps",
-    "initial_energy_per_atom",
-    "initial_enthalpy_per_atom",
-    "energy_per_atom",
-    "enthalpy_per_atom",
-    "initial_stress_pressure_gpa",
-    "stress_pressure_gpa",
+    *RELAXATION_COLUMNS,
     "density",
     "volume_per_atom",
     "spacegroup_loose",
@@ -264,14 +268,7 @@ def candidate_table(targets: list[Target], samples: list[dict], relaxed: list[di
             spacegroup_tight="",
             cluster=-1,
         )
-        for k in (
-            "initial_energy_per_atom",
-            "initial_enthalpy_per_atom",
-            "energy_per_atom",
-            "enthalpy_per_atom",
-            "initial_stress_pressure_gpa",
-            "stress_pressure_gpa",
-        ):
+        for k in RELAXATION_COLUMNS:
             row[k] = r.get(k, np.nan)
         if r.get("final") and not r.get("error"):
             s = structure_from(r["final"])
