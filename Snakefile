@@ -1,5 +1,6 @@
 # CrystalFlow workflow: data -> train -> sample -> CHGNet relax -> VASP inputs / metrics -> tables.
 # Paper settings: config/config.yaml. Quick CPU run: --configfile config/quick.yaml.
+import os
 import sys
 
 from snakemake.utils import min_version
@@ -12,6 +13,14 @@ if not workflow.overwrite_configfiles:
 
 
 from crystalflow_core import config as cfgmod
+
+# a prediction job's compositions file: relative to the working directory, else to the workflow's folder
+for _job in (config.get("predict") or {}).values():
+    _csv = (_job or {}).get("compositions")
+    if _csv and not os.path.isabs(_csv) and not os.path.exists(_csv):
+        _here = os.path.join(workflow.basedir, _csv)
+        if os.path.exists(_here):
+            _job["compositions"] = _here
 
 try:
     config.update(cfgmod.validate(config))
