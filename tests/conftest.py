@@ -18,6 +18,16 @@ def need_data(*rel):
     return [DATA / r for r in rel]
 
 
+def module_settings(**override) -> dict:
+    """The training settings a CrystalFlowModule takes, from the schema's train defaults (tests that build
+    a module by hand)."""
+    from crystalflow_core.config import defaults
+    from crystalflow_core.generative.training import MODULE_TRAIN_KEYS
+
+    train = defaults("train")
+    return {**{k: train[k] for k in MODULE_TRAIN_KEYS}, **override}
+
+
 def rejected_of(cache_path) -> Path:
     """Where the tests keep a split's rejected rows: beside its cache, as the workflow's Layout does."""
     p = Path(cache_path)

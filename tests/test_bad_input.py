@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import rejected_of
+from conftest import module_settings, rejected_of
 
 from crystalflow_core import stages
 from crystalflow_core.config import defaults
@@ -116,7 +116,7 @@ def test_ids_become_safe_unique_folders_and_the_array_script_finds_each(tmp_path
     for n in names.values():
         assert n not in (".", "..") and not n.startswith(".") and len(n) <= 64 and "/" not in n
     out = tmp_path / "vasp"
-    assert emit_vasp_inputs([(i, nacl) for i in ids], out, out / "manifest.csv") == len(ids)
+    assert emit_vasp_inputs([(i, nacl) for i in ids], out, out / "manifest.csv", 0.0) == len(ids)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(
         names.values()
     )  # nothing outside, nothing lost
@@ -160,6 +160,7 @@ def _modules(tmp_path):
                 **dict(hidden=16, layers=1, fourier=4, recip=2, time_dim=16, task=task, conditions=[]),
             },
             atom_count_hist=[0, 1, 1],
+            **module_settings(),
         )
         out[task] = tmp_path / f"{task}.ckpt"
         save_module(m, out[task])

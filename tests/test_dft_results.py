@@ -108,7 +108,7 @@ def test_vasprun_by_hand_agrees_with_pymatgen_and_gives_energy_steps_convergence
     (tmp_path / "vasprun.xml").write_text(vasprun_xml([s, s, s], [-30.0, -30.8, -31.0], [12, 6, 4], ldau={"Fe": 5.3}))
     vr = Vasprun(str(tmp_path / "vasprun.xml"), parse_dos=False, parse_eigen=False, parse_potcar_file=False)
     assert vr.final_energy == pytest.approx(-31.0) and len(vr.ionic_steps) == 3 and vr.run_type == "GGA+U"
-    rec, entry = read_job(tmp_path)
+    rec, entry = read_job(tmp_path, running_minutes=30.0)
     assert rec["status"] == "converged" and rec["source"] == "vasprun.xml"
     assert rec["energy"] == pytest.approx(-31.0) and rec["ionic_steps"] == 3
     assert rec["electronic_converged"] and rec["ionic_converged"]
@@ -118,7 +118,7 @@ def test_vasprun_by_hand_agrees_with_pymatgen_and_gives_energy_steps_convergence
     gz.mkdir()
     with gzip.open(gz / "vasprun.xml.gz", "wt") as fh:
         fh.write((tmp_path / "vasprun.xml").read_text())
-    assert read_job(gz)[0]["energy"] == pytest.approx(-31.0)
+    assert read_job(gz, running_minutes=30.0)[0]["energy"] == pytest.approx(-31.0)
 
 
 def test_unconverged_electronic_or_ionic(tmp_path):
@@ -126,12 +126,12 @@ def test_unconverged_electronic_or_ionic(tmp_path):
     scf = tmp_path / "scf"
     scf.mkdir()
     (scf / "vasprun.xml").write_text(vasprun_xml([s, s], [-30.0, -31.0], [3, 8], nelm=8))  # last SCF hit NELM
-    rec, _ = read_job(scf)
+    rec, _ = read_job(scf, running_minutes=30.0)
     assert rec["status"] == "unconverged" and not rec["electronic_converged"] and rec["ionic_converged"]
     ion = tmp_path / "ion"
     ion.mkdir()
     (ion / "vasprun.xml").write_text(vasprun_xml([s, s], [-30.0, -31.0], [3, 3], nsw=2))  # ran out of NSW
-    rec, _ = read_job(ion)
+    rec, _ = read_job(ion, running_minutes=30.0)
     assert rec["status"] == "unconverged" and rec["electronic_converged"] and not rec["ionic_converged"]
 
 
@@ -150,8 +150,8 @@ def test_truncated_vasprun_is_crashed_or_running_and_empty_folder_not_run(tmp_pa
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "INCAR").write_text("NSW = 99\n")
-    assert read_job(empty)[0]["status"] == "not_run"
-    assert read_job(tmp_path / "absent")[0]["status"] == "not_run"
+    assert read_job(empty, running_minutes=30.0)[0]["status"] == "not_run"
+    assert read_job(tmp_path / "absent", running_minutes=30.0)[0]["status"] == "not_run"
 
 
 OUTCAR_TAIL = """
@@ -174,7 +174,7 @@ def test_outcar_contcar_used_where_vasprun_is_truncated(tmp_path):
     Poscar(s).write_file(tmp_path / "CONTCAR")
     Incar({"NSW": 99, "NELM": 100, "LDAU": True, "LDAUU": [5.3, 0.0], "LDAUL": [2, -1]}).write_file(tmp_path / "INCAR")
     (tmp_path / "POTCAR.spec").write_text("Fe_pv\nO\n")
-    rec, entry = read_job(tmp_path)
+    rec, entry = read_job(tmp_path, running_minutes=30.0)
     assert rec["status"] == "converged" and rec["source"] == "OUTCAR" and rec["ionic_steps"] == 2
     assert rec["energy"] == pytest.approx(-31.2)
     corrected, why = mp2020_process(entry)
@@ -184,14 +184,14 @@ def test_outcar_contcar_used_where_vasprun_is_truncated(tmp_path):
 def test_mp2020_on_an_oxide_with_u_changes_the_energy_by_the_expected_amount(tmp_path):
     s = fe2o3_like()
     (tmp_path / "vasprun.xml").write_text(vasprun_xml([s], [-31.0], [4], ldau={"Fe": 5.3}))
-    _, entry = read_job(tmp_path)
+    _, entry = read_job(tmp_path, running_minutes=30.0)
     corrected, why = mp2020_process(entry)
     # MP2020: -0.687 eV per oxide O, -2.256 eV per Fe in a +U oxide
     assert why == "" and corrected - (-31.0) == pytest.approx(2 * -2.256 + 3 * -0.687, abs=1e-6)
     plain = tmp_path / "noU"
     plain.mkdir()
     (plain / "vasprun.xml").write_text(vasprun_xml([s], [-31.0], [4]))  # an Fe oxide without U: not MP-compatible
-    corrected, why = mp2020_process(read_job(plain)[1])
+    corrected, why = mp2020_process(read_job(plain, running_minutes=30.0)[1])
     assert np.isnan(corrected) and "incompatible" in why
 
 
@@ -289,7 +289,7 @@ def test_outputs_of_another_structure_are_foreign_and_count_in_no_rate(tmp_path,
 
     s = fe2o3_like()
     manifest = tmp_path / "manifest.csv"
-    emit_vasp_inputs([("s42", s)], tmp_path / "vasp", manifest)
+    emit_vasp_inputs([("s42", s)], tmp_path / "vasp", manifest, 0.0)
     row = pd.read_csv(manifest, dtype=str).iloc[0].to_dict()
     folder = tmp_path / "vasp" / row["folder"]
     written = poscar_structure(folder)
@@ -298,25 +298,25 @@ def test_outputs_of_another_structure_are_foreign_and_count_in_no_rate(tmp_path,
     row["nsites"] = int(row["nsites"])
     # the job's own outputs: read as before
     (folder / "vasprun.xml").write_text(vasprun_xml([written, written], [-31.0, -31.2], [4, 4], ldau={"Fe": 5.3}))
-    rec, entry = read_job(folder, expect=row)
+    rec, entry = read_job(folder, expect=row, running_minutes=30.0)
     assert rec["status"] == "converged" and entry is not None
     # a real compound's outputs copied in (NaCl, 8 atoms): foreign, no energy, no entry
     nacl = _rocksalt_8()
     (folder / "vasprun.xml").write_text(vasprun_xml([nacl, nacl], [-27.0, -27.2], [4, 4]))
-    rec, entry = read_job(folder, expect=row)
+    rec, entry = read_job(folder, expect=row, running_minutes=30.0)
     assert rec["status"] == "foreign" and entry is None and "energy" not in rec
     assert "8 atoms, the sample has 5" in rec["reason"] and "composition Na4 Cl4" in rec["reason"]
     # the same composition, but the run started elsewhere (positions moved): foreign too
     moved = written.copy()
     moved.translate_sites([0], [0.1, 0.0, 0.0])
     (folder / "vasprun.xml").write_text(vasprun_xml([moved, moved], [-31.0, -31.2], [4, 4], ldau={"Fe": 5.3}))
-    rec, _ = read_job(folder, expect=row)
+    rec, _ = read_job(folder, expect=row, running_minutes=30.0)
     assert rec["status"] == "foreign" and "did not start from the POSCAR" in rec["reason"]
     # a POSCAR swapped together with its outputs: the hash says it is not the emitted one
     from pymatgen.io.vasp.inputs import Poscar
 
     Poscar(moved).write_file(folder / "POSCAR")
-    rec, _ = read_job(folder, expect=row)
+    rec, _ = read_job(folder, expect=row, running_minutes=30.0)
     assert rec["status"] == "foreign" and "POSCAR is not the one emitted" in rec["reason"]
     # the table and the metrics row: no energy, no E_hull, in no rate
     jobs = [{"id": "s42", "rec": rec, "entry": None, "structure": None}]
@@ -332,12 +332,12 @@ def test_outcar_fallback_checks_the_contcar_composition(tmp_path):
 
     from crystalflow_core.materials.dft_inputs import emit_vasp_inputs
 
-    emit_vasp_inputs([("a", fe2o3_like())], tmp_path / "vasp", tmp_path / "m.csv")
+    emit_vasp_inputs([("a", fe2o3_like())], tmp_path / "vasp", tmp_path / "m.csv", 0.0)
     row = pd.read_csv(tmp_path / "m.csv", dtype={"composition": str}).iloc[0].to_dict()
     folder = tmp_path / "vasp" / row["folder"]
     (folder / "OUTCAR").write_text(" vasp.6.3.2\n   NIONS =       8\n" + OUTCAR_TAIL)
     Poscar(_rocksalt_8()).write_file(folder / "CONTCAR")  # another job's final structure
-    rec, entry = read_job(folder, expect=row)
+    rec, entry = read_job(folder, expect=row, running_minutes=30.0)
     assert rec["status"] == "foreign" and entry is None and "8 atoms, the sample has 5" in rec["reason"]
 
 
@@ -347,16 +347,16 @@ def test_re_emitting_another_structure_moves_old_outputs_aside(tmp_path, caplog)
     from crystalflow_core.materials.dft_inputs import emit_vasp_inputs
 
     out, manifest = tmp_path / "vasp", tmp_path / "m.csv"
-    emit_vasp_inputs([("s0", fe2o3_like())], out, manifest)
+    emit_vasp_inputs([("s0", fe2o3_like())], out, manifest, 0.0)
     folder = out / pd.read_csv(manifest).loc[0, "folder"]
     (folder / "vasprun.xml").write_text("<modeling>old run</modeling>")
     (folder / "OUTCAR").write_text("old")
-    emit_vasp_inputs([("s0", fe2o3_like())], out, manifest)  # the same structure again: outputs stay
+    emit_vasp_inputs([("s0", fe2o3_like())], out, manifest, 0.0)  # the same structure again: outputs stay
     assert (folder / "vasprun.xml").exists() and not list(folder.glob("replaced-*"))
     other = fe2o3_like()
     other.translate_sites([2], [0.05, 0.0, 0.0])  # a new sampling's s0
     with caplog.at_level(logging.WARNING):
-        emit_vasp_inputs([("s0", other)], out, manifest)
+        emit_vasp_inputs([("s0", other)], out, manifest, 0.0)
     assert not (folder / "vasprun.xml").exists() and not (folder / "OUTCAR").exists()
     assert (folder / "replaced-1" / "vasprun.xml").read_text() == "<modeling>old run</modeling>"
     assert (folder / "replaced-1" / "POSCAR").exists() and (folder / "POSCAR").exists()

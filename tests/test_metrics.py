@@ -6,6 +6,8 @@ from scipy.spatial.transform import Rotation
 from crystalflow_core.evaluation import metrics as M
 from crystalflow_core.materials.hull import LocalHull
 
+CSP_TOL = {"stol": 0.5, "ltol": 0.3, "angle_tol": 10.0}  # the CSP matcher tolerances (the schema's)
+
 
 def _rotated_permuted_translated(s):
     rot = Rotation.from_euler("xyz", [20, 35, -50], degrees=True).as_matrix()
@@ -17,11 +19,11 @@ def _rotated_permuted_translated(s):
 
 def test_ground_truth_matches_itself_and_transformed_copies(nacl, silicon):
     gts = [nacl, silicon]
-    table = M.csp_rms_table(gts, [[nacl], [silicon]], workers=1)
-    s = M.csp_summary(table, 1)
+    table = M.csp_rms_table(gts, [[nacl], [silicon]], workers=1, protocol="crystalflow", **CSP_TOL)
+    s = M.csp_summary(table, 1, stol=0.5)
     assert s["match_rate_pct"] == 100.0 and s["rmse_norm"] == pytest.approx(0.0, abs=1e-6)
     moved = [_rotated_permuted_translated(g) for g in gts]
-    s2 = M.csp_summary(M.csp_rms_table(gts, [[m] for m in moved], workers=1), 1)
+    s2 = M.csp_summary(M.csp_rms_table(gts, [[m] for m in moved], workers=1, protocol="crystalflow", **CSP_TOL), 1, 0.5)
     assert s2["match_rate_pct"] == 100.0 and s2["rmse_norm"] < 1e-6
 
 
@@ -29,36 +31,38 @@ def test_other_polymorph_and_invalid_candidate_do_not_match(nacl):
     # CsCl-type NaCl is a different polymorph of the same composition
     cscl = Structure(Lattice.cubic(3.3), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     squashed = Structure(nacl.lattice, nacl.species, nacl.frac_coords * 0.02)  # atoms on top of each other
-    table = M.csp_rms_table([nacl], [[cscl, squashed, None]], workers=1)
+    table = M.csp_rms_table([nacl], [[cscl, squashed, None]], workers=1, protocol="crystalflow", **CSP_TOL)
     assert table == [[None, None, None]]
-    s = M.csp_summary(table, 3)
+    s = M.csp_summary(table, 3, stol=0.5)
     assert s["match_rate_pct"] == 0.0 and s["rmse_all_norm"] == 0.5
 
 
 def test_best_of_k_and_rmse_all_hand_computed():
     table = [[None, 0.2, 0.1], [0.3, None, None], [None, None, None], [None, None, 0.05]]
-    s1 = M.csp_summary(table, 1)
+    s1 = M.csp_summary(table, 1, stol=0.5)
     assert s1["match_rate_pct"] == 25.0 and s1["rmse_norm"] == pytest.approx(0.3)
     assert s1["rmse_all_norm"] == pytest.approx((0.5 + 0.3 + 0.5 + 0.5) / 4)
-    s3 = M.csp_summary(table, 3)
+    s3 = M.csp_summary(table, 3, stol=0.5)
     assert s3["match_rate_pct"] == 75.0 and s3["rmse_norm"] == pytest.approx((0.1 + 0.3 + 0.05) / 3)
 
 
 def test_structural_validity(nacl):
-    assert M.structure_valid(nacl)
+    assert M.structure_valid(nacl, protocol="diffcsp")
     close = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.06, 0, 0]])  # 0.3 A contact
-    assert not M.structure_valid(close)
-    assert not M.structure_valid(None)
+    assert not M.structure_valid(close, protocol="diffcsp")
+    assert not M.structure_valid(None, protocol="diffcsp")
 
 
 def test_smact_validity():
-    assert M.smact_valid(["Na", "Cl"], [1, 1])
-    assert not M.smact_valid(["Na", "Cl"], [1, 2])
-    assert M.smact_valid(["Fe", "O"], [2, 3])
-    assert M.smact_valid(["Cu", "Zn"], [1, 1])  # all-metal alloy
-    assert M.smact_valid(["C"], [8])
+    assert M.smact_valid(["Na", "Cl"], [1, 1], protocol="diffcsp")
+    assert not M.smact_valid(["Na", "Cl"], [1, 2], protocol="diffcsp")
+    assert M.smact_valid(["Fe", "O"], [2, 3], protocol="diffcsp")
+    assert M.smact_valid(["Cu", "Zn"], [1, 1], protocol="diffcsp")  # all-metal alloy
+    assert M.smact_valid(["C"], [8], protocol="diffcsp")
     assert (
-        M.composition_valid(Structure(Lattice.cubic(5), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0]]))
+        M.composition_valid(
+            Structure(Lattice.cubic(5), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0]]), "diffcsp"
+        )
         is False
     )
 
@@ -76,7 +80,7 @@ def test_coverage_hand_made():
     ref_c = np.array([[0.0], [2.0]])
     gen_s = np.array([[0.1, 0.0], [5.0, 5.0]])
     gen_c = np.array([[0.0], [0.0]])
-    cov = M.coverage(gen_s, gen_c, ref_s, ref_c, 0.4, 10.0)
+    cov = M.coverage(gen_s, gen_c, ref_s, ref_c, 0.4, 10.0, protocol="diffcsp")
     assert cov["cov_recall_pct"] == 50.0  # first reference covered, second has no structure within 0.4
     assert cov["cov_precision_pct"] == 50.0
 
@@ -175,10 +179,12 @@ def test_smact_fast_search_equals_brute_force():
         n = int(rng.integers(2, 5))
         syms = list(rng.choice(pool, n, replace=False))
         counts = [int(c) for c in rng.integers(1, 7, n)]
-        assert M.smact_valid(syms, counts) == brute(syms, counts), (syms, counts)
+        assert M.smact_valid(syms, counts, protocol="diffcsp") == brute(syms, counts), (syms, counts)
     # eleven elements: the brute-force product has millions of combinations; the search answers
     assert M.smact_valid(
-        ["K", "Sr", "Ca", "Sm", "Y", "Cd", "Sn", "Ge", "H", "S", "O"], [1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 3]
+        ["K", "Sr", "Ca", "Sm", "Y", "Cd", "Sn", "Ge", "H", "S", "O"],
+        [1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 3],
+        protocol="diffcsp",
     ) in (True, False)
 
 
@@ -295,9 +301,9 @@ def test_matcher_blocks_give_the_same_rms(monkeypatch):
     from crystalflow_core.evaluation import matcher
 
     cases = [(matcher.reduce_structure(c), matcher.reduce_structure(g)) for c, g in _matcher_cases()[:40]]
-    whole = [matcher.rms_dist(c, g) for c, g in cases]
+    whole = [matcher.rms_dist(c, g, 0.5, 0.3, 10.0) for c, g in cases]
     monkeypatch.setattr(matcher, "_CHUNK", 50)
-    assert [matcher.rms_dist(c, g) for c, g in cases] == whole
+    assert [matcher.rms_dist(c, g, 0.5, 0.3, 10.0) for c, g in cases] == whole
     assert sum(w is not None for w in whole) > 10
 
 
@@ -380,8 +386,8 @@ def test_csp_matching_protocols_differ_on_invalid_candidates():
     # gate on validity; under diffcsp neither the candidate nor the target may match
     s = Structure(Lattice.cubic(5.0), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0]])
     assert not M.composition_valid(s, protocol="crystalflow")
-    cf = M.csp_rms_table([s], [[s.copy()]], workers=1, protocol="crystalflow")
-    dc = M.csp_rms_table([s], [[s.copy()]], workers=1, protocol="diffcsp")
+    cf = M.csp_rms_table([s], [[s.copy()]], workers=1, protocol="crystalflow", **CSP_TOL)
+    dc = M.csp_rms_table([s], [[s.copy()]], workers=1, protocol="diffcsp", **CSP_TOL)
     assert cf[0][0] == pytest.approx(0.0, abs=1e-6) and dc[0][0] is None
 
 

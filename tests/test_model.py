@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import module_settings
 from scipy.spatial.transform import Rotation
 
 from crystalflow_core.config import defaults
@@ -116,9 +117,11 @@ def test_torus_velocity_hand_computed_wrap_around():
     assert torch.allclose(wrap(f0 + 0.5 * torus_velocity(f0, f1)), torch.tensor([[0.0, 0.0, 0.5]]), atol=1e-6)
     # endpoints of the path
     k1 = torch.randn(1, 6)
-    tg = interpolate(k1, f1, torch.tensor([0]), t=torch.tensor([1.0]))
+    tg = interpolate(k1, f1, torch.tensor([0]), t=torch.tensor([1.0]), k_sigma=0.1)
     assert torch.allclose(tg.f_t, f1, atol=1e-6) and torch.allclose(tg.k_t, k1, atol=1e-6)
-    tg0 = interpolate(k1, f1, torch.tensor([0]), t=torch.tensor([0.0]), generator=torch.Generator().manual_seed(0))
+    tg0 = interpolate(
+        k1, f1, torch.tensor([0]), t=torch.tensor([0.0]), generator=torch.Generator().manual_seed(0), k_sigma=0.1
+    )
     assert torch.allclose(tg0.k_t + tg0.u_k, k1, atol=1e-6)
 
 
@@ -144,7 +147,7 @@ def _module(task="csp", conditions=()):
         },
         scalers={c: (-1.0, 1.0) for c in conditions},
         atom_count_hist=[0, 1, 2, 1],
-        cond_drop=0.2,
+        **module_settings(cond_drop=0.2),
     )
 
 
@@ -167,8 +170,10 @@ def test_overfit_one_small_batch_loss_decreases():
     losses = []
     for _ in range(120):
         g = Graph.build(batch["num_atoms"])
-        tg = interpolate(batch["k"], batch["frac_coords"], g.node_crystal)
-        loss = flow_loss(m.velocity(tg.t, batch["atom_types"], tg.f_t, tg.k_t, batch["num_atoms"], graph=g), tg)["loss"]
+        tg = interpolate(batch["k"], batch["frac_coords"], g.node_crystal, k_sigma=0.1)
+        loss = flow_loss(
+            m.velocity(tg.t, batch["atom_types"], tg.f_t, tg.k_t, batch["num_atoms"], graph=g), tg, (1.0, 10.0, 10.0)
+        )["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

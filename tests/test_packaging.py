@@ -25,7 +25,9 @@ def test_wheel_installed_into_a_folder_validates_the_quick_config(tmp_path):
     code = (
         "import yaml, crystalflow_core, crystalflow_core.config as c\n"
         f"assert crystalflow_core.__file__.startswith({str(target)!r}), crystalflow_core.__file__\n"
-        f"cfg = c.validate(yaml.safe_load(open({str(REPO / 'config/quick.yaml')!r})), mirror_check=False)\n"
+        f"raw = yaml.safe_load(open({str(REPO / 'config/quick.yaml')!r}))\n"
+        f"raw['predict']['known']['compositions'] = {str(REPO / 'config/predict_known.csv')!r}\n"
+        "cfg = c.validate(raw, mirror_check=False)\n"
         "print(sorted(cfg['runs']), cfg['runs']['mp20_csp']['sample']['method'])\n"
         "from crystalflow_core.evaluation.metrics import cdvae_comp_scaler\n"
         "print(len(cdvae_comp_scaler()[0]))\n"

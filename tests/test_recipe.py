@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, module_settings
 
 from crystalflow_core import config as cfgmod
 from crystalflow_core.config import defaults
@@ -118,7 +118,7 @@ def _tiny(**hp):
             **dict(hidden=8, layers=1, fourier=2, recip=0, time_dim=8, task="csp", conditions=[]),
         },
         atom_count_hist=[0, 1, 1],
-        **hp,
+        **module_settings(**hp),
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 import yaml
-from conftest import DATA, REPO, need_data
+from conftest import DATA, REPO, need_data, rejected_of
 
 from crystalflow_core.config import defaults
 from crystalflow_core.crystals.elements import decode_types
@@ -291,7 +291,7 @@ def test_conditional_import_carries_scalers_and_guided_sampling_runs(tmp_path):
     _save_fixture_ckpt(d, ck)
     _write_scalers(sc, {"formation_energy_per_atom": (-1.5, 1.25)})
     train_pt = tmp_path / "val.pt"
-    stages.prepare(cfg, "mp_20", "val", str(train_pt), 1)
+    stages.prepare(cfg, "mp_20", "val", str(train_pt), str(rejected_of(train_pt)), 1)
     out = tmp_path / "results/runs/eform/model.ckpt"
     with pytest.raises(ValueError, match="prop_scalers"):
         stages.import_checkpoint(cfg, "eform", str(ck), str(out), train_pt=str(train_pt))

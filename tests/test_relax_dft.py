@@ -145,7 +145,7 @@ def test_vasp_folders_parse_back(tmp_path, nacl):
     from crystalflow_core.materials.dft_inputs import emit_vasp_inputs
 
     n = emit_vasp_inputs(
-        [("a#0", nacl), ("b", nacl.get_primitive_structure())], tmp_path / "v", tmp_path / "v" / "m.csv"
+        [("a#0", nacl), ("b", nacl.get_primitive_structure())], tmp_path / "v", tmp_path / "v" / "m.csv", 0.0
     )
     assert n == 2
     man = pd.read_csv(tmp_path / "v" / "m.csv")

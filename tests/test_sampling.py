@@ -3,6 +3,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import module_settings
 
 from crystalflow_core.config import defaults
 from crystalflow_core.crystals.elements import TABLE_Z
@@ -104,6 +105,7 @@ def _module(task, conditions=()):
         },
         scalers={c: (-1.5, 1.0) for c in conditions},
         atom_count_hist=[0, 2, 5, 0, 3],
+        **module_settings(),
     )
 
 
