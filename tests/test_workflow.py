@@ -201,11 +201,14 @@ def test_kill_of_whole_workflow_then_rerun_incomplete_gives_same_tables(tiny_run
 def test_split_missing_from_the_mirror_is_downloaded_by_one_local_job(tmp_path):
     """A split the mirror lacks comes from its URL (here a file:// URL with its sha256) through the local
     download rule; the prepare job reads the downloaded file and downloads nothing itself."""
+    import shutil
+
     from crystalflow_core.io import sha256_file
 
-    (src,) = need_data("mp_20/val.csv.gz")
+    src, _ = need_data("mp_20/val.csv.gz", "mp_20/test.csv.gz")
     mirror = tmp_path / "mirror"
-    mirror.mkdir()
+    (mirror / "mp_20").mkdir(parents=True)
+    shutil.copy(DATA / "mp_20/test.csv.gz", mirror / "mp_20/test.csv.gz")  # the mirror lacks only val
     cfg = tiny_config(
         tmp_path,
         **{
@@ -289,10 +292,11 @@ def test_cluster_generic_submission(tmp_path):
     )
     lines = (tmp_path / target).read_text().splitlines()
     assert len(lines) == 20
-    # every job went through the submit command: prepare val + test, train, 2 sample shards, gather
+    # every job but the local ones went through the submit command: prepare val + test, train, 2 sample
+    # shards (gathering the shards runs on the submitting node)
     scripts = [p.read_text() for p in (tmp_path / "submitted").iterdir()]
     rules = sorted(re.search(r"\"rule\": \"(\w+)\"", s).group(1) for s in scripts)
-    assert rules == ["gather_samples", "prepare", "prepare", "sample", "sample", "train"], rules
+    assert rules == ["prepare", "prepare", "sample", "sample", "train"], rules
 
 
 @pytest.mark.parametrize(

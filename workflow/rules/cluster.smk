@@ -79,19 +79,19 @@ def _placement(rule_name: str, gpu_capable: bool):
     return partition
 
 
-for _rule in workflow.rules:
-    if _rule.name in workflow._localrules:
+for _r in workflow.rules:
+    if _r.name in workflow._localrules:
         continue
-    _gpu_capable = _rule.name in ("train", "sample", "predict_sample")
+    _gpu_capable = _r.name in ("train", "sample", "predict_sample")
     if _gpu_capable:
-        _rule.resources["gpu"] = lambda wc, _n=_rule.name: gpus(wc, _n)
+        _r.resources["gpu"] = lambda wc, _n=_r.name: gpus(wc, _n)
     if CLUSTER["partition"] or (_gpu_capable and CLUSTER["gpu_partition"]):
-        _rule.resources["slurm_partition"] = _placement(_rule.name, _gpu_capable)
+        _r.resources["slurm_partition"] = _placement(_r.name, _gpu_capable)
     if CLUSTER["account"]:
-        _rule.resources["slurm_account"] = CLUSTER["account"]
+        _r.resources["slurm_account"] = CLUSTER["account"]
     if CLUSTER["qos"]:
-        _rule.resources["qos"] = CLUSTER["qos"]
-    if _rule.name in ("relax", "predict_relax"):
-        _rule.resources["runtime"] = relax_runtime(_rule.name)
-    if _rule.name in ("relax", "predict_relax", "transport_md", "transport_screen"):
-        _rule.resources["mem_mb"] = worker_mem
+        _r.resources["qos"] = CLUSTER["qos"]
+    if _r.name in ("relax", "predict_relax"):
+        _r.resources["runtime"] = relax_runtime(_r.name)
+    if _r.name in ("relax", "predict_relax", "transport_md", "transport_screen"):
+        _r.resources["mem_mb"] = worker_mem

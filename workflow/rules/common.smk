@@ -19,7 +19,7 @@ PREDICT = config["predict"]  # structure-prediction jobs
 
 
 def _downloads():
-    """(group, file name) -> source of every file the download rule may fetch: the dataset splits and
+    """(group, file name) -> source of every file the `download` job may fetch: the dataset splits and
     the Matbench Discovery hull."""
     out = {}
     sources = [split_source(config, d, s) for d, ds in config["datasets"].items() for s in ds["splits"]]
@@ -61,7 +61,7 @@ wildcard_constraints:
 
 
 def job_inputs(rule, **extra):
-    """Input function of a rule whose stage is in the registry: what its job reads, plus `extra`
+    """Input function from the stage registry: what a job of `rule` reads, plus `extra`
     (input functions of files that only trigger a rerun, such as the hull or VASP outputs)."""
 
     def f(wildcards):

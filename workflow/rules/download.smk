@@ -11,8 +11,10 @@ rule download:
         dl_group="[^/]+",
         dl_file="[^/]+",
     localrule: True
+    conda:
+        "../../envs/workflow.yaml"
     params:
         source=lambda wc: DOWNLOADS[(wc.dl_group, wc.dl_file)],
-        download_dir=config["download_dir"],
+        download_dir=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),
     script:
         "../scripts/download.py"
