@@ -15,7 +15,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
 fi
 host=$(hostname -s)
-cpus=$(nproc)
+cpus=$(getconf _NPROCESSORS_ONLN)  # not nproc: it follows OMP_NUM_THREADS
 mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048 ))
 mkdir -p "$STATE"/spool "$STATE"/state "$STATE"/log /etc/slurm /etc/munge /run/munge /var/log/munge /var/lib/munge
 if [ ! -s /etc/munge/munge.key ]; then
@@ -52,8 +52,12 @@ SlurmdTimeout=30
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
-pgrep -x slurmctld >/dev/null || slurmctld
-pgrep -x slurmd >/dev/null || slurmd
+# (re)start with this configuration
+pkill -x slurmd 2>/dev/null || true
+pkill -x slurmctld 2>/dev/null || true
+sleep 1
+slurmctld
+slurmd
 for _ in $(seq 1 60); do
   state=$(sinfo -h -o %t 2>/dev/null | head -1 || true)
   if [ "$state" = "idle" ] || [ "$state" = "mix" ]; then
