@@ -64,7 +64,8 @@ def test_profile_runs_the_tiny_workflow_on_slurm(slurm, tiny_run, tmp_path):
     want = {"prepare", "train", "sample", "relax", "stability", "metrics", "test_fingerprints", "transport_screen"}
     want |= {"transport_md", "transport", "predict_sample", "predict_relax", "predict_rank"}
     assert want <= set(ran), want - set(ran)
-    assert len(ran["sample"]) == 4 and len(ran["prepare"]) == 2  # 2 shards x 2 sampling points; val + test
+    # CSP: 2 shards x 2 sampling points, DNG: 1 shard; prepare val + test
+    assert len(ran["sample"]) == 5 and len(ran["prepare"]) == 2
     ids = [i for v in ran.values() for i in v]
     assert len(ids) == len(set(ids))
     # the same numbers as the local run
