@@ -178,8 +178,8 @@ def job_targets(cfg: dict, name: str, job: dict) -> list[Target]:
 
 
 def candidate_items(targets: list[Target], n_candidates: int, pressure_condition: bool) -> list[dict]:
-    """The sampler's items: n_candidates per target, ids `{target}#{i}`, the pressure as the condition
-    of a pressure-conditioned model."""
+    """The sampler's items: n_candidates per target, ids `{target}#{i}`, each with its target's pressure
+    (`pressure_gpa`, the relaxation's) and, for a pressure-conditioned model, that pressure as the condition."""
     items = []
     for t in targets:
         for c in range(n_candidates):
@@ -189,6 +189,7 @@ def candidate_items(targets: list[Target], n_candidates: int, pressure_condition
                 "candidate": c,
                 "num_atoms": t.n_atoms,
                 "atom_types": list(t.species),
+                "pressure_gpa": t.pressure_gpa,
             }
             if pressure_condition:
                 it["condition"] = {"pressure": t.pressure_gpa}

@@ -37,6 +37,7 @@ from crystalflow_core.materials.prediction import (
 from crystalflow_core.materials.relax import RelaxSettings
 from crystalflow_core.stages.common import ensure_writable, require, use_threads
 from crystalflow_core.stages.relax import relax_key, relax_records
+from crystalflow_core.stages.sample import records_made_as
 
 log = logging.getLogger("crystalflow")
 
@@ -66,14 +67,6 @@ def _provenance(model_sha: str, settings: SampleSettings, items: list[dict]) -> 
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
-def shard_is_current(path, key: str) -> bool:
-    try:
-        recs = read_jsonl(path) if Path(path).exists() else []
-    except Exception:
-        return False
-    return bool(recs) and all(r.get("provenance") == key for r in recs)
-
-
 def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shards: int, out: str, threads: int = 0):
     """One shard of the job's candidates, sampled from the CSP model at `ckpt`."""
     require(ckpt)
@@ -96,13 +89,10 @@ def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shard
                 t.n_atoms,
                 largest,
             )
-    items = candidate_items(targets, job["n_candidates"], "pressure" in sampler.conditions)
-    for it, t in zip(items, (t for t in targets for _ in range(job["n_candidates"]))):
-        it["pressure_gpa"] = t.pressure_gpa
-    items = shard_slice(items, shard, shards)
+    items = shard_slice(candidate_items(targets, job["n_candidates"], "pressure" in sampler.conditions), shard, shards)
     settings = sample_settings(cfg, job)
     key = _provenance(sha256_file(ckpt), settings, items)
-    if shard_is_current(out, key):
+    if records_made_as(out, key):
         log.info("%s is current (same model, settings and candidates): kept", out)
         return
     recs = sampler.generate(items, settings, shard=shard)

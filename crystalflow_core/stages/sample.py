@@ -96,9 +96,13 @@ def shard_is_current(path, run: dict, ckpt: str, steps: int | str, shard: int, s
     """True when an existing shard was made from this checkpoint with these settings (else rebuild it)."""
     if not Path(path).exists() or not Path(ckpt).exists():
         return False
-    key = sample_provenance(run, sha256_file(ckpt), steps, shard, shards)["key"]
+    return records_made_as(path, sample_provenance(run, sha256_file(ckpt), steps, shard, shards)["key"])
+
+
+def records_made_as(path, key: str) -> bool:
+    """`path` holds records, every one with provenance `key` (a missing or damaged file holds none)."""
     try:
-        recs = read_jsonl(path)
+        recs = read_jsonl(path) if Path(path).exists() else []
     except DamagedFileError:
         return False
     return bool(recs) and all(r.get("provenance") == key for r in recs)

@@ -2,13 +2,13 @@
 import os
 from pathlib import Path
 
-from crystalflow_core.config import canonical, dataset_tag, pressure_relax, stability_relax, transport_screen
+from crystalflow_core.config import canonical, dataset_tag, stability_relax, transport_screen
 from crystalflow_core.crystals.data import download_path, local_source
 from crystalflow_core.layout import Layout
 from crystalflow_core.stages.registry import Job, inputs
 from crystalflow_core.stages.data import split_source
 from crystalflow_core.materials.hull import hull_source
-from crystalflow_core.generative.sampling import POINT_PATTERN, parse_point, sampling_points
+from crystalflow_core.generative.sampling import POINT_PATTERN, sampling_points
 
 L = Layout(config["results"])  # every results path; rules pass wildcards ("{run}") as arguments
 RUNS = config["runs"]
