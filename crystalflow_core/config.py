@@ -100,6 +100,7 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
         if t["recipe"] == "paper":
             extra = [k for k in ("ema_decay", "warmup_steps", "ot_pairing") if t[k]]
             extra += ["lr_schedule"] if t["lr_schedule"] != "plateau" else []
+            extra += [f"precision {t['precision']}"] if t["precision"] != "fp32" else []
             if extra:
                 raise ConfigError(
                     f"config error at 'runs/{name}/train': recipe 'paper' keeps the authors' recipe, but "

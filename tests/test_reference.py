@@ -81,7 +81,7 @@ def test_sampler_reproduces_reference_trajectory(name):
     g = Graph.build(inp["num_atoms"])
     dng = net.cfg.task == "dng"
     w = tr["guidance"] if tr["guidance"] is not None else 1.0
-    v = guided_velocity(net, None if dng else inp["types"], inp["num_atoms"], inp["conditions"] or None, w, g)
+    v = guided_velocity(net, None if dng else inp["types"], inp["num_atoms"], inp["conditions"] or None, w, g, "fp32")
     a0 = inp["types"] if dng else None
     run = lambda vel, slope: integrate(  # noqa: E731
         vel, inp["k"], inp["frac_coords"], a0, tr["steps"], "euler", slope, 0.0, ("f",), "uniform", 2.0

@@ -50,13 +50,16 @@ class MetricSettings:
 
 def made_from(recs: list[dict]) -> dict:
     """Provenance columns of a metrics row: the checkpoint(s) the samples came from, the code version,
-    and how they were integrated (method, velocity evaluations per sample)."""
+    how they were integrated (method, velocity evaluations per sample, the network's precision) and
+    the precision the model was trained at."""
     joined = lambda key: ";".join(sorted({str(r.get(key, "unrecorded")) for r in recs})) or "none"  # noqa: E731
     return {
         "model_sha256": joined("model_sha256"),
         "code_version": __version__,
         "method": joined("method"),
         "nfe": joined("nfe"),
+        "precision": joined("precision"),
+        "train_precision": joined("train_precision"),
     }
 
 

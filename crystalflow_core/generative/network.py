@@ -24,6 +24,11 @@ Two implementations share the same weights:
     the reciprocal terms as products of the per-axis terms, with no per-edge transcendentals;
   - the per-edge products of all layers run as one matrix product.
 Both give the same outputs to float32 round-off (tests/test_model.py).
+
+Under bf16 autocast (`precision.py`) the matrix products and the per-edge messages run in bf16 while
+what bf16 would spoil stays fp32: the Fourier/reciprocal and time-embedding arguments and their
+sin/cos (`fp32_region`), the residual stream h and its LayerNorms, the sums of messages over
+neighbours, and the outputs (so the ODE state and the loss see fp32).
 """
 
 from __future__ import annotations
@@ -64,9 +69,20 @@ class ModelConfig:
         return 6 * self.fourier + 2 * self.recip**3
 
 
+def fp32_region(x: torch.Tensor):
+    """Autocast off: arguments of sin/cos (up to 2 pi (F - 1) for the Fourier features) lose their
+    fractional part in bf16, so they and their features are computed in fp32."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def sinusoidal_time(t: torch.Tensor, dim: int) -> torch.Tensor:
     """The authors' time embedding: t in [0, 1] as it is, half = dim // 2 frequencies
-    exp(-ln(10000) i / (half - 1)), i = 0..half-1, embedding [sin(t f), cos(t f)]."""
+    exp(-ln(10000) i / (half - 1)), i = 0..half-1, embedding [sin(t f), cos(t f)] (fp32 always)."""
+    with fp32_region(t):
+        return _sinusoidal_time(t.to(torch.promote_types(t.dtype, torch.float32)), dim)
+
+
+def _sinusoidal_time(t: torch.Tensor, dim: int) -> torch.Tensor:
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=t.dtype) / (half - 1))
     arg = t[:, None] * freqs[None, :]
@@ -188,10 +204,11 @@ class CSPLayer(nn.Module):
     def forward_plain(self, h, frac, k, g: Graph):
         hn = self.ln(h)
         d = frac[g.ej] - frac[g.ei]
-        phi = fourier_recip_features_plain(d, self.cfg.fourier, self.cfg.recip)
+        with fp32_region(d):
+            phi = fourier_recip_features_plain(d, self.cfg.fourier, self.cfg.recip)
         x = torch.cat([hn[g.ei], hn[g.ej], phi, k[g.node_crystal[g.ei]]], dim=1)
         m = F.silu(self.edge2(F.silu(self.edge1(x))))
-        agg = torch.zeros_like(h).index_add_(0, g.ei, m) / g.num_atoms[g.node_crystal][:, None]
+        agg = torch.zeros_like(h).index_add_(0, g.ei, m.to(h.dtype)) / g.num_atoms[g.node_crystal][:, None]
         return self._node_update(h, hn, agg)
 
     def phi_weights(self):
@@ -207,11 +224,11 @@ class CSPLayer(nn.Module):
         u = hn @ w[:, :hid].T + (k @ w[:, self.k_start : self.k_start + 6].T + self.edge1.bias)[g.node_crystal]
         v = hn @ w[:, hid : 2 * hid].T
         pi, pj = g.pi, g.pj
-        z = torch.cat([u[pi] + v[pj] + (pc + ps), u[pj] + v[pi] + (pc - ps), u + v + c0], 0)
+        z = torch.cat([u[pi] + v[pj] + (pc + ps), u[pj] + v[pi] + (pc - ps), u + v + c0.to(u.dtype)], 0)
         inplace = not torch.is_grad_enabled()  # sampling: no autograd graph, reuse the buffers
         m = F.silu(self.edge2(F.silu(z, inplace=inplace)), inplace=inplace)
         tgt = torch.cat([pi, pj, torch.arange(h.shape[0], device=h.device)])
-        agg = torch.zeros_like(h).index_add_(0, tgt, m) / g.num_atoms[g.node_crystal][:, None]
+        agg = torch.zeros_like(h).index_add_(0, tgt, m.to(h.dtype)) / g.num_atoms[g.node_crystal][:, None]
         return self._node_update(h, hn, agg)
 
 
@@ -257,7 +274,9 @@ class CSPNet(nn.Module):
         nc = g.node_crystal
         b = num_atoms.numel()
         h = self.type_emb(types - 1) if self.cfg.task == "csp" else self.type_emb(types)
-        h = self.input(torch.cat([h, sinusoidal_time(t, self.cfg.time_dim)[nc]], dim=1))
+        # the residual stream stays fp32 (bf16 products add into it)
+        wide = self.input.weight.dtype  # the weights' dtype: fp32 under autocast too
+        h = self.input(torch.cat([h, sinusoidal_time(t, self.cfg.time_dim)[nc]], dim=1)).to(wide)
         c = self.condition_vector(cond, b, h.dtype)
         gate = None
         if c is not None and cond_mask is not None:
@@ -270,8 +289,8 @@ class CSPNet(nn.Module):
             return h + (e if gate is None else e * gate)[nc]
 
         if self.cfg.fast:
-            with torch.no_grad():
-                fc, fs = pair_features_fast(frac, g.pi, g.pj, self.cfg.fourier, self.cfg.recip)
+            with torch.no_grad(), fp32_region(frac):
+                fc, fs = pair_features_fast(frac.to(wide), g.pi, g.pj, self.cfg.fourier, self.cfg.recip)
             wc, ws = zip(*[layer.phi_weights() for layer in self.layers])
             hid = self.cfg.hidden
             # (P, L*H): one product for all layers; split (not sliced) so that the backward pass
@@ -286,7 +305,7 @@ class CSPNet(nn.Module):
         h = self.final_ln(h)
         pooled = torch.zeros(b, h.shape[1], device=h.device, dtype=h.dtype)
         pooled = pooled.index_add_(0, nc, h) / num_atoms[:, None]
-        v_k = self.head_k(pooled)
-        v_f = self.head_f(h)
-        v_a = self.head_a(h) if self.head_a is not None else None
+        v_k = self.head_k(pooled).to(wide)
+        v_f = self.head_f(h).to(wide)
+        v_a = self.head_a(h).to(wide) if self.head_a is not None else None
         return v_k, v_f, v_a

@@ -438,6 +438,7 @@ def save_module(module, out) -> None:
         "pytorch-lightning_version": pl.__version__,
         "epoch": 0,
         "global_step": 0,
+        "train_precision": "fp32",  # the authors trained in fp32 (TF32 matmuls on their GPUs)
     }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:

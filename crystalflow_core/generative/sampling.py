@@ -26,6 +26,7 @@ from crystalflow_core.config import task_default
 from crystalflow_core.crystals.crystal import atom_offsets
 from crystalflow_core.crystals.elements import TABLE_Z, TYPE_DIM, decode_types
 from crystalflow_core.crystals.lattice import k_to_lattice_torch
+from crystalflow_core.generative import precision as prec
 from crystalflow_core.generative.flow import sample_k_prior, wrap
 from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig
 from crystalflow_core.io import CheckpointError
@@ -129,17 +130,23 @@ def integrate(
     return x
 
 
-def guided_velocity(net, types_fixed, num_atoms, cond: dict | None, guidance: float, graph: Graph) -> VelocityFn:
+def guided_velocity(
+    net, types_fixed, num_atoms, cond: dict | None, guidance: float, graph: Graph, precision: str
+) -> VelocityFn:
     """v = w v(y) + (1 - w) v(no y) (classifier-free guidance); at w = 1 or without a condition only
-    one pass. `types_fixed`: Z for CSP, None for DNG (the state's type vectors are used)."""
+    one pass. `types_fixed`: Z for CSP, None for DNG (the state's type vectors are used). `precision`
+    (fp32 or bf16, resolved) is the network's arithmetic; its outputs, and so the state, stay fp32."""
     b = num_atoms.numel()
+    device = num_atoms.device
 
     def velocity(t, k, f, a):
         types = a if types_fixed is None else types_fixed
-        v = net(t, types, f, k, num_atoms, cond or None, None, graph)
+        with prec.autocast(precision, device):
+            v = net(t, types, f, k, num_atoms, cond or None, None, graph)
         if cond and guidance != 1.0:
             mask = torch.zeros(b, dtype=torch.bool, device=k.device)
-            vu = net(t, types, f, k, num_atoms, cond, mask, graph)
+            with prec.autocast(precision, device):
+                vu = net(t, types, f, k, num_atoms, cond, mask, graph)
             v = tuple(None if x is None else guidance * x + (1 - guidance) * y for x, y in zip(v, vu))
         return v
 
@@ -166,6 +173,7 @@ class SampleSettings:
     seed: int
     min_volume_per_atom: float
     max_volume_per_atom: float
+    precision: str  # as asked (fp32, bf16, auto); each record stores what ran on its device
 
     @classmethod
     def from_section(cls, s: dict, task: str, steps: int, **override) -> SampleSettings:
@@ -184,6 +192,7 @@ class SampleSettings:
             seed=s["seed"],
             min_volume_per_atom=s["min_volume_per_atom"],
             max_volume_per_atom=s["max_volume_per_atom"],
+            precision=s["precision"],
         )
         return replace(out, **override)
 
@@ -228,9 +237,10 @@ class FlowSampler(nn.Module):
     histogram), the condition scalers and the guided velocity. The Lightning module only trains the
     network; `from_checkpoint` reads a model.ckpt directly."""
 
-    def __init__(self, net: CSPNet, k_sigma: float, scalers: dict, atom_count_hist):
+    def __init__(self, net: CSPNet, k_sigma: float, scalers: dict, atom_count_hist, train_precision: str):
         super().__init__()
         self.net = net
+        self.train_precision = train_precision  # as the checkpoint records it ("unrecorded" in older ones)
         self.k_sigma = float(k_sigma)
         self.scalers = {c: (float(m), float(sd)) for c, (m, sd) in (scalers or {}).items()}
         self.atom_count_hist = list(atom_count_hist or [])
@@ -254,7 +264,13 @@ class FlowSampler(nn.Module):
             net.load_state_dict({k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)})
         except Exception as exc:
             raise CheckpointError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
-        return cls(net, hp["k_sigma"], hp.get("scalers") or {}, hp.get("atom_count_hist")).to(map_location)
+        return cls(
+            net,
+            hp["k_sigma"],
+            hp.get("scalers") or {},
+            hp.get("atom_count_hist"),
+            ck.get("train_precision", "unrecorded"),
+        ).to(map_location)
 
     def standardised(self, batch: list[dict], device) -> dict:
         cond = {}
@@ -288,6 +304,7 @@ class FlowSampler(nn.Module):
         """One structure per item (see `generate`)."""
         device = next(self.net.parameters()).device
         self.net.eval()
+        precision = prec.resolve(settings.precision, device, f"sampling shard {shard}")
         keys = [str(it.get("id", f"#{pos}")) for pos, it in enumerate(items)]
         out: list = [None] * len(items)
         groups = sampling_batches(items, settings.batch_size, settings.pair_budget)
@@ -303,7 +320,7 @@ class FlowSampler(nn.Module):
                     [z for it in batch for z in it["atom_types"]], dtype=torch.long, device=device
                 )
             velocity = guided_velocity(
-                self.net, types_fixed, na.to(device), self.standardised(batch, device), settings.guidance, g
+                self.net, types_fixed, na.to(device), self.standardised(batch, device), settings.guidance, g, precision
             )
             stats: dict = {}
             k, f, a = integrate(
@@ -323,6 +340,7 @@ class FlowSampler(nn.Module):
             recs = _records(batch, k, f, decode_types(a) if self.task == "dng" else types_fixed, na, settings, shard)
             for i, r in zip(idx, recs):  # velocity evaluations per sample (guidance w != 1: two passes per NFE)
                 r["nfe"] = stats["nfe"]
+                r["precision"], r["train_precision"] = precision, self.train_precision
                 out[i] = r
         return out
 

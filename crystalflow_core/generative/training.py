@@ -18,6 +18,7 @@ from crystalflow_core.config import defaults
 from crystalflow_core.crystals.crystal import atom_offsets
 from crystalflow_core.crystals.data import load_cache
 from crystalflow_core.crystals.elements import encode_types
+from crystalflow_core.generative import precision as prec
 from crystalflow_core.generative.flow import flow_loss, interpolate
 from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig
 from crystalflow_core.generative.sampling import FlowSampler
@@ -171,7 +172,8 @@ class CrystalFlowModule(pl.LightningModule):
         """The sampling side of this model (shares the network, the EMA one where kept; no Lightning)."""
         hp = self.hparams
         net = self.ema_net if self.ema_net is not None else self.net
-        return FlowSampler(net, hp.k_sigma, hp.get("scalers") or {}, hp.get("atom_count_hist"))
+        trained = prec.from_lightning(str(self.trainer.precision)) if self._trainer is not None else "unrecorded"
+        return FlowSampler(net, hp.k_sigma, hp.get("scalers") or {}, hp.get("atom_count_hist"), trained)
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs, batch, batch_idx):
@@ -267,6 +269,11 @@ class CrystalFlowModule(pl.LightningModule):
                 "frequency": int(self.hparams.get("lr_frequency", 1)),
             },
         }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The checkpoint records the precision it was trained at (fp32 or bf16); samples carry it on."""
+        if self._trainer is not None:
+            checkpoint["train_precision"] = prec.from_lightning(str(self.trainer.precision))
 
     @property
     def monitor(self) -> str:
@@ -375,15 +382,22 @@ class TrainSettings:
         return replace(out, **override)
 
 
+def train_device(tcfg: TrainSettings) -> str:
+    """The device type Lightning will train on: a GPU when the accelerator allows one and one is there."""
+    wants_gpu = tcfg.accelerator in ("auto", "gpu", "cuda")
+    return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+
+
 def trainer_settings(tcfg: TrainSettings, has_val: bool) -> dict:
     """Lightning Trainer arguments of a run's train section (the authors' recipe in config.yaml:
-    clipping by value at 0.5, fp32 with TF32 matmuls on GPUs)."""
+    clipping by value at 0.5, fp32 with TF32 matmuls on GPUs; `precision` auto is resolved here, for
+    the device the run trains on)."""
     max_time = tcfg.max_minutes
     return dict(
         accelerator=tcfg.accelerator,
         devices=tcfg.devices,
         strategy=tcfg.strategy,
-        precision=tcfg.precision,
+        precision=prec.lightning_precision(prec.resolve(tcfg.precision, train_device(tcfg), "training")),
         max_epochs=tcfg.max_epochs,
         max_time={"minutes": max_time} if max_time else None,
         gradient_clip_val=tcfg.grad_clip or None,
