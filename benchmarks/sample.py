@@ -4,11 +4,16 @@ Atom counts follow the MP-20 test histogram (DNG-style, untrained weights: the c
 depend on the weights). The quick network runs >= 500 crystals at the full S; the paper network
 runs >= 500 crystals at fewer steps and is extrapolated linearly in S (every step costs the same).
 
-Each network runs twice on the same crystals: batches of a fixed crystal count (--batch) and batches
+Each network runs on the same crystals with batches of a fixed crystal count (--batch) and batches
 packed by a pair budget (sum of N^2, --pair-budget; default: --batch times the mean N^2, the same mean
-batch). Crystals per second of both, same machine, same run.
+batch), at each --precision (fp32, bf16: sample.precision). Crystals per second of all, same machine,
+same run.
 
-  python benchmarks/sample.py [--n 512] [--paper-steps 4] [--batch 256] [--pair-budget N]
+  python benchmarks/sample.py [--n 512] [--paper-steps 4] [--batch 256] [--pair-budget N] [--precision fp32 bf16]
+                              [--device cpu|cuda]
+
+On a GPU (`--device cuda`, the default where one is present) fp32 runs with TF32 matrix products, as the
+authors trained and sampled; e.g. `--n 10000 --steps 100 --paper-steps 100 --batch 1024` there.
 """
 
 from __future__ import annotations
@@ -34,31 +39,43 @@ def main():
     ap.add_argument("--paper-steps", type=int, default=4)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--pair-budget", type=int, default=0)
+    ap.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda where present)")
     a = ap.parse_args()
     import numpy as np
     import torch
 
-    from crystalflow_core.generative.sampling import SampleSettings, dng_items, generate
-    from crystalflow_core.generative.training import CrystalFlowModule
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        torch.set_float32_matmul_precision("medium")  # TF32, as the authors' runs
+
+    from crystalflow_core.generative.network import CSPNet, ModelConfig
+    from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, dng_items, generate
     from crystalflow_core.stages import use_threads
 
     use_threads(0)  # all cores, as the train and sample rules do
-    header(f"sampling: {a.n} crystals, batch {a.batch}")
+    header(f"sampling: {a.n} crystals, batch {a.batch}, device {device}")
     hist = np.bincount(mp20_test_rows()["num_atoms"]).tolist()
     for size, steps in (("quick", a.steps), ("paper", a.paper_steps)):
         torch.manual_seed(0)
-        m = CrystalFlowModule(
-            model={**defaults("model"), **SIZES[size], "task": "dng", "conditions": []}, atom_count_hist=hist
-        )
+        net = CSPNet(ModelConfig(**{**defaults("model"), **SIZES[size], "task": "dng", "conditions": []}))
+        m = FlowSampler(net, defaults("train")["k_sigma"], {}, hist, "untrained").to(device)
         items = dng_items(hist, a.n, seed=0)
         budget = a.pair_budget or int(a.batch * np.mean([it["num_atoms"] ** 2 for it in items]))
         base = SampleSettings.from_section(defaults("sample"), "csp", steps=steps, anneal=0.0, batch_size=a.batch)
-        for label, settings in (
-            (f"fixed batch {a.batch}", base),
-            (f"pair budget {budget}", replace(base, pair_budget=budget)),
-        ):
+        variants = [
+            (f"{p}, {label}", replace(settings, precision=p))
+            for label, settings in (
+                (f"fixed batch {a.batch}", base),
+                (f"pair budget {budget}", replace(base, pair_budget=budget)),
+            )
+            for p in a.precision
+        ]
+        for label, settings in variants:
             t0 = time.perf_counter()
             recs = generate(m, items, settings, progress=False)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
             dt = time.perf_counter() - t0
             per10k = dt / len(recs) * 1e4 / 60 * (100 / steps)
             note = "" if steps == 100 else f" (measured at S={steps}, scaled to S=100)"

@@ -1,8 +1,9 @@
 """Network speed: training step (forward + backward + Adam) and one sampling evaluation
 (inference mode) on a batch of MP-20 test crystals, fast path vs the plain reference layer
 (concatenate [h_i, h_j, k, Fourier(df), reciprocal(df)] -> Linear -> SiLU -> Linear -> SiLU,
-features recomputed per layer, fp32), same weights. Each variant runs in its own process so
-peak memory is its own.
+features recomputed per layer, fp32), same weights, and the fast path under bf16 autocast
+(precision bf16: what train.precision / sample.precision bf16 run). Each variant runs in its own
+process so peak memory is its own. Prints the relative error of the bf16 outputs against fp32.
 
   python benchmarks/train_step.py                 # paper size: H=512, L=6, 256 freq, 8^3 terms, batch 256
   python benchmarks/train_step.py --size quick    # the quick configuration's network
@@ -28,10 +29,15 @@ SIZES = {
 }
 
 
+VARIANTS = ("fast", "fast-bf16", "plain")
+
+
 def one(size: str, name: str, batch: int, repeats: int, profile: bool = False) -> dict:
-    """Timings of one variant: 'fast', 'plain' or 'compiled' (the fast path under torch.compile)."""
+    """Timings of one variant: 'fast', 'fast-bf16' (the fast path under bf16 autocast), 'plain' or
+    'compiled' (the fast path under torch.compile)."""
     import torch
 
+    from crystalflow_core.generative import precision as prec
     from crystalflow_core.generative.network import CSPNet, ModelConfig
 
     torch.manual_seed(0)
@@ -42,15 +48,17 @@ def one(size: str, name: str, batch: int, repeats: int, profile: bool = False) -
     net = torch.compile(model, dynamic=True) if name == "compiled" else model
     t = torch.rand(len(na), generator=torch.Generator().manual_seed(1))
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    precision = "bf16" if name.endswith("-bf16") else "fp32"
 
     def train_step():
-        vk, vf, _ = net(t, z, f, k, na)
-        loss = vk.square().mean() + 10 * vf.square().mean()
+        with prec.autocast(precision, "cpu"):
+            vk, vf, _ = net(t, z, f, k, na)
+            loss = vk.square().mean() + 10 * vf.square().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    with torch.inference_mode():
+    with torch.inference_mode(), prec.autocast(precision, "cpu"):
         t0 = time.perf_counter()
         out = net(t, z, f, k, na)  # warm-up (and compilation) and outputs for the comparison
         warmup = time.perf_counter() - t0
@@ -103,7 +111,7 @@ def main():
         return
     header(f"train_step / eval: {a.size} network {SIZES[a.size]}, batch {a.batch} MP-20 test crystals")
     res = {}
-    for name in ("fast", "plain") + (("compiled",) if a.compile else ()):
+    for name in VARIANTS + (("compiled",) if a.compile else ()):
         p = subprocess.run(
             [
                 sys.executable,
@@ -129,25 +137,36 @@ def main():
         res[name] = json.loads(p.stdout.strip().splitlines()[-1])
     import torch
 
-    fo, po = (torch.load(f"/tmp/_bench_out_{a.size}_{name}.pt") for name in ("fast", "plain"))
+    fo, bo, po = (torch.load(f"/tmp/_bench_out_{a.size}_{name}.pt") for name in VARIANTS)  # fast, bf16, plain
     rel = max(float((fo[key] - po[key]).abs().max() / po[key].abs().max()) for key in ("vk", "vf"))
     absd = max(float((fo[key] - po[key]).abs().max()) for key in ("vk", "vf"))
+    bf16_err = {key: float((bo[key] - fo[key]).norm() / fo[key].norm()) for key in ("vk", "vf")}
+    bf16_max = {key: float((bo[key] - fo[key]).abs().max() / fo[key].abs().max()) for key in ("vk", "vf")}
     r = res["fast"]
     print(f"crystals {r['crystals']}, atoms {r['atoms']}, ordered edges {r['edges']}")
     print(
-        f"{'variant':8s} {'train step s':>13s} {'crystals/s':>11s} {'eval s':>8s} {'crystals/s':>11s} "
+        f"{'variant':10s} {'train step s':>13s} {'crystals/s':>11s} {'eval s':>8s} {'crystals/s':>11s} "
         f"{'peak RSS MB':>12s}"
     )
     for name, r in res.items():
         print(
-            f"{name:8s} {r['train_s']:13.2f} {r['crystals'] / r['train_s']:11.1f} {r['eval_s']:8.2f} "
+            f"{name:10s} {r['train_s']:13.2f} {r['crystals'] / r['train_s']:11.1f} {r['eval_s']:8.2f} "
             f"{r['crystals'] / r['eval_s']:11.1f} {r['peak_rss_mb']:12.0f}"
         )
     print(
         f"speed-up fast vs plain: training step {res['plain']['train_s'] / res['fast']['train_s']:.2f}x, "
         f"evaluation {res['plain']['eval_s'] / res['fast']['eval_s']:.2f}x"
     )
+    fp, bf = res["fast"], res["fast-bf16"]
+    print(
+        f"speed-up bf16 vs fp32 (fast path): training step {fp['train_s'] / bf['train_s']:.2f}x, "
+        f"evaluation {fp['eval_s'] / bf['eval_s']:.2f}x"
+    )
     print(f"max |fast - plain| of outputs: {absd:.2e} (relative to max |output|: {rel:.2e})")
+    print(
+        "bf16 vs fp32 outputs, relative error |b - f| / |f| (max |b - f| / max |f|): "
+        + ", ".join(f"{key} {bf16_err[key]:.2e} ({bf16_max[key]:.2e})" for key in ("vk", "vf"))
+    )
     if "compiled" in res:
         print(
             f"torch.compile warm-up (first evaluation + first training step, with their compilation): "

@@ -63,6 +63,13 @@ def test_tiny_config_end_to_end(tiny_run):
     assert ((csp["rmse_all_norm"] > 0) & (csp["rmse_all_norm"] <= 0.5)).all()
     dng = pd.read_csv(r / "mp20_dng_metrics.csv")
     assert len(dng) == 1 and "target" not in dng  # the summary; per-target rows have a file of their own
+    # precision: the CSP run asks for auto (bf16 on a CPU with native bf16), the DNG run for the default
+    from crystalflow_core.generative.precision import resolve
+
+    here = resolve("auto", "cpu")
+    assert set(csp_all["precision"]) == {here} and set(csp_all["train_precision"]) == {here}
+    assert dng["precision"].tolist() == ["fp32"] and dng["train_precision"].tolist() == ["fp32"]
+    assert f"precision auto -> {here} on cpu" in Path(L.log("train", "mp20_csp")).read_text()
     main = dng.iloc[0]
     assert main["n_samples"] == 12 and main["n_relaxed"] == 12
     for c in [

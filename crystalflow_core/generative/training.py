@@ -20,7 +20,7 @@ from crystalflow_core.crystals.data import load_cache
 from crystalflow_core.crystals.elements import encode_types
 from crystalflow_core.generative import precision as prec
 from crystalflow_core.generative.flow import flow_loss, interpolate
-from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig
+from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig, fp32_region
 from crystalflow_core.generative.sampling import FlowSampler
 from crystalflow_core.io import CheckpointError
 
@@ -222,13 +222,15 @@ class CrystalFlowModule(pl.LightningModule):
         z = batch["atom_types"]
         a1 = encode_types(z).to(batch["k"]) if self.task == "dng" else None
         ot = bool(self.hparams.get("ot_pairing")) and stage == "train"
-        tgt = interpolate(batch["k"], batch["frac_coords"], g.node_crystal, a1, k_sigma=self.hparams.k_sigma, ot=ot)
+        with fp32_region(batch["k"]):  # paths, targets and OT costs in fp32 also under bf16 autocast
+            tgt = interpolate(batch["k"], batch["frac_coords"], g.node_crystal, a1, k_sigma=self.hparams.k_sigma, ot=ot)
         types = tgt.a_t if self.task == "dng" else z
         cond_mask = None
         if batch["cond"] and stage == "train" and self.hparams.cond_drop > 0:
             cond_mask = torch.rand(len(batch["num_atoms"]), device=self.device) >= self.hparams.cond_drop
         pred = self.velocity(tgt.t, types, tgt.f_t, tgt.k_t, batch["num_atoms"], batch["cond"], cond_mask, g)
-        losses = flow_loss(pred, tgt, self.hparams.loss_weights)
+        with fp32_region(batch["k"]):
+            losses = flow_loss(pred, tgt, self.hparams.loss_weights)
         bs = len(batch["num_atoms"])
         for name, val in losses.items():
             self.log(
