@@ -139,6 +139,7 @@ def test_known_ground_states_rank_first_and_copies_cluster_together(tmp_path):
 
 
 # ------------------------------------------------------------------------------ end to end
+@pytest.mark.slow  # minutes: kept out of the default set (pytest -m slow)
 def test_predict_command_end_to_end_and_rerun_keeps_work(tmp_path):
     need_data("mp_20/val.csv.gz", "mp_20/test.csv.gz", "hull/2023-02-07-mp-elemental-reference-entries.json.gz")
     cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())

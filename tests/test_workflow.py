@@ -165,6 +165,7 @@ def test_sampling_change_reruns_only_sampling_and_downstream(tiny_run):
     assert jobs2.get("sample") == 2 and "train" not in jobs2
 
 
+@pytest.mark.slow  # minutes: kept out of the default set (pytest -m slow)
 def test_kill_of_whole_workflow_then_rerun_incomplete_gives_same_tables(tiny_run, tmp_path):
     """SIGKILL the whole snakemake process group mid-run (one training done, others running),
     then `--unlock` + `--rerun-incomplete`: the final tables equal the uninterrupted run's."""
@@ -272,6 +273,7 @@ def test_dry_run_paper_config_and_slurm_profile(tmp_path):
     assert jobs_of(p3.stdout)["train"] == 2
 
 
+@pytest.mark.slow  # minutes: kept out of the default set (pytest -m slow)
 def test_cluster_generic_submission(tmp_path):
     need_data("mp_20/val.csv.gz", "mp_20/test.csv.gz")
     cfg = tiny_config(tmp_path)
