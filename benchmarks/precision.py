@@ -95,6 +95,20 @@ def output_error(sampler, cache, n: int = 256) -> str:
     return f"bf16 vs fp32 network outputs on {n} test crystals (relative error |b - f| / |f|): " + ", ".join(parts)
 
 
+def compare(run_dir: Path, task: str, items_of, what: str, cache, steps: int) -> dict:
+    """Sample the run's checkpoint in fp32 and in bf16 (the same items and prior draws); prints the
+    output error of the trained network and how far the samples part; returns {precision: records}."""
+    from crystalflow_core.generative.sampling import FlowSampler, SampleSettings
+
+    sampler = FlowSampler.from_checkpoint(run_dir / "model.ckpt")
+    settings = SampleSettings.from_section(defaults("sample"), task, steps=steps, batch_size=256)
+    print(f"{what}, model trained in {sampler.train_precision}")
+    print("  " + output_error(sampler, cache))
+    recs = sample_both(sampler, items_of(sampler), settings)
+    print("  " + drift(recs["fp32"], recs["bf16"]))
+    return recs
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -107,13 +121,7 @@ def main():
 
     from crystalflow_core.crystals.data import PrepareSettings, cache_structures, load_cache, prepare_split
     from crystalflow_core.evaluation import metrics as M
-    from crystalflow_core.generative.sampling import (
-        FlowSampler,
-        SampleSettings,
-        csp_items,
-        dng_items,
-        record_to_structure,
-    )
+    from crystalflow_core.generative.sampling import csp_items, dng_items, record_to_structure
     from crystalflow_core.stages import use_threads
 
     use_threads(0)
@@ -130,15 +138,13 @@ def main():
     )
     cache = load_cache(test_pt)
 
-    csp = FlowSampler.from_checkpoint(runs / "mp20_csp" / "model.ckpt")
-    items = csp_items(cache, a.k, a.targets)
-    for it in items:
-        it["id"] = f"{it['target_id']}#{it['candidate']}"
-    s = SampleSettings.from_section(defaults("sample"), "csp", steps=a.steps, batch_size=256)
-    print(f"CSP: {a.targets} targets x {a.k} candidates, model trained in {csp.train_precision}")
-    print("  " + output_error(csp, cache))
-    recs = sample_both(csp, items, s)
-    print("  " + drift(recs["fp32"], recs["bf16"]))
+    def csp_ids(sampler):
+        items = csp_items(cache, a.k, a.targets)
+        for it in items:
+            it["id"] = f"{it['target_id']}#{it['candidate']}"
+        return items
+
+    recs = compare(runs / "mp20_csp", "csp", csp_ids, f"CSP: {a.targets} targets x {a.k} candidates", cache, a.steps)
     gts = cache_structures(cache, range(a.targets))
     for p, rr in recs.items():
         cands = [[record_to_structure(r, strict=False) for r in rr[i * a.k : (i + 1) * a.k]] for i in range(a.targets)]
@@ -147,15 +153,13 @@ def main():
             mr = M.csp_summary(table, k, m["stol"])["match_rate_pct"]
             print(f"  {p}: MR k={k} {mr:.2f} % +- {stderr_pct(mr, a.targets):.2f} (n = {a.targets})")
 
-    dng = FlowSampler.from_checkpoint(runs / "mp20_dng" / "model.ckpt")
-    items = dng_items(dng.atom_count_hist, a.dng, seed=0)
-    for it in items:
-        it["id"] = f"s{it['sample_index']}"
-    s = SampleSettings.from_section(defaults("sample"), "dng", steps=a.steps, batch_size=256)
-    print(f"DNG: {a.dng} samples, model trained in {dng.train_precision}")
-    print("  " + output_error(dng, cache))
-    recs = sample_both(dng, items, s)
-    print("  " + drift(recs["fp32"], recs["bf16"]))
+    def dng_ids(sampler):
+        items = dng_items(sampler.atom_count_hist, a.dng, seed=0)
+        for it in items:
+            it["id"] = f"s{it['sample_index']}"
+        return items
+
+    recs = compare(runs / "mp20_dng", "dng", dng_ids, f"DNG: {a.dng} samples", cache, a.steps)
     for p, rr in recs.items():
         structs = [record_to_structure(r, strict=False) for r in rr]
         sv = np.array([M.structure_valid(x, protocol="crystalflow") for x in structs])
