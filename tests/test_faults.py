@@ -14,6 +14,7 @@ import torch
 import yaml
 from conftest import DATA, REPO, need_data, rejected_of
 
+from crystalflow_core import safe_load
 from crystalflow_core.config import defaults
 
 
@@ -71,20 +72,20 @@ def test_training_killed_mid_epoch_resumes_to_same_epochs(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "results/runs/mp20_csp/model.ckpt").exists()
-    done_before = torch.load(last, weights_only=False)["epoch"]
+    done_before = safe_load.load_path(last, "checkpoint")["epoch"]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "resuming from" in p.stderr
-    final = torch.load(tmp_path / "results/runs/mp20_csp/model.ckpt", weights_only=False)
-    assert torch.load(last, weights_only=False)["epoch"] == 7 and done_before < 7  # 8 epochs, counted from 0
+    final = safe_load.load_path(tmp_path / "results/runs/mp20_csp/model.ckpt", "checkpoint")
+    assert safe_load.load_path(last, "checkpoint")["epoch"] == 7 and done_before < 7  # 8 epochs, counted from 0
     # the kept model is the best monitored loss (the authors' recipe), not simply the last epoch
     best = list((tmp_path / "results/runs/mp20_csp/lightning").glob("best-epoch*.ckpt"))
-    assert len(best) == 1 and torch.load(best[0], weights_only=False)["epoch"] == final["epoch"]
+    assert len(best) == 1 and safe_load.load_path(best[0], "checkpoint")["epoch"] == final["epoch"]
     # same seeds: the resumed run ends with the weights of an uninterrupted one
     straight_cmd = [*cmd[:5], str(_tiny_cfg(tmp_path, epochs=8, results="straight")), *cmd[6:]]
     p = subprocess.run(straight_cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    straight = torch.load(tmp_path / "straight/runs/mp20_csp/model.ckpt", weights_only=False)["state_dict"]
+    straight = safe_load.load_path(tmp_path / "straight/runs/mp20_csp/model.ckpt", "checkpoint")["state_dict"]
     for name, w in final["state_dict"].items():
         assert torch.allclose(w, straight[name], rtol=0, atol=1e-6), name
 
@@ -215,4 +216,4 @@ def test_full_disk_during_training_is_one_line_and_the_rerun_resumes(tmp_path, s
     filler.unlink()  # space freed: the same command finishes the run
     p = subprocess.run(train, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert torch.load(small_disk / "results/runs/mp20_csp/model.ckpt", weights_only=False)["epoch"] == 2
+    assert safe_load.load_path(small_disk / "results/runs/mp20_csp/model.ckpt", "checkpoint")["epoch"] == 2

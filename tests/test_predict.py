@@ -32,10 +32,10 @@ def test_targets_per_formula_size_and_pressure():
     assert [t.key for t in targets] == ["SiO2_z3_p0", "SiO2_z1_p0", "NaCl_z3_p0", "NaCl_z1_p0"]
     sio2 = targets[0]
     assert sio2.n_atoms == 9 and sorted(sio2.species) == [8] * 6 + [14] * 3 and sio2.group == "SiO2_p0"
-    cfg = _validated(formulas=["Si2O4"], atoms=[6, 12])  # atoms instead of z; the formula is reduced
-    assert [(t.key, t.n_atoms) for t in job_targets(cfg, "mine", cfg["predict"]["mine"])] == [
-        ("SiO2_z2_p0", 6),
-        ("SiO2_z4_p0", 12),
+    cfg = _validated(formulas=["SiO2"], atoms=[6, 12])  # atoms instead of z
+    assert [(t.key, t.n_atoms, t.cell) for t in job_targets(cfg, "mine", cfg["predict"]["mine"])] == [
+        ("SiO2_z2_p0", 6, "Si2O4"),
+        ("SiO2_z4_p0", 12, "Si4O8"),
     ]
     items = candidate_items(targets[:1], 3, pressure_condition=True)
     assert [it["id"] for it in items] == ["SiO2_z3_p0#0", "SiO2_z3_p0#1", "SiO2_z3_p0#2"]
@@ -57,6 +57,9 @@ def test_compositions_csv_rows(tmp_path):
         ({"formulas": ["SiO2", "Xx2O"]}, "predict/mine/formulas/1': 'Xx2O' holds an unknown element"),
         ({"formulas": ["Fm2O3", "Og"]}, "'Og': Og is outside the model's element embedding (Z <= 100)"),
         ({"formulas": ["Na0.5Cl0.5"]}, "non-integer amounts"),
+        # the amounts of a formula are never replaced by the reduced formula's without a word
+        ({"formulas": ["Si2O4"]}, "'Si2O4' is 2 x SiO2: give SiO2 with z 2, or atoms 6"),
+        ({"formulas": ["H1000000"]}, "'H1000000' is 1000000 x H: give H with z 1000000, or atoms 1000000"),
         ({"formulas": ["SiO2"], "z": 30, "max_atoms": 60}, "SiO2 with z = 30 has 90 atoms, above max_atoms (60)"),
         ({"formulas": ["SiO2"], "atoms": 10}, "10 atoms is not a whole number of SiO2 units (3 atoms)"),
         ({"formulas": ["SiO2"], "pressure_gpa": [0, 50]}, "50 GPa asked, but the model is not conditioned on pressure"),
@@ -70,6 +73,25 @@ def test_bad_input_is_one_line_naming_job_and_entry(job, needle):
     with pytest.raises(cfgmod.ConfigError) as err:
         _validated(**job)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_compositions_csv_saved_by_a_spreadsheet_reads_like_a_clean_one(tmp_path):
+    """UTF-8 with a byte-order mark, CRLF line ends, a blank line and an empty row of commas."""
+    p = tmp_path / "excel.csv"
+    p.write_bytes("formula,z,pressure_gpa\r\nSiO2,3,0\r\n\r\n,,\r\nMgO,2,\r\n".encode("utf-8-sig"))
+    assert p.read_bytes().startswith(b"\xef\xbb\xbf")
+    cfg = _validated(compositions=str(p), z=4)
+    assert [t.key for t in job_targets(cfg, "mine", cfg["predict"]["mine"])] == ["SiO2_z3_p0", "MgO_z2_p0"]
+    p.write_bytes("formula,z\r\nSiO2,3\r\n\r\nQq3,1\r\n".encode("utf-8-sig"))
+    with pytest.raises(cfgmod.ConfigError, match=r"excel.csv, row 4 \(predict/mine\): 'Qq3'"):
+        _validated(compositions=str(p))  # rows are named by their line in the file
+
+
+def test_compositions_csv_without_formula_lists_the_columns_found(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_bytes("\ufeffcompound;z\r\nSiO2;3\r\n".encode())
+    with pytest.raises(cfgmod.ConfigError, match=r"c.csv: needs a column 'formula'.*found 'compound;z'$"):
+        _validated(compositions=str(p))
 
 
 def test_bad_csv_row_is_named(tmp_path):

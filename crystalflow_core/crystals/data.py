@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from crystalflow_core import safe_load
 from crystalflow_core.crystals.crystal import atom_offsets, min_interatomic_distance
 from crystalflow_core.crystals.elements import MAX_Z, is_supported
 from crystalflow_core.crystals.lattice import lattice_to_k
@@ -243,7 +244,9 @@ def _cached(out_path: Path, fingerprint: dict) -> dict | None:
     if not out_path.exists():
         return None
     try:
-        cached = torch.load(out_path, weights_only=False)
+        cached = safe_load.load_path(out_path, "tensor cache")
+    except safe_load.UnsafeFileError:
+        raise
     except Exception:
         log.warning("%s unreadable; rebuilding", out_path)
         return None
@@ -379,7 +382,9 @@ def load_cache(path: str | Path) -> dict:
     if not path.exists():
         raise DataError(f"{path}: cache not found (run the prepare step first)")
     try:
-        return torch.load(path, weights_only=False)
+        return safe_load.load_path(path, "tensor cache")
+    except safe_load.UnsafeFileError as exc:
+        raise DataError(str(exc)) from None
     except Exception as exc:
         raise DataError(f"{path}: corrupt cache ({exc}); delete it and prepare again") from exc
 

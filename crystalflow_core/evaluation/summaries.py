@@ -16,7 +16,8 @@ from crystalflow_core.crystals.crystal import structure_from
 from crystalflow_core.evaluation import metrics as M
 from crystalflow_core.generative.sampling import record_problem, record_to_structure
 from crystalflow_core.io import DamagedFileError, StageError
-from crystalflow_core.materials.hull import SUSPECT_BELOW, formation_energy_per_atom, mp2020_corrected_energy
+from crystalflow_core.materials.hull import SUSPECT_BELOW, formation_energy_per_atom, on_hull_scale
+from crystalflow_core.materials.potentials import MP2020, RAW, record_energy_scale
 
 log = logging.getLogger(__name__)
 
@@ -287,16 +288,16 @@ def check_relaxations_belong(samples_by_id: dict, relaxed: list[dict], source: s
 
 
 def hull_columns(structure, corrected_total: float, refs: dict, hull) -> dict:
-    """Formation energy, E_hull, the hull entries of the chemical system and `hull_suspect` of one
-    MP2020-corrected total energy (KeyError: an element without a reference)."""
+    """Formation energy, E_hull, the hull entries of the chemical system and `hull_suspect` of one total
+    energy on the hull's scale (`on_hull_scale`; KeyError: an element without a reference)."""
     e_form = formation_energy_per_atom(structure, corrected_total, refs)
     e_hull = hull.e_hull(structure, corrected_total, e_form)
     return {
         "e_form": e_form,
         "e_hull": e_hull,
         "hull_entries": hull.entries_in_system(structure.composition),
-        # far below a thin local hull: the competing phases are missing, not a discovery
-        "hull_suspect": hull.source == "local" and e_hull < SUSPECT_BELOW,
+        # far below the hull: a hole of the potential or (local hull) missing competing phases, see SUSPECT_BELOW
+        "hull_suspect": e_hull < SUSPECT_BELOW,
     }
 
 
@@ -327,12 +328,13 @@ def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, 
         s0 = record_to_structure(smp) if smp else None
         s1 = structure_from(r["final"]) if r.get("final") and not r.get("error") else None  # unphysical: no energy
         try:
+            scale = record_energy_scale(r)
             if s0 is not None and "initial_energy_per_atom" in r:
-                e0, _ = mp2020_corrected_energy(s0, r["initial_energy_per_atom"] * len(s0))
+                e0, _ = on_hull_scale(s0, r["initial_energy_per_atom"] * len(s0), scale)
                 if np.isfinite(e0):
                     row["e_form_initial"] = formation_energy_per_atom(s0, e0, refs)
             if s1 is not None:
-                e1, row["mp2020_refused"] = mp2020_corrected_energy(s1, r["energy_per_atom"] * len(s1))
+                e1, row["mp2020_refused"] = on_hull_scale(s1, r["energy_per_atom"] * len(s1), scale)
                 if np.isfinite(e1):
                     h = hull_columns(s1, e1, refs, hull)
                     row.update(
@@ -378,15 +380,14 @@ DFT_COLUMNS = [
 
 
 def _dft_corrected(job: dict, s, energy: float) -> tuple[float, str]:
-    """MP2020-corrected total energy of a DFT job (its own U for VASP entries; MP2020 for supplied energies
-    that need it; as given for corrected ones) and the reason where there is none."""
+    """MP2020-corrected total energy of a DFT job (VASP entries: raw, MP2020 with their own U; supplied
+    energies: raw where `correct` is "mp2020", already corrected where it is "none") and the reason where
+    there is none."""
     from crystalflow_core.materials.dft_outputs import mp2020_process
 
     if job.get("entry") is not None:
         return mp2020_process(job["entry"])
-    if job.get("correct") == "mp2020":
-        return mp2020_corrected_energy(s, energy)
-    return energy, ""
+    return on_hull_scale(s, energy, RAW if job.get("correct") == "mp2020" else MP2020)
 
 
 def _dft_row(job: dict, chg, s_chg, refs: dict, hull) -> tuple[dict, object]:

@@ -4,20 +4,20 @@ A checkpoint holds ``state_dict`` (parameter names ``decoder.csp_layer_{i}.edge_
 and ``hyper_parameters`` (``decoder`` {hidden_dim, num_layers, num_freqs, num_millers, ...},
 ``time_dim``, ``lattice_polar``, ``cost_*``, ``conditions`` ...). The network sizes come from the
 checkpoint; the variants this network does not implement stop with one line naming the key.
-The condition scalers (``prop_scalers.pt``) pickle objects of the authors' package: they are read
-with an unpickler that stands in for any class it cannot import, keeping only ``means``/``stds``.
+Both are read with `crystalflow_core.safe_load` (weights only, an allow-list of classes): nothing in them
+runs. The condition scalers (``prop_scalers.pt``) pickle objects of the authors' package: they come back
+as data-only stand-ins, keeping only ``means``/``stds``.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import yaml
 
+from crystalflow_core import safe_load
 from crystalflow_core.config import defaults
 from crystalflow_core.crystals.elements import GRID, MAX_Z, TABLE_Z, TYPE_DIM
 from crystalflow_core.generative.network import ModelConfig
@@ -243,57 +243,13 @@ def network_state(cfg: ModelConfig, state_dict: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- scalers
-class _Stand:
-    """Stands in for a class of the authors' package while unpickling: keeps whatever state it gets."""
-
-    def __init__(self, *args, **kwargs):
-        self.__dict__.update(kwargs)
-
-    def __setstate__(self, state):
-        if isinstance(state, tuple) and len(state) == 2:
-            state = {**(state[0] or {}), **(state[1] or {})}
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-
-
-# modules whose classes load as they are; any other (the authors' own package) becomes a stand-in
-_KNOWN_MODULES = (
-    "torch",
-    "collections",
-    "numpy",
-    "builtins",
-    "copyreg",
-    "_codecs",
-    "typing",
-    "enum",
-    "pathlib",
-    "datetime",
-    "argparse",
-    "functools",
-    "omegaconf",
-    "pytorch_lightning",
-    "lightning_fabric",
-    "lightning",
-)
-
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if module.split(".")[0] in _KNOWN_MODULES:
-            return super().find_class(module, name)
-        return type(name, (_Stand,), {"__module__": "crystalflow_core.generative.reference._stand"})
-
-
-class _PickleModule:
-    Unpickler = _Unpickler
-    load = staticmethod(lambda f, **kw: _Unpickler(f, **kw).load())
-
-
 def read_scalers(path) -> dict[str, tuple[float, float]]:
     """prop_scalers.pt -> {condition: (mean, std)} without importing the authors' package."""
     path = Path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_PickleModule)
+        obj = safe_load.load_path(path, "scaler file", extra=safe_load.stand_ins_for(path))
+    except safe_load.UnsafeFileError as exc:
+        raise CheckpointImportError(str(exc)) from None
     except Exception as exc:
         raise CheckpointImportError(f"{path}: cannot read the scalers ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):
@@ -321,9 +277,10 @@ def load_reference(path, expected_sha256: str | None = None) -> dict:
             raise CheckpointImportError(
                 f"reference checkpoint {path}: sha256 {got} differs from the configured {expected_sha256}"
             )
-    data = path.read_bytes()
     try:
-        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_PickleModule)
+        ckpt = safe_load.load_path(path, "checkpoint")
+    except safe_load.UnsafeFileError as exc:
+        raise CheckpointImportError(str(exc)) from None
     except Exception as exc:
         raise CheckpointImportError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from crystalflow_core import safe_load
 from crystalflow_core.config import task_default
 from crystalflow_core.crystals.crystal import atom_offsets
 from crystalflow_core.crystals.elements import TABLE_Z, TYPE_DIM, decode_types
@@ -256,7 +257,7 @@ class FlowSampler(nn.Module):
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> FlowSampler:
         try:
-            ck = torch.load(path, map_location=map_location, weights_only=False)
+            ck = safe_load.load_path(path, "checkpoint", map_location=map_location)
             hp = ck["hyper_parameters"]
             net = CSPNet(ModelConfig(**hp["model"]))
             sd = ck["state_dict"]

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from crystalflow_core import safe_load
 from crystalflow_core.config import defaults
 from crystalflow_core.crystals.crystal import atom_offsets
 from crystalflow_core.crystals.data import load_cache
@@ -326,17 +327,18 @@ MODULE_TRAIN_KEYS = (
 
 def load_module(path, map_location="cpu") -> CrystalFlowModule:
     try:
-        hp = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters") or {}
+        hp = safe_load.load_path(path, "checkpoint").get("hyper_parameters") or {}
         train = defaults("train")
         missing = {k: train[k] for k in MODULE_TRAIN_KEYS if k not in hp}
-        return CrystalFlowModule.load_from_checkpoint(path, map_location=map_location, weights_only=False, **missing)
+        with safe_load.allowing_checkpoint_classes():
+            return CrystalFlowModule.load_from_checkpoint(path, map_location=map_location, weights_only=True, **missing)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
 
 
 def _valid_checkpoint(path: Path) -> bool:
     try:
-        torch.load(path, map_location="cpu", weights_only=False)
+        safe_load.load_path(path, "checkpoint")
         return True
     except Exception as exc:
         log.error("checkpoint %s is corrupt (%s); moving it to %s.corrupt", path, exc, path)
@@ -469,7 +471,8 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     resume = str(last) if last.exists() and _valid_checkpoint(last) else None
     if resume:
         log.info("resuming from %s", resume)
-    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    with safe_load.allowing_checkpoint_classes():  # resuming reads last.ckpt: weights only, the allow-list
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
     out_ckpt = Path(out_ckpt)
     out_ckpt.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_ckpt.with_name(f".{out_ckpt.name}.tmp")

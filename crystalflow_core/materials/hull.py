@@ -5,8 +5,9 @@ Two references:
   checksum where a network exists, or read from a given path);
 * ``local`` (offline): a hull of the DFT formation energies in the data mirror (MP-20
   train+val+test, MPTS-52), with the MP elemental references at zero formation energy.
-CHGNet energies get the MP2020 corrections (as Matbench Discovery does) and are turned into formation
-energies with the MP elemental reference entries, so both sides of the hull are MP2020-consistent.
+Both are on the MP2020-corrected scale. An energy reaches them through `on_hull_scale` with the scale its
+source declares (``materials.potentials``): corrected energies (CHGNet's, by training) as they are, raw
+GGA/GGA+U energies after MP2020; formation energies use the MP elemental reference entries (corrected).
 Elements missing from the reference are reported, not fatal.
 """
 
@@ -17,7 +18,6 @@ import itertools
 import json
 import logging
 import math
-import pickle
 import re
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from crystalflow_core.crystals.data import SplitSource, resolve_source
+from crystalflow_core.safe_load import load_pickle
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,11 @@ def _formula_from_row(row) -> str | None:
     return None
 
 
-SUSPECT_BELOW = -0.1  # eV/atom: below a thin local hull this far, the competing phases are likely missing
+# eV/atom: this far below the hull, a relaxed structure is suspect, not a discovery. With energies on the
+# hull's scale, known near-stable crystals land within a few 10 meV/atom of it (tests/test_energy_scale.py),
+# so what remains below is a hole of the potential (a collapsed or unphysical structure it ranks far too
+# low) or, on the local hull, competing phases the hull lacks.
+SUSPECT_BELOW = -0.1
 
 
 class LocalHull:
@@ -142,6 +147,33 @@ class LocalHull:
         )
 
 
+# what Matbench Discovery's pickled PatchedPhaseDiagram may name: pymatgen's entry, structure and phase-diagram
+# classes (classes only), numpy's array rebuilders, plain containers; nothing that acts
+PPD_CLASS_MODULES = {
+    "pymatgen.analysis.phase_diagram",
+    "pymatgen.core.composition",
+    "pymatgen.core.entries",
+    "pymatgen.core.lattice",
+    "pymatgen.core.periodic_table",
+    "pymatgen.core.sites",
+    "pymatgen.core.structure",
+    "pymatgen.entries.computed_entries",
+    "pymatgen.util.coord",
+}
+PPD_GLOBALS = {
+    *(f"builtins.{t}" for t in ("set", "frozenset", "dict", "list", "tuple", "int", "float", "str", "bytes", "bool")),
+    "builtins.complex",
+    "collections.defaultdict",
+    "collections.OrderedDict",
+    "copyreg._reconstructor",
+    "_codecs.encode",
+    *(f"numpy.{m}.multiarray.{f}" for m in ("core", "_core") for f in ("_reconstruct", "scalar")),
+    *(f"numpy.{m}.numeric._frombuffer" for m in ("core", "_core")),
+    "numpy.ndarray",
+    "numpy.dtype",
+}
+
+
 class MatbenchHull:
     """Matbench Discovery's MP patched phase diagram (absolute MP2020-corrected energies)."""
 
@@ -149,7 +181,7 @@ class MatbenchHull:
 
     def __init__(self, path):
         with gzip.open(path, "rb") as fh:
-            self.ppd = pickle.load(fh)
+            self.ppd = load_pickle(fh, str(path), "phase diagram", PPD_GLOBALS, PPD_CLASS_MODULES)
         self.elements = {el.symbol for el in self.ppd.elements}
         self._systems: dict[frozenset, int] = {}
         for e in self.ppd.all_entries:
@@ -182,10 +214,22 @@ class MatbenchHull:
 MP_HUBBARD_U = {"Co": 3.32, "Cr": 3.7, "Fe": 5.3, "Mn": 3.9, "Mo": 4.38, "Ni": 6.2, "V": 3.25, "W": 6.2}
 
 
+def on_hull_scale(structure, energy_total: float, scale: str) -> tuple[float, str]:
+    """A total energy on the hull's (MP2020-corrected) scale, and "" or NaN and the reason there is none.
+    `scale` is what the energy's source declares: ``mp2020`` is taken as it is (never corrected twice),
+    ``raw`` gets MP2020 (`mp2020_corrected_energy`)."""
+    from crystalflow_core.materials.potentials import MP2020, check_scale
+
+    if check_scale(scale, "on_hull_scale") == MP2020:
+        return float(energy_total), ""
+    return mp2020_corrected_energy(structure, energy_total)
+
+
 def mp2020_corrected_energy(structure, energy_total: float) -> tuple[float, str]:
-    """MP2020-corrected total energy of a CHGNet total energy (GGA+U parameters where MP uses them), and
-    "" or, where MP2020 refuses the entry, NaN and the reason: an uncorrected energy on a corrected hull
-    would be a wrong E_hull, so there is none."""
+    """MP2020-corrected total energy of a *raw* GGA/GGA+U total energy (GGA+U parameters where MP uses
+    them), and "" or, where MP2020 refuses the entry, NaN and the reason: an uncorrected energy on a
+    corrected hull would be a wrong E_hull, so there is none. Never for energies already corrected
+    (CHGNet's): call `on_hull_scale` with the source's scale."""
     from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
     from pymatgen.entries.computed_entries import ComputedStructureEntry
 

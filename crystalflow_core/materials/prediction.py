@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,13 @@ class Target:
     @property
     def n_atoms(self) -> int:
         return len(self.species)
+
+    @property
+    def cell(self) -> str:
+        """The cell content searched: Si3O6 for SiO2 at z = 3."""
+        from pymatgen.core import Composition
+
+        return plain_formula(Composition(self.formula) * self.z)
 
     @property
     def group(self) -> str:
@@ -70,26 +78,42 @@ def parse_formula(text, where: str):
         )
     if any(abs(a - round(a)) > 1e-8 for a in comp.values()):
         raise ConfigError(f"{where}: '{text}' has non-integer amounts; write whole atoms (Na1Cl1, not Na0.5Cl0.5)")
+    _, unit, factor = formula_unit(comp)
+    if factor != 1:  # the cell size is z's or atoms' to say, never a formula's amounts read silently
+        raise ConfigError(
+            f"{where}: '{text}' is {factor} x {unit}: give {unit} with z {factor}, or atoms {int(comp.num_atoms)}"
+        )
     return comp
 
 
+def formula_unit(comp) -> tuple:
+    """(unit Composition, its formula, factor): the amounts divided by their greatest common divisor,
+    H for H2 and O for O2 (pymatgen's reduced formula keeps diatomic elements as H2, O2, N2 ...)."""
+    from pymatgen.core import Composition
+
+    amounts = {el: int(round(a)) for el, a in comp.items()}
+    factor = math.gcd(*amounts.values())
+    unit = Composition({el: a // factor for el, a in amounts.items()})
+    return unit, plain_formula(unit), factor
+
+
+def plain_formula(comp) -> str:
+    """SiO2, NaCl, H, Si3O6: the amounts as they are, ordered by electronegativity, no 1s."""
+    return re.sub(r"(?<=[A-Za-z])1(?![0-9])", "", comp.formula.replace(" ", ""))
+
+
 def _target(comp, z: int | None, atoms: int | None, pressure: float, job: dict, where: str) -> Target:
-    reduced, _ = comp.get_reduced_composition_and_factor()
+    reduced, formula, _ = formula_unit(comp)
     per_unit = int(round(reduced.num_atoms))
     if atoms is not None:
         if atoms % per_unit:
-            raise ConfigError(
-                f"{where}: {atoms} atoms is not a whole number of {reduced.reduced_formula} units ({per_unit} atoms)"
-            )
+            raise ConfigError(f"{where}: {atoms} atoms is not a whole number of {formula} units ({per_unit} atoms)")
         z = atoms // per_unit
     n = per_unit * int(z)
     if n > job["max_atoms"]:
-        raise ConfigError(
-            f"{where}: {reduced.reduced_formula} with z = {z} has {n} atoms, above max_atoms ({job['max_atoms']})"
-        )
+        raise ConfigError(f"{where}: {formula} with z = {z} has {n} atoms, above max_atoms ({job['max_atoms']})")
     species = tuple(int(el.Z) for el, amt in sorted(reduced.items(), key=lambda x: x[0].Z) for _ in range(int(amt) * z))
-    key = f"{reduced.reduced_formula}_z{z}_p{pressure:g}"
-    return Target(key, reduced.reduced_formula, int(z), species, float(pressure))
+    return Target(f"{formula}_z{z}_p{pressure:g}", formula, int(z), species, float(pressure))
 
 
 def read_compositions_csv(path) -> list[dict]:
@@ -97,12 +121,20 @@ def read_compositions_csv(path) -> list[dict]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"compositions file {path} not found")
-    with open(p, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "formula" not in rows[0]:
-        raise ConfigError(f"{path}: needs a column 'formula' (and z or atoms, optional pressure_gpa)")
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name; newline="": CRLF
+    with open(p, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [(c or "").strip() for c in (reader.fieldnames or [])]
+        reader.fieldnames = columns
+        blank = lambda r: not any(v.strip() for v in r.values() if isinstance(v, str))  # noqa: E731
+        rows = [(reader.line_num, r) for r in reader if not blank(r)]
+    if "formula" not in columns:
+        found = ", ".join(repr(c) for c in columns) or "none"
+        raise ConfigError(f"{path}: needs a column 'formula' (and z or atoms, optional pressure_gpa); found {found}")
+    if not rows:
+        raise ConfigError(f"{path}: no rows below the header")
     out = []
-    for i, r in enumerate(rows, start=2):
+    for i, r in rows:
         entry = {"formula": (r.get("formula") or "").strip(), "row": i}
         for key, cast in (("z", int), ("atoms", int), ("pressure_gpa", float)):
             v = (r.get(key) or "").strip()
@@ -224,6 +256,7 @@ CANDIDATE_COLUMNS = [
     "group",
     "formula",
     "z",
+    "cell",
     "n_atoms",
     "pressure_gpa",
     "flag",
@@ -259,6 +292,7 @@ def candidate_table(targets: list[Target], samples: list[dict], relaxed: list[di
             group=t.group,
             formula=t.formula,
             z=t.z,
+            cell=t.cell,
             n_atoms=t.n_atoms,
             pressure_gpa=t.pressure_gpa,
             flag=smp.get("flag", ""),
@@ -315,6 +349,7 @@ RANKED_COLUMNS = [
     "formula",
     "pressure_gpa",
     "best_id",
+    "cell",
     "enthalpy_per_atom",
     "energy_per_atom",
     "delta_h_mev",
@@ -328,6 +363,8 @@ RANKED_COLUMNS = [
     "converged",
     "e_hull",
     "e_hull_reason",
+    "hull",
+    "hull_suspect",
     "cif",
 ]
 
@@ -356,6 +393,7 @@ def rank_polymorphs(cands: pd.DataFrame, finals: dict, dedupe: dict) -> tuple[pd
                     "formula": best["formula"],
                     "pressure_gpa": best["pressure_gpa"],
                     "best_id": best["id"],
+                    "cell": best["cell"],
                     "enthalpy_per_atom": float(best["enthalpy_per_atom"]),
                     "energy_per_atom": float(best["energy_per_atom"]),
                     "delta_h_mev": 1000.0 * (float(best["enthalpy_per_atom"]) - best_h),
@@ -380,32 +418,36 @@ def rank_polymorphs(cands: pd.DataFrame, finals: dict, dedupe: dict) -> tuple[pd
     cands.loc[has, "cluster"] = [
         rank_of[(g, int(c))] for g, c in zip(cands.loc[has, "group"], cands.loc[has, "cluster"])
     ]
-    for col in ("e_hull", "e_hull_reason", "cif"):
-        df[col] = np.nan if col == "e_hull" else ""
+    for col in ("e_hull", "e_hull_reason", "hull", "hull_suspect", "cif"):
+        df[col] = {"e_hull": np.nan, "hull_suspect": False}.get(col, "")
     return cands, df[RANKED_COLUMNS]
 
 
-def e_hull_at_zero_pressure(ranked: pd.DataFrame, finals: dict, refs: dict, hull) -> pd.DataFrame:
-    """E_hull (eV/atom, MP2020-corrected CHGNet energy on the run's hull) of every polymorph at 0 GPa;
-    NaN with the reason where there is none (another pressure, MP2020 refused, element without a
-    reference)."""
+def e_hull_at_zero_pressure(ranked: pd.DataFrame, finals: dict, refs: dict, hull, scales: dict) -> pd.DataFrame:
+    """E_hull (eV/atom) of every polymorph at 0 GPa on the run's hull, with the hull's name and the suspect
+    flag; `scales`: the energy scale of each candidate's record (its potential's: CHGNet's energies are
+    MP2020-corrected already). NaN with the reason where there is none (another pressure, MP2020 refused,
+    element without a reference)."""
     from crystalflow_core.evaluation.summaries import hull_columns
-    from crystalflow_core.materials.hull import mp2020_corrected_energy
+    from crystalflow_core.materials.hull import on_hull_scale
 
     ranked = ranked.copy()
+    ranked["hull"] = f"{hull.source} ({len(hull)} entries)"
     for i, r in ranked.iterrows():
         if r["pressure_gpa"] != 0:
             ranked.at[i, "e_hull_reason"] = "E_hull only at 0 GPa"
             continue
         s = finals[r["best_id"]]
-        corrected, why = mp2020_corrected_energy(s, float(r["energy_per_atom"]) * len(s))
+        corrected, why = on_hull_scale(s, float(r["energy_per_atom"]) * len(s), scales[r["best_id"]])
         if not math.isfinite(corrected):
             ranked.at[i, "e_hull_reason"] = why
             continue
         try:
-            ranked.at[i, "e_hull"] = hull_columns(s, corrected, refs, hull)["e_hull"]
+            h = hull_columns(s, corrected, refs, hull)
         except KeyError as exc:
             ranked.at[i, "e_hull_reason"] = str(exc).strip("'\"")
+            continue
+        ranked.at[i, "e_hull"], ranked.at[i, "hull_suspect"] = h["e_hull"], bool(h["hull_suspect"])
     return ranked
 
 

@@ -16,6 +16,7 @@ pressure (pressure-conditioned runs relax each structure at its target).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import signal
@@ -28,9 +29,11 @@ from tqdm import tqdm
 
 from crystalflow_core.crystals.crystal import vacuum_gap
 from crystalflow_core.io import append_jsonl, read_jsonl, resume_jsonl
+from crystalflow_core.materials.potentials import potential
 from crystalflow_core.parallel import serve_map
 
 log = logging.getLogger(__name__)
+CHGNET = potential("chgnet")
 EV_PER_A3_PER_GPA = 1.0 / 160.21766208  # 1 GPa in eV/A^3
 
 
@@ -193,7 +196,7 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
     from pymatgen.io.ase import AseAtomsAdaptor
 
     t0 = time.time()
-    rec = {"converged": False, "error": "", "steps": 0}
+    rec = {"converged": False, "error": "", "steps": 0, **potential_fields(CHGNET)}
     try:
         with _time_limit(settings.timeout):
             d = _closest_pair(structure)
@@ -288,6 +291,18 @@ class RelaxWorker(CHGNetWorker):
         return out
 
 
+@functools.lru_cache
+def potential_fields(pot) -> dict:
+    """What every relaxation record says of its potential: name, package version, energy scale."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version(pot.name)
+    except PackageNotFoundError:
+        v = ""
+    return {"potential": pot.name, "potential_version": v, "energy_scale": pot.energy_scale}
+
+
 def _closest_pair(structure) -> float:
     """Shortest interatomic distance (periodic images included), inf for a single atom."""
     if len(structure) < 2:
@@ -318,6 +333,7 @@ def relax_many(
                     "id": sid,
                     "converged": False,
                     "error": "invalid sample (flagged or unbuildable)",
+                    **potential_fields(CHGNET),
                     "steps": 0,
                     "wall_s": 0.0,
                 },

@@ -25,6 +25,7 @@ from crystalflow_core.config import defaults
 from crystalflow_core.crystals.crystal import structure_from
 from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure, shard_slice
 from crystalflow_core.io import StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from crystalflow_core.materials.potentials import record_energy_scale
 from crystalflow_core.materials.prediction import (
     candidate_items,
     candidate_table,
@@ -166,7 +167,7 @@ def predict_rank(
     cands, finals = candidate_table(targets, smp, rel, job["symprec"])
     cands, ranked = rank_polymorphs(cands, finals, job["dedupe"])
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
-        ranked = _with_e_hull(cfg, ranked, finals)
+        ranked = _with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
     folder = Path(cif_dir)
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.cif"):  # CIFs of an earlier ranking
@@ -196,7 +197,7 @@ def predict_rank(
         )
 
 
-def _with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict) -> pd.DataFrame:
+def _with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict, scales: dict) -> pd.DataFrame:
     from crystalflow_core.materials.hull import build_hull, load_elemental_refs
 
     try:
@@ -205,7 +206,7 @@ def _with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict) -> pd.DataFrame:
     except Exception as exc:  # no hull here: the ranking stands without E_hull
         log.warning("no hull for E_hull (%s: %s)", type(exc).__name__, exc)
         return ranked.assign(e_hull_reason=f"no hull ({type(exc).__name__})")
-    return e_hull_at_zero_pressure(ranked, finals, refs, hull)
+    return e_hull_at_zero_pressure(ranked, finals, refs, hull, scales)
 
 
 def _write_extxyz(cands: pd.DataFrame, finals: dict, out: str) -> None:

@@ -1,0 +1,66 @@
+"""Interatomic potentials and the energy scale of what they predict.
+
+An energy meets a hull only on the hull's scale. Matbench Discovery's phase diagram, the local hull's
+formation energies and the MP elemental references are all on the MP2020-corrected scale (GGA/GGA+U
+mixing, anion and U corrections applied). An energy source declares its scale:
+
+* ``mp2020``: already corrected. CHGNet was trained on MPtrj, whose labels are MP2020-corrected
+  energies, so its predictions go onto the hull as they are; correcting them again shifts every
+  compound with an anion (O, F, Cl, S, N, H ...) or a GGA+U metal by tenths of an eV/atom.
+* ``raw``: uncorrected GGA/GGA+U total energies as VASP reports them under MP's settings (DFT read
+  back from VASP, a potential trained on raw energies): MP2020 processing before the hull.
+
+Torch-free: the table is read where records are made and where they meet a hull.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MP2020 = "mp2020"
+RAW = "raw"
+ENERGY_SCALES = {
+    MP2020: "MP2020-corrected energies (the scale of MP's hull): onto the hull as they are",
+    RAW: "raw GGA/GGA+U energies (VASP under MP's settings): MP2020 corrections before the hull",
+}
+
+
+@dataclass(frozen=True)
+class Potential:
+    """A universal potential: its name in records and configs, the scale of its energies, its training set."""
+
+    name: str
+    energy_scale: str
+    trained_on: str
+
+    def __post_init__(self):
+        check_scale(self.energy_scale, f"potential {self.name}")
+
+
+def check_scale(scale: str, what: str) -> str:
+    if scale not in ENERGY_SCALES:
+        raise ValueError(f"{what}: energy scale {scale!r} is not one of {', '.join(ENERGY_SCALES)}")
+    return scale
+
+
+POTENTIALS = {
+    "chgnet": Potential("chgnet", MP2020, "MPtrj (labels: MP2020-corrected GGA/GGA+U energies)"),
+}
+
+
+def potential(name: str) -> Potential:
+    try:
+        return POTENTIALS[name]
+    except KeyError:
+        raise ValueError(f"unknown potential {name!r}; known: {', '.join(POTENTIALS)}") from None
+
+
+def record_potential(rec: dict) -> Potential:
+    """The potential a relaxation record was made with (records of versions before 0.5 name none: CHGNet,
+    the only relaxer then)."""
+    return potential(rec.get("potential", "chgnet"))
+
+
+def record_energy_scale(rec: dict) -> str:
+    """The energy scale of a relaxation record: its own where it states one, else its potential's."""
+    return check_scale(rec.get("energy_scale") or record_potential(rec).energy_scale, f"record {rec.get('id')!r}")
