@@ -87,7 +87,7 @@ def main(argv=None):
     s.add_argument("--checkpoint", default=None, help="or a model.ckpt")
     s.add_argument("--formula", action="append", default=None, help="a composition (repeat for several)")
     s.add_argument("--compositions", default=None, help="CSV with formula, z or atoms, optional pressure_gpa")
-    s.add_argument("--z", type=int, nargs="+", default=None, help="formula units per cell (one or more)")
+    s.add_argument("--z", nargs="+", default=None, help="formula units per cell: auto (default) or one or more")
     s.add_argument("--atoms", type=int, nargs="+", default=None, help="or atoms per cell")
     s.add_argument("--pressure", type=float, nargs="+", default=None, help="target pressure(s), GPa")
     s.add_argument("-n", "--n-candidates", type=int, default=None, help="candidates per composition and pressure")
@@ -157,6 +157,11 @@ def _predict_job(a, raw: dict) -> tuple[str, dict]:
         "seed": a.seed,
         "top_n": a.top_n,
     }
+    if a.z is not None:
+        try:
+            flags["z"] = "auto" if a.z == ["auto"] else [int(z) for z in a.z]
+        except ValueError:
+            raise cfgmod.ConfigError(f"--z: {' '.join(a.z)}: give auto or whole numbers") from None
     job = {k: v for k, v in flags.items() if v is not None}
     if a.run and not a.checkpoint:
         job["checkpoint"] = None
@@ -167,7 +172,7 @@ def _predict_job(a, raw: dict) -> tuple[str, dict]:
     if a.compositions and not a.formula:
         job["formulas"] = []
     if a.atoms and not a.z:
-        job["z"] = 1
+        job["z"] = "auto"
     base = {}
     if a.job:
         jobs = raw.get("predict") or {}
@@ -176,6 +181,13 @@ def _predict_job(a, raw: dict) -> tuple[str, dict]:
                 f"--job: no predict job '{a.job}' in {a.config}; jobs: {', '.join(jobs) or 'none'}"
             )
         base = jobs[a.job]
+        if a.z and base.get("atoms") is not None and not a.atoms:
+            raise cfgmod.ConfigError(
+                f"--z {' '.join(a.z)}: job '{a.job}' sets atoms {base['atoms']}; give --atoms instead, or drop atoms "
+                "from the job"
+            )
+        if a.atoms and not a.z:
+            job["z"] = "auto"
     elif not job.get("formulas") and not job.get("compositions"):
         raise cfgmod.ConfigError("predict: give --formula (or --compositions, or --job of the config)")
     name = a.name or a.job or "_".join(a.formula or [Path(a.compositions).stem])

@@ -161,3 +161,55 @@ def test_vasp_folders_parse_back(tmp_path, nacl):
     incar = Incar.from_file(tmp_path / "hp" / "p" / "INCAR")
     assert incar["PSTRESS"] == 300.0 and incar["KSPACING"] == 0.25
     assert (tmp_path / "hp" / "submit_slurm.sh").read_text().startswith("#!/bin/bash")
+
+
+def test_collapsed_and_exploded_structures_are_unphysical(chgnet):
+    """After relaxation: atoms squeezed together (MgO 0.26 A apart, a hole of the potential) or a cell far
+    denser or emptier than its atoms' van der Waals volume are no crystal; rock salt MgO is one."""
+    from crystalflow_core.crystals.crystal import closest_pair_vs_bond, unphysical_reason, volume_ratio
+
+    section = defaults("relax")
+    args = (section["min_bond_fraction"], section["volume_bounds"], section["max_vacuum_gap"])
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert unphysical_reason(rocksalt, *args) == ""
+    ratio, pair = closest_pair_vs_bond(rocksalt)
+    assert ratio == pytest.approx(2.105 / (1.41 + 0.66), rel=1e-3) and "2.10 A" in pair  # Mg-O, by hand
+    collapsed = Structure(
+        Lattice.cubic(3.0), ["Mg", "Mg", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0], [0.087, 0, 0], [0.5, 0, 0.5]]
+    )
+    why = unphysical_reason(collapsed, *args)
+    assert why.startswith("unphysical: atoms Mg0-O2 0.26 A apart") and "covalent bond" in why
+    squeezed = Structure(Lattice.cubic(1.2), ["Mg"], [[0, 0, 0]])  # 1.73 A^3 against 4/3 pi 1.73^3 = 21.7 A^3
+    assert volume_ratio(squeezed) == pytest.approx(1.728 / 21.69, rel=1e-2)
+    assert "collapsed cell" in unphysical_reason(squeezed, 0.0, (0.1, 3.0), 7.0)
+    assert "expanded cell" in unphysical_reason(
+        Structure(Lattice.cubic(6.0), ["Mg"], [[0, 0, 0]]), 0.5, (0.1, 3.0), 7.0
+    )
+    # the relaxation applies the checks to what it ends with: a rock salt judged with a bond cut above its bonds
+    strict = RelaxSettings.from_section(section, steps=2, min_bond_fraction=1.1)
+    r = relax_structure(rocksalt.get_primitive_structure(), strict, chgnet)
+    assert r["converged"] is False and "covalent bond length (< 1.1)" in r["error"]
+    ok = relax_structure(rocksalt.get_primitive_structure(), RelaxSettings.from_section(section, steps=2), chgnet)
+    assert ok["error"] == "" and ok["potential"] == "chgnet" and ok["energy_scale"] == "mp2020"
+
+
+def test_known_crystals_pass_the_physical_checks():
+    """Every crystal of a random draw of the MP-20 test split passes the bond and volume checks; the vacuum
+    check flags only MP-20's few slabs in a box (monolayers such as WS2 with ~14 A of vacuum, 0.8 %)."""
+    import pandas as pd
+    from conftest import need_data
+
+    from crystalflow_core.crystals.crystal import unphysical_reason
+
+    (path,) = need_data("mp_20/test.csv.gz")
+    section = defaults("relax")
+    cifs = pd.read_csv(path).sample(300, random_state=1)["cif"]
+    why = [
+        unphysical_reason(Structure.from_str(c, fmt="cif"), section["min_bond_fraction"], section["volume_bounds"], 1e9)
+        for c in cifs
+    ]
+    assert [w for w in why if w] == []
+    slabs = [
+        unphysical_reason(Structure.from_str(c, fmt="cif"), 0.0, (0.0, 1e9), section["max_vacuum_gap"]) for c in cifs
+    ]
+    assert sum(bool(w) for w in slabs) <= 3 and all("vacuum" in w for w in slabs if w)

@@ -89,3 +89,61 @@ def vacuum_gap(s) -> tuple[float, int]:
         if g > best:
             best, axis = g, i
     return best, axis
+
+
+def _radii():
+    from pymatgen.analysis.molecule_structure_comparator import CovalentRadius
+
+    return CovalentRadius.radius
+
+
+def closest_pair_vs_bond(s) -> tuple[float, str]:
+    """(smallest ratio distance / sum of covalent radii over all atom pairs and images, the pair): a
+    collapsed structure (two atoms squeezed into one place) has a ratio far below 1; real bonds, even
+    under hundreds of GPa, stay above ~0.7."""
+    if len(s) < 1:
+        return math.inf, ""
+    radii = _radii()
+    r = np.array([radii.get(site.specie.symbol, 1.5) for site in s])
+    centers, points, idx, dist = s.get_neighbor_list(r=float(2 * r.max()))
+    keep = dist > 1e-8
+    if not keep.any():
+        return math.inf, ""
+    ratio = dist[keep] / (r[centers[keep]] + r[points[keep]])
+    k = int(np.argmin(ratio))
+    a, b = int(centers[keep][k]), int(points[keep][k])
+    return float(ratio[k]), f"{s[a].specie.symbol}{a}-{s[b].specie.symbol}{b} {float(dist[keep][k]):.2f} A"
+
+
+def volume_ratio(s) -> float:
+    """Volume per atom over the mean van der Waals sphere volume of its atoms: bulk crystals lie between
+    ~0.2 (metals under high pressure) and ~1.5 (open frameworks, molecular solids)."""
+    vdw = []
+    for site in s:
+        el = site.specie
+        r = getattr(el, "van_der_waals_radius", None) or 2.0
+        vdw.append(4.0 / 3.0 * math.pi * float(r) ** 3)
+    return float(s.volume / len(s) / np.mean(vdw))
+
+
+def unphysical_reason(s, min_bond_fraction: float, volume_bounds, max_vacuum_gap: float) -> str:
+    """"" for a physical bulk crystal, else why not: atoms closer than `min_bond_fraction` of their
+    covalent bond length, a volume per atom outside `volume_bounds` (in units of the atoms' mean van der
+    Waals volume), or an empty slab wider than `max_vacuum_gap` (fragments in vacuum)."""
+    ratio, pair = closest_pair_vs_bond(s)
+    if ratio < min_bond_fraction:
+        return f"unphysical: atoms {pair} apart, {ratio:.2f} of their covalent bond length (< {min_bond_fraction})"
+    gap, axis = vacuum_gap(s)
+    if gap > max_vacuum_gap:
+        return (
+            f"unphysical: {gap:.1f} A of vacuum along lattice vector {'abc'[axis]} "
+            f"(> {max_vacuum_gap} A; isolated fragments, not a crystal)"
+        )
+    v = volume_ratio(s)
+    lo, hi = volume_bounds
+    if not lo <= v <= hi:
+        return (
+            f"unphysical: {s.volume / len(s):.1f} A^3 per atom is {v:.2f} of the atoms' van der Waals volume "
+            f"(outside {lo}-{hi}; {'collapsed' if v < lo else 'expanded'} cell)"
+        )
+    return ""

@@ -138,7 +138,9 @@ def read_compositions_csv(path) -> list[dict]:
         entry = {"formula": (r.get("formula") or "").strip(), "row": i}
         for key, cast in (("z", int), ("atoms", int), ("pressure_gpa", float)):
             v = (r.get(key) or "").strip()
-            if v:
+            if key == "z" and v.lower() == "auto":
+                entry["z"] = "auto"
+            elif v:
                 try:
                     entry[key] = cast(float(v)) if cast is int else cast(v)
                 except ValueError as exc:
@@ -156,25 +158,32 @@ def model_conditions(cfg: dict, job: dict) -> list[str] | None:
 
 
 def check_model_conditions(conditions: list[str], name: str, targets: list[Target]) -> None:
-    """A prediction model is an unconditional CSP model or one conditioned on pressure only."""
+    """A prediction model is an unconditional CSP model or one conditioned on pressure only. An
+    unconditional model predicts at any pressure too: its candidates are relaxed at the pressure (the
+    standard way of every generator that does not know pressure); the report says so."""
     other = [c for c in conditions if c != "pressure"]
     if other:
         raise ConfigError(
             f"config error at 'predict/{name}': the model is conditioned on {', '.join(other)}; structure "
             "prediction takes an unconditional CSP model or one conditioned on pressure"
         )
-    if "pressure" not in conditions:
-        high = sorted({t.pressure_gpa for t in targets if t.pressure_gpa})
-        if high:
-            raise ConfigError(
-                f"config error at 'predict/{name}/pressure_gpa': {', '.join(f'{p:g}' for p in high)} GPa asked, "
-                "but the model is not conditioned on pressure (use a model trained with conditions: [pressure], "
-                "or pressure_gpa: 0)"
-            )
 
 
-def job_targets(cfg: dict, name: str, job: dict) -> list[Target]:
-    """Every target of a job, checked (one-line ConfigError naming the job and the entry)."""
+def _z_values(e: dict, job: dict, per_unit: int, cap: int) -> list:
+    """The sizes (z, atoms) of one entry: its own z or atoms, else the job's; `auto`: every z whose
+    cell fits `cap` atoms."""
+    if "atoms" in e or ("z" not in e and job["atoms"] is not None):
+        return [(None, a) for a in _as_list(e.get("atoms", job["atoms"]))]
+    zs = e["z"] if "z" in e else job["z"]
+    if zs == "auto":
+        return [(z, None) for z in range(1, max(1, cap // per_unit) + 1)]
+    return [(z, None) for z in _as_list(zs)]
+
+
+def job_targets(cfg: dict, name: str, job: dict, largest: int | None = None) -> list[Target]:
+    """Every target of a job, checked (one-line ConfigError naming the job and the entry). `z: auto`
+    takes every z up to `largest` atoms (the model's largest training crystal, once the model is read)
+    and never above the job's `max_atoms`."""
     where = f"config error at 'predict/{name}"
     if bool(job["run"]) == bool(job["checkpoint"]):
         raise ConfigError(f"{where}': set one of run (a CSP run of this config) or checkpoint (a model.ckpt)")
@@ -183,20 +192,23 @@ def job_targets(cfg: dict, name: str, job: dict) -> list[Target]:
             raise ConfigError(f"{where}/run': '{job['run']}' is not a run; runs: {', '.join(cfg['runs'])}")
         if cfg["runs"][job["run"]]["task"] != "csp":
             raise ConfigError(f"{where}/run': '{job['run']}' is a {cfg['runs'][job['run']]['task']} run, not CSP")
+    if job["atoms"] is not None and job["z"] not in (None, "auto"):
+        raise ConfigError(f"{where}': give z or atoms, not both (z {job['z']}, atoms {job['atoms']})")
     entries = [{"formula": f, "where": f"{where}/formulas/{i}'"} for i, f in enumerate(job["formulas"])]
     if job["compositions"]:
         for r in read_compositions_csv(job["compositions"]):
             entries.append({**r, "where": f"{job['compositions']}, row {r['row']} (predict/{name})"})
     if not entries:
         raise ConfigError(f"{where}': no compositions (give formulas or a compositions CSV)")
+    cap = min(job["max_atoms"], largest or job["max_atoms"])
     targets: dict[str, Target] = {}
     for e in entries:
         comp = parse_formula(e["formula"], e["where"])
-        atoms_list = _as_list(e["atoms"]) if "atoms" in e else _as_list(job["atoms"])
-        zs = _as_list(e["z"]) if "z" in e else _as_list(job["z"])
+        per_unit = int(round(formula_unit(comp)[0].num_atoms))
+        if per_unit > job["max_atoms"]:
+            raise ConfigError(f"{e['where']}: one unit of {e['formula']} has {per_unit} atoms, above max_atoms")
         pressures = _as_list(e["pressure_gpa"]) if "pressure_gpa" in e else _as_list(job["pressure_gpa"])
-        sizes = [(None, a) for a in atoms_list] if atoms_list and "z" not in e else [(z, None) for z in zs]
-        for z, atoms in sizes:
+        for z, atoms in _z_values(e, job, per_unit, cap):
             for p in pressures:
                 if p < 0:
                     raise ConfigError(f"{e['where']}: pressure {p} GPa is negative")
@@ -210,11 +222,17 @@ def job_targets(cfg: dict, name: str, job: dict) -> list[Target]:
 
 
 def candidate_items(targets: list[Target], n_candidates: int, pressure_condition: bool) -> list[dict]:
-    """The sampler's items: n_candidates per target, ids `{target}#{i}`, each with its target's pressure
+    """The sampler's items: n_candidates per composition and pressure, spread over its cell sizes in turn
+    (candidate c takes the (c mod n_sizes)-th z), ids `{target}#{c}`; each with its target's pressure
     (`pressure_gpa`, the relaxation's) and, for a pressure-conditioned model, that pressure as the condition."""
-    items = []
+    groups: dict[str, list[Target]] = {}
     for t in targets:
+        groups.setdefault(t.group, []).append(t)
+    items = []
+    for sizes in groups.values():
+        sizes = sorted(sizes, key=lambda t: t.z)
         for c in range(n_candidates):
+            t = sizes[c % len(sizes)]
             it = {
                 "id": f"{t.key}#{c}",
                 "target": t.key,
@@ -227,6 +245,11 @@ def candidate_items(targets: list[Target], n_candidates: int, pressure_condition
                 it["condition"] = {"pressure": t.pressure_gpa}
             items.append(it)
     return items
+
+
+def n_groups(targets: list[Target]) -> int:
+    """Compositions x pressures of a job (what n_candidates counts per)."""
+    return len({t.group for t in targets})
 
 
 # ----------------------------------------------------------------------------- per candidate
@@ -271,6 +294,7 @@ CANDIDATE_COLUMNS = [
     "spacegroup_tight",
     "spacegroup_number_tight",
     "cluster",
+    "status",
 ]
 
 
@@ -369,13 +393,29 @@ RANKED_COLUMNS = [
 ]
 
 
-def rank_polymorphs(cands: pd.DataFrame, finals: dict, dedupe: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def rank_polymorphs(
+    cands: pd.DataFrame, finals: dict, dedupe: dict, rank_unconverged: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cluster the relaxed candidates of each group (composition and pressure) and rank the clusters by
-    the enthalpy per atom of their best member. Returns (candidates with `cluster`, ranked polymorphs)."""
+    the enthalpy per atom of their best member. Only physical structures (no relaxation error) rank, and
+    only converged ones unless `rank_unconverged`; `status` says of every candidate whether it ranked and
+    why not. Returns (candidates with `cluster` and `status`, ranked polymorphs)."""
     cands = cands.copy()
+    ranks = cands["id"].isin(finals) & cands["enthalpy_per_atom"].notna()
+    if not rank_unconverged:
+        ranks &= cands["converged"].astype(bool)
+    cands["status"] = np.where(
+        ranks,
+        "ranked",
+        np.where(
+            cands["error"].fillna("") != "",
+            cands["error"].fillna(""),
+            np.where(cands["converged"].astype(bool), "no enthalpy", "not converged"),
+        ),
+    )
     ranked = []
-    for group, g in cands.groupby("group", sort=True):
-        ok = g[g["id"].isin(finals) & g["enthalpy_per_atom"].notna()]
+    for group, g in cands[ranks].groupby("group", sort=True):
+        ok = g
         if not len(ok):
             continue
         ids = list(ok["id"])

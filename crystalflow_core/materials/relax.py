@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from crystalflow_core.crystals.crystal import vacuum_gap
+from crystalflow_core.crystals.crystal import unphysical_reason
 from crystalflow_core.io import append_jsonl, read_jsonl, resume_jsonl
 from crystalflow_core.materials.potentials import potential
 from crystalflow_core.parallel import serve_map
@@ -50,11 +50,13 @@ class RelaxSettings:
     relax_cell: bool
     min_distance: float  # A; closer atoms are recorded as failed before CHGNet runs
     max_vacuum_gap: float  # A; a relaxed cell with a wider empty slab is recorded as unphysical
+    min_bond_fraction: float  # relaxed atoms closer than this fraction of their covalent bond: unphysical
+    volume_bounds: tuple  # relaxed volume per atom outside these multiples of the van der Waals volume: unphysical
     record_energies: bool  # keep the energy per atom at every optimiser step (`energy_trace`)
 
     @classmethod
     def from_section(cls, r: dict, **override) -> RelaxSettings:
-        out = cls(**{f: r[f] for f in cls.__dataclass_fields__})
+        out = cls(**{f: tuple(r[f]) if isinstance(r[f], list) else r[f] for f in cls.__dataclass_fields__})
         return replace(out, **override)
 
 
@@ -170,15 +172,15 @@ def _record_final(rec: dict, atoms, settings: RelaxSettings) -> None:
     rec["pressure_gpa"] = settings.pressure
     rec["stress_pressure_gpa"] = _pressure_gpa(atoms.get_stress(voigt=True))
     final = AseAtomsAdaptor.get_structure(atoms)
-    if not all(np.isfinite([e, vol])):
-        raise FloatingPointError("non-finite energy or volume")
-    gap, axis = vacuum_gap(final)
-    if gap > settings.max_vacuum_gap:  # fragments in vacuum: converged or not, no crystal
+    finite = [np.isfinite([e, vol]), np.isfinite(atoms.get_stress()), np.isfinite(final.cart_coords)]
+    if not all(f.all() for f in finite):
+        raise FloatingPointError("non-finite energy, stress, volume or positions")
+    # collapsed atoms (a hole of the potential), a collapsed or exploded cell, fragments in vacuum: converged
+    # or not, no crystal to rank
+    why = unphysical_reason(final, settings.min_bond_fraction, settings.volume_bounds, settings.max_vacuum_gap)
+    if why:
         rec["converged"] = False
-        rec["error"] = (
-            f"unphysical: {gap:.1f} A of vacuum along lattice vector {'abc'[axis]} "
-            f"(> {settings.max_vacuum_gap} A; isolated fragments, not a crystal)"
-        )
+        rec["error"] = why
     rec["final"] = {
         "lattice": final.lattice.matrix.tolist(),
         "species": [s.specie.symbol for s in final],

@@ -23,7 +23,7 @@ import torch
 from crystalflow_core import __version__
 from crystalflow_core.config import defaults
 from crystalflow_core.crystals.crystal import structure_from
-from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure, shard_slice
+from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure
 from crystalflow_core.io import StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
 from crystalflow_core.materials.potentials import record_energy_scale
 from crystalflow_core.materials.prediction import (
@@ -38,7 +38,6 @@ from crystalflow_core.materials.prediction import (
 from crystalflow_core.materials.relax import RelaxSettings
 from crystalflow_core.stages.common import ensure_writable, require, use_threads
 from crystalflow_core.stages.relax import relax_key, relax_records
-from crystalflow_core.stages.sample import records_made_as
 
 log = logging.getLogger("crystalflow")
 
@@ -58,28 +57,54 @@ def sample_settings(cfg: dict, job: dict) -> SampleSettings:
     )
 
 
-def _provenance(model_sha: str, settings: SampleSettings, items: list[dict]) -> str:
-    parts = [
-        model_sha,
-        repr(settings),
-        [(it["id"], it["atom_types"], it.get("condition")) for it in items],
-        __version__,
-    ]
+def item_key(model_sha: str, settings: SampleSettings, item: dict) -> str:
+    """Provenance of one candidate: model, sampling settings, its id, atoms and condition. Adding candidates,
+    compositions or pressures to a job leaves the keys of the finished ones as they were."""
+    parts = [model_sha, repr(settings), item["id"], item["atom_types"], item.get("condition"), __version__]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
+def job_shard(items: list[dict], shard: int, shards: int) -> list[dict]:
+    """This shard's items, by a hash of each id: an item stays in its shard when others are added."""
+    if shards == 1:
+        return list(items)
+    pick = lambda sid: int.from_bytes(hashlib.sha256(str(sid).encode()).digest()[:4], "little") % shards  # noqa: E731
+    return [it for it in items if pick(it["id"]) == shard]
+
+
+def _kept(out: str, want: dict, field: str, extra=lambda r: True) -> dict:
+    """{id: record} of `out` whose `field` equals want[id] (and `extra` holds): finished work to keep."""
+    try:
+        done = read_jsonl(out, tolerate_truncated_tail=True) if Path(out).exists() else []
+    except Exception:
+        return {}
+    return {r["id"]: r for r in done if r.get("id") in want and r.get(field) == want[r["id"]] and extra(r)}
+
+
+def model_size_cap(sampler: FlowSampler) -> int | None:
+    """The largest crystal the model was trained on (atoms), None where the checkpoint does not say."""
+    return len(sampler.atom_count_hist) - 1 if sampler.atom_count_hist else None
+
+
 def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shards: int, out: str, threads: int = 0):
-    """One shard of the job's candidates, sampled from the CSP model at `ckpt`."""
+    """One shard of the job's candidates, sampled from the CSP model at `ckpt`; candidates of an earlier
+    run of the job with the same model and settings are kept, only new ones are sampled."""
     require(ckpt)
     ensure_writable(out)
-    targets = job_targets(cfg, name, job)
     use_threads(threads)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     sampler = FlowSampler.from_checkpoint(ckpt, map_location=dev)
     if sampler.task != "csp":
         raise StageError(f"{ckpt}: a {sampler.task} model; structure prediction needs a CSP model")
+    largest = model_size_cap(sampler)
+    targets = job_targets(cfg, name, job, largest=largest)
     check_model_conditions(sampler.conditions, name, targets)
-    largest = len(sampler.atom_count_hist) - 1 if sampler.atom_count_hist else None
+    if "pressure" not in sampler.conditions and any(t.pressure_gpa for t in targets):
+        log.info(
+            "predict/%s: the model is not conditioned on pressure: candidates are sampled as at any "
+            "pressure and relaxed at their target's",
+            name,
+        )
     for t in targets:
         if largest and t.n_atoms > largest:
             log.warning(
@@ -90,21 +115,29 @@ def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shard
                 t.n_atoms,
                 largest,
             )
-    items = shard_slice(candidate_items(targets, job["n_candidates"], "pressure" in sampler.conditions), shard, shards)
+    items = job_shard(candidate_items(targets, job["n_candidates"], "pressure" in sampler.conditions), shard, shards)
     settings = sample_settings(cfg, job)
-    key = _provenance(sha256_file(ckpt), settings, items)
-    if records_made_as(out, key):
+    model_sha = sha256_file(ckpt)
+    want = {it["id"]: item_key(model_sha, settings, it) for it in items}
+    kept = _kept(out, want, "provenance")
+    todo = [it for it in items if it["id"] not in kept]
+    if not todo and len(kept) == len(items) and Path(out).exists() and len(read_jsonl(out)) == len(items):
         log.info("%s is current (same model, settings and candidates): kept", out)
         return
-    recs = sampler.generate(items, settings, shard=shard)
-    for r in recs:
-        r["provenance"] = key
+    new = sampler.generate(todo, settings, shard=shard) if todo else []
+    for r in new:
+        r["provenance"] = want[r["id"]]
+        r["pressure_aware"] = "pressure" in sampler.conditions
+    by_id = {**kept, **{r["id"]: r for r in new}}
+    recs = [by_id[it["id"]] for it in items if it["id"] in by_id]
     log.info(
-        "predict/%s shard %d/%d: %d candidates, %d flagged",
+        "predict/%s shard %d/%d: %d candidates (%d sampled now, %d kept), %d flagged",
         name,
         shard,
         shards,
         len(recs),
+        len(new),
+        len(kept),
         sum(bool(r["flag"]) for r in recs),
     )
     write_jsonl_atomic(out, recs)
@@ -112,29 +145,25 @@ def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shard
 
 def predict_relax(job: dict, samples: list[str], shard: int, shards: int, out: str, workers: int = 0):
     """CHGNet relaxation of this shard's candidates, each at its target's pressure, with the energy at
-    every optimiser step; resumable."""
+    every optimiser step; resumable, and relaxations of unchanged candidates are kept when a job grows."""
     require(*samples)
     ensure_writable(out)
-    recs = shard_slice([r for p in samples for r in read_jsonl(p)], shard, shards)
+    recs = job_shard([r for p in samples for r in read_jsonl(p)], shard, shards)
     settings = RelaxSettings.from_section(job["relax"], record_energies=True)
-    if _relaxed_current(out, recs, settings):
+    want = {r["id"]: r.get("provenance", "") for r in recs}
+    kept = _kept(out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(settings))
+    todo = [r for r in recs if r["id"] not in kept]
+    if not todo:
+        if len(read_jsonl(out)) != len(kept):
+            write_jsonl_atomic(out, [kept[r["id"]] for r in recs])
         log.info("%s is current (these candidates, these settings): kept", out)
         return
-    items = [(r["id"], record_to_structure(r), r["pressure_gpa"]) for r in recs]
-    relax_records(recs, items, settings, out, workers or job["relax"]["workers"] or 1)
-
-
-def _relaxed_current(out: str, recs: list[dict], settings: RelaxSettings) -> bool:
-    """`out` holds one record per candidate of `recs`, of these samples, relaxed with these settings."""
-    if not Path(out).exists():
-        return False
-    try:
-        done = read_jsonl(out)
-    except Exception:
-        return False
-    want = {r["id"]: r.get("provenance", "") for r in recs}
-    got = {d["id"]: d.get("sample_provenance", "") for d in done}
-    return got == want and all(d.get("relax_settings") == relax_key(settings) for d in done)
+    items = [(r["id"], record_to_structure(r), r["pressure_gpa"]) for r in todo]
+    relax_records(todo, items, settings, out, workers or job["relax"]["workers"] or 1)
+    new = {d["id"]: d for d in read_jsonl(out)}
+    if kept:
+        log.info("kept %d relaxations of unchanged candidates", len(kept))
+    write_jsonl_atomic(out, [{**kept, **new}[r["id"]] for r in recs])
 
 
 def _read_job_records(samples: list[str], relaxed: list[str]) -> tuple[list[dict], list[dict]]:
@@ -165,7 +194,7 @@ def predict_rank(
     targets = job_targets(cfg, name, job)
     smp, rel = _read_job_records(samples, relaxed)
     cands, finals = candidate_table(targets, smp, rel, job["symprec"])
-    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"])
+    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
         ranked = _with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
     folder = Path(cif_dir)

@@ -4,7 +4,7 @@
 # rules run on the submitting node.
 import math
 
-from crystalflow_core.materials.prediction import job_targets
+from crystalflow_core.materials.prediction import job_targets, n_groups
 
 
 localrules:
@@ -42,7 +42,7 @@ def gpus(wildcards, rule_name: str) -> int:
 def _structures_per_shard(rule_name: str, wildcards) -> int:
     if rule_name == "predict_relax":
         job = PREDICT[wildcards.job]
-        n = len(job_targets(config, wildcards.job, job)) * job["n_candidates"]
+        n = n_groups(job_targets(config, wildcards.job, job)) * job["n_candidates"]
         return math.ceil(n / job["relax"]["shards"])
     run = RUNS[wildcards.run]
     s, r = run["sample"], run["relax"]
