@@ -225,7 +225,7 @@ def _predict(a):
         L.predict_extxyz(name),
     )
     manifest = L.predict_vasp_manifest(name)
-    stages.predict_dft(job, ranked, relaxed, str(Path(manifest).parent), manifest)
+    stages.predict_dft(job, ranked, L.predict_cifs(name), str(Path(manifest).parent), manifest)
     stages.predict_dft_results(manifest, ranked, L.predict_dft(name), job["running_minutes"])
     stages.predict_report(name, job, L.predict_candidates(name), ranked, relaxed, L.predict_report(name))
     import pandas as pd

@@ -3,6 +3,7 @@ ranking on known polymorphs relaxed with CHGNet, and one job end to end through 
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -219,3 +220,77 @@ def test_predict_command_end_to_end_and_rerun_keeps_work(tmp_path):
     p = subprocess.run(bad, cwd=REPO, env=env, capture_output=True, text=True)
     assert p.returncode == 1 and p.stderr.strip().splitlines()[-1].startswith("crystalflow predict: error:")
     assert "'NaXx' holds an unknown element" in p.stderr
+
+
+def test_symmetrised_output_refines_keeps_its_group_and_says_what_it_cost(tmp_path):
+    """A diamond Si rattled by 0.02 A (P1 at a tight tolerance) refines to Fd-3m, keeps it through a
+    symmetry-constrained relaxation, costs at most a few meV/atom, and its CIF carries the operations."""
+    from pymatgen.io.cif import CifWriter
+
+    from crystalflow_core.materials.prediction import spacegroup, symmetrise
+    from crystalflow_core.materials.relax import CHGNetWorker, RelaxSettings
+
+    dia = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.47), ["Si"], [[0, 0, 0]]).get_primitive_structure()
+    rattled = dia.copy()
+    rattled.translate_sites([0], [0.004, -0.003, 0.002])
+    assert spacegroup(rattled, 1e-3)[0] != "Fd-3m" and spacegroup(rattled, 0.1)[0] == "Fd-3m"
+    settings = RelaxSettings.from_section(cfgmod.defaults("relax"), fmax=0.02, steps=200)
+    calc = CHGNetWorker().calc
+    from crystalflow_core.materials.relax import relax_structure
+
+    plain = relax_structure(rattled, settings, calc=calc)
+    s, cols = symmetrise(rattled, 0.1, settings, calc)
+    assert cols["spacegroup_symmetrised"] == "Fd-3m" and cols["symmetry_note"] == ""
+    assert spacegroup(s, 1e-3)[0] == "Fd-3m" and len(s) == 2
+    assert abs(cols["enthalpy_symmetrised_per_atom"] - plain["enthalpy_per_atom"]) < 0.003
+    path = tmp_path / "si.cif"
+    CifWriter(s, symprec=0.01).write_file(str(path))
+    text = path.read_text()
+    assert "_symmetry_space_group_name_H-M   Fd-3m" in text and text.count("'x, y, z'") == 1
+    ops = [ln for ln in text.splitlines() if re.match(r"^\s*\d+\s+'[^']*,[^']*,[^']*'", ln)]
+    assert len(ops) == 192  # Fd-3m in its conventional cell
+
+
+def test_only_converged_physical_candidates_rank_and_z_mixes_per_atom(tmp_path):
+    """A candidate that did not converge is listed with its status and not ranked (unless asked); one cell
+    of 1 and one of 2 formula units of the same polymorph rank as one, found at z 1,2."""
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    prim = rocksalt.get_primitive_structure()
+    double = prim.copy()
+    double.make_supercell([2, 1, 1])
+    cscl = Structure(Lattice.cubic(3.3), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    structures = {"rs1": prim, "rs2": double, "cscl": cscl}
+    formulas = {k: "NaCl" for k in structures}
+    cfg = _validated(formulas=["NaCl"], z=[1, 2], pressure_gpa=0)
+    job = cfg["predict"]["mine"]
+    targets = job_targets(cfg, "mine", job)
+    target_of = {sid: f"NaCl_z{len(s) // 2}_p0" for sid, s in structures.items()}
+    from crystalflow_core.materials.relax import RelaxSettings, relax_many
+
+    settings = RelaxSettings.from_section(cfgmod.defaults("relax"), fmax=0.02, steps=400)
+    rel = relax_many([(k, s, 0.0) for k, s in structures.items()], tmp_path / "r.jsonl", settings, 1, False)
+    for r in rel:
+        if r["id"] == "cscl":
+            r["converged"] = False  # as if it had run out of steps
+    cands, finals = candidate_table(targets, _records(structures, target_of), rel, job["symprec"])
+    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"])
+    st = cands.set_index("id")["status"]
+    assert st["cscl"] == "not converged" and st["rs1"] == st["rs2"] == "ranked"
+    assert len(ranked) == 1 and ranked.loc[0, "z_found"] == "1,2" and ranked.loc[0, "n_candidates"] == 2
+    assert set(cands["cell"]) == {"NaCl", "Na2Cl2"}
+    _, with_unconverged = rank_polymorphs(
+        candidate_table(targets, _records(structures, target_of), rel, job["symprec"])[0], finals, job["dedupe"], True
+    )
+    assert len(with_unconverged) == 2
+
+
+def test_z_auto_takes_every_size_up_to_the_model_and_spreads_the_candidates():
+    cfg = _validated(formulas=["SiO2", "NaCl"])  # z: auto by default
+    job = cfg["predict"]["mine"]
+    targets = job_targets(cfg, "mine", job, largest=20)
+    assert [t.key for t in targets if t.formula == "SiO2"] == [f"SiO2_z{z}_p0" for z in range(1, 7)]
+    assert max(t.n_atoms for t in targets) <= 20 and len([t for t in targets if t.formula == "NaCl"]) == 10
+    items = candidate_items(targets, 8, pressure_condition=False)
+    sio2 = [it for it in items if it["target"].startswith("SiO2")]
+    assert len(sio2) == 8 and [it["num_atoms"] for it in sio2] == [3, 6, 9, 12, 15, 18, 3, 6]
+    assert len({it["id"] for it in items}) == 16

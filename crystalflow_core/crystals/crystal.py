@@ -127,7 +127,7 @@ def volume_ratio(s) -> float:
 
 
 def unphysical_reason(s, min_bond_fraction: float, volume_bounds, max_vacuum_gap: float) -> str:
-    """"" for a physical bulk crystal, else why not: atoms closer than `min_bond_fraction` of their
+    """ "" for a physical bulk crystal, else why not: atoms closer than `min_bond_fraction` of their
     covalent bond length, a volume per atom outside `volume_bounds` (in units of the atoms' mean van der
     Waals volume), or an empty slab wider than `max_vacuum_gap` (fragments in vacuum)."""
     ratio, pair = closest_pair_vs_bond(s)

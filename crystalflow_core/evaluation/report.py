@@ -406,34 +406,46 @@ def _predict_included(section_md: str, results: str) -> str:
 
 def predict_section(name: str, job: dict, cands: pd.DataFrame, ranked: pd.DataFrame, traces: dict, outdir: Path) -> str:
     """Report section of one prediction job: per composition and pressure the candidates' fate and the
-    ranked polymorphs; pictures in `outdir`: energy against optimiser step (the paper's Fig. 2c), energy
-    distributions before and after relaxation (Fig. 2d), the generated cells' pressure against the
+    ranked polymorphs; pictures in `outdir`: enthalpy against optimiser step (the paper's Fig. 2c), enthalpy
+    distributions of every candidate before and after relaxation (Fig. 2d), the generated cells' pressure against the
     target when the job has several pressures (Fig. 2a), and a delta-H ladder of the best ranks."""
     outdir.mkdir(parents=True, exist_ok=True)
     model = f"run {job['run']}" if job["run"] else f"checkpoint {job['checkpoint']}"
+    aware = cands["pressure_aware"].dropna().astype(bool) if "pressure_aware" in cands else pd.Series([], dtype=bool)
+    pressures = sorted(cands["pressure_gpa"].dropna().unique())
+    note = ""
+    if any(pressures) and not aware.any():
+        note = (
+            " The model is not conditioned on pressure: its candidates were sampled as at any pressure and only "
+            "the relaxation knows the target."
+        )
     lines = [
         f"## Structure prediction: {name}",
         "",
-        f"{model}, {job['method']} S={job['steps']}, {job['n_candidates']} candidates per composition, size and "
-        f"pressure, CHGNet relaxation (fmax {job['relax']['fmax']} eV/A, at most {job['relax']['steps']} steps) "
-        "at the target pressure; polymorphs by StructureMatcher "
+        f"{model}, {job['method']} S={job['steps']}, {job['n_candidates']} candidates per composition and "
+        f"pressure (spread over the cell sizes z), CHGNet relaxation (fmax {job['relax']['fmax']} eV/A, at most "
+        f"{job['relax']['steps']} steps) at the target pressure; polymorphs by StructureMatcher "
         f"(ltol {job['dedupe']['ltol']}, stol {job['dedupe']['stol']}, angle_tol {job['dedupe']['angle_tol']}), "
-        "ranked by enthalpy per atom.",
+        f"ranked by enthalpy per atom across z; only physical{'' if job['rank_unconverged'] else ', converged'} "
+        f"structures rank.{note}",
         "",
-        "| composition, pressure | candidates | flagged | relaxed | converged (%) | mean steps (converged) | "
-        "distinct polymorphs | best: space group (tight / loose) | best H (eV/atom) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| composition, pressure | cells searched | candidates | flagged | unphysical or failed | converged (%) | "
+        "mean steps (converged) | ranked | distinct polymorphs | best: space group (symmetrised / tight) | "
+        "best H (eV/atom) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for group, g in cands.groupby("group", sort=True):
-        ok = g[g["error"].fillna("") == ""]
+        failed = g[g["error"].fillna("") != ""]
         conv = g[g["converged"].astype(bool)]
         r = ranked[ranked["group"] == group]
         best = r.iloc[0] if len(r) else None
-        sg = f"{best['spacegroup_tight']} / {best['spacegroup_loose']}" if best is not None else "-"
+        sg = f"{best.get('spacegroup_symmetrised') or '-'} / {best['spacegroup_tight']}" if best is not None else "-"
+        cells = ", ".join(sorted(set(g["cell"].astype(str)), key=len)) if "cell" in g else ""
         lines.append(
-            f"| {group} | {len(g)} | {int((g['flag'].fillna('') != '').sum())} | {len(ok)} | "
+            f"| {group} | {cells} | {len(g)} | {int((g['flag'].fillna('') != '').sum())} | {len(failed)} | "
             f"{_fmt(100.0 * len(conv) / len(g) if len(g) else float('nan'), 1)} | "
-            f"{_fmt(float(conv['steps'].mean()) if len(conv) else float('nan'), 1)} | {len(r)} | {sg} | "
+            f"{_fmt(float(conv['steps'].mean()) if len(conv) else float('nan'), 1)} | "
+            f"{int((g['status'] == 'ranked').sum()) if 'status' in g else '-'} | {len(r)} | {sg} | "
             f"{_fmt(best['enthalpy_per_atom'], 4) if best is not None else '-'} |"
         )
     lines += [
@@ -446,15 +458,20 @@ def predict_section(name: str, job: dict, cands: pd.DataFrame, ranked: pd.DataFr
         lines += [
             f"### {group}",
             "",
-            "| rank | delta-H (meV/atom) | H (eV/atom) | space group tight / loose | candidates | z | best id | "
-            "E_hull (eV/atom) | CIF |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| rank | delta-H (meV/atom) | H (eV/atom) | space group tight / loose | symmetrised: space group, "
+            "delta H (meV/atom) | candidates | z found | best id | E_hull (eV/atom; hull) | CIF |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for _, x in r.head(max(job["top_n"], 5)).iterrows():
+            sym = x.get("spacegroup_symmetrised")
+            sym = f"{sym}, {_fmt(x.get('symmetrised_delta_mev'), 1)}" if isinstance(sym, str) and sym else "-"
+            e_hull = _fmt(x["e_hull"], 3)
+            if isinstance(x.get("hull"), str) and x["hull"]:
+                e_hull += f" ({x['hull']}{', suspect' if str(x.get('hull_suspect')) == 'True' else ''})"
             lines.append(
                 f"| {int(x['rank'])} | {_fmt(x['delta_h_mev'], 1)} | {_fmt(x['enthalpy_per_atom'], 4)} | "
-                f"{x['spacegroup_tight']} / {x['spacegroup_loose']} | {int(x['n_candidates'])} | {x['z_found']} | "
-                f"{x['best_id']} | {_fmt(x['e_hull'], 3)} | {x['cif'] if isinstance(x['cif'], str) else ''} |"
+                f"{x['spacegroup_tight']} / {x['spacegroup_loose']} | {sym} | {int(x['n_candidates'])} | "
+                f"{x['z_found']} | {x['best_id']} | {e_hull} | {x['cif'] if isinstance(x['cif'], str) else ''} |"
             )
         lines.append("")
     figs = _predict_figures(cands, ranked, traces, outdir)
@@ -489,20 +506,23 @@ def _predict_figures(cands: pd.DataFrame, ranked: pd.DataFrame, traces: dict, ou
                 ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.2)
             ax.set_yscale("symlog", linthresh=1.0)
 
-        ylabel = "E - E_final (meV/atom), converged, mean +- sd"
+        ylabel = "H - H_final (meV/atom; H = E + PV), converged, mean +- sd"
         _figure(outdir / "energy_vs_step.png", "optimiser step", ylabel, draw_curves)
         made.append("energy_vs_step.png")
     both = cands[cands["initial_enthalpy_per_atom"].notna() & cands["enthalpy_per_atom"].notna()]
     if len(both):
 
-        def draw_hist(ax):
+        def draw_hist(ax):  # every candidate: log-spaced bins from 1 meV/atom to the largest
             for group, g in both.groupby("group", sort=True):
                 lo = float(g["enthalpy_per_atom"].min())
-                bins = np.linspace(0, max(0.05, float((g["initial_enthalpy_per_atom"] - lo).quantile(0.95))), 30)
-                ax.hist(g["initial_enthalpy_per_atom"] - lo, bins=bins, alpha=0.5, label=f"{group} generated")
-                ax.hist(g["enthalpy_per_atom"] - lo, bins=bins, alpha=0.5, label=f"{group} relaxed")
+                dh = [np.maximum(g[c] - lo, 1e-3) for c in ("initial_enthalpy_per_atom", "enthalpy_per_atom")]
+                bins = np.geomspace(1e-3, max(0.01, float(max(x.max() for x in dh))) * 1.01, 40)
+                ax.hist(dh[0], bins=bins, alpha=0.5, label=f"{group} generated")
+                ax.hist(dh[1], bins=bins, alpha=0.5, label=f"{group} relaxed")
+            ax.set_xscale("log")
 
-        _figure(outdir / "enthalpy_hist.png", "H - H_best relaxed (eV/atom)", "candidates", draw_hist)
+        xlabel = "H - H_best relaxed (eV/atom); every candidate, below 1 meV/atom drawn at 1 meV/atom"
+        _figure(outdir / "enthalpy_hist.png", xlabel, "candidates", draw_hist)
         made.append("enthalpy_hist.png")
     stress = cands[cands["initial_stress_pressure_gpa"].notna()]
     if stress["pressure_gpa"].nunique() > 1:

@@ -282,6 +282,7 @@ CANDIDATE_COLUMNS = [
     "cell",
     "n_atoms",
     "pressure_gpa",
+    "pressure_aware",
     "flag",
     "error",
     "converged",
@@ -319,6 +320,7 @@ def candidate_table(targets: list[Target], samples: list[dict], relaxed: list[di
             cell=t.cell,
             n_atoms=t.n_atoms,
             pressure_gpa=t.pressure_gpa,
+            pressure_aware=smp.get("pressure_aware", np.nan),
             flag=smp.get("flag", ""),
             error=r.get("error", "" if r else "not relaxed"),
             converged=bool(r.get("converged", False)),
@@ -367,6 +369,7 @@ def cluster_polymorphs(
     return labels
 
 
+SYMMETRY_COLUMNS = ["spacegroup_symmetrised", "enthalpy_symmetrised_per_atom", "symmetrised_delta_mev", "symmetry_note"]
 RANKED_COLUMNS = [
     "group",
     "rank",
@@ -389,6 +392,7 @@ RANKED_COLUMNS = [
     "e_hull_reason",
     "hull",
     "hull_suspect",
+    *SYMMETRY_COLUMNS,
     "cif",
 ]
 
@@ -458,8 +462,10 @@ def rank_polymorphs(
     cands.loc[has, "cluster"] = [
         rank_of[(g, int(c))] for g, c in zip(cands.loc[has, "group"], cands.loc[has, "cluster"])
     ]
-    for col in ("e_hull", "e_hull_reason", "hull", "hull_suspect", "cif"):
+    for col in ("e_hull", "e_hull_reason", "hull", "hull_suspect", *SYMMETRY_COLUMNS, "cif"):
         df[col] = {"e_hull": np.nan, "hull_suspect": False}.get(col, "")
+    for col in ("enthalpy_symmetrised_per_atom", "symmetrised_delta_mev"):
+        df[col] = np.nan
     return cands, df[RANKED_COLUMNS]
 
 
@@ -492,6 +498,34 @@ def e_hull_at_zero_pressure(ranked: pd.DataFrame, finals: dict, refs: dict, hull
 
 
 def cif_name(row) -> str:
-    """rank, formula and space group: 01_SiO2_P3_221.cif (slashes of symbols replaced)."""
-    sg = str(row["spacegroup_tight"] or "P1").replace("/", "_")
-    return f"{row['group']}_r{int(row['rank']):02d}_{row['formula']}_{sg}.cif"
+    """group, rank, formula and the symmetrised space group: SiO2_p0_r01_SiO2_P3_221.cif (slashes replaced)."""
+    sg = row.get("spacegroup_symmetrised") or row["spacegroup_tight"] or "P1"
+    return f"{row['group']}_r{int(row['rank']):02d}_{row['formula']}_{str(sg).replace('/', '_')}.cif"
+
+
+def symmetrise(structure, symprec: float, settings, calc) -> tuple:
+    """(structure, columns): the structure refined at its space group at `symprec` (spglib's standard
+    primitive cell), re-relaxed with that symmetry kept (FixSymmetry, same pressure and settings); the
+    columns give the space group it keeps, its enthalpy per atom and the change against the unsymmetrised
+    one (meV/atom), so a symmetrisation that raises H never passes unseen. Where the refinement or its
+    relaxation fails the unsymmetrised structure stays, with the reason in `symmetry_note`."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from crystalflow_core.crystals.crystal import structure_from
+    from crystalflow_core.materials.relax import relax_structure
+
+    try:
+        refined = SpacegroupAnalyzer(structure, symprec=symprec).get_primitive_standard_structure()
+    except Exception as exc:
+        return structure, {"symmetry_note": f"not refined ({type(exc).__name__})"}
+    rec = relax_structure(refined, settings, calc=calc, fix_symmetry=1e-3)
+    if rec.get("error") or not rec.get("final"):
+        return structure, {"symmetry_note": f"symmetrised relaxation failed: {rec.get('error', '')}"}
+    final = structure_from(rec["final"])
+    sg, _ = spacegroup(final, 1e-3)
+    note = "" if rec["converged"] else "symmetrised relaxation not converged"
+    return final, {
+        "spacegroup_symmetrised": sg,
+        "enthalpy_symmetrised_per_atom": float(rec["enthalpy_per_atom"]),
+        "symmetry_note": note,
+    }

@@ -188,11 +188,14 @@ def _record_final(rec: dict, atoms, settings: RelaxSettings) -> None:
     }
 
 
-def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, initial: dict | None = None) -> dict:
+def relax_structure(
+    structure, settings: RelaxSettings, model=None, calc=None, initial: dict | None = None, fix_symmetry: float = 0.0
+) -> dict:
     """Relax one pymatgen Structure; returns the record (never raises for CHGNet errors).
 
     initial: a CHGNet prediction for the unrelaxed structure (from `static_predictions`), used
-    instead of evaluating it again."""
+    instead of evaluating it again. fix_symmetry: keep the space group the structure has at this
+    tolerance (A) while relaxing (ASE's FixSymmetry symmetrises forces and stress)."""
     from ase import optimize
     from ase.filters import FrechetCellFilter
     from pymatgen.io.ase import AseAtomsAdaptor
@@ -206,6 +209,10 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
                 raise ValueError(f"atoms {d:.2f} A apart (< {settings.min_distance} A)")
             atoms = AseAtomsAdaptor.get_atoms(structure)
             atoms.calc = calc or make_calculator(model)
+            if fix_symmetry:
+                from ase.constraints import FixSymmetry
+
+                atoms.set_constraint(FixSymmetry(atoms, symprec=fix_symmetry))
             if isinstance(initial, str):
                 raise RuntimeError(initial)
             if initial is not None:
@@ -220,8 +227,14 @@ def relax_structure(structure, settings: RelaxSettings, model=None, calc=None, i
             target = FrechetCellFilter(atoms, scalar_pressure=p) if settings.relax_cell else atoms
             opt = getattr(optimize, settings.optimizer)(target, logfile=None)
             if settings.record_energies:  # observers run after each step's forces: the energy is cached
-                trace = rec["energy_trace"] = []
-                opt.attach(lambda: trace.append(float(atoms.get_potential_energy()) / n))
+                trace, h_trace = rec["energy_trace"], rec["enthalpy_trace"] = [], []
+
+                def observe():
+                    e = float(atoms.get_potential_energy())
+                    trace.append(e / n)
+                    h_trace.append((e + p * float(atoms.get_volume())) / n)  # what the optimiser minimises
+
+                opt.attach(observe)
             rec["converged"] = bool(opt.run(fmax=settings.fmax, steps=settings.steps))
             rec["steps"] = int(opt.nsteps)
             _record_final(rec, atoms, settings)

@@ -22,7 +22,6 @@ import torch
 
 from crystalflow_core import __version__
 from crystalflow_core.config import defaults
-from crystalflow_core.crystals.crystal import structure_from
 from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure
 from crystalflow_core.io import StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
 from crystalflow_core.materials.potentials import record_energy_scale
@@ -34,6 +33,7 @@ from crystalflow_core.materials.prediction import (
     e_hull_at_zero_pressure,
     job_targets,
     rank_polymorphs,
+    symmetrise,
 )
 from crystalflow_core.materials.relax import RelaxSettings
 from crystalflow_core.stages.common import ensure_writable, require, use_threads
@@ -197,17 +197,7 @@ def predict_rank(
     cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
         ranked = _with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
-    folder = Path(cif_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.cif"):  # CIFs of an earlier ranking
-        old.unlink()
-    for i, r in ranked.iterrows():
-        if r["rank"] <= job["top_n"]:
-            from pymatgen.io.cif import CifWriter
-
-            ranked.at[i, "cif"] = cif_name(r)
-            with atomic_path(folder / cif_name(r)) as tmp:
-                CifWriter(finals[r["best_id"]]).write_file(str(tmp))
+    ranked = _write_symmetrised_cifs(job, ranked, finals, Path(cif_dir))
     _write_extxyz(cands, finals, extxyz_out)
     for df, out in ((cands, candidates_out), (ranked, ranked_out)):
         with atomic_path(out) as tmp:
@@ -238,6 +228,40 @@ def _with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict, scales: dict) ->
     return e_hull_at_zero_pressure(ranked, finals, refs, hull, scales)
 
 
+def _write_symmetrised_cifs(job: dict, ranked: pd.DataFrame, finals: dict, folder: Path) -> pd.DataFrame:
+    """The `top_n` polymorphs of each group symmetrised (refined at the loose space group, re-relaxed with
+    the symmetry kept) and written as CIFs with their symmetry operations; ranked.csv keeps both enthalpies."""
+    from dataclasses import replace
+
+    from pymatgen.io.cif import CifWriter
+
+    from crystalflow_core.materials.relax import CHGNetWorker
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.cif"):  # CIFs of an earlier ranking
+        old.unlink()
+    top = ranked[ranked["rank"] <= job["top_n"]]
+    if not len(top):
+        return ranked
+    calc = CHGNetWorker().calc
+    base = RelaxSettings.from_section(job["relax"], record_energies=False)
+    ranked = ranked.copy()
+    for i, r in top.iterrows():
+        settings = replace(base, pressure=float(r["pressure_gpa"]))
+        s, cols = symmetrise(finals[r["best_id"]], job["symprec"][0], settings, calc)
+        for k, v in cols.items():
+            ranked.at[i, k] = v
+        if "enthalpy_symmetrised_per_atom" in cols:
+            ranked.at[i, "symmetrised_delta_mev"] = 1000.0 * (
+                cols["enthalpy_symmetrised_per_atom"] - r["enthalpy_per_atom"]
+            )
+        name = cif_name(ranked.loc[i])
+        ranked.at[i, "cif"] = name
+        with atomic_path(folder / name) as tmp:
+            CifWriter(s, symprec=0.01).write_file(str(tmp))
+    return ranked
+
+
 def _write_extxyz(cands: pd.DataFrame, finals: dict, out: str) -> None:
     from ase.io import write
     from pymatgen.io.ase import AseAtomsAdaptor
@@ -259,17 +283,19 @@ def _write_extxyz(cands: pd.DataFrame, finals: dict, out: str) -> None:
         write(str(tmp), frames, format="extxyz")
 
 
-def predict_dft(job: dict, ranked_csv: str, relaxed: list[str], outdir: str, manifest: str):
+def predict_dft(job: dict, ranked_csv: str, cif_dir: str, outdir: str, manifest: str):
     """VASP folders (MPRelaxSet, PSTRESS at the target pressure) for the `top_n` polymorphs of each
-    composition and pressure."""
+    composition and pressure, from their symmetrised CIFs (primitive cells)."""
+    from pymatgen.core import Structure
+
     from crystalflow_core.materials.dft_inputs import emit_vasp_inputs
 
-    require(ranked_csv, *relaxed)
+    require(ranked_csv, cif_dir)
     ensure_writable(manifest)
-    ranked = pd.read_csv(ranked_csv, dtype={"best_id": str})
-    top = ranked[ranked["rank"] <= job["top_n"]]
-    rel = {r["id"]: r for p in relaxed for r in read_jsonl(p)}
-    items = [(r["best_id"], structure_from(rel[r["best_id"]]["final"])) for _, r in top.iterrows()]
+    ranked = pd.read_csv(ranked_csv, dtype={"best_id": str, "cif": str}, keep_default_na=False)
+    top = ranked[ranked["rank"].astype(int) <= job["top_n"]]
+    read = lambda name: Structure.from_file(str(Path(cif_dir) / name)).get_primitive_structure(tolerance=0.01)  # noqa: E731
+    items = [(r["best_id"], read(r["cif"])) for _, r in top.iterrows()]
     pressures = {r["best_id"]: float(r["pressure_gpa"]) for _, r in top.iterrows()}
     emit_vasp_inputs(items, outdir, manifest, pressure=pressures)
 
@@ -333,7 +359,9 @@ def predict_report(name: str, job: dict, candidates_csv: str, ranked_csv: str, r
 
     require(candidates_csv, ranked_csv, *relaxed)
     ensure_writable(out_md)
-    traces = {r["id"]: r["energy_trace"] for p in relaxed for r in read_jsonl(p) if r.get("energy_trace")}
+    # enthalpy at every optimiser step (energy where older records have no enthalpy trace; equal at 0 GPa)
+    recs = [r for p in relaxed for r in read_jsonl(p)]
+    traces = {r["id"]: r.get("enthalpy_trace") or r["energy_trace"] for r in recs if r.get("energy_trace")}
     text = predict_section(name, job, pd.read_csv(candidates_csv), pd.read_csv(ranked_csv), traces, Path(out_md).parent)
     from crystalflow_core.io import write_text_atomic
 

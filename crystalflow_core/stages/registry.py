@@ -153,7 +153,7 @@ def inputs(j: Job) -> dict:
             "relaxed": predict_relax_shards(j),
         }
     if j.rule == "predict_dft":
-        return {"ranked": L.predict_ranked(j.job), "relaxed": predict_relax_shards(j)}
+        return {"ranked": L.predict_ranked(j.job), "cifs": L.predict_cifs(j.job)}
     if j.rule == "predict_dft_results":
         return {"manifest": L.predict_vasp_manifest(j.job), "ranked": L.predict_ranked(j.job)}
     raise KeyError(f"no stage '{j.rule}' in the registry")
@@ -265,7 +265,7 @@ def _predict(j: Job, inp: dict) -> None:
         S.predict_rank(j.cfg, name, job, inp["samples"], inp["relaxed"], *outs)
     elif j.rule == "predict_dft":
         manifest = L.predict_vasp_manifest(name)
-        S.predict_dft(job, inp["ranked"], inp["relaxed"], str(Path(manifest).parent), manifest)
+        S.predict_dft(job, inp["ranked"], inp["cifs"], str(Path(manifest).parent), manifest)
     elif j.rule == "predict_dft_results":
         S.predict_dft_results(inp["manifest"], inp["ranked"], L.predict_dft(name), job["running_minutes"])
     elif j.rule == "predict_report":
