@@ -260,7 +260,6 @@ def test_only_converged_physical_candidates_rank_and_z_mixes_per_atom(tmp_path):
     double.make_supercell([2, 1, 1])
     cscl = Structure(Lattice.cubic(3.3), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     structures = {"rs1": prim, "rs2": double, "cscl": cscl}
-    formulas = {k: "NaCl" for k in structures}
     cfg = _validated(formulas=["NaCl"], z=[1, 2], pressure_gpa=0)
     job = cfg["predict"]["mine"]
     targets = job_targets(cfg, "mine", job)
