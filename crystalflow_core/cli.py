@@ -223,11 +223,13 @@ def _predict(a):
         ranked,
         L.predict_cifs(name),
         L.predict_extxyz(name),
+        L.predict_phase_diagram(name),
     )
     manifest = L.predict_vasp_manifest(name)
     stages.predict_dft(job, ranked, L.predict_cifs(name), str(Path(manifest).parent), manifest)
     stages.predict_dft_results(manifest, ranked, L.predict_dft(name), job["running_minutes"])
-    stages.predict_report(name, job, L.predict_candidates(name), ranked, relaxed, L.predict_report(name))
+    ins = (L.predict_candidates(name), ranked, relaxed, L.predict_phase_diagram(name))
+    stages.predict_report(name, job, *ins, L.predict_report(name))
     import pandas as pd
 
     top = pd.read_csv(ranked)

@@ -102,6 +102,10 @@ class Layout:
     def predict_cifs(self, job) -> str:
         return f"{self.predict_dir(job)}/cif"
 
+    def predict_phase_diagram(self, job) -> str:
+        """H(P) of every polymorph at every pressure of a scan (empty for one pressure)."""
+        return f"{self.predict_dir(job)}/phase_diagram.csv"
+
     def predict_extxyz(self, job) -> str:
         return f"{self.predict_dir(job)}/relaxed.extxyz"
 

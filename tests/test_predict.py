@@ -293,3 +293,57 @@ def test_z_auto_takes_every_size_up_to_the_model_and_spreads_the_candidates():
     sio2 = [it for it in items if it["target"].startswith("SiO2")]
     assert len(sio2) == 8 and [it["num_atoms"] for it in sio2] == [3, 6, 9, 12, 15, 18, 3, 6]
     assert len({it["id"] for it in items}) == 16
+
+
+def test_transition_pressure_is_where_the_enthalpies_cross():
+    """By hand: H_a = 0.01 P, H_b = 0.1 - 0.01 P cross at P = 5 (between 4 and 8)."""
+    from crystalflow_core.materials.prediction import transitions
+
+    rows = [(f, p, h) for p in (0, 4, 8, 12) for f, h in (("a", 0.01 * p), ("b", 0.1 - 0.01 * p))]
+    scan = pd.DataFrame(rows, columns=["polymorph", "pressure_gpa", "enthalpy_per_atom"])
+    (t,) = transitions(scan)
+    assert (t["from"], t["to"], t["between_gpa"]) == ("a", "b", (4.0, 8.0)) and t["transition_gpa"] == pytest.approx(
+        5.0
+    )
+    assert transitions(scan[scan["polymorph"] == "a"]) == []
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # CHGNet 0.3.0 measured here: 8.0 GPa; DFT-PBE about 8-9 GPa, experiment 11-12.5 GPa
+        ("Si", "Fd-3m", ["Si"], [[0, 0, 0]], 5.47, "I4_1/amd", (4.8, 2.65), range(0, 21, 2), (5.0, 14.0)),
+        # CHGNet 0.3.0 measured here: 16 GPa; DFT-PBE about 25-27 GPa, experiment about 30 GPa
+        (
+            "NaCl",
+            "Fm-3m",
+            ["Na", "Cl"],
+            [[0, 0, 0], [0.5, 0.5, 0.5]],
+            5.64,
+            "Pm-3m",
+            3.3,
+            range(0, 41, 5),
+            (10.0, 35.0),
+        ),
+    ],
+)
+def test_pressure_scan_finds_the_known_transitions_in_a_sensible_band(case):
+    from crystalflow_core.materials.prediction import distinct_across_pressures, enthalpy_scan, transitions
+    from crystalflow_core.materials.relax import CHGNetWorker, RelaxSettings
+
+    formula, sg0, species, coords, a0, sg1, a1, pressures, band = case
+    low = Structure.from_spacegroup(sg0, Lattice.cubic(a0), species, coords).get_primitive_structure()
+    if formula == "Si":
+        high = Structure.from_spacegroup(sg1, Lattice.tetragonal(*a1), species, coords).get_primitive_structure()
+    else:
+        high = Structure(Lattice.cubic(a1), species, coords)
+    found = [("low", low), ("low again", low.copy()), ("high", high)]
+    job = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}  # the prediction job's dedupe defaults
+    polymorphs = distinct_across_pressures(found, job)
+    assert [p for p, _ in polymorphs] == ["low", "high"]
+    settings = RelaxSettings.from_section(cfgmod.defaults("relax"), fmax=0.01, steps=500)
+    scan = enthalpy_scan(polymorphs, list(pressures), settings, CHGNetWorker().calc, formula)
+    assert scan["converged"].all() and len(scan) == 2 * len(pressures)
+    assert set(scan[scan["polymorph"] == "high"]["spacegroup"]) == {sg1}
+    (t,) = transitions(scan)
+    assert (t["from"], t["to"]) == ("low", "high") and band[0] < t["transition_gpa"] < band[1]

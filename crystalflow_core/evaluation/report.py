@@ -404,7 +404,9 @@ def _predict_included(section_md: str, results: str) -> str:
     return re.sub(r"!\[([^\]]*)\]\(([^)/]+)\)", lambda m: f"![{m.group(1)}]({rel}/{m.group(2)})", text)
 
 
-def predict_section(name: str, job: dict, cands: pd.DataFrame, ranked: pd.DataFrame, traces: dict, outdir: Path) -> str:
+def predict_section(
+    name: str, job: dict, cands: pd.DataFrame, ranked: pd.DataFrame, phase: pd.DataFrame, traces: dict, outdir: Path
+) -> str:
     """Report section of one prediction job: per composition and pressure the candidates' fate and the
     ranked polymorphs; pictures in `outdir`: enthalpy against optimiser step (the paper's Fig. 2c), enthalpy
     distributions of every candidate before and after relaxation (Fig. 2d), the generated cells' pressure against the
@@ -474,9 +476,38 @@ def predict_section(name: str, job: dict, cands: pd.DataFrame, ranked: pd.DataFr
                 f"{x['z_found']} | {x['best_id']} | {e_hull} | {x['cif'] if isinstance(x['cif'], str) else ''} |"
             )
         lines.append("")
+    lines += _phase_lines(phase, outdir)
     figs = _predict_figures(cands, ranked, traces, outdir)
     lines += [f"![{f}]({f})" for f in figs]
     return "\n".join(lines) + "\n"
+
+
+def _phase_lines(phase: pd.DataFrame, outdir: Path) -> list[str]:
+    """The pressure scan: transitions per composition and H(P) relative to the lowest-pressure ground state."""
+    from crystalflow_core.materials.prediction import transitions
+
+    lines = []
+    for formula, f in phase.groupby("formula", sort=True):
+        found = transitions(f)
+        lines += [f"### Pressure scan: {formula}", ""]
+        lines += [
+            f"- {t['from']} -> {t['to']} at {t['transition_gpa']:.1f} GPa (between {t['between_gpa'][0]:g} and "
+            f"{t['between_gpa'][1]:g} GPa, H interpolated linearly)"
+            for t in found
+        ] or ["- no transition: the same polymorph is lowest at every pressure"]
+        h = f.pivot_table(index="pressure_gpa", columns="polymorph", values="enthalpy_per_atom").sort_index()
+        ref = h.iloc[0].idxmin()
+
+        def draw(ax, h=h, ref=ref, found=found):
+            for col in h.columns:
+                ax.plot(h.index, 1000.0 * (h[col] - h[ref]), "o-", ms=3, label=col)
+            for t in found:
+                ax.axvline(t["transition_gpa"], color="k", lw=0.6, ls="--")
+
+        png = f"phase_{formula}.png"
+        _figure(outdir / png, "pressure (GPa)", f"H - H({ref}) (meV/atom)", draw)
+        lines += ["", f"![{png}]({png})", ""]
+    return lines
 
 
 def _energy_curves(cands: pd.DataFrame, traces: dict):

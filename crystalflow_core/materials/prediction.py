@@ -529,3 +529,77 @@ def symmetrise(structure, symprec: float, settings, calc) -> tuple:
         "enthalpy_symmetrised_per_atom": float(rec["enthalpy_per_atom"]),
         "symmetry_note": note,
     }
+
+
+# ----------------------------------------------------------------------------- pressure scan
+PHASE_COLUMNS = [
+    "formula",
+    "polymorph",
+    "spacegroup",
+    "pressure_gpa",
+    "enthalpy_per_atom",
+    "volume_per_atom",
+    "converged",
+    "error",
+]
+
+
+def distinct_across_pressures(entries: list[tuple], dedupe: dict) -> list[tuple]:
+    """(label, structure) of every distinct polymorph among `entries` (label, structure), first seen first:
+    one found at 0 and at 20 GPa is one."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    sm = StructureMatcher(
+        ltol=dedupe["ltol"], stol=dedupe["stol"], angle_tol=dedupe["angle_tol"], primitive_cell=True, scale=True
+    )
+    kept: list[tuple] = []
+    for label, s in entries:
+        if not any(sm.fit(s, k) for _, k in kept):
+            kept.append((label, s))
+    return kept
+
+
+def enthalpy_scan(polymorphs: list[tuple], pressures: list[float], settings, calc, formula: str = "") -> pd.DataFrame:
+    """H(P): every polymorph (label, structure) relaxed at every pressure, each pressure starting from the
+    structure relaxed at the one before (in increasing order), space group kept free."""
+    from dataclasses import replace
+
+    from crystalflow_core.crystals.crystal import structure_from
+    from crystalflow_core.materials.relax import relax_structure
+
+    rows = []
+    for label, s0 in polymorphs:
+        s = s0
+        for p in sorted(pressures):
+            rec = relax_structure(s, replace(settings, pressure=float(p), record_energies=False), calc=calc)
+            ok = not rec.get("error") and rec.get("final")
+            if ok:
+                s = structure_from(rec["final"])
+            rows.append(
+                {
+                    "formula": formula,
+                    "polymorph": label,
+                    "spacegroup": spacegroup(s, 0.1)[0] if ok else "",
+                    "pressure_gpa": float(p),
+                    "enthalpy_per_atom": rec.get("enthalpy_per_atom", np.nan) if ok else np.nan,
+                    "volume_per_atom": rec["volume"] / len(s) if ok else np.nan,
+                    "converged": bool(rec.get("converged")),
+                    "error": rec.get("error", ""),
+                }
+            )
+    return pd.DataFrame(rows, columns=PHASE_COLUMNS)
+
+
+def transitions(scan: pd.DataFrame) -> list[dict]:
+    """Where the lowest-enthalpy polymorph changes along the pressures of a scan: between two adjacent
+    pressures, the pressure where H of the old and the new lowest cross (linear in P between them)."""
+    h = scan.pivot_table(index="pressure_gpa", columns="polymorph", values="enthalpy_per_atom").sort_index()
+    out = []
+    best = h.idxmin(axis=1)
+    for (p0, a), (p1, b) in zip(list(best.items())[:-1], list(best.items())[1:]):
+        if a == b or not isinstance(a, str) or not isinstance(b, str):
+            continue
+        d0, d1 = h.loc[p0, b] - h.loc[p0, a], h.loc[p1, b] - h.loc[p1, a]  # H(new) - H(old): > 0, then < 0
+        pt = p0 + (p1 - p0) * d0 / (d0 - d1) if d0 != d1 else (p0 + p1) / 2
+        out.append({"from": a, "to": b, "between_gpa": (float(p0), float(p1)), "transition_gpa": float(pt)})
+    return out

@@ -26,16 +26,19 @@ from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, re
 from crystalflow_core.io import StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
 from crystalflow_core.materials.potentials import record_energy_scale
 from crystalflow_core.materials.prediction import (
+    PHASE_COLUMNS,
     candidate_items,
     candidate_table,
     check_model_conditions,
     cif_name,
+    distinct_across_pressures,
     e_hull_at_zero_pressure,
+    enthalpy_scan,
     job_targets,
     rank_polymorphs,
     symmetrise,
 )
-from crystalflow_core.materials.relax import RelaxSettings
+from crystalflow_core.materials.relax import CHGNetWorker, RelaxSettings
 from crystalflow_core.stages.common import ensure_writable, require, use_threads
 from crystalflow_core.stages.relax import relax_key, relax_records
 
@@ -186,6 +189,7 @@ def predict_rank(
     ranked_out: str,
     cif_dir: str,
     extxyz_out: str,
+    phase_out: str,
 ):
     """Per candidate and per distinct polymorph; CIFs of the `top_n` ranks; every relaxed candidate in one
     extxyz."""
@@ -197,8 +201,11 @@ def predict_rank(
     cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
         ranked = _with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
-    ranked = _write_symmetrised_cifs(job, ranked, finals, Path(cif_dir))
+    calc = CHGNetWorker().calc if len(ranked) else None
+    ranked = _write_symmetrised_cifs(job, ranked, finals, Path(cif_dir), calc)
     _write_extxyz(cands, finals, extxyz_out)
+    with atomic_path(phase_out) as tmp:
+        _phase_diagram(job, ranked, finals, calc).to_csv(tmp, index=False)
     for df, out in ((cands, candidates_out), (ranked, ranked_out)):
         with atomic_path(out) as tmp:
             df.to_csv(tmp, index=False)
@@ -228,14 +235,29 @@ def _with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict, scales: dict) ->
     return e_hull_at_zero_pressure(ranked, finals, refs, hull, scales)
 
 
-def _write_symmetrised_cifs(job: dict, ranked: pd.DataFrame, finals: dict, folder: Path) -> pd.DataFrame:
+def _phase_diagram(job: dict, ranked: pd.DataFrame, finals: dict, calc) -> pd.DataFrame:
+    """A pressure scan where a composition was searched at several pressures: the `top_n` polymorphs found at
+    any of them (each distinct one once) relaxed at every pressure; empty otherwise."""
+    scans = [pd.DataFrame(columns=PHASE_COLUMNS)]
+    base = RelaxSettings.from_section(job["relax"], record_energies=False)
+    for formula, f in ranked.groupby("formula", sort=True):
+        pressures = sorted(f["pressure_gpa"].unique())
+        if len(pressures) < 2:
+            continue
+        top = f[f["rank"] <= max(1, job["top_n"])].sort_values(["pressure_gpa", "rank"])
+        found = [(f"{r['spacegroup_tight'] or 'P1'} ({r['best_id']})", finals[r["best_id"]]) for _, r in top.iterrows()]
+        polymorphs = distinct_across_pressures(found, job["dedupe"])
+        log.info("pressure scan of %s: %d polymorphs x %d pressures", formula, len(polymorphs), len(pressures))
+        scans.append(enthalpy_scan(polymorphs, pressures, base, calc, formula))
+    return pd.concat(scans, ignore_index=True) if len(scans) > 1 else scans[0]
+
+
+def _write_symmetrised_cifs(job: dict, ranked: pd.DataFrame, finals: dict, folder: Path, calc) -> pd.DataFrame:
     """The `top_n` polymorphs of each group symmetrised (refined at the loose space group, re-relaxed with
     the symmetry kept) and written as CIFs with their symmetry operations; ranked.csv keeps both enthalpies."""
     from dataclasses import replace
 
     from pymatgen.io.cif import CifWriter
-
-    from crystalflow_core.materials.relax import CHGNetWorker
 
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.cif"):  # CIFs of an earlier ranking
@@ -243,7 +265,6 @@ def _write_symmetrised_cifs(job: dict, ranked: pd.DataFrame, finals: dict, folde
     top = ranked[ranked["rank"] <= job["top_n"]]
     if not len(top):
         return ranked
-    calc = CHGNetWorker().calc
     base = RelaxSettings.from_section(job["relax"], record_energies=False)
     ranked = ranked.copy()
     for i, r in top.iterrows():
@@ -353,16 +374,19 @@ def predict_dft_results(manifest: str, ranked_csv: str, out: str, running_minute
     log.info("DFT read back: %s", ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "no jobs")
 
 
-def predict_report(name: str, job: dict, candidates_csv: str, ranked_csv: str, relaxed: list[str], out_md: str):
+def predict_report(
+    name: str, job: dict, candidates_csv: str, ranked_csv: str, relaxed: list[str], phase_csv: str, out_md: str
+):
     """The job's report section and its pictures beside it."""
     from crystalflow_core.evaluation.report import predict_section
 
-    require(candidates_csv, ranked_csv, *relaxed)
+    require(candidates_csv, ranked_csv, phase_csv, *relaxed)
     ensure_writable(out_md)
     # enthalpy at every optimiser step (energy where older records have no enthalpy trace; equal at 0 GPa)
     recs = [r for p in relaxed for r in read_jsonl(p)]
     traces = {r["id"]: r.get("enthalpy_trace") or r["energy_trace"] for r in recs if r.get("energy_trace")}
-    text = predict_section(name, job, pd.read_csv(candidates_csv), pd.read_csv(ranked_csv), traces, Path(out_md).parent)
+    frames = (pd.read_csv(candidates_csv), pd.read_csv(ranked_csv), pd.read_csv(phase_csv))
+    text = predict_section(name, job, *frames, traces, Path(out_md).parent)
     from crystalflow_core.io import write_text_atomic
 
     write_text_atomic(out_md, text)

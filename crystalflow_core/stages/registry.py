@@ -151,6 +151,7 @@ def inputs(j: Job) -> dict:
             "candidates": L.predict_candidates(j.job),
             "ranked": L.predict_ranked(j.job),
             "relaxed": predict_relax_shards(j),
+            "phase": L.predict_phase_diagram(j.job),
         }
     if j.rule == "predict_dft":
         return {"ranked": L.predict_ranked(j.job), "cifs": L.predict_cifs(j.job)}
@@ -262,6 +263,7 @@ def _predict(j: Job, inp: dict) -> None:
         S.predict_relax(job, inp["samples"], j.shard, shards, out, _workers(job["relax"], j.threads))
     elif j.rule == "predict_rank":
         outs = (L.predict_candidates(name), L.predict_ranked(name), L.predict_cifs(name), L.predict_extxyz(name))
+        outs += (L.predict_phase_diagram(name),)
         S.predict_rank(j.cfg, name, job, inp["samples"], inp["relaxed"], *outs)
     elif j.rule == "predict_dft":
         manifest = L.predict_vasp_manifest(name)
@@ -269,7 +271,8 @@ def _predict(j: Job, inp: dict) -> None:
     elif j.rule == "predict_dft_results":
         S.predict_dft_results(inp["manifest"], inp["ranked"], L.predict_dft(name), job["running_minutes"])
     elif j.rule == "predict_report":
-        S.predict_report(name, job, inp["candidates"], inp["ranked"], inp["relaxed"], L.predict_report(name))
+        ins = (inp["candidates"], inp["ranked"], inp["relaxed"], inp["phase"])
+        S.predict_report(name, job, *ins, L.predict_report(name))
     else:
         raise KeyError(f"no stage '{j.rule}' in the registry")
 

@@ -45,6 +45,7 @@ rule predict_rank:
         candidates=L.predict_candidates("{job}"),
         ranked=L.predict_ranked("{job}"),
         extxyz=L.predict_extxyz("{job}"),
+        phase=L.predict_phase_diagram("{job}"),
         cif=directory(L.predict_cifs("{job}")),
     log:
         L.log("predict", "{job}_rank"),
