@@ -203,39 +203,7 @@ def _predict(a):
     raw["predict"] = {name: job}  # this job only: the config's others are not checked or run here
     cfg = cfgmod.validate(raw)
     job = cfg["predict"][name]
-    L = Layout(cfg["results"])
-    ckpt = L.model(job["run"]) if job["run"] else job["checkpoint"]
-    samples = [L.predict_samples(name, i) for i in range(job["shards"])]
-    relaxed = [L.predict_relaxed(name, i) for i in range(job["relax"]["shards"])]
-    for i, out in enumerate(samples):  # a current shard (same model, settings, candidates) is kept
-        stages.predict_sample(cfg, name, job, ckpt, i, job["shards"], out, a.threads)
-    workers = a.threads or job["relax"]["workers"] or 1
-    for i, out in enumerate(relaxed):  # resumes from its .partial
-        stages.predict_relax(job, samples, i, job["relax"]["shards"], out, workers)
-    ranked = L.predict_ranked(name)
-    stages.predict_rank(
-        cfg,
-        name,
-        job,
-        samples,
-        relaxed,
-        L.predict_candidates(name),
-        ranked,
-        L.predict_cifs(name),
-        L.predict_extxyz(name),
-        L.predict_phase_diagram(name),
-    )
-    manifest = L.predict_vasp_manifest(name)
-    stages.predict_dft(job, ranked, L.predict_cifs(name), str(Path(manifest).parent), manifest)
-    stages.predict_dft_results(manifest, ranked, L.predict_dft(name), job["running_minutes"])
-    ins = (L.predict_candidates(name), ranked, relaxed, L.predict_phase_diagram(name))
-    stages.predict_report(name, job, *ins, L.predict_report(name))
-    import pandas as pd
-
-    top = pd.read_csv(ranked)
-    cols = ["group", "rank", "delta_h_mev", "enthalpy_per_atom", "spacegroup_tight", "n_candidates", "best_id", "cif"]
-    print(top[top["rank"] <= max(job["top_n"], 3)][cols].to_string(index=False))
-    print(ranked)
+    registry.run_prediction(cfg, name, a.threads)  # the registry's jobs in order, as the workflow runs them
 
 
 def _run(a):

@@ -91,6 +91,13 @@ class Layout:
     def predict_relaxed(self, job, shard) -> str:
         return f"{self.predict_dir(job)}/relax/shard{shard}.jsonl"
 
+    def predict_search_samples(self, job) -> str:
+        """The candidates of a job with a stopping rule (`until`), sampled in rounds."""
+        return f"{self.predict_dir(job)}/search/samples.jsonl"
+
+    def predict_search_relaxed(self, job) -> str:
+        return f"{self.predict_dir(job)}/search/relax.jsonl"
+
     def predict_candidates(self, job) -> str:
         """Every candidate: energies and enthalpies before/after relaxation, stress, space groups, cluster."""
         return f"{self.predict_dir(job)}/candidates.csv"

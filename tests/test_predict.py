@@ -347,3 +347,56 @@ def test_pressure_scan_finds_the_known_transitions_in_a_sensible_band(case):
     assert set(scan[scan["polymorph"] == "high"]["spacegroup"]) == {sg1}
     (t,) = transitions(scan)
     assert (t["from"], t["to"]) == ("low", "high") and band[0] < t["transition_gpa"] < band[1]
+
+
+class _RockSaltSampler:
+    """Stands in for the model: every NaCl candidate is rock salt (rattled by its id), so the best polymorph
+    is found by every candidate and the stopping rule has a known answer."""
+
+    task, conditions, atom_count_hist, calls = "csp", [], [0] * 21, []
+
+    def generate(self, items, settings, shard=0, progress=False):
+        self.calls.append(len(items))
+        rs = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        out = []
+        for it in items:
+            s = rs.get_primitive_structure()
+            z = it["num_atoms"] // 2
+            if z > 1:
+                s.make_supercell([z, 1, 1])
+            s.perturb(0.05, min_distance=0.0)  # relaxes back into rock salt
+            rec = {k: v for k, v in it.items() if k != "atom_types"}
+            rec.update(
+                lattice=s.lattice.matrix.tolist(),
+                species=[x.specie.Z for x in s],
+                frac_coords=s.frac_coords.tolist(),
+                flag="",
+            )
+            out.append(rec)
+        return out
+
+
+def test_search_stops_when_the_best_has_been_found_k_times(tmp_path, monkeypatch):
+    import crystalflow_core.stages.predict as P
+    from crystalflow_core.io import read_jsonl
+
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"stands in for a model")
+    cfg = _validated(formulas=["NaCl"], z=[1, 2], n_candidates=12, until={"found": 3, "round": 2})
+    cfg["data_mirror"] = str(DATA)
+    job = cfg["predict"]["mine"]
+    job["relax"].update(fmax=0.05, steps=200)
+    sampler = _RockSaltSampler()
+    sampler.calls = []
+    monkeypatch.setattr(P, "_job_sampler", lambda c, n, j, k, t: (sampler, job_targets(c, n, j, largest=20), False))
+    samples, relaxed = tmp_path / "s.jsonl", tmp_path / "r.jsonl"
+    P.predict_search(cfg, "mine", job, str(ckpt), str(samples), str(relaxed), threads=1, workers=1)
+    recs, rel = read_jsonl(samples), read_jsonl(relaxed)
+    # rounds of 2: after 2 candidates the best was found twice, after 4 four times (>= 3): stop at 4 of 12
+    assert sampler.calls == [2, 2] and len(recs) == len(rel) == 4
+    assert {r["id"] for r in recs} == {"NaCl_z1_p0#0", "NaCl_z2_p0#1", "NaCl_z1_p0#2", "NaCl_z2_p0#3"}
+    assert all(d["sample_provenance"] == next(r["provenance"] for r in recs if r["id"] == d["id"]) for d in rel)
+    # a rerun keeps every relaxation: nothing is sampled or relaxed again
+    sampler.calls = []
+    P.predict_search(cfg, "mine", job, str(ckpt), str(samples), str(relaxed), threads=1, workers=1)
+    assert read_jsonl(relaxed) == rel and sampler.calls == []

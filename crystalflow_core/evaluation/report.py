@@ -433,9 +433,10 @@ def predict_section(
         "",
         "| composition, pressure | cells searched | candidates | flagged | unphysical or failed | converged (%) | "
         "mean steps (converged) | ranked | distinct polymorphs | best: space group (symmetrised / tight) | "
-        "best H (eV/atom) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "best H (eV/atom) | best found (times) | stopping rule |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    until = job.get("until")
     for group, g in cands.groupby("group", sort=True):
         failed = g[g["error"].fillna("") != ""]
         conv = g[g["converged"].astype(bool)]
@@ -448,7 +449,8 @@ def predict_section(
             f"{_fmt(100.0 * len(conv) / len(g) if len(g) else float('nan'), 1)} | "
             f"{_fmt(float(conv['steps'].mean()) if len(conv) else float('nan'), 1)} | "
             f"{int((g['status'] == 'ranked').sum()) if 'status' in g else '-'} | {len(r)} | {sg} | "
-            f"{_fmt(best['enthalpy_per_atom'], 4) if best is not None else '-'} |"
+            f"{_fmt(best['enthalpy_per_atom'], 4) if best is not None else '-'} | "
+            f"{int(best['n_candidates']) if best is not None else 0} | {_rule(until, best)} |"
         )
     lines += [
         "",
@@ -480,6 +482,14 @@ def predict_section(
     figs = _predict_figures(cands, ranked, traces, outdir)
     lines += [f"![{f}]({f})" for f in figs]
     return "\n".join(lines) + "\n"
+
+
+def _rule(until, best) -> str:
+    """Whether a search's stopping rule was met for one composition (best found `found` times)."""
+    if not until:
+        return "- (a batch)"
+    times = int(best["n_candidates"]) if best is not None else 0
+    return f"{'met' if times >= until['found'] else 'not met (budget used)'}: best found {times} of {until['found']}"
 
 
 def _phase_lines(phase: pd.DataFrame, outdir: Path) -> list[str]:

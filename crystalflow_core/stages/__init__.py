@@ -8,7 +8,8 @@ writes its outputs atomically. Snakemake scripts and the CLI both call these.
   metrics   test_fingerprints, csp_metrics, dng_metrics, collect -> evaluation.summaries
   dft       dft, dft_results                           -> materials.dft_inputs, materials.dft_outputs
   transport transport_screen, transport_md, transport_table -> materials.transport
-  predict   predict_sample, predict_relax, predict_rank, predict_dft, predict_dft_results, predict_report
+  predict   predict_sample, predict_relax, predict_search, predict_rank, predict_dft, predict_dft_results,
+            predict_report
                                                        -> materials.prediction
 """
 
@@ -24,6 +25,7 @@ from crystalflow_core.stages.predict import (
     predict_relax,
     predict_report,
     predict_sample,
+    predict_search,
 )
 from crystalflow_core.stages.relax import relax, stability
 from crystalflow_core.stages.sample import check_samples_current, gather, sample, shard_is_current
@@ -48,6 +50,7 @@ __all__ = [
     "predict_relax",
     "predict_report",
     "predict_sample",
+    "predict_search",
     "prepare",
     "relax",
     "require",

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import torch
 from crystalflow_core import __version__
 from crystalflow_core.config import defaults
 from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure
-from crystalflow_core.io import StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from crystalflow_core.io import StageError, append_jsonl, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
 from crystalflow_core.materials.potentials import record_energy_scale
 from crystalflow_core.materials.prediction import (
     PHASE_COLUMNS,
@@ -38,8 +39,8 @@ from crystalflow_core.materials.prediction import (
     rank_polymorphs,
     symmetrise,
 )
-from crystalflow_core.materials.relax import CHGNetWorker, RelaxSettings
-from crystalflow_core.stages.common import ensure_writable, require, use_threads
+from crystalflow_core.materials.relax import CHGNetWorker, RelaxSettings, relax_many
+from crystalflow_core.stages.common import ensure_writable, require, resumable, use_threads
 from crystalflow_core.stages.relax import relax_key, relax_records
 
 log = logging.getLogger("crystalflow")
@@ -89,11 +90,10 @@ def model_size_cap(sampler: FlowSampler) -> int | None:
     return len(sampler.atom_count_hist) - 1 if sampler.atom_count_hist else None
 
 
-def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shards: int, out: str, threads: int = 0):
-    """One shard of the job's candidates, sampled from the CSP model at `ckpt`; candidates of an earlier
-    run of the job with the same model and settings are kept, only new ones are sampled."""
+def _job_sampler(cfg: dict, name: str, job: dict, ckpt: str, threads: int) -> tuple:
+    """(sampler, targets, pressure condition?) of a job: the model read, `z: auto` resolved against its
+    largest training crystal, its conditions checked."""
     require(ckpt)
-    ensure_writable(out)
     use_threads(threads)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     sampler = FlowSampler.from_checkpoint(ckpt, map_location=dev)
@@ -102,10 +102,11 @@ def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shard
     largest = model_size_cap(sampler)
     targets = job_targets(cfg, name, job, largest=largest)
     check_model_conditions(sampler.conditions, name, targets)
-    if "pressure" not in sampler.conditions and any(t.pressure_gpa for t in targets):
+    aware = "pressure" in sampler.conditions
+    if not aware and any(t.pressure_gpa for t in targets):
         log.info(
-            "predict/%s: the model is not conditioned on pressure: candidates are sampled as at any "
-            "pressure and relaxed at their target's",
+            "predict/%s: the model is not conditioned on pressure: candidates are sampled as at any pressure "
+            "and relaxed at their target's",
             name,
         )
     for t in targets:
@@ -118,7 +119,24 @@ def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shard
                 t.n_atoms,
                 largest,
             )
-    items = job_shard(candidate_items(targets, job["n_candidates"], "pressure" in sampler.conditions), shard, shards)
+    return sampler, targets, aware
+
+
+def _sampled(sampler, items: list[dict], settings: SampleSettings, keys: dict, aware: bool, shard: int = 0):
+    """Sample records of `items`, each with its provenance key and whether the model knew the pressure."""
+    recs = sampler.generate(items, settings, shard=shard) if items else []
+    for r in recs:
+        r["provenance"] = keys[r["id"]]
+        r["pressure_aware"] = aware
+    return recs
+
+
+def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shards: int, out: str, threads: int = 0):
+    """One shard of the job's candidates, sampled from the CSP model at `ckpt`; candidates of an earlier
+    run of the job with the same model and settings are kept, only new ones are sampled."""
+    ensure_writable(out)
+    sampler, targets, aware = _job_sampler(cfg, name, job, ckpt, threads)
+    items = job_shard(candidate_items(targets, job["n_candidates"], aware), shard, shards)
     settings = sample_settings(cfg, job)
     model_sha = sha256_file(ckpt)
     want = {it["id"]: item_key(model_sha, settings, it) for it in items}
@@ -127,10 +145,7 @@ def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shard
     if not todo and len(kept) == len(items) and Path(out).exists() and len(read_jsonl(out)) == len(items):
         log.info("%s is current (same model, settings and candidates): kept", out)
         return
-    new = sampler.generate(todo, settings, shard=shard) if todo else []
-    for r in new:
-        r["provenance"] = want[r["id"]]
-        r["pressure_aware"] = "pressure" in sampler.conditions
+    new = _sampled(sampler, todo, settings, want, aware, shard)
     by_id = {**kept, **{r["id"]: r for r in new}}
     recs = [by_id[it["id"]] for it in items if it["id"] in by_id]
     log.info(
@@ -144,6 +159,71 @@ def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shard
         sum(bool(r["flag"]) for r in recs),
     )
     write_jsonl_atomic(out, recs)
+
+
+def predict_search(
+    cfg: dict, name: str, job: dict, ckpt: str, samples_out: str, relaxed_out: str, threads: int = 0, workers: int = 0
+):
+    """Structure prediction as a search (AIRSS's stopping rule): rounds of `until.round` candidates per
+    composition and pressure, each sampled, relaxed and ranked with those before, until the lowest-enthalpy
+    polymorph of a composition has been found `until.found` times (it stops there) or `n_candidates` are
+    used. Relaxations are kept as they finish (a killed search resumes); the records carry what ranking
+    needs, so predict_rank reads them as it reads a batch's."""
+    ensure_writable(samples_out, relaxed_out)
+    sampler, targets, aware = _job_sampler(cfg, name, job, ckpt, threads)
+    settings, until, budget = sample_settings(cfg, job), job["until"], job["n_candidates"]
+    rsettings = RelaxSettings.from_section(job["relax"], record_energies=True)
+    model_sha = sha256_file(ckpt)
+    group_of = {t.key: t.group for t in targets}
+    key = hashlib.sha256(json.dumps([model_sha, repr(settings), asdict(rsettings), __version__]).encode()).hexdigest()
+    want = {it["id"]: item_key(model_sha, settings, it) for it in candidate_items(targets, budget, aware)}
+    samples = _kept(samples_out, want, "provenance")  # an earlier search of this model and settings
+    earlier = _kept(relaxed_out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(rsettings))
+    stopped: dict[str, int] = {}  # group -> candidates used when its best had been found `found` times
+    used: set[str] = set()  # the candidates of the rounds so far
+    n = 0
+    with resumable(relaxed_out, key[:16]) as partial:
+        have = {d["id"] for d in read_jsonl(partial, tolerate_truncated_tail=True)} if partial.exists() else set()
+        for i, d in earlier.items():
+            if i in samples and i not in have:
+                append_jsonl(partial, d)
+        while n < budget and len(stopped) < len(set(group_of.values())):
+            n = min(budget, n + until["round"])
+            this_round = [it for it in candidate_items(targets, n, aware) if group_of[it["target"]] not in stopped]
+            items = [it for it in this_round if it["id"] not in samples]
+            used |= {it["id"] for it in this_round}
+            for r in _sampled(sampler, items, settings, want, aware):
+                samples[r["id"]] = r
+            todo = [(r["id"], record_to_structure(r), r["pressure_gpa"]) for r in (samples[it["id"]] for it in items)]
+            rel = relax_many(todo, partial, rsettings, workers=workers or 1, progress=False)
+            current = [samples[i] for i in sorted(used)]  # kept samples of later rounds wait for their round
+            cands, finals = candidate_table(targets, current, [d for d in rel if d["id"] in used], job["symprec"])
+            _, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
+            for group, g in ranked.groupby("group"):
+                if group not in stopped and int(g.iloc[0]["n_candidates"]) >= until["found"]:
+                    stopped[group] = int((cands["group"] == group).sum())
+            log.info(
+                "predict/%s search: %d candidates per composition and pressure so far; stopping rule met for %d of %d",
+                name,
+                n,
+                len(stopped),
+                len(set(group_of.values())),
+            )
+        for group in sorted(set(group_of.values()) - set(stopped)):
+            log.warning(
+                "predict/%s %s: the budget of %d candidates ran out before the best was found %d times",
+                name,
+                group,
+                budget,
+                until["found"],
+            )
+        recs = [samples[i] for i in sorted(used)]
+        done = [d for d in read_jsonl(partial, tolerate_truncated_tail=True) if d["id"] in used]
+        for d in done:
+            d["sample_provenance"] = samples[d["id"]]["provenance"]
+            d["relax_settings"] = relax_key(rsettings)
+        write_jsonl_atomic(samples_out, recs)
+        write_jsonl_atomic(relaxed_out, done)
 
 
 def predict_relax(job: dict, samples: list[str], shard: int, shards: int, out: str, workers: int = 0):

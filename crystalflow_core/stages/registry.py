@@ -70,10 +70,14 @@ def md_shards(j: Job) -> list[str]:
 
 
 def predict_sample_shards(j: Job) -> list[str]:
+    if j.p["until"]:  # a search: one file, grown in rounds
+        return [j.L.predict_search_samples(j.job)]
     return [j.L.predict_samples(j.job, i) for i in range(j.p["shards"])]
 
 
 def predict_relax_shards(j: Job) -> list[str]:
+    if j.p["until"]:
+        return [j.L.predict_search_relaxed(j.job)]
     return [j.L.predict_relaxed(j.job, i) for i in range(j.p["relax"]["shards"])]
 
 
@@ -140,7 +144,7 @@ def inputs(j: Job) -> dict:
         return {"screen": L.transport_screen(j.run, j.point), "relaxed": relax_shards(j)}
     if j.rule == "transport":
         return {"screen": L.transport_screen(j.run, j.point), "md": md_shards(j), "relaxed": relax_shards(j)}
-    if j.rule == "predict_sample":
+    if j.rule in ("predict_sample", "predict_search"):
         return {"model": _predict_model(j)}
     if j.rule == "predict_relax":
         return {"samples": predict_sample_shards(j)}
@@ -258,6 +262,9 @@ def _predict(j: Job, inp: dict) -> None:
     if j.rule == "predict_sample":
         out = L.predict_samples(name, j.shard)
         S.predict_sample(j.cfg, name, job, inp["model"], j.shard, job["shards"], out, j.threads)
+    elif j.rule == "predict_search":
+        outs = (L.predict_search_samples(name), L.predict_search_relaxed(name))
+        S.predict_search(j.cfg, name, job, inp["model"], *outs, j.threads, _workers(job["relax"], j.threads))
     elif j.rule == "predict_relax":
         out, shards = L.predict_relaxed(name, j.shard), job["relax"]["shards"]
         S.predict_relax(job, inp["samples"], j.shard, shards, out, _workers(job["relax"], j.threads))
@@ -292,9 +299,12 @@ def run_stage_of_run(cfg: dict, rule: str, run_name: str, point: str | None, thr
 def run_prediction(cfg: dict, name: str, threads: int) -> None:
     """Every stage of one prediction job in order, every shard (the command line's `predict`)."""
     job = cfg["predict"][name]
-    for shard in range(job["shards"]):
-        run(Job(cfg, "predict_sample", job=name, shard=shard, threads=threads))
-    for shard in range(job["relax"]["shards"]):
-        run(Job(cfg, "predict_relax", job=name, shard=shard, threads=threads))
+    if job["until"]:  # a search: sampling and relaxation in rounds, in one job
+        run(Job(cfg, "predict_search", job=name, threads=threads))
+    else:
+        for shard in range(job["shards"]):
+            run(Job(cfg, "predict_sample", job=name, shard=shard, threads=threads))
+        for shard in range(job["relax"]["shards"]):
+            run(Job(cfg, "predict_relax", job=name, shard=shard, threads=threads))
     for rule in ("predict_rank", "predict_dft", "predict_dft_results", "predict_report"):
         run(Job(cfg, rule, job=name, threads=threads))

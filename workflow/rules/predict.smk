@@ -20,6 +20,26 @@ rule predict_sample:
         "../scripts/stage.py"
 
 
+rule predict_search:
+    input:
+        unpack(job_inputs("predict_search")),
+    output:
+        samples=L.predict_search_samples("{job}"),
+        relaxed=L.predict_search_relaxed("{job}"),
+    log:
+        L.log("predict", "{job}_search"),
+    benchmark:
+        L.benchmark("predict", "{job}_search")
+    conda:
+        "../../envs/workflow.yaml"
+    threads: config["threads"]
+    params:
+        cfg=predict_cfg,
+        job=predict_view,
+    script:
+        "../scripts/stage.py"
+
+
 rule predict_relax:
     input:
         unpack(job_inputs("predict_relax")),
