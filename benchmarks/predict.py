@@ -1,21 +1,28 @@
-"""CSP as a search: how often the pipeline's structure prediction finds a known structure from its
-formula alone. The first N compositions of the MP-20 test split are given as formula and Z (their
-structures hidden from the job), `n` candidates each are sampled, relaxed with CHGNet and ranked; each
-known structure is then looked for among the relaxed candidates (StructureMatcher, the CSP metric's
-tolerances stol 0.5, ltol 0.3, angle_tol 10). Prints (prints, asserts nothing):
+"""CSP as a search, against random search: how often structure prediction finds a known structure from its
+formula alone, with the model and with random symmetric structures (pyxtal) at the same budget.
+
+N compositions are drawn at random (seeded) from the MP-20 test split; their structures stay hidden. Each
+is searched in two modes: `given` (the known cell size z) and `blind` (z: auto, every z up to the model's
+largest training crystal, the candidates spread over them). Each search has `n` candidates per composition,
+relaxed with CHGNet (same settings for both generators) and ranked by the pipeline's own stages; only
+converged, physical candidates count. The known structure is looked for among the ranked candidates
+(StructureMatcher with the CSP metric's tolerances stol 0.5, ltol 0.3, angle_tol 10). Prints, per
+generator and mode, with 95 % Wilson intervals (asserts nothing):
 
   top-1      share of compositions whose lowest-enthalpy polymorph matches the known structure
-  any-of-n   share where any relaxed candidate matches it
+  any-of-n   share where any ranked candidate matches it
   mean rank  mean rank of the first polymorph that matches, over the compositions where one does
 
+  pip install pyxtal      (the random-search baseline; not a dependency of the pipeline)
   python benchmarks/predict.py --config config/quick.yaml --run mp20_csp [--compositions 20] [-n 20]
-      [--steps 10] [--results results]      (the run's model.ckpt must exist: snakemake first)
+      [--seed 0] [--modes given blind] [--generators model random] [--steps 10] [--results results]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -23,20 +30,126 @@ from pathlib import Path
 from _common import header, mp20_test_rows
 
 from crystalflow_core import config as cfgmod
+from crystalflow_core.io import write_jsonl_atomic
 from crystalflow_core.layout import Layout
+from crystalflow_core.materials.prediction import candidate_items, formula_unit, job_targets
 from crystalflow_core.stages import predict_rank, predict_relax, predict_sample
+from crystalflow_core.stages.predict import item_key
 
 
-def known_compositions(n: int):
-    """(id, formula, z, Structure) of the first n MP-20 test crystals."""
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of k successes in n trials (percent)."""
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
+
+
+def known_compositions(n: int, seed: int):
+    """(id, formula, z, Structure) of n MP-20 test crystals drawn at random, one per composition."""
     from pymatgen.core import Structure
 
-    out = []
-    for _, row in mp20_test_rows(n).iterrows():
+    out, seen = [], set()
+    for _, row in mp20_test_rows().sample(frac=1.0, random_state=seed).iterrows():
         s = Structure.from_str(row["cif"], fmt="cif")
-        reduced, z = s.composition.get_reduced_composition_and_factor()
-        out.append((row["material_id"], reduced.reduced_formula, int(z), s))
+        _, formula, z = formula_unit(s.composition)
+        if formula not in seen:
+            seen.add(formula)
+            out.append((row["material_id"], formula, int(z), s))
+        if len(out) == n:
+            break
     return out
+
+
+def random_records(cfg: dict, job: dict, largest: int, seed: int) -> list[dict]:
+    """The job's candidates as random symmetric crystals (pyxtal): a random space group that admits the
+    cell content, random Wyckoff positions, pyxtal's default distance checks; records as the sampler's."""
+    import numpy as np
+    from pymatgen.core import Element
+    from pyxtal import pyxtal
+
+    targets = job_targets(cfg, "bench", job, largest=largest)
+    rng = np.random.default_rng(seed)
+    recs = []
+    for it in candidate_items(targets, job["n_candidates"], False):
+        counts: dict[str, int] = {}
+        for z in it["atom_types"]:
+            counts[Element.from_Z(z).symbol] = counts.get(Element.from_Z(z).symbol, 0) + 1
+        s = None
+        for _ in range(40):
+            x = pyxtal()
+            try:
+                x.from_random(3, int(rng.integers(1, 231)), list(counts), list(counts.values()))
+            except Exception:
+                continue
+            if x.valid:
+                s = x.to_pymatgen()
+                break
+        if s is None:  # P1 always admits the content
+            x = pyxtal()
+            x.from_random(3, 1, list(counts), list(counts.values()))
+            s = x.to_pymatgen()
+        rec = {k: v for k, v in it.items() if k != "atom_types"}
+        rec.update(
+            lattice=s.lattice.matrix.tolist(),
+            species=[site.specie.Z for site in s],
+            frac_coords=s.frac_coords.tolist(),
+            flag="",
+            provenance=item_key("pyxtal", repr(seed), it),
+        )
+        recs.append(rec)
+    return recs
+
+
+def search(cfg, job, model, generator: str, work: Path, largest: int, seed: int, workers: int):
+    L = Layout(str(work))
+    samples, relaxed = [L.predict_samples("bench", 0)], [L.predict_relaxed("bench", 0)]
+    t0 = time.time()
+    if generator == "model":
+        predict_sample(cfg, "bench", job, model, 0, 1, samples[0])
+    else:
+        Path(samples[0]).parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(samples[0], random_records(cfg, job, largest, seed))
+    t1 = time.time()
+    predict_relax(job, samples, 0, 1, relaxed[0], workers)
+    t2 = time.time()
+    outs = [L.predict_candidates("bench"), L.predict_ranked("bench"), L.predict_cifs("bench")]
+    outs += [L.predict_extxyz("bench"), L.predict_phase_diagram("bench")]
+    predict_rank(cfg, "bench", job, samples, relaxed, *outs)
+    return outs, (t1 - t0, t2 - t1, time.time() - t2)
+
+
+def score(known, outs, candidates: int, label: str, times) -> None:
+    import pandas as pd
+    from ase.io import read
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    cands = pd.read_csv(outs[0])
+    ranked_ok = cands[cands["status"] == "ranked"]  # converged and physical only
+    structs = {f.info["id"]: AseAtomsAdaptor.get_structure(f) for f in read(outs[3], index=":")}
+    sm = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)
+    top1 = anyn = 0
+    ranks = []
+    for _, formula, _, s in known:
+        mine = ranked_ok[(ranked_ok["group"] == f"{formula}_p0") & ranked_ok["id"].isin(structs)]
+        matched = [cid for cid in mine["id"] if sm.fit(s, structs[cid])]
+        anyn += bool(matched)
+        clusters = sorted({int(c) for c in mine[mine["id"].isin(matched)]["cluster"]})
+        if clusters:
+            ranks.append(clusters[0])
+            top1 += clusters[0] == 1
+    n = len(known)
+    conv = 100 * len(ranked_ok) / max(1, len(cands))
+    mean = f"{sum(ranks) / len(ranks):.2f} over {len(ranks)}" if ranks else "-"
+    lo1, hi1 = wilson(top1, n)
+    lon, hin = wilson(anyn, n)
+    print(
+        f"| {label} | {100 * top1 / n:.1f} % ({top1}/{n}) [{lo1:.1f}, {hi1:.1f}] | {100 * anyn / n:.1f} % ({anyn}/{n}) "
+        f"[{lon:.1f}, {hin:.1f}] | {mean} | {conv:.1f} % | {times[0]:.0f} / {times[1]:.0f} / {times[2]:.0f} s |"
+    )
 
 
 def main():
@@ -46,85 +159,55 @@ def main():
     ap.add_argument("--results", default=None, help="results folder holding the run's model (default: the config's)")
     ap.add_argument("--compositions", type=int, default=20)
     ap.add_argument("-n", "--candidates", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0, help="draw of the compositions (and of the random structures)")
+    ap.add_argument("--modes", nargs="+", default=["given", "blind"], choices=["given", "blind"])
+    ap.add_argument("--generators", nargs="+", default=["model", "random"], choices=["model", "random"])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fmax", type=float, default=0.1)
     ap.add_argument("--relax-steps", type=int, default=300)
     a = ap.parse_args()
-    header(f"structure prediction as a search: {a.compositions} MP-20 test compositions, {a.candidates} candidates")
-    from pymatgen.analysis.structure_matcher import StructureMatcher
+    header(
+        f"structure prediction as a search: {a.compositions} MP-20 test compositions drawn with seed {a.seed}, "
+        f"{a.candidates} candidates each, model vs random search (pyxtal)"
+    )
+    from crystalflow_core.generative.sampling import FlowSampler
 
-    known = known_compositions(a.compositions)
-    work = Path(tempfile.mkdtemp(prefix="predict_bench_"))
-    table = work / "compositions.csv"
-    with open(table, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["formula", "z"])
-        seen = set()
-        for _, formula, z, _ in known:
-            if (formula, z) not in seen:  # two test crystals of one composition: one search
-                seen.add((formula, z))
-                w.writerow([formula, z])
+    known = known_compositions(a.compositions, a.seed)
     raw = cfgmod.yaml.safe_load(Path(a.config).read_text())
-    job = {
-        "run": a.run,
-        "compositions": str(table),
-        "n_candidates": a.candidates,
-        "steps": a.steps,
-        "relax": {"fmax": a.fmax, "steps": a.relax_steps, "timeout": 120},
-        "top_n": 0,
-    }
-    raw["predict"] = {"bench": job}
-    cfg = cfgmod.validate(raw)
-    job = cfg["predict"]["bench"]
-    model = Layout(a.results or cfg["results"]).model(a.run)
+    model = Layout(a.results or raw.get("results", "results")).model(a.run)
     if not Path(model).exists():
         raise SystemExit(f"{model} not found: train the run first (snakemake --configfile {a.config} {model})")
-    L = Layout(str(work))
-    samples, relaxed = [L.predict_samples("bench", 0)], [L.predict_relaxed("bench", 0)]
-    t0 = time.time()
-    predict_sample(cfg, "bench", job, model, 0, 1, samples[0])
-    t1 = time.time()
-    predict_relax(job, samples, 0, 1, relaxed[0], a.workers)
-    t2 = time.time()
-    outs = (
-        L.predict_candidates("bench"),
-        L.predict_ranked("bench"),
-        L.predict_cifs("bench"),
-        L.predict_extxyz("bench"),
+    largest = len(FlowSampler.from_checkpoint(model).atom_count_hist) - 1
+    print(f"# model {model}: largest training crystal {largest} atoms; CHGNet fmax {a.fmax}, {a.relax_steps} steps")
+    print(
+        "| generator, mode | top-1 [95 % CI] | any-of-n [95 % CI] | mean rank | ranked of candidates | "
+        "sample / relax / rank |"
     )
-    predict_rank(cfg, "bench", job, samples, relaxed, *outs)
-    t3 = time.time()
-    import pandas as pd
-    from ase.io import read
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    cands = pd.read_csv(outs[0])
-    ranked = pd.read_csv(outs[1])
-    relaxed_structs = {f.info["id"]: AseAtomsAdaptor.get_structure(f) for f in read(outs[3], index=":")}
-    sm = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)
-    top1 = anyn = 0
-    ranks = []
-    for mid, formula, z, s in known:
-        group = f"{formula}_p0"
-        mine = cands[(cands["group"] == group) & cands["id"].isin(relaxed_structs)]
-        matched = [cid for cid in mine["id"] if sm.fit(s, relaxed_structs[cid])]
-        anyn += bool(matched)
-        clusters = sorted({int(c) for c in mine[mine["id"].isin(matched)]["cluster"]})
-        if clusters:
-            ranks.append(clusters[0])
-            top1 += clusters[0] == 1
-        n_poly = int((ranked["group"] == group).sum())
-        print(
-            f"{mid:>12} {formula:>14} z={z}: {len(mine):3d} relaxed, {n_poly:3d} polymorphs, "
-            f"{len(matched):3d} match the known structure, its rank {clusters[0] if clusters else '-'}"
-        )
-    n = len(known)
-    print(f"# sampling {t1 - t0:.0f} s, relaxation {t2 - t1:.0f} s ({a.workers} workers), ranking {t3 - t2:.0f} s")
-    print(f"top-1: {100 * top1 / n:.1f} % ({top1}/{n})")
-    print(f"any-of-{a.candidates}: {100 * anyn / n:.1f} % ({anyn}/{n})")
-    mean = f"{sum(ranks) / len(ranks):.2f} over {len(ranks)}" if ranks else "- (no composition found)"
-    print(f"mean rank of the known structure: {mean}")
+    print("|---|---|---|---|---|---|")
+    for mode in a.modes:
+        work = Path(tempfile.mkdtemp(prefix=f"predict_bench_{mode}_"))
+        table = work / "compositions.csv"
+        with open(table, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["formula", "z"])
+            for _, formula, z, _ in known:
+                w.writerow([formula, z if mode == "given" else "auto"])
+        job = {
+            "run": a.run,
+            "compositions": str(table),
+            "n_candidates": a.candidates,
+            "steps": a.steps,
+            "seed": a.seed,
+            "relax": {"fmax": a.fmax, "steps": a.relax_steps, "timeout": 120},
+            "top_n": 0,
+        }
+        raw["predict"] = {"bench": job}
+        cfg = cfgmod.validate(raw)
+        job = cfg["predict"]["bench"]
+        for gen in a.generators:
+            outs, times = search(cfg, job, model, gen, work / gen, largest, a.seed, a.workers)
+            score(known, outs, a.candidates, f"{gen}, {mode}", times)
 
 
 if __name__ == "__main__":
