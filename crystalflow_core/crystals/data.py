@@ -31,7 +31,7 @@ from crystalflow_core.crystals.lattice import lattice_to_k
 from crystalflow_core.io import atomic_path, git_blob_id, sha256_file
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 3  # 3: physical bounds, duplicates among parsed rows, key without the worker count
+CACHE_FORMAT = 4  # 3: physical bounds, duplicates among parsed rows, key without the worker count; 4: CIF cells
 
 
 class DataError(RuntimeError):
@@ -131,8 +131,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def parse_cif(cif: str, niggli: bool, bounds: PhysicalBounds | None = None):
-    """CIF text -> (Z, frac, lattice) of the Niggli-reduced cell, or raise ValueError with a reason."""
+def parse_cif(cif: str, niggli: bool, bounds: PhysicalBounds | None = None, cif_cell: bool = False):
+    """CIF text -> (Z, frac, lattice) of the Niggli-reduced cell, or raise ValueError with a reason; with
+    `cif_cell` also (Z, frac, lattice) of the cell as the CIF gives it (what the authors' metric scripts
+    fingerprint)."""
     from pymatgen.core import Structure
 
     if not isinstance(cif, str) or not cif.strip():
@@ -159,6 +161,7 @@ def parse_cif(cif: str, niggli: bool, bounds: PhysicalBounds | None = None):
         if z is None or not is_supported(int(z)):
             raise ValueError(f"element {sp} not in the type encoding (Z 1..{MAX_Z})")
         zs.append(int(z))
+    as_given = (np.asarray(zs, np.int64), s.frac_coords.astype(np.float64), s.lattice.matrix.astype(np.float64))
     if niggli:
         try:
             s = s.get_reduced_structure("niggli")
@@ -166,7 +169,8 @@ def parse_cif(cif: str, niggli: bool, bounds: PhysicalBounds | None = None):
             raise ValueError(f"Niggli reduction failed: {exc}") from None
         zs = [int(site.specie.Z) for site in s]
     frac = np.mod(s.frac_coords, 1.0)
-    return np.asarray(zs, np.int64), frac.astype(np.float64), s.lattice.matrix.astype(np.float64)
+    out = (np.asarray(zs, np.int64), frac.astype(np.float64), s.lattice.matrix.astype(np.float64))
+    return (*out, as_given) if cif_cell else out
 
 
 @dataclass(frozen=True)
@@ -197,11 +201,11 @@ class PhysicalBounds:
 def _parse_row(args):
     idx, cif, niggli, bounds = args
     try:
-        z, frac, lat = parse_cif(cif, niggli, bounds)
+        z, frac, lat, given = parse_cif(cif, niggli, bounds, cif_cell=True)
         k = lattice_to_k(lat)
         if not np.all(np.isfinite(k)):
             raise ValueError("non-finite lattice parameters")
-        return idx, (z, frac, lat, k), None
+        return idx, (z, frac, lat, k, given), None
     except ValueError as exc:
         return idx, None, str(exc)
 
@@ -327,6 +331,11 @@ def _cache(results, keep, ids, cond, settings, n_rejected, fingerprint) -> dict:
             for j, c in enumerate(settings.conditions)
         },
         "atom_count_hist": torch.bincount(num_atoms, minlength=int(num_atoms.max()) + 1),
+        # the cells as the CIFs give them (same atoms, the CIF's order): the reference cells of the
+        # crystalflow protocol's coverage fingerprints
+        "cif_atom_types": torch.from_numpy(np.concatenate([results[i][0][4][0] for i in keep])),
+        "cif_frac_coords": torch.from_numpy(np.concatenate([results[i][0][4][1] for i in keep])),
+        "cif_lattices": torch.from_numpy(np.stack([results[i][0][4][2] for i in keep])),
         "n_rejected": n_rejected,
         "fingerprint": fingerprint,
     }
@@ -389,10 +398,14 @@ def load_cache(path: str | Path) -> dict:
         raise DataError(f"{path}: corrupt cache ({exc}); delete it and prepare again") from exc
 
 
-def cache_structures(cache: dict, indices=None):
-    """Rebuild pymatgen Structures from a cache (original Niggli cells)."""
+def cache_structures(cache: dict, indices=None, cell: str = "niggli"):
+    """Rebuild pymatgen Structures from a cache: the Niggli cells the model sees, or (`cell="cif"`) the cells
+    as the CIFs give them."""
     from pymatgen.core import Lattice, Structure
 
+    prefix = {"niggli": "", "cif": "cif_"}[cell]
+    if f"{prefix}lattices" not in cache:
+        raise DataError("this cache holds no CIF cells (built by a version before 0.5): prepare it again")
     offsets = atom_offsets(cache["num_atoms"].numpy())
     idx = range(len(cache["ids"])) if indices is None else indices
     out = []
@@ -400,9 +413,9 @@ def cache_structures(cache: dict, indices=None):
         a, b = int(offsets[i]), int(offsets[i + 1])
         out.append(
             Structure(
-                Lattice(cache["lattices"][i].numpy()),
-                cache["atom_types"][a:b].tolist(),
-                cache["frac_coords"][a:b].double().numpy(),
+                Lattice(cache[f"{prefix}lattices"][i].numpy()),
+                cache[f"{prefix}atom_types"][a:b].tolist(),
+                cache[f"{prefix}frac_coords"][a:b].double().numpy(),
             )
         )
     return out

@@ -244,6 +244,68 @@ def csp_summary(rms_table: list[list], n_candidates: int, stol: float) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- METRe, cRMSE
+# StructureMatcher tolerances (stol, ltol, angle_tol) of METRe: the CSP protocol's, or OMatG's (pymatgen's
+# defaults), so figures compare with either
+METRE_TOLERANCES = {"csp": (0.5, 0.3, 10.0), "omatg": (0.3, 0.2, 5.0)}
+
+
+def metre_rms_table(gts: list, pool: list, tol: tuple, workers: int, protocol: str) -> list[tuple]:
+    """Per reference: (indices into `pool` of the generated structures with its reduced composition, their
+    rms or None). Only structures of the same reduced composition are compared (a simple multiple of the
+    formula is the same reduced composition; StructureMatcher's primitive reduction then decides), so the
+    work grows with the references that share a composition, not with all pairs."""
+    by_comp: dict = {}
+    for j, s in enumerate(pool):
+        if s is not None:
+            by_comp.setdefault(_reduced_counts(s), []).append(j)
+    idx = [by_comp.get(_reduced_counts(gt), []) for gt in gts]
+    jobs = [(gt, [pool[j] for j in js]) for gt, js in zip(gts, idx)]
+    workers = workers or os.cpu_count() or 1
+    rms = fork_map(partial(Matcher, *tol, protocol), jobs, workers if len(jobs) >= 50 else 1)
+    return list(zip(idx, rms))
+
+
+def _best(vals: list) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return min(vals) if vals else None
+
+
+def _rates(best: list, stol: float, prefix: str) -> dict:
+    """Match rate (%), RMSE over the matched and cRMSE (unmatched = stol) of best rms values (None: none)."""
+    n, matched = len(best), [b for b in best if b is not None]
+    return {
+        f"{prefix}_pct": 100.0 * len(matched) / n if n else 0.0,
+        f"{prefix}_rmse_norm": float(np.mean(matched)) if matched else float("nan"),
+        f"{prefix}_crmse_norm": float(np.mean([b if b is not None else stol for b in best])) if n else float("nan"),
+    }
+
+
+def metre_summary(metre: list[tuple], pool_candidate: list[int], pool_valid: list[bool], k: int, stol: float) -> dict:
+    """METRe (match everyone to reference) over the first k candidates of every target: a reference is
+    matched when any generated structure of the run matches it; its RMSD is the best over its matches.
+    Also for the valid candidates only (`metre_valid_*`)."""
+    best, best_valid = [], []
+    for js, rms in metre:
+        keep = [(j, r) for j, r in zip(js, rms) if pool_candidate[j] < k]
+        best.append(_best([r for _, r in keep]))
+        best_valid.append(_best([r for j, r in keep if pool_valid[j]]))
+    return {**_rates(best, stol, "metre"), **_rates(best_valid, stol, "metre_valid")}
+
+
+def crmse_summary(rms_table: list[list], valid: list[list], k: int, stol: float) -> dict:
+    """cRMSE of the index-wise match (each target against its own first k candidates; unmatched = stol),
+    for all candidates and for the valid ones only."""
+    best = [_best(row[:k]) for row in rms_table]
+    best_valid = [_best([r for r, ok in zip(row[:k], v[:k]) if ok]) for row, v in zip(rms_table, valid)]
+    every, valid_only = _rates(best, stol, "x"), _rates(best_valid, stol, "x")
+    return {
+        "crmse_norm": every["x_crmse_norm"],
+        "mr_valid_pct": valid_only["x_pct"],
+        "crmse_valid_norm": valid_only["x_crmse_norm"],
+    }
+
+
 # ----------------------------------------------------------------------------- DNG
 STRUCT_FP_DIM, COMP_FP_DIM = 61, 132
 

@@ -51,17 +51,28 @@ def csp_table(df: pd.DataFrame) -> str:
         "",
         f"Metrics protocol: {_protocols(df)} (crystalflow: the authors' scripts; diffcsp: validity-gated matching).",
         "",
-        "| run | dataset | k | sampling | MR % (ours) | MR % (paper) | RMSE (ours) | RMSE (paper) | RMSE-all (ours) "
-        "| targets |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | dataset | k | sampling | MR % (ours) | MR % (paper) | RMSE (ours) | RMSE (paper) | cRMSE (ours) "
+        "| METRe % | METRe RMSE | METRe cRMSE | METRe % valid | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in df.iterrows():
         paper = PAPER_CSP.get(r["dataset"], {}).get(int(r["k"]))
         lines.append(
             f"| {r['run']} | {r['dataset']} | {int(r['k'])} | {_point(r)} | {_fmt(r['match_rate_pct'])} | "
             f"{_fmt(paper[0]) if paper else '-'} | {_fmt(r['rmse_norm'], 4)} | {_fmt(paper[1], 4) if paper else '-'} | "
-            f"{_fmt(r['rmse_all_norm'], 4)} | {int(r['n_targets'])} |"
+            f"{_fmt(r['rmse_all_norm'], 4)} | {_fmt(r.get('metre_pct', np.nan))} | "
+            f"{_fmt(r.get('metre_rmse_norm', np.nan), 4)} | {_fmt(r.get('metre_crmse_norm', np.nan), 4)} | "
+            f"{_fmt(r.get('metre_valid_pct', np.nan))} | {int(r['n_targets'])} |"
         )
+    tol = sorted({str(t) for t in df.get("metre_tolerances", pd.Series(dtype=str)).dropna()})
+    lines += [
+        "",
+        "MR: each test structure against its own k candidates (the paper's columns). cRMSE: the RMSE over every "
+        "test structure, an unmatched one counted as stol (RMSE averages the matched only). METRe: a test "
+        "structure is matched when any generated structure of the run (the first k per target) with its "
+        "reduced composition matches it; RMSE the best over its matches; 'valid': structurally and "
+        f"compositionally valid candidates only. METRe tolerances: {', '.join(tol) or '-'}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -86,8 +97,8 @@ def dng_table(df: pd.DataFrame, targets: pd.DataFrame | None = None) -> str:
         if isinstance(r.get("hull"), str) and r["hull"]:
             lines.append(
                 f"\n{r['run']}: E_hull against the {r['hull']} hull; {int(r.get('n_hull_suspect', 0))} of "
-                f"{int(r.get('n_relaxed', 0))} relaxed samples lie more than 0.1 eV/atom below a local hull "
-                f"(competing phases missing): stable / SUN without them "
+                f"{int(r.get('n_relaxed', 0))} relaxed samples lie more than 0.1 eV/atom below the hull "
+                f"(a hole of the potential, or phases the hull lacks): stable / SUN without them "
                 f"{_fmt(r.get('stable_pct_without_suspects'), 1)} % / {_fmt(r.get('sun_pct_without_suspects'), 1)} %."
             )
     if targets is not None and len(targets):

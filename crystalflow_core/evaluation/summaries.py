@@ -34,6 +34,7 @@ class MetricSettings:
     n_property_samples: int
     fingerprint_limit: int | None
     seed: int
+    metre_tolerances: str
 
     @classmethod
     def from_config(cls, m: dict) -> MetricSettings:
@@ -46,6 +47,7 @@ class MetricSettings:
             m["n_property_samples"],
             m["fingerprint_limit"],
             m["seed"],
+            m["metre_tolerances"],
         )
 
 
@@ -111,6 +113,19 @@ def evaluate_csp(
     t0 = time.time()
     table = M.csp_rms_table(gts, cands, settings.stol, settings.ltol, settings.angle_tol, workers, settings.protocol)
     log.info("matched %d targets x %d candidates in %.1f s", len(gts), kmax, time.time() - t0)
+    valid = [[_valid(c, settings.protocol) for c in row] for row in cands]
+    pool = [c for row in cands for c in row]
+    pool_candidate = [c for row in cands for c in range(len(row))]
+    pool_valid = [v for row in valid for v in row]
+    tol = M.METRE_TOLERANCES[settings.metre_tolerances]
+    t0 = time.time()
+    metre = M.metre_rms_table(gts, pool, tol, workers, settings.protocol)
+    log.info(
+        "METRe: %d references against the run's %d structures of their composition in %.1f s",
+        len(gts),
+        sum(len(js) for js, _ in metre),
+        time.time() - t0,
+    )
     recs = [r for i in idx for r in by_target[i].values()]
     cand_of = {r["id"]: r["candidate"] for r in recs}
     rows = []
@@ -119,6 +134,9 @@ def evaluate_csp(
         row = {
             "protocol": settings.protocol,
             **M.csp_summary(table, n_cand, settings.stol),
+            **M.crmse_summary(table, valid, n_cand, settings.stol),
+            **M.metre_summary(metre, pool_candidate, pool_valid, n_cand, tol[0]),
+            "metre_tolerances": f"{settings.metre_tolerances} (stol {tol[0]}, ltol {tol[1]}, angle_tol {tol[2]})",
             **made_from(recs),
             "n_candidates": len(mine),
             "n_missing_candidates": len(idx) * n_cand - len(mine),
@@ -128,6 +146,11 @@ def evaluate_csp(
             row.update(pressure_proxy(relaxed, cand_of, n_cand))
         rows.append(row)
     return rows
+
+
+def _valid(structure, protocol: str) -> bool:
+    """Structurally and compositionally valid under the run's metric protocol."""
+    return M.structure_valid(structure, protocol=protocol) and M.composition_valid(structure, protocol)
 
 
 def pressure_proxy(relaxed: list[dict], cand_of: dict, n_candidates: int) -> dict:

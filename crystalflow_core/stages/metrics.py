@@ -35,12 +35,16 @@ def _write_csv(rows: list[dict], out: str, columns: list[str] | None = None) -> 
         pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
 
 
-def test_fingerprints(test_pt: str, out: str, limit: int | None, workers: int = 0):
+def test_fingerprints(test_pt: str, out: str, limit: int | None, workers: int = 0, protocol: str = "crystalflow"):
+    """Coverage fingerprints of the reference (test) structures, on the cells the protocol's authors use:
+    crystalflow (the authors' scripts) the cells of the CIFs, diffcsp the Niggli-reduced cells (its
+    reference structures are built from its own preprocessed, reduced tensors)."""
     require(test_pt)
     ensure_writable(out)
     cache = load_cache(test_pt)
     n = len(cache["ids"]) if not limit else min(limit, len(cache["ids"]))
-    sfp, cfp, ok = fingerprints_all(cache_structures(cache, range(n)), workers, progress=True)  # protocols filter
+    cell = "cif" if protocol == "crystalflow" else "niggli"
+    sfp, cfp, ok = fingerprints_all(cache_structures(cache, range(n), cell=cell), workers, progress=True)
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, struct=sfp, comp=cfp, ok=ok)
 

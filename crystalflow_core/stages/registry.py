@@ -179,7 +179,8 @@ def run(j: Job) -> None:
         S.prepare(cfg, j.dataset, j.split, L.split(j.dataset, j.split), L.rejected(j.dataset, j.split), j.threads)
     elif j.rule == "test_fingerprints":
         limit = cfg["metrics"]["fingerprint_limit"]
-        S.test_fingerprints(L.split(j.dataset, j.split), L.fingerprints(j.dataset, j.split, limit), limit, j.threads)
+        out, protocol = L.fingerprints(j.dataset, j.split, limit), cfg["metrics"]["protocol"]
+        S.test_fingerprints(L.split(j.dataset, j.split), out, limit, j.threads, protocol)
     elif j.rule == "train":
         S.train(j.r, inp["train"], inp.get("val"), L.model(j.run), L.lightning(j.run), j.threads)
     elif j.rule == "import_reference":

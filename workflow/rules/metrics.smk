@@ -12,6 +12,7 @@ rule test_fingerprints:
     threads: config["threads"]
     params:
         limit=lambda wc: None if wc.limit == "all" else int(wc.limit),
+        protocol=config["metrics"]["protocol"],  # the reference cells: the CIF's (crystalflow) or Niggli (diffcsp)
     script:
         "../scripts/stage.py"
 
