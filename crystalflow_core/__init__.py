@@ -1,4 +1,4 @@
 """CrystalFlow core: flow-matching crystal generation (generative), crystals and data (crystals), materials
 physics (materials), evaluation, the workflow's stages and the command line."""
 
-__version__ = "0.4.0"  # 0.4: bf16 where the hardware has it (train.precision, sample.precision)
+__version__ = "0.5.0"  # 0.5: the energy scale, safe loading, prediction as a search, METRe and cRMSE

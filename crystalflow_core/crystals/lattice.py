@@ -69,7 +69,3 @@ def lattice_to_k_torch(lattice: torch.Tensor) -> torch.Tensor:
     s = 0.5 * (evecs * torch.log(evals)[..., None, :]) @ evecs.transpose(-1, -2)
     k = s_to_k(s)
     return k.to(lattice.dtype)
-
-
-def lattice_volume(lattice: np.ndarray) -> np.ndarray:
-    return np.abs(np.linalg.det(np.asarray(lattice, dtype=np.float64)))
