@@ -32,7 +32,7 @@ from _common import header, mp20_test_rows
 from crystalflow_core import config as cfgmod
 from crystalflow_core.io import write_jsonl_atomic
 from crystalflow_core.layout import Layout
-from crystalflow_core.materials.prediction import candidate_items, formula_unit, job_targets
+from crystalflow_core.materials.prediction import candidate_items, candidate_record, formula_unit, job_targets
 from crystalflow_core.stages import predict_rank, predict_relax, predict_sample
 from crystalflow_core.stages.predict import item_key
 
@@ -91,15 +91,7 @@ def random_records(cfg: dict, job: dict, largest: int, seed: int) -> list[dict]:
             x = pyxtal()
             x.from_random(3, 1, list(counts), list(counts.values()))
             s = x.to_pymatgen()
-        rec = {k: v for k, v in it.items() if k != "atom_types"}
-        rec.update(
-            lattice=s.lattice.matrix.tolist(),
-            species=[site.specie.Z for site in s],
-            frac_coords=s.frac_coords.tolist(),
-            flag="",
-            provenance=item_key("pyxtal", repr(seed), it),
-        )
-        recs.append(rec)
+        recs.append(candidate_record(it, s, provenance=item_key("pyxtal", repr(seed), it)))
     return recs
 
 

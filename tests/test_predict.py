@@ -14,7 +14,13 @@ from conftest import DATA, REPO, need_data
 from pymatgen.core import Lattice, Structure
 
 from crystalflow_core import config as cfgmod
-from crystalflow_core.materials.prediction import candidate_items, candidate_table, job_targets, rank_polymorphs
+from crystalflow_core.materials.prediction import (
+    candidate_items,
+    candidate_record,
+    candidate_table,
+    job_targets,
+    rank_polymorphs,
+)
 
 
 def _cfg(**job):
@@ -365,14 +371,7 @@ class _RockSaltSampler:
             if z > 1:
                 s.make_supercell([z, 1, 1])
             s.perturb(0.05, min_distance=0.0)  # relaxes back into rock salt
-            rec = {k: v for k, v in it.items() if k != "atom_types"}
-            rec.update(
-                lattice=s.lattice.matrix.tolist(),
-                species=[x.specie.Z for x in s],
-                frac_coords=s.frac_coords.tolist(),
-                flag="",
-            )
-            out.append(rec)
+            out.append(candidate_record(it, s))
         return out
 
 

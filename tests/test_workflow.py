@@ -46,8 +46,16 @@ def test_tiny_config_end_to_end(tiny_run):
     ]:
         assert Path(f).exists(), f
     ranked = pd.read_csv(L.predict_ranked("salt"))
-    assert len(ranked) and ranked["rank"].tolist() == list(range(1, len(ranked) + 1))
+    assert set(ranked["group"]) == {"NaCl_p0", "NaCl_p5"}
+    for _, g in ranked.groupby("group"):
+        assert g["rank"].tolist() == list(range(1, len(g) + 1))
     assert len(list(Path(L.predict_cifs("salt")).glob("NaCl_p0_r01_*.cif"))) == 1
+    phase = pd.read_csv(L.predict_phase_diagram("salt"))  # every polymorph found at every pressure
+    assert len(phase) and set(phase["pressure_gpa"]) == {0.0, 5.0}
+    assert phase.groupby("polymorph").size().eq(2).all()
+    searched = pd.read_csv(L.predict_candidates("search"))  # rounds of 2 until the best was found twice
+    assert len(searched) in (2, 4) and Path(L.predict_search_relaxed("search")).exists()
+    assert "stopping rule" in (r / "predict/search/report.md").read_text()
     assert "## Structure prediction: salt" in (r / "report.md").read_text()
     csp_all = pd.read_csv(r / "mp20_csp_metrics.csv")
     # the extra sampling point (Heun, 2 steps = 4 network evaluations) from the same checkpoint
@@ -318,7 +326,7 @@ def test_cluster_generic_submission(tmp_path):
         ({"datasets.mp_20.splits.val.file": "mp_20/nope.csv.gz"}, "nope.csv.gz"),
         ({"runs.mp20_dng.conditions": ["band_gap"]}, "formation_energy_per_atom"),
         ({"predict.salt.formulas": ["NaXx"]}, "predict/salt/formulas/0': 'NaXx' holds an unknown element"),
-        ({"predict.salt.pressure_gpa": 20}, "20 GPa asked, but the model is not conditioned on pressure"),
+        ({"predict.salt.formulas": ["Si2O4"]}, "'Si2O4' is 2 x SiO2: give SiO2 with z 2, or atoms 6"),
     ],
 )
 def test_config_errors_stop_before_any_job(tmp_path, change, needle):

@@ -247,6 +247,20 @@ def candidate_items(targets: list[Target], n_candidates: int, pressure_condition
     return items
 
 
+def candidate_record(item: dict, structure, **extra) -> dict:
+    """A sample record, as the sampler writes it, of a candidate whose structure came from elsewhere (random
+    search, a test's stand-in)."""
+    rec = {k: v for k, v in item.items() if k != "atom_types"}
+    rec.update(
+        lattice=structure.lattice.matrix.tolist(),
+        species=[site.specie.Z for site in structure],
+        frac_coords=structure.frac_coords.tolist(),
+        flag="",
+        **extra,
+    )
+    return rec
+
+
 def n_groups(targets: list[Target]) -> int:
     """Compositions x pressures of a job (what n_candidates counts per)."""
     return len({t.group for t in targets})

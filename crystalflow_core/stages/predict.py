@@ -194,7 +194,11 @@ def predict_search(
             used |= {it["id"] for it in this_round}
             for r in _sampled(sampler, items, settings, want, aware):
                 samples[r["id"]] = r
-            todo = [(r["id"], record_to_structure(r), r["pressure_gpa"]) for r in (samples[it["id"]] for it in items)]
+            # every candidate of the round: relax_many skips those already relaxed (this search or a kept one)
+            todo = [
+                (i, record_to_structure(samples[i]), samples[i]["pressure_gpa"])
+                for i in (it["id"] for it in this_round)
+            ]
             rel = relax_many(todo, partial, rsettings, workers=workers or 1, progress=False)
             current = [samples[i] for i in sorted(used)]  # kept samples of later rounds wait for their round
             cands, finals = candidate_table(targets, current, [d for d in rel if d["id"] in used], job["symprec"])
