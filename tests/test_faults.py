@@ -133,7 +133,7 @@ def test_empty_and_all_invalid_sample_sets_give_zero_rows(tmp_path, nacl, protoc
     test_pt = tmp_path / "test.pt"
     prepare_split(csv, test_pt, rejected_of(test_pt), PrepareSettings.from_dataset(defaults("dataset"), workers=1))
     fp = tmp_path / "fp.npz"
-    stages.test_fingerprints(str(test_pt), str(fp), None, workers=1)
+    stages.test_fingerprints(str(test_pt), str(fp), None, workers=1, protocol="crystalflow")
     from crystalflow_core.config import run_defaults
 
     run = run_defaults({"dataset": "x", "task": "dng", "sample": {"k": [1]}})

@@ -35,7 +35,7 @@ def _write_csv(rows: list[dict], out: str, columns: list[str] | None = None) -> 
         pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
 
 
-def test_fingerprints(test_pt: str, out: str, limit: int | None, workers: int = 0, protocol: str = "crystalflow"):
+def test_fingerprints(test_pt: str, out: str, limit: int | None, workers: int, protocol: str):
     """Coverage fingerprints of the reference (test) structures, on the cells the protocol's authors use:
     crystalflow (the authors' scripts) the cells of the CIFs, diffcsp the Niggli-reduced cells (its
     reference structures are built from its own preprocessed, reduced tensors)."""

@@ -76,13 +76,14 @@ def job_shard(items: list[dict], shard: int, shards: int) -> list[dict]:
     return [it for it in items if pick(it["id"]) == shard]
 
 
-def _kept(out: str, want: dict, field: str, extra=lambda r: True) -> dict:
-    """{id: record} of `out` whose `field` equals want[id] (and `extra` holds): finished work to keep."""
+def _kept(out: str, want: dict, field: str, keep_if=None) -> dict:
+    """{id: record} of `out` whose `field` equals want[id] (and `keep_if` holds): finished work to keep."""
     try:
         done = read_jsonl(out, tolerate_truncated_tail=True) if Path(out).exists() else []
     except Exception:
         return {}
-    return {r["id"]: r for r in done if r.get("id") in want and r.get(field) == want[r["id"]] and extra(r)}
+    ok = keep_if or (lambda r: True)
+    return {r["id"]: r for r in done if r.get("id") in want and r.get(field) == want[r["id"]] and ok(r)}
 
 
 def model_size_cap(sampler: FlowSampler) -> int | None:
