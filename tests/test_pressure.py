@@ -55,7 +55,9 @@ def test_pressure_conditioned_csp_run(tmp_path):
     relaxed = [json.loads(x) for x in (tmp_path / "results/runs/hp_csp/s5/relax/shard0.jsonl").read_text().splitlines()]
     by_id = {r["id"]: r for r in recs}
     assert sorted(r["id"] for r in relaxed) == sorted(by_id)
-    done = [r for r in relaxed if not r.get("error")]
+    # relaxations that ran to their end (an untrained model's cells after 3 steps may still be judged
+    # unphysical afterwards: they keep their pressure and energies, only not their E_hull)
+    done = [r for r in relaxed if "pressure_gpa" in r]
     assert len(done) >= 4, [r.get("error") for r in relaxed]  # most of the 8 relax; an all-failed run fails here
     for r in done:  # relaxed at the sample's own pressure, not the run-wide default of 0 GPa
         assert r["pressure_gpa"] == by_id[r["id"]]["condition"]["pressure"]
