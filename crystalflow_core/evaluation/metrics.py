@@ -169,6 +169,11 @@ def composition_valid(structure, protocol: str) -> bool:
     return smact_valid(syms, counts, protocol=protocol)
 
 
+def valid(structure, protocol: str) -> bool:
+    """Structurally and compositionally valid under a metric protocol."""
+    return structure_valid(structure, protocol=protocol) and composition_valid(structure, protocol)
+
+
 # ----------------------------------------------------------------------------- CSP
 class Matcher:
     """rms of every candidate against one ground truth (None: no match, or under diffcsp invalid).
@@ -187,11 +192,11 @@ class Matcher:
         comp = _reduced_counts(gt)
         gt_red = None
         out = []
-        gt_ok = not self.gated or (structure_valid(gt, protocol="diffcsp") and composition_valid(gt, "diffcsp"))
+        gt_ok = not self.gated or valid(gt, "diffcsp")
         for c in cands:
             rms = None
-            valid = not self.gated or (structure_valid(c, protocol="diffcsp") and composition_valid(c, "diffcsp"))
-            if c is not None and gt_ok and _reduced_counts(c) == comp and valid:
+            ok = not self.gated or valid(c, "diffcsp")
+            if c is not None and gt_ok and _reduced_counts(c) == comp and ok:
                 try:
                     if gt_red is None:
                         gt_red = reduce_structure(gt)
@@ -225,22 +230,34 @@ def csp_rms_table(
     return fork_map(partial(Matcher, stol, ltol, angle_tol, protocol), jobs, workers if len(jobs) >= 50 else 1)
 
 
+def _best(vals: list) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return min(vals) if vals else None
+
+
+def _rates(best: list, stol: float, prefix: str) -> dict:
+    """Match rate (%), RMSE over the matched and cRMSE (unmatched = stol) of best rms values (None: none)."""
+    n, matched = len(best), [b for b in best if b is not None]
+    return {
+        f"{prefix}_pct": 100.0 * len(matched) / n if n else 0.0,
+        f"{prefix}_rmse_norm": float(np.mean(matched)) if matched else float("nan"),
+        f"{prefix}_crmse_norm": float(np.mean([b if b is not None else stol for b in best])) if n else float("nan"),
+    }
+
+
 def csp_summary(rms_table: list[list], n_candidates: int, stol: float) -> dict:
-    """Match rate (%), RMSE over matched, RMSE-all (unmatched = stol) using the first n_candidates
+    """Match rate (%), RMSE over matched, RMSE-all = cRMSE (unmatched = stol) using the first n_candidates
     (the paper's k; the column keeps that name)."""
-    best = []
-    for row in rms_table:
-        vals = [r for r in row[:n_candidates] if r is not None]
-        best.append(min(vals) if vals else None)
-    n = len(best)
-    matched = [b for b in best if b is not None]
+    best = [_best(row[:n_candidates]) for row in rms_table]
+    rates = _rates(best, stol, "x")
     return {
         "k": n_candidates,
-        "n_targets": n,
-        "n_matched": len(matched),
-        "match_rate_pct": 100.0 * len(matched) / n if n else 0.0,
-        "rmse_norm": float(np.mean(matched)) if matched else float("nan"),
-        "rmse_all_norm": float(np.mean([b if b is not None else stol for b in best])) if n else float("nan"),
+        "n_targets": len(best),
+        "n_matched": sum(b is not None for b in best),
+        "match_rate_pct": rates["x_pct"],
+        "rmse_norm": rates["x_rmse_norm"],
+        "rmse_all_norm": rates["x_crmse_norm"],
+        "crmse_norm": rates["x_crmse_norm"],  # cRMSE, the name the field now uses for RMSE-all
     }
 
 
@@ -266,21 +283,6 @@ def metre_rms_table(gts: list, pool: list, tol: tuple, workers: int, protocol: s
     return list(zip(idx, rms))
 
 
-def _best(vals: list) -> float | None:
-    vals = [v for v in vals if v is not None]
-    return min(vals) if vals else None
-
-
-def _rates(best: list, stol: float, prefix: str) -> dict:
-    """Match rate (%), RMSE over the matched and cRMSE (unmatched = stol) of best rms values (None: none)."""
-    n, matched = len(best), [b for b in best if b is not None]
-    return {
-        f"{prefix}_pct": 100.0 * len(matched) / n if n else 0.0,
-        f"{prefix}_rmse_norm": float(np.mean(matched)) if matched else float("nan"),
-        f"{prefix}_crmse_norm": float(np.mean([b if b is not None else stol for b in best])) if n else float("nan"),
-    }
-
-
 def metre_summary(metre: list[tuple], pool_candidate: list[int], pool_valid: list[bool], k: int, stol: float) -> dict:
     """METRe (match everyone to reference) over the first k candidates of every target: a reference is
     matched when any generated structure of the run matches it; its RMSD is the best over its matches.
@@ -293,17 +295,11 @@ def metre_summary(metre: list[tuple], pool_candidate: list[int], pool_valid: lis
     return {**_rates(best, stol, "metre"), **_rates(best_valid, stol, "metre_valid")}
 
 
-def crmse_summary(rms_table: list[list], valid: list[list], k: int, stol: float) -> dict:
-    """cRMSE of the index-wise match (each target against its own first k candidates; unmatched = stol),
-    for all candidates and for the valid ones only."""
-    best = [_best(row[:k]) for row in rms_table]
-    best_valid = [_best([r for r, ok in zip(row[:k], v[:k]) if ok]) for row, v in zip(rms_table, valid)]
-    every, valid_only = _rates(best, stol, "x"), _rates(best_valid, stol, "x")
-    return {
-        "crmse_norm": every["x_crmse_norm"],
-        "mr_valid_pct": valid_only["x_pct"],
-        "crmse_valid_norm": valid_only["x_crmse_norm"],
-    }
+def valid_only_summary(rms_table: list[list], valid_flags: list[list], k: int, stol: float) -> dict:
+    """Index-wise match rate and cRMSE (unmatched = stol) over the valid candidates only."""
+    best = [_best([r for r, ok in zip(row[:k], v[:k]) if ok]) for row, v in zip(rms_table, valid_flags)]
+    rates = _rates(best, stol, "x")
+    return {"mr_valid_pct": rates["x_pct"], "crmse_valid_norm": rates["x_crmse_norm"]}
 
 
 # ----------------------------------------------------------------------------- DNG

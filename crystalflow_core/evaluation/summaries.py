@@ -113,7 +113,7 @@ def evaluate_csp(
     t0 = time.time()
     table = M.csp_rms_table(gts, cands, settings.stol, settings.ltol, settings.angle_tol, workers, settings.protocol)
     log.info("matched %d targets x %d candidates in %.1f s", len(gts), kmax, time.time() - t0)
-    valid = [[_valid(c, settings.protocol) for c in row] for row in cands]
+    valid = [[M.valid(c, settings.protocol) for c in row] for row in cands]
     pool = [c for row in cands for c in row]
     pool_candidate = [c for row in cands for c in range(len(row))]
     pool_valid = [v for row in valid for v in row]
@@ -134,7 +134,7 @@ def evaluate_csp(
         row = {
             "protocol": settings.protocol,
             **M.csp_summary(table, n_cand, settings.stol),
-            **M.crmse_summary(table, valid, n_cand, settings.stol),
+            **M.valid_only_summary(table, valid, n_cand, settings.stol),
             **M.metre_summary(metre, pool_candidate, pool_valid, n_cand, tol[0]),
             "metre_tolerances": f"{settings.metre_tolerances} (stol {tol[0]}, ltol {tol[1]}, angle_tol {tol[2]})",
             **made_from(recs),
@@ -146,11 +146,6 @@ def evaluate_csp(
             row.update(pressure_proxy(relaxed, cand_of, n_cand))
         rows.append(row)
     return rows
-
-
-def _valid(structure, protocol: str) -> bool:
-    """Structurally and compositionally valid under the run's metric protocol."""
-    return M.structure_valid(structure, protocol=protocol) and M.composition_valid(structure, protocol)
 
 
 def pressure_proxy(relaxed: list[dict], cand_of: dict, n_candidates: int) -> dict:
