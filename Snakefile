@@ -45,4 +45,5 @@ include: "workflow/rules/cluster.smk"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        all_targets(config),
+    localrule: True

@@ -28,8 +28,13 @@ def main():
     from pymatgen.core import Structure
 
     from crystalflow_core.config import defaults
-    from crystalflow_core.evaluation.summaries import hull_columns
-    from crystalflow_core.materials.hull import LocalHull, load_elemental_refs, mp2020_corrected_energy, on_hull_scale
+    from crystalflow_core.materials.hull import (
+        LocalHull,
+        hull_columns,
+        load_elemental_refs,
+        mp2020_corrected_energy,
+        on_hull_scale,
+    )
     from crystalflow_core.materials.potentials import potential
 
     h = defaults("hull")

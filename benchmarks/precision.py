@@ -101,7 +101,7 @@ def compare(run_dir: Path, task: str, items_of, what: str, cache, steps: int) ->
     from crystalflow_core.generative.sampling import FlowSampler, SampleSettings
 
     sampler = FlowSampler.from_checkpoint(run_dir / "model.ckpt")
-    settings = SampleSettings.from_section(defaults("sample"), task, steps=steps, batch_size=256)
+    settings = SampleSettings.from_section(defaults("sample", task), task, steps=steps, batch_size=256)
     print(f"{what}, model trained in {sampler.train_precision}")
     print("  " + output_error(sampler, cache))
     recs = sample_both(sampler, items_of(sampler), settings)

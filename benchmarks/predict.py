@@ -30,9 +30,10 @@ from pathlib import Path
 from _common import header, mp20_test_rows
 
 from crystalflow_core import config as cfgmod
+from crystalflow_core.compositions import formula_unit, job_targets
 from crystalflow_core.io import write_jsonl_atomic
 from crystalflow_core.layout import Layout
-from crystalflow_core.materials.prediction import candidate_items, candidate_record, formula_unit, job_targets
+from crystalflow_core.materials.prediction import candidate_items, candidate_record
 from crystalflow_core.stages import predict_rank, predict_relax, predict_sample
 from crystalflow_core.stages.predict import item_key
 

@@ -67,7 +67,7 @@ def main():
         steps = nfe // EVALS_PER_STEP[method]
         if steps < 1 or steps * EVALS_PER_STEP[method] != nfe:
             return None
-        s = SampleSettings.from_section(defaults("sample"), task, steps, batch_size=a.batch)
+        s = SampleSettings.from_section(defaults("sample", task), task, steps, batch_size=a.batch)
         return replace(s, method=method, anneal=anneal, time_grid=a.grid)
 
     def grid(task):

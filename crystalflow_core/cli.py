@@ -27,15 +27,13 @@ from pathlib import Path
 import yaml
 
 from crystalflow_core import config as cfgmod
-from crystalflow_core import stages
-from crystalflow_core.crystals.data import DataError
+from crystalflow_core import registry, stages
+from crystalflow_core.errors import DamagedFileError, DataError
 from crystalflow_core.generative.reference import CheckpointImportError
-from crystalflow_core.generative.sampling import parse_point, sampling_points
-from crystalflow_core.io import DamagedFileError
 from crystalflow_core.layout import Layout
 from crystalflow_core.logs import setup_logging
-from crystalflow_core.stages import registry
-from crystalflow_core.stages.registry import Job
+from crystalflow_core.points import parse_point, sampling_points
+from crystalflow_core.registry import Job
 
 # the project's own errors: one line and exit code 1 (tracebacks with --debug)
 PROJECT_ERRORS = (cfgmod.ConfigError, DataError, DamagedFileError, CheckpointImportError, stages.StageError)
@@ -217,27 +215,28 @@ def _run(a):
         if a.dataset not in cfg["datasets"] or a.split not in cfg["datasets"][a.dataset]["splits"]:
             known = {d: list(v["splits"]) for d, v in cfg["datasets"].items()}
             raise cfgmod.ConfigError(f"unknown dataset/split {a.dataset}/{a.split}; {a.config} has {known}")
-        L = Layout(cfg["results"])
-        out = a.out or L.split(a.dataset, a.split)
-        rejected = (
-            str(Path(out).with_name(f"{Path(out).stem}_rejected.csv")) if a.out else L.rejected(a.dataset, a.split)
-        )
-        stages.prepare(cfg, a.dataset, a.split, out, rejected, a.threads)
+        job = Job(cfg, "prepare", dataset=a.dataset, split=a.split, threads=a.threads)
+        if a.out:  # the rejected rows beside the chosen file
+            job.output = {"pt": a.out, "rejected": str(Path(a.out).with_name(f"{Path(a.out).stem}_rejected.csv"))}
+        registry.run(job)
         return
     run = cfg["runs"][a.run]
     point = getattr(a, "steps", None) or sampling_points(run)[0]
     L = Layout(cfg["results"])
     # one stage on explicit inputs (a missing input is an error naming it; snakemake TARGET runs several),
     # wired by the registry exactly as the workflow's jobs are: every shard, the same workers
-    if a.stage == "import-checkpoint":
-        train_pt = L.split(run["dataset"], run["train_split"])
-        stages.import_checkpoint(
-            cfg, a.run, a.checkpoint, L.model(a.run), a.hparams, a.scalers, a.sha256, train_pt=train_pt
-        )
-        print(L.model(a.run))
+    if a.stage == "import-checkpoint":  # the run's `init` as the command line gives it, then the table's job
+        init = {"reference_checkpoint": a.checkpoint, "hparams": a.hparams, "scalers": a.scalers, "sha256": a.sha256}
+        run["init"] = {**(run["init"] or {}), **init, "url": None}
+        job = Job(cfg, "import_reference", run=a.run, threads=a.threads)
+        registry.run(job)
+        print(registry.outputs(job)["ckpt"])
         return
     if a.stage == "fingerprints":
-        registry.run(Job(cfg, "test_fingerprints", dataset=run["dataset"], split=run["test_split"], threads=a.threads))
+        limit = cfg["metrics"]["fingerprint_limit"]
+        limit = "all" if limit is None else str(limit)
+        split = {"dataset": run["dataset"], "split": run["test_split"], "limit": limit}
+        registry.run(Job(cfg, "test_fingerprints", threads=a.threads, **split))
         return
     if a.stage == "transport" and not cfgmod.transport_screen(run):
         raise cfgmod.ConfigError(f"run '{a.run}' has no transport screen (a DNG run with transport: {{enabled: true}})")

@@ -12,12 +12,11 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from crystalflow_core.compositions import job_targets
+from crystalflow_core.errors import ConfigError
+
 # the one schema (every default and bound), installed with the package; the workflow and the CLI read it
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def load_schema() -> dict:
@@ -71,6 +70,8 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
         raise ConfigError(_one_line(errors[0], schema))
     datasets = cfg["datasets"]
     for name, run in cfg["runs"].items():
+        for section in ("model", "train", "sample"):  # settings whose default depends on the task
+            _fill_task_defaults(schema, section, run[section], run["task"])
         ds = run["dataset"]
         if ds not in datasets:
             raise ConfigError(
@@ -108,12 +109,8 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
                 )
         if run["conditions"] and run["task"] == "dng" and not run["sample"]["targets"]:
             raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional DNG run needs targets")
-    from crystalflow_core.materials.prediction import (
-        job_targets,  # every prediction job's compositions, checked before any job
-    )
-
     for name, job in cfg["predict"].items():
-        job_targets(cfg, name, job)
+        job_targets(cfg, name, job)  # every prediction job's compositions, checked before any job
         if job["checkpoint"] and mirror_check and not Path(job["checkpoint"]).is_file():
             raise ConfigError(f"config error at 'predict/{name}/checkpoint': {job['checkpoint']} not found")
     for t in cfg["targets"]:
@@ -232,18 +229,25 @@ def pressure_relax(run: dict) -> bool:
 def run_defaults(run: dict) -> dict:
     """A run dict with every schema default filled in (for library callers outside a config file)."""
     schema = load_schema()
-    return _fill_defaults(schema, schema["definitions"]["run"], copy.deepcopy(run))
+    out = _fill_defaults(schema, schema["definitions"]["run"], copy.deepcopy(run))
+    for section in ("model", "train", "sample"):
+        _fill_task_defaults(schema, section, out[section], out["task"])
+    return out
 
 
-def task_default(section: str, key: str, task: str):
-    """A run setting whose default depends on the task (its schema node's `task_default`)."""
-    schema = load_schema()
-    node = _resolve(schema, schema["definitions"]["run"]["properties"][section])
-    return node["properties"][key]["task_default"][task]
+def _fill_task_defaults(schema: dict, section: str, values: dict, task: str) -> dict:
+    """Settings left null whose default depends on the task (the schema's `task_default`) get it, so
+    that every later reader sees one value."""
+    node = _resolve(schema, schema["definitions"]["run"]["properties"].get(section, {}))
+    for key, sub in node.get("properties", {}).items():
+        if "task_default" in sub and values.get(key) is None:
+            values[key] = sub["task_default"][task]
+    return values
 
 
-def defaults(section: str) -> dict:
-    """The schema's defaults of one section: dataset, model, train, sample, relax, dft, metrics or hull."""
+def defaults(section: str, for_task: str = "csp") -> dict:
+    """The schema's defaults of one section: dataset, model, train, sample, relax, dft, metrics or hull
+    (settings whose default depends on the task: that of `for_task`)."""
     schema = load_schema()
     run_sections = schema["definitions"]["run"]["properties"]
     if section == "dataset":
@@ -252,4 +256,4 @@ def defaults(section: str) -> dict:
         node = run_sections[section]
     else:
         node = schema["properties"][section]
-    return _fill_defaults(schema, node, {})
+    return _fill_task_defaults(schema, section, _fill_defaults(schema, node, {}), for_task)

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from crystalflow_core.errors import DamagedFileError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -43,18 +45,6 @@ def append_jsonl(path, record: dict) -> None:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-class StageError(RuntimeError):
-    """A stage asked to work on inputs that do not fit (missing, foreign, stale, unwritable)."""
-
-
-class CheckpointError(StageError):
-    """A model checkpoint that cannot be read (missing, truncated, another program's file)."""
-
-
-class DamagedFileError(ValueError):
-    """A file this project wrote atomically is damaged (truncated, edited): never read around it."""
 
 
 def read_jsonl(path, tolerate_truncated_tail: bool = False) -> list[dict]:

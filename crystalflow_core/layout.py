@@ -42,6 +42,10 @@ class Layout:
     def samples(self, run, steps) -> str:
         return f"{self.steps_dir(run, steps)}/samples.jsonl"
 
+    def sample_export(self, run, steps) -> str:
+        """The gathered samples as CIFs (cif/) and one extxyz, where the run's `sample.export` asks."""
+        return f"{self.steps_dir(run, steps)}/export"
+
     def relaxed(self, run, steps, shard) -> str:
         return f"{self.steps_dir(run, steps)}/relax/shard{shard}.jsonl"
 
@@ -65,8 +69,9 @@ class Layout:
     def transport_md(self, run, steps, shard) -> str:
         return f"{self.transport_dir(run, steps)}/md_shard{shard}.jsonl"
 
-    def trajectories(self, run, steps) -> str:
-        return f"{self.transport_dir(run, steps)}/trajectories"
+    def trajectories(self, run, steps, shard) -> str:
+        """The MD trajectories (extxyz) of one MD shard."""
+        return f"{self.transport_dir(run, steps)}/trajectories/shard{shard}"
 
     def transport(self, run, steps) -> str:
         return f"{self.steps_dir(run, steps)}/transport.csv"
@@ -115,6 +120,10 @@ class Layout:
 
     def predict_extxyz(self, job) -> str:
         return f"{self.predict_dir(job)}/relaxed.extxyz"
+
+    def predict_plots(self, job) -> str:
+        """The pictures of the job's report section."""
+        return f"{self.predict_dir(job)}/plots"
 
     def predict_vasp_manifest(self, job) -> str:
         return f"{self.predict_dir(job)}/vasp/manifest.csv"

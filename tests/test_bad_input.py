@@ -9,7 +9,8 @@ from conftest import module_settings, rejected_of
 
 from crystalflow_core import stages
 from crystalflow_core.config import defaults
-from crystalflow_core.io import DamagedFileError, read_jsonl
+from crystalflow_core.errors import DamagedFileError
+from crystalflow_core.io import read_jsonl
 
 
 def _csp_setup(tmp_path, nacl, n=3):

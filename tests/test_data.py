@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from conftest import rejected_of
 
+from crystalflow_core import sources
 from crystalflow_core.config import defaults
 from crystalflow_core.crystals import data as D
 from crystalflow_core.io import git_blob_id, sha256_file
@@ -113,24 +114,24 @@ def test_checksums_mirror_and_download(tmp_path):
     f = mirror / "ds" / "val.csv.gz"
     f.write_bytes(gzip.compress(b"material_id,cif\n"))
     good = sha256_file(f)
-    src = D.SplitSource("ds", "val", "ds/val.csv.gz", sha256=good)
-    assert D.resolve_source(src, str(mirror), tmp_path / "dl") == f
-    bad = D.SplitSource("ds", "val", "ds/val.csv.gz", sha256="0" * 64)
+    src = sources.SplitSource("ds", "val", "ds/val.csv.gz", sha256=good)
+    assert sources.resolve_source(src, str(mirror), tmp_path / "dl") == f
+    bad = sources.SplitSource("ds", "val", "ds/val.csv.gz", sha256="0" * 64)
     with pytest.raises(D.DataError) as exc:
-        D.resolve_source(bad, str(mirror), tmp_path / "dl")
+        sources.resolve_source(bad, str(mirror), tmp_path / "dl")
     assert "0" * 64 in str(exc.value) and good in str(exc.value)
     # download path: a file:// URL stands in for the network; the git blob id is verified
     up = tmp_path / "upstream.csv"
     up.write_bytes(b"material_id,cif\n")
     blob = git_blob_id(up.read_bytes())
     assert blob == hashlib.sha1(b"blob 16\0material_id,cif\n").hexdigest()
-    src = D.SplitSource("ds", "train", "ds/train.csv", url=up.as_uri(), git_blob=blob)
-    got = D.resolve_source(src, str(mirror), tmp_path / "dl")
+    src = sources.SplitSource("ds", "train", "ds/train.csv", url=up.as_uri(), git_blob=blob)
+    got = sources.resolve_source(src, str(mirror), tmp_path / "dl")
     assert got.read_bytes() == up.read_bytes()
-    src_bad = D.SplitSource("ds", "test", "ds/test.csv", url=up.as_uri(), git_blob="f" * 40)
+    src_bad = sources.SplitSource("ds", "test", "ds/test.csv", url=up.as_uri(), git_blob="f" * 40)
     (tmp_path / "dl" / "ds" / "upstream.csv").unlink()
     with pytest.raises(D.DataError, match="f" * 40):
-        D.resolve_source(src_bad, str(mirror), tmp_path / "dl")
+        sources.resolve_source(src_bad, str(mirror), tmp_path / "dl")
 
 
 def test_real_mp20_rows(tmp_path):

@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import REPO, module_settings, need_data, tiny_config
 
-from crystalflow_core.config import ConfigError, defaults
+from crystalflow_core.config import defaults
 from crystalflow_core.config import load as load_config
+from crystalflow_core.errors import ConfigError
 from crystalflow_core.generative import network
 from crystalflow_core.generative import precision as prec
 from crystalflow_core.generative.network import CSPNet, ModelConfig
@@ -181,7 +182,7 @@ def _module(task="csp"):
 
 
 def _settings(**kw):
-    return SampleSettings.from_section(defaults("sample"), "dng", steps=4, batch_size=8, seed=3, **kw)
+    return SampleSettings.from_section(defaults("sample", "dng"), "dng", steps=4, batch_size=8, seed=3, **kw)
 
 
 def test_bf16_sampling_records_its_precision_and_stays_close_to_fp32(monkeypatch):

@@ -14,13 +14,8 @@ from conftest import DATA, REPO, need_data
 from pymatgen.core import Lattice, Structure
 
 from crystalflow_core import config as cfgmod
-from crystalflow_core.materials.prediction import (
-    candidate_items,
-    candidate_record,
-    candidate_table,
-    job_targets,
-    rank_polymorphs,
-)
+from crystalflow_core.compositions import job_targets
+from crystalflow_core.materials.prediction import candidate_items, candidate_record, candidate_table, rank_polymorphs
 
 
 def _cfg(**job):

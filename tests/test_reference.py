@@ -362,7 +362,7 @@ def test_cli_import_errors_in_one_line(tmp_path):
 
 
 def test_workflow_imports_instead_of_training(tmp_path):
-    from crystalflow_core.config import ConfigError
+    from crystalflow_core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="init/reference_checkpoint.*not found"):  # checked before any job
         _tiny_cfg(tmp_path, "c", "csp", [], init={"reference_checkpoint": str(tmp_path / "ref.ckpt")})

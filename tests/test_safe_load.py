@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from crystalflow_core import safe_load
-from crystalflow_core.crystals.data import DataError, load_cache
+from crystalflow_core.crystals.data import load_cache
+from crystalflow_core.errors import DataError
 from crystalflow_core.generative.reference import CheckpointImportError, load_reference, read_scalers
 from crystalflow_core.generative.sampling import FlowSampler
 from crystalflow_core.generative.training import load_module

@@ -140,7 +140,8 @@ def test_csp_samples_shapes_ranges_and_determinism(cache):
 
 def test_sampling_points_parse_and_settings():
     from crystalflow_core.config import run_defaults
-    from crystalflow_core.generative.sampling import parse_point, point_of, sampling_points, settings_for_run
+    from crystalflow_core.generative.sampling import settings_for_run
+    from crystalflow_core.points import parse_point, point_of, sampling_points
 
     assert parse_point("100") == (None, 100) and parse_point(20) == (None, 20)
     assert parse_point("heun_10") == ("heun", 10)
@@ -171,7 +172,7 @@ def test_pair_budget_batching_gives_the_samples_of_fixed_batches():
     items = dng_items([0, 2, 5, 0, 3, 1, 2], 13, seed=1)
     for i, it in enumerate(items):
         it["id"] = f"s{i}"
-    s = SampleSettings.from_section(defaults("sample"), "dng", steps=4, batch_size=5, seed=2)
+    s = SampleSettings.from_section(defaults("sample", "dng"), "dng", steps=4, batch_size=5, seed=2)
     fixed = generate(m, items, s, progress=False)
     packed = generate(m, items, replace(s, pair_budget=40, batch_size=1), progress=False)
     one_by_one = generate(m, items, replace(s, batch_size=1), progress=False)

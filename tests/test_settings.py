@@ -57,7 +57,7 @@ def test_every_settings_field_is_a_schema_key_without_a_default_in_code(cls, sec
 def test_settings_built_from_schema_defaults():
     s = SampleSettings.from_section(defaults("sample"), "csp", 100)
     assert (s.steps, s.method, s.anneal, s.anneal_vars, s.guidance) == (100, "euler", 5.0, ("f",), 1.0)
-    assert SampleSettings.from_section(defaults("sample"), "dng", 100).anneal == 0.0  # the schema's null
+    assert SampleSettings.from_section(defaults("sample", "dng"), "dng", 100).anneal == 0.0  # the schema's null
     r = RelaxSettings.from_section(defaults("relax"))
     assert (r.fmax, r.optimizer, r.max_vacuum_gap) == (0.1, "LBFGS", 7.0)
     m = MetricSettings.from_config(defaults("metrics"))
@@ -71,7 +71,8 @@ def test_settings_built_from_schema_defaults():
 def test_one_table_of_integrators():
     """The schema's integrator names, the sampling-point pattern and the evaluations per step all come
     from sampling's INTEGRATOR_TABLE."""
-    from crystalflow_core.generative.sampling import EVALS_PER_STEP, INTEGRATOR_TABLE, METHODS, parse_point
+    from crystalflow_core.generative.sampling import EVALS_PER_STEP, INTEGRATOR_TABLE, METHODS
+    from crystalflow_core.points import parse_point
 
     assert load_schema()["definitions"]["integrator"]["enum"] == list(INTEGRATOR_TABLE) == list(METHODS)
     assert EVALS_PER_STEP == {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}

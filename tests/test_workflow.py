@@ -109,9 +109,55 @@ def test_tiny_config_end_to_end(tiny_run):
     assert "Table 1" in (r / "tables/table1_csp.md").read_text()
     from ase.io import read
 
-    exported = read(r / "runs/mp20_csp/s3/samples.extxyz", index=":")
-    cifs = list((r / "runs/mp20_csp/s3/cif").glob("*.cif"))
+    export = Path(L.sample_export("mp20_csp", 3))
+    exported = read(export / "samples.extxyz", index=":")
+    cifs = list((export / "cif").glob("*.cif"))
     assert len(exported) == len(cifs) == sum(1 for line in samples if '"flag": ""' in line)
+
+
+def test_every_file_written_is_declared(tiny_run, monkeypatch):
+    """Every file the run left in the results folder is an output the stage table declares (a file, or
+    inside a declared folder), a log or benchmark, a download, or resumable work a stage names."""
+    from crystalflow_core.config import load
+    from crystalflow_core.layout import Layout
+    from crystalflow_core.points import sampling_points
+    from crystalflow_core.registry import STAGES, Job
+
+    work, cfg_path = tiny_run
+    monkeypatch.chdir(work)  # the config's paths are the workflow's, relative to its folder
+    cfg = load(cfg_path)
+    L = Layout(cfg["results"])
+    wildcards = [dict(tag=t, task=k) for t in ("mp20",) for k in ("csp", "dng")]
+    wildcards += [
+        dict(dataset=d, split=s, limit=str(cfg["metrics"]["fingerprint_limit"] or "all"))
+        for d, ds in cfg["datasets"].items()
+        for s in ds["splits"]
+    ]
+    wildcards += [
+        dict(run=r, point=p, shard=i) for r in cfg["runs"] for p in sampling_points(cfg["runs"][r]) for i in range(4)
+    ]
+    wildcards += [dict(job=j, shard=i) for j in cfg["predict"] for i in range(4)]
+    declared, work_paths = set(), set()
+    for name, st in STAGES.items():
+        for wc in wildcards + [{}]:
+            j = Job(cfg, name, **wc)
+            try:
+                declared |= {str(p) for p in st.outputs(j).values()}
+                work_paths |= set(st.work(j))
+            except (KeyError, TypeError):
+                continue  # a stage whose wildcards these are not
+    root = Path(cfg["results"])
+    assert len(declared) > 50 and (root / "report.md").exists()
+    undeclared = []
+    for f in root.rglob("*"):
+        if not f.is_file():
+            continue
+        s = str(f)
+        ok = any(s == d or s.startswith(d + "/") for d in declared | work_paths)
+        ok = ok or s.startswith((L.log("", "")[:-5], str(root / "benchmarks"), str(root / "downloads")))
+        if not ok:
+            undeclared.append(str(f.relative_to(root)))
+    assert not undeclared, f"written but declared by no stage: {undeclared[:20]}"
 
 
 def test_second_run_is_a_no_op(tiny_run):

@@ -12,10 +12,7 @@ import gzip
 import logging
 import math
 import multiprocessing as mp
-import os
-import shutil
 import time
-import urllib.request
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,91 +25,11 @@ from crystalflow_core import safe_load
 from crystalflow_core.crystals.crystal import atom_offsets, min_interatomic_distance
 from crystalflow_core.crystals.elements import MAX_Z, is_supported
 from crystalflow_core.crystals.lattice import lattice_to_k
-from crystalflow_core.io import atomic_path, git_blob_id, sha256_file
+from crystalflow_core.errors import DataError
+from crystalflow_core.io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 4  # 3: physical bounds, duplicates among parsed rows, key without the worker count; 4: CIF cells
-
-
-class DataError(RuntimeError):
-    """A dataset file is missing, corrupt, or leaves nothing usable."""
-
-
-# ----------------------------------------------------------------------------- sources
-@dataclass
-class SplitSource:
-    dataset: str
-    split: str
-    file: str  # path relative to the mirror folder, e.g. "mp_20/val.csv.gz"
-    url: str | None = None
-    sha256: str | None = None  # of the mirror/downloaded file as stored
-    git_blob: str | None = None  # upstream git blob id of the uncompressed CSV
-
-
-def download_path(src: SplitSource, download_dir: str | Path) -> Path:
-    """Where a source is downloaded to (and found again): {download_dir}/{dataset}/{the URL's file name}."""
-    name = Path(src.url or src.file).name
-    return Path(download_dir) / src.dataset / (name if Path(name).suffix else Path(src.file).name)
-
-
-def local_source(src: SplitSource, mirror: str | None, download_dir: str | Path) -> Path:
-    """The file a source is read from: the mirror's copy when it has one, else the download location
-    (which the workflow's local `download` rule fills, so compute jobs never download)."""
-    if mirror and (Path(mirror) / src.file).exists():
-        return Path(mirror) / src.file
-    return download_path(src, download_dir)
-
-
-def resolve_source(src: SplitSource, mirror: str | None, download_dir: str | Path) -> Path:
-    """Return a verified local path for one split: the mirror first, else download from `url`."""
-    if mirror:
-        cand = Path(mirror) / src.file
-        if cand.exists():
-            if src.sha256:
-                got = sha256_file(cand)
-                if got != src.sha256:
-                    raise DataError(f"checksum mismatch for {cand}: expected sha256 {src.sha256}, got {got}")
-            return cand
-    if not src.url:
-        raise DataError(f"{src.dataset}/{src.split}: not in the mirror ({mirror}/{src.file}) and no url configured")
-    dest = download_path(src, download_dir)
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        log.info("downloading %s -> %s", src.url, dest)
-        try:
-            with urllib.request.urlopen(src.url, timeout=120) as resp, atomic_path(dest) as tmp, open(tmp, "wb") as fh:
-                shutil.copyfileobj(resp, fh)
-        except OSError as exc:
-            raise DataError(f"{src.dataset}/{src.split}: download of {src.url} failed: {exc}") from exc
-    if src.git_blob:
-        data = dest.read_bytes()
-        if dest.suffix == ".gz":
-            data = gzip.decompress(data)
-        got = git_blob_id(data)
-        if got != src.git_blob:
-            _reject_download(dest, f"expected git blob {src.git_blob}, got {got}")
-    elif src.sha256:
-        got = sha256_file(dest)
-        if got != src.sha256:
-            _reject_download(dest, f"expected sha256 {src.sha256}, got {got}")
-    else:  # no published checksum: record the first download's sha256 and hold later runs to it
-        side = dest.with_name(dest.name + ".sha256")
-        got = sha256_file(dest)
-        if side.exists():
-            want = side.read_text().split()[0]
-            if got != want:
-                _reject_download(dest, f"expected sha256 {want} (recorded in {side} at download), got {got}")
-        else:
-            side.write_text(f"{got}  {src.url}\n")
-            log.warning("%s: no checksum configured; recorded sha256 %s in %s (pin it in the config)", dest, got, side)
-    return dest
-
-
-def _reject_download(dest: Path, why: str):
-    """Move a download that fails its checksum aside (the next run downloads again) and stop."""
-    bad = dest.with_name(dest.name + ".bad")
-    os.replace(dest, bad)
-    raise DataError(f"checksum mismatch for {dest} ({why}); moved to {bad}")
 
 
 # ----------------------------------------------------------------------------- parsing

@@ -17,9 +17,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from crystalflow_core.compositions import MAX_Z  # one constant, torch-free for the configuration
+
 N_ROWS, N_COLS = 13, 15
 TYPE_DIM = N_ROWS + N_COLS
-MAX_Z = 100  # the reference code's MAX_ATOMIC_NUM: CSP embeds Z - 1 in a table of 100 rows
+
 TABLE_Z = 118  # the type table covers every element; DNG decodes over all of them, as the reference does
 _PERIOD_START = [1, 3, 11, 19, 37, 55, 87, 119]
 

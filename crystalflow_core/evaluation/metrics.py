@@ -174,6 +174,20 @@ def valid(structure, protocol: str) -> bool:
     return structure_valid(structure, protocol=protocol) and composition_valid(structure, protocol)
 
 
+def invalid_reason(structure, protocol: str) -> str:
+    """Why a relaxed structure is not worth screening: "" when it is structurally and compositionally
+    valid under the run's metric protocol (the DNG validity), else which test it fails."""
+    why = [
+        w
+        for w, ok in (
+            ("structurally", structure_valid(structure, protocol=protocol)),
+            ("compositionally", composition_valid(structure, protocol=protocol)),
+        )
+        if not ok
+    ]
+    return f"{' and '.join(why)} invalid ({protocol} protocol)" if why else ""
+
+
 # ----------------------------------------------------------------------------- CSP
 class Matcher:
     """rms of every candidate against one ground truth (None: no match, or under diffcsp invalid).

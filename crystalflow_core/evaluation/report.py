@@ -412,14 +412,15 @@ def _predict_included(section_md: str, results: str) -> str:
 
     rel = os.path.relpath(Path(section_md).parent, results)
     text = Path(section_md).read_text()
-    return re.sub(r"!\[([^\]]*)\]\(([^)/]+)\)", lambda m: f"![{m.group(1)}]({rel}/{m.group(2)})", text)
+    return re.sub(r"!\[([^\]]*)\]\(((?!/|https?:)[^)]+)\)", lambda m: f"![{m.group(1)}]({rel}/{m.group(2)})", text)
 
 
 def predict_section(
     name: str, job: dict, cands: pd.DataFrame, ranked: pd.DataFrame, phase: pd.DataFrame, traces: dict, outdir: Path
 ) -> str:
     """Report section of one prediction job: per composition and pressure the candidates' fate and the
-    ranked polymorphs; pictures in `outdir`: enthalpy against optimiser step (the paper's Fig. 2c), enthalpy
+    ranked polymorphs; pictures in `outdir` (a folder beside the section's markdown): enthalpy against
+    optimiser step (the paper's Fig. 2c), enthalpy
     distributions of every candidate before and after relaxation (Fig. 2d), the generated cells' pressure against the
     target when the job has several pressures (Fig. 2a), and a delta-H ladder of the best ranks."""
     outdir.mkdir(parents=True, exist_ok=True)
@@ -491,7 +492,7 @@ def predict_section(
         lines.append("")
     lines += _phase_lines(phase, outdir)
     figs = _predict_figures(cands, ranked, traces, outdir)
-    lines += [f"![{f}]({f})" for f in figs]
+    lines += [f"![{f}]({outdir.name}/{f})" for f in figs]
     return "\n".join(lines) + "\n"
 
 
@@ -527,7 +528,7 @@ def _phase_lines(phase: pd.DataFrame, outdir: Path) -> list[str]:
 
         png = f"phase_{formula}.png"
         _figure(outdir / png, "pressure (GPa)", f"H - H({ref}) (meV/atom)", draw)
-        lines += ["", f"![{png}]({png})", ""]
+        lines += ["", f"![{png}]({outdir.name}/{png})", ""]
     return lines
 
 

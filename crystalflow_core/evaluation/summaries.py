@@ -13,10 +13,10 @@ import pandas as pd
 
 from crystalflow_core import __version__
 from crystalflow_core.crystals.crystal import structure_from
+from crystalflow_core.errors import DamagedFileError, StageError
 from crystalflow_core.evaluation import metrics as M
 from crystalflow_core.generative.sampling import record_problem, record_to_structure
-from crystalflow_core.io import DamagedFileError, StageError
-from crystalflow_core.materials.hull import SUSPECT_BELOW, formation_energy_per_atom, on_hull_scale
+from crystalflow_core.materials.hull import formation_energy_per_atom, hull_columns, on_hull_scale
 from crystalflow_core.materials.potentials import MP2020, RAW, record_energy_scale
 
 log = logging.getLogger(__name__)
@@ -303,20 +303,6 @@ def check_relaxations_belong(samples_by_id: dict, relaxed: list[dict], source: s
                 f"relaxation of {r['id']!r} does not belong to {source} (other samples, or none with "
                 "that id): delete the relax shards to rebuild them"
             )
-
-
-def hull_columns(structure, corrected_total: float, refs: dict, hull) -> dict:
-    """Formation energy, E_hull, the hull entries of the chemical system and `hull_suspect` of one total
-    energy on the hull's scale (`on_hull_scale`; KeyError: an element without a reference)."""
-    e_form = formation_energy_per_atom(structure, corrected_total, refs)
-    e_hull = hull.e_hull(structure, corrected_total, e_form)
-    return {
-        "e_form": e_form,
-        "e_hull": e_hull,
-        "hull_entries": hull.entries_in_system(structure.composition),
-        # far below the hull: a hole of the potential or (local hull) missing competing phases, see SUSPECT_BELOW
-        "hull_suspect": e_hull < SUSPECT_BELOW,
-    }
 
 
 def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, novelty: list) -> pd.DataFrame:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -23,14 +22,14 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from crystalflow_core import safe_load
-from crystalflow_core.config import task_default
 from crystalflow_core.crystals.crystal import atom_offsets
 from crystalflow_core.crystals.elements import TABLE_Z, TYPE_DIM, decode_types
 from crystalflow_core.crystals.lattice import k_to_lattice_torch
+from crystalflow_core.errors import CheckpointError
 from crystalflow_core.generative import precision as prec
 from crystalflow_core.generative.flow import sample_k_prior, wrap
 from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig
-from crystalflow_core.io import CheckpointError
+from crystalflow_core.points import METHODS, parse_point
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ def _rk4(vel, x, t, dt):
 # from here (a test keeps the schema's list equal to it).
 INTEGRATOR_TABLE = {"euler": (_euler, 1), "midpoint": (_midpoint, 2), "heun": (_heun, 2), "rk4": (_rk4, 4)}
 INTEGRATORS = {name: step for name, (step, _) in INTEGRATOR_TABLE.items()}
-METHODS = tuple(INTEGRATOR_TABLE)
+assert tuple(INTEGRATOR_TABLE) == METHODS  # the sampling points' names (points.py, torch-free)
 EVALS_PER_STEP = {name: n for name, (_, n) in INTEGRATOR_TABLE.items()}
 TIME_GRIDS = ("uniform", "dense_end")
 
@@ -178,7 +177,9 @@ class SampleSettings:
 
     @classmethod
     def from_section(cls, s: dict, task: str, steps: int, **override) -> SampleSettings:
-        anneal = s["anneal"] if s["anneal"] is not None else task_default("sample", "anneal", task)
+        anneal = override.pop("anneal", s["anneal"])
+        if anneal is None:  # validation and config.defaults(section, task) fill it
+            raise ValueError(f"sample section without anneal (the {task} default comes from config.validate)")
         out = cls(
             steps=int(steps),
             method=s["method"],
@@ -464,29 +465,6 @@ def shard_slice(items: list, shard: int, shards: int) -> list:
 
 
 # ----------------------------------------------------------------------------- what a run samples
-
-
-POINT_PATTERN = rf"(?:({'|'.join(METHODS)})_)?(\d+)"  # a sampling point: 100, heun_10
-POINT = re.compile(rf"^{POINT_PATTERN}$")
-
-
-def parse_point(point) -> tuple[str | None, int]:
-    """A sampling point: '100' (the run's method, 100 steps) or 'heun_10' (Heun, 10 steps)."""
-    m = POINT.match(str(point))
-    if not m:
-        raise ValueError(f"sampling point {point!r}: steps, or an integrator name and steps (e.g. 100, heun_10)")
-    return m.group(1), int(m.group(2))
-
-
-def sampling_points(run: dict) -> list[str]:
-    """Every sampling point of a run: its `steps` with its `method`, then each `extra` setting (one
-    folder s{point} each, from the same checkpoint)."""
-    s = run["sample"]
-    return [str(n) for n in s["steps"]] + [f"{e['method']}_{e['steps']}" for e in s["extra"]]
-
-
-def point_of(run: dict, method: str, steps: int) -> str:
-    return str(steps) if method == run["sample"]["method"] else f"{method}_{steps}"
 
 
 def settings_for_run(run: dict, point) -> SampleSettings:

@@ -19,11 +19,11 @@ from crystalflow_core.config import defaults
 from crystalflow_core.crystals.crystal import atom_offsets
 from crystalflow_core.crystals.data import load_cache
 from crystalflow_core.crystals.elements import encode_types
+from crystalflow_core.errors import CheckpointError
 from crystalflow_core.generative import precision as prec
 from crystalflow_core.generative.flow import flow_loss, interpolate
 from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig, fp32_region
 from crystalflow_core.generative.sampling import FlowSampler
-from crystalflow_core.io import CheckpointError
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crystalflow_core.crystals.data import SplitSource, resolve_source
 from crystalflow_core.safe_load import load_pickle
+from crystalflow_core.sources import hull_source, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -257,16 +257,21 @@ def formation_energy_per_atom(structure, corrected_total: float, refs: dict) -> 
     return (corrected_total - e_ref) / comp.num_atoms
 
 
+def hull_columns(structure, corrected_total: float, refs: dict, hull) -> dict:
+    """Formation energy, E_hull, the hull entries of the chemical system and `hull_suspect` of one total
+    energy on the hull's scale (`on_hull_scale`; KeyError: an element without a reference)."""
+    e_form = formation_energy_per_atom(structure, corrected_total, refs)
+    e_hull = hull.e_hull(structure, corrected_total, e_form)
+    return {
+        "e_form": e_form,
+        "e_hull": e_hull,
+        "hull_entries": hull.entries_in_system(structure.composition),
+        # far below the hull: a hole of the potential or (local hull) missing competing phases, see SUSPECT_BELOW
+        "hull_suspect": e_hull < SUSPECT_BELOW,
+    }
+
+
 # ----------------------------------------------------------------------------- the run's hull
-def hull_source(cfg: dict) -> SplitSource | None:
-    """The Matbench Discovery hull file to fetch (mirror or download), None where none is needed (a
-    local hull, or `hull.matbench_path` given)."""
-    h = cfg["hull"]
-    if h["source"] != "matbench" or h["matbench_path"]:
-        return None
-    return SplitSource("hull", "ppd", "hull/2023-02-07-ppd-mp.pkl.gz", h["matbench_url"], sha256=h["matbench_sha256"])
-
-
 def build_hull(cfg: dict):
     """The hull of a validated config: the Matbench Discovery PPD or the local one from `local_sources`."""
     h = cfg["hull"]

@@ -363,27 +363,12 @@ SCREEN_COLUMNS = [
 ]
 
 
-def invalid_reason(structure, protocol: str) -> str:
-    """Why a relaxed structure is not worth screening: "" when it is structurally and compositionally
-    valid under the run's metric protocol (the DNG validity), else which test it fails."""
-    from crystalflow_core.evaluation.metrics import composition_valid, structure_valid
-
-    why = [
-        w
-        for w, ok in (
-            ("structurally", structure_valid(structure, protocol=protocol)),
-            ("compositionally", composition_valid(structure, protocol=protocol)),
-        )
-        if not ok
-    ]
-    return f"{' and '.join(why)} invalid ({protocol} protocol)" if why else ""
-
-
-def screen_plan(structures: dict, stab: pd.DataFrame, settings: ScreenSettings, protocol: str, done: set):
+def screen_plan(structures: dict, stab: pd.DataFrame, settings: ScreenSettings, why_invalid, done: set):
     """What a screen does with each relaxed structure holding a mobile ion: (jobs to screen as (head,
-    structure, ions), rows of the ones it does not screen (status `invalid`: not structurally or
-    compositionally valid under `protocol`; `above_hull_cut`: E_hull above the cut or none), the number
-    of structures without an ion). `done`: (id, ion) pairs finished before; `stab`: stability.csv by id."""
+    structure, ions), rows of the ones it does not screen, the number of structures without an ion).
+    Not screened: status `invalid` (`why_invalid(structure)` names the validity test it fails, "" when
+    valid) or `above_hull_cut` (E_hull above the cut or none). `done`: (id, ion) pairs finished before;
+    `stab`: stability.csv by id."""
     jobs, skipped, n_without = [], [], 0
     for sid, s in structures.items():
         ions = [ion for ion in settings.ions if ion in {el.symbol for el in s.composition}]
@@ -401,7 +386,7 @@ def screen_plan(structures: dict, stab: pd.DataFrame, settings: ScreenSettings, 
         todo = [ion for ion in ions if (sid, ion) not in done]
         if not todo:
             continue
-        why = invalid_reason(s, protocol)
+        why = why_invalid(s)
         status = "invalid"
         if not why and (not np.isfinite(head["e_hull"]) or head["e_hull"] > settings.max_e_hull):
             status = "above_hull_cut"
@@ -475,3 +460,22 @@ def transport_summary(df: pd.DataFrame) -> dict:
         "n_conductor_candidates": int(cand["id"].nunique()) if len(df) else 0,
         "best_sigma_300K": float(df["sigma_300K"].max()) if len(df) and df["sigma_300K"].notna().any() else math.nan,
     }
+
+
+def screen_many(jobs: list[tuple], settings: ScreenSettings, partial: Path, workers: int = 1) -> None:
+    """Migration graphs of `jobs` ((head, structure, ions) of screen_plan) in chunks over `workers` forked
+    processes, each chunk's rows appended to `partial` as it finishes (an interrupted screen resumes)."""
+    from tqdm import tqdm
+
+    from crystalflow_core.io import append_jsonl
+    from crystalflow_core.parallel import fork_map
+
+    chunk = max(1, 4 * max(1, workers))
+    with tqdm(total=len(jobs), desc="migration graphs", mininterval=5) as bar:
+        for i in range(0, len(jobs), chunk):
+            part = jobs[i : i + chunk]
+            rows = fork_map(lambda: ScreenWorker(settings), [(h["id"], s, ions) for h, s, ions in part], workers)
+            for (head, _, _), per_ion in zip(part, rows):
+                for row in per_ion:
+                    append_jsonl(partial, {**head, **row})
+            bar.update(len(part))

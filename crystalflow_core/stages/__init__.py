@@ -13,7 +13,7 @@ writes its outputs atomically. Snakemake scripts and the CLI both call these.
                                                        -> materials.prediction
 """
 
-from crystalflow_core.io import StageError
+from crystalflow_core.errors import StageError
 from crystalflow_core.stages.common import ensure_writable, require, use_threads
 from crystalflow_core.stages.data import download, prepare
 from crystalflow_core.stages.dft import dft, dft_results

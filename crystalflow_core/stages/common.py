@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from crystalflow_core.io import StageError
+from crystalflow_core.errors import StageError
 
 log = logging.getLogger("crystalflow")
 

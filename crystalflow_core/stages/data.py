@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from crystalflow_core.crystals.data import PrepareSettings, SplitSource, prepare_split, resolve_source
-
-
-def split_source(cfg: dict, dataset: str, split: str) -> SplitSource:
-    sp = cfg["datasets"][dataset]["splits"][split]
-    return SplitSource(dataset, split, sp["file"], sp["url"], sp["sha256"], sp["git_blob"])
+from crystalflow_core.crystals.data import PrepareSettings, prepare_split
+from crystalflow_core.sources import SplitSource, resolve_source, split_source
 
 
 def download(src: SplitSource, download_dir: str) -> str:

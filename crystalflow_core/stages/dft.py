@@ -45,10 +45,12 @@ def dft_results(
     from pathlib import Path
 
     from crystalflow_core.crystals.data import cache_structures, load_cache
+    from crystalflow_core.errors import StageError
     from crystalflow_core.evaluation.summaries import dft_stability_table
-    from crystalflow_core.io import StageError, atomic_path
+    from crystalflow_core.io import atomic_path
     from crystalflow_core.materials.dft_outputs import read_energies, read_job
     from crystalflow_core.materials.hull import build_hull, load_elemental_refs
+    from crystalflow_core.sources import elemental_refs_path
 
     require(manifest, stab_csv, *relaxed, *novelty_pts, *([energies] if energies else []))
     ensure_writable(out)
@@ -79,7 +81,7 @@ def dft_results(
             if rec["status"] == "foreign":
                 log.warning("%s: %s", base / m["folder"], rec["reason"])
             jobs.append({"id": m["id"], "rec": rec, "entry": entry, "structure": None})
-    refs = load_elemental_refs(Path(cfg["data_mirror"]) / cfg["hull"]["elemental_refs"])
+    refs = load_elemental_refs(elemental_refs_path(cfg))
     novelty = [s for p in novelty_pts for s in cache_structures(load_cache(p))]
     df = dft_stability_table(jobs, pd.read_csv(stab_csv, dtype={"id": str}), rel, refs, build_hull(cfg), novelty)
     with atomic_path(out) as tmp:

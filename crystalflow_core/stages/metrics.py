@@ -21,9 +21,9 @@ from crystalflow_core.evaluation.summaries import (
     target_rows,
     wdist_reference_count,
 )
-from crystalflow_core.generative.sampling import parse_point
 from crystalflow_core.io import atomic_path, read_jsonl
 from crystalflow_core.materials.transport import transport_summary
+from crystalflow_core.points import parse_point
 from crystalflow_core.stages.common import ensure_writable, require
 from crystalflow_core.stages.sample import check_samples_current
 

@@ -22,20 +22,20 @@ import pandas as pd
 import torch
 
 from crystalflow_core import __version__
+from crystalflow_core.compositions import check_model_conditions, job_targets
 from crystalflow_core.config import defaults
+from crystalflow_core.errors import StageError
 from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure
-from crystalflow_core.io import StageError, append_jsonl, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from crystalflow_core.io import append_jsonl, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
 from crystalflow_core.materials.potentials import record_energy_scale
 from crystalflow_core.materials.prediction import (
     PHASE_COLUMNS,
     candidate_items,
     candidate_table,
-    check_model_conditions,
     cif_name,
     distinct_across_pressures,
     e_hull_at_zero_pressure,
     enthalpy_scan,
-    job_targets,
     rank_polymorphs,
     symmetrise,
 )
@@ -310,9 +310,10 @@ def predict_rank(
 
 def _with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict, scales: dict) -> pd.DataFrame:
     from crystalflow_core.materials.hull import build_hull, load_elemental_refs
+    from crystalflow_core.sources import elemental_refs_path
 
     try:
-        refs = load_elemental_refs(Path(cfg["data_mirror"] or ".") / cfg["hull"]["elemental_refs"])
+        refs = load_elemental_refs(elemental_refs_path(cfg))
         hull = build_hull(cfg)
     except Exception as exc:  # no hull here: the ranking stands without E_hull
         log.warning("no hull for E_hull (%s: %s)", type(exc).__name__, exc)
@@ -460,9 +461,16 @@ def predict_dft_results(manifest: str, ranked_csv: str, out: str, running_minute
 
 
 def predict_report(
-    name: str, job: dict, candidates_csv: str, ranked_csv: str, relaxed: list[str], phase_csv: str, out_md: str
+    name: str,
+    job: dict,
+    candidates_csv: str,
+    ranked_csv: str,
+    relaxed: list[str],
+    phase_csv: str,
+    out_md: str,
+    plots: str,
 ):
-    """The job's report section and its pictures beside it."""
+    """The job's report section, its pictures in `plots` (a folder beside it)."""
     from crystalflow_core.evaluation.report import predict_section
 
     require(candidates_csv, ranked_csv, phase_csv, *relaxed)
@@ -471,7 +479,7 @@ def predict_report(
     recs = [r for p in relaxed for r in read_jsonl(p)]
     traces = {r["id"]: r.get("enthalpy_trace") or r["energy_trace"] for r in recs if r.get("energy_trace")}
     frames = (pd.read_csv(candidates_csv), pd.read_csv(ranked_csv), pd.read_csv(phase_csv))
-    text = predict_section(name, job, *frames, traces, Path(out_md).parent)
+    text = predict_section(name, job, *frames, traces, Path(plots))
     from crystalflow_core.io import write_text_atomic
 
     write_text_atomic(out_md, text)

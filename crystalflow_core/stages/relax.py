@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 from crystalflow_core.crystals.data import cache_structures, load_cache
 from crystalflow_core.evaluation.summaries import check_relaxations_belong, stability_table
@@ -16,6 +15,7 @@ from crystalflow_core.generative.sampling import record_to_structure, shard_slic
 from crystalflow_core.io import atomic_path, read_jsonl, write_jsonl_atomic
 from crystalflow_core.materials.hull import build_hull, load_elemental_refs
 from crystalflow_core.materials.relax import RelaxSettings, relax_many
+from crystalflow_core.sources import elemental_refs_path
 from crystalflow_core.stages.common import ensure_writable, require, resumable
 
 log = logging.getLogger("crystalflow")
@@ -65,7 +65,7 @@ def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pt
     samples_by_id = {r["id"]: r for r in read_jsonl(samples)}
     rel = [r for p in relaxed for r in read_jsonl(p)]
     check_relaxations_belong(samples_by_id, rel, samples)
-    refs = load_elemental_refs(Path(cfg["data_mirror"]) / cfg["hull"]["elemental_refs"])
+    refs = load_elemental_refs(elemental_refs_path(cfg))
     novelty = [s for p in novelty_pts for s in cache_structures(load_cache(p))]
     df = stability_table(samples_by_id, rel, refs, build_hull(cfg), novelty)
     with atomic_path(out) as tmp:

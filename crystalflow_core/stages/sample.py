@@ -15,15 +15,16 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from crystalflow_core import __version__
 from crystalflow_core.crystals.crystal import safe_names
 from crystalflow_core.crystals.data import load_cache
+from crystalflow_core.errors import DamagedFileError, StageError
 from crystalflow_core.generative.sampling import (
     FlowSampler,
     items_for_run,
-    point_of,
     record_to_structure,
     settings_for_run,
     shard_slice,
 )
-from crystalflow_core.io import DamagedFileError, StageError, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from crystalflow_core.io import atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from crystalflow_core.points import point_of
 from crystalflow_core.stages.common import ensure_writable, require, use_threads
 
 log = logging.getLogger("crystalflow")
@@ -128,11 +129,13 @@ def check_samples_current(recs: list[dict], samples: str, ckpt: str | None, run:
         )
 
 
-def gather(inputs: list[str], out: str, export: list[str] = ()):
-    """Concatenate shard files; optionally export CIFs (a folder) and extxyz beside `out`."""
+def gather(inputs: list[str], out: str, export_dir: str, export: list[str]):
+    """Concatenate shard files; export CIFs (cif/) and extxyz into `export_dir` as `export` asks (the
+    folder is made either way: it is a declared output)."""
     recs = [r for p in inputs for r in read_jsonl(p)]
+    Path(export_dir).mkdir(parents=True, exist_ok=True)
     if export:
-        export_samples(recs, Path(out).parent, export)
+        export_samples(recs, Path(export_dir), export)
     write_jsonl_atomic(out, recs)
 
 

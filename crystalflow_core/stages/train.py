@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from crystalflow_core.crystals.data import SplitSource, load_cache, resolve_source
+from crystalflow_core.crystals.data import load_cache
+from crystalflow_core.errors import StageError
 from crystalflow_core.generative.reference import (
     build_module,
     hparams_from_yaml,
@@ -14,7 +15,8 @@ from crystalflow_core.generative.reference import (
     save_module,
 )
 from crystalflow_core.generative.training import train as train_model
-from crystalflow_core.io import StageError, sha256_file
+from crystalflow_core.io import sha256_file
+from crystalflow_core.sources import SplitSource, resolve_source
 from crystalflow_core.stages.common import disk_full, ensure_writable, require, use_threads
 
 log = logging.getLogger("crystalflow")

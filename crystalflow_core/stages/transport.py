@@ -11,26 +11,26 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict
+from functools import partial as partial_fn
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from crystalflow_core.crystals.crystal import safe_names, structure_from
+from crystalflow_core.evaluation.metrics import invalid_reason
 from crystalflow_core.evaluation.summaries import check_relaxations_belong
 from crystalflow_core.io import append_jsonl, atomic_path, read_jsonl, resume_jsonl, write_jsonl_atomic
 from crystalflow_core.materials.transport import (
     SCREEN_COLUMNS,
     MDSettings,
     ScreenSettings,
-    ScreenWorker,
     md_candidates,
     md_many,
+    screen_many,
     screen_plan,
     supercell_for,
     transport_rows,
 )
-from crystalflow_core.parallel import fork_map
 from crystalflow_core.stages.common import ensure_writable, require, resumable
 
 log = logging.getLogger("crystalflow")
@@ -74,7 +74,8 @@ def transport_screen(
     stab = pd.read_csv(stab_csv, dtype={"id": str}).set_index("id")
     with resumable(out, screen_key(settings, structures, stab_csv, protocol)) as partial:
         done = {(r["id"], r["ion"]) for r in resume_jsonl(partial)}
-        jobs, skipped, n_without = screen_plan(structures, stab, settings, protocol, done)
+        why_invalid = partial_fn(invalid_reason, protocol=protocol)
+        jobs, skipped, n_without = screen_plan(structures, stab, settings, why_invalid, done)
         for row in skipped:
             append_jsonl(partial, row)
         log.info(
@@ -85,15 +86,7 @@ def transport_screen(
             len(jobs),
             len(done),
         )
-        chunk = max(1, 4 * max(1, workers))
-        with tqdm(total=len(jobs), desc="migration graphs", mininterval=5) as bar:
-            for i in range(0, len(jobs), chunk):
-                part = jobs[i : i + chunk]
-                rows = fork_map(lambda: ScreenWorker(settings), [(h["id"], s, ions) for h, s, ions in part], workers)
-                for (head, _, _), per_ion in zip(part, rows):
-                    for row in per_ion:
-                        append_jsonl(partial, {**head, **row})
-                bar.update(len(part))
+        screen_many(jobs, settings, partial, workers)
         rows = read_jsonl(partial) if partial.exists() else []
         df = pd.DataFrame(rows, columns=SCREEN_COLUMNS)
         with atomic_path(out) as tmp:

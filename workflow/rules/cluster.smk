@@ -1,35 +1,16 @@
 # Cluster resources, in one place: partition, account and QoS from the config's `cluster:` section (GPU
 # partition for the jobs of runs that ask for a GPU), GPUs only where a run asks (`gpu` resource, as many
-# as train.devices; never `gres` beside it), runtime and memory where they scale with the work. Cheap
-# rules run on the submitting node.
+# as train.devices; never `gres` beside it), runtime and memory where they scale with the work. Which rules
+# may use a GPU and which run on the submitting node: the stage table (`gpu`, `local`).
 import math
 
-from crystalflow_core.materials.prediction import job_targets, n_groups
-
-
-localrules:
-    all,
-    download,
-    gather_samples,
-    import_reference,
-    metric_table,
-    targets_table,
-    report,
-    dft,
-    dft_results,
-    predict,
-    predict_dft,
-    predict_dft_results,
-    predict_report,
-
-
-CLUSTER = config["cluster"]
+from crystalflow_core.compositions import job_targets, n_groups
 
 
 def gpus(wildcards, rule_name: str) -> int:
     """GPUs a job asks for: 0 unless its run (or prediction job) sets gpu: true; training as many as
     train.devices (DDP), sampling one."""
-    if rule_name == "predict_sample":
+    if rule_name in ("predict_sample", "predict_search"):
         return 1 if PREDICT[wildcards.job]["gpu"] else 0
     run = RUNS[wildcards.run]
     section = run["train" if rule_name == "train" else "sample"]
@@ -49,25 +30,25 @@ def _structures_per_shard(rule_name: str, wildcards) -> int:
     n = (
         s["num_samples"] * max(1, len(s["targets"]))
         if run["task"] == "dng"
-        else (s["test_limit"] or 10000) * max(s["k"])
+        else (s["test_limit"] or CLUSTER["test_structures_estimate"]) * max(s["k"])
     )
     return math.ceil(min(n, r["limit"] or n) / r["shards"])
 
 
 def relax_runtime(rule_name: str):
-    """Minutes: every structure of the shard at its time limit, over the job's workers, plus 15."""
+    """Minutes: every structure of the shard at its time limit, over the job's workers, plus the margin."""
 
     def f(wildcards, threads):
         section = PREDICT[wildcards.job]["relax"] if rule_name == "predict_relax" else RUNS[wildcards.run]["relax"]
         workers = section["workers"] or threads
         minutes = _structures_per_shard(rule_name, wildcards) * section["timeout"] / max(1, workers) / 60
-        return min(10080, math.ceil(minutes) + 15)
+        return min(CLUSTER["max_runtime_minutes"], math.ceil(minutes) + CLUSTER["relax_runtime_margin_minutes"])
 
     return f
 
 
 def worker_mem(wildcards, threads):
-    return CLUSTER["mem_mb_per_worker"] * threads + 2000
+    return CLUSTER["mem_mb_per_worker"] * threads + CLUSTER["mem_mb_margin"]
 
 
 def _placement(rule_name: str, gpu_capable: bool):
@@ -79,19 +60,19 @@ def _placement(rule_name: str, gpu_capable: bool):
     return partition
 
 
-for _r in workflow.rules:
-    if _r.name in workflow._localrules:
+for _name, _stage in STAGES.items():
+    if _stage.local:
         continue
-    _gpu_capable = _r.name in ("train", "sample", "predict_sample")
-    if _gpu_capable:
-        _r.resources["gpu"] = lambda wc, _n=_r.name: gpus(wc, _n)
-    if CLUSTER["partition"] or (_gpu_capable and CLUSTER["gpu_partition"]):
-        _r.resources["slurm_partition"] = _placement(_r.name, _gpu_capable)
+    _r = getattr(rules, _name).rule
+    if _stage.uses_gpu:
+        _r.resources["gpu"] = lambda wc, _n=_name: gpus(wc, _n)
+    if CLUSTER["partition"] or (_stage.uses_gpu and CLUSTER["gpu_partition"]):
+        _r.resources["slurm_partition"] = _placement(_name, _stage.uses_gpu)
     if CLUSTER["account"]:
         _r.resources["slurm_account"] = CLUSTER["account"]
     if CLUSTER["qos"]:
         _r.resources["qos"] = CLUSTER["qos"]
-    if _r.name in ("relax", "predict_relax"):
-        _r.resources["runtime"] = relax_runtime(_r.name)
-    if _r.name in ("relax", "predict_relax", "transport_md", "transport_screen"):
+    if _name in ("relax", "predict_relax"):
+        _r.resources["runtime"] = relax_runtime(_name)
+    if _name in ("relax", "predict_relax", "predict_search", "transport_md", "transport_screen"):
         _r.resources["mem_mb"] = worker_mem

@@ -1,21 +1,21 @@
-# Functions and wildcard constraints shared by the rules.
-import os
+# What the rules share: the stage registry's table (crystalflow_core.registry) gives every rule its
+# input and output; the functions here add the params that make a changed setting rerun a job, and the
+# files that only trigger a rerun (the hull, VASP outputs). Nothing here imports torch, Lightning or
+# pymatgen: building the DAG loads only the config, the layout and the table.
 from pathlib import Path
 
-from crystalflow_core.config import canonical, dataset_tag, stability_relax, transport_screen
-from crystalflow_core.crystals.data import download_path, local_source
+from crystalflow_core.config import canonical
 from crystalflow_core.layout import Layout
-from crystalflow_core.stages.registry import Job, inputs
-from crystalflow_core.stages.data import split_source
-from crystalflow_core.materials.hull import hull_source
-from crystalflow_core.generative.sampling import POINT_PATTERN, sampling_points
+from crystalflow_core.points import POINT_PATTERN
+from crystalflow_core.sources import download_path, hull_source, local_source, split_source
+from crystalflow_core.registry import STAGES, Folder, Job, all_targets, predict_targets
 
 L = Layout(config["results"])  # every results path; rules pass wildcards ("{run}") as arguments
 RUNS = config["runs"]
-TARGET_RUNS = config["targets"] or list(RUNS)
 IMPORTED_RUNS = [r for r in RUNS if RUNS[r]["init"]]  # the authors' checkpoint instead of training
 TRAINED_RUNS = [r for r in RUNS if not RUNS[r]["init"]]
 PREDICT = config["predict"]  # structure-prediction jobs
+CLUSTER = config["cluster"]
 
 
 def _downloads():
@@ -31,12 +31,6 @@ def _downloads():
 
 
 DOWNLOADS = _downloads()
-
-
-def split_file(wildcards):
-    """A split's CSV: the mirror's copy, or the download rule's."""
-    src = split_source(config, wildcards.dataset, wildcards.split)
-    return str(local_source(src, config["data_mirror"], config["download_dir"]))
 
 
 def hull_file():
@@ -58,22 +52,40 @@ wildcard_constraints:
     tag="[a-z0-9]+",
     task="csp|dng",
     job=runs_pattern(PREDICT),
+    limit=r"\d+|all",
 
 
-def job_inputs(rule, **extra):
-    """Input function from the stage registry: what a job of `rule` reads, plus `extra`
-    (input functions of files that only trigger a rerun, such as the hull or VASP outputs)."""
+def stage_inputs(name, **extra):
+    """Input function from the stage table: what a job of `name` reads, plus `extra` (files that only
+    trigger a rerun, such as the hull or VASP outputs: a list or an input function)."""
 
     def f(wildcards):
         wc = dict(wildcards.items())
-        shard = int(wc["shard"]) if "shard" in wc else None
-        job = Job(config, rule, run=wc.get("run"), point=wc.get("steps"), shard=shard, job=wc.get("job"))
-        out = inputs(job)
+        job = Job(
+            config,
+            name,
+            run=wc.get("run"),
+            point=wc.get("steps"),
+            shard=int(wc["shard"]) if "shard" in wc else None,
+            job=wc.get("job"),
+            dataset=wc.get("dataset"),
+            split=wc.get("split"),
+            limit=wc.get("limit"),
+            tag=wc.get("tag"),
+            task=wc.get("task"),
+        )
+        out = STAGES[name].inputs(job)
         for key, fn in extra.items():
             out[key] = fn(wildcards) if callable(fn) else fn
         return out
 
     return f
+
+
+def stage_outputs(name):
+    """The rule's output patterns from the stage table (folders as Snakemake directories)."""
+    outs = STAGES[name].outputs(Job.pattern(config, name))
+    return {k: directory(v) if isinstance(v, Folder) else v for k, v in outs.items()}
 
 
 def _vasp_outputs(folder):
@@ -93,76 +105,7 @@ def predict_dft_outputs(wildcards):
     return _vasp_outputs(Path(L.predict_vasp_manifest(wildcards.job)).parent)
 
 
-def import_inputs(wildcards):
-    """The training split (its atom-count histogram) and the checkpoint where it is a local file."""
-    run = RUNS[wildcards.run]
-    out = {"train": L.split(run["dataset"], run["train_split"])}
-    init = run["init"]
-    for key in ("reference_checkpoint", "hparams", "scalers"):
-        if init[key] and (key != "reference_checkpoint" or not init["url"] or os.path.exists(init[key])):
-            out[key] = init[key]
-    return out
-
-
-def relax_enabled(run_name):
-    return stability_relax(RUNS[run_name])
-
-
-def transport_enabled(run_name):
-    return transport_screen(RUNS[run_name])
-
-
-def transport_tables():
-    return [L.transport(r, s) for r in TARGET_RUNS if transport_enabled(r) for s in sampling_points(RUNS[r])]
-
-
-def run_metrics(run_name):
-    steps = sampling_points(RUNS[run_name])
-    return [L.metrics(run_name, s) for s in steps]
-
-
-def table_runs(tag, task):
-    return [r for r in TARGET_RUNS if dataset_tag(RUNS[r]["dataset"]) == tag and RUNS[r]["task"] == task]
-
-
-def table_inputs(wildcards):
-    runs = table_runs(wildcards.tag, wildcards.task)
-    if not runs:
-        raise ValueError(f"no run in targets builds {L.table(wildcards.tag, wildcards.task)}")
-    return [m for r in runs for m in run_metrics(r)]
-
-
-def targets_inputs(wildcards):
-    """Per-target rows (conditional DNG runs) of every DNG run of a dataset tag."""
-    return [L.targets_metrics(r, s) for r in table_runs(wildcards.tag, "dng") for s in sampling_points(RUNS[r])]
-
-
-def targets_tables():
-    return sorted({L.targets_table(dataset_tag(RUNS[r]["dataset"])) for r in TARGET_RUNS if RUNS[r]["task"] == "dng"})
-
-
-def metric_tables():
-    pairs = sorted({(dataset_tag(RUNS[r]["dataset"]), RUNS[r]["task"]) for r in TARGET_RUNS})
-    return [L.table(tag, task) for tag, task in pairs]
-
-
-def dft_targets():
-    return [L.vasp_manifest(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in sampling_points(RUNS[r])]
-
-
-def all_targets():
-    return metric_tables() + dft_targets() + predict_targets() + [L.report()]
-
-
-# ----------------------------------------------------------------------------- structure prediction
-def predict_targets():
-    return [f for j in PREDICT for f in (L.predict_ranked(j), L.predict_dft(j), L.predict_report(j))]
-
-
-def predict_reports():
-    return [L.predict_report(j) for j in PREDICT]
-
-
+# ----------------------------------------------------------------------------- params: what a job depends on
 def predict_view(wildcards):
     return canonical(PREDICT[wildcards.job])
 
@@ -197,14 +140,6 @@ def dataset_view(wildcards):
             "download_dir": config["download_dir"],
         }
     )
-
-
-def stability_tables():
-    return [L.stability(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in sampling_points(RUNS[r])]
-
-
-def dft_tables():
-    return [L.dft_stability(r, s) for r in TARGET_RUNS if relax_enabled(r) for s in sampling_points(RUNS[r])]
 
 
 def hull_view():

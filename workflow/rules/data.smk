@@ -1,13 +1,13 @@
 rule prepare:
     input:
-        split_file,
+        unpack(stage_inputs("prepare")),
     output:
-        pt=L.split("{dataset}", "{split}"),
-        rejected=L.rejected("{dataset}", "{split}"),
+        **stage_outputs("prepare"),
     log:
         L.log("prepare", "{dataset}_{split}"),
     benchmark:
         L.benchmark("prepare", "{dataset}_{split}")
+    localrule: STAGES["prepare"].local
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]

@@ -1,26 +1,27 @@
 rule dft:
     input:
-        unpack(job_inputs("dft")),
+        unpack(stage_inputs("dft")),
     output:
-        manifest=L.vasp_manifest("{run}", "{steps}"),
+        **stage_outputs("dft"),
     log:
         L.log("dft", "{run}_s{steps}"),
+    localrule: STAGES["dft"].local
     conda:
         "../../envs/workflow.yaml"
     params:
         run=run_view("relax", "dft"),
-        outdir=lambda wc, output: os.path.dirname(output.manifest),
     script:
         "../scripts/stage.py"
 
 
 rule dft_results:
     input:
-        unpack(job_inputs("dft_results", triggers=dft_outputs)),
+        unpack(stage_inputs("dft_results", triggers=dft_outputs)),
     output:
-        L.dft_stability("{run}", "{steps}"),
+        **stage_outputs("dft_results"),
     log:
         L.log("dft", "{run}_s{steps}_results"),
+    localrule: STAGES["dft_results"].local
     conda:
         "../../envs/workflow.yaml"
     params:

@@ -1,32 +1,32 @@
 rule test_fingerprints:
     input:
-        rules.prepare.output.pt,
+        unpack(stage_inputs("test_fingerprints")),
     output:
-        L.fingerprints("{dataset}", "{split}", "{limit}"),
+        **stage_outputs("test_fingerprints"),
     log:
         L.log("fingerprints", "{dataset}_{split}_{limit}"),
     benchmark:
         L.benchmark("fingerprints", "{dataset}_{split}_{limit}")
+    localrule: STAGES["test_fingerprints"].local
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
-        limit=lambda wc: None if wc.limit == "all" else int(wc.limit),
-        protocol=config["metrics"]["protocol"],  # the reference cells: the CIF's (crystalflow) or Niggli (diffcsp)
+        protocol=config["metrics"]["protocol"],  # the reference cells: the CIF's (crystalflow) or Niggli (diffcsp),
     script:
         "../scripts/stage.py"
 
 
 rule metrics:
     input:
-        unpack(job_inputs("metrics")),
+        unpack(stage_inputs("metrics")),
     output:
-        summary=L.metrics("{run}", "{steps}"),
-        targets=L.targets_metrics("{run}", "{steps}"),
+        **stage_outputs("metrics"),
     log:
         L.log("metrics", "{run}_s{steps}"),
     benchmark:
         L.benchmark("metrics", "{run}_s{steps}")
+    localrule: STAGES["metrics"].local
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
@@ -39,25 +39,27 @@ rule metrics:
 
 rule metric_table:
     input:
-        table_inputs,
+        unpack(stage_inputs("metric_table")),
     output:
-        L.table("{tag}", "{task}"),
+        **stage_outputs("metric_table"),
     log:
         L.log("tables", "{tag}_{task}"),
+    localrule: STAGES["metric_table"].local
     conda:
         "../../envs/workflow.yaml"
     script:
-        "../scripts/collect.py"
+        "../scripts/stage.py"
 
 
 rule targets_table:
     input:
-        targets_inputs,
+        unpack(stage_inputs("targets_table")),
     output:
-        L.targets_table("{tag}"),
+        **stage_outputs("targets_table"),
     log:
         L.log("tables", "{tag}_dng_targets"),
+    localrule: STAGES["targets_table"].local
     conda:
         "../../envs/workflow.yaml"
     script:
-        "../scripts/collect.py"
+        "../scripts/stage.py"

@@ -3,13 +3,14 @@
 
 rule predict_sample:
     input:
-        unpack(job_inputs("predict_sample")),
+        unpack(stage_inputs("predict_sample")),
     output:
-        L.predict_samples("{job}", "{shard}"),
+        **stage_outputs("predict_sample"),
     log:
         L.log("predict", "{job}_sample{shard}"),
     benchmark:
         L.benchmark("predict", "{job}_sample{shard}")
+    localrule: STAGES["predict_sample"].local
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
@@ -22,14 +23,14 @@ rule predict_sample:
 
 rule predict_search:
     input:
-        unpack(job_inputs("predict_search")),
+        unpack(stage_inputs("predict_search")),
     output:
-        samples=L.predict_search_samples("{job}"),
-        relaxed=L.predict_search_relaxed("{job}"),
+        **stage_outputs("predict_search"),
     log:
         L.log("predict", "{job}_search"),
     benchmark:
         L.benchmark("predict", "{job}_search")
+    localrule: STAGES["predict_search"].local
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
@@ -42,13 +43,14 @@ rule predict_search:
 
 rule predict_relax:
     input:
-        unpack(job_inputs("predict_relax")),
+        unpack(stage_inputs("predict_relax")),
     output:
-        L.predict_relaxed("{job}", "{shard}"),
+        **stage_outputs("predict_relax"),
     log:
         L.log("predict", "{job}_relax{shard}"),
     benchmark:
         L.benchmark("predict", "{job}_relax{shard}")
+    localrule: STAGES["predict_relax"].local
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
@@ -60,15 +62,12 @@ rule predict_relax:
 
 rule predict_rank:
     input:
-        unpack(job_inputs("predict_rank", hull=hull_file())),
+        unpack(stage_inputs("predict_rank", hull=hull_file())),
     output:
-        candidates=L.predict_candidates("{job}"),
-        ranked=L.predict_ranked("{job}"),
-        extxyz=L.predict_extxyz("{job}"),
-        phase=L.predict_phase_diagram("{job}"),
-        cif=directory(L.predict_cifs("{job}")),
+        **stage_outputs("predict_rank"),
     log:
         L.log("predict", "{job}_rank"),
+    localrule: STAGES["predict_rank"].local
     conda:
         "../../envs/workflow.yaml"
     params:
@@ -80,11 +79,12 @@ rule predict_rank:
 
 rule predict_dft:
     input:
-        unpack(job_inputs("predict_dft")),
+        unpack(stage_inputs("predict_dft")),
     output:
-        manifest=L.predict_vasp_manifest("{job}"),
+        **stage_outputs("predict_dft"),
     log:
         L.log("predict", "{job}_dft"),
+    localrule: STAGES["predict_dft"].local
     conda:
         "../../envs/workflow.yaml"
     params:
@@ -95,26 +95,28 @@ rule predict_dft:
 
 rule predict_dft_results:
     input:
-        unpack(job_inputs("predict_dft_results", triggers=predict_dft_outputs)),
+        unpack(stage_inputs("predict_dft_results", triggers=predict_dft_outputs)),
     output:
-        L.predict_dft("{job}"),
+        **stage_outputs("predict_dft_results"),
     log:
         L.log("predict", "{job}_dft_results"),
+    localrule: STAGES["predict_dft_results"].local
     conda:
         "../../envs/workflow.yaml"
     params:
-        running_minutes=lambda wc: PREDICT[wc.job]["running_minutes"],
+        job=predict_view,
     script:
         "../scripts/stage.py"
 
 
 rule predict_report:
     input:
-        unpack(job_inputs("predict_report")),
+        unpack(stage_inputs("predict_report")),
     output:
-        L.predict_report("{job}"),
+        **stage_outputs("predict_report"),
     log:
         L.log("predict", "{job}_report"),
+    localrule: STAGES["predict_report"].local
     conda:
         "../../envs/workflow.yaml"
     params:
@@ -125,4 +127,5 @@ rule predict_report:
 
 rule predict:
     input:
-        predict_targets(),
+        predict_targets(config),
+    localrule: True

@@ -1,12 +1,13 @@
 rule relax:
     input:
-        unpack(job_inputs("relax")),
+        unpack(stage_inputs("relax")),
     output:
-        L.relaxed("{run}", "{steps}", "{shard}"),
+        **stage_outputs("relax"),
     log:
         L.log("relax", "{run}_s{steps}_shard{shard}"),
     benchmark:
         L.benchmark("relax", "{run}_s{steps}_shard{shard}")
+    localrule: STAGES["relax"].local
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
@@ -18,13 +19,14 @@ rule relax:
 
 rule stability:
     input:
-        unpack(job_inputs("stability", hull=hull_file())),
+        unpack(stage_inputs("stability", hull=hull_file())),
     output:
-        L.stability("{run}", "{steps}"),
+        **stage_outputs("stability"),
     log:
         L.log("stability", "{run}_s{steps}"),
     benchmark:
         L.benchmark("stability", "{run}_s{steps}")
+    localrule: STAGES["stability"].local
     conda:
         "../../envs/workflow.yaml"
     params:

@@ -1,21 +1,12 @@
 rule report:
     input:
-        tables=metric_tables(),
-        stability=stability_tables(),
-        targets=targets_tables(),
-        transport=transport_tables(),
-        dft=dft_tables(),
-        predict=predict_reports(),
+        unpack(stage_inputs("report")),
     output:
-        report=L.report(),
-        table1=L.paper_table("table1_csp"),
-        table3=L.paper_table("table3_dng"),
-        table2=L.paper_table("table2_dft"),
+        **stage_outputs("report"),
     log:
         L.log("report", "report"),
+    localrule: STAGES["report"].local
     conda:
         "../../envs/workflow.yaml"
-    params:
-        results=lambda wc, output: os.path.dirname(output.report),
     script:
-        "../scripts/report.py"
+        "../scripts/stage.py"

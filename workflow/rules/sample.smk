@@ -1,12 +1,13 @@
 rule sample:
     input:
-        unpack(job_inputs("sample")),
+        unpack(stage_inputs("sample")),
     output:
-        L.sample_shard("{run}", "{steps}", "{shard}"),
+        **stage_outputs("sample"),
     log:
         L.log("sample", "{run}_s{steps}_shard{shard}"),
     benchmark:
         L.benchmark("sample", "{run}_s{steps}_shard{shard}")
+    localrule: STAGES["sample"].local
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
@@ -18,11 +19,12 @@ rule sample:
 
 rule gather_samples:
     input:
-        unpack(job_inputs("gather_samples")),
+        unpack(stage_inputs("gather_samples")),
     output:
-        L.samples("{run}", "{steps}"),
+        **stage_outputs("gather_samples"),
     log:
         L.log("sample", "{run}_s{steps}_gather"),
+    localrule: STAGES["gather_samples"].local
     conda:
         "../../envs/workflow.yaml"
     params:

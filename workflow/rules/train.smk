@@ -1,36 +1,36 @@
 rule train:
     input:
-        unpack(job_inputs("train")),
+        unpack(stage_inputs("train")),
     output:
-        ckpt=L.model("{run}"),
+        **stage_outputs("train"),
     log:
         L.log("train", "{run}"),
     benchmark:
         L.benchmark("train", "{run}")
     wildcard_constraints:
         run=runs_pattern(TRAINED_RUNS),
+    localrule: STAGES["train"].local
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     resources:
-        runtime=24 * 60,
+        runtime=CLUSTER["train_runtime_minutes"],
     params:
         run=run_view("model", "train"),
-        # resumable Lightning checkpoints live beside model.ckpt, undeclared
-        workdir=lambda wc: L.lightning(wc.run),
     script:
         "../scripts/stage.py"
 
 
 rule import_reference:
     input:
-        unpack(import_inputs),
+        unpack(stage_inputs("import_reference")),
     output:
-        ckpt=L.model("{run}"),
+        **stage_outputs("import_reference"),
     log:
         L.log("train", "{run}_import"),
     wildcard_constraints:
         run=runs_pattern(IMPORTED_RUNS),
+    localrule: STAGES["import_reference"].local
     conda:
         "../../envs/workflow.yaml"
     params:

@@ -1,50 +1,52 @@
 rule transport_screen:
     input:
-        unpack(job_inputs("transport_screen")),
+        unpack(stage_inputs("transport_screen")),
     output:
-        L.transport_screen("{run}", "{steps}"),
+        **stage_outputs("transport_screen"),
     log:
         L.log("transport", "{run}_s{steps}_screen"),
     benchmark:
         L.benchmark("transport", "{run}_s{steps}_screen")
+    localrule: STAGES["transport_screen"].local
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
         run=run_view("sample", "relax", "transport"),
-        protocol=config["metrics"]["protocol"],  # screened: the valid structures, as the DNG metrics count them
+        protocol=config["metrics"]["protocol"],  # screened: the valid structures, as the DNG metrics count them,
     script:
         "../scripts/stage.py"
 
 
 rule transport_md:
     input:
-        unpack(job_inputs("transport_md")),
+        unpack(stage_inputs("transport_md")),
     output:
-        L.transport_md("{run}", "{steps}", "{shard}"),
+        **stage_outputs("transport_md"),
     log:
         L.log("transport", "{run}_s{steps}_md{shard}"),
     benchmark:
         L.benchmark("transport", "{run}_s{steps}_md{shard}")
+    localrule: STAGES["transport_md"].local
     conda:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     resources:
-        runtime=24 * 60,
+        runtime=CLUSTER["md_runtime_minutes"],
     params:
         run=run_view("sample", "relax", "transport"),
-        trajectories=L.trajectories("{run}", "{steps}"),
     script:
         "../scripts/stage.py"
 
 
 rule transport:
     input:
-        unpack(job_inputs("transport")),
+        unpack(stage_inputs("transport")),
     output:
-        L.transport("{run}", "{steps}"),
+        **stage_outputs("transport"),
     log:
         L.log("transport", "{run}_s{steps}"),
+    localrule: STAGES["transport"].local
     conda:
         "../../envs/workflow.yaml"
     params:

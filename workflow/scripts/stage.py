@@ -1,7 +1,7 @@
-# Every rule whose stage is in the registry (crystalflow_core.stages.registry): the job's wildcards, config
-# and threads name the inputs, outputs and settings, as on the command line.
+# Every rule of the stage table (crystalflow_core.registry): Snakemake's input and output go straight to
+# the stage (so shadow rules and storage plugins work); the wildcards, config and threads give the settings.
 from crystalflow_core.logs import setup_logging
-from crystalflow_core.stages.registry import Job, run
+from crystalflow_core.registry import Job, run
 
 # guarded: worker processes started with 'spawn' import this file again
 if __name__ == "__main__":

@@ -1,0 +1,608 @@
+"""The one table of stages. Every rule of the workflow that does work has one record here: the files a job
+reads (`inputs`), the files it writes (`outputs`, every one of them), the stage function it calls, how
+many shard jobs it has, whether it runs on the submitting node and whether it may use a GPU. The
+Snakemake rules take `input:` and `output:` from the table, their script passes `snakemake.input` and
+`snakemake.output` straight to the record's `call`, and the command line builds the same jobs from the
+same table, so the two cannot disagree.
+
+  Job(cfg, "sample", run="mp20_csp", point="10", shard=0)  ->  inputs(job), outputs(job), run(job)
+
+`outputs` only uses the job's wildcards (never the config), so the workflow builds its output patterns
+from it with wildcards as values ("{run}"). `work` names resumable state a stage keeps beside its
+outputs between attempts (Lightning checkpoints, *.partial records): it is not a Snakemake output,
+which Snakemake would delete before a rerun, and it is removed by the stage when its outputs are done.
+
+Torch-free: the Snakefile imports this module to build the DAG; the stages are imported when a job runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crystalflow_core.config import dataset_tag, pressure_relax, stability_relax, transport_screen
+from crystalflow_core.layout import Layout
+from crystalflow_core.points import sampling_points
+from crystalflow_core.sources import local_source, split_source
+
+
+class Folder(str):
+    """An output that is a folder (Snakemake's `directory()`)."""
+
+
+@dataclass
+class Job:
+    cfg: dict  # the validated config
+    rule: str
+    run: str | None = None  # run name
+    point: str | None = None  # sampling point: 100, heun_10
+    shard: int | str | None = None
+    job: str | None = None  # prediction job name
+    dataset: str | None = None
+    split: str | None = None
+    limit: str | None = None  # fingerprint limit: a number or "all"
+    tag: str | None = None  # dataset tag of a metric table (mp20)
+    task: str | None = None  # csp or dng
+    threads: int = 0  # of the Snakemake job or the command line (0: all cores)
+    input: dict | None = None  # the job's files as Snakemake resolved them; None: from the table
+    output: dict | None = None
+
+    @property
+    def L(self) -> Layout:
+        return Layout(self.cfg["results"])
+
+    @property
+    def r(self) -> dict:
+        return self.cfg["runs"][self.run]
+
+    @property
+    def p(self) -> dict:
+        return self.cfg["predict"][self.job]
+
+    @classmethod
+    def from_snakemake(cls, smk) -> Job:
+        wc = dict(smk.wildcards.items())
+        return cls(
+            smk.config,
+            smk.rule,
+            run=wc.get("run"),
+            point=wc.get("steps"),
+            shard=int(wc["shard"]) if "shard" in wc else None,
+            job=wc.get("job"),
+            dataset=wc.get("dataset"),
+            split=wc.get("split"),
+            limit=wc.get("limit"),
+            tag=wc.get("tag"),
+            task=wc.get("task"),
+            threads=smk.threads,
+            input={k: _plain(v) for k, v in smk.input.items()},
+            output={k: _plain(v) for k, v in smk.output.items()},
+        )
+
+    @classmethod
+    def pattern(cls, cfg: dict, rule: str) -> Job:
+        """A job whose wildcards are Snakemake's placeholders: its outputs are the rule's patterns."""
+        wc = dict(run="{run}", point="{steps}", shard="{shard}", job="{job}", dataset="{dataset}", split="{split}")
+        return cls(cfg, rule, limit="{limit}", tag="{tag}", task="{task}", **wc)
+
+
+def _plain(value):
+    """A Snakemake input or output (a path, or a list of paths) as plain strings."""
+    return [str(v) for v in value] if isinstance(value, list) else str(value)
+
+
+@dataclass(frozen=True)
+class Stage:
+    inputs: Callable[[Job], dict]  # name -> path or list of paths
+    outputs: Callable[[Job], dict]  # name -> path (Folder for a folder); uses the job's wildcards only
+    call: Callable[[Job, dict, dict], None]  # the stage on (job, inputs, outputs)
+    shards: Callable[[Job], int] | None = None  # shard jobs per run and point, or per prediction job
+    local: bool = False  # cheap: runs on the submitting node, never submitted to a cluster
+    uses_gpu: bool = False  # may ask for a GPU (the run's or prediction job's `gpu: true`)
+    work: Callable[[Job], list[str]] = field(default=lambda j: [])  # resumable state beside the outputs
+
+
+def _S():
+    from crystalflow_core import stages
+
+    return stages
+
+
+def _workers(section: dict, threads: int) -> int:
+    """Worker processes of a CHGNet or screening job: the section's `workers`, else the job's threads."""
+    return section["workers"] or threads or 1
+
+
+def _parent(path: str) -> str:
+    return str(Path(path).parent)
+
+
+def _limit(limit: str) -> int | None:
+    return None if limit == "all" else int(limit)
+
+
+def _partials(*outs: str) -> list[str]:
+    return [f"{o}.partial" for o in outs] + [f"{o}.partial.key" for o in outs]
+
+
+# ----------------------------------------------------------------------------- shards and file lists
+def sample_shards(j: Job) -> list[str]:
+    return [j.L.sample_shard(j.run, j.point, i) for i in range(j.r["sample"]["shards"])]
+
+
+def relax_shards(j: Job) -> list[str]:
+    return [j.L.relaxed(j.run, j.point, i) for i in range(j.r["relax"]["shards"])]
+
+
+def md_shards(j: Job) -> list[str]:
+    return [j.L.transport_md(j.run, j.point, i) for i in range(j.r["transport"]["md"]["shards"])]
+
+
+def predict_sample_shards(j: Job) -> list[str]:
+    if j.p["until"]:  # a search: one file, grown in rounds
+        return [j.L.predict_search_samples(j.job)]
+    return [j.L.predict_samples(j.job, i) for i in range(j.p["shards"])]
+
+
+def predict_relax_shards(j: Job) -> list[str]:
+    if j.p["until"]:
+        return [j.L.predict_search_relaxed(j.job)]
+    return [j.L.predict_relaxed(j.job, i) for i in range(j.p["relax"]["shards"])]
+
+
+def _split(j: Job, key: str) -> str | None:
+    return j.L.split(j.r["dataset"], j.r[key]) if j.r[key] else None
+
+
+def _novelty(j: Job) -> list[str]:
+    return [j.L.split(j.r["dataset"], s) for s in j.r["novelty_splits"]]
+
+
+def _fingerprints(j: Job) -> str:
+    return j.L.fingerprints(j.r["dataset"], j.r["test_split"], j.cfg["metrics"]["fingerprint_limit"])
+
+
+def _predict_model(j: Job) -> str:
+    return j.L.model(j.p["run"]) if j.p["run"] else j.p["checkpoint"]
+
+
+def split_file(cfg: dict, dataset: str, split: str) -> str:
+    """A split's CSV: the mirror's copy, or where the download rule puts it."""
+    return str(local_source(split_source(cfg, dataset, split), cfg["data_mirror"], cfg["download_dir"]))
+
+
+# ----------------------------------------------------------------------------- what the workflow builds
+def target_runs(cfg: dict) -> list[str]:
+    return cfg["targets"] or list(cfg["runs"])
+
+
+def _per_point(cfg: dict, path, keep=lambda r: True) -> list[str]:
+    runs = cfg["runs"]
+    return [path(r, s) for r in target_runs(cfg) if keep(runs[r]) for s in sampling_points(runs[r])]
+
+
+def table_runs(cfg: dict, tag: str, task: str) -> list[str]:
+    runs = cfg["runs"]
+    return [r for r in target_runs(cfg) if dataset_tag(runs[r]["dataset"]) == tag and runs[r]["task"] == task]
+
+
+def metric_tables(cfg: dict) -> list[str]:
+    runs, L = cfg["runs"], Layout(cfg["results"])
+    pairs = sorted({(dataset_tag(runs[r]["dataset"]), runs[r]["task"]) for r in target_runs(cfg)})
+    return [L.table(tag, task) for tag, task in pairs]
+
+
+def targets_tables(cfg: dict) -> list[str]:
+    runs, L = cfg["runs"], Layout(cfg["results"])
+    return sorted(
+        {L.targets_table(dataset_tag(runs[r]["dataset"])) for r in target_runs(cfg) if runs[r]["task"] == "dng"}
+    )
+
+
+def stability_tables(cfg: dict) -> list[str]:
+    return _per_point(cfg, Layout(cfg["results"]).stability, stability_relax)
+
+
+def dft_tables(cfg: dict) -> list[str]:
+    return _per_point(cfg, Layout(cfg["results"]).dft_stability, stability_relax)
+
+
+def dft_targets(cfg: dict) -> list[str]:
+    return _per_point(cfg, Layout(cfg["results"]).vasp_manifest, stability_relax)
+
+
+def transport_tables(cfg: dict) -> list[str]:
+    return _per_point(cfg, Layout(cfg["results"]).transport, transport_screen)
+
+
+def predict_targets(cfg: dict) -> list[str]:
+    L = Layout(cfg["results"])
+    return [f for j in cfg["predict"] for f in (L.predict_ranked(j), L.predict_dft(j), L.predict_report(j))]
+
+
+def all_targets(cfg: dict) -> list[str]:
+    return metric_tables(cfg) + dft_targets(cfg) + predict_targets(cfg) + [Layout(cfg["results"]).report()]
+
+
+# ----------------------------------------------------------------------------- the records
+def _metrics_inputs(j: Job) -> dict:
+    L = j.L
+    inp = {"samples": L.samples(j.run, j.point), "test": _split(j, "test_split"), "model": L.model(j.run)}
+    if pressure_relax(j.r):
+        inp["relaxed"] = relax_shards(j)
+    if j.r["task"] == "dng":
+        inp["fingerprints"] = _fingerprints(j)
+        if stability_relax(j.r):
+            inp["stability"] = L.stability(j.run, j.point)
+            inp["dft"] = L.dft_stability(j.run, j.point)
+        if transport_screen(j.r):
+            inp["transport"] = L.transport(j.run, j.point)
+    return inp
+
+
+def _metrics_call(j: Job, i: dict, o: dict) -> None:
+    S = _S()
+    if j.r["task"] == "csp":
+        args = (j.cfg, j.run, j.r, i["samples"], i["test"], j.point, o["summary"], j.threads)
+        S.csp_metrics(*args, relaxed=i.get("relaxed", []), ckpt=i["model"])
+        Path(o["targets"]).write_text("")  # CSP runs have no condition targets
+        return
+    dft = i.get("dft")
+    args = (j.cfg, j.run, j.r, i["samples"], i["test"], i["fingerprints"], i.get("stability"), j.point)
+    S.dng_metrics(
+        *args,
+        o["summary"],
+        j.threads,
+        ckpt=i["model"],
+        targets_out=o["targets"],
+        transport_csv=i.get("transport"),
+        dft_csv=dft if dft and Path(dft).exists() else None,
+    )
+
+
+def _import_inputs(j: Job) -> dict:
+    """The training split (its atom-count histogram) and the checkpoint files that are local."""
+    out, init = {"train": j.L.split(j.r["dataset"], j.r["train_split"])}, j.r["init"]
+    for key in ("reference_checkpoint", "hparams", "scalers"):
+        if init[key] and (key != "reference_checkpoint" or not init["url"] or Path(init[key]).exists()):
+            out[key] = init[key]
+    return out
+
+
+def _import_call(j: Job, i: dict, o: dict) -> None:
+    init = j.r["init"]
+    args = (init["reference_checkpoint"], o["ckpt"], init["hparams"], init["scalers"], init["sha256"], init["url"])
+    _S().import_checkpoint(j.cfg, j.run, *args, train_pt=i["train"])
+
+
+def _sample_call(j: Job, i: dict, o: dict) -> None:
+    S, shards = _S(), j.r["sample"]["shards"]
+    if not S.shard_is_current(o["shard"], j.r, i["ckpt"], j.point, j.shard, shards):  # else: same model, settings
+        S.sample(j.r, i["ckpt"], i.get("test"), j.point, j.shard, shards, o["shard"], j.threads)
+
+
+def _dft_results_inputs(j: Job) -> dict:
+    L = j.L
+    inp = {
+        "manifest": L.vasp_manifest(j.run, j.point),
+        "relaxed": relax_shards(j),
+        "stability": L.stability(j.run, j.point),
+        "novelty": _novelty(j),
+    }
+    if j.r["dft"]["energies"]:
+        inp["energies"] = j.r["dft"]["energies"]
+    return inp
+
+
+def _report_inputs(j: Job) -> dict:
+    cfg, L = j.cfg, j.L
+    return {
+        "tables": metric_tables(cfg),
+        "stability": stability_tables(cfg),
+        "targets": targets_tables(cfg),
+        "transport": transport_tables(cfg),
+        "dft": dft_tables(cfg),
+        "predict": [L.predict_report(p) for p in cfg["predict"]],
+    }
+
+
+def _report_call(j: Job, i: dict, o: dict) -> None:
+    from crystalflow_core.evaluation.report import write_report
+
+    write_report(
+        i["tables"],
+        i["stability"],
+        str(Path(o["report"]).parent),
+        o["report"],
+        o["table1"],
+        o["table3"],
+        targets=i["targets"],
+        transport=i["transport"],
+        dft=i["dft"],
+        table2=o["table2"],
+        predict=i["predict"],
+    )
+
+
+def _table_inputs(j: Job) -> dict:
+    runs = table_runs(j.cfg, j.tag, j.task)
+    if not runs:
+        raise ValueError(f"no run in targets builds {j.L.table(j.tag, j.task)}")
+    return {"metrics": [j.L.metrics(r, s) for r in runs for s in sampling_points(j.cfg["runs"][r])]}
+
+
+def _targets_table_inputs(j: Job) -> dict:
+    runs = table_runs(j.cfg, j.tag, "dng")
+    return {"metrics": [j.L.targets_metrics(r, s) for r in runs for s in sampling_points(j.cfg["runs"][r])]}
+
+
+def _predict_search_call(j: Job, i: dict, o: dict) -> None:
+    workers = _workers(j.p["relax"], j.threads)
+    _S().predict_search(j.cfg, j.job, j.p, i["model"], o["samples"], o["relaxed"], j.threads, workers)
+
+
+def _predict_rank_call(j: Job, i: dict, o: dict) -> None:
+    outs = (o["candidates"], o["ranked"], o["cif"], o["extxyz"], o["phase"])
+    _S().predict_rank(j.cfg, j.job, j.p, i["samples"], i["relaxed"], *outs)
+
+
+def _transport_md_call(j: Job, i: dict, o: dict) -> None:
+    shards, workers = j.r["transport"]["md"]["shards"], _workers(j.r["transport"], j.threads)
+    _S().transport_md(j.r, i["screen"], i["relaxed"], j.shard, shards, o["md"], o["trajectories"], workers)
+
+
+STAGES: dict[str, Stage] = {
+    "prepare": Stage(
+        inputs=lambda j: {"csv": split_file(j.cfg, j.dataset, j.split)},
+        outputs=lambda j: {"pt": j.L.split(j.dataset, j.split), "rejected": j.L.rejected(j.dataset, j.split)},
+        call=lambda j, i, o: _S().prepare(j.cfg, j.dataset, j.split, o["pt"], o["rejected"], j.threads),
+    ),
+    "test_fingerprints": Stage(
+        inputs=lambda j: {"test": j.L.split(j.dataset, j.split)},
+        outputs=lambda j: {"fingerprints": j.L.fingerprints(j.dataset, j.split, j.limit)},
+        call=lambda j, i, o: _S().test_fingerprints(
+            i["test"],
+            o["fingerprints"],
+            None if j.limit == "all" else int(j.limit),
+            j.threads,
+            j.cfg["metrics"]["protocol"],
+        ),
+    ),
+    "train": Stage(
+        inputs=lambda j: {
+            "train": _split(j, "train_split"),
+            **({"val": _split(j, "val_split")} if j.r["val_split"] else {}),
+        },
+        outputs=lambda j: {"ckpt": j.L.model(j.run)},
+        call=lambda j, i, o: _S().train(j.r, i["train"], i.get("val"), o["ckpt"], j.L.lightning(j.run), j.threads),
+        uses_gpu=True,
+        work=lambda j: [j.L.lightning(j.run)],
+    ),
+    "import_reference": Stage(
+        inputs=_import_inputs,
+        outputs=lambda j: {"ckpt": j.L.model(j.run)},
+        call=_import_call,
+        local=True,
+    ),
+    "sample": Stage(
+        inputs=lambda j: {
+            "ckpt": j.L.model(j.run),
+            **({"test": _split(j, "test_split")} if j.r["task"] == "csp" else {}),
+        },
+        outputs=lambda j: {"shard": j.L.sample_shard(j.run, j.point, j.shard)},
+        call=_sample_call,
+        shards=lambda j: j.r["sample"]["shards"],
+        uses_gpu=True,
+    ),
+    "gather_samples": Stage(
+        inputs=lambda j: {"shards": sample_shards(j)},
+        outputs=lambda j: {"samples": j.L.samples(j.run, j.point), "export": Folder(j.L.sample_export(j.run, j.point))},
+        call=lambda j, i, o: _S().gather(i["shards"], o["samples"], o["export"], j.r["sample"]["export"]),
+        local=True,
+    ),
+    "relax": Stage(
+        inputs=lambda j: {"samples": j.L.samples(j.run, j.point)},
+        outputs=lambda j: {"relaxed": j.L.relaxed(j.run, j.point, j.shard)},
+        call=lambda j, i, o: _S().relax(
+            j.r, i["samples"], j.shard, j.r["relax"]["shards"], o["relaxed"], _workers(j.r["relax"], j.threads)
+        ),
+        shards=lambda j: j.r["relax"]["shards"],
+        work=lambda j: _partials(j.L.relaxed(j.run, j.point, j.shard)),
+    ),
+    "stability": Stage(
+        inputs=lambda j: {"samples": j.L.samples(j.run, j.point), "relaxed": relax_shards(j), "novelty": _novelty(j)},
+        outputs=lambda j: {"stability": j.L.stability(j.run, j.point)},
+        call=lambda j, i, o: _S().stability(j.cfg, j.r, i["samples"], i["relaxed"], i["novelty"], o["stability"]),
+    ),
+    "metrics": Stage(
+        inputs=_metrics_inputs,
+        outputs=lambda j: {"summary": j.L.metrics(j.run, j.point), "targets": j.L.targets_metrics(j.run, j.point)},
+        call=_metrics_call,
+    ),
+    "dft": Stage(
+        inputs=lambda j: {"relaxed": relax_shards(j), "stability": j.L.stability(j.run, j.point)},
+        outputs=lambda j: {"manifest": j.L.vasp_manifest(j.run, j.point)},
+        call=lambda j, i, o: _S().dft(j.r, i["relaxed"], i["stability"], _parent(o["manifest"]), o["manifest"]),
+        local=True,
+    ),
+    "dft_results": Stage(
+        inputs=_dft_results_inputs,
+        outputs=lambda j: {"dft": j.L.dft_stability(j.run, j.point)},
+        call=lambda j, i, o: _S().dft_results(
+            j.cfg, j.r, i["manifest"], i["relaxed"], i["stability"], i["novelty"], o["dft"], energies=i.get("energies")
+        ),
+        local=True,
+    ),
+    "transport_screen": Stage(
+        inputs=lambda j: {
+            "samples": j.L.samples(j.run, j.point),
+            "relaxed": relax_shards(j),
+            "stability": j.L.stability(j.run, j.point),
+        },
+        outputs=lambda j: {"screen": j.L.transport_screen(j.run, j.point)},
+        call=lambda j, i, o: _S().transport_screen(
+            j.r,
+            i["samples"],
+            i["relaxed"],
+            i["stability"],
+            o["screen"],
+            j.cfg["metrics"]["protocol"],
+            _workers(j.r["transport"], j.threads),
+        ),
+        work=lambda j: _partials(j.L.transport_screen(j.run, j.point)),
+    ),
+    "transport_md": Stage(
+        inputs=lambda j: {"screen": j.L.transport_screen(j.run, j.point), "relaxed": relax_shards(j)},
+        outputs=lambda j: {
+            "md": j.L.transport_md(j.run, j.point, j.shard),
+            "trajectories": Folder(j.L.trajectories(j.run, j.point, j.shard)),
+        },
+        call=_transport_md_call,
+        shards=lambda j: j.r["transport"]["md"]["shards"],
+        work=lambda j: _partials(j.L.transport_md(j.run, j.point, j.shard)),
+    ),
+    "transport": Stage(
+        inputs=lambda j: {
+            "screen": j.L.transport_screen(j.run, j.point),
+            "md": md_shards(j),
+            "relaxed": relax_shards(j),
+        },
+        outputs=lambda j: {"transport": j.L.transport(j.run, j.point)},
+        call=lambda j, i, o: _S().transport_table(j.r, i["screen"], i["md"], i["relaxed"], o["transport"]),
+    ),
+    "predict_sample": Stage(
+        inputs=lambda j: {"model": _predict_model(j)},
+        outputs=lambda j: {"samples": j.L.predict_samples(j.job, j.shard)},
+        call=lambda j, i, o: _S().predict_sample(
+            j.cfg, j.job, j.p, i["model"], j.shard, j.p["shards"], o["samples"], j.threads
+        ),
+        shards=lambda j: 0 if j.p["until"] else j.p["shards"],
+        uses_gpu=True,
+    ),
+    "predict_search": Stage(
+        inputs=lambda j: {"model": _predict_model(j)},
+        outputs=lambda j: {"samples": j.L.predict_search_samples(j.job), "relaxed": j.L.predict_search_relaxed(j.job)},
+        call=_predict_search_call,
+        uses_gpu=True,
+        work=lambda j: _partials(j.L.predict_search_relaxed(j.job)),
+    ),
+    "predict_relax": Stage(
+        inputs=lambda j: {"samples": predict_sample_shards(j)},
+        outputs=lambda j: {"relaxed": j.L.predict_relaxed(j.job, j.shard)},
+        call=lambda j, i, o: _S().predict_relax(
+            j.p, i["samples"], j.shard, j.p["relax"]["shards"], o["relaxed"], _workers(j.p["relax"], j.threads)
+        ),
+        shards=lambda j: 0 if j.p["until"] else j.p["relax"]["shards"],
+        work=lambda j: _partials(j.L.predict_relaxed(j.job, j.shard)),
+    ),
+    "predict_rank": Stage(
+        inputs=lambda j: {"samples": predict_sample_shards(j), "relaxed": predict_relax_shards(j)},
+        outputs=lambda j: {
+            "candidates": j.L.predict_candidates(j.job),
+            "ranked": j.L.predict_ranked(j.job),
+            "extxyz": j.L.predict_extxyz(j.job),
+            "phase": j.L.predict_phase_diagram(j.job),
+            "cif": Folder(j.L.predict_cifs(j.job)),
+        },
+        call=_predict_rank_call,
+    ),
+    "predict_dft": Stage(
+        inputs=lambda j: {"ranked": j.L.predict_ranked(j.job), "cifs": j.L.predict_cifs(j.job)},
+        outputs=lambda j: {"manifest": j.L.predict_vasp_manifest(j.job)},
+        call=lambda j, i, o: _S().predict_dft(j.p, i["ranked"], i["cifs"], _parent(o["manifest"]), o["manifest"]),
+        local=True,
+    ),
+    "predict_dft_results": Stage(
+        inputs=lambda j: {"manifest": j.L.predict_vasp_manifest(j.job), "ranked": j.L.predict_ranked(j.job)},
+        outputs=lambda j: {"dft": j.L.predict_dft(j.job)},
+        call=lambda j, i, o: _S().predict_dft_results(i["manifest"], i["ranked"], o["dft"], j.p["running_minutes"]),
+        local=True,
+    ),
+    "predict_report": Stage(
+        inputs=lambda j: {
+            "candidates": j.L.predict_candidates(j.job),
+            "ranked": j.L.predict_ranked(j.job),
+            "relaxed": predict_relax_shards(j),
+            "phase": j.L.predict_phase_diagram(j.job),
+        },
+        outputs=lambda j: {"report": j.L.predict_report(j.job), "plots": Folder(j.L.predict_plots(j.job))},
+        call=lambda j, i, o: _S().predict_report(
+            j.job, j.p, i["candidates"], i["ranked"], i["relaxed"], i["phase"], o["report"], o["plots"]
+        ),
+        local=True,
+    ),
+    "metric_table": Stage(
+        inputs=_table_inputs,
+        outputs=lambda j: {"table": j.L.table(j.tag, j.task)},
+        call=lambda j, i, o: _S().collect(i["metrics"], o["table"]),
+        local=True,
+    ),
+    "targets_table": Stage(
+        inputs=_targets_table_inputs,
+        outputs=lambda j: {"table": j.L.targets_table(j.tag)},
+        call=lambda j, i, o: _S().collect(i["metrics"], o["table"]),
+        local=True,
+    ),
+    "report": Stage(
+        inputs=_report_inputs,
+        outputs=lambda j: {
+            "report": j.L.report(),
+            "table1": j.L.paper_table("table1_csp"),
+            "table3": j.L.paper_table("table3_dng"),
+            "table2": j.L.paper_table("table2_dft"),
+            "plots": Folder(j.L.plots()),
+        },
+        call=_report_call,
+        local=True,
+    ),
+}
+
+
+def stage(rule: str) -> Stage:
+    if rule not in STAGES:
+        raise KeyError(f"no stage '{rule}' in the registry; stages: {', '.join(STAGES)}")
+    return STAGES[rule]
+
+
+def inputs(j: Job) -> dict:
+    """Named inputs of a job (a path or a list of paths each)."""
+    return stage(j.rule).inputs(j)
+
+
+def outputs(j: Job) -> dict:
+    """Named outputs of a job: every file and folder it writes."""
+    return {k: str(v) for k, v in stage(j.rule).outputs(j).items()}
+
+
+def run(j: Job) -> None:
+    """Run one job: its stage on its inputs (Snakemake's, else the table's), writing its outputs."""
+    st = stage(j.rule)
+    inp = j.input if j.input is not None else st.inputs(j)
+    out = j.output if j.output is not None else outputs(j)
+    st.call(j, inp, out)
+
+
+def shard_jobs(cfg: dict, rule: str, **wildcards) -> list[Job]:
+    """Every job of one rule for one run and sampling point or one prediction job (every shard)."""
+    threads = wildcards.pop("threads", 0)
+    probe = Job(cfg, rule, threads=threads, **wildcards)
+    count = stage(rule).shards
+    if count is None:
+        return [probe]
+    return [Job(cfg, rule, shard=i, threads=threads, **wildcards) for i in range(count(probe))]
+
+
+def run_stage_of_run(cfg: dict, rule: str, run_name: str, point: str | None, threads: int) -> None:
+    """Every job of one rule for one run and sampling point (every shard), as the command line runs it."""
+    for job in shard_jobs(cfg, rule, run=run_name, point=point, threads=threads):
+        run(job)
+
+
+def run_prediction(cfg: dict, name: str, threads: int) -> None:
+    """Every stage of one prediction job in order, every shard (the command line's `predict`)."""
+    search = bool(cfg["predict"][name]["until"])  # a search samples and relaxes in rounds, in one job
+    first = ["predict_search"] if search else ["predict_sample", "predict_relax"]
+    for rule in first + ["predict_rank", "predict_dft", "predict_dft_results", "predict_report"]:
+        for job in shard_jobs(cfg, rule, job=name, threads=threads):
+            run(job)
