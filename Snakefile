@@ -28,6 +28,9 @@ except cfgmod.ConfigError as err:
     sys.exit(str(err))
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/data.smk"

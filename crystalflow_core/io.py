@@ -101,3 +101,9 @@ def sha256_file(path) -> str:
 def git_blob_id(data: bytes) -> str:
     """Git's blob id: sha1(b"blob <len>\\0" + data)."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def content_key(value, length: int = 16) -> str:
+    """The short sha256 of what a piece of work is made from (JSON, keys sorted, other values by str): the
+    one key of sample provenance, resumable partials and relaxation settings."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]

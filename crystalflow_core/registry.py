@@ -101,6 +101,8 @@ class Stage:
     local: bool = False  # cheap: runs on the submitting node, never submitted to a cluster
     uses_gpu: bool = False  # may ask for a GPU (the run's or prediction job's `gpu: true`)
     work: Callable[[Job], list[str]] = field(default=lambda j: [])  # resumable state beside the outputs
+    # outputs shown in Snakemake's HTML report (`snakemake --report`): name -> (category, subcategory, caption)
+    report: dict = field(default_factory=dict)
 
 
 def _S():
@@ -352,6 +354,16 @@ def _transport_md_call(j: Job, i: dict, o: dict) -> None:
     _S().transport_md(j.r, i["screen"], i["relaxed"], j.shard, shards, o["md"], o["trajectories"], workers)
 
 
+METRICS_CAPTION = (
+    "One row per run, sampling point and k: the metrics of the run's protocol (match rate, RMSE, cRMSE and METRe "
+    "for CSP; validity, coverage, Wasserstein distances, stability and S.U.N. rates for DNG)."
+)
+STABILITY_CAPTION = (
+    "Per relaxed DNG sample: formation energy before and after relaxation, E_hull on the run's hull (with the "
+    "potential's energy scale and the hull-suspect flag), unique and new against the novelty splits."
+)
+
+
 STAGES: dict[str, Stage] = {
     "prepare": Stage(
         inputs=lambda j: {"csv": split_file(j.cfg, j.dataset, j.split)},
@@ -414,6 +426,7 @@ STAGES: dict[str, Stage] = {
         inputs=lambda j: {"samples": j.L.samples(j.run, j.point), "relaxed": relax_shards(j), "novelty": _novelty(j)},
         outputs=lambda j: {"stability": j.L.stability(j.run, j.point)},
         call=lambda j, i, o: _S().stability(j.cfg, j.r, i["samples"], i["relaxed"], i["novelty"], o["stability"]),
+        report={"stability": ("Stability", "{run} s{steps}", STABILITY_CAPTION)},
     ),
     "metrics": Stage(
         inputs=_metrics_inputs,
@@ -470,6 +483,17 @@ STAGES: dict[str, Stage] = {
         },
         outputs=lambda j: {"transport": j.L.transport(j.run, j.point)},
         call=lambda j, i, o: _S().transport_table(j.r, i["screen"], i["md"], i["relaxed"], o["transport"]),
+        report={
+            "transport": (
+                "Ion transport",
+                "{run} s{steps}",
+                (
+                    "Per screened structure and mobile ion: diffusion coefficient and conductivity per "
+                    "temperature (CHGNet NVT MD), Arrhenius activation energy and the conductivity extrapolated"
+                    " to 300 K."
+                ),
+            )
+        },
     ),
     "predict_sample": Stage(
         inputs=lambda j: {"model": _predict_model(j)},
@@ -506,6 +530,33 @@ STAGES: dict[str, Stage] = {
             "cif": Folder(j.L.predict_cifs(j.job)),
         },
         call=_predict_rank_call,
+        report={
+            "ranked": (
+                "Structure prediction",
+                "{job}",
+                (
+                    "Distinct polymorphs per composition and pressure, ranked by enthalpy per atom after "
+                    "relaxation (converged, physical candidates only), with space groups before and after "
+                    "symmetrisation and E_hull at 0 GPa."
+                ),
+            ),
+            "candidates": (
+                "Structure prediction",
+                "{job}",
+                (
+                    "Every candidate: energy and enthalpy before and after relaxation, stress, space group, the"
+                    " polymorph it joined and its status (ranked, unconverged, unphysical and why)."
+                ),
+            ),
+            "phase": (
+                "Structure prediction",
+                "{job}",
+                (
+                    "Enthalpy per atom of every distinct top polymorph at every pressure of the job's scan "
+                    "(empty for one pressure)."
+                ),
+            ),
+        },
     ),
     "predict_dft": Stage(
         inputs=lambda j: {"ranked": j.L.predict_ranked(j.job), "cifs": j.L.predict_cifs(j.job)},
@@ -531,18 +582,41 @@ STAGES: dict[str, Stage] = {
             j.job, j.p, i["candidates"], i["ranked"], i["relaxed"], i["phase"], o["report"], o["plots"]
         ),
         local=True,
+        report={
+            "plots": (
+                "Structure prediction",
+                "{job}",
+                (
+                    "Enthalpy against optimiser step (Fig. 2c), the enthalpy distribution of every candidate "
+                    "before and after relaxation (Fig. 2d), the generated cells' pressure against the target "
+                    "(Fig. 2a), the delta-H ladder of the best ranks and, for a pressure scan, H(P) per "
+                    "composition."
+                ),
+            )
+        },
     ),
     "metric_table": Stage(
         inputs=_table_inputs,
         outputs=lambda j: {"table": j.L.table(j.tag, j.task)},
         call=lambda j, i, o: _S().collect(i["metrics"], o["table"]),
         local=True,
+        report={"table": ("Metrics", "{tag} {task}", METRICS_CAPTION)},
     ),
     "targets_table": Stage(
         inputs=_targets_table_inputs,
         outputs=lambda j: {"table": j.L.targets_table(j.tag)},
         call=lambda j, i, o: _S().collect(i["metrics"], o["table"]),
         local=True,
+        report={
+            "table": (
+                "Metrics",
+                "{tag} conditional targets",
+                (
+                    "Per condition target of a conditional DNG run: the property's MAE and RMSE against the "
+                    "target before and after relaxation."
+                ),
+            )
+        },
     ),
     "report": Stage(
         inputs=_report_inputs,
@@ -555,6 +629,40 @@ STAGES: dict[str, Stage] = {
         },
         call=_report_call,
         local=True,
+        report={
+            "table1": (
+                "Paper tables",
+                "Table 1",
+                (
+                    "Table 1: crystal structure prediction, match rate and RMSE (with cRMSE and METRe) per k, "
+                    "ours beside the paper's."
+                ),
+            ),
+            "table3": (
+                "Paper tables",
+                "Table 3",
+                (
+                    "Table 3: de novo generation, validity, coverage, property Wasserstein distances and "
+                    "stability, ours beside the paper's."
+                ),
+            ),
+            "table2": (
+                "Paper tables",
+                "Table 2",
+                (
+                    "Table 2: DFT read-back of the relaxed stable samples (E_hull, convergence, S.U.N.) beside "
+                    "the CHGNet estimate."
+                ),
+            ),
+            "plots": (
+                "Plots",
+                "results",
+                (
+                    "Match rate against integration steps, E_hull histogram of the relaxed samples, formation "
+                    "energy per target, Arrhenius plots and DFT-vs-CHGNet parity, where the runs have them."
+                ),
+            ),
+        },
     ),
 }
 

@@ -160,6 +160,49 @@ def test_every_file_written_is_declared(tiny_run, monkeypatch):
     assert not undeclared, f"written but declared by no stage: {undeclared[:20]}"
 
 
+def _html_report(tiny_run):
+    """`snakemake --report` of the tiny run (built once per session)."""
+    work, cfg = tiny_run
+    html = work / "report.html"
+    if not html.exists():
+        smk(["--report", str(html), "--configfile", str(cfg), "--directory", str(work)], cwd=work)
+    return html
+
+
+def test_snakemake_html_report_holds_the_results(tiny_run):
+    """Snakemake's own report: the metric tables, Tables 1-3, the prediction tables and every plot,
+    each with its category and caption."""
+    work, _ = tiny_run
+    text = _html_report(tiny_run).read_text(errors="replace")
+    tables = ["mp20_csp_metrics.csv", "mp20_dng_metrics.csv", "table1_csp.md", "table2_dft.md", "table3_dng.md"]
+    predict = ["ranked.csv", "candidates.csv", "phase_diagram.csv"]
+    plots = [p.name for p in (work / "results/plots").glob("*.png")]
+    plots += [p.name for p in (work / "results/predict/salt/plots").glob("*.png")]
+    assert len(plots) >= 4
+    missing = [name for name in tables + predict + plots if name not in text]
+    assert not missing, f"not in the HTML report: {missing}"
+    for words in ("Paper tables", "Structure prediction", "Stability", "Match rate against integration steps"):
+        assert words in text
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_a_browser(tiny_run, tmp_path):
+    """The report opened in headless Chromium: its script runs and shows the categories and a table."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    html = _html_report(tiny_run)
+    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000"]
+    dom = subprocess.run(args + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    for words in ("Paper tables", "Structure prediction", "Metrics", "Plots"):
+        assert words in dom, f"'{words}' not rendered"
+    shot = tmp_path / "report.png"
+    subprocess.run(args + [f"--screenshot={shot}", "--window-size=1400,900", html.as_uri()], timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
 def test_second_run_is_a_no_op(tiny_run):
     work, cfg = tiny_run
     p = smk(["-n", "--configfile", str(cfg), "--directory", str(work)], cwd=work)

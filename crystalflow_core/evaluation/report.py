@@ -42,7 +42,7 @@ def _protocols(df: pd.DataFrame) -> str:
 def _point(r) -> str:
     """How a row was sampled: 'euler S=100 (NFE 100)'."""
     nfe = r.get("nfe")
-    return f"{r.get('method', 'euler')} S={int(r['steps'])}" + ("" if pd.isna(nfe) else f" (NFE {nfe})")
+    return f"{r['method']} S={int(r['steps'])}" + ("" if pd.isna(nfe) else f" (NFE {nfe})")
 
 
 def csp_table(df: pd.DataFrame) -> str:

@@ -358,7 +358,7 @@ def build_module(
     optim = _get(hp, "optim") or {}
     opt, sch = _get(optim, "optimizer") or {}, _get(optim, "lr_scheduler") or {}
     guide = float(_get(hp, "guide_threshold", -1) or -1)
-    cfg.fast = bool(run.get("model", {}).get("fast", True))
+    cfg.fast = bool({**defaults("model"), **(run.get("model") or {})}["fast"])
     # what the authors' hparams leave out takes the run's (validated) train settings, else the schema's
     t = {**defaults("train"), **(run.get("train") or {})}
     lw = t["loss_weights"]

@@ -190,10 +190,10 @@ class CrystalFlowModule(pl.LightningModule):
         `lr_schedule: cosine` the rate then follows a cosine from `lr` down to `lr_min` over the run
         (otherwise the plateau scheduler alone sets it after the warm-up)."""
         hp = self.hparams
-        w = int(hp.get("warmup_steps", 0) or 0)
+        w = int(hp.warmup_steps or 0)
         step = self.trainer.global_step
         ramp = (step + 1) / w if w and step < w else None
-        if hp.get("lr_schedule", "plateau") == "cosine":
+        if hp.lr_schedule == "cosine":
             lr = hp.lr_min + (hp.lr - hp.lr_min) * 0.5 * (1.0 + math.cos(math.pi * self.run_progress()))
             lr *= ramp if ramp is not None else 1.0
         else:
@@ -222,7 +222,7 @@ class CrystalFlowModule(pl.LightningModule):
         g = Graph.build(batch["num_atoms"])
         z = batch["atom_types"]
         a1 = encode_types(z).to(batch["k"]) if self.task == "dng" else None
-        ot = bool(self.hparams.get("ot_pairing")) and stage == "train"
+        ot = bool(self.hparams.ot_pairing) and stage == "train"
         with fp32_region(batch["k"]):  # paths, targets and OT costs in fp32 also under bf16 autocast
             tgt = interpolate(batch["k"], batch["frac_coords"], g.node_crystal, a1, k_sigma=self.hparams.k_sigma, ot=ot)
         types = tgt.a_t if self.task == "dng" else z
@@ -251,14 +251,14 @@ class CrystalFlowModule(pl.LightningModule):
     def on_train_epoch_start(self):
         # the draws of an epoch (times, noise, condition dropout) depend on (seed, epoch) only, so a
         # run resumed from a checkpoint continues exactly as an uninterrupted one would
-        torch.manual_seed(_epoch_seed(self.hparams.get("seed", 0), self.current_epoch))
+        torch.manual_seed(_epoch_seed(self.hparams.seed, self.current_epoch))
 
     def validation_step(self, batch, batch_idx):
         return self._step(batch, "val")
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr)
-        if self.hparams.get("lr_schedule", "plateau") == "cosine":
+        if self.hparams.lr_schedule == "cosine":
             return {"optimizer": opt}  # optimizer_step sets the rate
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, factor=self.hparams.lr_factor, patience=self.hparams.lr_patience, min_lr=self.hparams.lr_min
@@ -269,7 +269,7 @@ class CrystalFlowModule(pl.LightningModule):
                 "scheduler": sched,
                 "monitor": self.monitor,
                 "interval": "epoch",
-                "frequency": int(self.hparams.get("lr_frequency", 1)),
+                "frequency": int(self.hparams.lr_frequency),
             },
         }
 

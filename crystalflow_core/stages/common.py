@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from crystalflow_core.errors import StageError
+from crystalflow_core.errors import DamagedFileError, StageError
+from crystalflow_core.io import read_jsonl
 
 log = logging.getLogger("crystalflow")
 
@@ -73,3 +74,24 @@ def resumable(out, key: str):
     yield partial
     partial.unlink(missing_ok=True)
     side.unlink(missing_ok=True)
+
+
+def records_current(out, want: dict, field: str, keep_if=None) -> dict:
+    """{id: record} of `out` whose `field` equals want[id] (and `keep_if` holds): finished work made from
+    what is asked now, kept beside `resumable`'s partials (a missing or damaged file holds none)."""
+    try:
+        done = read_jsonl(out, tolerate_truncated_tail=True) if Path(out).exists() else []
+    except DamagedFileError:
+        return {}
+    ok = keep_if or (lambda r: True)
+    return {r["id"]: r for r in done if r.get("id") in want and r.get(field) == want[r["id"]] and ok(r)}
+
+
+def open_sampler(ckpt: str, threads: int):
+    """The flow sampler of a checkpoint on the GPU when there is one, with the job's CPU threads: how
+    every sampling stage (a run's shards, a prediction job, a search) starts."""
+    from crystalflow_core.generative.sampling import FlowSampler
+
+    require(ckpt)
+    use_threads(threads)
+    return FlowSampler.from_checkpoint(ckpt, map_location="cuda" if torch.cuda.is_available() else "cpu")

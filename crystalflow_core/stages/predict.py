@@ -11,7 +11,6 @@ predict_report       -> report.md and its pictures (Fig. 2a/2c/2d of the paper, 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from dataclasses import asdict
@@ -19,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from crystalflow_core import __version__
 from crystalflow_core.compositions import check_model_conditions, job_targets
 from crystalflow_core.config import defaults
 from crystalflow_core.errors import StageError
 from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure
-from crystalflow_core.io import append_jsonl, atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from crystalflow_core.io import append_jsonl, atomic_path, content_key, read_jsonl, sha256_file, write_jsonl_atomic
 from crystalflow_core.materials.potentials import record_energy_scale
 from crystalflow_core.materials.prediction import (
     PHASE_COLUMNS,
@@ -40,7 +38,13 @@ from crystalflow_core.materials.prediction import (
     symmetrise,
 )
 from crystalflow_core.materials.relax import CHGNetWorker, RelaxSettings, relax_many
-from crystalflow_core.stages.common import ensure_writable, require, resumable, use_threads
+from crystalflow_core.stages.common import (
+    ensure_writable,
+    open_sampler,
+    records_current,
+    require,
+    resumable,
+)
 from crystalflow_core.stages.relax import relax_key, relax_records
 
 log = logging.getLogger("crystalflow")
@@ -65,7 +69,7 @@ def item_key(model_sha: str, settings: SampleSettings, item: dict) -> str:
     """Provenance of one candidate: model, sampling settings, its id, atoms and condition. Adding candidates,
     compositions or pressures to a job leaves the keys of the finished ones as they were."""
     parts = [model_sha, repr(settings), item["id"], item["atom_types"], item.get("condition"), __version__]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+    return content_key(parts)
 
 
 def job_shard(items: list[dict], shard: int, shards: int) -> list[dict]:
@@ -76,16 +80,6 @@ def job_shard(items: list[dict], shard: int, shards: int) -> list[dict]:
     return [it for it in items if pick(it["id"]) == shard]
 
 
-def _kept(out: str, want: dict, field: str, keep_if=None) -> dict:
-    """{id: record} of `out` whose `field` equals want[id] (and `keep_if` holds): finished work to keep."""
-    try:
-        done = read_jsonl(out, tolerate_truncated_tail=True) if Path(out).exists() else []
-    except Exception:
-        return {}
-    ok = keep_if or (lambda r: True)
-    return {r["id"]: r for r in done if r.get("id") in want and r.get(field) == want[r["id"]] and ok(r)}
-
-
 def model_size_cap(sampler: FlowSampler) -> int | None:
     """The largest crystal the model was trained on (atoms), None where the checkpoint does not say."""
     return len(sampler.atom_count_hist) - 1 if sampler.atom_count_hist else None
@@ -94,10 +88,7 @@ def model_size_cap(sampler: FlowSampler) -> int | None:
 def _job_sampler(cfg: dict, name: str, job: dict, ckpt: str, threads: int) -> tuple:
     """(sampler, targets, pressure condition?) of a job: the model read, `z: auto` resolved against its
     largest training crystal, its conditions checked."""
-    require(ckpt)
-    use_threads(threads)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    sampler = FlowSampler.from_checkpoint(ckpt, map_location=dev)
+    sampler = open_sampler(ckpt, threads)
     if sampler.task != "csp":
         raise StageError(f"{ckpt}: a {sampler.task} model; structure prediction needs a CSP model")
     largest = model_size_cap(sampler)
@@ -141,7 +132,7 @@ def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shard
     settings = sample_settings(cfg, job)
     model_sha = sha256_file(ckpt)
     want = {it["id"]: item_key(model_sha, settings, it) for it in items}
-    kept = _kept(out, want, "provenance")
+    kept = records_current(out, want, "provenance")
     todo = [it for it in items if it["id"] not in kept]
     if not todo and len(kept) == len(items) and Path(out).exists() and len(read_jsonl(out)) == len(items):
         log.info("%s is current (same model, settings and candidates): kept", out)
@@ -173,17 +164,19 @@ def predict_search(
     ensure_writable(samples_out, relaxed_out)
     sampler, targets, aware = _job_sampler(cfg, name, job, ckpt, threads)
     settings, until, budget = sample_settings(cfg, job), job["until"], job["n_candidates"]
-    rsettings = RelaxSettings.from_section(job["relax"], record_energies=True)
+    rsettings = RelaxSettings.from_section(job["relax"])
     model_sha = sha256_file(ckpt)
     group_of = {t.key: t.group for t in targets}
-    key = hashlib.sha256(json.dumps([model_sha, repr(settings), asdict(rsettings), __version__]).encode()).hexdigest()
+    key = content_key([model_sha, repr(settings), asdict(rsettings), __version__])
     want = {it["id"]: item_key(model_sha, settings, it) for it in candidate_items(targets, budget, aware)}
-    samples = _kept(samples_out, want, "provenance")  # an earlier search of this model and settings
-    earlier = _kept(relaxed_out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(rsettings))
+    samples = records_current(samples_out, want, "provenance")  # an earlier search of this model and settings
+    earlier = records_current(
+        relaxed_out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(rsettings)
+    )
     stopped: dict[str, int] = {}  # group -> candidates used when its best had been found `found` times
     used: set[str] = set()  # the candidates of the rounds so far
     n = 0
-    with resumable(relaxed_out, key[:16]) as partial:
+    with resumable(relaxed_out, key) as partial:
         have = {d["id"] for d in read_jsonl(partial, tolerate_truncated_tail=True)} if partial.exists() else set()
         for i, d in earlier.items():
             if i in samples and i not in have:
@@ -237,9 +230,9 @@ def predict_relax(job: dict, samples: list[str], shard: int, shards: int, out: s
     require(*samples)
     ensure_writable(out)
     recs = job_shard([r for p in samples for r in read_jsonl(p)], shard, shards)
-    settings = RelaxSettings.from_section(job["relax"], record_energies=True)
+    settings = RelaxSettings.from_section(job["relax"])
     want = {r["id"]: r.get("provenance", "") for r in recs}
-    kept = _kept(out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(settings))
+    kept = records_current(out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(settings))
     todo = [r for r in recs if r["id"] not in kept]
     if not todo:
         if len(read_jsonl(out)) != len(kept):

@@ -3,8 +3,6 @@ unique, new) computed by ``crystalflow_core.evaluation.summaries.stability_table
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -12,7 +10,7 @@ from dataclasses import asdict
 from crystalflow_core.crystals.data import cache_structures, load_cache
 from crystalflow_core.evaluation.summaries import check_relaxations_belong, stability_table
 from crystalflow_core.generative.sampling import record_to_structure, shard_slice
-from crystalflow_core.io import atomic_path, read_jsonl, write_jsonl_atomic
+from crystalflow_core.io import atomic_path, content_key, read_jsonl, write_jsonl_atomic
 from crystalflow_core.materials.hull import build_hull, load_elemental_refs
 from crystalflow_core.materials.relax import RelaxSettings, relax_many
 from crystalflow_core.sources import elemental_refs_path
@@ -36,7 +34,7 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
 
 def relax_key(settings: RelaxSettings) -> str:
     """Short key of the relaxation settings a record was made with."""
-    return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:12]
+    return content_key(asdict(settings), 12)
 
 
 def relax_records(recs: list[dict], items: list[tuple], settings: RelaxSettings, out: str, workers: int) -> None:
@@ -44,7 +42,7 @@ def relax_records(recs: list[dict], items: list[tuple], settings: RelaxSettings,
     finished structures live in `out`.partial under the key of these samples and settings (a partial of
     other samples or settings is started again); each record names the provenance of its sample."""
     prov_of = {rec["id"]: rec.get("provenance", "") for rec in recs}
-    key = hashlib.sha256(json.dumps([sorted(prov_of.items()), asdict(settings)], default=str).encode()).hexdigest()[:16]
+    key = content_key([sorted(prov_of.items()), asdict(settings)])
     with resumable(out, key) as partial:
         t0 = time.time()
         done = relax_many(items, partial, settings, workers=workers)

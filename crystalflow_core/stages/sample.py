@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crystalflow_core import __version__
@@ -23,9 +20,9 @@ from crystalflow_core.generative.sampling import (
     settings_for_run,
     shard_slice,
 )
-from crystalflow_core.io import atomic_path, read_jsonl, sha256_file, write_jsonl_atomic
+from crystalflow_core.io import atomic_path, content_key, read_jsonl, sha256_file, write_jsonl_atomic
 from crystalflow_core.points import point_of
-from crystalflow_core.stages.common import ensure_writable, require, use_threads
+from crystalflow_core.stages.common import ensure_writable, open_sampler, records_current, require
 
 log = logging.getLogger("crystalflow")
 
@@ -36,9 +33,7 @@ def sample(
     """One sample shard; `steps` is a sampling point (100, or heun_10: see sampling.parse_point)."""
     require(ckpt, test_pt if run["task"] == "csp" else None)
     ensure_writable(out)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    use_threads(threads)
-    sampler = FlowSampler.from_checkpoint(ckpt, map_location=dev)
+    sampler = open_sampler(ckpt, threads)
     check_model_fits_run(sampler, run, ckpt)
     test_cache = load_cache(test_pt) if run["task"] == "csp" else None
     items = shard_slice(items_for_run(run, test_cache, sampler.atom_count_hist), shard, shards)
@@ -79,7 +74,7 @@ def sample_provenance(run: dict, model_sha256: str, steps: int | str, shard: int
         "test_split": run["test_split"],
         "code": __version__,
     }
-    what["key"] = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    what["key"] = content_key(what)
     return what
 
 
@@ -106,7 +101,7 @@ def records_made_as(path, key: str) -> bool:
         recs = read_jsonl(path) if Path(path).exists() else []
     except DamagedFileError:
         return False
-    return bool(recs) and all(r.get("provenance") == key for r in recs)
+    return bool(recs) and len(records_current(path, {r.get("id"): key for r in recs}, "provenance")) == len(recs)
 
 
 def check_samples_current(recs: list[dict], samples: str, ckpt: str | None, run: dict, run_name: str) -> None:

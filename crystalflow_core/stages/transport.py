@@ -8,7 +8,6 @@ transport_table   screen.csv + MD shards -> transport.csv (D, sigma per T, Arrhe
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import asdict
 from functools import partial as partial_fn
@@ -19,7 +18,7 @@ import pandas as pd
 from crystalflow_core.crystals.crystal import safe_names, structure_from
 from crystalflow_core.evaluation.metrics import invalid_reason
 from crystalflow_core.evaluation.summaries import check_relaxations_belong
-from crystalflow_core.io import append_jsonl, atomic_path, read_jsonl, resume_jsonl, write_jsonl_atomic
+from crystalflow_core.io import append_jsonl, atomic_path, content_key, read_jsonl, resume_jsonl, write_jsonl_atomic
 from crystalflow_core.materials.transport import (
     SCREEN_COLUMNS,
     MDSettings,
@@ -47,7 +46,7 @@ def _relaxed_structures(relaxed: list[str]) -> dict:
 
 
 def _settings_key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return content_key(parts)
 
 
 def screen_key(settings: ScreenSettings, structures: dict, stab_csv: str, protocol: str) -> str:

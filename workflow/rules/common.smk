@@ -82,10 +82,30 @@ def stage_inputs(name, **extra):
     return f
 
 
+CAPTIONS = Path(".snakemake/crystalflow_captions").resolve()  # Snakemake reads captions from files
+
+
+def _caption(name, key, text):
+    path = CAPTIONS / f"{name}_{key}.rst"
+    if not path.exists() or path.read_text() != text + "\n":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    return str(path)
+
+
 def stage_outputs(name):
-    """The rule's output patterns from the stage table (folders as Snakemake directories)."""
-    outs = STAGES[name].outputs(Job.pattern(config, name))
-    return {k: directory(v) if isinstance(v, Folder) else v for k, v in outs.items()}
+    """The rule's output patterns from the stage table: folders as Snakemake directories, and the outputs
+    the table marks for the HTML report (`snakemake --report`) with their category and caption."""
+    st = STAGES[name]
+    out = {}
+    for key, path in st.outputs(Job.pattern(config, name)).items():
+        f = directory(path) if isinstance(path, Folder) else path
+        if key in st.report:
+            category, sub, text = st.report[key]
+            kw = {"patterns": ["{name}.png"]} if isinstance(path, Folder) else {}
+            f = report(f, caption=_caption(name, key, text), category=category, subcategory=sub, **kw)
+        out[key] = f
+    return out
 
 
 def _vasp_outputs(folder):
