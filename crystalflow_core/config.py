@@ -14,6 +14,7 @@ import yaml
 
 from crystalflow_core.compositions import job_targets
 from crystalflow_core.errors import ConfigError
+from crystalflow_core.layout import Layout
 
 # the one schema (every default and bound), installed with the package; the workflow and the CLI read it
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
@@ -60,6 +61,51 @@ def _one_line(err, schema) -> str:
     return f"config error at '{path}': {msg}"
 
 
+def _check_run(name: str, run: dict, datasets: dict) -> None:
+    """A run's references to its dataset (splits, conditions) and the settings that exclude each other."""
+    _check_run_data(name, run, datasets)
+    t = run["train"]
+    if t["recipe"] == "paper":
+        extra = [k for k in ("ema_decay", "warmup_steps", "ot_pairing") if t[k]]
+        extra += ["lr_schedule"] if t["lr_schedule"] != "plateau" else []
+        extra += [f"precision {t['precision']}"] if t["precision"] != "fp32" else []
+        if extra:
+            raise ConfigError(
+                f"config error at 'runs/{name}/train': recipe 'paper' keeps the authors' recipe, but "
+                f"{', '.join(extra)} is set; use recipe: fast for this project's levers"
+            )
+    if run["conditions"] and run["task"] == "dng" and not run["sample"]["targets"]:
+        raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional DNG run needs targets")
+
+
+def _check_run_data(name: str, run: dict, datasets: dict) -> None:
+    ds = run["dataset"]
+    if ds not in datasets:
+        raise ConfigError(
+            f"config error at 'runs/{name}/dataset': '{ds}' is not a dataset; allowed: {', '.join(datasets)}"
+        )
+    splits = datasets[ds]["splits"]
+    for key in ("train_split", "val_split", "test_split"):
+        sp = run[key]
+        if sp is not None and sp not in splits:
+            raise ConfigError(
+                f"config error at 'runs/{name}/{key}': '{sp}' is not a split of {ds}; allowed: {', '.join(splits)}"
+            )
+    if stability_relax(run):
+        for sp in run["novelty_splits"]:
+            if sp not in splits:
+                raise ConfigError(
+                    f"config error at 'runs/{name}/novelty_splits': '{sp}' is not a split of {ds}; "
+                    f"allowed: {', '.join(splits)}"
+                )
+    for c in run["conditions"]:
+        if c not in datasets[ds]["conditions"]:
+            raise ConfigError(
+                f"config error at 'runs/{name}/conditions': '{c}' is not a condition column of {ds}; "
+                f"allowed: {', '.join(datasets[ds]['conditions']) or 'none'}"
+            )
+
+
 def validate(config: dict, mirror_check: bool = True) -> dict:
     """Return a copy of `config` with defaults filled in; raise ConfigError on the first problem."""
     schema = load_schema()
@@ -68,47 +114,10 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_one_line(errors[0], schema))
-    datasets = cfg["datasets"]
     for name, run in cfg["runs"].items():
         for section in ("model", "train", "sample"):  # settings whose default depends on the task
             _fill_task_defaults(schema, section, run[section], run["task"])
-        ds = run["dataset"]
-        if ds not in datasets:
-            raise ConfigError(
-                f"config error at 'runs/{name}/dataset': '{ds}' is not a dataset; allowed: {', '.join(datasets)}"
-            )
-        splits = datasets[ds]["splits"]
-        for key in ("train_split", "val_split", "test_split"):
-            sp = run[key]
-            if sp is not None and sp not in splits:
-                raise ConfigError(
-                    f"config error at 'runs/{name}/{key}': '{sp}' is not a split of {ds}; allowed: {', '.join(splits)}"
-                )
-        if stability_relax(run):
-            for sp in run["novelty_splits"]:
-                if sp not in splits:
-                    raise ConfigError(
-                        f"config error at 'runs/{name}/novelty_splits': '{sp}' is not a split of {ds}; "
-                        f"allowed: {', '.join(splits)}"
-                    )
-        for c in run["conditions"]:
-            if c not in datasets[ds]["conditions"]:
-                raise ConfigError(
-                    f"config error at 'runs/{name}/conditions': '{c}' is not a condition column of {ds}; "
-                    f"allowed: {', '.join(datasets[ds]['conditions']) or 'none'}"
-                )
-        t = run["train"]
-        if t["recipe"] == "paper":
-            extra = [k for k in ("ema_decay", "warmup_steps", "ot_pairing") if t[k]]
-            extra += ["lr_schedule"] if t["lr_schedule"] != "plateau" else []
-            extra += [f"precision {t['precision']}"] if t["precision"] != "fp32" else []
-            if extra:
-                raise ConfigError(
-                    f"config error at 'runs/{name}/train': recipe 'paper' keeps the authors' recipe, but "
-                    f"{', '.join(extra)} is set; use recipe: fast for this project's levers"
-                )
-        if run["conditions"] and run["task"] == "dng" and not run["sample"]["targets"]:
-            raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional DNG run needs targets")
+        _check_run(name, run, cfg["datasets"])
     for name, job in cfg["predict"].items():
         job_targets(cfg, name, job)  # every prediction job's compositions, checked before any job
         if job["checkpoint"] and mirror_check and not Path(job["checkpoint"]).is_file():
@@ -117,8 +126,6 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
         if t not in cfg["runs"]:
             raise ConfigError(f"config error at 'targets': '{t}' is not a run; allowed: {', '.join(cfg['runs'])}")
     if cfg["download_dir"] is None:  # downloads live under the configured results folder
-        from crystalflow_core.layout import Layout
-
         cfg["download_dir"] = Layout(cfg["results"]).downloads()
     if mirror_check:
         check_inputs(cfg)
@@ -149,6 +156,23 @@ def check_inputs(cfg: dict) -> None:
         for key in ("hparams", "scalers"):
             if name in targets and init and init[key] and not Path(init[key]).is_file():
                 raise ConfigError(f"config error at 'runs/{name}/init/{key}': {init[key]} not found")
+    _check_hull_inputs(cfg, mirror, targets)
+    for dname, ds in datasets.items():
+        for sname, sp in ds["splits"].items():
+            used = any(
+                r["dataset"] == dname and sname in (r["train_split"], r["val_split"], r["test_split"])
+                for r in cfg["runs"].values()
+            )
+            in_mirror = mirror and (Path(mirror) / sp["file"]).exists()
+            if used and not in_mirror and not sp.get("url"):
+                raise ConfigError(
+                    f"config error at 'datasets/{dname}/splits/{sname}/file': {sp['file']} is not in "
+                    f"data_mirror ({mirror}) and no url is set"
+                )
+
+
+def _check_hull_inputs(cfg: dict, mirror: str | None, targets: list[str]) -> None:
+    """The hull files of the runs whose stability is computed."""
     stability_runs = [r for r in targets if stability_relax(cfg["runs"][r])]
     if stability_runs:
         h = cfg["hull"]
@@ -165,18 +189,6 @@ def check_inputs(cfg: dict) -> None:
                 raise ConfigError(
                     f"config error at '{key}': {rel} not found in data_mirror ({mirror}); "
                     f"needed by the stability of {', '.join(stability_runs)}"
-                )
-    for dname, ds in datasets.items():
-        for sname, sp in ds["splits"].items():
-            used = any(
-                r["dataset"] == dname and sname in (r["train_split"], r["val_split"], r["test_split"])
-                for r in cfg["runs"].values()
-            )
-            in_mirror = mirror and (Path(mirror) / sp["file"]).exists()
-            if used and not in_mirror and not sp.get("url"):
-                raise ConfigError(
-                    f"config error at 'datasets/{dname}/splits/{sname}/file': {sp['file']} is not in "
-                    f"data_mirror ({mirror}) and no url is set"
                 )
 
 

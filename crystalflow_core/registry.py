@@ -8,9 +8,10 @@ same table, so the two cannot disagree.
   Job(cfg, "sample", run="mp20_csp", point="10", shard=0)  ->  inputs(job), outputs(job), run(job)
 
 `outputs` only uses the job's wildcards (never the config), so the workflow builds its output patterns
-from it with wildcards as values ("{run}"). `work` names resumable state a stage keeps beside its
-outputs between attempts (Lightning checkpoints, *.partial records): it is not a Snakemake output,
-which Snakemake would delete before a rerun, and it is removed by the stage when its outputs are done.
+from it with wildcards as values ("{run}"). `kept` names what a stage writes that Snakemake must never
+delete before a rerun, so it is not a Snakemake output: resumable state kept between attempts (Lightning
+checkpoints, *.partial records, removed by the stage when its outputs are done) and the VASP folders
+(VASP runs inside them; a rerun adds folders and leaves finished calculations alone).
 
 Torch-free: the Snakefile imports this module to build the DAG; the stages are imported when a job runs.
 """
@@ -100,7 +101,7 @@ class Stage:
     shards: Callable[[Job], int] | None = None  # shard jobs per run and point, or per prediction job
     local: bool = False  # cheap: runs on the submitting node, never submitted to a cluster
     uses_gpu: bool = False  # may ask for a GPU (the run's or prediction job's `gpu: true`)
-    work: Callable[[Job], list[str]] = field(default=lambda j: [])  # resumable state beside the outputs
+    kept: Callable[[Job], list[str]] = field(default=lambda j: [])  # written, never deleted by Snakemake
     # outputs shown in Snakemake's HTML report (`snakemake --report`): name -> (category, subcategory, caption)
     report: dict = field(default_factory=dict)
 
@@ -389,7 +390,7 @@ STAGES: dict[str, Stage] = {
         outputs=lambda j: {"ckpt": j.L.model(j.run)},
         call=lambda j, i, o: _S().train(j.r, i["train"], i.get("val"), o["ckpt"], j.L.lightning(j.run), j.threads),
         uses_gpu=True,
-        work=lambda j: [j.L.lightning(j.run)],
+        kept=lambda j: [j.L.lightning(j.run)],
     ),
     "import_reference": Stage(
         inputs=_import_inputs,
@@ -420,7 +421,7 @@ STAGES: dict[str, Stage] = {
             j.r, i["samples"], j.shard, j.r["relax"]["shards"], o["relaxed"], _workers(j.r["relax"], j.threads)
         ),
         shards=lambda j: j.r["relax"]["shards"],
-        work=lambda j: _partials(j.L.relaxed(j.run, j.point, j.shard)),
+        kept=lambda j: _partials(j.L.relaxed(j.run, j.point, j.shard)),
     ),
     "stability": Stage(
         inputs=lambda j: {"samples": j.L.samples(j.run, j.point), "relaxed": relax_shards(j), "novelty": _novelty(j)},
@@ -438,6 +439,7 @@ STAGES: dict[str, Stage] = {
         outputs=lambda j: {"manifest": j.L.vasp_manifest(j.run, j.point)},
         call=lambda j, i, o: _S().dft(j.r, i["relaxed"], i["stability"], _parent(o["manifest"]), o["manifest"]),
         local=True,
+        kept=lambda j: [j.L.vasp_dir(j.run, j.point)],
     ),
     "dft_results": Stage(
         inputs=_dft_results_inputs,
@@ -463,7 +465,7 @@ STAGES: dict[str, Stage] = {
             j.cfg["metrics"]["protocol"],
             _workers(j.r["transport"], j.threads),
         ),
-        work=lambda j: _partials(j.L.transport_screen(j.run, j.point)),
+        kept=lambda j: _partials(j.L.transport_screen(j.run, j.point)),
     ),
     "transport_md": Stage(
         inputs=lambda j: {"screen": j.L.transport_screen(j.run, j.point), "relaxed": relax_shards(j)},
@@ -473,7 +475,7 @@ STAGES: dict[str, Stage] = {
         },
         call=_transport_md_call,
         shards=lambda j: j.r["transport"]["md"]["shards"],
-        work=lambda j: _partials(j.L.transport_md(j.run, j.point, j.shard)),
+        kept=lambda j: _partials(j.L.transport_md(j.run, j.point, j.shard)),
     ),
     "transport": Stage(
         inputs=lambda j: {
@@ -509,7 +511,7 @@ STAGES: dict[str, Stage] = {
         outputs=lambda j: {"samples": j.L.predict_search_samples(j.job), "relaxed": j.L.predict_search_relaxed(j.job)},
         call=_predict_search_call,
         uses_gpu=True,
-        work=lambda j: _partials(j.L.predict_search_relaxed(j.job)),
+        kept=lambda j: _partials(j.L.predict_search_relaxed(j.job)),
     ),
     "predict_relax": Stage(
         inputs=lambda j: {"samples": predict_sample_shards(j)},
@@ -518,7 +520,7 @@ STAGES: dict[str, Stage] = {
             j.p, i["samples"], j.shard, j.p["relax"]["shards"], o["relaxed"], _workers(j.p["relax"], j.threads)
         ),
         shards=lambda j: 0 if j.p["until"] else j.p["relax"]["shards"],
-        work=lambda j: _partials(j.L.predict_relaxed(j.job, j.shard)),
+        kept=lambda j: _partials(j.L.predict_relaxed(j.job, j.shard)),
     ),
     "predict_rank": Stage(
         inputs=lambda j: {"samples": predict_sample_shards(j), "relaxed": predict_relax_shards(j)},
@@ -563,6 +565,7 @@ STAGES: dict[str, Stage] = {
         outputs=lambda j: {"manifest": j.L.predict_vasp_manifest(j.job)},
         call=lambda j, i, o: _S().predict_dft(j.p, i["ranked"], i["cifs"], _parent(o["manifest"]), o["manifest"]),
         local=True,
+        kept=lambda j: [_parent(j.L.predict_vasp_manifest(j.job))],
     ),
     "predict_dft_results": Stage(
         inputs=lambda j: {"manifest": j.L.predict_vasp_manifest(j.job), "ranked": j.L.predict_ranked(j.job)},

@@ -19,7 +19,7 @@ comparator), step by step:
    several mappings give an rms below 1e-5, pymatgen stops at the first its loop meets, here the
    smallest is returned (both below 1e-5).
 
-``tests/test_metrics.py`` holds it to pymatgen on real crystals, rattled, permuted, translated,
+``tests/unit/test_metrics.py`` holds it to pymatgen on real crystals, rattled, permuted, translated,
 rotated, doubled and mismatched; ``python benchmarks/metrics.py --compare`` on 18,092 MP-20 pairs.
 """
 

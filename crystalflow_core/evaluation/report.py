@@ -351,7 +351,7 @@ def dft_plots(dft: list[str], outdir: Path) -> list[str]:
     return made
 
 
-def write_report(
+def write_report(  # noqa: PLR0913  (one argument per table and folder the report reads or writes)
     tables: list[str],
     stability: list[str],
     results: str,

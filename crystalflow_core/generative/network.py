@@ -1,7 +1,7 @@
 """CSPNet-style periodic-E(3)-invariant network of CrystalFlow, the same function as the authors'
 decoder (ixsluo/CrystalFlow, ``diffcsp.pl_modules.cspnet.CSPNet`` with lattice_dim 6, ip false,
 ln true, dis_emb sin, rec_emb sin|none, na_emb 0, edge_style fc); their checkpoints load into it
-(``crystalflow_core.generative.reference``) and reproduce their outputs (tests/test_reference.py).
+(``crystalflow_core.generative.reference``) and reproduce their outputs (tests/unit/test_reference.py).
 
 Every crystal is a fully connected graph (all ordered pairs i, j, self pairs included). Layer l:
     h <- h + mixin_l(adapter_l(c)) * g        (conditional models; g = 0 for the unconditional pass)
@@ -23,7 +23,7 @@ Two implementations share the same weights:
   - phi for a pair comes from per-atom cos/sin tables through the angle-addition identities,
     the reciprocal terms as products of the per-axis terms, with no per-edge transcendentals;
   - the per-edge products of all layers run as one matrix product.
-Both give the same outputs to float32 round-off (tests/test_model.py).
+Both give the same outputs to float32 round-off (tests/unit/test_model.py).
 
 Under bf16 autocast (`precision.py`) the matrix products and the per-edge messages run in bf16 while
 what bf16 would spoil stays fp32: the Fourier/reciprocal and time-embedding arguments and their

@@ -91,7 +91,7 @@ def time_grid(steps: int, kind: str = "uniform", power: float = 2.0) -> np.ndarr
     raise ValueError(f"unknown time grid '{kind}' ({', '.join(TIME_GRIDS)})")
 
 
-def integrate(
+def integrate(  # noqa: PLR0913  (the integrator and every sampling setting, as the hot loop needs them)
     velocity: VelocityFn,
     k,
     f,

@@ -123,7 +123,7 @@ class CrystalDataModule(pl.LightningDataModule):
 
 # ----------------------------------------------------------------------------- module
 class CrystalFlowModule(pl.LightningModule):
-    def __init__(
+    def __init__(  # noqa: PLR0913  (Lightning saves these arguments as the checkpoint's hyper-parameters)
         self,
         model: dict,
         loss_weights,

@@ -321,3 +321,16 @@ def read_energies(path) -> dict[str, dict]:
             out[str(sid)] = {"energy": e, "structure": AseAtomsAdaptor.get_structure(atoms)}
         return out
     raise ValueError(f"{path}: energies must be a .csv or .extxyz file")
+
+
+def supplied_jobs(supplied: dict, relaxed: dict, source: str, correction: str) -> list[dict]:
+    """The DFT read-back's jobs of energies supplied from a file (read_energies): status `supplied`, or
+    `converged` / `unconverged` where the file says; the file's structure, else the relaxed one."""
+    jobs = []
+    for sid, e in supplied.items():
+        conv = e.get("converged")
+        status = "supplied" if conv is None else ("converged" if bool(conv) else "unconverged")
+        rec = {"status": status, "source": source, **{k: v for k, v in e.items() if k != "structure"}}
+        structure = e["structure"] if e["structure"] is not None else relaxed[sid]
+        jobs.append({"id": sid, "rec": rec, "entry": None, "structure": structure, "correct": correction})
+    return jobs

@@ -61,7 +61,7 @@ def _formula_from_row(row) -> str | None:
 
 
 # eV/atom: this far below the hull, a relaxed structure is suspect, not a discovery. With energies on the
-# hull's scale, known near-stable crystals land within a few 10 meV/atom of it (tests/test_energy_scale.py),
+# hull's scale, known near-stable crystals land within a few 10 meV/atom of it (tests/unit/test_energy_scale.py),
 # so what remains below is a hole of the potential (a collapsed or unphysical structure it ranks far too
 # low) or, on the local hull, competing phases the hull lacks.
 SUSPECT_BELOW = -0.1

@@ -48,7 +48,7 @@ def dft_results(
     from crystalflow_core.errors import StageError
     from crystalflow_core.evaluation.summaries import dft_stability_table
     from crystalflow_core.io import atomic_path
-    from crystalflow_core.materials.dft_outputs import read_energies, read_job
+    from crystalflow_core.materials.dft_outputs import read_energies, read_job, supplied_jobs
     from crystalflow_core.materials.hull import build_hull, load_elemental_refs
     from crystalflow_core.sources import elemental_refs_path
 
@@ -65,14 +65,7 @@ def dft_results(
         unknown = sorted(set(supplied) - set(rel))
         if unknown:
             raise StageError(f"{energies}: ids not among the relaxed samples of this run: {', '.join(unknown[:5])}")
-        for sid, e in supplied.items():
-            conv = e.get("converged")
-            status = "supplied" if conv is None else ("converged" if bool(conv) else "unconverged")
-            rec = {"status": status, "source": Path(energies).name, **{k: v for k, v in e.items() if k != "structure"}}
-            structure = e["structure"] if e["structure"] is not None else rel[sid]
-            jobs.append(
-                {"id": sid, "rec": rec, "entry": None, "structure": structure, "correct": d["energies_correction"]}
-            )
+        jobs = supplied_jobs(supplied, rel, Path(energies).name, d["energies_correction"])
     else:
         base = Path(manifest).parent
         rows = pd.read_csv(manifest, dtype={"id": str, "folder": str, "composition": str, "structure_sha256": str})

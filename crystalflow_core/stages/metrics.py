@@ -78,7 +78,7 @@ def csp_metrics(
     _write_csv([{**head, **r} for r in rows], out)
 
 
-def dng_metrics(
+def dng_metrics(  # noqa: PLR0913  (every input of the DNG metric stage, each optional by run)
     cfg: dict,
     run_name: str,
     run: dict,

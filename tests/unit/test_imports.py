@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parents[1] / "crystalflow_core"
+PKG = Path(__file__).resolve().parents[2] / "crystalflow_core"
 
 # lowest first; a module may import its own layer's modules and those below
 LAYERS = [

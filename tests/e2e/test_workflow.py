@@ -117,7 +117,7 @@ def test_tiny_config_end_to_end(tiny_run):
 
 def test_every_file_written_is_declared(tiny_run, monkeypatch):
     """Every file the run left in the results folder is an output the stage table declares (a file, or
-    inside a declared folder), a log or benchmark, a download, or resumable work a stage names."""
+    inside a declared folder), a log or benchmark, a download, or what a stage keeps (resumable work, VASP folders)."""
     from crystalflow_core.config import load
     from crystalflow_core.layout import Layout
     from crystalflow_core.points import sampling_points
@@ -143,7 +143,7 @@ def test_every_file_written_is_declared(tiny_run, monkeypatch):
             j = Job(cfg, name, **wc)
             try:
                 declared |= {str(p) for p in st.outputs(j).values()}
-                work_paths |= set(st.work(j))
+                work_paths |= set(st.kept(j))
             except (KeyError, TypeError):
                 continue  # a stage whose wildcards these are not
     root = Path(cfg["results"])

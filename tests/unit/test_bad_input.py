@@ -1,5 +1,5 @@
 """Bad input never yields a wrong number: strict reading, stated denominators, safe names, schema
-bounds, early one-line errors (issue classes beyond the fault table of tests/test_faults.py)."""
+bounds, early one-line errors (issue classes beyond the fault table of tests/e2e/test_faults.py)."""
 
 import json
 
