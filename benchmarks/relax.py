@@ -1,9 +1,10 @@
-"""CHGNet relaxation throughput: 40 rattled MP-20 test structures, this stage's way (one worker
-per core, OMP_NUM_THREADS=1, batched static evaluation, L-BFGS + FrechetCellFilter; --optimizer FIRE
-isolates the parallel layout) versus one-at-a-time CHGNet
-StructOptimizer with default threads.
+"""Relaxation throughput: 40 rattled MP-20 test structures, this stage's way (one worker per core,
+OMP_NUM_THREADS=1, L-BFGS + FrechetCellFilter; CHGNet with a batched static evaluation; --optimizer FIRE
+isolates the parallel layout), for each potential (--models chgnet sevennet: the same structures at the
+same fmax, with the converged share and how far their final energies agree on the hull's scale), versus
+one-at-a-time CHGNet StructOptimizer with default threads.
 
-  python benchmarks/relax.py [--n 40] [--steps 200]
+  python benchmarks/relax.py [--n 40] [--steps 200] [--models chgnet sevennet] [--skip-baseline]
 """
 
 from __future__ import annotations
@@ -44,6 +45,58 @@ def baseline(n, steps, fmax):
     return time.perf_counter() - t0
 
 
+def relax_with(model: str, a) -> dict:
+    """Relax the structures with one potential; print throughput; {id: record}."""
+    from crystalflow_core.materials.relax import RelaxSettings, relax_many
+
+    settings = RelaxSettings.from_section(
+        defaults("relax"), fmax=a.fmax, steps=a.steps, optimizer=a.optimizer, model=model
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        recs = relax_many(structures(a.n), f"{tmp}/r.jsonl", settings, workers=a.workers, progress=False)
+        took = time.perf_counter() - t0
+    conv = sum(r["converged"] for r in recs)
+    steps = [r["steps"] for r in recs if r["converged"]]
+    print(
+        f"{model} ({a.workers} workers x 1 thread, load included): {took:.1f} s, {60 * a.n / took:.1f} "
+        f"structures/min, {conv}/{a.n} converged ({100 * conv / a.n:.0f} %), mean "
+        f"{sum(steps) / max(1, len(steps)):.0f} {a.optimizer} steps of the converged, "
+        f"version {recs[0].get('potential_version', '?')}"
+    )
+    return {r["id"]: r for r in recs}
+
+
+def agreement(first: dict, second: dict, names) -> None:
+    """Final energies of structures both potentials relaxed to convergence, each on the hull's (MP2020)
+    scale by its own declared scale: the median and largest difference per atom."""
+    import numpy as np
+
+    from crystalflow_core.crystals.crystal import structure_from
+    from crystalflow_core.materials.hull import on_hull_scale
+    from crystalflow_core.materials.potentials import record_energy_scale
+
+    diffs = []
+    for sid in sorted(set(first) & set(second)):
+        r0, r1 = first[sid], second[sid]
+        if not (r0["converged"] and r1["converged"]):
+            continue
+        e = []
+        for r in (r0, r1):
+            s = structure_from(r["final"])
+            e.append(on_hull_scale(s, r["energy_per_atom"] * len(s), record_energy_scale(r))[0] / len(s))
+        diffs.append(e[1] - e[0])
+    d = np.array([x for x in diffs if np.isfinite(x)])
+    if not len(d):
+        print("no structure converged under both")
+        return
+    print(
+        f"final energies, {names[1]} - {names[0]} on the MP2020 scale, {len(d)} structures converged under both: "
+        f"median {np.median(d):+.3f}, median |diff| {np.median(np.abs(d)):.3f}, "
+        f"max |diff| {np.abs(d).max():.3f} eV/atom"
+    )
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=40)
@@ -51,6 +104,7 @@ def main():
     ap.add_argument("--fmax", type=float, default=0.1)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--optimizer", default="LBFGS")
+    ap.add_argument("--models", nargs="+", default=["chgnet"], choices=["chgnet", "sevennet"])
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--_baseline", action="store_true")
     a = ap.parse_args()
@@ -58,25 +112,13 @@ def main():
         print(baseline(a.n, a.steps, a.fmax))
         return
     header(f"relaxation: {a.n} rattled MP-20 test structures, fmax {a.fmax}, <= {a.steps} steps")
-    from crystalflow_core.materials.relax import RelaxSettings, relax_many
-
-    with tempfile.TemporaryDirectory() as tmp:
+    finals, timings = {}, {}
+    for m in a.models:
         t0 = time.perf_counter()
-        recs = relax_many(
-            structures(a.n),
-            f"{tmp}/r.jsonl",
-            RelaxSettings.from_section(defaults("relax"), fmax=a.fmax, steps=a.steps, optimizer=a.optimizer),
-            workers=a.workers,
-            progress=False,
-        )
-        ours = time.perf_counter() - t0
-    conv = sum(r["converged"] for r in recs)
-    calls = sum(r["steps"] + 1 for r in recs)
-    print(
-        f"this stage ({a.workers} workers x 1 thread): {ours:.1f} s, {60 * a.n / ours:.1f} structures/min, "
-        f"{conv}/{a.n} converged, "
-        f"{a.optimizer}, {calls} force calls"
-    )
+        finals[m] = relax_with(m, a)
+        timings[m] = time.perf_counter() - t0
+    if len(a.models) == 2:
+        agreement(*(finals[m] for m in a.models), a.models)
     if a.skip_baseline:
         return
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
@@ -89,7 +131,9 @@ def main():
     )
     base = float(p.stdout.strip().splitlines()[-1])
     print(f"one-at-a-time StructOptimizer, default threads: {base:.1f} s, {60 * a.n / base:.1f} structures/min")
-    print(f"speed-up: {base / ours:.2f}x")
+    ours = timings.get("chgnet")
+    if ours:
+        print(f"speed-up of this stage's CHGNet: {base / ours:.2f}x")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,9 @@ def main():
         "R-3m", Lattice.hexagonal(2.816, 14.05), ["Li", "Co", "O"], [[0, 0, 0.5], [0, 0, 0], [0, 0, 0.2396]]
     )
     sc, reps = supercell_for(lco, 100)
-    md = MDSettings.from_section(t["md"], picoseconds=a.md_steps * 2.0 / 1000, timestep_fs=2.0, frame_every=10)
+    md = MDSettings.from_section(
+        t["md"], "chgnet", picoseconds=a.md_steps * 2.0 / 1000, timestep_fs=2.0, frame_every=10
+    )
     if a.md_steps:
         with tempfile.TemporaryDirectory() as tmp:
             rec = run_md(sc, 1000.0, md, calc, os.path.join(tmp, "lco.extxyz"))
@@ -139,7 +141,12 @@ def main():
     dmin = float((s.distance_matrix + np.eye(len(s)) * 9).min())
     print(f"LGPS model: {s.composition.reduced_formula}, {len(s)} atoms, shortest distance {dmin:.2f} A")
     md = MDSettings.from_section(
-        t["md"], picoseconds=a.lgps_ps, timestep_fs=2.0, frame_every=10, equilibration_ps=min(0.5, a.lgps_ps / 4)
+        t["md"],
+        "chgnet",
+        picoseconds=a.lgps_ps,
+        timestep_fs=2.0,
+        frame_every=10,
+        equilibration_ps=min(0.5, a.lgps_ps / 4),
     )
     ds = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -61,9 +61,20 @@ def _one_line(err, schema) -> str:
     return f"config error at '{path}': {msg}"
 
 
+def check_committee(where: str, relax: dict) -> None:
+    """A committee is the relaxing potential and one other, in that order."""
+    c = relax["committee"]
+    if c and (len(c) != 2 or c[0] != relax["model"] or c[1] == c[0]):
+        raise ConfigError(
+            f"config error at '{where}/relax/committee': {c}: give [{relax['model']}, the other potential] "
+            f"(the first is relax.model, which relaxes; the second gives the second opinion)"
+        )
+
+
 def _check_run(name: str, run: dict, datasets: dict) -> None:
     """A run's references to its dataset (splits, conditions) and the settings that exclude each other."""
     _check_run_data(name, run, datasets)
+    check_committee(f"runs/{name}", run["relax"])
     t = run["train"]
     if t["recipe"] == "paper":
         extra = [k for k in ("ema_decay", "warmup_steps", "ot_pairing") if t[k]]
@@ -120,6 +131,7 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
         _check_run(name, run, cfg["datasets"])
     for name, job in cfg["predict"].items():
         job_targets(cfg, name, job)  # every prediction job's compositions, checked before any job
+        check_committee(f"predict/{name}", job["relax"])
         if job["checkpoint"] and mirror_check and not Path(job["checkpoint"]).is_file():
             raise ConfigError(f"config error at 'predict/{name}/checkpoint': {job['checkpoint']} not found")
     for t in cfg["targets"]:

@@ -426,7 +426,9 @@ STAGES: dict[str, Stage] = {
     "stability": Stage(
         inputs=lambda j: {"samples": j.L.samples(j.run, j.point), "relaxed": relax_shards(j), "novelty": _novelty(j)},
         outputs=lambda j: {"stability": j.L.stability(j.run, j.point)},
-        call=lambda j, i, o: _S().stability(j.cfg, j.r, i["samples"], i["relaxed"], i["novelty"], o["stability"]),
+        call=lambda j, i, o: _S().stability(
+            j.cfg, j.r, i["samples"], i["relaxed"], i["novelty"], o["stability"], _workers(j.r["relax"], j.threads)
+        ),
         report={"stability": ("Stability", "{run} s{steps}", STABILITY_CAPTION)},
     ),
     "metrics": Stage(

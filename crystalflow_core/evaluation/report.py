@@ -101,6 +101,7 @@ def dng_table(df: pd.DataFrame, targets: pd.DataFrame | None = None) -> str:
                 f"(a hole of the potential, or phases the hull lacks): stable / SUN without them "
                 f"{_fmt(r.get('stable_pct_without_suspects'), 1)} % / {_fmt(r.get('sun_pct_without_suspects'), 1)} %."
             )
+        lines += _committee_lines(r)
     if targets is not None and len(targets):
         lines += [
             "",
@@ -116,6 +117,21 @@ def dng_table(df: pd.DataFrame, targets: pd.DataFrame | None = None) -> str:
                 f"{_fmt(r['rmse_after_ev_atom'], 3)} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _committee_lines(r) -> list[str]:
+    """A DNG row's second opinion: stable / S.U.N. under each potential and under both."""
+    if not isinstance(r.get("committee"), str) or "+" not in r["committee"]:
+        return []
+    first, second = r["committee"].split("+")
+    rate = lambda key: _fmt(r.get(key), 1)
+    return [
+        f"\n{r['run']}, committee {first} + {second}: stable {rate('stable_pct')} % ({first}), "
+        f"{rate(f'stable_{second}_pct')} % ({second}), {rate('stable_agreed_pct')} % agreed by both; S.U.N. "
+        f"{rate('sun_pct')} / {rate(f'sun_{second}_pct')} / {rate('sun_agreed_pct')} %; "
+        f"{int(r.get('n_committee_disagree', 0) or 0)} structures whose E_hull differ by more than the threshold "
+        f"(median spread {_fmt(r.get('e_hull_spread_median'), 3)} eV/atom; picture: committee_parity.png)."
+    ]
 
 
 def _figure(path: Path, xlabel: str, ylabel: str, draw) -> bool:
@@ -170,8 +186,10 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path) -> list[str]:
             ax.axvline(0.0, color="k", lw=0.8)
             ax.axvline(0.1, color="k", lw=0.8, ls="--")
 
-        _figure(outdir / "e_hull_hist.png", "E above hull (eV/atom, CHGNet-relaxed)", "structures", draw_hull)
+        relaxer = "/".join(sorted(st["potential"].dropna().unique())) if "potential" in st else "chgnet"
+        _figure(outdir / "e_hull_hist.png", f"E above hull (eV/atom, {relaxer}-relaxed)", "structures", draw_hull)
         made.append("e_hull_hist.png")
+        made += committee_parity(st, outdir)
         cond = st[st["target"].notna()] if "target" in st else st.iloc[0:0]
         if len(cond):
             _figure(
@@ -182,6 +200,26 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path) -> list[str]:
             )
             made.append("formation_energy_by_target.png")
     return made
+
+
+def committee_parity(st: pd.DataFrame, outdir: Path) -> list[str]:
+    """E_hull under the committee's second potential against the relaxer's, flagged structures marked."""
+    second = [c for c in st.columns if c.startswith("e_hull_") and c not in ("e_hull_spread", "e_hull_agreed")]
+    if not second or not st[second[0]].notna().any():
+        return []
+    first = "/".join(sorted(st["potential"].dropna().unique())) if "potential" in st else "relaxer"
+    name = second[0].removeprefix("e_hull_")
+
+    def draw(ax):
+        flag = st["committee_disagrees"].astype(bool)
+        for mask, label, marker in ((~flag, "agree", "o"), (flag, "disagree", "x")):
+            ax.plot(st.loc[mask, "e_hull"], st.loc[mask, second[0]], marker, ms=3, ls="", label=label)
+        lo = float(np.nanmin(st[["e_hull", second[0]]].to_numpy(float)))
+        hi = float(np.nanmax(st[["e_hull", second[0]]].to_numpy(float)))
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.6)
+
+    _figure(outdir / "committee_parity.png", f"E_hull {first} (eV/atom)", f"E_hull {name} (eV/atom)", draw)
+    return ["committee_parity.png"]
 
 
 def _md_rows(transport: list[str]) -> list[tuple]:
@@ -611,4 +649,22 @@ def _predict_figures(cands: pd.DataFrame, ranked: pd.DataFrame, traces: dict, ou
 
         _figure(outdir / "delta_h_ladder.png", "composition, pressure", "delta-H to the best (meV/atom)", draw_ladder)
         made.append("delta_h_ladder.png")
-    return made
+    return made + _delta_h_parity(ranked, outdir)
+
+
+def _delta_h_parity(ranked: pd.DataFrame, outdir: Path) -> list[str]:
+    """Delta-H of the top polymorphs under the committee's second potential against the relaxer's."""
+    second = [c for c in ranked.columns if c.startswith("delta_h_") and c.endswith("_mev") and c != "delta_h_mev"]
+    if not second or not ranked[second[0]].notna().any():
+        return []
+    name = second[0].removeprefix("delta_h_").removesuffix("_mev")
+
+    def draw(ax):
+        flag = ranked["committee_disagrees"].astype(bool)
+        for mask, label, marker in ((~flag, "agree", "o"), (flag, "disagree", "x")):
+            ax.plot(ranked.loc[mask, "delta_h_mev"], ranked.loc[mask, second[0]], marker, ms=4, ls="", label=label)
+        hi = float(np.nanmax(ranked[["delta_h_mev", second[0]]].to_numpy(float)))
+        ax.plot([0, hi], [0, hi], "k-", lw=0.6)
+
+    _figure(outdir / "committee_parity.png", "delta-H, relaxer (meV/atom)", f"delta-H, {name} (meV/atom)", draw)
+    return ["committee_parity.png"]

@@ -4,6 +4,7 @@ read the inputs, call these and write the results."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from crystalflow_core.errors import DamagedFileError, StageError
 from crystalflow_core.evaluation import metrics as M
 from crystalflow_core.generative.sampling import record_problem, record_to_structure
 from crystalflow_core.materials.hull import formation_energy_per_atom, hull_columns, on_hull_scale
-from crystalflow_core.materials.potentials import MP2020, RAW, record_energy_scale
+from crystalflow_core.materials.potentials import MP2020, RAW, record_energy_scale, record_potential
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,9 @@ def stability_summary(st: pd.DataFrame, pressure_run: bool) -> dict:
     trusted = M.sun_summary(np.where(suspect, np.nan, e_hull), unique, new, len(st))  # suspects counted unstable
     row.update({f"{k}_without_suspects": trusted[k] for k in ("stable_pct", "metastable_pct", "sun_pct", "msun_pct")})
     row["mean_e_hull_ev_atom"] = float(np.nanmean(st["e_hull"])) if st["e_hull"].notna().any() else float("nan")
+    if "potential" in st and len(st):  # the potential of every energy in the row (one per table)
+        row["potential"], row["potential_version"] = str(st["potential"].iloc[0]), str(st["potential_version"].iloc[0])
+    row.update(committee_summary(st))
     row["relax_convergence_pct"] = 100.0 * float(st["converged"].astype(bool).mean()) if len(st) else float("nan")
     if "steps" in st:  # Table 2's "ionic steps", for CHGNet: mean optimiser steps of the converged
         conv = st[st["converged"].astype(bool)]
@@ -306,8 +310,10 @@ def check_relaxations_belong(samples_by_id: dict, relaxed: list[dict], source: s
 
 
 def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, novelty: list) -> pd.DataFrame:
-    """Per relaxed structure: formation energies (before/after relaxation), E_hull, unique, new.
-    `hull` is any object with e_hull(structure, corrected_total, e_form_per_atom)."""
+    """Per relaxed structure: formation energies (before/after relaxation), E_hull, unique, new, and the
+    potential that relaxed it. `hull` is any object with e_hull(structure, corrected_total, e_form_per_atom).
+    Records of two potentials are refused: their energies never meet in one table."""
+    one_potential(relaxed, "the relaxations of this table")
     rows, final_structs = [], []
     for r in relaxed:
         smp = samples_by_id.get(r["id"], {})
@@ -322,6 +328,8 @@ def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, 
             "hull_missing": "",
             "mp2020_refused": "",
             "hull": f"{hull.source} ({len(hull)} entries)",
+            "potential": record_potential(r).name,
+            "potential_version": r.get("potential_version", ""),
             "hull_entries": 0,
             "hull_suspect": False,
             "steps": r.get("steps", 0),
@@ -356,6 +364,60 @@ def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, 
     df.loc[ok, "unique"] = uniq
     df.loc[ok, "new"] = new
     return df
+
+
+def one_potential(records: list[dict], what: str) -> str:
+    """The one potential of relaxation records (StageError naming both where two are mixed)."""
+    names = sorted({record_potential(r).name for r in records})
+    if len(names) > 1:
+        counts = ", ".join(f"{n}: {sum(record_potential(r).name == n for r in records)}" for n in names)
+        raise StageError(f"{what} mix potentials ({counts}): their energies never meet in one table; rerun with one")
+    return names[0] if names else ""
+
+
+def committee_columns(st: pd.DataFrame, second: dict, refs: dict, hull, threshold: float) -> pd.DataFrame:
+    """The second potential's opinion beside the first's: per structure its E_hull (`second`: {id: record
+    of the second potential's energy per atom on the relaxed structure}, put on the hull's scale by its own
+    declared scale), the spread |E_hull first - E_hull second|, `committee_disagrees` (spread above
+    `threshold` eV/atom, or only one of the two has an E_hull) and `stable_agreed` / `metastable_agreed`."""
+    st = st.copy()
+    name = next((r["potential"] for r in second.values() if r.get("potential")), "second")
+    col = f"e_hull_{name}"
+    st[col] = np.nan
+    for i, row in st.iterrows():
+        rec = second.get(row["id"])
+        if not rec or rec.get("error") or "energy_per_atom" not in rec or not np.isfinite(row["e_hull"]):
+            continue
+        s = rec["structure"]
+        e, _ = on_hull_scale(s, rec["energy_per_atom"] * len(s), record_energy_scale(rec))
+        if np.isfinite(e):
+            with contextlib.suppress(KeyError):  # an element without a reference: the row says so already
+                st.at[i, col] = hull_columns(s, e, refs, hull)["e_hull"]
+    first, other = st["e_hull"].to_numpy(float), st[col].to_numpy(float)
+    st["e_hull_spread"] = np.abs(first - other)
+    has_first = np.isfinite(first)
+    st["committee_disagrees"] = has_first & ~(st["e_hull_spread"].to_numpy(float) <= threshold)
+    both = np.fmax(first, other)  # the less stable of the two opinions (NaN where either has none)
+    both[~(np.isfinite(first) & np.isfinite(other))] = np.nan
+    st["e_hull_agreed"] = both
+    return st
+
+
+def committee_summary(st: pd.DataFrame) -> dict:
+    """Stable / metastable / S.U.N. rates under the second potential and under both (agreed), the spread."""
+    cols = [c for c in st.columns if c.startswith("e_hull_") and c not in ("e_hull_spread", "e_hull_agreed")]
+    if "e_hull_agreed" not in st or not cols:
+        return {}
+    second = cols[0].removeprefix("e_hull_")
+    unique, new, n = st["unique"].to_numpy(bool), st["new"].to_numpy(bool), len(st)
+    row = {"committee": f"{st['potential'].iloc[0] if len(st) else ''}+{second}"}
+    for label, column in ((second, cols[0]), ("agreed", "e_hull_agreed")):
+        s = M.sun_summary(st[column].to_numpy(float), unique, new, n)
+        row.update({f"{k.removesuffix('_pct')}_{label}_pct": s[k] for k in ("stable_pct", "metastable_pct", "sun_pct")})
+    spread = st["e_hull_spread"].to_numpy(float)
+    row["e_hull_spread_median"] = float(np.nanmedian(spread)) if np.isfinite(spread).any() else float("nan")
+    row["n_committee_disagree"] = int(st["committee_disagrees"].astype(bool).sum())
+    return row
 
 
 # ----------------------------------------------------------------------------- DFT read back

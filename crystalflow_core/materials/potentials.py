@@ -8,7 +8,10 @@ mixing, anion and U corrections applied). An energy source declares its scale:
   energies, so its predictions go onto the hull as they are; correcting them again shifts every
   compound with an anion (O, F, Cl, S, N, H ...) or a GGA+U metal by tenths of an eV/atom.
 * ``raw``: uncorrected GGA/GGA+U total energies as VASP reports them under MP's settings (DFT read
-  back from VASP, a potential trained on raw energies): MP2020 processing before the hull.
+  back from VASP, a potential trained on raw energies such as SevenNet-0): MP2020 processing before the
+  hull. SevenNet-0 gives rock-salt NaCl -3.383 eV/atom where CHGNet gives -3.666 and MgO -5.974 against
+  -6.310: the gaps are MP2020's Cl and O corrections (diamond Si, which MP2020 leaves alone, -5.401 and
+  -5.312), so the two compare only through their declared scales.
 
 Torch-free: the table is read where records are made and where they meet a hull.
 """
@@ -27,11 +30,14 @@ ENERGY_SCALES = {
 
 @dataclass(frozen=True)
 class Potential:
-    """A universal potential: its name in records and configs, the scale of its energies, its training set."""
+    """A universal potential: its name in records and configs, the scale of its energies, its training set,
+    the Python package that carries it (its version goes into every record) and the model it loads."""
 
     name: str
     energy_scale: str
     trained_on: str
+    package: str
+    model: str
 
     def __post_init__(self):
         check_scale(self.energy_scale, f"potential {self.name}")
@@ -44,7 +50,8 @@ def check_scale(scale: str, what: str) -> str:
 
 
 POTENTIALS = {
-    "chgnet": Potential("chgnet", MP2020, "MPtrj (labels: MP2020-corrected GGA/GGA+U energies)"),
+    "chgnet": Potential("chgnet", MP2020, "MPtrj (labels: MP2020-corrected GGA/GGA+U energies)", "chgnet", "0.3.0"),
+    "sevennet": Potential("sevennet", RAW, "MPtrj (labels: uncorrected GGA/GGA+U energies)", "sevenn", "7net-0"),
 }
 
 

@@ -411,3 +411,36 @@ def transitions(scan: pd.DataFrame) -> list[dict]:
         pt = p0 + (p1 - p0) * d0 / (d0 - d1) if d0 != d1 else (p0 + p1) / 2
         out.append({"from": a, "to": b, "between_gpa": (float(p0), float(p1)), "transition_gpa": float(pt)})
     return out
+
+
+def committee_ranks(ranked: pd.DataFrame, second: dict, top_n: int, threshold_ev: float) -> pd.DataFrame:
+    """The `top_n` polymorphs of each composition and pressure re-ranked under a second potential (`second`:
+    {best_id: its record with enthalpy_per_atom}). Delta-H within a composition needs no energy scale (the
+    MP2020 corrections of one composition cancel). Per polymorph: the second's enthalpy, delta-H and rank,
+    `committee_rank_changed` and `committee_disagrees` (the two delta-H differ by more than `threshold_ev`
+    eV/atom, or the second has no energy for it)."""
+    ranked = ranked.copy()
+    name = next((r["potential"] for r in second.values() if r.get("potential")), "second")
+    h_col, d_col, r_col = f"enthalpy_{name}_per_atom", f"delta_h_{name}_mev", f"rank_{name}"
+    for col in (h_col, d_col, r_col):
+        ranked[col] = np.nan
+    ranked["committee_rank_changed"] = False
+    ranked["committee_disagrees"] = False
+    for _, g in ranked.groupby("group"):
+        top = g[g["rank"] <= top_n]
+        h = {i: second.get(r["best_id"], {}).get("enthalpy_per_atom", np.nan) for i, r in top.iterrows()}
+        h = {i: v if (v is not None and np.isfinite(v)) else np.nan for i, v in h.items()}
+        ok = {i: v for i, v in h.items() if np.isfinite(v)}
+        order = sorted(ok, key=ok.get)
+        best = ok[order[0]] if order else np.nan
+        for i in top.index:
+            ranked.at[i, h_col] = h[i]
+            if i in ok:
+                ranked.at[i, d_col] = 1000.0 * (ok[i] - best)
+                ranked.at[i, r_col] = order.index(i) + 1
+                ranked.at[i, "committee_rank_changed"] = int(ranked.at[i, "rank"]) != order.index(i) + 1
+                gap = abs(ranked.at[i, d_col] - ranked.at[i, "delta_h_mev"]) / 1000.0
+                ranked.at[i, "committee_disagrees"] = bool(gap > threshold_ev)
+            else:
+                ranked.at[i, "committee_disagrees"] = True
+    return ranked

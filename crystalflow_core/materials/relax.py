@@ -21,6 +21,7 @@ import logging
 import math
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from crystalflow_core.materials.potentials import potential
 from crystalflow_core.parallel import serve_map
 
 log = logging.getLogger(__name__)
-CHGNET = potential("chgnet")
+CHGNET = potential("chgnet")  # the paper's relaxer and the default (`relax.model`)
 EV_PER_A3_PER_GPA = 1.0 / 160.21766208  # 1 GPa in eV/A^3
 
 
@@ -53,6 +54,7 @@ class RelaxSettings:
     min_bond_fraction: float  # relaxed atoms closer than this fraction of their covalent bond: unphysical
     volume_bounds: tuple  # relaxed volume per atom outside these multiples of the van der Waals volume: unphysical
     record_energies: bool  # keep the energy per atom at every optimiser step (`energy_trace`)
+    model: str  # the potential: chgnet | sevennet (materials.potentials)
 
     @classmethod
     def from_section(cls, r: dict, **override) -> RelaxSettings:
@@ -105,7 +107,7 @@ def _first_derivatives_only():
 
 
 def make_calculator(model):
-    """CHGNetCalculator for inference (first derivatives only), CPU."""
+    """CHGNetCalculator of a loaded CHGNet for inference (first derivatives only), CPU."""
     from chgnet.model.dynamics import CHGNetCalculator
 
     class _Calculator(CHGNetCalculator):
@@ -201,7 +203,7 @@ def relax_structure(
     from pymatgen.io.ase import AseAtomsAdaptor
 
     t0 = time.time()
-    rec = {"converged": False, "error": "", "steps": 0, **potential_fields(CHGNET)}
+    rec = {"converged": False, "error": "", "steps": 0, **potential_fields(potential(settings.model))}
     try:
         with _time_limit(settings.timeout):
             d = _closest_pair(structure)
@@ -248,25 +250,42 @@ def relax_structure(
     return rec
 
 
-class CHGNetWorker:
-    """What every CHGNet worker process holds: the model and one calculator (loaded once, reused for
-    every structure; ASE recomputes for new atoms), on one thread."""
-
-    def __init__(self):
-        import torch
+def load_potential(name: str) -> tuple:
+    """(model, ASE calculator) of a potential on the CPU: CHGNet (the model too: its batched static
+    evaluation) or SevenNet-0 (its ASE calculator; model None). The weights ship inside the packages."""
+    pot = potential(name)
+    if pot.name == "chgnet":
         from chgnet.model import CHGNet
 
+        model = CHGNet.load(verbose=False)
+        return model, make_calculator(model)
+    try:
+        from sevenn.calculator import SevenNetCalculator
+    except ImportError as exc:
+        raise ImportError(f"relax.model {name} needs the sevenn package: pip install -e '.[sevenn]'") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return None, SevenNetCalculator(model=pot.model, device="cpu")
+
+
+class PotentialWorker:
+    """What every worker process of a potential holds: the model and one calculator (loaded once, reused
+    for every structure; ASE recomputes for new atoms), on one thread."""
+
+    def __init__(self, name: str):
+        import torch
+
         torch.set_num_threads(1)
-        self.model = CHGNet.load(verbose=False)
-        self.calc = make_calculator(self.model)
+        self.potential = potential(name)
+        self.model, self.calc = load_potential(name)
 
 
-# one thread per CHGNet worker process: the pool gives every core its own process
+# one thread per worker process: the pool gives every core its own process
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def chgnet_pool(worker, settings: dict, tasks: list, workers: int, out_path, desc: str, progress: bool = True):
-    """The one CHGNet pool: `tasks` on `workers` spawned processes of `worker(settings)` (a CHGNetWorker),
+def potential_pool(worker, settings: dict, tasks: list, workers: int, out_path, desc: str, progress: bool = True):
+    """The one pool of a potential: `tasks` on `workers` spawned processes of `worker(settings)` (a PotentialWorker),
     one thread each; each finished task's records (a record or a list of them) are appended to `out_path`
     at once, so a killed run keeps them."""
     if not tasks:
@@ -280,17 +299,19 @@ def chgnet_pool(worker, settings: dict, tasks: list, workers: int, out_path, des
             bar.update(len(recs))
 
 
-class RelaxWorker(CHGNetWorker):
-    """Called with a chunk of (id, Structure, pressure): relaxes them after one batched static evaluation."""
+class RelaxWorker(PotentialWorker):
+    """Called with a chunk of (id, Structure, pressure): relaxes them (CHGNet after one batched static
+    evaluation of the chunk)."""
 
     def __init__(self, settings: dict):
-        super().__init__()
+        super().__init__(settings["model"])
         self.settings = RelaxSettings(**settings)
 
     def __call__(self, chunk) -> list[dict]:
         base = self.settings
         preds = [None] * len(chunk)
         ok = [i for i, (_, s, _) in enumerate(chunk) if _closest_pair(s) >= base.min_distance]
+        ok = ok if self.model is not None else []  # a batched static evaluation: CHGNet's
         try:  # the batched step gets one structure's time budget ...
             with _time_limit(base.timeout):
                 for i, p in zip(ok, static_predictions([chunk[i][1] for i in ok], self.model, base.batch_size)):
@@ -308,14 +329,19 @@ class RelaxWorker(CHGNetWorker):
 
 @functools.lru_cache
 def potential_fields(pot) -> dict:
-    """What every relaxation record says of its potential: name, package version, energy scale."""
+    """What every relaxation record says of its potential: name, package version, model, energy scale."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        v = version(pot.name)
+        v = version(pot.package)
     except PackageNotFoundError:
         v = ""
-    return {"potential": pot.name, "potential_version": v, "energy_scale": pot.energy_scale}
+    return {
+        "potential": pot.name,
+        "potential_version": v,
+        "potential_model": pot.model,
+        "energy_scale": pot.energy_scale,
+    }
 
 
 def _closest_pair(structure) -> float:
@@ -348,7 +374,7 @@ def relax_many(
                     "id": sid,
                     "converged": False,
                     "error": "invalid sample (flagged or unbuildable)",
-                    **potential_fields(CHGNET),
+                    **potential_fields(potential(settings.model)),
                     "steps": 0,
                     "wall_s": 0.0,
                 },
@@ -362,5 +388,73 @@ def relax_many(
         # chunks of at most batch_size, and small enough (>= 4 per worker) to keep every core busy
         b = max(1, min(settings.batch_size, math.ceil(len(todo) / (4 * workers))))
         chunks = [todo[i : i + b] for i in range(0, len(todo), b)]
-        chgnet_pool(RelaxWorker, asdict(settings), chunks, workers, out_path, "relaxing", progress)
+        potential_pool(
+            RelaxWorker, asdict(settings), chunks, workers, out_path, f"relaxing ({settings.model})", progress
+        )
     return read_jsonl(out_path, tolerate_truncated_tail=True)
+
+
+class StaticWorker(PotentialWorker):
+    """Called with a chunk of (id, Structure, pressure): the potential's energy and enthalpy per atom of each
+    structure as it is (a second opinion on another potential's relaxed structures)."""
+
+    def __init__(self, settings: dict):
+        super().__init__(settings["model"])
+
+    def __call__(self, chunk) -> list[dict]:
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        out = []
+        for sid, structure, pressure in chunk:
+            rec = {"id": sid, **potential_fields(self.potential)}
+            try:
+                atoms = AseAtomsAdaptor.get_atoms(structure)
+                atoms.calc = self.calc
+                n, e = len(atoms), float(atoms.get_potential_energy())
+                rec["energy_per_atom"] = e / n
+                rec["enthalpy_per_atom"] = (e + (pressure or 0.0) * EV_PER_A3_PER_GPA * atoms.get_volume()) / n
+                if not np.isfinite(e):
+                    raise FloatingPointError("non-finite energy")
+            except Exception as exc:  # a structure the potential cannot take: recorded, the others go on
+                rec["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            out.append(rec)
+        return out
+
+
+def static_many(items: list[tuple], name: str, workers: int = 1, progress: bool = True) -> dict:
+    """{id: record} of potential `name`'s energy and enthalpy per atom of (id, Structure, pressure) items."""
+    import tempfile
+
+    if not items:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "static.jsonl"
+        chunks = [items[i : i + 8] for i in range(0, len(items), 8)]
+        potential_pool(StaticWorker, {"model": name}, chunks, workers, out, f"static ({name})", progress)
+        return {r["id"]: r for r in read_jsonl(out)}
+
+
+def second_opinion(items: list[tuple], section: dict, name: str, workers: int = 1) -> dict:
+    """{id: record} of potential `name` on (id, Structure, pressure) `items` that another potential relaxed:
+    its energy and enthalpy per atom on each (static), or with `section["committee_relax"]` its own
+    relaxation from there (`section`: the validated relax section). Each record holds the `structure` its
+    energy belongs to."""
+    import tempfile
+
+    from crystalflow_core.crystals.crystal import structure_from
+
+    if section["committee_relax"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = RelaxSettings.from_section(section, model=name, record_energies=False)
+            out = {r["id"]: r for r in relax_many(items, Path(tmp) / "second.jsonl", settings, workers)}
+        for r in out.values():
+            if r.get("final") and not r.get("error"):
+                r["structure"] = structure_from(r["final"])
+            else:
+                r["error"] = r.get("error") or "not relaxed"
+        return out
+    out = static_many(items, name, workers)
+    for sid, s, _ in items:
+        if sid in out:
+            out[sid]["structure"] = s
+    return out

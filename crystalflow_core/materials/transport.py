@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from crystalflow_core.io import read_jsonl, resume_jsonl
-from crystalflow_core.materials.relax import CHGNetWorker, chgnet_pool
+from crystalflow_core.materials.relax import PotentialWorker, potential_pool
 
 
 @dataclass
@@ -41,7 +41,7 @@ class ScreenSettings:
 
 @dataclass
 class MDSettings:
-    """CHGNet molecular dynamics of the best candidates (the `transport.md` section)."""
+    """Molecular dynamics of the best candidates (the `transport.md` section) with the run's potential."""
 
     max_structures: int
     temperatures: list  # K
@@ -56,10 +56,12 @@ class MDSettings:
     max_drift: float  # eV/atom; total energy further than this from its start: blew up
     smoothed: str  # DiffusionAnalyzer smoothing: max | constant | none
     seed: int
+    model: str  # the potential (the run's relax.model)
 
     @classmethod
-    def from_section(cls, m: dict, **override) -> MDSettings:
-        return replace(cls(**{f: m[f] for f in cls.__dataclass_fields__}), **override)
+    def from_section(cls, m: dict, model: str, **override) -> MDSettings:
+        out = cls(**{f: m[f] for f in cls.__dataclass_fields__ if f != "model"}, model=model)
+        return replace(out, **override)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -308,12 +310,12 @@ def arrhenius(temperatures, diffusivities, structure, ion: str, at: float = 300.
     return {"E_a": float(ea), "E_a_err": float(err) if err is not None else math.nan, "sigma_300K": float(sigma)}
 
 
-class MDWorker(CHGNetWorker):
+class MDWorker(PotentialWorker):
     """Called with (key, structure, ion, T, traj path): runs the MD and its diffusion analysis and returns
     the record."""
 
     def __init__(self, settings: dict):
-        super().__init__()
+        super().__init__(settings["model"])
         self.settings = MDSettings(**settings)
 
     def __call__(self, job) -> dict:
@@ -335,7 +337,7 @@ def md_many(jobs: list[tuple], out_path, settings: MDSettings, workers: int = 1,
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = {r["key"] for r in resume_jsonl(out_path)}
     todo = [j for j in jobs if j[0] not in done]
-    chgnet_pool(MDWorker, asdict(settings), todo, workers, out_path, "CHGNet MD", progress)
+    potential_pool(MDWorker, asdict(settings), todo, workers, out_path, f"MD ({settings.model})", progress)
     return read_jsonl(out_path, tolerate_truncated_tail=True) if out_path.exists() else []
 
 

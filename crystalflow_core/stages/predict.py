@@ -31,13 +31,14 @@ from crystalflow_core.materials.prediction import (
     candidate_items,
     candidate_table,
     cif_name,
+    committee_ranks,
     distinct_across_pressures,
     e_hull_at_zero_pressure,
     enthalpy_scan,
     rank_polymorphs,
     symmetrise,
 )
-from crystalflow_core.materials.relax import CHGNetWorker, RelaxSettings, relax_many
+from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings, relax_many, second_opinion
 from crystalflow_core.stages.common import (
     ensure_writable,
     open_sampler,
@@ -279,8 +280,9 @@ def predict_rank(
     cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
         ranked = _with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
-    calc = CHGNetWorker().calc if len(ranked) else None
+    calc = PotentialWorker(job["relax"]["model"]).calc if len(ranked) else None
     ranked = _write_symmetrised_cifs(job, ranked, finals, Path(cif_dir), calc)
+    ranked = _committee(job, ranked, finals, name)
     _write_extxyz(cands, finals, extxyz_out)
     with atomic_path(phase_out) as tmp:
         _phase_diagram(job, ranked, finals, calc).to_csv(tmp, index=False)
@@ -299,6 +301,21 @@ def predict_rank(
             best["spacegroup_tight"],
             best["enthalpy_per_atom"],
         )
+
+
+def _committee(job: dict, ranked: pd.DataFrame, finals: dict, name: str) -> pd.DataFrame:
+    """With `relax.committee`: the top polymorphs re-ranked under the second potential, flags where the two
+    disagree (committee_ranks)."""
+    committee = job["relax"]["committee"]
+    if not committee or not len(ranked):
+        return ranked
+    top = ranked[ranked["rank"] <= job["top_n"]]
+    items = [(r["best_id"], finals[r["best_id"]], float(r["pressure_gpa"])) for _, r in top.iterrows()]
+    second = second_opinion(items, job["relax"], committee[1], job["relax"]["workers"] or 1)
+    ranked = committee_ranks(ranked, second, job["top_n"], job["relax"]["committee_threshold"])
+    n_changed, n_dis = int(ranked["committee_rank_changed"].sum()), int(ranked["committee_disagrees"].sum())
+    log.info("predict/%s committee %s: %d ranks change, %d disagree", name, "+".join(committee), n_changed, n_dis)
+    return ranked
 
 
 def _with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict, scales: dict) -> pd.DataFrame:

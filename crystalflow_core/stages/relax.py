@@ -7,12 +7,13 @@ import logging
 import time
 from dataclasses import asdict
 
+from crystalflow_core.crystals.crystal import structure_from
 from crystalflow_core.crystals.data import cache_structures, load_cache
-from crystalflow_core.evaluation.summaries import check_relaxations_belong, stability_table
+from crystalflow_core.evaluation.summaries import check_relaxations_belong, committee_columns, stability_table
 from crystalflow_core.generative.sampling import record_to_structure, shard_slice
 from crystalflow_core.io import atomic_path, content_key, read_jsonl, write_jsonl_atomic
 from crystalflow_core.materials.hull import build_hull, load_elemental_refs
-from crystalflow_core.materials.relax import RelaxSettings, relax_many
+from crystalflow_core.materials.relax import RelaxSettings, relax_many, second_opinion
 from crystalflow_core.sources import elemental_refs_path
 from crystalflow_core.stages.common import ensure_writable, require, resumable
 
@@ -56,8 +57,11 @@ def relax_records(recs: list[dict], items: list[tuple], settings: RelaxSettings,
         write_jsonl_atomic(out, done)
 
 
-def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pts: list[str], out: str):
-    """Per-structure table: formation energies (before/after relaxation), E_hull, unique, new."""
+def stability(  # noqa: PLR0913  (the run's inputs, its output and its workers)
+    cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pts: list[str], out: str, workers: int
+):
+    """Per-structure table: formation energies (before/after relaxation), E_hull, unique, new; with a
+    committee (`relax.committee`), the second potential's E_hull beside it, the spread and the flags."""
     require(samples, *relaxed, *novelty_pts)
     ensure_writable(out)
     samples_by_id = {r["id"]: r for r in read_jsonl(samples)}
@@ -65,6 +69,24 @@ def stability(cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pt
     check_relaxations_belong(samples_by_id, rel, samples)
     refs = load_elemental_refs(elemental_refs_path(cfg))
     novelty = [s for p in novelty_pts for s in cache_structures(load_cache(p))]
-    df = stability_table(samples_by_id, rel, refs, build_hull(cfg), novelty)
+    hull = build_hull(cfg)
+    df = stability_table(samples_by_id, rel, refs, hull, novelty)
+    committee = run["relax"]["committee"]
+    if committee:
+        items = [
+            (d["id"], structure_from(d["final"]), d.get("pressure_gpa") or 0.0)
+            for d in rel
+            if d.get("final") and not d.get("error")
+        ]
+        second = second_opinion(items, run["relax"], committee[1], workers)
+        df = committee_columns(df, second, refs, hull, run["relax"]["committee_threshold"])
+        log.info(
+            "committee %s: %d of %d structures with both E_hull, %d disagree by more than %g eV/atom",
+            "+".join(committee),
+            int(df[f"e_hull_{committee[1]}"].notna().sum()),
+            len(df),
+            int(df["committee_disagrees"].sum()),
+            run["relax"]["committee_threshold"],
+        )
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False)

@@ -99,7 +99,7 @@ def transport_screen(
 
 
 def _md_jobs(run: dict, screen_csv: str, relaxed: list[str], traj_dir: str) -> list[tuple]:
-    md = MDSettings.from_section(run["transport"]["md"])
+    md = MDSettings.from_section(run["transport"]["md"], run["relax"]["model"])
     cands = md_candidates(pd.read_csv(screen_csv, dtype={"id": str}), md.max_structures)
     structures = _relaxed_structures(relaxed)
     names = safe_names(list(cands["id"]))
@@ -121,7 +121,7 @@ def transport_md(
     recorded in `out`.partial at once, so a killed job resumes without running it again."""
     require(screen_csv, *relaxed)
     ensure_writable(out, Path(traj_dir) / "probe")
-    md = MDSettings.from_section(run["transport"]["md"])
+    md = MDSettings.from_section(run["transport"]["md"], run["relax"]["model"])
     jobs = _md_jobs(run, screen_csv, relaxed, traj_dir)[shard::shards]
     Path(traj_dir).mkdir(parents=True, exist_ok=True)
     key = _settings_key(asdict(md), [j[0] for j in jobs], [j[1].as_dict() for j in jobs])

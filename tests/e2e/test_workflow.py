@@ -91,6 +91,17 @@ def test_tiny_config_end_to_end(tiny_run):
     ]:
         assert 0 <= main[c] <= 100, c
     assert main["wdist_num_elems"] >= 0
+    # the committee (chgnet relaxes, sevennet gives a second opinion): both columns, the potential named
+    st = pd.read_csv(L.stability("mp20_dng", 3))
+    assert (
+        set(st["potential"]) == {"chgnet"} and main["potential"] == "chgnet" and main["committee"] == "chgnet+sevennet"
+    )
+    assert {"e_hull_sevennet", "e_hull_spread", "committee_disagrees", "e_hull_agreed"} <= set(st.columns)
+    assert st["e_hull_sevennet"].notna().sum() == st["e_hull"].notna().sum()
+    assert 0 <= main["stable_agreed_pct"] <= min(main["stable_pct"], main["stable_sevennet_pct"])
+    assert "committee chgnet + sevennet" in (r / "tables/table3_dng.md").read_text()
+    ranked = pd.read_csv(L.predict_ranked("salt"))
+    assert {"rank_sevennet", "delta_h_sevennet_mev", "committee_rank_changed"} <= set(ranked.columns)
     # DFT read back: the VASP folders were written, none has run, so nothing is guessed
     manifest = pd.read_csv(L.vasp_manifest("mp20_dng", 3))
     dft = pd.read_csv(L.dft_stability("mp20_dng", 3))

@@ -210,7 +210,7 @@ def test_stale_shards_are_rebuilt_and_foreign_samples_refused(tmp_path, nacl):
 
 # ----------------------------------------------------------------------------- config values and early errors
 def _cfg_file(tmp_path, **changes):
-    from test_workflow import tiny_config
+    from conftest import tiny_config
 
     return tiny_config(tmp_path, results=str(tmp_path / "results"), **changes)
 
@@ -312,4 +312,4 @@ def test_relaxations_of_other_samples_are_never_mixed_in(tmp_path, nacl):
     _write(samples, [dict(rec, provenance="resampled")])
     cfg = {"hull": {}, "data_mirror": None}
     with pytest.raises(stages.StageError, match="does not belong"):
-        stages.stability(cfg, run, str(samples), [str(out)], [], str(tmp_path / "stability.csv"))
+        stages.stability(cfg, run, str(samples), [str(out)], [], str(tmp_path / "stability.csv"), 1)

@@ -230,14 +230,14 @@ def test_symmetrised_output_refines_keeps_its_group_and_says_what_it_cost(tmp_pa
     from pymatgen.io.cif import CifWriter
 
     from crystalflow_core.materials.prediction import spacegroup, symmetrise
-    from crystalflow_core.materials.relax import CHGNetWorker, RelaxSettings
+    from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings
 
     dia = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.47), ["Si"], [[0, 0, 0]]).get_primitive_structure()
     rattled = dia.copy()
     rattled.translate_sites([0], [0.004, -0.003, 0.002])
     assert spacegroup(rattled, 1e-3)[0] != "Fd-3m" and spacegroup(rattled, 0.1)[0] == "Fd-3m"
     settings = RelaxSettings.from_section(cfgmod.defaults("relax"), fmax=0.02, steps=200)
-    calc = CHGNetWorker().calc
+    calc = PotentialWorker("chgnet").calc
     from crystalflow_core.materials.relax import relax_structure
 
     plain = relax_structure(rattled, settings, calc=calc)
@@ -331,7 +331,7 @@ def test_transition_pressure_is_where_the_enthalpies_cross():
 )
 def test_pressure_scan_finds_the_known_transitions_in_a_sensible_band(case):
     from crystalflow_core.materials.prediction import distinct_across_pressures, enthalpy_scan, transitions
-    from crystalflow_core.materials.relax import CHGNetWorker, RelaxSettings
+    from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings
 
     formula, sg0, species, coords, a0, sg1, a1, pressures, band = case
     low = Structure.from_spacegroup(sg0, Lattice.cubic(a0), species, coords).get_primitive_structure()
@@ -344,7 +344,7 @@ def test_pressure_scan_finds_the_known_transitions_in_a_sensible_band(case):
     polymorphs = distinct_across_pressures(found, job)
     assert [p for p, _ in polymorphs] == ["low", "high"]
     settings = RelaxSettings.from_section(cfgmod.defaults("relax"), fmax=0.01, steps=500)
-    scan = enthalpy_scan(polymorphs, list(pressures), settings, CHGNetWorker().calc, formula)
+    scan = enthalpy_scan(polymorphs, list(pressures), settings, PotentialWorker("chgnet").calc, formula)
     assert scan["converged"].all() and len(scan) == 2 * len(pressures)
     assert set(scan[scan["polymorph"] == "high"]["spacegroup"]) == {sg1}
     (t,) = transitions(scan)

@@ -23,8 +23,8 @@ RUN_KEYS = {"task", "conditions"}  # the run's own keys, beside its section
 def _section_keys(section):
     schema = load_schema()
     run = schema["definitions"]["run"]["properties"]
-    if section == "transport.md":
-        return set(run["transport"]["properties"]["md"]["properties"])
+    if section == "transport.md":  # and the run's relax.model: the MD runs on the relaxing potential
+        return set(run["transport"]["properties"]["md"]["properties"]) | {"model"}
     node = (
         schema["definitions"]["dataset"] if section == "dataset" else run.get(section) or schema["properties"][section]
     )

@@ -59,7 +59,7 @@ def screen_settings(**kw):
 
 
 def md_settings(**kw):
-    return MDSettings.from_section(cfgmod.defaults("transport")["md"], **kw)
+    return MDSettings.from_section(cfgmod.defaults("transport")["md"], "chgnet", **kw)
 
 
 # ------------------------------------------------------------------------------ graphs

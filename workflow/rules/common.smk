@@ -86,10 +86,10 @@ CAPTIONS = Path(".snakemake/crystalflow_captions").resolve()  # Snakemake reads 
 
 
 def _caption(name, key, text):
-    path = CAPTIONS / f"{name}_{key}.rst"
-    if not path.exists() or path.read_text() != text + "\n":
+    path, rst = CAPTIONS / f"{name}_{key}.rst", f"{text}\n"
+    if not path.exists() or path.read_text() != rst:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
+        path.write_text(rst)
     return str(path)
 
 

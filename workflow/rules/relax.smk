@@ -29,6 +29,7 @@ rule stability:
     localrule: STAGES["stability"].local
     conda:
         "../../envs/workflow.yaml"
+    threads: lambda wc: config["threads"] if RUNS[wc.run]["relax"]["committee"] else 1  # the second potential
     params:
         cfg=hull_view(),
         run=run_view("sample", "relax"),
