@@ -113,8 +113,11 @@ def _S():
 
 
 def _workers(section: dict, threads: int) -> int:
-    """Worker processes of a CHGNet or screening job: the section's `workers`, else the job's threads."""
-    return section["workers"] or threads or 1
+    """Worker processes of a potential's or a screening job: the section's `workers`, else the job's threads
+    (a Snakemake job's; the command line's --threads, 0: every core), in the workflow and the CLI alike."""
+    import os
+
+    return section["workers"] or threads or len(os.sched_getaffinity(0)) or 1
 
 
 def _parent(path: str) -> str:

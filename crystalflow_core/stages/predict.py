@@ -23,6 +23,7 @@ from crystalflow_core import __version__
 from crystalflow_core.compositions import check_model_conditions, job_targets
 from crystalflow_core.config import defaults
 from crystalflow_core.errors import StageError
+from crystalflow_core.evaluation.summaries import one_potential
 from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure
 from crystalflow_core.io import append_jsonl, atomic_path, content_key, read_jsonl, sha256_file, write_jsonl_atomic
 from crystalflow_core.materials.potentials import record_energy_scale
@@ -255,6 +256,7 @@ def _read_job_records(samples: list[str], relaxed: list[str]) -> tuple[list[dict
     foreign = [r["id"] for r in rel if r["id"] not in known or r.get("sample_provenance", "") != known[r["id"]]]
     if foreign:
         raise StageError(f"{relaxed[0]}: relaxations of other samples ({', '.join(foreign[:3])}): delete it to rebuild")
+    one_potential(rel, f"{relaxed[0]}: the relaxations of this ranking")
     return smp, rel
 
 
