@@ -20,10 +20,18 @@ from _common import REPO, header, mp20_test_rows
 
 from crystalflow_core.config import defaults
 
+SAMPLES = None  # --samples: generated structures (a samples.jsonl) instead of rattled known crystals
+
 
 def structures(n):
     from pymatgen.core import Structure
 
+    if SAMPLES:
+        from crystalflow_core.generative.sampling import record_to_structure
+        from crystalflow_core.io import read_jsonl
+
+        recs = [(r["id"], record_to_structure(r, strict=False)) for r in read_jsonl(SAMPLES)]
+        return [(sid, s) for sid, s in recs if s is not None][:n]
     out = []
     for i, cif in enumerate(mp20_test_rows(n)["cif"]):
         s = Structure.from_str(cif, fmt="cif")
@@ -105,13 +113,17 @@ def main():
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--optimizer", default="LBFGS")
     ap.add_argument("--models", nargs="+", default=["chgnet"], choices=["chgnet", "sevennet"])
+    ap.add_argument("--samples", default=None, help="relax generated structures of this samples.jsonl instead")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--_baseline", action="store_true")
     a = ap.parse_args()
+    global SAMPLES
+    SAMPLES = a.samples
     if a._baseline:
         print(baseline(a.n, a.steps, a.fmax))
         return
-    header(f"relaxation: {a.n} rattled MP-20 test structures, fmax {a.fmax}, <= {a.steps} steps")
+    what = f"generated structures of {a.samples}" if a.samples else "rattled MP-20 test structures"
+    header(f"relaxation: {a.n} {what}, fmax {a.fmax}, <= {a.steps} steps")
     finals, timings = {}, {}
     for m in a.models:
         t0 = time.perf_counter()
