@@ -375,13 +375,12 @@ def one_potential(records: list[dict], what: str) -> str:
     return names[0] if names else ""
 
 
-def committee_columns(st: pd.DataFrame, second: dict, refs: dict, hull, threshold: float) -> pd.DataFrame:
+def committee_columns(st: pd.DataFrame, name: str, second: dict, refs: dict, hull, threshold: float) -> pd.DataFrame:
     """The second potential's opinion beside the first's: per structure its E_hull (`second`: {id: record
-    of the second potential's energy per atom on the relaxed structure}, put on the hull's scale by its own
+    of potential `name`'s energy per atom on the relaxed structure}, put on the hull's scale by its own
     declared scale), the spread |E_hull first - E_hull second|, `committee_disagrees` (spread above
     `threshold` eV/atom, or only one of the two has an E_hull) and `stable_agreed` / `metastable_agreed`."""
     st = st.copy()
-    name = next((r["potential"] for r in second.values() if r.get("potential")), "second")
     col = f"e_hull_{name}"
     st[col] = np.nan
     for i, row in st.iterrows():

@@ -413,14 +413,13 @@ def transitions(scan: pd.DataFrame) -> list[dict]:
     return out
 
 
-def committee_ranks(ranked: pd.DataFrame, second: dict, top_n: int, threshold_ev: float) -> pd.DataFrame:
-    """The `top_n` polymorphs of each composition and pressure re-ranked under a second potential (`second`:
-    {best_id: its record with enthalpy_per_atom}). Delta-H within a composition needs no energy scale (the
+def committee_ranks(ranked: pd.DataFrame, name: str, second: dict, top_n: int, threshold_ev: float) -> pd.DataFrame:
+    """The `top_n` polymorphs of each composition and pressure re-ranked under a second potential `name`
+    (`second`: {best_id: its record with enthalpy_per_atom}). Delta-H within a composition needs no energy scale (the
     MP2020 corrections of one composition cancel). Per polymorph: the second's enthalpy, delta-H and rank,
     `committee_rank_changed` and `committee_disagrees` (the two delta-H differ by more than `threshold_ev`
     eV/atom, or the second has no energy for it)."""
     ranked = ranked.copy()
-    name = next((r["potential"] for r in second.values() if r.get("potential")), "second")
     h_col, d_col, r_col = f"enthalpy_{name}_per_atom", f"delta_h_{name}_mev", f"rank_{name}"
     for col in (h_col, d_col, r_col):
         ranked[col] = np.nan

@@ -314,7 +314,7 @@ def _committee(job: dict, ranked: pd.DataFrame, finals: dict, name: str) -> pd.D
     top = ranked[ranked["rank"] <= job["top_n"]]
     items = [(r["best_id"], finals[r["best_id"]], float(r["pressure_gpa"])) for _, r in top.iterrows()]
     second = second_opinion(items, job["relax"], committee[1], job["relax"]["workers"] or 1)
-    ranked = committee_ranks(ranked, second, job["top_n"], job["relax"]["committee_threshold"])
+    ranked = committee_ranks(ranked, committee[1], second, job["top_n"], job["relax"]["committee_threshold"])
     n_changed, n_dis = int(ranked["committee_rank_changed"].sum()), int(ranked["committee_disagrees"].sum())
     log.info("predict/%s committee %s: %d ranks change, %d disagree", name, "+".join(committee), n_changed, n_dis)
     return ranked

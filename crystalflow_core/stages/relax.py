@@ -79,7 +79,7 @@ def stability(  # noqa: PLR0913  (the run's inputs, its output and its workers)
             if d.get("final") and not d.get("error")
         ]
         second = second_opinion(items, run["relax"], committee[1], workers)
-        df = committee_columns(df, second, refs, hull, run["relax"]["committee_threshold"])
+        df = committee_columns(df, committee[1], second, refs, hull, run["relax"]["committee_threshold"])
         log.info(
             "committee %s: %d of %d structures with both E_hull, %d disagree by more than %g eV/atom",
             "+".join(committee),

@@ -110,7 +110,9 @@ def test_committee_writes_both_columns_and_flags_a_planted_disagreement(calcs, h
     section = {**cfgmod.defaults("relax"), "committee": ["chgnet", "sevennet"]}
     second = second_opinion([(f"x{i}", s, 0.0) for i, s in enumerate(structures)], section, "sevennet", workers=1)
     assert {r["potential"] for r in second.values()} == {"sevennet"}
-    out = committee_columns(st, second, refs, hull, threshold=0.05)
+    out = committee_columns(st, "sevennet", second, refs, hull, threshold=0.05)
+    empty = committee_columns(st, "sevennet", {}, refs, hull, threshold=0.05)  # nothing the second could take
+    assert empty["e_hull_sevennet"].isna().all() and empty["committee_disagrees"].all()
     assert np.isfinite(out["e_hull_sevennet"]).all()
     assert (out["e_hull_sevennet"].abs() < 0.1).mean() >= 5 / 6  # known near-stable crystals, on its scale
     assert out.loc[0, "committee_disagrees"] and out.loc[0, "e_hull_spread"] > 0.2
@@ -136,7 +138,7 @@ def test_prediction_ranks_are_re_ranked_and_flagged():
         "b": {"potential": "sevennet", "enthalpy_per_atom": -5.02},
         "c": {"potential": "sevennet", "enthalpy_per_atom": -4.79},
     }
-    out = committee_ranks(ranked, second, top_n=3, threshold_ev=0.025)
+    out = committee_ranks(ranked, "sevennet", second, top_n=3, threshold_ev=0.025)
     assert out["rank_sevennet"].tolist() == [2, 1, 3]
     assert out["committee_rank_changed"].tolist() == [True, True, False]
     assert out["delta_h_sevennet_mev"].round(3).tolist() == [20.0, 0.0, 230.0]

@@ -21,6 +21,7 @@ def pressure_dataset(folder: Path) -> dict:
     return dict(zip(df["material_id"], df["pressure"]))
 
 
+@pytest.mark.slow  # a whole workflow of its own (about a minute): kept out of the default set's 15 minutes
 def test_pressure_conditioned_csp_run(tmp_path):
     need_data("mp_20/val.csv.gz")
     pressures = pressure_dataset(tmp_path)
