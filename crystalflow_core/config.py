@@ -42,6 +42,8 @@ def _fill_defaults(schema: dict, node: dict, value):
         default = sub.get("default", sub_r.get("default"))  # a default beside a $ref is that use's own
         if key not in value and (default is not None or "default" in sub or "default" in sub_r):
             value[key] = copy.deepcopy(default)
+        elif isinstance(default, dict) and isinstance(value.get(key), dict):  # a use's own defaults (a
+            value[key] = {**copy.deepcopy(default), **value[key]}  # predict job's relax) under what is given
         if key in value:
             value[key] = _fill_defaults(schema, sub_r, value[key])
     extra = node.get("additionalProperties")

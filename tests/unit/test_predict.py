@@ -212,7 +212,7 @@ def test_predict_command_end_to_end_and_rerun_keeps_work(tmp_path):
     traces = [json.loads(line) for line in (out / "relax/shard0.jsonl").read_text().splitlines()]
     assert all(len(t["energy_trace"]) == t["steps"] + 1 for t in traces if not t.get("error"))
     assert "## Structure prediction: salt" in (out / "report.md").read_text()
-    assert (out / "delta_h_ladder.png").exists()
+    assert (out / "plots/delta_h_ladder.png").exists() and (out / "plots/energy_vs_step.png").exists()
     # the same command again: nothing sampled or relaxed again
     p = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0 and "shard0.jsonl is current" in p.stderr and "relaxed 6" not in p.stderr

@@ -127,3 +127,17 @@ def test_no_library_function_carries_a_default_the_schema_owns():
                     ):
                         found.append(f"{mod.__name__}.{fname}({p.name}={p.default!r})")
     assert not found, found
+
+
+def test_a_predict_jobs_relax_defaults_lie_under_what_the_job_gives():
+    """The schema gives a prediction job's relaxation its own defaults (energies at every step for Fig. 2c,
+    fmax 0.05, 1000 steps); a job that sets some keys keeps the others from there, not from a run's."""
+    from crystalflow_core import config as cfgmod
+
+    job = {"checkpoint": "m.ckpt", "formulas": ["NaCl"], "relax": {"fmax": 0.2}}
+    cfg = cfgmod.validate({"datasets": {}, "runs": {}, "predict": {"p": job}}, mirror_check=False)
+    relax = cfg["predict"]["p"]["relax"]
+    assert (relax["fmax"], relax["steps"], relax["record_energies"]) == (0.2, 1000, True)
+    assert (
+        relax["timeout"] == cfgmod.defaults("relax")["timeout"] and cfgmod.defaults("relax")["record_energies"] is False
+    )
