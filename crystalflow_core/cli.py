@@ -21,23 +21,18 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import yaml
 
 from crystalflow_core import config as cfgmod
-from crystalflow_core import registry, stages
-from crystalflow_core.errors import DamagedFileError, DataError
-from crystalflow_core.generative.reference import CheckpointImportError
-from crystalflow_core.layout import Layout
+from crystalflow_core import registry
+from crystalflow_core.entry import guarded
+from crystalflow_core.errors import PROJECT_ERRORS  # noqa: F401 - the command line's one-line errors
+from crystalflow_core.layout import Layout, check_name
 from crystalflow_core.logs import setup_logging
 from crystalflow_core.points import parse_point, sampling_points
 from crystalflow_core.registry import Job
-
-# the project's own errors: one line and exit code 1 (tracebacks with --debug)
-PROJECT_ERRORS = (cfgmod.ConfigError, DataError, DamagedFileError, CheckpointImportError, stages.StageError)
-
 
 def main(argv=None):
     p = argparse.ArgumentParser(
@@ -105,19 +100,7 @@ def main(argv=None):
     s.add_argument("--sha256", default=None, help="sha256 the checkpoint must have")
     a = p.parse_args(argv)
     setup_logging(a.log)
-    try:
-        _run(a)
-    except PROJECT_ERRORS as exc:
-        if a.debug:
-            raise
-        print(f"crystalflow {a.stage}: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except OSError as exc:  # a full disk, a folder without permission: what and where, in one line
-        if a.debug:
-            raise
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"crystalflow {a.stage}: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        sys.exit(1)
+    guarded(f"crystalflow {a.stage}", lambda: _run(a), a.debug)
 
 
 def _load_config(a):
@@ -189,6 +172,7 @@ def _predict_job(a, raw: dict) -> tuple[str, dict]:
     elif not job.get("formulas") and not job.get("compositions"):
         raise cfgmod.ConfigError("predict: give --formula (or --compositions, or --job of the config)")
     name = a.name or a.job or "_".join(a.formula or [Path(a.compositions).stem])
+    check_name(name, "--name" if a.name else "predict: the job's name (give --name)")
     return name, cfgmod.deep_update(base, job)
 
 

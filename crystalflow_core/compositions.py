@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crystalflow_core.errors import ConfigError
+from crystalflow_core.io import check_columns, table_number
 
 MAX_Z = 100  # the reference code's MAX_ATOMIC_NUM: CSP embeds Z - 1 in a table of 100 rows
 
@@ -106,8 +107,18 @@ def _target(comp, z: int | None, atoms: int | None, pressure: float, job: dict, 
     return Target(f"{formula}_z{z}_p{pressure:g}", formula, int(z), species, float(pressure))
 
 
+# the columns of a compositions CSV (one name per quantity, as in every table of the project)
+COMPOSITION_COLUMNS = {
+    "formula": "the composition's formula unit",
+    "z": "formula units per cell, or auto",
+    "atoms": "atoms per cell",
+    "pressure_gpa": "pressure in GPa",
+}
+
+
 def read_compositions_csv(path) -> list[dict]:
-    """Rows of a compositions CSV: formula, z or atoms, optional pressure_gpa (errors name file and row)."""
+    """Rows of a compositions CSV: formula, z or atoms, optional pressure_gpa (errors name file, row and
+    column; an unknown column is refused with the closest known name)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"compositions file {path} not found")
@@ -121,20 +132,20 @@ def read_compositions_csv(path) -> list[dict]:
     if "formula" not in columns:
         found = ", ".join(repr(c) for c in columns) or "none"
         raise ConfigError(f"{path}: needs a column 'formula' (and z or atoms, optional pressure_gpa); found {found}")
+    check_columns(path, [c for c in columns if c], COMPOSITION_COLUMNS)
     if not rows:
         raise ConfigError(f"{path}: no rows below the header")
     out = []
     for i, r in rows:
+        if None in r:  # more cells than the header has columns
+            raise ConfigError(f"{path}, row {i}: {len(columns) + len(r[None])} cells, the header has {len(columns)}")
         entry = {"formula": (r.get("formula") or "").strip(), "row": i}
         for key, cast in (("z", int), ("atoms", int), ("pressure_gpa", float)):
             v = (r.get(key) or "").strip()
             if key == "z" and v.lower() == "auto":
                 entry["z"] = "auto"
             elif v:
-                try:
-                    entry[key] = cast(float(v)) if cast is int else cast(v)
-                except ValueError as exc:
-                    raise ConfigError(f"{path}, row {i}: {key} '{v}' is not a number") from exc
+                entry[key] = table_number(path, i, key, v, cast)
         if not entry["formula"]:
             raise ConfigError(f"{path}, row {i}: empty formula")
         out.append(entry)

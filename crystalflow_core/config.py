@@ -14,7 +14,8 @@ import yaml
 
 from crystalflow_core.compositions import job_targets
 from crystalflow_core.errors import ConfigError
-from crystalflow_core.layout import Layout
+from crystalflow_core.extras import check_config_extras
+from crystalflow_core.layout import Layout, check_name
 
 # the one schema (every default and bound), installed with the package; the workflow and the CLI read it
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
@@ -119,6 +120,16 @@ def _check_run_data(name: str, run: dict, datasets: dict) -> None:
             )
 
 
+def _check_names(cfg: dict) -> None:
+    """Every name of the config that becomes a path under results/ (runs, prediction jobs, datasets, splits)."""
+    for section in ("runs", "predict", "datasets"):
+        for name in cfg[section]:
+            check_name(name, f"config error at '{section}'")
+    for ds, d in cfg["datasets"].items():
+        for split in d["splits"]:
+            check_name(split, f"config error at 'datasets/{ds}/splits'")
+
+
 def validate(config: dict, mirror_check: bool = True) -> dict:
     """Return a copy of `config` with defaults filled in; raise ConfigError on the first problem."""
     schema = load_schema()
@@ -127,6 +138,7 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_one_line(errors[0], schema))
+    _check_names(cfg)
     for name, run in cfg["runs"].items():
         for section in ("model", "train", "sample"):  # settings whose default depends on the task
             _fill_task_defaults(schema, section, run[section], run["task"])
@@ -139,6 +151,7 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
     for t in cfg["targets"]:
         if t not in cfg["runs"]:
             raise ConfigError(f"config error at 'targets': '{t}' is not a run; allowed: {', '.join(cfg['runs'])}")
+    check_config_extras(cfg)  # a potential whose package is missing: refused before any job
     if cfg["download_dir"] is None:  # downloads live under the configured results folder
         cfg["download_dir"] = Layout(cfg["results"]).downloads()
     if mirror_check:

@@ -107,3 +107,35 @@ def content_key(value, length: int = 16) -> str:
     """The short sha256 of what a piece of work is made from (JSON, keys sorted, other values by str): the
     one key of sample provenance, resumable partials and relaxation settings."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def check_columns(path, columns, known: dict[str, str]) -> None:
+    """A table a user wrote for the project has only columns the project reads (`known`: name -> what it
+    holds): an unknown one is refused naming the file, the column and the closest known name."""
+    import difflib
+
+    from crystalflow_core.errors import ConfigError
+
+    for col in columns:
+        if col not in known:
+            close = difflib.get_close_matches(col.lower(), list(known), n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}' ({known[close[0]]})?" if close else ""
+            raise ConfigError(f"{path}: unknown column '{col}'{hint} (columns: {', '.join(known)})")
+
+
+def table_number(path, row, column: str, text, cast=float):
+    """`text` of a cell as a number (`cast`), or one line naming file, row and column (a unit, a word)."""
+    from crystalflow_core.errors import ConfigError
+
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise ConfigError(
+            f"{path}, row {row}, column '{column}': '{text}' is not a number (give the number alone, "
+            "in the column's unit)"
+        ) from None
+    if cast is int:
+        if value != int(value):
+            raise ConfigError(f"{path}, row {row}, column '{column}': '{text}' is not a whole number")
+        return int(value)
+    return cast(value)

@@ -3,7 +3,24 @@ take their paths from here; arguments may be Snakemake wildcards ("{run}") as we
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from crystalflow_core.errors import ConfigError
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def check_name(name, where: str) -> str:
+    """A name that becomes a folder or file under results/ (a run, a prediction job, a dataset, a split):
+    letters, digits, `_`, `-` and `.`, not `.` or `..`; anything else is refused in one line naming `where`."""
+    text = str(name) if name is not None else ""
+    if not _NAME.fullmatch(text) or text in (".", ".."):
+        raise ConfigError(
+            f"{where}: {text!r} cannot name a folder under results/: use letters, digits, '_', '-' and '.' "
+            "(no '/', no '..', not empty)"
+        )
+    return text
 
 
 @dataclass(frozen=True)

@@ -3,43 +3,204 @@ a featurizer, a CHGNet calculator) from a factory and serves tasks from a queue.
 
 `fork_map` runs `factory()(jobs[i])` for every i on forked workers that inherit `jobs` (nothing large
 is pickled, only indices and results); `serve_map` runs `factory()(task)` on spawned workers that
-receive each task through a queue (for libraries that must not be forked, such as CHGNet/torch)."""
+receive each task through a queue (for libraries that must not be forked, such as CHGNet/torch).
+
+Both share one pool (`_pool`) that cannot hang and leaves nothing behind:
+- a worker that cannot start (its factory raises) ends the pool at once with the factory's message;
+- a worker that dies (a signal, `os.abort`, an exit without its result) is seen within a second; a death by
+  a signal is retried once in a fresh worker (logged), a second death ends the pool with the reason;
+- every exit of the pool (done, error, SIGTERM/SIGINT/SIGHUP of this process, see `stop_on_signals`)
+  terminates, then kills, every worker, and never waits on a queue nobody reads;
+- a worker whose parent died (even by SIGKILL) ends by itself within a second (a liveness thread).
+"""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import queue
+import signal
+import threading
+import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+from crystalflow_core.errors import Interrupted, WorkerError
 
-def _get(results, procs):
-    """The next result; an error if every worker has died (a crash that could not report)."""
-    while True:
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0  # how often the pool looks at its workers while it waits for a result
+
+
+def signal_reason(code: int | None) -> str:
+    """What a worker's exit code says: 'killed by signal 9 (out of memory?)', 'exit code 3'."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        sig = -code
         try:
-            return results.get(timeout=5)
-        except queue.Empty:
-            if not any(p.is_alive() for p in procs):
-                codes = [p.exitcode for p in procs]
-                raise RuntimeError(f"all worker processes ended without finishing (exit codes {codes})") from None
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        hint = " (out of memory?)" if sig == signal.SIGKILL else " (a crash in native code?)" if sig in (6, 11) else ""
+        return f"killed by signal {sig} ({name}){hint}"
+    return f"exit code {code}"
 
 
-def _fork_worker(factory, jobs, tasks, results):
+def _watch_parent(parent: int) -> None:
+    """End this worker when its parent is gone (reparented: the pool's process died without cleaning up)."""
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True, name="parent-liveness").start()
+
+
+def _worker(make_fn, wid: int, parent: int, inbox, results):
+    """One worker: build the function, say so, then serve the (index, payload) tasks the pool hands it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pool's to handle: it ends the workers
+    _watch_parent(parent)
     try:
-        fn = factory()
-    except Exception:  # pragma: no cover - reported to the parent
-        results.put((-1, None, traceback.format_exc()))
+        fn = make_fn()
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent as the reason
+        results.put(("failed", wid, None, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         return
-    while (i := tasks.get()) is not None:
+    results.put(("ready", wid, None, None, None))
+    while True:
+        i, payload = inbox.get()
         try:
-            results.put((i, fn(jobs[i]), None))
-        except Exception:
-            results.put((i, None, traceback.format_exc()))
+            results.put(("done", wid, i, fn(payload), None))
+        except Exception as exc:
+            results.put(("error", wid, i, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
 
 
-def fork_map(factory: Callable[[], Callable], jobs: list, workers: int, progress=None) -> list:
+def _stop(procs) -> None:
+    """Terminate every worker, kill those still there after 3 s; join them all."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.time() + 3
+    for p in procs:
+        p.join(timeout=max(0.05, deadline - time.time()))
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=2)
+
+
+class _Pool:
+    """The state of one pool: the pool hands each worker one task at a time, so it knows what a worker held
+    when it died."""
+
+    def __init__(self, ctx, make_fn, payloads: list, desc: str, retries: int):
+        self.ctx, self.make_fn, self.payloads, self.desc, self.retries = ctx, make_fn, payloads, desc, retries
+        self.results = ctx.Queue()
+        self.procs: dict[int, mp.Process] = {}
+        self.inbox: dict[int, object] = {}
+        self.held: dict[int, int | None] = {}  # worker id -> the task index it holds
+        self.todo = deque(range(len(payloads)))
+        self.gone: set[int] = set()  # workers seen dead (replaced or reported)
+        self.seen: set[int] = set()  # finished task indices
+
+    def start(self, wid: int) -> None:
+        inbox = self.ctx.Queue()
+        inbox.cancel_join_thread()  # never wait at exit to hand a task to a worker that is gone
+        p = self.ctx.Process(target=_worker, args=(self.make_fn, wid, os.getpid(), inbox, self.results), daemon=True)
+        p.start()
+        self.procs[wid], self.inbox[wid], self.held[wid] = p, inbox, None
+
+    def hand_out(self, wid: int) -> None:
+        if self.todo:
+            i = self.todo.popleft()
+            self.held[wid] = i
+            self.inbox[wid].put((i, self.payloads[i]))
+
+    def fail(self, reason: str) -> WorkerError:
+        return WorkerError(f"{self.desc}: a worker {reason} ({len(self.seen)} of {len(self.payloads)} tasks finished)")
+
+    def handle(self, msg) -> tuple | None:
+        """(index, result) of a finished task, None for other messages; raises for a worker's failure."""
+        kind, wid, i, value, tb = msg
+        if kind == "failed":
+            log.debug("%s: worker %d could not start:\n%s", self.desc, wid, tb)
+            raise self.fail(f"could not start: {value}")
+        if kind == "error":
+            log.error("%s: task %d failed:\n%s", self.desc, i, tb)
+            raise self.fail(f"failed on task {i}: {value}")
+        if wid in self.gone:
+            return None
+        self.held[wid] = None
+        self.hand_out(wid)  # "ready" or "done": the worker is free
+        if kind == "done" and i not in self.seen:
+            self.seen.add(i)
+            return i, value
+        return None
+
+    def dead(self) -> list[int]:
+        return [w for w, p in self.procs.items() if w not in self.gone and not p.is_alive()]
+
+    def replace_or_fail(self, wid: int) -> None:
+        """A worker died: a death by a signal is retried once (its task first, in a fresh worker); any
+        other death, or a second, ends the pool."""
+        p = self.procs[wid]
+        p.join(timeout=0.1)
+        self.gone.add(wid)
+        reason, lost = signal_reason(p.exitcode), self.held.get(wid)
+        if p.exitcode is not None and p.exitcode < 0 and self.retries > 0:
+            self.retries -= 1
+            what = f"task {lost}" if lost is not None else "no task"
+            log.warning("%s: worker %d %s (%s lost); retrying in a fresh worker", self.desc, wid, reason, what)
+            if lost is not None and lost not in self.seen:
+                self.todo.appendleft(lost)
+            self.start(max(self.procs) + 1)
+            return
+        raise self.fail(reason)
+
+    def close(self) -> None:
+        _stop(list(self.procs.values()))
+        for q in [self.results, *self.inbox.values()]:
+            q.cancel_join_thread()
+            q.close()
+
+
+def _pool(ctx, make_fn, payloads: list, workers: int, desc: str, retries: int, env: dict | None) -> Iterator:
+    """(index, result) of make_fn()(payloads[i]) for every i, in the order they finish. Workers serve until
+    the pool ends them."""
+    pool = _Pool(ctx, make_fn, payloads, desc, retries)
+    with _environment(env or {}):
+        for wid in range(max(1, min(workers, len(payloads)))):
+            pool.start(wid)
+    try:
+        while len(pool.seen) < len(payloads):
+            try:
+                msg = pool.results.get(timeout=POLL_S)
+            except queue.Empty:
+                for wid in pool.dead():
+                    while True:  # what the dead worker said before it died, first
+                        try:
+                            if (out := pool.handle(pool.results.get(timeout=0.5))) is not None:
+                                yield out
+                        except queue.Empty:
+                            break
+                    pool.replace_or_fail(wid)
+                continue
+            if (out := pool.handle(msg)) is not None:
+                yield out
+    except (Interrupted, KeyboardInterrupt) as exc:
+        exc.add_note(f"{desc}: {len(pool.seen)} of {len(payloads)} tasks finished and kept")
+        raise
+    finally:
+        pool.close()
+
+
+def fork_map(
+    factory: Callable[[], Callable], jobs: list, workers: int, progress=None, desc: str = "worker pool", retries: int = 1
+) -> list:
     """[factory()(job) for job in jobs], in order, on `workers` forked processes (in this process for 1)."""
     if workers <= 1 or len(jobs) < 2:
         fn = factory()
@@ -49,45 +210,34 @@ def fork_map(factory: Callable[[], Callable], jobs: list, workers: int, progress
             if progress is not None:
                 progress.update(1)
         return out
-    ctx = mp.get_context("fork")
-    tasks, results = ctx.Queue(), ctx.Queue()
-    procs = [
-        ctx.Process(target=_fork_worker, args=(factory, jobs, tasks, results), daemon=True) for _ in range(workers)
-    ]
-    for p in procs:
-        p.start()
-    for i in range(len(jobs)):
-        tasks.put(i)
-    for _ in procs:
-        tasks.put(None)
     out: list = [None] * len(jobs)
-    try:
-        for _ in range(len(jobs)):
-            i, res, err = _get(results, procs)
-            if err is not None:
-                raise RuntimeError(f"worker failed on job {i}:\n{err}")
-            out[i] = res
-            if progress is not None:
-                progress.update(1)
-    finally:
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()
+    make = _IndexedFactory(factory, jobs)
+    for i, res in _pool(mp.get_context("fork"), make, list(range(len(jobs))), workers, desc, retries, None):
+        out[i] = res
+        if progress is not None:
+            progress.update(1)
     return out
 
 
-def _spawn_worker(factory, args, tasks, results):
-    try:
-        fn = factory(*args)
-    except Exception:  # pragma: no cover - reported to the parent
-        results.put((None, traceback.format_exc()))
-        return
-    while (task := tasks.get()) is not None:
-        try:
-            results.put((fn(task), None))
-        except Exception:
-            results.put((None, traceback.format_exc()))
+class _IndexedFactory:
+    """For forked workers: factory()(jobs[i]) called with i (the jobs are inherited, never pickled)."""
+
+    def __init__(self, factory, jobs):
+        self.factory, self.jobs = factory, jobs
+
+    def __call__(self):
+        fn, jobs = self.factory(), self.jobs
+        return lambda i: fn(jobs[i])
+
+
+class _Factory:
+    """factory(*args), picklable for spawned workers."""
+
+    def __init__(self, factory, args):
+        self.factory, self.args = factory, args
+
+    def __call__(self):
+        return self.factory(*self.args)
 
 
 @contextmanager
@@ -105,32 +255,44 @@ def _environment(env: dict):
                 os.environ[k] = v
 
 
-def serve_map(factory: Callable, args: tuple, tasks: Iterable, workers: int, env: dict | None = None) -> Iterator:
+def serve_map(
+    factory: Callable,
+    args: tuple,
+    tasks: Iterable,
+    workers: int,
+    env: dict | None = None,
+    desc: str = "worker pool",
+    retries: int = 1,
+) -> Iterator:
     """Results of factory(*args)(task) for every task, in the order they finish, on spawned workers.
     `factory` must be importable (a module-level function or class). `env`: environment variables of the
-    workers only (set while they start, this process's own restored)."""
+    workers only (set while they start, this process's own restored). `desc` names the stage in errors."""
     tasks = list(tasks)
-    ctx = mp.get_context("spawn")
-    tq, rq = ctx.Queue(), ctx.Queue()
-    procs = [
-        ctx.Process(target=_spawn_worker, args=(factory, args, tq, rq), daemon=True)
-        for _ in range(max(1, min(workers, len(tasks))))
-    ]
-    with _environment(env or {}):
-        for p in procs:
-            p.start()
-    for t in tasks:
-        tq.put(t)
-    for _ in procs:
-        tq.put(None)
+    for _, res in _pool(mp.get_context("spawn"), _Factory(factory, args), tasks, workers, desc, retries, env):
+        yield res
+
+
+_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def _raise_interrupted(signum, _frame):
+    raise Interrupted(signum)
+
+
+@contextmanager
+def stop_on_signals():
+    """SIGTERM and SIGHUP raise `Interrupted` in this (main) thread while the block runs, as SIGINT raises
+    KeyboardInterrupt: every pool's `finally` then ends its workers, and finished work stays in its files."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {}
+    for name in _SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            saved[sig] = signal.signal(sig, _raise_interrupted)
     try:
-        for _ in range(len(tasks)):
-            res, err = _get(rq, procs)
-            if err is not None:
-                raise RuntimeError(f"worker failed:\n{err}")
-            yield res
+        yield
     finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.terminate()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -31,8 +31,7 @@ from pathlib import Path
 import torch
 
 
-class UnsafeFileError(ValueError):
-    """A torch file that holds a class outside the allow-list (one line: the file and the class)."""
+from crystalflow_core.errors import UnsafeFileError  # noqa: F401 - raised here, defined with the others
 
 
 # (module, name) of every class beyond torch's own weights-only set that a real file may hold

@@ -11,7 +11,8 @@ from __future__ import annotations
 import gzip
 import logging
 import math
-import multiprocessing as mp
+import difflib
+import os
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from crystalflow_core.crystals.elements import MAX_Z, is_supported
 from crystalflow_core.crystals.lattice import lattice_to_k
 from crystalflow_core.errors import DataError
 from crystalflow_core.io import atomic_path, sha256_file
+from crystalflow_core.parallel import serve_map
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 4  # 3: physical bounds, duplicates among parsed rows, key without the worker count; 4: CIF cells
@@ -115,6 +117,11 @@ class PhysicalBounds:
             raise ValueError(f"atoms {dmin:.3g} A apart, below {self.min_distance} A")
 
 
+def _row_parser():
+    """A worker's function: a chunk of rows parsed."""
+    return lambda chunk: [_parse_row(job) for job in chunk]
+
+
 def _parse_row(args):
     idx, cif, niggli, bounds = args
     try:
@@ -174,12 +181,25 @@ def _cached(out_path: Path, fingerprint: dict) -> dict | None:
     return cached if cached.get("fingerprint") == fingerprint else None
 
 
+# a dataset CSV may name a condition as the rest of the project does (pressure_gpa) or as the authors' data
+# does (pressure): condition name -> the accepted other name
+CONDITION_ALIASES = {"pressure": "pressure_gpa"}
+
+
 def _read_rows(csv_path: Path, settings: PrepareSettings) -> tuple[list[str], list[str], np.ndarray]:
     """(ids, CIFs, condition values per row) of a split, checked for columns, rows and numbers."""
     df = read_table(csv_path)
+    for cond, alias in CONDITION_ALIASES.items():  # the project's name of a quantity, for the authors' name
+        if cond in settings.conditions and cond not in df.columns and alias in df.columns:
+            df = df.rename(columns={alias: cond})
     for col in [settings.id_column, settings.cif_column, *settings.conditions]:
         if col not in df.columns:
-            raise DataError(f"{csv_path}: missing column '{col}' (has: {', '.join(df.columns)})")
+            close = difflib.get_close_matches(col, list(df.columns), n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise DataError(f"{csv_path}: missing column '{col}'{hint} (has: {', '.join(df.columns)})")
+    unused = [c for c in df.columns if c not in (settings.id_column, settings.cif_column, *settings.conditions)]
+    if unused:
+        log.info("%s: columns this run does not use: %s", csv_path, ", ".join(map(str, unused)))
     if settings.max_rows:
         df = df.iloc[: settings.max_rows]
     if len(df) == 0:
@@ -202,11 +222,12 @@ def _parse_rows(cifs: list[str], cond: np.ndarray, settings: PrepareSettings) ->
             rejected.append({"row": i, "reason": "missing condition value"})
         else:
             jobs.append((i, cif, settings.niggli, settings.bounds))
-    workers = settings.workers or mp.cpu_count()
+    workers = settings.workers or os.cpu_count() or 1
     results = {}
     if workers > 1 and len(jobs) > 200:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for idx, ok, err in pool.imap_unordered(_parse_row, jobs, chunksize=64):
+        chunks = [jobs[i : i + 64] for i in range(0, len(jobs), 64)]
+        for part in serve_map(_row_parser, (), chunks, workers, desc="parsing CIFs"):
+            for idx, ok, err in part:
                 results[idx] = (ok, err)
     else:
         for job in jobs:

@@ -241,7 +241,9 @@ def csp_rms_table(
     _check_protocol(protocol)
     jobs = list(zip(gts, candidates))
     workers = workers or os.cpu_count() or 1
-    return fork_map(partial(Matcher, stol, ltol, angle_tol, protocol), jobs, workers if len(jobs) >= 50 else 1)
+    return fork_map(
+        partial(Matcher, stol, ltol, angle_tol, protocol), jobs, workers if len(jobs) >= 50 else 1, desc="matching"
+    )
 
 
 def _best(vals: list) -> float | None:
@@ -293,7 +295,7 @@ def metre_rms_table(gts: list, pool: list, tol: tuple, workers: int, protocol: s
     idx = [by_comp.get(_reduced_counts(gt), []) for gt in gts]
     jobs = [(gt, [pool[j] for j in js]) for gt, js in zip(gts, idx)]
     workers = workers or os.cpu_count() or 1
-    rms = fork_map(partial(Matcher, *tol, protocol), jobs, workers if len(jobs) >= 50 else 1)
+    rms = fork_map(partial(Matcher, *tol, protocol), jobs, workers if len(jobs) >= 50 else 1, desc="matching")
     return list(zip(idx, rms))
 
 
@@ -357,7 +359,7 @@ def fingerprints_all(structures: list, workers: int = 0, progress: bool = False)
 
     workers = workers or os.cpu_count() or 1
     with tqdm(total=len(structures), disable=not progress, desc="fingerprints", mininterval=5) as bar:
-        res = fork_map(Fingerprinter, list(structures), workers if len(structures) >= 20 else 1, bar)
+        res = fork_map(Fingerprinter, list(structures), workers if len(structures) >= 20 else 1, bar, desc="fingerprints")
     sfp = np.full((len(res), STRUCT_FP_DIM), np.nan)
     cfp = np.full((len(res), COMP_FP_DIM), np.nan)
     for i, (a, b) in enumerate(res):

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from crystalflow_core.errors import ConfigError
+from crystalflow_core.io import check_columns, table_number
+
 
 def _first(folder: Path, name: str) -> Path | None:
     for p in (folder / name, folder / f"{name}.gz"):
@@ -272,6 +275,26 @@ def rms_displacement(a, b) -> float:
     return float(np.sqrt((cart**2).sum(axis=1).mean()))
 
 
+# the columns of a DFT energy table (one name per quantity, as in every table of the project)
+ENERGY_COLUMNS = {
+    "id": "the structure's id",
+    "energy": "total energy, eV",
+    "energy_per_atom": "energy per atom, eV/atom",
+    "cif": "the DFT-relaxed structure",
+    "converged": "true/false",
+    "ionic_steps": "ionic steps of the relaxation",
+}
+
+
+def _flag(path, row, text) -> bool:
+    t = str(text).strip().lower()
+    if t in ("true", "1", "yes"):
+        return True
+    if t in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"{path}, row {row}, column 'converged': '{text}' is not true or false")
+
+
 def read_energies(path) -> dict[str, dict]:
     """Energies supplied from elsewhere: id -> {energy (total eV), structure (Structure or None), extras}.
 
@@ -284,26 +307,30 @@ def read_energies(path) -> dict[str, dict]:
         import pandas as pd
         from pymatgen.core import Structure
 
-        df = pd.read_csv(path, dtype={"id": str})
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
         if "id" not in df or not ({"energy", "energy_per_atom"} & set(df.columns)):
-            raise ValueError(f"{path}: needs columns id and energy (or energy_per_atom); has {', '.join(df.columns)}")
+            raise ConfigError(
+                f"{path}: needs columns id and energy (or energy_per_atom); has {', '.join(df.columns)}"
+            )
+        check_columns(path, list(df.columns), ENERGY_COLUMNS)
         for i, r in df.iterrows():
+            row = i + 2  # the file's line: the header is line 1
             s = None
-            if "cif" in df and isinstance(r["cif"], str) and r["cif"].strip():
+            if "cif" in df and r["cif"].strip():
                 try:
                     s = Structure.from_str(r["cif"], fmt="cif")
                 except Exception as exc:
-                    raise ValueError(f"{path}, row {i + 2} (id {r['id']}): unreadable CIF ({exc})") from exc
-            e = r.get("energy", math.nan)
-            rec = {"energy": float(e) if pd.notna(e) else math.nan, "structure": s}
+                    raise ConfigError(f"{path}, row {row} (id {r['id']}): unreadable CIF ({exc})") from exc
+            cell = lambda col: table_number(path, row, col, r[col]) if col in df and r[col].strip() else math.nan  # noqa: E731
+            rec = {"energy": cell("energy"), "structure": s}
             if not np.isfinite(rec["energy"]):
-                per = r.get("energy_per_atom", math.nan)
-                rec["energy_per_atom"] = float(per) if pd.notna(per) else math.nan
-            for extra in ("converged", "ionic_steps"):
-                if extra in df and pd.notna(r[extra]):
-                    rec[extra] = r[extra]
+                rec["energy_per_atom"] = cell("energy_per_atom")
+            if "converged" in df and r["converged"].strip():
+                rec["converged"] = _flag(path, row, r["converged"])
+            if "ionic_steps" in df and r["ionic_steps"].strip():
+                rec["ionic_steps"] = table_number(path, row, "ionic_steps", r["ionic_steps"], int)
             if r["id"] in out:
-                raise ValueError(f"{path}, row {i + 2}: id {r['id']} appears twice")
+                raise ConfigError(f"{path}, row {row}: id {r['id']} appears twice")
             out[r["id"]] = rec
         return out
     if path.suffix == ".extxyz" or path.name.endswith(".xyz"):
@@ -313,14 +340,14 @@ def read_energies(path) -> dict[str, dict]:
         for k, atoms in enumerate(read(path, index=":", format="extxyz")):
             sid = atoms.info.get("id")
             if sid is None:
-                raise ValueError(f"{path}, frame {k}: no 'id' in the frame's info line")
+                raise ConfigError(f"{path}, frame {k}: no 'id' in the frame's info line")
             try:
                 e = float(atoms.get_potential_energy())
             except Exception:
                 e = float(atoms.info.get("energy", math.nan))
             out[str(sid)] = {"energy": e, "structure": AseAtomsAdaptor.get_structure(atoms)}
         return out
-    raise ValueError(f"{path}: energies must be a .csv or .extxyz file")
+    raise ConfigError(f"{path}: energies must be a .csv or .extxyz file")
 
 
 def supplied_jobs(supplied: dict, relaxed: dict, source: str, correction: str) -> list[dict]:

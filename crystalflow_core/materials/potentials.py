@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from crystalflow_core.extras import POTENTIAL_PACKAGES
+
 MP2020 = "mp2020"
 RAW = "raw"
 ENERGY_SCALES = {
@@ -50,8 +52,8 @@ def check_scale(scale: str, what: str) -> str:
 
 
 POTENTIALS = {
-    "chgnet": Potential("chgnet", MP2020, "MPtrj (labels: MP2020-corrected GGA/GGA+U energies)", "chgnet", "0.3.0"),
-    "sevennet": Potential("sevennet", RAW, "MPtrj (labels: uncorrected GGA/GGA+U energies)", "sevenn", "7net-0"),
+    "chgnet": Potential("chgnet", MP2020, "MPtrj (labels: MP2020-corrected GGA/GGA+U energies)", POTENTIAL_PACKAGES["chgnet"], "0.3.0"),
+    "sevennet": Potential("sevennet", RAW, "MPtrj (labels: uncorrected GGA/GGA+U energies)", POTENTIAL_PACKAGES["sevennet"], "7net-0"),
 }
 
 

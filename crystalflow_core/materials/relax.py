@@ -31,6 +31,7 @@ from tqdm import tqdm
 from crystalflow_core.crystals.crystal import unphysical_reason
 from crystalflow_core.io import append_jsonl, read_jsonl, resume_jsonl
 from crystalflow_core.materials.potentials import potential
+from crystalflow_core.errors import Interrupted, WorkerError
 from crystalflow_core.parallel import serve_map
 
 log = logging.getLogger(__name__)
@@ -291,12 +292,21 @@ def potential_pool(worker, settings: dict, tasks: list, workers: int, out_path, 
     if not tasks:
         return
     n = sum(len(t) if isinstance(t, list) else 1 for t in tasks)
-    with tqdm(total=n, desc=desc, disable=not progress, mininterval=5) as bar:
-        for recs in serve_map(worker, (settings,), tasks, max(1, min(workers, len(tasks))), env=ONE_THREAD):
-            recs = recs if isinstance(recs, list) else [recs]
-            for rec in recs:
-                append_jsonl(out_path, rec)
-            bar.update(len(recs))
+    kept = 0
+    try:
+        with tqdm(total=n, desc=desc, disable=not progress, mininterval=5) as bar:
+            pool = serve_map(worker, (settings,), tasks, max(1, min(workers, len(tasks))), env=ONE_THREAD, desc=desc)
+            for recs in pool:
+                recs = recs if isinstance(recs, list) else [recs]
+                for rec in recs:
+                    append_jsonl(out_path, rec)
+                kept += len(recs)
+                bar.update(len(recs))
+    except WorkerError as exc:  # what the rerun will not redo
+        raise WorkerError(f"{exc}: {kept} of {n} structures kept in {out_path}; a rerun continues") from exc
+    except (Interrupted, KeyboardInterrupt) as exc:
+        exc.add_note(f"{kept} of {n} structures kept in {out_path}")
+        raise
 
 
 class RelaxWorker(PotentialWorker):

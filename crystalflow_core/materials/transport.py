@@ -476,7 +476,8 @@ def screen_many(jobs: list[tuple], settings: ScreenSettings, partial: Path, work
     with tqdm(total=len(jobs), desc="migration graphs", mininterval=5) as bar:
         for i in range(0, len(jobs), chunk):
             part = jobs[i : i + chunk]
-            rows = fork_map(lambda: ScreenWorker(settings), [(h["id"], s, ions) for h, s, ions in part], workers)
+            jobs_part = [(h["id"], s, ions) for h, s, ions in part]
+            rows = fork_map(lambda: ScreenWorker(settings), jobs_part, workers, desc="migration graphs")
             for (head, _, _), per_ion in zip(part, rows):
                 for row in per_ion:
                     append_jsonl(partial, {**head, **row})

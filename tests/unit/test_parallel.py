@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from crystalflow_core.errors import WorkerError
 from crystalflow_core.parallel import fork_map
 
 
@@ -38,8 +39,8 @@ def _fails_on_three():
 
 
 def test_a_failing_job_is_an_error_naming_it():
-    with pytest.raises(RuntimeError, match=r"job 3[\s\S]*ValueError: three"):
-        fork_map(_fails_on_three, list(range(6)), workers=2)
+    with pytest.raises(WorkerError, match=r"matching: a worker failed on task 3: ValueError: three"):
+        fork_map(_fails_on_three, list(range(6)), workers=2, desc="matching")
 
 
 def _dies():
@@ -50,5 +51,5 @@ def _dies():
 
 
 def test_workers_that_die_are_reported_not_waited_for():
-    with pytest.raises(RuntimeError, match="exit codes"):
+    with pytest.raises(WorkerError, match="a worker exit code 3"):
         fork_map(_dies, list(range(4)), workers=2)
