@@ -34,6 +34,7 @@ from crystalflow_core.logs import setup_logging
 from crystalflow_core.points import parse_point, sampling_points
 from crystalflow_core.registry import Job
 
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         prog="crystalflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

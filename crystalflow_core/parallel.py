@@ -16,10 +16,10 @@ Both share one pool (`_pool`) that cannot hang and leaves nothing behind:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
-import queue
 import signal
 import threading
 import time
@@ -27,6 +27,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from multiprocessing.connection import wait
 
 from crystalflow_core.errors import Interrupted, WorkerError
 
@@ -62,22 +63,26 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-liveness").start()
 
 
-def _worker(make_fn, wid: int, parent: int, inbox, results):
-    """One worker: build the function, say so, then serve the (index, payload) tasks the pool hands it."""
+def _worker(make_fn, wid: int, parent: int, inbox, outbox):
+    """One worker: build the function, say so, then serve the (index, payload) tasks the pool hands it.
+    Each worker has its own pipes: a worker killed mid-write can block nobody else (a shared queue's lock could)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the pool's to handle: it ends the workers
     _watch_parent(parent)
     try:
         fn = make_fn()
     except BaseException as exc:  # noqa: BLE001 - reported to the parent as the reason
-        results.put(("failed", wid, None, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        outbox.send(("failed", None, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         return
-    results.put(("ready", wid, None, None, None))
+    outbox.send(("ready", None, None, None))
     while True:
-        i, payload = inbox.get()
         try:
-            results.put(("done", wid, i, fn(payload), None))
+            i, payload = inbox.recv()
+        except EOFError:  # the pool is gone
+            return
+        try:
+            outbox.send(("done", i, fn(payload), None))
         except Exception as exc:
-            results.put(("error", wid, i, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            outbox.send(("error", i, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
 
 
 def _stop(procs) -> None:
@@ -99,41 +104,43 @@ class _Pool:
 
     def __init__(self, ctx, make_fn, payloads: list, desc: str, retries: int):
         self.ctx, self.make_fn, self.payloads, self.desc, self.retries = ctx, make_fn, payloads, desc, retries
-        self.results = ctx.Queue()
         self.procs: dict[int, mp.Process] = {}
-        self.inbox: dict[int, object] = {}
+        self.pipes: dict[int, tuple] = {}  # worker id -> (the pool's end of its inbox, of its outbox)
         self.held: dict[int, int | None] = {}  # worker id -> the task index it holds
         self.todo = deque(range(len(payloads)))
-        self.gone: set[int] = set()  # workers seen dead (replaced or reported)
+        self.live: set[int] = set()
         self.seen: set[int] = set()  # finished task indices
 
     def start(self, wid: int) -> None:
-        inbox = self.ctx.Queue()
-        inbox.cancel_join_thread()  # never wait at exit to hand a task to a worker that is gone
-        p = self.ctx.Process(target=_worker, args=(self.make_fn, wid, os.getpid(), inbox, self.results), daemon=True)
+        inbox_r, inbox_w = self.ctx.Pipe(duplex=False)
+        outbox_r, outbox_w = self.ctx.Pipe(duplex=False)
+        p = self.ctx.Process(target=_worker, args=(self.make_fn, wid, os.getpid(), inbox_r, outbox_w), daemon=True)
         p.start()
-        self.procs[wid], self.inbox[wid], self.held[wid] = p, inbox, None
+        inbox_r.close()  # the worker's ends: a dead worker then reads as EOF here
+        outbox_w.close()
+        self.procs[wid], self.pipes[wid], self.held[wid] = p, (inbox_w, outbox_r), None
+        self.live.add(wid)
 
     def hand_out(self, wid: int) -> None:
         if self.todo:
             i = self.todo.popleft()
             self.held[wid] = i
-            self.inbox[wid].put((i, self.payloads[i]))
+            # a worker that died meanwhile: its outbox reads as EOF next and the task goes back
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):
+                self.pipes[wid][0].send((i, self.payloads[i]))
 
     def fail(self, reason: str) -> WorkerError:
         return WorkerError(f"{self.desc}: a worker {reason} ({len(self.seen)} of {len(self.payloads)} tasks finished)")
 
-    def handle(self, msg) -> tuple | None:
+    def handle(self, wid: int, msg) -> tuple | None:
         """(index, result) of a finished task, None for other messages; raises for a worker's failure."""
-        kind, wid, i, value, tb = msg
+        kind, i, value, tb = msg
         if kind == "failed":
             log.debug("%s: worker %d could not start:\n%s", self.desc, wid, tb)
             raise self.fail(f"could not start: {value}")
         if kind == "error":
             log.error("%s: task %d failed:\n%s", self.desc, i, tb)
             raise self.fail(f"failed on task {i}: {value}")
-        if wid in self.gone:
-            return None
         self.held[wid] = None
         self.hand_out(wid)  # "ready" or "done": the worker is free
         if kind == "done" and i not in self.seen:
@@ -141,15 +148,14 @@ class _Pool:
             return i, value
         return None
 
-    def dead(self) -> list[int]:
-        return [w for w, p in self.procs.items() if w not in self.gone and not p.is_alive()]
-
     def replace_or_fail(self, wid: int) -> None:
         """A worker died: a death by a signal is retried once (its task first, in a fresh worker); any
         other death, or a second, ends the pool."""
         p = self.procs[wid]
-        p.join(timeout=0.1)
-        self.gone.add(wid)
+        p.join(timeout=2)
+        self.live.discard(wid)
+        for conn in self.pipes[wid]:
+            conn.close()
         reason, lost = signal_reason(p.exitcode), self.held.get(wid)
         if p.exitcode is not None and p.exitcode < 0 and self.retries > 0:
             self.retries -= 1
@@ -161,11 +167,21 @@ class _Pool:
             return
         raise self.fail(reason)
 
+    def messages(self) -> Iterator[tuple]:
+        """(worker id, message or None for a worker that died) as they come, checked every POLL_S."""
+        outboxes = {self.pipes[w][1]: w for w in self.live}
+        for conn in wait(list(outboxes), timeout=POLL_S):
+            wid = outboxes[conn]
+            try:
+                yield wid, conn.recv()
+            except (EOFError, OSError):
+                yield wid, None
+
     def close(self) -> None:
         _stop(list(self.procs.values()))
-        for q in [self.results, *self.inbox.values()]:
-            q.cancel_join_thread()
-            q.close()
+        for wid in self.live:
+            for conn in self.pipes[wid]:
+                conn.close()
 
 
 def _pool(ctx, make_fn, payloads: list, workers: int, desc: str, retries: int, env: dict | None) -> Iterator:
@@ -177,20 +193,11 @@ def _pool(ctx, make_fn, payloads: list, workers: int, desc: str, retries: int, e
             pool.start(wid)
     try:
         while len(pool.seen) < len(payloads):
-            try:
-                msg = pool.results.get(timeout=POLL_S)
-            except queue.Empty:
-                for wid in pool.dead():
-                    while True:  # what the dead worker said before it died, first
-                        try:
-                            if (out := pool.handle(pool.results.get(timeout=0.5))) is not None:
-                                yield out
-                        except queue.Empty:
-                            break
+            for wid, msg in list(pool.messages()):
+                if msg is None:
                     pool.replace_or_fail(wid)
-                continue
-            if (out := pool.handle(msg)) is not None:
-                yield out
+                elif (out := pool.handle(wid, msg)) is not None:
+                    yield out
     except (Interrupted, KeyboardInterrupt) as exc:
         exc.add_note(f"{desc}: {len(pool.seen)} of {len(payloads)} tasks finished and kept")
         raise
@@ -199,7 +206,12 @@ def _pool(ctx, make_fn, payloads: list, workers: int, desc: str, retries: int, e
 
 
 def fork_map(
-    factory: Callable[[], Callable], jobs: list, workers: int, progress=None, desc: str = "worker pool", retries: int = 1
+    factory: Callable[[], Callable],
+    jobs: list,
+    workers: int,
+    progress=None,
+    desc: str = "worker pool",
+    retries: int = 1,
 ) -> list:
     """[factory()(job) for job in jobs], in order, on `workers` forked processes (in this process for 1)."""
     if workers <= 1 or len(jobs) < 2:

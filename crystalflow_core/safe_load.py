@@ -30,9 +30,7 @@ from pathlib import Path
 
 import torch
 
-
 from crystalflow_core.errors import UnsafeFileError  # noqa: F401 - raised here, defined with the others
-
 
 # (module, name) of every class beyond torch's own weights-only set that a real file may hold
 ALLOWED = (

@@ -9,8 +9,40 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 from crystalflow_core.materials.relax import RelaxWorker
+
+TESTS = Path(__file__).resolve().parent
+ENV = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
+
+
+def group_alive(pgid: int) -> list[int]:
+    """Processes of a process group still alive (zombies count as gone)."""
+    alive = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(d.name))
+    return alive
+
+
+def wait_gone(pgid: int, seconds: float) -> list[int]:
+    """The group's processes still alive after up to `seconds`."""
+    deadline = time.time() + seconds
+    while (left := group_alive(pgid)) and time.time() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def cannot_start():
+    """A worker factory that fails as a missing optional package does."""
+    raise ImportError("relax.model sevennet needs the sevenn package: pip install -e '.[sevenn]'")
 
 
 def small_crystals(n: int, seed: int = 0) -> list:

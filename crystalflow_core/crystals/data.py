@@ -8,10 +8,10 @@ are skipped and listed with their reason in the rejected-rows file (``Layout.rej
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import logging
 import math
-import difflib
 import os
 import time
 import warnings

@@ -359,7 +359,9 @@ def fingerprints_all(structures: list, workers: int = 0, progress: bool = False)
 
     workers = workers or os.cpu_count() or 1
     with tqdm(total=len(structures), disable=not progress, desc="fingerprints", mininterval=5) as bar:
-        res = fork_map(Fingerprinter, list(structures), workers if len(structures) >= 20 else 1, bar, desc="fingerprints")
+        res = fork_map(
+            Fingerprinter, list(structures), workers if len(structures) >= 20 else 1, bar, desc="fingerprints"
+        )
     sfp = np.full((len(res), STRUCT_FP_DIM), np.nan)
     cfp = np.full((len(res), COMP_FP_DIM), np.nan)
     for i, (a, b) in enumerate(res):

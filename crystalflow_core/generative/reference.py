@@ -19,12 +19,11 @@ import yaml
 
 from crystalflow_core import safe_load
 from crystalflow_core.config import defaults
-from crystalflow_core.errors import CheckpointImportError
 from crystalflow_core.crystals.elements import GRID, MAX_Z, TABLE_Z, TYPE_DIM
+from crystalflow_core.errors import CheckpointImportError
 from crystalflow_core.generative.network import ModelConfig
 from crystalflow_core.generative.training import MODULE_TRAIN_KEYS, CrystalFlowModule
 from crystalflow_core.io import atomic_path, sha256_file
-
 
 # keys of the reference module that carry no weights of the network (diffusion schedules kept by
 # the authors' class, the lattice-constraint tables, the type table checked separately)

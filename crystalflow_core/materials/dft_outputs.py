@@ -286,6 +286,12 @@ ENERGY_COLUMNS = {
 }
 
 
+def _cell(path, row: int, r, col: str) -> float:
+    """A number of the row, NaN where the column is absent or the cell empty."""
+    text = r.get(col, "")
+    return table_number(path, row, col, text) if text.strip() else math.nan
+
+
 def _flag(path, row, text) -> bool:
     t = str(text).strip().lower()
     if t in ("true", "1", "yes"):
@@ -309,9 +315,7 @@ def read_energies(path) -> dict[str, dict]:
 
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
         if "id" not in df or not ({"energy", "energy_per_atom"} & set(df.columns)):
-            raise ConfigError(
-                f"{path}: needs columns id and energy (or energy_per_atom); has {', '.join(df.columns)}"
-            )
+            raise ConfigError(f"{path}: needs columns id and energy (or energy_per_atom); has {', '.join(df.columns)}")
         check_columns(path, list(df.columns), ENERGY_COLUMNS)
         for i, r in df.iterrows():
             row = i + 2  # the file's line: the header is line 1
@@ -321,10 +325,9 @@ def read_energies(path) -> dict[str, dict]:
                     s = Structure.from_str(r["cif"], fmt="cif")
                 except Exception as exc:
                     raise ConfigError(f"{path}, row {row} (id {r['id']}): unreadable CIF ({exc})") from exc
-            cell = lambda col: table_number(path, row, col, r[col]) if col in df and r[col].strip() else math.nan  # noqa: E731
-            rec = {"energy": cell("energy"), "structure": s}
+            rec = {"energy": _cell(path, row, r, "energy"), "structure": s}
             if not np.isfinite(rec["energy"]):
-                rec["energy_per_atom"] = cell("energy_per_atom")
+                rec["energy_per_atom"] = _cell(path, row, r, "energy_per_atom")
             if "converged" in df and r["converged"].strip():
                 rec["converged"] = _flag(path, row, r["converged"])
             if "ionic_steps" in df and r["ionic_steps"].strip():

@@ -52,8 +52,12 @@ def check_scale(scale: str, what: str) -> str:
 
 
 POTENTIALS = {
-    "chgnet": Potential("chgnet", MP2020, "MPtrj (labels: MP2020-corrected GGA/GGA+U energies)", POTENTIAL_PACKAGES["chgnet"], "0.3.0"),
-    "sevennet": Potential("sevennet", RAW, "MPtrj (labels: uncorrected GGA/GGA+U energies)", POTENTIAL_PACKAGES["sevennet"], "7net-0"),
+    "chgnet": Potential(
+        "chgnet", MP2020, "MPtrj (labels: MP2020-corrected GGA/GGA+U energies)", POTENTIAL_PACKAGES["chgnet"], "0.3.0"
+    ),
+    "sevennet": Potential(
+        "sevennet", RAW, "MPtrj (labels: uncorrected GGA/GGA+U energies)", POTENTIAL_PACKAGES["sevennet"], "7net-0"
+    ),
 }
 
 

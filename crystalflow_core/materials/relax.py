@@ -29,9 +29,9 @@ import numpy as np
 from tqdm import tqdm
 
 from crystalflow_core.crystals.crystal import unphysical_reason
+from crystalflow_core.errors import Interrupted, WorkerError
 from crystalflow_core.io import append_jsonl, read_jsonl, resume_jsonl
 from crystalflow_core.materials.potentials import potential
-from crystalflow_core.errors import Interrupted, WorkerError
 from crystalflow_core.parallel import serve_map
 
 log = logging.getLogger(__name__)
@@ -362,12 +362,13 @@ def _closest_pair(structure) -> float:
 
 
 def relax_many(
-    items: list[tuple], out_path, settings: RelaxSettings, workers: int = 1, progress: bool = True
+    items: list[tuple], out_path, settings: RelaxSettings, workers: int = 1, progress: bool = True, worker=None
 ) -> list[dict]:
     """Relax (id, Structure|None[, pressure GPa]) items, appending one record per structure to `out_path`.
 
     Ids already in `out_path` are skipped (resume). A None structure (flagged sample) is recorded
     as failed without running CHGNet. A pressure given with an item overrides `settings.pressure`.
+    `worker`: the pool's worker class (RelaxWorker; the fault tests' stand-ins).
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -399,7 +400,7 @@ def relax_many(
         b = max(1, min(settings.batch_size, math.ceil(len(todo) / (4 * workers))))
         chunks = [todo[i : i + b] for i in range(0, len(todo), b)]
         potential_pool(
-            RelaxWorker, asdict(settings), chunks, workers, out_path, f"relaxing ({settings.model})", progress
+            worker or RelaxWorker, asdict(settings), chunks, workers, out_path, f"relaxing ({settings.model})", progress
         )
     return read_jsonl(out_path, tolerate_truncated_tail=True)
 

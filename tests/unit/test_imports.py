@@ -10,7 +10,20 @@ PKG = Path(__file__).resolve().parents[2] / "crystalflow_core"
 
 # lowest first; a module may import its own layer's modules and those below
 LAYERS = [
-    {"errors", "entry", "extras", "io", "layout", "logs", "parallel", "safe_load", "sources", "points", "compositions", "config"},
+    {
+        "errors",
+        "entry",
+        "extras",
+        "io",
+        "layout",
+        "logs",
+        "parallel",
+        "safe_load",
+        "sources",
+        "points",
+        "compositions",
+        "config",
+    },
     {"crystals"},
     {"generative", "materials"},
     {"evaluation"},

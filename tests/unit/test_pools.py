@@ -2,7 +2,9 @@
 ends the pool within seconds with the reason; a killed worker is retried once; SIGTERM/SIGHUP/SIGINT of the
 main process and even its SIGKILL leave no worker running."""
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,16 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from pool_faults import ENV, TESTS, group_alive, wait_gone
 
 from crystalflow_core.errors import WorkerError
 from crystalflow_core.parallel import serve_map, signal_reason
-
-TESTS = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
-
-
-def _cannot_start():
-    raise ImportError("relax.model sevennet needs the sevenn package: pip install -e '.[sevenn]'")
 
 
 def _killed_once(marker):
@@ -53,14 +49,13 @@ def test_a_worker_that_cannot_start_ends_the_process_at_once_with_its_message():
     code = (
         "from crystalflow_core.entry import guarded\n"
         "from crystalflow_core.parallel import serve_map\n"
-        "import test_pools\n"
+        "import pool_faults\n"
         "if __name__ == '__main__':\n"
-        "    guarded('crystalflow relax', lambda: list(serve_map(test_pools._cannot_start, (), range(500), 2,"
+        "    guarded('crystalflow relax', lambda: list(serve_map(pool_faults.cannot_start, (), range(500), 2,"
         " desc='relaxing (sevennet)')))\n"
     )
-    env = {**ENV, "PYTHONPATH": f"{TESTS / 'unit'}:{TESTS}"}
     t0 = time.time()
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
     assert time.time() - t0 < 30
     assert p.returncode == 1, p.stderr
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
@@ -79,36 +74,15 @@ def test_a_killed_worker_is_retried_once_and_every_task_finishes_once(tmp_path, 
     assert any("killed by signal 9" in r.message and "retrying" in r.message for r in caplog.records)
 
 
-def test_a_worker_that_crashes_every_time_ends_the_pool_with_the_reason():
+def test_a_worker_that_crashes_every_time_ends_the_pool_with_the_reason(caplog):
     t0 = time.time()
     with pytest.raises(WorkerError) as err:
         list(serve_map(_aborts_on_three, (), range(20), 2, desc="relaxing"))
     assert time.time() - t0 < 30
     assert "relaxing: a worker killed by signal 6 (SIGABRT)" in str(err.value)
-    assert "19 of 20 tasks finished" in str(err.value)  # the retry crashed on the same task
-
-
-def _children_of_group(pgid: int) -> list[int]:
-    """Processes of a process group still alive (zombies count as gone)."""
-    alive = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(d.name))
-    return alive
-
-
-def _wait_gone(pgid: int, seconds: float) -> list[int]:
-    deadline = time.time() + seconds
-    while (left := _children_of_group(pgid)) and time.time() < deadline:
-        time.sleep(0.2)
-    return left
+    assert re.search(r"\((\d+) of 20 tasks finished\)", str(err.value))
+    retried = [r.message for r in caplog.records if "retrying" in r.message]
+    assert len(retried) == 1 and "(task 3 lost)" in retried[0]  # retried once, then the second crash ends it
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
@@ -122,7 +96,7 @@ def test_a_signal_to_the_main_process_ends_every_worker_with_one_line(sig):
     )
     try:
         deadline = time.time() + 30
-        while len(_children_of_group(p.pid)) < 3 and time.time() < deadline:  # main + 2 workers
+        while len(group_alive(p.pid)) < 3 and time.time() < deadline:  # main + 2 workers
             time.sleep(0.2)
         time.sleep(1.5)
         os.kill(p.pid, sig)
@@ -131,7 +105,7 @@ def test_a_signal_to_the_main_process_ends_every_worker_with_one_line(sig):
         last = err.strip().splitlines()[-1]
         assert last.startswith(f"sleep: stopped by {signal.Signals(sig).name}; every worker ended"), err
         assert "tasks finished and kept" in last
-        assert _wait_gone(p.pid, 5) == []
+        assert wait_gone(p.pid, 5) == []
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
@@ -146,14 +120,12 @@ def test_workers_end_by_themselves_when_the_main_process_is_killed():
     )
     try:
         deadline = time.time() + 30
-        while len(_children_of_group(p.pid)) < 3 and time.time() < deadline:
+        while len(group_alive(p.pid)) < 3 and time.time() < deadline:
             time.sleep(0.2)
-        assert len(_children_of_group(p.pid)) >= 3
+        assert len(group_alive(p.pid)) >= 3
         os.kill(p.pid, signal.SIGKILL)  # no handler runs: only the workers' parent-liveness check helps
         p.wait(timeout=10)
-        assert _wait_gone(p.pid, 5) == []
+        assert wait_gone(p.pid, 5) == []
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

@@ -100,7 +100,7 @@ def test_compositions_csv_without_formula_lists_the_columns_found(tmp_path):
 def test_bad_csv_row_is_named(tmp_path):
     p = tmp_path / "c.csv"
     p.write_text("formula,z\nSiO2,3\nNaCl,two\n")
-    with pytest.raises(cfgmod.ConfigError, match=r"c.csv, row 3: z 'two' is not a number"):
+    with pytest.raises(cfgmod.ConfigError, match=r"c.csv, row 3, column 'z': 'two' is not a number"):
         _validated(compositions=str(p))
     p.write_text("formula,z\nSiO2,3\nQq3,1\n")
     with pytest.raises(cfgmod.ConfigError, match=r"c.csv, row 3 \(predict/mine\): 'Qq3' holds an unknown element"):

@@ -10,4 +10,8 @@ from crystalflow_core.registry import Job, run
 if __name__ == "__main__":
     setup_logging(snakemake.log[0])
     # one line in the log for a project error or a cancelled job (SIGTERM): every worker ended first
-    guarded(f"rule {snakemake.rule}", lambda: run(Job.from_snakemake(snakemake)), debug=bool(os.environ.get("CRYSTALFLOW_DEBUG")))
+    guarded(
+        f"rule {snakemake.rule}",
+        lambda: run(Job.from_snakemake(snakemake)),
+        debug=bool(os.environ.get("CRYSTALFLOW_DEBUG")),
+    )
