@@ -26,17 +26,32 @@ def structure_from(d: dict):
 
 
 def min_interatomic_distance(s) -> float:
-    """Shortest distance between two atoms of a periodic structure, an atom and its own images included."""
-    if not len(s):
+    """Shortest distance between two atoms of a periodic structure (a pymatgen Structure), an atom and its
+    own periodic images included (the one definition: every check of the project calls this or
+    `closest_distance`)."""
+    return closest_distance(s.lattice.matrix, s.frac_coords)
+
+
+# lattice vectors among which the shortest is found: the axes and the face diagonals of a skewed cell
+_SELF_IMAGES = np.array(
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]]
+)
+
+
+def closest_distance(matrix, frac_coords) -> float:
+    """Shortest interatomic distance (A) of the cell `matrix` (rows: lattice vectors) with atoms at
+    `frac_coords`: between two atoms under periodic boundaries, or between an atom and its own image;
+    inf for no atoms."""
+    from pymatgen.core import Lattice
+
+    frac = np.asarray(frac_coords, dtype=float).reshape(-1, 3)
+    if not len(frac):
         return math.inf
-    # an atom's own images: the shortest lattice vector, also among the face diagonals of a skewed cell
-    combos = np.array(
-        [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, -1, 0], [1, 0, 1], [1, 0, -1], [0, 1, 1], [0, 1, -1]]
-    )
-    d = float(np.min(np.linalg.norm(s.lattice.get_cartesian_coords(combos), axis=1)))
-    if len(s) > 1:
-        dm = s.distance_matrix
-        d = min(d, float(dm[~np.eye(len(s), dtype=bool)].min()))
+    lattice = Lattice(matrix)
+    d = float(np.min(np.linalg.norm(lattice.get_cartesian_coords(_SELF_IMAGES), axis=1)))
+    if len(frac) > 1:
+        dm = lattice.get_all_distances(frac, frac)
+        d = min(d, float(dm[~np.eye(len(frac), dtype=bool)].min()))
     return d
 
 

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 
 from crystalflow_core import __version__
-from crystalflow_core.crystals.crystal import structure_from
 from crystalflow_core.errors import DamagedFileError, StageError
 from crystalflow_core.evaluation import metrics as M
 from crystalflow_core.generative.sampling import record_problem, record_to_structure
 from crystalflow_core.materials.hull import formation_energy_per_atom, hull_columns, on_hull_scale
 from crystalflow_core.materials.potentials import MP2020, RAW, record_energy_scale, record_potential
+from crystalflow_core.materials.relax import relaxed_structure
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, 
             "stress_pressure_gpa": r.get("stress_pressure_gpa", np.nan),
         }
         s0 = record_to_structure(smp) if smp else None
-        s1 = structure_from(r["final"]) if r.get("final") and not r.get("error") else None  # unphysical: no energy
+        s1 = relaxed_structure(r)  # unphysical: no energy
         try:
             scale = record_energy_scale(r)
             if s0 is not None and "initial_energy_per_atom" in r:
@@ -458,7 +458,7 @@ def _dft_corrected(job: dict, s, energy: float) -> tuple[float, str]:
 def _dft_row(job: dict, chg, s_chg, refs: dict, hull) -> tuple[dict, object]:
     """One DFT job's row and its final structure (None where it has no energy to use)."""
     from crystalflow_core.materials.dft_outputs import rms_displacement
-    from crystalflow_core.materials.relax import EV_PER_A3_PER_GPA
+    from crystalflow_core.materials.relax import enthalpy_per_atom
 
     sid, rec, s = job["id"], job["rec"], job.get("structure")
     s = s if s is not None else (job["entry"].structure if job.get("entry") is not None else None)
@@ -486,7 +486,7 @@ def _dft_row(job: dict, chg, s_chg, refs: dict, hull) -> tuple[dict, object]:
     n = len(s)
     row["energy_per_atom"] = energy / n
     if rec.get("pstress_kbar"):
-        row["enthalpy_per_atom"] = (energy + rec["pstress_kbar"] / 10 * EV_PER_A3_PER_GPA * s.volume) / n
+        row["enthalpy_per_atom"] = enthalpy_per_atom(energy, s.volume, rec["pstress_kbar"] / 10, n)
     corrected, why = _dft_corrected(job, s, energy)
     if why:
         row["reason"] = "; ".join(filter(None, [row["reason"], why]))

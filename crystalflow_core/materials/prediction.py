@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from crystalflow_core.compositions import Target
+from crystalflow_core.materials.relax import finished
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def candidate_table(targets: list[Target], samples: list[dict], relaxed: list[di
         )
         for k in RELAXATION_COLUMNS:
             row[k] = r.get(k, np.nan)
-        if r.get("final") and not r.get("error"):
+        if finished(r):
             s = structure_from(r["final"])
             finals[smp["id"]] = s
             row["density"] = float(s.density)
@@ -327,7 +328,7 @@ def symmetrise(structure, symprec: float, settings, calc) -> tuple:
     except Exception as exc:
         return structure, {"symmetry_note": f"not refined ({type(exc).__name__})"}
     rec = relax_structure(refined, settings, calc=calc, fix_symmetry=1e-3)
-    if rec.get("error") or not rec.get("final"):
+    if not finished(rec):
         return structure, {"symmetry_note": f"symmetrised relaxation failed: {rec.get('error', '')}"}
     final = structure_from(rec["final"])
     sg, _ = spacegroup(final, 1e-3)
@@ -380,7 +381,7 @@ def enthalpy_scan(polymorphs: list[tuple], pressures: list[float], settings, cal
         s = s0
         for p in sorted(pressures):
             rec = relax_structure(s, replace(settings, pressure=float(p), record_energies=False), calc=calc)
-            ok = not rec.get("error") and rec.get("final")
+            ok = finished(rec)
             if ok:
                 s = structure_from(rec["final"])
             rows.append(

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from crystalflow_core.crystals.crystal import unphysical_reason
+from crystalflow_core.crystals.crystal import min_interatomic_distance, unphysical_reason
 from crystalflow_core.errors import Interrupted, WorkerError
 from crystalflow_core.io import append_jsonl, read_jsonl, resume_jsonl
 from crystalflow_core.materials.potentials import potential
@@ -37,6 +37,24 @@ from crystalflow_core.parallel import serve_map
 log = logging.getLogger(__name__)
 CHGNET = potential("chgnet")  # the paper's relaxer and the default (`relax.model`)
 EV_PER_A3_PER_GPA = 1.0 / 160.21766208  # 1 GPa in eV/A^3
+
+
+def finished(rec: dict) -> bool:
+    """A relaxation that finished: it has a final structure and no error (an unphysical result, a time-out
+    or a crash keeps its error). The one rule of every stage that reads relaxation records."""
+    return bool(rec.get("final")) and not rec.get("error")
+
+
+def relaxed_structure(rec: dict):
+    """The final pymatgen Structure of a finished relaxation, None for any other record."""
+    from crystalflow_core.crystals.crystal import structure_from
+
+    return structure_from(rec["final"]) if finished(rec) else None
+
+
+def enthalpy_per_atom(energy: float, volume: float, pressure_gpa: float | None, n: int) -> float:
+    """H / N = (E + PV) / N in eV/atom: total energy E (eV), cell volume V (A^3), pressure P (GPa)."""
+    return (energy + (pressure_gpa or 0.0) * EV_PER_A3_PER_GPA * volume) / n
 
 
 @dataclass
@@ -170,7 +188,7 @@ def _record_final(rec: dict, atoms, settings: RelaxSettings) -> None:
     n = len(atoms)
     e, vol = float(atoms.get_potential_energy()), float(atoms.get_volume())
     rec["energy_per_atom"] = e / n
-    rec["enthalpy_per_atom"] = (e + settings.pressure * EV_PER_A3_PER_GPA * vol) / n
+    rec["enthalpy_per_atom"] = enthalpy_per_atom(e, vol, settings.pressure, n)
     rec["volume"] = vol
     rec["pressure_gpa"] = settings.pressure
     rec["stress_pressure_gpa"] = _pressure_gpa(atoms.get_stress(voigt=True))
@@ -207,7 +225,7 @@ def relax_structure(
     rec = {"converged": False, "error": "", "steps": 0, **potential_fields(potential(settings.model))}
     try:
         with _time_limit(settings.timeout):
-            d = _closest_pair(structure)
+            d = min_interatomic_distance(structure)
             if d < settings.min_distance:
                 raise ValueError(f"atoms {d:.2f} A apart (< {settings.min_distance} A)")
             atoms = AseAtomsAdaptor.get_atoms(structure)
@@ -224,7 +242,7 @@ def relax_structure(
             p = settings.pressure * EV_PER_A3_PER_GPA
             e0 = float(atoms.get_potential_energy())
             rec["initial_energy_per_atom"] = e0 / n
-            rec["initial_enthalpy_per_atom"] = (e0 + p * float(atoms.get_volume())) / n
+            rec["initial_enthalpy_per_atom"] = enthalpy_per_atom(e0, float(atoms.get_volume()), settings.pressure, n)
             # the generated cell's own pressure, before any relaxation (the paper's Fig. 2a measure)
             rec["initial_stress_pressure_gpa"] = _pressure_gpa(atoms.get_stress(voigt=True))
             target = FrechetCellFilter(atoms, scalar_pressure=p) if settings.relax_cell else atoms
@@ -235,7 +253,8 @@ def relax_structure(
                 def observe():
                     e = float(atoms.get_potential_energy())
                     trace.append(e / n)
-                    h_trace.append((e + p * float(atoms.get_volume())) / n)  # what the optimiser minimises
+                    # what the optimiser minimises
+                    h_trace.append(enthalpy_per_atom(e, float(atoms.get_volume()), settings.pressure, n))
 
                 opt.attach(observe)
             rec["converged"] = bool(opt.run(fmax=settings.fmax, steps=settings.steps))
@@ -320,7 +339,7 @@ class RelaxWorker(PotentialWorker):
     def __call__(self, chunk) -> list[dict]:
         base = self.settings
         preds = [None] * len(chunk)
-        ok = [i for i, (_, s, _) in enumerate(chunk) if _closest_pair(s) >= base.min_distance]
+        ok = [i for i, (_, s, _) in enumerate(chunk) if min_interatomic_distance(s) >= base.min_distance]
         ok = ok if self.model is not None else []  # a batched static evaluation: CHGNet's
         try:  # the batched step gets one structure's time budget ...
             with _time_limit(base.timeout):
@@ -352,13 +371,6 @@ def potential_fields(pot) -> dict:
         "potential_model": pot.model,
         "energy_scale": pot.energy_scale,
     }
-
-
-def _closest_pair(structure) -> float:
-    """Shortest interatomic distance (periodic images included), inf for a single atom."""
-    if len(structure) < 2:
-        return float("inf")
-    return float((structure.distance_matrix + np.eye(len(structure)) * 1e6).min())
 
 
 def relax_many(
@@ -423,7 +435,7 @@ class StaticWorker(PotentialWorker):
                 atoms.calc = self.calc
                 n, e = len(atoms), float(atoms.get_potential_energy())
                 rec["energy_per_atom"] = e / n
-                rec["enthalpy_per_atom"] = (e + (pressure or 0.0) * EV_PER_A3_PER_GPA * atoms.get_volume()) / n
+                rec["enthalpy_per_atom"] = enthalpy_per_atom(e, atoms.get_volume(), pressure, n)
                 if not np.isfinite(e):
                     raise FloatingPointError("non-finite energy")
             except Exception as exc:  # a structure the potential cannot take: recorded, the others go on
@@ -459,7 +471,7 @@ def second_opinion(items: list[tuple], section: dict, name: str, workers: int = 
             settings = RelaxSettings.from_section(section, model=name, record_energies=False)
             out = {r["id"]: r for r in relax_many(items, Path(tmp) / "second.jsonl", settings, workers)}
         for r in out.values():
-            if r.get("final") and not r.get("error"):
+            if finished(r):
                 r["structure"] = structure_from(r["final"])
             else:
                 r["error"] = r.get("error") or "not relaxed"

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crystalflow_core.crystals.crystal import closest_distance
 from crystalflow_core.io import read_jsonl, resume_jsonl
 from crystalflow_core.materials.relax import PotentialWorker, potential_pool
 
@@ -242,9 +243,9 @@ def run_md(structure, temperature: float, settings: MDSettings, calc, traj_path)
                 raise MDBlowUp(
                     f"total energy drifted {(e - e0) / n:+.2f} eV/atom by step {step} (bound {settings.max_drift})"
                 )
-            d = atoms.get_all_distances(mic=True) + np.eye(n) * 1e6
-            if d.min() < settings.min_distance:
-                raise MDBlowUp(f"atoms {d.min():.2f} A apart at step {step} (< {settings.min_distance} A)")
+            d = closest_distance(atoms.cell.array, atoms.get_scaled_positions())
+            if d < settings.min_distance:
+                raise MDBlowUp(f"atoms {d:.2f} A apart at step {step} (< {settings.min_distance} A)")
             temps.append(atoms.get_temperature())
             write(partial, atoms, format="extxyz", append=True)
             rec["steps_done"] = step

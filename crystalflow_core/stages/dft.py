@@ -6,9 +6,9 @@ import logging
 
 import pandas as pd
 
-from crystalflow_core.crystals.crystal import structure_from
 from crystalflow_core.io import read_jsonl
 from crystalflow_core.materials.dft_inputs import emit_vasp_inputs, select_for_dft
+from crystalflow_core.materials.relax import finished, relaxed_structure
 from crystalflow_core.stages.common import ensure_writable, require
 
 log = logging.getLogger("crystalflow")
@@ -19,7 +19,7 @@ def dft(run: dict, relaxed: list[str], stab_csv: str, outdir: str, manifest: str
     ensure_writable(manifest)
     rel = {r["id"]: r for p in relaxed for r in read_jsonl(p)}
     sel = select_for_dft(pd.read_csv(stab_csv), run["dft"]["max_e_hull"], run["dft"]["max_structures"])
-    items = [(sid, structure_from(rel[sid]["final"])) for sid in sel["id"] if rel.get(sid, {}).get("final")]
+    items = [(sid, relaxed_structure(rel[sid])) for sid in sel["id"] if finished(rel.get(sid, {}))]
     emit_vasp_inputs(
         items,
         outdir,
@@ -55,7 +55,7 @@ def dft_results(
     require(manifest, stab_csv, *relaxed, *novelty_pts, *([energies] if energies else []))
     ensure_writable(out)
     d = run["dft"]
-    rel = {r["id"]: structure_from(r["final"]) for p in relaxed for r in read_jsonl(p) if r.get("final")}
+    rel = {r["id"]: relaxed_structure(r) for p in relaxed for r in read_jsonl(p) if finished(r)}
     jobs = []
     if energies:
         try:

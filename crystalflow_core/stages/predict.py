@@ -424,7 +424,7 @@ def predict_dft_results(manifest: str, ranked_csv: str, out: str, running_minute
     the DFT energy and enthalpy per atom (PSTRESS from the job) and the rank by DFT enthalpy among the
     converged ones of its composition and pressure, beside the CHGNet rank."""
     from crystalflow_core.materials.dft_outputs import read_job
-    from crystalflow_core.materials.relax import EV_PER_A3_PER_GPA
+    from crystalflow_core.materials.relax import enthalpy_per_atom
 
     require(manifest, ranked_csv)
     ensure_writable(out)
@@ -448,7 +448,7 @@ def predict_dft_results(manifest: str, ranked_csv: str, out: str, running_minute
             n = len(s)
             row["energy_per_atom"] = rec["energy"] / n
             p_gpa = rec.get("pstress_kbar", 0.0) / 10.0
-            row["enthalpy_per_atom"] = (rec["energy"] + p_gpa * EV_PER_A3_PER_GPA * s.volume) / n
+            row["enthalpy_per_atom"] = enthalpy_per_atom(rec["energy"], s.volume, p_gpa, n)
         rows.append(row)
     df = pd.DataFrame(
         rows,

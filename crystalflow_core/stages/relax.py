@@ -7,13 +7,12 @@ import logging
 import time
 from dataclasses import asdict
 
-from crystalflow_core.crystals.crystal import structure_from
 from crystalflow_core.crystals.data import cache_structures, load_cache
 from crystalflow_core.evaluation.summaries import check_relaxations_belong, committee_columns, stability_table
 from crystalflow_core.generative.sampling import record_to_structure, shard_slice
 from crystalflow_core.io import atomic_path, content_key, read_jsonl, write_jsonl_atomic
 from crystalflow_core.materials.hull import build_hull, load_elemental_refs
-from crystalflow_core.materials.relax import RelaxSettings, relax_many, second_opinion
+from crystalflow_core.materials.relax import RelaxSettings, finished, relax_many, relaxed_structure, second_opinion
 from crystalflow_core.sources import elemental_refs_path
 from crystalflow_core.stages.common import ensure_writable, require, resumable
 
@@ -73,11 +72,7 @@ def stability(  # noqa: PLR0913  (the run's inputs, its output and its workers)
     df = stability_table(samples_by_id, rel, refs, hull, novelty)
     committee = run["relax"]["committee"]
     if committee:
-        items = [
-            (d["id"], structure_from(d["final"]), d.get("pressure_gpa") or 0.0)
-            for d in rel
-            if d.get("final") and not d.get("error")
-        ]
+        items = [(d["id"], relaxed_structure(d), d.get("pressure_gpa") or 0.0) for d in rel if finished(d)]
         second = second_opinion(items, run["relax"], committee[1], workers)
         df = committee_columns(df, committee[1], second, refs, hull, run["relax"]["committee_threshold"])
         log.info(

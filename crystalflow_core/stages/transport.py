@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from crystalflow_core.crystals.crystal import safe_names, structure_from
+from crystalflow_core.crystals.crystal import safe_names
 from crystalflow_core.evaluation.metrics import invalid_reason
 from crystalflow_core.evaluation.summaries import check_relaxations_belong
 from crystalflow_core.io import append_jsonl, atomic_path, content_key, read_jsonl, resume_jsonl, write_jsonl_atomic
+from crystalflow_core.materials.relax import finished, relaxed_structure
 from crystalflow_core.materials.transport import (
     SCREEN_COLUMNS,
     MDSettings,
@@ -37,7 +38,7 @@ log = logging.getLogger("crystalflow")
 
 def _finished_structures(recs: list[dict]) -> dict:
     """id -> relaxed Structure of every relaxation record that finished without error."""
-    return {r["id"]: structure_from(r["final"]) for r in recs if r.get("final") and not r.get("error")}
+    return {r["id"]: relaxed_structure(r) for r in recs if finished(r)}
 
 
 def _relaxed_structures(relaxed: list[str]) -> dict:
