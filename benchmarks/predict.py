@@ -108,10 +108,15 @@ def search(cfg, job, model, generator: str, work: Path, largest: int, seed: int,
     t1 = time.time()
     predict_relax(job, samples, 0, 1, relaxed[0], workers)
     t2 = time.time()
-    outs = [L.predict_candidates("bench"), L.predict_ranked("bench"), L.predict_cifs("bench")]
-    outs += [L.predict_extxyz("bench"), L.predict_phase_diagram("bench")]
-    predict_rank(cfg, "bench", job, samples, relaxed, *outs)
-    return outs, (t1 - t0, t2 - t1, time.time() - t2)
+    out = {
+        "candidates": L.predict_candidates("bench"),
+        "ranked": L.predict_ranked("bench"),
+        "cif": L.predict_cifs("bench"),
+        "extxyz": L.predict_extxyz("bench"),
+        "phase": L.predict_phase_diagram("bench"),
+    }
+    predict_rank(cfg, "bench", job, samples, relaxed, out, workers)
+    return list(out.values()), (t1 - t0, t2 - t1, time.time() - t2)
 
 
 def score(known, outs, candidates: int, label: str, times) -> None:

@@ -7,6 +7,7 @@ Errors are raised as ConfigError with one line naming the key and the allowed va
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import jsonschema
@@ -247,6 +248,13 @@ def canonical(value):
 def dataset_tag(name: str) -> str:
     """mp_20 -> mp20 (the prefix of results/{tag}_{task}_metrics.csv)."""
     return name.replace("_", "")
+
+
+def workers_for(section: dict, threads: int) -> int:
+    """Worker processes of a job of a potential or a screen (the one rule, in the workflow, on a cluster and
+    at the command line): the section's `workers`, else the job's threads (a Snakemake job's; the command
+    line's --threads), else every core this process may use."""
+    return section["workers"] or threads or len(os.sched_getaffinity(0)) or 1
 
 
 def stability_relax(run: dict) -> bool:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crystalflow_core.config import dataset_tag, pressure_relax, stability_relax, transport_screen
+from crystalflow_core.config import dataset_tag, pressure_relax, stability_relax, transport_screen, workers_for
 from crystalflow_core.layout import Layout
 from crystalflow_core.points import sampling_points
 from crystalflow_core.sources import local_source, split_source
@@ -110,14 +110,6 @@ def _S():
     from crystalflow_core import stages
 
     return stages
-
-
-def _workers(section: dict, threads: int) -> int:
-    """Worker processes of a potential's or a screening job: the section's `workers`, else the job's threads
-    (a Snakemake job's; the command line's --threads, 0: every core), in the workflow and the CLI alike."""
-    import os
-
-    return section["workers"] or threads or len(os.sched_getaffinity(0)) or 1
 
 
 def _parent(path: str) -> str:
@@ -344,17 +336,16 @@ def _targets_table_inputs(j: Job) -> dict:
 
 
 def _predict_search_call(j: Job, i: dict, o: dict) -> None:
-    workers = _workers(j.p["relax"], j.threads)
+    workers = workers_for(j.p["relax"], j.threads)
     _S().predict_search(j.cfg, j.job, j.p, i["model"], o["samples"], o["relaxed"], j.threads, workers)
 
 
 def _predict_rank_call(j: Job, i: dict, o: dict) -> None:
-    outs = (o["candidates"], o["ranked"], o["cif"], o["extxyz"], o["phase"])
-    _S().predict_rank(j.cfg, j.job, j.p, i["samples"], i["relaxed"], *outs)
+    _S().predict_rank(j.cfg, j.job, j.p, i["samples"], i["relaxed"], o, workers_for(j.p["relax"], j.threads))
 
 
 def _transport_md_call(j: Job, i: dict, o: dict) -> None:
-    shards, workers = j.r["transport"]["md"]["shards"], _workers(j.r["transport"], j.threads)
+    shards, workers = j.r["transport"]["md"]["shards"], workers_for(j.r["transport"], j.threads)
     _S().transport_md(j.r, i["screen"], i["relaxed"], j.shard, shards, o["md"], o["trajectories"], workers)
 
 
@@ -421,7 +412,7 @@ STAGES: dict[str, Stage] = {
         inputs=lambda j: {"samples": j.L.samples(j.run, j.point)},
         outputs=lambda j: {"relaxed": j.L.relaxed(j.run, j.point, j.shard)},
         call=lambda j, i, o: _S().relax(
-            j.r, i["samples"], j.shard, j.r["relax"]["shards"], o["relaxed"], _workers(j.r["relax"], j.threads)
+            j.r, i["samples"], j.shard, j.r["relax"]["shards"], o["relaxed"], workers_for(j.r["relax"], j.threads)
         ),
         shards=lambda j: j.r["relax"]["shards"],
         kept=lambda j: _partials(j.L.relaxed(j.run, j.point, j.shard)),
@@ -430,7 +421,7 @@ STAGES: dict[str, Stage] = {
         inputs=lambda j: {"samples": j.L.samples(j.run, j.point), "relaxed": relax_shards(j), "novelty": _novelty(j)},
         outputs=lambda j: {"stability": j.L.stability(j.run, j.point)},
         call=lambda j, i, o: _S().stability(
-            j.cfg, j.r, i["samples"], i["relaxed"], i["novelty"], o["stability"], _workers(j.r["relax"], j.threads)
+            j.cfg, j.r, i["samples"], i["relaxed"], i["novelty"], o["stability"], workers_for(j.r["relax"], j.threads)
         ),
         report={"stability": ("Stability", "{run} s{steps}", STABILITY_CAPTION)},
     ),
@@ -468,7 +459,7 @@ STAGES: dict[str, Stage] = {
             i["stability"],
             o["screen"],
             j.cfg["metrics"]["protocol"],
-            _workers(j.r["transport"], j.threads),
+            workers_for(j.r["transport"], j.threads),
         ),
         kept=lambda j: _partials(j.L.transport_screen(j.run, j.point)),
     ),
@@ -522,7 +513,7 @@ STAGES: dict[str, Stage] = {
         inputs=lambda j: {"samples": predict_sample_shards(j)},
         outputs=lambda j: {"relaxed": j.L.predict_relaxed(j.job, j.shard)},
         call=lambda j, i, o: _S().predict_relax(
-            j.p, i["samples"], j.shard, j.p["relax"]["shards"], o["relaxed"], _workers(j.p["relax"], j.threads)
+            j.p, i["samples"], j.shard, j.p["relax"]["shards"], o["relaxed"], workers_for(j.p["relax"], j.threads)
         ),
         shards=lambda j: 0 if j.p["until"] else j.p["relax"]["shards"],
         kept=lambda j: _partials(j.L.predict_relaxed(j.job, j.shard)),

@@ -156,7 +156,7 @@ def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shard
 
 
 def predict_search(
-    cfg: dict, name: str, job: dict, ckpt: str, samples_out: str, relaxed_out: str, threads: int = 0, workers: int = 0
+    cfg: dict, name: str, job: dict, ckpt: str, samples_out: str, relaxed_out: str, threads: int = 0, workers: int = 1
 ):
     """Structure prediction as a search (AIRSS's stopping rule): rounds of `until.round` candidates per
     composition and pressure, each sampled, relaxed and ranked with those before, until the lowest-enthalpy
@@ -195,7 +195,7 @@ def predict_search(
                 (i, record_to_structure(samples[i]), samples[i]["pressure_gpa"])
                 for i in (it["id"] for it in this_round)
             ]
-            rel = relax_many(todo, partial, rsettings, workers=workers or 1, progress=False)
+            rel = relax_many(todo, partial, rsettings, workers=workers, progress=False)
             current = [samples[i] for i in sorted(used)]  # kept samples of later rounds wait for their round
             cands, finals = candidate_table(targets, current, [d for d in rel if d["id"] in used], job["symprec"])
             _, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
@@ -226,7 +226,7 @@ def predict_search(
         write_jsonl_atomic(relaxed_out, done)
 
 
-def predict_relax(job: dict, samples: list[str], shard: int, shards: int, out: str, workers: int = 0):
+def predict_relax(job: dict, samples: list[str], shard: int, shards: int, out: str, workers: int = 1):
     """CHGNet relaxation of this shard's candidates, each at its target's pressure, with the energy at
     every optimiser step; resumable, and relaxations of unchanged candidates are kept when a job grows."""
     require(*samples)
@@ -242,7 +242,7 @@ def predict_relax(job: dict, samples: list[str], shard: int, shards: int, out: s
         log.info("%s is current (these candidates, these settings): kept", out)
         return
     items = [(r["id"], record_to_structure(r), r["pressure_gpa"]) for r in todo]
-    relax_records(todo, items, settings, out, workers or job["relax"]["workers"] or 1)
+    relax_records(todo, items, settings, out, workers)
     new = {d["id"]: d for d in read_jsonl(out)}
     if kept:
         log.info("kept %d relaxations of unchanged candidates", len(kept))
@@ -260,20 +260,12 @@ def _read_job_records(samples: list[str], relaxed: list[str]) -> tuple[list[dict
     return smp, rel
 
 
-def predict_rank(
-    cfg: dict,
-    name: str,
-    job: dict,
-    samples: list[str],
-    relaxed: list[str],
-    candidates_out: str,
-    ranked_out: str,
-    cif_dir: str,
-    extxyz_out: str,
-    phase_out: str,
-):
+def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: list[str], out: dict, workers: int = 1):
     """Per candidate and per distinct polymorph; CIFs of the `top_n` ranks; every relaxed candidate in one
-    extxyz."""
+    extxyz. `out`: the stage's outputs by name (candidates, ranked, cif, extxyz, phase)."""
+    candidates_out, ranked_out, cif_dir, extxyz_out, phase_out = (
+        out[k] for k in ("candidates", "ranked", "cif", "extxyz", "phase")
+    )
     require(*samples, *relaxed)
     ensure_writable(candidates_out, ranked_out, extxyz_out, Path(cif_dir) / "probe")
     targets = job_targets(cfg, name, job)
@@ -284,7 +276,7 @@ def predict_rank(
         ranked = _with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
     calc = PotentialWorker(job["relax"]["model"]).calc if len(ranked) else None
     ranked = _write_symmetrised_cifs(job, ranked, finals, Path(cif_dir), calc)
-    ranked = _committee(job, ranked, finals, name)
+    ranked = _committee(job, ranked, finals, name, workers)
     _write_extxyz(cands, finals, extxyz_out)
     with atomic_path(phase_out) as tmp:
         _phase_diagram(job, ranked, finals, calc).to_csv(tmp, index=False)
@@ -305,7 +297,7 @@ def predict_rank(
         )
 
 
-def _committee(job: dict, ranked: pd.DataFrame, finals: dict, name: str) -> pd.DataFrame:
+def _committee(job: dict, ranked: pd.DataFrame, finals: dict, name: str, workers: int) -> pd.DataFrame:
     """With `relax.committee`: the top polymorphs re-ranked under the second potential, flags where the two
     disagree (committee_ranks)."""
     committee = job["relax"]["committee"]
@@ -313,7 +305,7 @@ def _committee(job: dict, ranked: pd.DataFrame, finals: dict, name: str) -> pd.D
         return ranked
     top = ranked[ranked["rank"] <= job["top_n"]]
     items = [(r["best_id"], finals[r["best_id"]], float(r["pressure_gpa"])) for _, r in top.iterrows()]
-    second = second_opinion(items, job["relax"], committee[1], job["relax"]["workers"] or 1)
+    second = second_opinion(items, job["relax"], committee[1], workers)
     ranked = committee_ranks(ranked, committee[1], second, job["top_n"], job["relax"]["committee_threshold"])
     n_changed, n_dis = int(ranked["committee_rank_changed"].sum()), int(ranked["committee_disagrees"].sum())
     log.info("predict/%s committee %s: %d ranks change, %d disagree", name, "+".join(committee), n_changed, n_dis)

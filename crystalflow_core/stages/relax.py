@@ -29,7 +29,7 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
     recs = shard_slice(recs, shard, shards)
     per_item = "pressure" in run["conditions"]  # pressure-conditioned run: relax at each sample's target
     items = [(rec["id"], record_to_structure(rec), rec["condition"]["pressure"] if per_item else None) for rec in recs]
-    relax_records(recs, items, RelaxSettings.from_section(r), out, workers or r["workers"] or 1)
+    relax_records(recs, items, RelaxSettings.from_section(r), out, workers)
 
 
 def relax_key(settings: RelaxSettings) -> str:

@@ -5,6 +5,7 @@
 import math
 
 from crystalflow_core.compositions import job_targets, n_groups
+from crystalflow_core.config import workers_for
 
 
 def gpus(wildcards, rule_name: str) -> int:
@@ -40,7 +41,7 @@ def relax_runtime(rule_name: str):
 
     def f(wildcards, threads):
         section = PREDICT[wildcards.job]["relax"] if rule_name == "predict_relax" else RUNS[wildcards.run]["relax"]
-        workers = section["workers"] or threads
+        workers = workers_for(section, threads)
         minutes = _structures_per_shard(rule_name, wildcards) * section["timeout"] / max(1, workers) / 60
         return min(CLUSTER["max_runtime_minutes"], math.ceil(minutes) + CLUSTER["relax_runtime_margin_minutes"])
 
