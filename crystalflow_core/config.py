@@ -257,6 +257,16 @@ def workers_for(section: dict, threads: int) -> int:
     return section["workers"] or threads or len(os.sched_getaffinity(0)) or 1
 
 
+def committee_second(relax: dict) -> str | None:
+    """The committee's second potential of a validated relax section (`relax.committee[1]`), None without one."""
+    return relax["committee"][1] if relax["committee"] else None
+
+
+def committees(cfg: dict) -> dict[str, str]:
+    """run -> the second potential of every run with a committee."""
+    return {name: committee_second(run["relax"]) for name, run in cfg["runs"].items() if run["relax"]["committee"]}
+
+
 def stability_relax(run: dict) -> bool:
     """DNG runs: samples are relaxed, then stability (hull, SUN) and DFT inputs follow."""
     return run["task"] == "dng" and run["relax"]["enabled"]

@@ -22,7 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crystalflow_core.config import dataset_tag, pressure_relax, stability_relax, transport_screen, workers_for
+from crystalflow_core.config import (
+    committees,
+    dataset_tag,
+    pressure_relax,
+    stability_relax,
+    transport_screen,
+    workers_for,
+)
 from crystalflow_core.layout import Layout
 from crystalflow_core.points import sampling_points
 from crystalflow_core.sources import local_source, split_source
@@ -308,19 +315,7 @@ def _report_inputs(j: Job) -> dict:
 def _report_call(j: Job, i: dict, o: dict) -> None:
     from crystalflow_core.evaluation.report import write_report
 
-    write_report(
-        i["tables"],
-        i["stability"],
-        str(Path(o["report"]).parent),
-        o["report"],
-        o["table1"],
-        o["table3"],
-        targets=i["targets"],
-        transport=i["transport"],
-        dft=i["dft"],
-        table2=o["table2"],
-        predict=i["predict"],
-    )
+    write_report(i, o, committees(j.cfg))
 
 
 def _table_inputs(j: Job) -> dict:

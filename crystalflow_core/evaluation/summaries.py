@@ -232,7 +232,7 @@ def wdist_reference_count(n_test: int, settings: MetricSettings) -> int:
     return min(n_test, max(settings.n_property_samples * 5, 5000))
 
 
-def stability_summary(st: pd.DataFrame, pressure_run: bool) -> dict:
+def stability_summary(st: pd.DataFrame, pressure_run: bool, second: str | None = None) -> dict:
     """SUN rates of a stability table (denominator: every relaxed sample, stated as n_relaxed)."""
     row = {
         "n_relaxed": int(len(st)),
@@ -250,7 +250,7 @@ def stability_summary(st: pd.DataFrame, pressure_run: bool) -> dict:
     row["mean_e_hull_ev_atom"] = float(np.nanmean(st["e_hull"])) if st["e_hull"].notna().any() else float("nan")
     if "potential" in st and len(st):  # the potential of every energy in the row (one per table)
         row["potential"], row["potential_version"] = str(st["potential"].iloc[0]), str(st["potential_version"].iloc[0])
-    row.update(committee_summary(st))
+    row.update(committee_summary(st, second))
     row["relax_convergence_pct"] = 100.0 * float(st["converged"].astype(bool).mean()) if len(st) else float("nan")
     if "steps" in st:  # Table 2's "ionic steps", for CHGNet: mean optimiser steps of the converged
         conv = st[st["converged"].astype(bool)]
@@ -402,15 +402,14 @@ def committee_columns(st: pd.DataFrame, name: str, second: dict, refs: dict, hul
     return st
 
 
-def committee_summary(st: pd.DataFrame) -> dict:
-    """Stable / metastable / S.U.N. rates under the second potential and under both (agreed), the spread."""
-    cols = [c for c in st.columns if c.startswith("e_hull_") and c not in ("e_hull_spread", "e_hull_agreed")]
-    if "e_hull_agreed" not in st or not cols:
+def committee_summary(st: pd.DataFrame, second: str | None) -> dict:
+    """Stable / metastable / S.U.N. rates under the second potential (`second`, the config's
+    relax.committee[1]) and under both (agreed), the spread."""
+    if second is None:
         return {}
-    second = cols[0].removeprefix("e_hull_")
     unique, new, n = st["unique"].to_numpy(bool), st["new"].to_numpy(bool), len(st)
     row = {"committee": f"{st['potential'].iloc[0] if len(st) else ''}+{second}"}
-    for label, column in ((second, cols[0]), ("agreed", "e_hull_agreed")):
+    for label, column in ((second, f"e_hull_{second}"), ("agreed", "e_hull_agreed")):
         s = M.sun_summary(st[column].to_numpy(float), unique, new, n)
         row.update({f"{k.removesuffix('_pct')}_{label}_pct": s[k] for k in ("stable_pct", "metastable_pct", "sun_pct")})
     spread = st["e_hull_spread"].to_numpy(float)

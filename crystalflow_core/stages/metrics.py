@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from crystalflow_core.config import committee_second
 from crystalflow_core.crystals.data import cache_structures, load_cache
 from crystalflow_core.evaluation.metrics import fingerprints_all
 from crystalflow_core.evaluation.summaries import (
@@ -111,7 +112,8 @@ def dng_metrics(  # noqa: PLR0913  (every input of the DNG metric stage, each op
     targets = []
     if stab_csv:
         st = pd.read_csv(stab_csv)
-        row.update(stability_summary(st, bool(run["relax"]["pressure"] or "pressure" in run["conditions"])))
+        pressure_run = bool(run["relax"]["pressure"] or "pressure" in run["conditions"])
+        row.update(stability_summary(st, pressure_run, committee_second(run["relax"])))
         if run["conditions"]:
             targets = [{**head, **t} for t in target_rows(st, run["conditions"][0])]
     if transport_csv:

@@ -475,7 +475,7 @@ def predict_report(
     plots: str,
 ):
     """The job's report section, its pictures in `plots` (a folder beside it)."""
-    from crystalflow_core.evaluation.report import predict_section
+    from crystalflow_core.evaluation.prediction_report import predict_section
 
     require(candidates_csv, ranked_csv, phase_csv, *relaxed)
     ensure_writable(out_md)

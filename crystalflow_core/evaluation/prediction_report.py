@@ -1,0 +1,232 @@
+"""A prediction job's section of the report: cells searched, what ranked, the stopping rule, the phase
+diagram, and its pictures (Fig. 2c and 2d, the delta-H ladder, the committee's parity)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crystalflow_core.config import committee_second
+from crystalflow_core.evaluation.paper_tables import fmt
+from crystalflow_core.evaluation.plots import figure
+
+
+def predict_section(
+    name: str, job: dict, cands: pd.DataFrame, ranked: pd.DataFrame, phase: pd.DataFrame, traces: dict, outdir: Path
+) -> str:
+    """Report section of one prediction job: per composition and pressure the candidates' fate and the
+    ranked polymorphs; pictures in `outdir` (a folder beside the section's markdown): enthalpy against
+    optimiser step (the paper's Fig. 2c), enthalpy
+    distributions of every candidate before and after relaxation (Fig. 2d), the generated cells' pressure against the
+    target when the job has several pressures (Fig. 2a), and a delta-H ladder of the best ranks."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    model = f"run {job['run']}" if job["run"] else f"checkpoint {job['checkpoint']}"
+    aware = cands["pressure_aware"].dropna().astype(bool) if "pressure_aware" in cands else pd.Series([], dtype=bool)
+    pressures = sorted(cands["pressure_gpa"].dropna().unique())
+    note = ""
+    if any(pressures) and not aware.any():
+        note = (
+            " The model is not conditioned on pressure: its candidates were sampled as at any pressure and only "
+            "the relaxation knows the target."
+        )
+    lines = [
+        f"## Structure prediction: {name}",
+        "",
+        f"{model}, {job['method']} S={job['steps']}, {job['n_candidates']} candidates per composition and "
+        f"pressure (spread over the cell sizes z), CHGNet relaxation (fmax {job['relax']['fmax']} eV/A, at most "
+        f"{job['relax']['steps']} steps) at the target pressure; polymorphs by StructureMatcher "
+        f"(ltol {job['dedupe']['ltol']}, stol {job['dedupe']['stol']}, angle_tol {job['dedupe']['angle_tol']}), "
+        f"ranked by enthalpy per atom across z; only physical{'' if job['rank_unconverged'] else ', converged'} "
+        f"structures rank.{note}",
+        "",
+        "| composition, pressure | cells searched | candidates | flagged | unphysical or failed | converged (%) | "
+        "mean steps (converged) | ranked | distinct polymorphs | best: space group (symmetrised / tight) | "
+        "best H (eV/atom) | best found (times) | stopping rule |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    until = job.get("until")
+    for group, g in cands.groupby("group", sort=True):
+        failed = g[g["error"].fillna("") != ""]
+        conv = g[g["converged"].astype(bool)]
+        r = ranked[ranked["group"] == group]
+        best = r.iloc[0] if len(r) else None
+        sg = f"{best.get('spacegroup_symmetrised') or '-'} / {best['spacegroup_tight']}" if best is not None else "-"
+        cells = ", ".join(sorted(set(g["cell"].astype(str)), key=len)) if "cell" in g else ""
+        lines.append(
+            f"| {group} | {cells} | {len(g)} | {int((g['flag'].fillna('') != '').sum())} | {len(failed)} | "
+            f"{fmt(100.0 * len(conv) / len(g) if len(g) else float('nan'), 1)} | "
+            f"{fmt(float(conv['steps'].mean()) if len(conv) else float('nan'), 1)} | "
+            f"{int((g['status'] == 'ranked').sum()) if 'status' in g else '-'} | {len(r)} | {sg} | "
+            f"{fmt(best['enthalpy_per_atom'], 4) if best is not None else '-'} | "
+            f"{int(best['n_candidates']) if best is not None else 0} | {_rule(until, best)} |"
+        )
+    lines += [
+        "",
+        "For comparison, the paper's DFT local optimisation of 200 SiO2 candidates (z = 3, 0 GPa): convergence "
+        "100 %, mean ionic steps 35.65 at S = 100 (Table 2; DFT, not CHGNet).",
+        "",
+    ]
+    for group, r in ranked.groupby("group", sort=True):
+        lines += [
+            f"### {group}",
+            "",
+            "| rank | delta-H (meV/atom) | H (eV/atom) | space group tight / loose | symmetrised: space group, "
+            "delta H (meV/atom) | candidates | z found | best id | E_hull (eV/atom; hull) | CIF |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for _, x in r.head(max(job["top_n"], 5)).iterrows():
+            sym = x.get("spacegroup_symmetrised")
+            sym = f"{sym}, {fmt(x.get('symmetrised_delta_mev'), 1)}" if isinstance(sym, str) and sym else "-"
+            e_hull = fmt(x["e_hull"], 3)
+            if isinstance(x.get("hull"), str) and x["hull"]:
+                e_hull += f" ({x['hull']}{', suspect' if str(x.get('hull_suspect')) == 'True' else ''})"
+            lines.append(
+                f"| {int(x['rank'])} | {fmt(x['delta_h_mev'], 1)} | {fmt(x['enthalpy_per_atom'], 4)} | "
+                f"{x['spacegroup_tight']} / {x['spacegroup_loose']} | {sym} | {int(x['n_candidates'])} | "
+                f"{x['z_found']} | {x['best_id']} | {e_hull} | {x['cif'] if isinstance(x['cif'], str) else ''} |"
+            )
+        lines.append("")
+    lines += _phase_lines(phase, outdir)
+    figs = _predict_figures(cands, ranked, traces, outdir, committee_second(job["relax"]))
+    lines += [f"![{f}]({outdir.name}/{f})" for f in figs]
+    return "\n".join(lines) + "\n"
+
+
+def _rule(until, best) -> str:
+    """Whether a search's stopping rule was met for one composition (best found `found` times)."""
+    if not until:
+        return "- (a batch)"
+    times = int(best["n_candidates"]) if best is not None else 0
+    return f"{'met' if times >= until['found'] else 'not met (budget used)'}: best found {times} of {until['found']}"
+
+
+def _phase_lines(phase: pd.DataFrame, outdir: Path) -> list[str]:
+    """The pressure scan: transitions per composition and H(P) relative to the lowest-pressure ground state."""
+    from crystalflow_core.materials.prediction import transitions
+
+    lines = []
+    for formula, f in phase.groupby("formula", sort=True):
+        found = transitions(f)
+        lines += [f"### Pressure scan: {formula}", ""]
+        lines += [
+            f"- {t['from']} -> {t['to']} at {t['transition_gpa']:.1f} GPa (between {t['between_gpa'][0]:g} and "
+            f"{t['between_gpa'][1]:g} GPa, H interpolated linearly)"
+            for t in found
+        ] or ["- no transition: the same polymorph is lowest at every pressure"]
+        h = f.pivot_table(index="pressure_gpa", columns="polymorph", values="enthalpy_per_atom").sort_index()
+        ref = h.iloc[0].idxmin()
+
+        def draw(ax, h=h, ref=ref, found=found):
+            for col in h.columns:
+                ax.plot(h.index, 1000.0 * (h[col] - h[ref]), "o-", ms=3, label=col)
+            for t in found:
+                ax.axvline(t["transition_gpa"], color="k", lw=0.6, ls="--")
+
+        png = f"phase_{formula}.png"
+        figure(outdir / png, "pressure (GPa)", f"H - H({ref}) (meV/atom)", draw)
+        lines += ["", f"![{png}]({outdir.name}/{png})", ""]
+    return lines
+
+
+def _energy_curves(cands: pd.DataFrame, traces: dict):
+    """Per group: (steps, mean, std, n) of E(step) - E(final) in meV/atom over the converged candidates
+    (each relative to its own local minimum, as the paper's Fig. 2c); a relaxation that ended stays at
+    its final energy."""
+    out = {}
+    done = cands[cands["converged"].astype(bool) & (cands["error"].fillna("") == "")]
+    for group, g in done.groupby("group", sort=True):
+        tr = [np.asarray(traces[i], float) for i in g["id"] if i in traces and len(traces[i]) > 1]
+        if not tr:
+            continue
+        n = max(len(t) for t in tr)
+        rel = np.array([np.pad(t - t[-1], (0, n - len(t))) for t in tr]) * 1000.0
+        out[group] = (np.arange(n), rel.mean(axis=0), rel.std(axis=0), len(tr))
+    return out
+
+
+def _predict_figures(
+    cands: pd.DataFrame, ranked: pd.DataFrame, traces: dict, outdir: Path, second: str | None
+) -> list[str]:
+    made = []
+    curves = _energy_curves(cands, traces)
+    if curves:
+
+        def draw_curves(ax):
+            for group, (x, m, sd, n) in curves.items():
+                line = ax.plot(x, m, label=f"{group} ({n})")[0]
+                ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.2)
+            ax.set_yscale("symlog", linthresh=1.0)
+
+        ylabel = "H - H_final (meV/atom; H = E + PV), converged, mean +- sd"
+        figure(outdir / "energy_vs_step.png", "optimiser step", ylabel, draw_curves)
+        made.append("energy_vs_step.png")
+    both = cands[cands["initial_enthalpy_per_atom"].notna() & cands["enthalpy_per_atom"].notna()]
+    if len(both):
+
+        def draw_hist(ax):  # every candidate: log-spaced bins from 1 meV/atom to the largest
+            for group, g in both.groupby("group", sort=True):
+                lo = float(g["enthalpy_per_atom"].min())
+                dh = [np.maximum(g[c] - lo, 1e-3) for c in ("initial_enthalpy_per_atom", "enthalpy_per_atom")]
+                bins = np.geomspace(1e-3, max(0.01, float(max(x.max() for x in dh))) * 1.01, 40)
+                ax.hist(dh[0], bins=bins, alpha=0.5, label=f"{group} generated")
+                ax.hist(dh[1], bins=bins, alpha=0.5, label=f"{group} relaxed")
+            ax.set_xscale("log")
+
+        xlabel = "H - H_best relaxed (eV/atom); every candidate, below 1 meV/atom drawn at 1 meV/atom"
+        figure(outdir / "enthalpy_hist.png", xlabel, "candidates", draw_hist)
+        made.append("enthalpy_hist.png")
+    stress = cands[cands["initial_stress_pressure_gpa"].notna()]
+    if stress["pressure_gpa"].nunique() > 1:
+
+        def draw_stress(ax):
+            ax.plot(stress["pressure_gpa"], stress["initial_stress_pressure_gpa"], "o", ms=3, alpha=0.6)
+            lim = [float(stress["pressure_gpa"].min()), float(stress["pressure_gpa"].max())]
+            ax.plot(lim, lim, "k-", lw=0.8)
+
+        figure(
+            outdir / "stress_vs_target.png",
+            "target pressure (GPa)",
+            "CHGNet pressure, generated cell (GPa)",
+            draw_stress,
+        )
+        made.append("stress_vs_target.png")
+    if len(ranked):
+
+        def draw_ladder(ax):
+            groups = sorted(ranked["group"].unique())
+            for gi, group in enumerate(groups):
+                top = ranked[ranked["group"] == group].head(8)
+                for _, r in top.iterrows():
+                    ax.hlines(r["delta_h_mev"], gi - 0.3, gi + 0.3, lw=2)
+                    ax.annotate(
+                        f"{int(r['rank'])} {r['spacegroup_tight']}",
+                        (gi + 0.32, r["delta_h_mev"]),
+                        fontsize=6,
+                        va="center",
+                    )
+            ax.set_xticks(range(len(groups)), groups, fontsize=7)
+            ax.set_xlim(-0.6, len(groups) - 0.1)
+
+        figure(outdir / "delta_h_ladder.png", "composition, pressure", "delta-H to the best (meV/atom)", draw_ladder)
+        made.append("delta_h_ladder.png")
+    return made + _delta_h_parity(ranked, outdir, second)
+
+
+def _delta_h_parity(ranked: pd.DataFrame, outdir: Path, name: str | None) -> list[str]:
+    """Delta-H of the top polymorphs under the committee's second potential (`name`, the job's
+    relax.committee[1]) against the relaxer's."""
+    second = [f"delta_h_{name}_mev"]
+    if name is None or second[0] not in ranked or not ranked[second[0]].notna().any():
+        return []
+
+    def draw(ax):
+        flag = ranked["committee_disagrees"].astype(bool)
+        for mask, label, marker in ((~flag, "agree", "o"), (flag, "disagree", "x")):
+            ax.plot(ranked.loc[mask, "delta_h_mev"], ranked.loc[mask, second[0]], marker, ms=4, ls="", label=label)
+        hi = float(np.nanmax(ranked[["delta_h_mev", second[0]]].to_numpy(float)))
+        ax.plot([0, hi], [0, hi], "k-", lw=0.6)
+
+    figure(outdir / "committee_parity.png", "delta-H, relaxer (meV/atom)", f"delta-H, {name} (meV/atom)", draw)
+    return ["committee_parity.png"]
