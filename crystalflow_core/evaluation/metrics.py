@@ -499,11 +499,15 @@ def unique_new_flags(structures: list, reference: list):
     return np.array(unique, bool), np.array(new, bool)
 
 
+# eV/atom: a structure this close to the hull (or below) counts as metastable (the paper's M.S.U.N.)
+METASTABLE_E_HULL = 0.1
+
+
 def sun_summary(e_hull: np.ndarray, unique: np.ndarray, new: np.ndarray, n_total: int) -> dict:
     """Rates over all generated structures (n_total); NaN e_hull (failed/unknown) counts as unstable."""
     e = np.asarray(e_hull, float)
     stable = np.nan_to_num(e, nan=np.inf) <= 0.0
-    meta = np.nan_to_num(e, nan=np.inf) <= 0.1
+    meta = np.nan_to_num(e, nan=np.inf) <= METASTABLE_E_HULL
     pct = lambda m: 100.0 * float(np.sum(m)) / n_total if n_total else 0.0
     return {
         "stable_pct": pct(stable),

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from crystalflow_core.layout import Layout
+from crystalflow_core.materials.hull import SUSPECT_BELOW
 
 # Paper Table 1 (CrystalFlow, S = 100): dataset -> k -> (MR %, RMSE)
 PAPER_CSP = {
@@ -103,7 +104,7 @@ def dng_table(df: pd.DataFrame, targets: pd.DataFrame | None = None, committees:
         if isinstance(r.get("hull"), str) and r["hull"]:
             lines.append(
                 f"\n{r['run']}: E_hull against the {r['hull']} hull; {int(r.get('n_hull_suspect', 0))} of "
-                f"{int(r.get('n_relaxed', 0))} relaxed samples lie more than 0.1 eV/atom below the hull "
+                f"{int(r.get('n_relaxed', 0))} relaxed samples lie more than {-SUSPECT_BELOW:g} eV/atom below the hull "
                 f"(a hole of the potential, or phases the hull lacks): stable / SUN without them "
                 f"{fmt(r.get('stable_pct_without_suspects'), 1)} % / {fmt(r.get('sun_pct_without_suspects'), 1)} %."
             )

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crystalflow_core.evaluation.metrics import METASTABLE_E_HULL
 from crystalflow_core.evaluation.paper_tables import read_md_rows
 from crystalflow_core.layout import Layout
 
@@ -63,7 +64,7 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path, committees: dict[str
         def draw_hull(ax):
             hists(ax, st.groupby("source"), "e_hull", clip=(-0.5, 2.0))
             ax.axvline(0.0, color="k", lw=0.8)
-            ax.axvline(0.1, color="k", lw=0.8, ls="--")
+            ax.axvline(METASTABLE_E_HULL, color="k", lw=0.8, ls="--")
 
         relaxer = "/".join(sorted(st["potential"].dropna().unique())) if "potential" in st else "chgnet"
         figure(outdir / "e_hull_hist.png", f"E above hull (eV/atom, {relaxer}-relaxed)", "structures", draw_hull)

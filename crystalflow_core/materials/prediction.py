@@ -312,12 +312,13 @@ def cif_name(row) -> str:
     return f"{row['group']}_r{int(row['rank']):02d}_{row['formula']}_{str(sg).replace('/', '_')}.cif"
 
 
-def symmetrise(structure, symprec: float, settings, calc) -> tuple:
+def symmetrise(structure, symprec: float, settings, calc, keep_symprec: float) -> tuple:
     """(structure, columns): the structure refined at its space group at `symprec` (spglib's standard
     primitive cell), re-relaxed with that symmetry kept (FixSymmetry, same pressure and settings); the
     columns give the space group it keeps, its enthalpy per atom and the change against the unsymmetrised
     one (meV/atom), so a symmetrisation that raises H never passes unseen. Where the refinement or its
-    relaxation fails the unsymmetrised structure stays, with the reason in `symmetry_note`."""
+    relaxation fails the unsymmetrised structure stays, with the reason in `symmetry_note`. `keep_symprec`:
+    the tolerance of the symmetry kept while relaxing and of the space group read after."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     from crystalflow_core.crystals.crystal import structure_from
@@ -327,11 +328,11 @@ def symmetrise(structure, symprec: float, settings, calc) -> tuple:
         refined = SpacegroupAnalyzer(structure, symprec=symprec).get_primitive_standard_structure()
     except Exception as exc:
         return structure, {"symmetry_note": f"not refined ({type(exc).__name__})"}
-    rec = relax_structure(refined, settings, calc=calc, fix_symmetry=1e-3)
+    rec = relax_structure(refined, settings, calc=calc, fix_symmetry=keep_symprec)
     if not finished(rec):
         return structure, {"symmetry_note": f"symmetrised relaxation failed: {rec.get('error', '')}"}
     final = structure_from(rec["final"])
-    sg, _ = spacegroup(final, 1e-3)
+    sg, _ = spacegroup(final, keep_symprec)
     note = "" if rec["converged"] else "symmetrised relaxation not converged"
     return final, {
         "spacegroup_symmetrised": sg,
@@ -368,7 +369,9 @@ def distinct_across_pressures(entries: list[tuple], dedupe: dict) -> list[tuple]
     return kept
 
 
-def enthalpy_scan(polymorphs: list[tuple], pressures: list[float], settings, calc, formula: str = "") -> pd.DataFrame:
+def enthalpy_scan(  # noqa: PLR0913
+    polymorphs: list[tuple], pressures: list[float], settings, calc, formula: str, symprec: float
+) -> pd.DataFrame:
     """H(P): every polymorph (label, structure) relaxed at every pressure, each pressure starting from the
     structure relaxed at the one before (in increasing order), space group kept free."""
     from dataclasses import replace
@@ -388,7 +391,7 @@ def enthalpy_scan(polymorphs: list[tuple], pressures: list[float], settings, cal
                 {
                     "formula": formula,
                     "polymorph": label,
-                    "spacegroup": spacegroup(s, 0.1)[0] if ok else "",
+                    "spacegroup": spacegroup(s, symprec)[0] if ok else "",
                     "pressure_gpa": float(p),
                     "enthalpy_per_atom": rec.get("enthalpy_per_atom", np.nan) if ok else np.nan,
                     "volume_per_atom": rec["volume"] / len(s) if ok else np.nan,

@@ -338,7 +338,7 @@ def _phase_diagram(job: dict, ranked: pd.DataFrame, finals: dict, calc) -> pd.Da
         found = [(f"{r['spacegroup_tight'] or 'P1'} ({r['best_id']})", finals[r["best_id"]]) for _, r in top.iterrows()]
         polymorphs = distinct_across_pressures(found, job["dedupe"])
         log.info("pressure scan of %s: %d polymorphs x %d pressures", formula, len(polymorphs), len(pressures))
-        scans.append(enthalpy_scan(polymorphs, pressures, base, calc, formula))
+        scans.append(enthalpy_scan(polymorphs, pressures, base, calc, formula, job["symprec"][0]))
     return pd.concat(scans, ignore_index=True) if len(scans) > 1 else scans[0]
 
 
@@ -359,7 +359,7 @@ def _write_symmetrised_cifs(job: dict, ranked: pd.DataFrame, finals: dict, folde
     ranked = ranked.copy()
     for i, r in top.iterrows():
         settings = replace(base, pressure=float(r["pressure_gpa"]))
-        s, cols = symmetrise(finals[r["best_id"]], job["symprec"][0], settings, calc)
+        s, cols = symmetrise(finals[r["best_id"]], job["symprec"][0], settings, calc, job["symmetrised_symprec"])
         for k, v in cols.items():
             ranked.at[i, k] = v
         if "enthalpy_symmetrised_per_atom" in cols:
@@ -369,7 +369,7 @@ def _write_symmetrised_cifs(job: dict, ranked: pd.DataFrame, finals: dict, folde
         name = cif_name(ranked.loc[i])
         ranked.at[i, "cif"] = name
         with atomic_path(folder / name) as tmp:
-            CifWriter(s, symprec=0.01).write_file(str(tmp))
+            CifWriter(s, symprec=job["symprec"][1]).write_file(str(tmp))
     return ranked
 
 
@@ -405,7 +405,8 @@ def predict_dft(job: dict, ranked_csv: str, cif_dir: str, outdir: str, manifest:
     ensure_writable(manifest)
     ranked = pd.read_csv(ranked_csv, dtype={"best_id": str, "cif": str}, keep_default_na=False)
     top = ranked[ranked["rank"].astype(int) <= job["top_n"]]
-    read = lambda name: Structure.from_file(str(Path(cif_dir) / name)).get_primitive_structure(tolerance=0.01)  # noqa: E731
+    tol = job["symprec"][1]
+    read = lambda name: Structure.from_file(str(Path(cif_dir) / name)).get_primitive_structure(tolerance=tol)  # noqa: E731
     items = [(r["best_id"], read(r["cif"])) for _, r in top.iterrows()]
     pressures = {r["best_id"]: float(r["pressure_gpa"]) for _, r in top.iterrows()}
     emit_vasp_inputs(items, outdir, manifest, pressure=pressures)

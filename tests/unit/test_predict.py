@@ -241,7 +241,7 @@ def test_symmetrised_output_refines_keeps_its_group_and_says_what_it_cost(tmp_pa
     from crystalflow_core.materials.relax import relax_structure
 
     plain = relax_structure(rattled, settings, calc=calc)
-    s, cols = symmetrise(rattled, 0.1, settings, calc)
+    s, cols = symmetrise(rattled, 0.1, settings, calc, 1e-3)
     assert cols["spacegroup_symmetrised"] == "Fd-3m" and cols["symmetry_note"] == ""
     assert spacegroup(s, 1e-3)[0] == "Fd-3m" and len(s) == 2
     assert abs(cols["enthalpy_symmetrised_per_atom"] - plain["enthalpy_per_atom"]) < 0.003
@@ -344,7 +344,7 @@ def test_pressure_scan_finds_the_known_transitions_in_a_sensible_band(case):
     polymorphs = distinct_across_pressures(found, job)
     assert [p for p, _ in polymorphs] == ["low", "high"]
     settings = RelaxSettings.from_section(cfgmod.defaults("relax"), fmax=0.01, steps=500)
-    scan = enthalpy_scan(polymorphs, list(pressures), settings, PotentialWorker("chgnet").calc, formula)
+    scan = enthalpy_scan(polymorphs, list(pressures), settings, PotentialWorker("chgnet").calc, formula, 0.1)
     assert scan["converged"].all() and len(scan) == 2 * len(pressures)
     assert set(scan[scan["polymorph"] == "high"]["spacegroup"]) == {sg1}
     (t,) = transitions(scan)
