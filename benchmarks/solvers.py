@@ -67,7 +67,7 @@ def timed(sampler, items, s):
 def csp_rows(a, test, msettings) -> list[dict]:
     """Match rate and RMSE (k = 1) of the CSP checkpoint at every point of the sweep."""
     from crystalflow_core.crystals.data import cache_structures
-    from crystalflow_core.evaluation.summaries import evaluate_csp, index_csp_records
+    from crystalflow_core.evaluation.sample_metrics import evaluate_csp, index_csp_records
     from crystalflow_core.generative.sampling import FlowSampler, csp_items
 
     ckpt = Path(a.csp_ckpt or Path(a.results) / "runs/mp20_csp/model.ckpt")
@@ -100,7 +100,7 @@ def dng_rows(a, test, msettings) -> list[dict]:
 
     from crystalflow_core.crystals.data import cache_structures
     from crystalflow_core.evaluation.metrics import composition_valid, structure_valid
-    from crystalflow_core.evaluation.summaries import evaluate_dng
+    from crystalflow_core.evaluation.sample_metrics import evaluate_dng
     from crystalflow_core.generative.sampling import FlowSampler, dng_items, record_to_structure
 
     R = Path(a.results)
@@ -183,7 +183,7 @@ def main():
     import pandas as pd
 
     from crystalflow_core.crystals.data import load_cache
-    from crystalflow_core.evaluation.summaries import MetricSettings
+    from crystalflow_core.evaluation.sample_metrics import MetricSettings
     from crystalflow_core.stages import use_threads
 
     use_threads(0)

@@ -4,8 +4,8 @@ writes its outputs atomically. Snakemake scripts and the CLI both call these.
   data      download, prepare                          -> crystals.data
   train     train, import_checkpoint                   -> generative.training, generative.reference
   sample    sample, gather                             -> generative.sampling
-  relax     relax, stability                           -> materials.relax, evaluation.summaries
-  metrics   test_fingerprints, csp_metrics, dng_metrics, collect -> evaluation.summaries
+  relax     relax, stability                           -> materials.relax, evaluation.stability, evaluation.committee
+  metrics   test_fingerprints, csp_metrics, dng_metrics, collect -> evaluation.sample_metrics, evaluation.stability
   dft       dft, dft_results                           -> materials.dft_inputs, materials.dft_outputs
   transport transport_screen, transport_md, transport_table -> materials.transport
   predict   predict_sample, predict_relax, predict_search, predict_rank, predict_dft, predict_dft_results,

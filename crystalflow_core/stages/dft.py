@@ -46,7 +46,7 @@ def dft_results(
 
     from crystalflow_core.crystals.data import cache_structures, load_cache
     from crystalflow_core.errors import StageError
-    from crystalflow_core.evaluation.summaries import dft_stability_table
+    from crystalflow_core.evaluation.dft_summary import dft_stability_table
     from crystalflow_core.io import atomic_path
     from crystalflow_core.materials.dft_outputs import read_energies, read_job, supplied_jobs
     from crystalflow_core.materials.hull import build_hull, load_elemental_refs

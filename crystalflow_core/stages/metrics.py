@@ -1,5 +1,5 @@
 """Stages: test-set fingerprints, the CSP and DNG metric rows, and the collected tables. The numbers
-come from ``crystalflow_core.evaluation.summaries``; this module reads and writes."""
+come from ``crystalflow_core.evaluation`` (sample_metrics, stability, committee, dft_summary); this module reads and writes."""
 
 from __future__ import annotations
 
@@ -10,18 +10,16 @@ import pandas as pd
 
 from crystalflow_core.config import committee_second
 from crystalflow_core.crystals.data import cache_structures, load_cache
+from crystalflow_core.evaluation.dft_summary import dft_summary
 from crystalflow_core.evaluation.metrics import fingerprints_all
-from crystalflow_core.evaluation.summaries import (
-    TARGET_COLUMNS,
+from crystalflow_core.evaluation.sample_metrics import (
     MetricSettings,
-    dft_summary,
     evaluate_csp,
     evaluate_dng,
     index_csp_records,
-    stability_summary,
-    target_rows,
     wdist_reference_count,
 )
+from crystalflow_core.evaluation.stability import TARGET_COLUMNS, stability_summary, target_rows
 from crystalflow_core.io import atomic_path, read_jsonl
 from crystalflow_core.materials.transport import transport_summary
 from crystalflow_core.points import parse_point

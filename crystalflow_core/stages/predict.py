@@ -23,7 +23,7 @@ from crystalflow_core import __version__
 from crystalflow_core.compositions import check_model_conditions, job_targets
 from crystalflow_core.config import defaults
 from crystalflow_core.errors import StageError
-from crystalflow_core.evaluation.summaries import one_potential
+from crystalflow_core.evaluation.stability import one_potential
 from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure
 from crystalflow_core.io import append_jsonl, atomic_path, content_key, read_jsonl, sha256_file, write_jsonl_atomic
 from crystalflow_core.materials.potentials import record_energy_scale

@@ -1,5 +1,5 @@
 """Stages: CHGNet relaxation shards (resumable) and the stability table (formation energy, E_hull,
-unique, new) computed by ``crystalflow_core.evaluation.summaries.stability_table``."""
+unique, new) computed by ``crystalflow_core.evaluation.stability.stability_table``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import time
 from dataclasses import asdict
 
 from crystalflow_core.crystals.data import cache_structures, load_cache
-from crystalflow_core.evaluation.summaries import check_relaxations_belong, committee_columns, stability_table
+from crystalflow_core.evaluation.committee import committee_columns
+from crystalflow_core.evaluation.stability import check_relaxations_belong, stability_table
 from crystalflow_core.generative.sampling import record_to_structure, shard_slice
 from crystalflow_core.io import atomic_path, content_key, read_jsonl, write_jsonl_atomic
 from crystalflow_core.materials.hull import build_hull, load_elemental_refs

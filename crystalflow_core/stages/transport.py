@@ -17,7 +17,7 @@ import pandas as pd
 
 from crystalflow_core.crystals.crystal import safe_names
 from crystalflow_core.evaluation.metrics import invalid_reason
-from crystalflow_core.evaluation.summaries import check_relaxations_belong
+from crystalflow_core.evaluation.stability import check_relaxations_belong
 from crystalflow_core.io import append_jsonl, atomic_path, content_key, read_jsonl, resume_jsonl, write_jsonl_atomic
 from crystalflow_core.materials.relax import finished, relaxed_structure
 from crystalflow_core.materials.transport import (

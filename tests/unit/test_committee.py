@@ -11,7 +11,8 @@ from pymatgen.core import Lattice, Structure
 
 from crystalflow_core import config as cfgmod
 from crystalflow_core.errors import ConfigError, StageError
-from crystalflow_core.evaluation.summaries import committee_columns, committee_summary, stability_table
+from crystalflow_core.evaluation.committee import committee_columns, committee_summary
+from crystalflow_core.evaluation.stability import stability_table
 from crystalflow_core.materials.hull import LocalHull, load_elemental_refs
 from crystalflow_core.materials.potentials import POTENTIALS
 from crystalflow_core.materials.prediction import committee_ranks

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from crystalflow_core.evaluation.summaries import dft_stability_table, dft_summary
+from crystalflow_core.evaluation.dft_summary import dft_stability_table, dft_summary
 from crystalflow_core.materials.dft_outputs import mp2020_process, read_energies, read_job, rms_displacement
 
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import need_data
 
 from crystalflow_core import config as cfgmod
-from crystalflow_core.evaluation.summaries import stability_table
+from crystalflow_core.evaluation.stability import stability_table
 from crystalflow_core.materials.hull import LocalHull, load_elemental_refs, mp2020_corrected_energy, on_hull_scale
 from crystalflow_core.materials.potentials import MP2020, POTENTIALS, RAW, record_energy_scale
 from crystalflow_core.materials.relax import CHGNET, potential_fields

@@ -9,7 +9,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
 from crystalflow_core.evaluation import metrics as M
-from crystalflow_core.evaluation.summaries import MetricSettings, evaluate_csp
+from crystalflow_core.evaluation.sample_metrics import MetricSettings, evaluate_csp
 
 STOL = 0.5
 

@@ -402,7 +402,7 @@ def test_thin_local_hull_flags_suspects_and_rates_are_given_without_them(nacl):
     import pandas as pd
     from conftest import need_data
 
-    from crystalflow_core.evaluation.summaries import stability_summary, stability_table
+    from crystalflow_core.evaluation.stability import stability_summary, stability_table
     from crystalflow_core.materials.hull import load_elemental_refs
 
     (refs_path,) = need_data("hull/2023-02-07-mp-elemental-reference-entries.json.gz")
@@ -465,7 +465,7 @@ def test_energy_that_mp2020_refuses_gets_no_e_hull(monkeypatch):
     from conftest import need_data
 
     import crystalflow_core.materials.hull as H
-    from crystalflow_core.evaluation.summaries import stability_summary, stability_table
+    from crystalflow_core.evaluation.stability import stability_summary, stability_table
 
     (refs_path,) = need_data("hull/2023-02-07-mp-elemental-reference-entries.json.gz")
     fe2o3 = Structure.from_spacegroup(

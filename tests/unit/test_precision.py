@@ -213,7 +213,7 @@ def test_precision_is_part_of_the_sample_provenance():
 
 
 def test_metric_rows_name_the_precisions():
-    from crystalflow_core.evaluation.summaries import made_from
+    from crystalflow_core.evaluation.sample_metrics import made_from
 
     recs = [
         {"model_sha256": "x", "method": "euler", "nfe": 10, "precision": "bf16", "train_precision": "fp32"},

@@ -8,7 +8,7 @@ from conftest import REPO
 
 from crystalflow_core.config import _resolve, defaults, load_schema
 from crystalflow_core.crystals.data import PhysicalBounds, PrepareSettings
-from crystalflow_core.evaluation.summaries import MetricSettings
+from crystalflow_core.evaluation.sample_metrics import MetricSettings
 from crystalflow_core.generative.network import ModelConfig
 from crystalflow_core.generative.sampling import SampleSettings
 from crystalflow_core.generative.training import TrainSettings
