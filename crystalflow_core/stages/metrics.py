@@ -1,5 +1,6 @@
 """Stages: test-set fingerprints, the CSP and DNG metric rows, and the collected tables. The numbers
-come from ``crystalflow_core.evaluation`` (sample_metrics, stability, committee, dft_summary); this module reads and writes."""
+come from ``crystalflow_core.evaluation`` (sample_metrics, stability, committee, dft_summary); this module
+reads and writes."""
 
 from __future__ import annotations
 
