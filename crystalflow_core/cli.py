@@ -186,7 +186,7 @@ def _predict(a):
     raw["predict"] = {name: job}  # this job only: the config's others are not checked or run here
     cfg = cfgmod.validate(raw)
     job = cfg["predict"][name]
-    registry.run_prediction(cfg, name, a.threads)  # the registry's jobs in order, as the workflow runs them
+    run_prediction(cfg, name, a.threads)  # the registry's jobs in order, as the workflow runs them
 
 
 def _run(a):
@@ -238,11 +238,37 @@ def _run(a):
         "transport": ["transport_screen", "transport_md", "transport"],
     }[a.stage]
     for rule in rules:
-        registry.run_stage_of_run(cfg, rule, a.run, point, a.threads)
+        run_stage_of_run(cfg, rule, a.run, point, a.threads)
     if a.stage == "metrics":
         print(Path(L.metrics(a.run, point)).read_text())
     elif a.stage in ("transport", "dft-results"):
         print(L.transport(a.run, point) if a.stage == "transport" else L.dft_stability(a.run, point))
+
+
+# ----------------------------------------------------------------------------- the table's jobs, as the CLI runs them
+def shard_jobs(cfg: dict, rule: str, **wildcards) -> list[Job]:
+    """Every job of one rule for one run and sampling point or one prediction job (every shard)."""
+    threads = wildcards.pop("threads", 0)
+    probe = Job(cfg, rule, threads=threads, **wildcards)
+    count = registry.stage(rule).shards
+    if count is None:
+        return [probe]
+    return [Job(cfg, rule, shard=i, threads=threads, **wildcards) for i in range(count(probe))]
+
+
+def run_stage_of_run(cfg: dict, rule: str, run_name: str, point: str | None, threads: int) -> None:
+    """Every job of one rule for one run and sampling point (every shard), as the command line runs it."""
+    for job in shard_jobs(cfg, rule, run=run_name, point=point, threads=threads):
+        registry.run(job)
+
+
+def run_prediction(cfg: dict, name: str, threads: int) -> None:
+    """Every stage of one prediction job in order, every shard (the command line's `predict`)."""
+    search = bool(cfg["predict"][name]["until"])  # a search samples and relaxes in rounds, in one job
+    first = ["predict_search"] if search else ["predict_sample", "predict_relax"]
+    for rule in first + ["predict_rank", "predict_dft", "predict_dft_results", "predict_report"]:
+        for job in shard_jobs(cfg, rule, job=name, threads=threads):
+            registry.run(job)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crystalflow_core.builds import (
+    dft_tables,
+    metric_tables,
+    stability_tables,
+    table_runs,
+    targets_tables,
+    transport_tables,
+)
 from crystalflow_core.config import (
     committees,
-    dataset_tag,
     pressure_relax,
     stability_relax,
     transport_screen,
@@ -109,8 +116,17 @@ class Stage:
     local: bool = False  # cheap: runs on the submitting node, never submitted to a cluster
     uses_gpu: bool = False  # may ask for a GPU (the run's or prediction job's `gpu: true`)
     kept: Callable[[Job], list[str]] = field(default=lambda j: [])  # written, never deleted by Snakemake
-    # outputs shown in Snakemake's HTML report (`snakemake --report`): name -> (category, subcategory, caption)
+    # outputs shown in Snakemake's HTML report (`snakemake --report`): name -> (category, subcategory); the
+    # caption of each is workflow/report/captions/{rule}_{name}.rst (caption_file)
     report: dict = field(default_factory=dict)
+
+
+CAPTIONS = Path(__file__).resolve().parent.parent / "workflow" / "report" / "captions"
+
+
+def caption_file(rule: str, key: str) -> Path:
+    """The caption of a report output: a file of the workflow, read by Snakemake (never written at parse time)."""
+    return CAPTIONS / f"{rule}_{key}.rst"
 
 
 def _S():
@@ -175,59 +191,6 @@ def _predict_model(j: Job) -> str:
 def split_file(cfg: dict, dataset: str, split: str) -> str:
     """A split's CSV: the mirror's copy, or where the download rule puts it."""
     return str(local_source(split_source(cfg, dataset, split), cfg["data_mirror"], cfg["download_dir"]))
-
-
-# ----------------------------------------------------------------------------- what the workflow builds
-def target_runs(cfg: dict) -> list[str]:
-    return cfg["targets"] or list(cfg["runs"])
-
-
-def _per_point(cfg: dict, path, keep=lambda r: True) -> list[str]:
-    runs = cfg["runs"]
-    return [path(r, s) for r in target_runs(cfg) if keep(runs[r]) for s in sampling_points(runs[r])]
-
-
-def table_runs(cfg: dict, tag: str, task: str) -> list[str]:
-    runs = cfg["runs"]
-    return [r for r in target_runs(cfg) if dataset_tag(runs[r]["dataset"]) == tag and runs[r]["task"] == task]
-
-
-def metric_tables(cfg: dict) -> list[str]:
-    runs, L = cfg["runs"], Layout(cfg["results"])
-    pairs = sorted({(dataset_tag(runs[r]["dataset"]), runs[r]["task"]) for r in target_runs(cfg)})
-    return [L.table(tag, task) for tag, task in pairs]
-
-
-def targets_tables(cfg: dict) -> list[str]:
-    runs, L = cfg["runs"], Layout(cfg["results"])
-    return sorted(
-        {L.targets_table(dataset_tag(runs[r]["dataset"])) for r in target_runs(cfg) if runs[r]["task"] == "dng"}
-    )
-
-
-def stability_tables(cfg: dict) -> list[str]:
-    return _per_point(cfg, Layout(cfg["results"]).stability, stability_relax)
-
-
-def dft_tables(cfg: dict) -> list[str]:
-    return _per_point(cfg, Layout(cfg["results"]).dft_stability, stability_relax)
-
-
-def dft_targets(cfg: dict) -> list[str]:
-    return _per_point(cfg, Layout(cfg["results"]).vasp_manifest, stability_relax)
-
-
-def transport_tables(cfg: dict) -> list[str]:
-    return _per_point(cfg, Layout(cfg["results"]).transport, transport_screen)
-
-
-def predict_targets(cfg: dict) -> list[str]:
-    L = Layout(cfg["results"])
-    return [f for j in cfg["predict"] for f in (L.predict_ranked(j), L.predict_dft(j), L.predict_report(j))]
-
-
-def all_targets(cfg: dict) -> list[str]:
-    return metric_tables(cfg) + dft_targets(cfg) + predict_targets(cfg) + [Layout(cfg["results"]).report()]
 
 
 # ----------------------------------------------------------------------------- the records
@@ -344,16 +307,6 @@ def _transport_md_call(j: Job, i: dict, o: dict) -> None:
     _S().transport_md(j.r, i["screen"], i["relaxed"], j.shard, shards, o["md"], o["trajectories"], workers)
 
 
-METRICS_CAPTION = (
-    "One row per run, sampling point and k: the metrics of the run's protocol (match rate, RMSE, cRMSE and METRe "
-    "for CSP; validity, coverage, Wasserstein distances, stability and S.U.N. rates for DNG)."
-)
-STABILITY_CAPTION = (
-    "Per relaxed DNG sample: formation energy before and after relaxation, E_hull on the run's hull (with the "
-    "potential's energy scale and the hull-suspect flag), unique and new against the novelty splits."
-)
-
-
 STAGES: dict[str, Stage] = {
     "prepare": Stage(
         inputs=lambda j: {"csv": split_file(j.cfg, j.dataset, j.split)},
@@ -418,7 +371,7 @@ STAGES: dict[str, Stage] = {
         call=lambda j, i, o: _S().stability(
             j.cfg, j.r, i["samples"], i["relaxed"], i["novelty"], o["stability"], workers_for(j.r["relax"], j.threads)
         ),
-        report={"stability": ("Stability", "{run} s{steps}", STABILITY_CAPTION)},
+        report={"stability": ("Stability", "{run} s{steps}")},
     ),
     "metrics": Stage(
         inputs=_metrics_inputs,
@@ -476,17 +429,7 @@ STAGES: dict[str, Stage] = {
         },
         outputs=lambda j: {"transport": j.L.transport(j.run, j.point)},
         call=lambda j, i, o: _S().transport_table(j.r, i["screen"], i["md"], i["relaxed"], o["transport"]),
-        report={
-            "transport": (
-                "Ion transport",
-                "{run} s{steps}",
-                (
-                    "Per screened structure and mobile ion: diffusion coefficient and conductivity per "
-                    "temperature (CHGNet NVT MD), Arrhenius activation energy and the conductivity extrapolated"
-                    " to 300 K."
-                ),
-            )
-        },
+        report={"transport": ("Ion transport", "{run} s{steps}")},
     ),
     "predict_sample": Stage(
         inputs=lambda j: {"model": _predict_model(j)},
@@ -524,31 +467,9 @@ STAGES: dict[str, Stage] = {
         },
         call=_predict_rank_call,
         report={
-            "ranked": (
-                "Structure prediction",
-                "{job}",
-                (
-                    "Distinct polymorphs per composition and pressure, ranked by enthalpy per atom after "
-                    "relaxation (converged, physical candidates only), with space groups before and after "
-                    "symmetrisation and E_hull at 0 GPa."
-                ),
-            ),
-            "candidates": (
-                "Structure prediction",
-                "{job}",
-                (
-                    "Every candidate: energy and enthalpy before and after relaxation, stress, space group, the"
-                    " polymorph it joined and its status (ranked, unconverged, unphysical and why)."
-                ),
-            ),
-            "phase": (
-                "Structure prediction",
-                "{job}",
-                (
-                    "Enthalpy per atom of every distinct top polymorph at every pressure of the job's scan "
-                    "(empty for one pressure)."
-                ),
-            ),
+            "ranked": ("Structure prediction", "{job}"),
+            "candidates": ("Structure prediction", "{job}"),
+            "phase": ("Structure prediction", "{job}"),
         },
     ),
     "predict_dft": Stage(
@@ -576,41 +497,21 @@ STAGES: dict[str, Stage] = {
             j.job, j.p, i["candidates"], i["ranked"], i["relaxed"], i["phase"], o["report"], o["plots"]
         ),
         local=True,
-        report={
-            "plots": (
-                "Structure prediction",
-                "{job}",
-                (
-                    "Enthalpy against optimiser step (Fig. 2c), the enthalpy distribution of every candidate "
-                    "before and after relaxation (Fig. 2d), the generated cells' pressure against the target "
-                    "(Fig. 2a), the delta-H ladder of the best ranks and, for a pressure scan, H(P) per "
-                    "composition."
-                ),
-            )
-        },
+        report={"plots": ("Structure prediction", "{job}")},
     ),
     "metric_table": Stage(
         inputs=_table_inputs,
         outputs=lambda j: {"table": j.L.table(j.tag, j.task)},
         call=lambda j, i, o: _S().collect(i["metrics"], o["table"]),
         local=True,
-        report={"table": ("Metrics", "{tag} {task}", METRICS_CAPTION)},
+        report={"table": ("Metrics", "{tag} {task}")},
     ),
     "targets_table": Stage(
         inputs=_targets_table_inputs,
         outputs=lambda j: {"table": j.L.targets_table(j.tag)},
         call=lambda j, i, o: _S().collect(i["metrics"], o["table"]),
         local=True,
-        report={
-            "table": (
-                "Metrics",
-                "{tag} conditional targets",
-                (
-                    "Per condition target of a conditional DNG run: the property's MAE and RMSE against the "
-                    "target before and after relaxation."
-                ),
-            )
-        },
+        report={"table": ("Metrics", "{tag} conditional targets")},
     ),
     "report": Stage(
         inputs=_report_inputs,
@@ -624,38 +525,10 @@ STAGES: dict[str, Stage] = {
         call=_report_call,
         local=True,
         report={
-            "table1": (
-                "Paper tables",
-                "Table 1",
-                (
-                    "Table 1: crystal structure prediction, match rate and RMSE (with cRMSE and METRe) per k, "
-                    "ours beside the paper's."
-                ),
-            ),
-            "table3": (
-                "Paper tables",
-                "Table 3",
-                (
-                    "Table 3: de novo generation, validity, coverage, property Wasserstein distances and "
-                    "stability, ours beside the paper's."
-                ),
-            ),
-            "table2": (
-                "Paper tables",
-                "Table 2",
-                (
-                    "Table 2: DFT read-back of the relaxed stable samples (E_hull, convergence, S.U.N.) beside "
-                    "the CHGNet estimate."
-                ),
-            ),
-            "plots": (
-                "Plots",
-                "results",
-                (
-                    "Match rate against integration steps, E_hull histogram of the relaxed samples, formation "
-                    "energy per target, Arrhenius plots and DFT-vs-CHGNet parity, where the runs have them."
-                ),
-            ),
+            "table1": ("Paper tables", "Table 1"),
+            "table3": ("Paper tables", "Table 3"),
+            "table2": ("Paper tables", "Table 2"),
+            "plots": ("Plots", "results"),
         },
     ),
 }
@@ -683,28 +556,3 @@ def run(j: Job) -> None:
     inp = j.input if j.input is not None else st.inputs(j)
     out = j.output if j.output is not None else outputs(j)
     st.call(j, inp, out)
-
-
-def shard_jobs(cfg: dict, rule: str, **wildcards) -> list[Job]:
-    """Every job of one rule for one run and sampling point or one prediction job (every shard)."""
-    threads = wildcards.pop("threads", 0)
-    probe = Job(cfg, rule, threads=threads, **wildcards)
-    count = stage(rule).shards
-    if count is None:
-        return [probe]
-    return [Job(cfg, rule, shard=i, threads=threads, **wildcards) for i in range(count(probe))]
-
-
-def run_stage_of_run(cfg: dict, rule: str, run_name: str, point: str | None, threads: int) -> None:
-    """Every job of one rule for one run and sampling point (every shard), as the command line runs it."""
-    for job in shard_jobs(cfg, rule, run=run_name, point=point, threads=threads):
-        run(job)
-
-
-def run_prediction(cfg: dict, name: str, threads: int) -> None:
-    """Every stage of one prediction job in order, every shard (the command line's `predict`)."""
-    search = bool(cfg["predict"][name]["until"])  # a search samples and relaxes in rounds, in one job
-    first = ["predict_search"] if search else ["predict_sample", "predict_relax"]
-    for rule in first + ["predict_rank", "predict_dft", "predict_dft_results", "predict_report"]:
-        for job in shard_jobs(cfg, rule, job=name, threads=threads):
-            run(job)

@@ -22,6 +22,7 @@ LAYERS = [
         "sources",
         "points",
         "compositions",
+        "builds",
         "config",
     },
     {"crystals"},
@@ -118,6 +119,7 @@ def test_dag_modules_import_no_heavy_library():
         "import sys\n"
         "import crystalflow_core.config, crystalflow_core.layout, crystalflow_core.sources\n"
         "import crystalflow_core.points, crystalflow_core.compositions, crystalflow_core.registry\n"
+        "import crystalflow_core.builds\n"
         "heavy = [m for m in ('torch', 'lightning', 'pymatgen', 'pandas', 'ase') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

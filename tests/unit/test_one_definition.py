@@ -69,3 +69,13 @@ def test_a_finished_relaxation_has_a_final_structure_and_no_error():
     assert {"stages/dft.py", "stages/relax.py", "stages/transport.py", "materials/prediction.py"} <= set(users)
     for path in PKG.rglob("*.py"):  # no stage writes its own rule
         assert 'get("final") and not' not in path.read_text(), path
+
+
+def test_every_report_output_has_its_caption_file_and_nothing_writes_captions():
+    from crystalflow_core.registry import CAPTIONS, STAGES, caption_file
+
+    wanted = {caption_file(rule, key) for rule, st in STAGES.items() for key in st.report}
+    assert wanted and all(p.is_file() and p.read_text().strip() for p in wanted)
+    assert set(CAPTIONS.glob("*.rst")) == wanted  # no caption without its output
+    smk = (PKG.parent / "workflow" / "rules" / "common.smk").read_text()
+    assert "write_text" not in smk  # captions are files of the workflow, never written at parse time

@@ -8,7 +8,8 @@ from crystalflow_core.config import canonical
 from crystalflow_core.layout import Layout
 from crystalflow_core.points import POINT_PATTERN
 from crystalflow_core.sources import download_path, hull_source, local_source, split_source
-from crystalflow_core.registry import STAGES, Folder, Job, all_targets, predict_targets
+from crystalflow_core.builds import all_targets, predict_targets
+from crystalflow_core.registry import STAGES, Folder, Job, caption_file
 
 L = Layout(config["results"])  # every results path; rules pass wildcards ("{run}") as arguments
 RUNS = config["runs"]
@@ -82,17 +83,6 @@ def stage_inputs(name, **extra):
     return f
 
 
-CAPTIONS = Path(".snakemake/crystalflow_captions").resolve()  # Snakemake reads captions from files
-
-
-def _caption(name, key, text):
-    path, rst = CAPTIONS / f"{name}_{key}.rst", f"{text}\n"
-    if not path.exists() or path.read_text() != rst:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(rst)
-    return str(path)
-
-
 def stage_outputs(name):
     """The rule's output patterns from the stage table: folders as Snakemake directories, and the outputs
     the table marks for the HTML report (`snakemake --report`) with their category and caption."""
@@ -101,9 +91,9 @@ def stage_outputs(name):
     for key, path in st.outputs(Job.pattern(config, name)).items():
         f = directory(path) if isinstance(path, Folder) else path
         if key in st.report:
-            category, sub, text = st.report[key]
+            category, sub = st.report[key]
             kw = {"patterns": ["{name}.png"]} if isinstance(path, Folder) else {}
-            f = report(f, caption=_caption(name, key, text), category=category, subcategory=sub, **kw)
+            f = report(f, caption=str(caption_file(name, key)), category=category, subcategory=sub, **kw)
         out[key] = f
     return out
 

@@ -1,0 +1,60 @@
+"""What the workflow builds: the files of Snakemake's target rules (`all`, `predict`), the runs a config targets
+and the tables they fill. Torch-free (the Snakefile imports it to build its DAG)."""
+
+from __future__ import annotations
+
+from crystalflow_core.config import dataset_tag, stability_relax, transport_screen
+from crystalflow_core.layout import Layout
+from crystalflow_core.points import sampling_points
+
+
+def target_runs(cfg: dict) -> list[str]:
+    return cfg["targets"] or list(cfg["runs"])
+
+
+def _per_point(cfg: dict, path, keep=lambda r: True) -> list[str]:
+    runs = cfg["runs"]
+    return [path(r, s) for r in target_runs(cfg) if keep(runs[r]) for s in sampling_points(runs[r])]
+
+
+def table_runs(cfg: dict, tag: str, task: str) -> list[str]:
+    runs = cfg["runs"]
+    return [r for r in target_runs(cfg) if dataset_tag(runs[r]["dataset"]) == tag and runs[r]["task"] == task]
+
+
+def metric_tables(cfg: dict) -> list[str]:
+    runs, L = cfg["runs"], Layout(cfg["results"])
+    pairs = sorted({(dataset_tag(runs[r]["dataset"]), runs[r]["task"]) for r in target_runs(cfg)})
+    return [L.table(tag, task) for tag, task in pairs]
+
+
+def targets_tables(cfg: dict) -> list[str]:
+    runs, L = cfg["runs"], Layout(cfg["results"])
+    return sorted(
+        {L.targets_table(dataset_tag(runs[r]["dataset"])) for r in target_runs(cfg) if runs[r]["task"] == "dng"}
+    )
+
+
+def stability_tables(cfg: dict) -> list[str]:
+    return _per_point(cfg, Layout(cfg["results"]).stability, stability_relax)
+
+
+def dft_tables(cfg: dict) -> list[str]:
+    return _per_point(cfg, Layout(cfg["results"]).dft_stability, stability_relax)
+
+
+def dft_targets(cfg: dict) -> list[str]:
+    return _per_point(cfg, Layout(cfg["results"]).vasp_manifest, stability_relax)
+
+
+def transport_tables(cfg: dict) -> list[str]:
+    return _per_point(cfg, Layout(cfg["results"]).transport, transport_screen)
+
+
+def predict_targets(cfg: dict) -> list[str]:
+    L = Layout(cfg["results"])
+    return [f for j in cfg["predict"] for f in (L.predict_ranked(j), L.predict_dft(j), L.predict_report(j))]
+
+
+def all_targets(cfg: dict) -> list[str]:
+    return metric_tables(cfg) + dft_targets(cfg) + predict_targets(cfg) + [Layout(cfg["results"]).report()]
