@@ -37,74 +37,24 @@ from crystalflow_core.config import (
     transport_screen,
     workers_for,
 )
-from crystalflow_core.layout import Layout
+from crystalflow_core.jobs import (
+    Folder,
+    Job,
+    fingerprints_of,
+    limit_of,
+    md_shards,
+    novelty_of,
+    parent_of,
+    partials_of,
+    predict_relax_shards,
+    predict_sample_shards,
+    prediction_model_of,
+    relax_shards,
+    sample_shards,
+    split_file,
+    split_of,
+)
 from crystalflow_core.points import sampling_points
-from crystalflow_core.sources import local_source, split_source
-
-
-class Folder(str):
-    """An output that is a folder (Snakemake's `directory()`)."""
-
-
-@dataclass
-class Job:
-    cfg: dict  # the validated config
-    rule: str
-    run: str | None = None  # run name
-    point: str | None = None  # sampling point: 100, heun_10
-    shard: int | str | None = None
-    job: str | None = None  # prediction job name
-    dataset: str | None = None
-    split: str | None = None
-    limit: str | None = None  # fingerprint limit: a number or "all"
-    tag: str | None = None  # dataset tag of a metric table (mp20)
-    task: str | None = None  # csp or dng
-    threads: int = 0  # of the Snakemake job or the command line (0: all cores)
-    input: dict | None = None  # the job's files as Snakemake resolved them; None: from the table
-    output: dict | None = None
-
-    @property
-    def L(self) -> Layout:
-        return Layout(self.cfg["results"])
-
-    @property
-    def r(self) -> dict:
-        return self.cfg["runs"][self.run]
-
-    @property
-    def p(self) -> dict:
-        return self.cfg["predict"][self.job]
-
-    @classmethod
-    def from_snakemake(cls, smk) -> Job:
-        wc = dict(smk.wildcards.items())
-        return cls(
-            smk.config,
-            smk.rule,
-            run=wc.get("run"),
-            point=wc.get("steps"),
-            shard=int(wc["shard"]) if "shard" in wc else None,
-            job=wc.get("job"),
-            dataset=wc.get("dataset"),
-            split=wc.get("split"),
-            limit=wc.get("limit"),
-            tag=wc.get("tag"),
-            task=wc.get("task"),
-            threads=smk.threads,
-            input={k: _plain(v) for k, v in smk.input.items()},
-            output={k: _plain(v) for k, v in smk.output.items()},
-        )
-
-    @classmethod
-    def pattern(cls, cfg: dict, rule: str) -> Job:
-        """A job whose wildcards are Snakemake's placeholders: its outputs are the rule's patterns."""
-        wc = dict(run="{run}", point="{steps}", shard="{shard}", job="{job}", dataset="{dataset}", split="{split}")
-        return cls(cfg, rule, limit="{limit}", tag="{tag}", task="{task}", **wc)
-
-
-def _plain(value):
-    """A Snakemake input or output (a path, or a list of paths) as plain strings."""
-    return [str(v) for v in value] if isinstance(value, list) else str(value)
 
 
 @dataclass(frozen=True)
@@ -135,72 +85,14 @@ def _S():
     return stages
 
 
-def _parent(path: str) -> str:
-    return str(Path(path).parent)
-
-
-def _limit(limit: str) -> int | None:
-    return None if limit == "all" else int(limit)
-
-
-def _partials(*outs: str) -> list[str]:
-    return [f"{o}.partial" for o in outs] + [f"{o}.partial.key" for o in outs]
-
-
-# ----------------------------------------------------------------------------- shards and file lists
-def sample_shards(j: Job) -> list[str]:
-    return [j.L.sample_shard(j.run, j.point, i) for i in range(j.r["sample"]["shards"])]
-
-
-def relax_shards(j: Job) -> list[str]:
-    return [j.L.relaxed(j.run, j.point, i) for i in range(j.r["relax"]["shards"])]
-
-
-def md_shards(j: Job) -> list[str]:
-    return [j.L.transport_md(j.run, j.point, i) for i in range(j.r["transport"]["md"]["shards"])]
-
-
-def predict_sample_shards(j: Job) -> list[str]:
-    if j.p["until"]:  # a search: one file, grown in rounds
-        return [j.L.predict_search_samples(j.job)]
-    return [j.L.predict_samples(j.job, i) for i in range(j.p["shards"])]
-
-
-def predict_relax_shards(j: Job) -> list[str]:
-    if j.p["until"]:
-        return [j.L.predict_search_relaxed(j.job)]
-    return [j.L.predict_relaxed(j.job, i) for i in range(j.p["relax"]["shards"])]
-
-
-def _split(j: Job, key: str) -> str | None:
-    return j.L.split(j.r["dataset"], j.r[key]) if j.r[key] else None
-
-
-def _novelty(j: Job) -> list[str]:
-    return [j.L.split(j.r["dataset"], s) for s in j.r["novelty_splits"]]
-
-
-def _fingerprints(j: Job) -> str:
-    return j.L.fingerprints(j.r["dataset"], j.r["test_split"], j.cfg["metrics"]["fingerprint_limit"])
-
-
-def _predict_model(j: Job) -> str:
-    return j.L.model(j.p["run"]) if j.p["run"] else j.p["checkpoint"]
-
-
-def split_file(cfg: dict, dataset: str, split: str) -> str:
-    """A split's CSV: the mirror's copy, or where the download rule puts it."""
-    return str(local_source(split_source(cfg, dataset, split), cfg["data_mirror"], cfg["download_dir"]))
-
-
 # ----------------------------------------------------------------------------- the records
 def _metrics_inputs(j: Job) -> dict:
     L = j.L
-    inp = {"samples": L.samples(j.run, j.point), "test": _split(j, "test_split"), "model": L.model(j.run)}
+    inp = {"samples": L.samples(j.run, j.point), "test": split_of(j, "test_split"), "model": L.model(j.run)}
     if pressure_relax(j.r):
         inp["relaxed"] = relax_shards(j)
     if j.r["task"] == "dng":
-        inp["fingerprints"] = _fingerprints(j)
+        inp["fingerprints"] = fingerprints_of(j)
         if stability_relax(j.r):
             inp["stability"] = L.stability(j.run, j.point)
             inp["dft"] = L.dft_stability(j.run, j.point)
@@ -256,7 +148,7 @@ def _dft_results_inputs(j: Job) -> dict:
         "manifest": L.vasp_manifest(j.run, j.point),
         "relaxed": relax_shards(j),
         "stability": L.stability(j.run, j.point),
-        "novelty": _novelty(j),
+        "novelty": novelty_of(j),
     }
     if j.r["dft"]["energies"]:
         inp["energies"] = j.r["dft"]["energies"]
@@ -319,15 +211,15 @@ STAGES: dict[str, Stage] = {
         call=lambda j, i, o: _S().test_fingerprints(
             i["test"],
             o["fingerprints"],
-            None if j.limit == "all" else int(j.limit),
+            limit_of(j.limit),
             j.threads,
             j.cfg["metrics"]["protocol"],
         ),
     ),
     "train": Stage(
         inputs=lambda j: {
-            "train": _split(j, "train_split"),
-            **({"val": _split(j, "val_split")} if j.r["val_split"] else {}),
+            "train": split_of(j, "train_split"),
+            **({"val": split_of(j, "val_split")} if j.r["val_split"] else {}),
         },
         outputs=lambda j: {"ckpt": j.L.model(j.run)},
         call=lambda j, i, o: _S().train(j.r, i["train"], i.get("val"), o["ckpt"], j.L.lightning(j.run), j.threads),
@@ -343,7 +235,7 @@ STAGES: dict[str, Stage] = {
     "sample": Stage(
         inputs=lambda j: {
             "ckpt": j.L.model(j.run),
-            **({"test": _split(j, "test_split")} if j.r["task"] == "csp" else {}),
+            **({"test": split_of(j, "test_split")} if j.r["task"] == "csp" else {}),
         },
         outputs=lambda j: {"shard": j.L.sample_shard(j.run, j.point, j.shard)},
         call=_sample_call,
@@ -363,10 +255,10 @@ STAGES: dict[str, Stage] = {
             j.r, i["samples"], j.shard, j.r["relax"]["shards"], o["relaxed"], workers_for(j.r["relax"], j.threads)
         ),
         shards=lambda j: j.r["relax"]["shards"],
-        kept=lambda j: _partials(j.L.relaxed(j.run, j.point, j.shard)),
+        kept=lambda j: partials_of(j.L.relaxed(j.run, j.point, j.shard)),
     ),
     "stability": Stage(
-        inputs=lambda j: {"samples": j.L.samples(j.run, j.point), "relaxed": relax_shards(j), "novelty": _novelty(j)},
+        inputs=lambda j: {"samples": j.L.samples(j.run, j.point), "relaxed": relax_shards(j), "novelty": novelty_of(j)},
         outputs=lambda j: {"stability": j.L.stability(j.run, j.point)},
         call=lambda j, i, o: _S().stability(
             j.cfg, j.r, i["samples"], i["relaxed"], i["novelty"], o["stability"], workers_for(j.r["relax"], j.threads)
@@ -381,7 +273,7 @@ STAGES: dict[str, Stage] = {
     "dft": Stage(
         inputs=lambda j: {"relaxed": relax_shards(j), "stability": j.L.stability(j.run, j.point)},
         outputs=lambda j: {"manifest": j.L.vasp_manifest(j.run, j.point)},
-        call=lambda j, i, o: _S().dft(j.r, i["relaxed"], i["stability"], _parent(o["manifest"]), o["manifest"]),
+        call=lambda j, i, o: _S().dft(j.r, i["relaxed"], i["stability"], parent_of(o["manifest"]), o["manifest"]),
         local=True,
         kept=lambda j: [j.L.vasp_dir(j.run, j.point)],
     ),
@@ -409,7 +301,7 @@ STAGES: dict[str, Stage] = {
             j.cfg["metrics"]["protocol"],
             workers_for(j.r["transport"], j.threads),
         ),
-        kept=lambda j: _partials(j.L.transport_screen(j.run, j.point)),
+        kept=lambda j: partials_of(j.L.transport_screen(j.run, j.point)),
     ),
     "transport_md": Stage(
         inputs=lambda j: {"screen": j.L.transport_screen(j.run, j.point), "relaxed": relax_shards(j)},
@@ -419,7 +311,7 @@ STAGES: dict[str, Stage] = {
         },
         call=_transport_md_call,
         shards=lambda j: j.r["transport"]["md"]["shards"],
-        kept=lambda j: _partials(j.L.transport_md(j.run, j.point, j.shard)),
+        kept=lambda j: partials_of(j.L.transport_md(j.run, j.point, j.shard)),
     ),
     "transport": Stage(
         inputs=lambda j: {
@@ -432,7 +324,7 @@ STAGES: dict[str, Stage] = {
         report={"transport": ("Ion transport", "{run} s{steps}")},
     ),
     "predict_sample": Stage(
-        inputs=lambda j: {"model": _predict_model(j)},
+        inputs=lambda j: {"model": prediction_model_of(j)},
         outputs=lambda j: {"samples": j.L.predict_samples(j.job, j.shard)},
         call=lambda j, i, o: _S().predict_sample(
             j.cfg, j.job, j.p, i["model"], j.shard, j.p["shards"], o["samples"], j.threads
@@ -441,11 +333,11 @@ STAGES: dict[str, Stage] = {
         uses_gpu=True,
     ),
     "predict_search": Stage(
-        inputs=lambda j: {"model": _predict_model(j)},
+        inputs=lambda j: {"model": prediction_model_of(j)},
         outputs=lambda j: {"samples": j.L.predict_search_samples(j.job), "relaxed": j.L.predict_search_relaxed(j.job)},
         call=_predict_search_call,
         uses_gpu=True,
-        kept=lambda j: _partials(j.L.predict_search_relaxed(j.job)),
+        kept=lambda j: partials_of(j.L.predict_search_relaxed(j.job)),
     ),
     "predict_relax": Stage(
         inputs=lambda j: {"samples": predict_sample_shards(j)},
@@ -454,7 +346,7 @@ STAGES: dict[str, Stage] = {
             j.p, i["samples"], j.shard, j.p["relax"]["shards"], o["relaxed"], workers_for(j.p["relax"], j.threads)
         ),
         shards=lambda j: 0 if j.p["until"] else j.p["relax"]["shards"],
-        kept=lambda j: _partials(j.L.predict_relaxed(j.job, j.shard)),
+        kept=lambda j: partials_of(j.L.predict_relaxed(j.job, j.shard)),
     ),
     "predict_rank": Stage(
         inputs=lambda j: {"samples": predict_sample_shards(j), "relaxed": predict_relax_shards(j)},
@@ -475,9 +367,9 @@ STAGES: dict[str, Stage] = {
     "predict_dft": Stage(
         inputs=lambda j: {"ranked": j.L.predict_ranked(j.job), "cifs": j.L.predict_cifs(j.job)},
         outputs=lambda j: {"manifest": j.L.predict_vasp_manifest(j.job)},
-        call=lambda j, i, o: _S().predict_dft(j.p, i["ranked"], i["cifs"], _parent(o["manifest"]), o["manifest"]),
+        call=lambda j, i, o: _S().predict_dft(j.p, i["ranked"], i["cifs"], parent_of(o["manifest"]), o["manifest"]),
         local=True,
-        kept=lambda j: [_parent(j.L.predict_vasp_manifest(j.job))],
+        kept=lambda j: [parent_of(j.L.predict_vasp_manifest(j.job))],
     ),
     "predict_dft_results": Stage(
         inputs=lambda j: {"manifest": j.L.predict_vasp_manifest(j.job), "ranked": j.L.predict_ranked(j.job)},

@@ -23,6 +23,7 @@ LAYERS = [
         "points",
         "compositions",
         "builds",
+        "jobs",
         "config",
     },
     {"crystals"},
