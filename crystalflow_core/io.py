@@ -33,6 +33,12 @@ def write_text_atomic(path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_csv_atomic(df, path) -> None:
+    """A pandas DataFrame as CSV (no index) at `path`, written whole or not at all (the one CSV writer)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
 def write_jsonl_atomic(path, records: Iterable[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
         for rec in records:

@@ -27,7 +27,7 @@ from crystalflow_core.crystals.crystal import atom_offsets, min_interatomic_dist
 from crystalflow_core.crystals.elements import MAX_Z, is_supported
 from crystalflow_core.crystals.lattice import lattice_to_k
 from crystalflow_core.errors import DataError
-from crystalflow_core.io import atomic_path, sha256_file
+from crystalflow_core.io import atomic_path, sha256_file, write_csv_atomic
 from crystalflow_core.parallel import serve_map
 
 log = logging.getLogger(__name__)
@@ -306,8 +306,7 @@ def prepare_split(
     rejected = sorted(
         ({"row": r["row"], "id": ids[r["row"]], "reason": r["reason"]} for r in rejected), key=lambda r: r["row"]
     )
-    with atomic_path(rejected_path) as tmp:
-        pd.DataFrame(rejected, columns=["row", "id", "reason"]).to_csv(tmp, index=False)
+    write_csv_atomic(pd.DataFrame(rejected, columns=["row", "id", "reason"]), rejected_path)
     if not keep:
         raise DataError(f"{csv_path}: no usable rows ({len(rejected)} rejected, see {rejected_path})")
     cache = _cache(results, keep, ids, cond, settings, len(rejected), fingerprint)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from crystalflow_core.crystals.crystal import safe_names
-from crystalflow_core.io import atomic_path, write_text_atomic
+from crystalflow_core.io import write_csv_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,7 @@ def emit_vasp_inputs(items, outdir, manifest, pressure: float | dict, extra: dic
             }
         )
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    with atomic_path(manifest) as tmp:  # folders relative to the manifest's folder
-        df.to_csv(tmp, index=False)
+    write_csv_atomic(df, manifest)  # folders relative to the manifest's folder
     write_text_atomic(outdir / "folders.txt", "".join(f"{r['folder']}\n" for r in rows))
     write_text_atomic(outdir / "submit_slurm.sh", SLURM_TEMPLATE.format(last=max(len(rows) - 1, 0)))
     log.info("wrote %d VASP folders under %s (%s)", len(rows), outdir, "POTCAR" if psp else "POTCAR.spec")

@@ -6,7 +6,7 @@ import logging
 
 import pandas as pd
 
-from crystalflow_core.io import read_jsonl
+from crystalflow_core.io import read_jsonl, write_csv_atomic
 from crystalflow_core.materials.dft_inputs import emit_vasp_inputs, select_for_dft
 from crystalflow_core.materials.relax import finished, relaxed_structure
 from crystalflow_core.stages.common import ensure_writable, require
@@ -47,7 +47,6 @@ def dft_results(
     from crystalflow_core.crystals.data import cache_structures, load_cache
     from crystalflow_core.errors import StageError
     from crystalflow_core.evaluation.dft_summary import dft_stability_table
-    from crystalflow_core.io import atomic_path
     from crystalflow_core.materials.dft_outputs import read_energies, read_job, supplied_jobs
     from crystalflow_core.materials.hull import build_hull, load_elemental_refs
     from crystalflow_core.sources import elemental_refs_path
@@ -77,6 +76,5 @@ def dft_results(
     refs = load_elemental_refs(elemental_refs_path(cfg))
     novelty = [s for p in novelty_pts for s in cache_structures(load_cache(p))]
     df = dft_stability_table(jobs, pd.read_csv(stab_csv, dtype={"id": str}), rel, refs, build_hull(cfg), novelty)
-    with atomic_path(out) as tmp:
-        df.to_csv(tmp, index=False)
+    write_csv_atomic(df, out)
     log.info("DFT results: %s", ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "no jobs")

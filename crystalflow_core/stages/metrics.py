@@ -21,7 +21,7 @@ from crystalflow_core.evaluation.sample_metrics import (
     wdist_reference_count,
 )
 from crystalflow_core.evaluation.stability import TARGET_COLUMNS, stability_summary, target_rows
-from crystalflow_core.io import atomic_path, read_jsonl
+from crystalflow_core.io import atomic_path, read_jsonl, write_csv_atomic
 from crystalflow_core.materials.transport import transport_summary
 from crystalflow_core.points import parse_point
 from crystalflow_core.stages.common import ensure_writable, require
@@ -31,8 +31,7 @@ log = logging.getLogger("crystalflow")
 
 
 def _write_csv(rows: list[dict], out: str, columns: list[str] | None = None) -> None:
-    with atomic_path(out) as tmp:
-        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
+    write_csv_atomic(pd.DataFrame(rows, columns=columns), out)
 
 
 def test_fingerprints(test_pt: str, out: str, limit: int | None, workers: int, protocol: str):
@@ -128,5 +127,4 @@ def collect(inputs: list[str], out: str):
     frames = [pd.read_csv(p) for p in inputs]
     frames = [f for f in frames if len(f)] or frames[:1]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    with atomic_path(out) as tmp:
-        df.to_csv(tmp, index=False)
+    write_csv_atomic(df, out)

@@ -25,7 +25,15 @@ from crystalflow_core.config import defaults
 from crystalflow_core.errors import StageError
 from crystalflow_core.evaluation.stability import one_potential
 from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure
-from crystalflow_core.io import append_jsonl, atomic_path, content_key, read_jsonl, sha256_file, write_jsonl_atomic
+from crystalflow_core.io import (
+    append_jsonl,
+    atomic_path,
+    content_key,
+    read_jsonl,
+    sha256_file,
+    write_csv_atomic,
+    write_jsonl_atomic,
+)
 from crystalflow_core.materials.potentials import record_energy_scale
 from crystalflow_core.materials.prediction import (
     PHASE_COLUMNS,
@@ -278,11 +286,9 @@ def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: l
     ranked = _write_symmetrised_cifs(job, ranked, finals, Path(cif_dir), calc)
     ranked = _committee(job, ranked, finals, name, workers)
     _write_extxyz(cands, finals, extxyz_out)
-    with atomic_path(phase_out) as tmp:
-        _phase_diagram(job, ranked, finals, calc).to_csv(tmp, index=False)
+    write_csv_atomic(_phase_diagram(job, ranked, finals, calc), phase_out)
     for df, out in ((cands, candidates_out), (ranked, ranked_out)):
-        with atomic_path(out) as tmp:
-            df.to_csv(tmp, index=False)
+        write_csv_atomic(df, out)
     for group, g in ranked.groupby("group"):
         best = g.iloc[0]
         log.info(
@@ -460,8 +466,7 @@ def predict_dft_results(manifest: str, ranked_csv: str, out: str, running_minute
     conv = df[df["status"] == "converged"]
     if len(conv):
         df.loc[conv.index, "dft_rank"] = conv.groupby("group")["enthalpy_per_atom"].rank(method="first")
-    with atomic_path(out) as tmp:
-        df.to_csv(tmp, index=False)
+    write_csv_atomic(df, out)
     log.info("DFT read back: %s", ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "no jobs")
 
 

@@ -11,7 +11,7 @@ from crystalflow_core.crystals.data import cache_structures, load_cache
 from crystalflow_core.evaluation.committee import committee_columns
 from crystalflow_core.evaluation.stability import check_relaxations_belong, stability_table
 from crystalflow_core.generative.sampling import record_to_structure, shard_slice
-from crystalflow_core.io import atomic_path, content_key, read_jsonl, write_jsonl_atomic
+from crystalflow_core.io import content_key, read_jsonl, write_csv_atomic, write_jsonl_atomic
 from crystalflow_core.materials.hull import build_hull, load_elemental_refs
 from crystalflow_core.materials.relax import RelaxSettings, finished, relax_many, relaxed_structure, second_opinion
 from crystalflow_core.sources import elemental_refs_path
@@ -84,5 +84,4 @@ def stability(  # noqa: PLR0913  (the run's inputs, its output and its workers)
             int(df["committee_disagrees"].sum()),
             run["relax"]["committee_threshold"],
         )
-    with atomic_path(out) as tmp:
-        df.to_csv(tmp, index=False)
+    write_csv_atomic(df, out)

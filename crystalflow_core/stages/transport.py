@@ -18,7 +18,14 @@ import pandas as pd
 from crystalflow_core.crystals.crystal import safe_names
 from crystalflow_core.evaluation.metrics import invalid_reason
 from crystalflow_core.evaluation.stability import check_relaxations_belong
-from crystalflow_core.io import append_jsonl, atomic_path, content_key, read_jsonl, resume_jsonl, write_jsonl_atomic
+from crystalflow_core.io import (
+    append_jsonl,
+    content_key,
+    read_jsonl,
+    resume_jsonl,
+    write_csv_atomic,
+    write_jsonl_atomic,
+)
 from crystalflow_core.materials.relax import finished, relaxed_structure
 from crystalflow_core.materials.transport import (
     SCREEN_COLUMNS,
@@ -89,8 +96,7 @@ def transport_screen(
         screen_many(jobs, settings, partial, workers)
         rows = read_jsonl(partial) if partial.exists() else []
         df = pd.DataFrame(rows, columns=SCREEN_COLUMNS)
-        with atomic_path(out) as tmp:
-            df.to_csv(tmp, index=False)
+        write_csv_atomic(df, out)
     n_invalid = int((df["status"] == "invalid").sum())
     if n_invalid:
         log.info("%d rows not screened: structurally or compositionally invalid (%s protocol)", n_invalid, protocol)
@@ -144,8 +150,7 @@ def transport_table(run: dict, screen_csv: str, md_shards: list[str], relaxed: l
     df = pd.read_csv(screen_csv, dtype={"id": str})
     md = [r for p in md_shards for r in read_jsonl(p)]
     out_df = transport_rows(df, md, _relaxed_structures(relaxed) if md else {}, t["md"]["picoseconds"])
-    with atomic_path(out) as tmp:
-        out_df.to_csv(tmp, index=False)
+    write_csv_atomic(out_df, out)
     log.info(
         "%d screened, %d conductor candidates (E_hull <= %s, new, unique, percolating at %s A)",
         int((out_df["status"] == "screened").sum()),

@@ -79,3 +79,15 @@ def test_every_report_output_has_its_caption_file_and_nothing_writes_captions():
     assert set(CAPTIONS.glob("*.rst")) == wanted  # no caption without its output
     smk = (PKG.parent / "workflow" / "rules" / "common.smk").read_text()
     assert "write_text" not in smk  # captions are files of the workflow, never written at parse time
+
+
+def test_csv_tables_are_written_through_one_atomic_writer(tmp_path):
+    import pandas as pd
+
+    from crystalflow_core.io import write_csv_atomic
+
+    out = tmp_path / "t.csv"
+    write_csv_atomic(pd.DataFrame({"id": ["a"], "x": [1.5]}), out)
+    assert out.read_text() == "id,x\na,1.5\n" and list(tmp_path.iterdir()) == [out]  # no temporary left
+    writers = [p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py") if ".to_csv(" in p.read_text()]
+    assert writers == ["io.py"], writers
