@@ -121,6 +121,7 @@ def main():
 
     from crystalflow_core.crystals.data import PrepareSettings, cache_structures, load_cache, prepare_split
     from crystalflow_core.evaluation import metrics as M
+    from crystalflow_core.evaluation import validity as V
     from crystalflow_core.generative.sampling import csp_items, dng_items, record_to_structure
     from crystalflow_core.stages import use_threads
 
@@ -162,8 +163,8 @@ def main():
     recs = compare(runs / "mp20_dng", "dng", dng_ids, f"DNG: {a.dng} samples", cache, a.steps)
     for p, rr in recs.items():
         structs = [record_to_structure(r, strict=False) for r in rr]
-        sv = np.array([M.structure_valid(x, protocol="crystalflow") for x in structs])
-        cv = np.array([M.composition_valid(x, protocol="crystalflow") if x is not None else False for x in structs])
+        sv = np.array([V.structure_valid(x, protocol="crystalflow") for x in structs])
+        cv = np.array([V.composition_valid(x, protocol="crystalflow") if x is not None else False for x in structs])
         line = []
         for name, v in (("structural", sv), ("compositional", cv), ("both", sv & cv)):
             pct = 100.0 * v.mean()

@@ -12,6 +12,7 @@ import numpy as np
 from crystalflow_core import __version__
 from crystalflow_core.errors import DamagedFileError
 from crystalflow_core.evaluation import metrics as M
+from crystalflow_core.evaluation import validity as V
 from crystalflow_core.generative.sampling import record_problem, record_to_structure
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def evaluate_csp(
     t0 = time.time()
     table = M.csp_rms_table(gts, cands, settings.stol, settings.ltol, settings.angle_tol, workers, settings.protocol)
     log.info("matched %d targets x %d candidates in %.1f s", len(gts), kmax, time.time() - t0)
-    valid = [[M.valid(c, settings.protocol) for c in row] for row in cands]
+    valid = [[V.valid(c, settings.protocol) for c in row] for row in cands]
     pool = [c for row in cands for c in row]
     pool_candidate = [c for row in cands for c in range(len(row))]
     pool_valid = [v for row in valid for v in row]
@@ -182,8 +183,8 @@ def evaluate_dng(
     cf = protocol == "crystalflow"
     n = len(recs)
     structs = [record_to_structure(r, strict=not cf) for r in recs]
-    sv = np.array([M.structure_valid(s, protocol=protocol) for s in structs], bool)
-    cv = np.array([M.composition_valid(s, protocol=protocol) if s is not None else False for s in structs], bool)
+    sv = np.array([V.structure_valid(s, protocol=protocol) for s in structs], bool)
+    cv = np.array([V.composition_valid(s, protocol=protocol) if s is not None else False for s in structs], bool)
     cut_s, cut_c = settings.coverage_cutoffs
     if cf:  # fingerprints of every generated crystal; a failed CrystalNN also makes a crystal invalid
         gs, gc, fp_ok = M.fingerprints_all(structs, workers, progress=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from crystalflow_core.crystals.crystal import safe_names
-from crystalflow_core.evaluation.metrics import invalid_reason
 from crystalflow_core.evaluation.stability import check_relaxations_belong
+from crystalflow_core.evaluation.validity import invalid_reason
 from crystalflow_core.io import (
     append_jsonl,
     content_key,

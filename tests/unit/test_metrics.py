@@ -4,6 +4,7 @@ from pymatgen.core import Composition, Lattice, Structure
 from scipy.spatial.transform import Rotation
 
 from crystalflow_core.evaluation import metrics as M
+from crystalflow_core.evaluation import validity as V
 from crystalflow_core.materials.hull import LocalHull
 
 CSP_TOL = {"stol": 0.5, "ltol": 0.3, "angle_tol": 10.0}  # the CSP matcher tolerances (the schema's)
@@ -47,20 +48,20 @@ def test_best_of_k_and_rmse_all_hand_computed():
 
 
 def test_structural_validity(nacl):
-    assert M.structure_valid(nacl, protocol="diffcsp")
+    assert V.structure_valid(nacl, protocol="diffcsp")
     close = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.06, 0, 0]])  # 0.3 A contact
-    assert not M.structure_valid(close, protocol="diffcsp")
-    assert not M.structure_valid(None, protocol="diffcsp")
+    assert not V.structure_valid(close, protocol="diffcsp")
+    assert not V.structure_valid(None, protocol="diffcsp")
 
 
 def test_smact_validity():
-    assert M.smact_valid(["Na", "Cl"], [1, 1], protocol="diffcsp")
-    assert not M.smact_valid(["Na", "Cl"], [1, 2], protocol="diffcsp")
-    assert M.smact_valid(["Fe", "O"], [2, 3], protocol="diffcsp")
-    assert M.smact_valid(["Cu", "Zn"], [1, 1], protocol="diffcsp")  # all-metal alloy
-    assert M.smact_valid(["C"], [8], protocol="diffcsp")
+    assert V.smact_valid(["Na", "Cl"], [1, 1], protocol="diffcsp")
+    assert not V.smact_valid(["Na", "Cl"], [1, 2], protocol="diffcsp")
+    assert V.smact_valid(["Fe", "O"], [2, 3], protocol="diffcsp")
+    assert V.smact_valid(["Cu", "Zn"], [1, 1], protocol="diffcsp")  # all-metal alloy
+    assert V.smact_valid(["C"], [8], protocol="diffcsp")
     assert (
-        M.composition_valid(
+        V.composition_valid(
             Structure(Lattice.cubic(5), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0]]), "diffcsp"
         )
         is False
@@ -179,9 +180,9 @@ def test_smact_fast_search_equals_brute_force():
         n = int(rng.integers(2, 5))
         syms = list(rng.choice(pool, n, replace=False))
         counts = [int(c) for c in rng.integers(1, 7, n)]
-        assert M.smact_valid(syms, counts, protocol="diffcsp") == brute(syms, counts), (syms, counts)
+        assert V.smact_valid(syms, counts, protocol="diffcsp") == brute(syms, counts), (syms, counts)
     # eleven elements: the brute-force product has millions of combinations; the search answers
-    assert M.smact_valid(
+    assert V.smact_valid(
         ["K", "Sr", "Ca", "Sm", "Y", "Cd", "Sn", "Ge", "H", "S", "O"],
         [1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 3],
         protocol="diffcsp",
@@ -312,52 +313,52 @@ def test_odd_cell_fails_structural_validity_only_under_crystalflow():
     # a 2-atom cell with a 6 deg angle: atoms 2 A apart, volume fine, but "odd" for the authors
     odd = Structure(Lattice.from_parameters(6, 6, 6, 6, 90, 90), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     assert odd.distance_matrix[0, 1] > 0.5 and odd.volume > 0.1
-    assert M.structure_valid(odd, protocol="diffcsp")
-    assert M.is_odd(odd) and not M.structure_valid(odd, protocol="crystalflow")
+    assert V.structure_valid(odd, protocol="diffcsp")
+    assert V.is_odd(odd) and not V.structure_valid(odd, protocol="crystalflow")
     # a lattice length / N^(1/3) above 20 A and a volume per atom above 100 A^3 are odd too
     long = Structure(Lattice.orthorhombic(3, 3, 30), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    assert M.is_odd(long) and M.structure_valid(long, protocol="diffcsp")
+    assert V.is_odd(long) and V.structure_valid(long, protocol="diffcsp")
 
 
 def test_crystalflow_self_distance_is_the_shortest_lattice_length():
     # one atom in a cell whose shortest vector is 0.45 A: its periodic image is closer than 0.5 A
     s = Structure(Lattice.orthorhombic(0.45, 4.0, 4.0), ["Na"], [[0, 0, 0]])
-    assert not M.structure_valid(s, protocol="crystalflow")
-    assert M.structure_valid(
+    assert not V.structure_valid(s, protocol="crystalflow")
+    assert V.structure_valid(
         Structure(Lattice.orthorhombic(2.0, 4.0, 4.0), ["Na"], [[0, 0, 0]]), protocol="crystalflow"
     )
 
 
 def test_eight_elements_are_compositionally_invalid_under_crystalflow():
     metals = ["Cu", "Zn", "Ni", "Fe", "Co", "Mn", "Cr", "Ti"]  # an all-metal alloy: valid for diffcsp
-    assert M.smact_valid(metals, [1] * 8, protocol="diffcsp")
-    assert not M.smact_valid(metals, [1] * 8, protocol="crystalflow")
-    assert M.smact_valid(metals[:7], [1] * 7, protocol="crystalflow")
+    assert V.smact_valid(metals, [1] * 8, protocol="diffcsp")
+    assert not V.smact_valid(metals, [1] * 8, protocol="crystalflow")
+    assert V.smact_valid(metals[:7], [1] * 7, protocol="crystalflow")
 
 
 def test_oxidation_state_sets_differ_between_protocols():
     # Mg(+1) exists in SMACT 1.4's list, not in SMACT 4's default (ICSD) set
-    assert M.smact_valid(["Mg", "O"], [2, 1], protocol="crystalflow")
-    assert not M.smact_valid(["Mg", "O"], [2, 1], protocol="diffcsp")
+    assert V.smact_valid(["Mg", "O"], [2, 1], protocol="crystalflow")
+    assert not V.smact_valid(["Mg", "O"], [2, 1], protocol="diffcsp")
     # Li4N needs N(-4), which the default set has and SMACT 1.4 lacks
-    assert M.smact_valid(["Li", "N"], [4, 1], protocol="diffcsp")
-    assert not M.smact_valid(["Li", "N"], [4, 1], protocol="crystalflow")
+    assert V.smact_valid(["Li", "N"], [4, 1], protocol="diffcsp")
+    assert not V.smact_valid(["Li", "N"], [4, 1], protocol="crystalflow")
     # both agree on the textbook cases
     for syms, counts, ok in ((["Na", "Cl"], [1, 1], True), (["Fe", "O"], [2, 3], True), (["Na", "Cl"], [1, 2], False)):
-        assert M.smact_valid(syms, counts, protocol="crystalflow") is ok
+        assert V.smact_valid(syms, counts, protocol="crystalflow") is ok
 
 
 def test_oxidation_combination_cap(monkeypatch):
-    assert M.smact_valid(["Fe", "O"], [2, 3], protocol="crystalflow")
+    assert V.smact_valid(["Fe", "O"], [2, 3], protocol="crystalflow")
     monkeypatch.setattr(M, "MAX_OX_COMBINATIONS", 10)  # Fe has 8 states, O 4 in SMACT 1.4: 32 > 10
-    assert not M.smact_valid(["Fe", "O"], [2, 3], protocol="crystalflow")
+    assert not V.smact_valid(["Fe", "O"], [2, 3], protocol="crystalflow")
 
 
 def test_coverage_of_a_set_against_itself_is_complete_under_both_protocols(nacl, silicon):
     cscl = Structure(Lattice.cubic(4.1), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     sfp, cfp, ok = M.fingerprints_all([nacl, silicon, cscl], workers=1)
     assert ok.all()
-    for protocol in M.PROTOCOLS:
+    for protocol in V.PROTOCOLS:
         cov = M.coverage(sfp, cfp, sfp, cfp, 0.4, 10.0, protocol=protocol, n_generated=3)
         assert cov["cov_recall_pct"] == 100.0 and cov["cov_precision_pct"] == 100.0
         assert cov["amsd_recall"] == 0.0 and cov["amcd_precision"] == 0.0
@@ -385,7 +386,7 @@ def test_csp_matching_protocols_differ_on_invalid_candidates():
     # a composition SMACT calls invalid (NaCl2): its own copy matches under crystalflow, which does not
     # gate on validity; under diffcsp neither the candidate nor the target may match
     s = Structure(Lattice.cubic(5.0), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0]])
-    assert not M.composition_valid(s, protocol="crystalflow")
+    assert not V.composition_valid(s, protocol="crystalflow")
     cf = M.csp_rms_table([s], [[s.copy()]], workers=1, protocol="crystalflow", **CSP_TOL)
     dc = M.csp_rms_table([s], [[s.copy()]], workers=1, protocol="diffcsp", **CSP_TOL)
     assert cf[0][0] == pytest.approx(0.0, abs=1e-6) and dc[0][0] is None
@@ -447,15 +448,15 @@ def test_missing_electronegativity_fails_the_pauling_test_as_smact_does():
     assert smact.Element("Pm").pauling_eneg is None
     assert eneg_states_test([3, -1], [None, 3.16]) is False  # SMACT itself, on the one neutral assignment
     for protocol in ("crystalflow", "diffcsp"):
-        assert not M.smact_valid(["Pm", "Cl"], [1, 3], protocol=protocol), protocol
-        assert M.smact_valid(["Nd", "Cl"], [1, 3], protocol=protocol), protocol  # its neighbour, with one
+        assert not V.smact_valid(["Pm", "Cl"], [1, 3], protocol=protocol), protocol
+        assert V.smact_valid(["Nd", "Cl"], [1, 3], protocol=protocol), protocol  # its neighbour, with one
     # the quick run's sample s75: seven elements, one of them Pm
     syms, counts = ["Pm", "Al", "Zn", "Fe", "Sb", "Te", "As"], [2, 1, 1, 1, 1, 1, 1]
-    assert not M.smact_valid(syms, counts, protocol="crystalflow")
+    assert not V.smact_valid(syms, counts, protocol="crystalflow")
     # noble gases: argon has neither states nor an electronegativity; krypton has both (KrF2 is real)
-    assert not M.smact_valid(["Ar", "F"], [1, 2], protocol="crystalflow")
-    assert not M.smact_valid(["Ar", "Na", "Cl"], [1, 1, 1], protocol="diffcsp")
-    assert M.smact_valid(["Kr", "F"], [1, 2], protocol="crystalflow")
+    assert not V.smact_valid(["Ar", "F"], [1, 2], protocol="crystalflow")
+    assert not V.smact_valid(["Ar", "Na", "Cl"], [1, 1, 1], protocol="diffcsp")
+    assert V.smact_valid(["Kr", "F"], [1, 2], protocol="crystalflow")
 
 
 def test_energy_that_mp2020_refuses_gets_no_e_hull(monkeypatch):
