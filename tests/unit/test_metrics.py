@@ -350,7 +350,7 @@ def test_oxidation_state_sets_differ_between_protocols():
 
 def test_oxidation_combination_cap(monkeypatch):
     assert V.smact_valid(["Fe", "O"], [2, 3], protocol="crystalflow")
-    monkeypatch.setattr(M, "MAX_OX_COMBINATIONS", 10)  # Fe has 8 states, O 4 in SMACT 1.4: 32 > 10
+    monkeypatch.setattr(V, "MAX_OX_COMBINATIONS", 10)  # Fe has 8 states, O 4 in SMACT 1.4: 32 > 10
     assert not V.smact_valid(["Fe", "O"], [2, 3], protocol="crystalflow")
 
 
