@@ -27,15 +27,8 @@ import numpy as np
 from _common import header, mp20_test_rows
 
 from crystalflow_core.config import defaults
-from crystalflow_core.materials.transport import (
-    MDSettings,
-    ScreenSettings,
-    arrhenius,
-    diffusion_from_trajectory,
-    migration_screen,
-    run_md,
-    supercell_for,
-)
+from crystalflow_core.materials.md import MDSettings, arrhenius, diffusion_from_trajectory, run_md, supercell_for
+from crystalflow_core.materials.transport import ScreenSettings, migration_screen
 
 PUBLISHED = "Mo, Ong, Ceder, Chem. Mater. 24, 15 (2012), AIMD: E_a 0.21 eV, sigma(300 K) 13 mS/cm"
 

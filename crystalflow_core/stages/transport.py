@@ -26,16 +26,14 @@ from crystalflow_core.io import (
     write_csv_atomic,
     write_jsonl_atomic,
 )
+from crystalflow_core.materials.md import MDSettings, md_many, supercell_for
 from crystalflow_core.materials.relax import finished, relaxed_structure
 from crystalflow_core.materials.transport import (
     SCREEN_COLUMNS,
-    MDSettings,
     ScreenSettings,
     md_candidates,
-    md_many,
     screen_many,
     screen_plan,
-    supercell_for,
     transport_rows,
 )
 from crystalflow_core.stages.common import ensure_writable, require, resumable

@@ -12,8 +12,9 @@ from crystalflow_core.evaluation.sample_metrics import MetricSettings
 from crystalflow_core.generative.network import ModelConfig
 from crystalflow_core.generative.sampling import SampleSettings
 from crystalflow_core.generative.training import TrainSettings
+from crystalflow_core.materials.md import MDSettings
 from crystalflow_core.materials.relax import RelaxSettings
-from crystalflow_core.materials.transport import MDSettings, ScreenSettings
+from crystalflow_core.materials.transport import ScreenSettings
 
 # fields that are not configuration: how a job runs (its worker count) or a nested settings object
 NOT_CONFIG = {"workers", "bounds"}

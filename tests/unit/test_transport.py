@@ -13,16 +13,12 @@ from pymatgen.core import Lattice, Structure
 
 from crystalflow_core import config as cfgmod
 from crystalflow_core.io import read_jsonl, write_jsonl_atomic
+from crystalflow_core.materials.md import MDSettings, diffusion_from_trajectory, md_many, run_md, supercell_for
 from crystalflow_core.materials.transport import (
-    MDSettings,
     ScreenSettings,
     connecting_hops,
-    diffusion_from_trajectory,
-    md_many,
     migration_screen,
     percolation_dimension,
-    run_md,
-    supercell_for,
     transport_summary,
 )
 from crystalflow_core.stages import transport_md, transport_screen, transport_table
