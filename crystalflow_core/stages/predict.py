@@ -47,7 +47,8 @@ from crystalflow_core.materials.prediction import (
     rank_polymorphs,
     symmetrise,
 )
-from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings, relax_many, second_opinion
+from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings, relax_many
+from crystalflow_core.materials.second_opinion import second_opinion
 from crystalflow_core.stages.common import (
     ensure_writable,
     open_sampler,

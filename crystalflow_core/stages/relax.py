@@ -13,7 +13,8 @@ from crystalflow_core.evaluation.stability import check_relaxations_belong, stab
 from crystalflow_core.generative.sampling import record_to_structure, shard_slice
 from crystalflow_core.io import content_key, read_jsonl, write_csv_atomic, write_jsonl_atomic
 from crystalflow_core.materials.hull import build_hull, load_elemental_refs
-from crystalflow_core.materials.relax import RelaxSettings, finished, relax_many, relaxed_structure, second_opinion
+from crystalflow_core.materials.relax import RelaxSettings, finished, relax_many, relaxed_structure
+from crystalflow_core.materials.second_opinion import second_opinion
 from crystalflow_core.sources import elemental_refs_path
 from crystalflow_core.stages.common import ensure_writable, require, resumable
 

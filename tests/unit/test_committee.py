@@ -95,7 +95,7 @@ def test_committee_writes_both_columns_and_flags_a_planted_disagreement(calcs, h
     is flagged, and the agreed rates count it out."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from crystalflow_core.materials.relax import second_opinion
+    from crystalflow_core.materials.second_opinion import second_opinion
 
     hull, refs = hull_and_refs
     (path,) = need_data("mp_20/test.csv.gz")
