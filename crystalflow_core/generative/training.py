@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from crystalflow_core import safe_load
 from crystalflow_core.config import defaults
-from crystalflow_core.crystals.crystal import atom_offsets
-from crystalflow_core.crystals.data import load_cache
 from crystalflow_core.crystals.elements import encode_types
 from crystalflow_core.errors import CheckpointError
 from crystalflow_core.generative import precision as prec
+from crystalflow_core.generative.datamodule import CrystalDataModule, epoch_seed
 from crystalflow_core.generative.flow import flow_loss, interpolate
 from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig, fp32_region
 from crystalflow_core.generative.sampling import FlowSampler
@@ -29,96 +27,6 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- data
-class CrystalSet(Dataset):
-    """Index dataset over a split cache; batching is done in `collate` by slicing offsets."""
-
-    def __init__(self, cache: dict, conditions: list[str], scalers: dict):
-        self.c = cache
-        self.offsets = torch.from_numpy(atom_offsets(cache["num_atoms"].numpy()))
-        self.conditions = conditions
-        self.scalers = scalers
-        for name in conditions:
-            if name not in cache["conditions"]:
-                raise KeyError(f"condition '{name}' not in the data cache (has {list(cache['conditions'])})")
-
-    def __len__(self):
-        return len(self.c["num_atoms"])
-
-    def __getitem__(self, i):
-        return i
-
-    def collate(self, idx: list[int]) -> dict:
-        idx_t = torch.tensor(idx, dtype=torch.long)
-        na = self.c["num_atoms"][idx_t]
-        starts = self.offsets[idx_t]
-        atom_idx = torch.repeat_interleave(starts - torch.cumsum(na, 0) + na, na) + torch.arange(int(na.sum()))
-        out = {
-            "num_atoms": na,
-            "atom_types": self.c["atom_types"][atom_idx],
-            "frac_coords": self.c["frac_coords"][atom_idx],
-            "k": self.c["k"][idx_t],
-            "cond": {},
-        }
-        for name in self.conditions:
-            mu, sd = self.scalers[name]
-            out["cond"][name] = (self.c["conditions"][name][idx_t] - mu) / sd
-        return out
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(seed) * 100_003 + int(epoch) + 1
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """Shuffled order that depends only on (seed, epoch); Lightning calls set_epoch every epoch."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self):
-        return self.n
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
-        yield from torch.randperm(self.n, generator=g).tolist()
-
-
-class CrystalDataModule(pl.LightningDataModule):
-    def __init__(self, train_path, val_path, conditions, batch_size: int, workers: int, seed: int):
-        super().__init__()
-        self.seed = seed
-        self.train_path, self.val_path = train_path, val_path
-        self.conditions = list(conditions)
-        self.batch_size, self.workers = batch_size, workers
-
-    def setup(self, stage=None):
-        tr = load_cache(self.train_path)
-        self.scalers = {c: tr["condition_scalers"][c] for c in self.conditions}
-        self.train_set = CrystalSet(tr, self.conditions, self.scalers)
-        self.val_set = CrystalSet(load_cache(self.val_path), self.conditions, self.scalers) if self.val_path else None
-
-    def _loader(self, ds, shuffle):
-        # own generator: creating a loader iterator draws a base seed, which must not come from the
-        # global stream (Lightning creates the iterator before or after the epoch hook depending on
-        # whether the run was resumed)
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            sampler=EpochSampler(len(ds), self.seed) if shuffle else None,
-            collate_fn=ds.collate,
-            num_workers=self.workers,
-            persistent_workers=self.workers > 0,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-
-    def train_dataloader(self):
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self):
-        return self._loader(self.val_set, False) if self.val_set is not None else []
 
 
 # ----------------------------------------------------------------------------- module
@@ -251,7 +159,7 @@ class CrystalFlowModule(pl.LightningModule):
     def on_train_epoch_start(self):
         # the draws of an epoch (times, noise, condition dropout) depend on (seed, epoch) only, so a
         # run resumed from a checkpoint continues exactly as an uninterrupted one would
-        torch.manual_seed(_epoch_seed(self.hparams.seed, self.current_epoch))
+        torch.manual_seed(epoch_seed(self.hparams.seed, self.current_epoch))
 
     def validation_step(self, batch, batch_idx):
         return self._step(batch, "val")
