@@ -21,7 +21,8 @@ from pathlib import Path
 from _common import header
 
 from crystalflow_core.config import defaults
-from crystalflow_core.generative.sampling import EVALS_PER_STEP, METHODS
+from crystalflow_core.generative.integrators import EVALS_PER_STEP
+from crystalflow_core.generative.sampling import METHODS
 
 
 def parse_args():

@@ -14,6 +14,7 @@ from conftest import DATA, REPO, need_data, rejected_of
 
 from crystalflow_core.config import defaults
 from crystalflow_core.crystals.elements import decode_types
+from crystalflow_core.generative.integrators import guided_velocity, integrate
 from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig
 from crystalflow_core.generative.reference import (
     CheckpointImportError,
@@ -22,7 +23,6 @@ from crystalflow_core.generative.reference import (
     read_scalers,
     reference_model_config,
 )
-from crystalflow_core.generative.sampling import guided_velocity, integrate
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "reference_crystalflow"
 NAMES = ["csp", "dng", "dng_eform", "csp_pressure"]

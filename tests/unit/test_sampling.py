@@ -20,7 +20,7 @@ from crystalflow_core.generative.sampling import (
 
 def integrate(vel, k, f, a, **kw):
     """sampling.integrate with the schema's sample defaults for what a test leaves out."""
-    from crystalflow_core.generative.sampling import integrate as run
+    from crystalflow_core.generative.integrators import integrate as run
 
     d = defaults("sample")
     base = dict(anneal=0.0, anneal_offset=d["anneal_offset"], anneal_vars=("f",), grid=d["time_grid"])
@@ -76,7 +76,7 @@ def test_higher_order_methods_agree_with_fine_euler_on_the_torus_with_anti_annea
 
 
 def test_dense_end_grid():
-    from crystalflow_core.generative.sampling import time_grid
+    from crystalflow_core.generative.integrators import time_grid
 
     t = time_grid(4, "dense_end", 2.0)
     assert t[0] == 0.0 and t[-1] == 1.0 and np.all(np.diff(np.diff(t)) < 0)  # steps shrink towards t = 1

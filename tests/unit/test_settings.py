@@ -72,7 +72,8 @@ def test_settings_built_from_schema_defaults():
 def test_one_table_of_integrators():
     """The schema's integrator names, the sampling-point pattern and the evaluations per step all come
     from sampling's INTEGRATOR_TABLE."""
-    from crystalflow_core.generative.sampling import EVALS_PER_STEP, INTEGRATOR_TABLE, METHODS
+    from crystalflow_core.generative.integrators import EVALS_PER_STEP, INTEGRATOR_TABLE
+    from crystalflow_core.generative.sampling import METHODS
     from crystalflow_core.points import parse_point
 
     assert load_schema()["definitions"]["integrator"]["enum"] == list(INTEGRATOR_TABLE) == list(METHODS)
