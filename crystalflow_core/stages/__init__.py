@@ -19,14 +19,13 @@ from crystalflow_core.stages.data import download, prepare
 from crystalflow_core.stages.dft import dft, dft_results
 from crystalflow_core.stages.metrics import collect, csp_metrics, dng_metrics, test_fingerprints
 from crystalflow_core.stages.predict import (
-    predict_dft,
-    predict_dft_results,
     predict_rank,
     predict_relax,
     predict_report,
     predict_sample,
     predict_search,
 )
+from crystalflow_core.stages.predict_dft import predict_dft, predict_dft_results
 from crystalflow_core.stages.relax import relax, stability
 from crystalflow_core.stages.sample import check_samples_current, gather, sample, shard_is_current
 from crystalflow_core.stages.train import import_checkpoint, train

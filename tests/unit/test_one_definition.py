@@ -91,3 +91,8 @@ def test_csv_tables_are_written_through_one_atomic_writer(tmp_path):
     assert out.read_text() == "id,x\na,1.5\n" and list(tmp_path.iterdir()) == [out]  # no temporary left
     writers = [p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py") if ".to_csv(" in p.read_text()]
     assert writers == ["io.py"], writers
+
+
+def test_no_module_of_the_package_is_over_450_lines():
+    long = {p.relative_to(PKG).as_posix(): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, long
