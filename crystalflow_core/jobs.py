@@ -9,6 +9,19 @@ from pathlib import Path
 from crystalflow_core.layout import Layout
 from crystalflow_core.sources import local_source, split_source
 
+# a Job's field -> the workflow's wildcard that holds it (the one mapping between the two)
+WILDCARDS = {
+    "run": "run",
+    "point": "point",
+    "shard": "shard",
+    "job": "job",
+    "dataset": "dataset",
+    "split": "split",
+    "limit": "limit",
+    "tag": "tag",
+    "task": "task",
+}
+
 
 class Folder(str):
     """An output that is a folder (Snakemake's `directory()`)."""
@@ -32,42 +45,40 @@ class Job:
     output: dict | None = None
 
     @property
-    def L(self) -> Layout:
+    def layout(self) -> Layout:
+        """Every path under the config's results folder."""
         return Layout(self.cfg["results"])
 
     @property
-    def r(self) -> dict:
+    def run_section(self) -> dict:
+        """The job's run (`runs/{run}` of the validated config)."""
         return self.cfg["runs"][self.run]
 
     @property
-    def p(self) -> dict:
+    def job_section(self) -> dict:
+        """The job's prediction job (`predict/{job}` of the validated config)."""
         return self.cfg["predict"][self.job]
 
     @classmethod
+    def from_wildcards(cls, cfg: dict, rule: str, wildcards, **settings) -> Job:
+        """The job of a rule's wildcards (Snakemake's, or any mapping of wildcard name -> value): the one
+        mapping of wildcards onto a job's fields (WILDCARDS), for the rules' input functions and scripts."""
+        wc = dict(wildcards.items())
+        fields = {f: wc.get(w) for f, w in WILDCARDS.items()}
+        fields["shard"] = int(wc["shard"]) if wc.get("shard") is not None else None
+        return cls(cfg, rule, **fields, **settings)
+
+    @classmethod
     def from_snakemake(cls, smk) -> Job:
-        wc = dict(smk.wildcards.items())
-        return cls(
-            smk.config,
-            smk.rule,
-            run=wc.get("run"),
-            point=wc.get("steps"),
-            shard=int(wc["shard"]) if "shard" in wc else None,
-            job=wc.get("job"),
-            dataset=wc.get("dataset"),
-            split=wc.get("split"),
-            limit=wc.get("limit"),
-            tag=wc.get("tag"),
-            task=wc.get("task"),
-            threads=smk.threads,
-            input={k: _plain(v) for k, v in smk.input.items()},
-            output={k: _plain(v) for k, v in smk.output.items()},
-        )
+        """The job of a running Snakemake rule: its wildcards, threads and resolved files."""
+        files = {"input": {k: _plain(v) for k, v in smk.input.items()}}
+        files["output"] = {k: _plain(v) for k, v in smk.output.items()}
+        return cls.from_wildcards(smk.config, smk.rule, smk.wildcards, threads=smk.threads, **files)
 
     @classmethod
     def pattern(cls, cfg: dict, rule: str) -> Job:
         """A job whose wildcards are Snakemake's placeholders: its outputs are the rule's patterns."""
-        wc = dict(run="{run}", point="{steps}", shard="{shard}", job="{job}", dataset="{dataset}", split="{split}")
-        return cls(cfg, rule, limit="{limit}", tag="{tag}", task="{task}", **wc)
+        return cls(cfg, rule, **{f: "{" + w + "}" for f, w in WILDCARDS.items()})
 
 
 def _plain(value):
@@ -77,43 +88,45 @@ def _plain(value):
 
 # ----------------------------------------------------------------------------- shards and file lists
 def sample_shards(j: Job) -> list[str]:
-    return [j.L.sample_shard(j.run, j.point, i) for i in range(j.r["sample"]["shards"])]
+    return [j.layout.sample_shard(j.run, j.point, i) for i in range(j.run_section["sample"]["shards"])]
 
 
 def relax_shards(j: Job) -> list[str]:
-    return [j.L.relaxed(j.run, j.point, i) for i in range(j.r["relax"]["shards"])]
+    return [j.layout.relaxed(j.run, j.point, i) for i in range(j.run_section["relax"]["shards"])]
 
 
 def md_shards(j: Job) -> list[str]:
-    return [j.L.transport_md(j.run, j.point, i) for i in range(j.r["transport"]["md"]["shards"])]
+    return [j.layout.transport_md(j.run, j.point, i) for i in range(j.run_section["transport"]["md"]["shards"])]
 
 
 def predict_sample_shards(j: Job) -> list[str]:
-    if j.p["until"]:  # a search: one file, grown in rounds
-        return [j.L.predict_search_samples(j.job)]
-    return [j.L.predict_samples(j.job, i) for i in range(j.p["shards"])]
+    if j.job_section["until"]:  # a search: one file, grown in rounds
+        return [j.layout.predict_search_samples(j.job)]
+    return [j.layout.predict_samples(j.job, i) for i in range(j.job_section["shards"])]
 
 
 def predict_relax_shards(j: Job) -> list[str]:
-    if j.p["until"]:
-        return [j.L.predict_search_relaxed(j.job)]
-    return [j.L.predict_relaxed(j.job, i) for i in range(j.p["relax"]["shards"])]
+    if j.job_section["until"]:
+        return [j.layout.predict_search_relaxed(j.job)]
+    return [j.layout.predict_relaxed(j.job, i) for i in range(j.job_section["relax"]["shards"])]
 
 
 def split_of(j: Job, key: str) -> str | None:
-    return j.L.split(j.r["dataset"], j.r[key]) if j.r[key] else None
+    return j.layout.split(j.run_section["dataset"], j.run_section[key]) if j.run_section[key] else None
 
 
 def novelty_of(j: Job) -> list[str]:
-    return [j.L.split(j.r["dataset"], s) for s in j.r["novelty_splits"]]
+    return [j.layout.split(j.run_section["dataset"], s) for s in j.run_section["novelty_splits"]]
 
 
 def fingerprints_of(j: Job) -> str:
-    return j.L.fingerprints(j.r["dataset"], j.r["test_split"], j.cfg["metrics"]["fingerprint_limit"])
+    return j.layout.fingerprints(
+        j.run_section["dataset"], j.run_section["test_split"], j.cfg["metrics"]["fingerprint_limit"]
+    )
 
 
 def prediction_model_of(j: Job) -> str:
-    return j.L.model(j.p["run"]) if j.p["run"] else j.p["checkpoint"]
+    return j.layout.model(j.job_section["run"]) if j.job_section["run"] else j.job_section["checkpoint"]
 
 
 def split_file(cfg: dict, dataset: str, split: str) -> str:

@@ -55,7 +55,7 @@ def _rk4(vel, x, t, dt):
 
 
 # The one table of integrators: name -> (one step from t to t + dt, network evaluations per step). The
-# schema's `integrator` definition, the workflow's {steps} wildcard and the benchmarks take the names
+# schema's `integrator` definition, the workflow's {point} wildcard and the benchmarks take the names
 # from here (a test keeps the schema's list equal to it).
 INTEGRATOR_TABLE = {"euler": (_euler, 1), "midpoint": (_midpoint, 2), "heun": (_heun, 2), "rk4": (_rk4, 4)}
 

@@ -30,7 +30,7 @@ LAYERS = [
     {"generative", "materials"},
     {"evaluation"},
     {"stages"},
-    {"registry", "cli"},
+    {"registry", "stage_wiring", "cli"},
 ]
 
 

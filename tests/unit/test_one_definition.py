@@ -96,3 +96,16 @@ def test_csv_tables_are_written_through_one_atomic_writer(tmp_path):
 def test_no_module_of_the_package_is_over_450_lines():
     long = {p.relative_to(PKG).as_posix(): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > 450}
     assert not long, long
+
+
+def test_wildcards_map_onto_a_job_in_one_place():
+    from crystalflow_core import config as cfgmod
+    from crystalflow_core.jobs import WILDCARDS, Job
+
+    cfg = cfgmod.load(PKG.parent / "config" / "quick.yaml")
+    job = Job.from_wildcards(cfg, "relax", {"run": "mp20_dng", "point": "heun_10", "shard": "1"}, threads=2)
+    assert (job.run, job.point, job.shard, job.threads, job.dataset) == ("mp20_dng", "heun_10", 1, 2, None)
+    pattern = Job.pattern(cfg, "relax")
+    assert all(getattr(pattern, field) == "{" + wc + "}" for field, wc in WILDCARDS.items())
+    smk = (PKG.parent / "workflow" / "rules" / "common.smk").read_text()
+    assert "Job.from_wildcards(config, name, wildcards)" in smk and 'wc.get("' not in smk

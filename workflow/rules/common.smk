@@ -48,7 +48,7 @@ wildcard_constraints:
     run=runs_pattern(RUNS),
     dataset="|".join(config["datasets"]) or "NO_DATASETS",
     split="[A-Za-z0-9_]+",
-    steps=POINT_PATTERN,
+    point=POINT_PATTERN,
     shard=r"\d+",
     tag="[a-z0-9]+",
     task="csp|dng",
@@ -61,20 +61,7 @@ def stage_inputs(name, **extra):
     trigger a rerun, such as the hull or VASP outputs: a list or an input function)."""
 
     def f(wildcards):
-        wc = dict(wildcards.items())
-        job = Job(
-            config,
-            name,
-            run=wc.get("run"),
-            point=wc.get("steps"),
-            shard=int(wc["shard"]) if "shard" in wc else None,
-            job=wc.get("job"),
-            dataset=wc.get("dataset"),
-            split=wc.get("split"),
-            limit=wc.get("limit"),
-            tag=wc.get("tag"),
-            task=wc.get("task"),
-        )
+        job = Job.from_wildcards(config, name, wildcards)
         out = STAGES[name].inputs(job)
         for key, fn in extra.items():
             out[key] = fn(wildcards) if callable(fn) else fn
@@ -108,7 +95,7 @@ def dft_outputs(wildcards):
     run's energies come from a file."""
     if RUNS[wildcards.run]["dft"]["energies"]:
         return []
-    return _vasp_outputs(L.vasp_dir(wildcards.run, wildcards.steps))
+    return _vasp_outputs(L.vasp_dir(wildcards.run, wildcards.point))
 
 
 def predict_dft_outputs(wildcards):
@@ -135,7 +122,7 @@ def run_view(*sections):
 
     def f(wildcards):
         out = {k: v for k, v in RUNS[wildcards.run].items() if k in keep}
-        if "sample" in out:  # a job's sampling point is its {steps} wildcard: adding a point reruns no other
+        if "sample" in out:  # a job's sampling point is its {point} wildcard: adding a point reruns no other
             out["sample"] = {k: v for k, v in out["sample"].items() if k not in ("steps", "extra")}
         return canonical(out)
 

@@ -4,7 +4,7 @@ rule dft:
     output:
         **stage_outputs("dft"),
     log:
-        L.log("dft", "{run}_s{steps}"),
+        L.log("dft", "{run}_s{point}"),
     localrule: STAGES["dft"].local
     conda:
         "../../envs/workflow.yaml"
@@ -20,7 +20,7 @@ rule dft_results:
     output:
         **stage_outputs("dft_results"),
     log:
-        L.log("dft", "{run}_s{steps}_results"),
+        L.log("dft", "{run}_s{point}_results"),
     localrule: STAGES["dft_results"].local
     conda:
         "../../envs/workflow.yaml"

@@ -23,9 +23,9 @@ rule metrics:
     output:
         **stage_outputs("metrics"),
     log:
-        L.log("metrics", "{run}_s{steps}"),
+        L.log("metrics", "{run}_s{point}"),
     benchmark:
-        L.benchmark("metrics", "{run}_s{steps}")
+        L.benchmark("metrics", "{run}_s{point}")
     localrule: STAGES["metrics"].local
     conda:
         "../../envs/workflow.yaml"

@@ -4,9 +4,9 @@ rule relax:
     output:
         **stage_outputs("relax"),
     log:
-        L.log("relax", "{run}_s{steps}_shard{shard}"),
+        L.log("relax", "{run}_s{point}_shard{shard}"),
     benchmark:
-        L.benchmark("relax", "{run}_s{steps}_shard{shard}")
+        L.benchmark("relax", "{run}_s{point}_shard{shard}")
     localrule: STAGES["relax"].local
     conda:
         "../../envs/workflow.yaml"
@@ -23,9 +23,9 @@ rule stability:
     output:
         **stage_outputs("stability"),
     log:
-        L.log("stability", "{run}_s{steps}"),
+        L.log("stability", "{run}_s{point}"),
     benchmark:
-        L.benchmark("stability", "{run}_s{steps}")
+        L.benchmark("stability", "{run}_s{point}")
     localrule: STAGES["stability"].local
     conda:
         "../../envs/workflow.yaml"

@@ -4,9 +4,9 @@ rule sample:
     output:
         **stage_outputs("sample"),
     log:
-        L.log("sample", "{run}_s{steps}_shard{shard}"),
+        L.log("sample", "{run}_s{point}_shard{shard}"),
     benchmark:
-        L.benchmark("sample", "{run}_s{steps}_shard{shard}")
+        L.benchmark("sample", "{run}_s{point}_shard{shard}")
     localrule: STAGES["sample"].local
     conda:
         "../../envs/workflow.yaml"
@@ -23,7 +23,7 @@ rule gather_samples:
     output:
         **stage_outputs("gather_samples"),
     log:
-        L.log("sample", "{run}_s{steps}_gather"),
+        L.log("sample", "{run}_s{point}_gather"),
     localrule: STAGES["gather_samples"].local
     conda:
         "../../envs/workflow.yaml"

@@ -4,9 +4,9 @@ rule transport_screen:
     output:
         **stage_outputs("transport_screen"),
     log:
-        L.log("transport", "{run}_s{steps}_screen"),
+        L.log("transport", "{run}_s{point}_screen"),
     benchmark:
-        L.benchmark("transport", "{run}_s{steps}_screen")
+        L.benchmark("transport", "{run}_s{point}_screen")
     localrule: STAGES["transport_screen"].local
     conda:
         "../../envs/workflow.yaml"
@@ -24,9 +24,9 @@ rule transport_md:
     output:
         **stage_outputs("transport_md"),
     log:
-        L.log("transport", "{run}_s{steps}_md{shard}"),
+        L.log("transport", "{run}_s{point}_md{shard}"),
     benchmark:
-        L.benchmark("transport", "{run}_s{steps}_md{shard}")
+        L.benchmark("transport", "{run}_s{point}_md{shard}")
     localrule: STAGES["transport_md"].local
     conda:
         "../../envs/workflow.yaml"
@@ -45,7 +45,7 @@ rule transport:
     output:
         **stage_outputs("transport"),
     log:
-        L.log("transport", "{run}_s{steps}"),
+        L.log("transport", "{run}_s{point}"),
     localrule: STAGES["transport"].local
     conda:
         "../../envs/workflow.yaml"
