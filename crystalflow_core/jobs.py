@@ -3,6 +3,7 @@ are made of (shards, splits, fingerprints, the prediction model). Torch-free, as
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,15 @@ def _plain(value):
 
 
 # ----------------------------------------------------------------------------- shards and file lists
+def shard_of(items: list, shard: int, shards: int, key=lambda item: item["id"]) -> list:
+    """This shard's share of `items` (the one sharding of every sharded stage: sampling, relaxation,
+    prediction, MD): by a hash of each item's key, so an item stays in its shard when others are added."""
+    if shards == 1:
+        return list(items)
+    pick = lambda k: int.from_bytes(hashlib.sha256(str(k).encode()).digest()[:4], "little") % shards  # noqa: E731
+    return [it for it in items if pick(key(it)) == shard]
+
+
 def sample_shards(j: Job) -> list[str]:
     return [j.layout.sample_shard(j.run, j.point, i) for i in range(j.run_section["sample"]["shards"])]
 

@@ -343,11 +343,6 @@ def dng_items(hist: list[int], n: int, seed: int, conditions: dict | None = None
     return items
 
 
-def shard_slice(items: list, shard: int, shards: int) -> list:
-    n = len(items)
-    return items[shard * n // shards : (shard + 1) * n // shards]
-
-
 # ----------------------------------------------------------------------------- what a run samples
 
 

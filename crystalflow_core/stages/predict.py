@@ -10,7 +10,6 @@ predict_report       -> report.md and its pictures (Fig. 2a/2c/2d of the paper, 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -32,6 +31,7 @@ from crystalflow_core.io import (
     write_csv_atomic,
     write_jsonl_atomic,
 )
+from crystalflow_core.jobs import shard_of
 from crystalflow_core.materials.potentials import record_energy_scale
 from crystalflow_core.materials.prediction import (
     PHASE_COLUMNS,
@@ -79,14 +79,6 @@ def item_key(model_sha: str, settings: SampleSettings, item: dict) -> str:
     compositions or pressures to a job leaves the keys of the finished ones as they were."""
     parts = [model_sha, repr(settings), item["id"], item["atom_types"], item.get("condition"), __version__]
     return content_key(parts)
-
-
-def job_shard(items: list[dict], shard: int, shards: int) -> list[dict]:
-    """This shard's items, by a hash of each id: an item stays in its shard when others are added."""
-    if shards == 1:
-        return list(items)
-    pick = lambda sid: int.from_bytes(hashlib.sha256(str(sid).encode()).digest()[:4], "little") % shards  # noqa: E731
-    return [it for it in items if pick(it["id"]) == shard]
 
 
 def model_size_cap(sampler: FlowSampler) -> int | None:
@@ -137,7 +129,7 @@ def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shard
     run of the job with the same model and settings are kept, only new ones are sampled."""
     ensure_writable(out)
     sampler, targets, aware = _job_sampler(cfg, name, job, ckpt, threads)
-    items = job_shard(candidate_items(targets, job["n_candidates"], aware), shard, shards)
+    items = shard_of(candidate_items(targets, job["n_candidates"], aware), shard, shards)
     settings = sample_settings(cfg, job)
     model_sha = sha256_file(ckpt)
     want = {it["id"]: item_key(model_sha, settings, it) for it in items}
@@ -238,7 +230,7 @@ def predict_relax(job: dict, samples: list[str], shard: int, shards: int, out: s
     every optimiser step; resumable, and relaxations of unchanged candidates are kept when a job grows."""
     require(*samples)
     ensure_writable(out)
-    recs = job_shard([r for p in samples for r in read_jsonl(p)], shard, shards)
+    recs = shard_of([r for p in samples for r in read_jsonl(p)], shard, shards)
     settings = RelaxSettings.from_section(job["relax"])
     want = {r["id"]: r.get("provenance", "") for r in recs}
     kept = records_current(out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(settings))

@@ -10,8 +10,9 @@ from dataclasses import asdict
 from crystalflow_core.crystals.data import cache_structures, load_cache
 from crystalflow_core.evaluation.committee import committee_columns
 from crystalflow_core.evaluation.stability import check_relaxations_belong, stability_table
-from crystalflow_core.generative.sampling import record_to_structure, shard_slice
+from crystalflow_core.generative.sampling import record_to_structure
 from crystalflow_core.io import content_key, read_jsonl, write_csv_atomic, write_jsonl_atomic
+from crystalflow_core.jobs import shard_of
 from crystalflow_core.materials.hull import build_hull, load_elemental_refs
 from crystalflow_core.materials.relax import RelaxSettings, finished, relax_many, relaxed_structure
 from crystalflow_core.materials.second_opinion import second_opinion
@@ -28,7 +29,7 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
     recs = read_jsonl(samples)
     if r["limit"]:
         recs = recs[: r["limit"]]
-    recs = shard_slice(recs, shard, shards)
+    recs = shard_of(recs, shard, shards)
     per_item = "pressure" in run["conditions"]  # pressure-conditioned run: relax at each sample's target
     items = [(rec["id"], record_to_structure(rec), rec["condition"]["pressure"] if per_item else None) for rec in recs]
     relax_records(recs, items, RelaxSettings.from_section(r), out, workers)

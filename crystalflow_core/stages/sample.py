@@ -18,9 +18,9 @@ from crystalflow_core.generative.sampling import (
     items_for_run,
     record_to_structure,
     settings_for_run,
-    shard_slice,
 )
 from crystalflow_core.io import atomic_path, content_key, read_jsonl, sha256_file, write_jsonl_atomic
+from crystalflow_core.jobs import shard_of
 from crystalflow_core.points import point_of
 from crystalflow_core.stages.common import ensure_writable, open_sampler, require
 
@@ -36,7 +36,7 @@ def sample(
     sampler = open_sampler(ckpt, threads)
     check_model_fits_run(sampler, run, ckpt)
     test_cache = load_cache(test_pt) if run["task"] == "csp" else None
-    items = shard_slice(items_for_run(run, test_cache, sampler.atom_count_hist), shard, shards)
+    items = shard_of(items_for_run(run, test_cache, sampler.atom_count_hist), shard, shards)
     prov = sample_provenance(run, sha256_file(ckpt), steps, shard, shards)
     t0 = time.time()
     recs = sampler.generate(items, settings_for_run(run, steps), shard=shard)

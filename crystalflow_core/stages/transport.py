@@ -26,6 +26,7 @@ from crystalflow_core.io import (
     write_csv_atomic,
     write_jsonl_atomic,
 )
+from crystalflow_core.jobs import shard_of
 from crystalflow_core.materials.md import MDSettings, md_many, supercell_for
 from crystalflow_core.materials.relax import finished, relaxed_structure
 from crystalflow_core.materials.transport import (
@@ -127,7 +128,7 @@ def transport_md(
     require(screen_csv, *relaxed)
     ensure_writable(out, Path(traj_dir) / "probe")
     md = MDSettings.from_section(run["transport"]["md"], run["relax"]["model"])
-    jobs = _md_jobs(run, screen_csv, relaxed, traj_dir)[shard::shards]
+    jobs = shard_of(_md_jobs(run, screen_csv, relaxed, traj_dir), shard, shards, key=lambda job: job[0])
     Path(traj_dir).mkdir(parents=True, exist_ok=True)
     key = _settings_key(asdict(md), [j[0] for j in jobs], [j[1].as_dict() for j in jobs])
     with resumable(out, key) as partial:

@@ -14,7 +14,6 @@ from crystalflow_core.generative.sampling import (
     generate,
     record_to_structure,
     sampling_batches,
-    shard_slice,
 )
 
 
@@ -221,10 +220,17 @@ def test_exploding_samples_are_flagged_not_fatal(cache):
     assert all(record_to_structure(r) is None for r in recs)
 
 
-def test_shards_partition_items():
-    items = list(range(10))
-    parts = [shard_slice(items, i, 3) for i in range(3)]
-    assert sum(parts, []) == items
+def test_shards_partition_items_and_keep_them_when_others_are_added():
+    from crystalflow_core.jobs import shard_of
+
+    items = [{"id": f"s{k}"} for k in range(300)]
+    parts = [shard_of(items, i, 3) for i in range(3)]
+    assert sorted((it["id"] for p in parts for it in p), key=lambda s: int(s[1:])) == [it["id"] for it in items]
+    assert all(70 <= len(p) <= 130 for p in parts)  # a hash: roughly even
+    more = [shard_of(items + [{"id": f"t{k}"} for k in range(50)], i, 3) for i in range(3)]
+    assert all(set(it["id"] for it in p) <= set(it["id"] for it in m) for p, m in zip(parts, more))
+    jobs = [(f"k{k}", None) for k in range(6)]
+    assert shard_of(jobs, 0, 1, key=lambda j: j[0]) == jobs
 
 
 def test_jobs_use_their_threads_capped_at_usable_cores(monkeypatch):
