@@ -39,6 +39,18 @@ def stability_tables(cfg: dict) -> list[str]:
     return _per_point(cfg, Layout(cfg["results"]).stability, stability_relax)
 
 
+def stability_relaxations(cfg: dict) -> list[str]:
+    """The relaxation shards behind every stability table (the structures the report draws)."""
+    runs, L = cfg["runs"], Layout(cfg["results"])
+    return [
+        L.relaxed(r, s, i)
+        for r in target_runs(cfg)
+        if stability_relax(runs[r])
+        for s in sampling_points(runs[r])
+        for i in range(runs[r]["relax"]["shards"])
+    ]
+
+
 def dft_tables(cfg: dict) -> list[str]:
     return _per_point(cfg, Layout(cfg["results"]).dft_stability, stability_relax)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from crystalflow_core.builds import (
     dft_tables,
     metric_tables,
+    stability_relaxations,
     stability_tables,
     table_runs,
     targets_tables,
@@ -125,6 +126,7 @@ def report_inputs(job: Job) -> dict:
     return {
         "tables": metric_tables(cfg),
         "stability": stability_tables(cfg),
+        "relaxed": stability_relaxations(cfg),
         "targets": targets_tables(cfg),
         "transport": transport_tables(cfg),
         "dft": dft_tables(cfg),
@@ -135,7 +137,7 @@ def report_inputs(job: Job) -> dict:
 def report_call(job: Job, inp: dict, out: dict) -> None:
     from crystalflow_core.evaluation.report import write_report
 
-    write_report(inp, out, committees(job.cfg))
+    write_report(inp, out, committees(job.cfg), job.cfg["metrics"]["structure_pictures"])
 
 
 def table_inputs(job: Job) -> dict:

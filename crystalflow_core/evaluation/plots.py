@@ -14,23 +14,96 @@ from crystalflow_core.layout import Layout
 K_B = 8.617333262e-5  # eV/K
 
 
-def figure(path: Path, xlabel: str, ylabel: str, draw) -> bool:
-    """One small PNG: `draw(ax)` plots; the labels, legend and file are handled here."""
+# file name -> the layout problems `check_layout` found when it was saved (the tests read it; empty is good)
+PROBLEMS: dict[str, list[str]] = {}
+
+
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    return plt
+
+
+def wrap(text: str, width: int) -> str:
+    """A label broken into lines of at most `width` characters (a long label never leaves the canvas)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def integer_axis(ax, which: str) -> None:
+    """Whole-number ticks on a count axis (structures, candidates): never 0.5 of a structure."""
+    from matplotlib.ticker import MaxNLocator
+
+    (ax.yaxis if which == "y" else ax.xaxis).set_major_locator(MaxNLocator(integer=True))
+
+
+def check_layout(fig, count_axes: list[tuple]) -> list[str]:
+    """What a reader would see wrong: drawn text or legends beyond the canvas, fractional ticks on a count
+    axis (`count_axes`: (axes, "x" or "y"))."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.get_tightbbox(renderer)  # inches: every drawn artist
+    w, h = fig.get_size_inches()
+    out = []
+    if box.x0 < -0.01 or box.y0 < -0.01 or box.x1 > w + 0.01 or box.y1 > h + 0.01:
+        out.append(f"drawn beyond the canvas: {box.x0:.2f}..{box.x1:.2f} x {box.y0:.2f}..{box.y1:.2f} in of {w}x{h}")
+    for ax, which in count_axes:
+        lo, hi = ax.get_ylim() if which == "y" else ax.get_xlim()
+        ticks = ax.get_yticks() if which == "y" else ax.get_xticks()
+        if any(abs(t - round(t)) > 1e-9 for t in ticks if lo <= t <= hi):
+            out.append(f"fractional ticks on the count axis {which}")
+    return out
+
+
+def save(fig, path: Path, count_axes: list[tuple] = ()) -> bool:
+    """Check the layout (problems logged and kept in PROBLEMS), write the PNG, close the figure."""
+    import logging
+
+    problems = check_layout(fig, list(count_axes))
+    PROBLEMS[Path(path).name] = problems
+    for p in problems:
+        logging.getLogger(__name__).warning("%s: %s", Path(path).name, p)
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+    return True
+
+
+def figure(path: Path, xlabel: str, ylabel: str, draw, count_axis: str | None = None, size=(5.5, 3.8)) -> bool:
+    """One small PNG: `draw(ax)` plots; labels (wrapped to fit), legend, layout (constrained: everything
+    inside the canvas), whole-number ticks on the `count_axis` ("x" or "y") and the file are handled here."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
     draw(ax)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(wrap(xlabel, 70))
+    ax.set_ylabel(wrap(ylabel, 42))
+    if count_axis:
+        integer_axis(ax, count_axis)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return save(fig, path, [(ax, count_axis)] if count_axis else [])
+
+
+def small_multiples(path: Path, panels: list[tuple], xlabel: str, ylabel: str, count_axis: str | None = None) -> bool:
+    """One panel per series that would overlap in one (`panels`: (title, draw(ax))), stacked, shared labels."""
+    plt = _plt()
+    n = len(panels)
+    fig, axes = plt.subplots(n, 1, figsize=(5.5, 1.6 + 1.7 * n), layout="constrained", squeeze=False)
+    counted = []
+    for ax, (title, draw) in zip(axes[:, 0], panels):
+        draw(ax)
+        ax.set_title(title, fontsize=8)
+        if count_axis:
+            integer_axis(ax, count_axis)
+            counted.append((ax, count_axis))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.supxlabel(wrap(xlabel, 70), fontsize=10)
+    fig.supylabel(wrap(ylabel, 42), fontsize=10)
+    return save(fig, path, counted)
 
 
 def hists(ax, groups, column, clip=None, bins=40, label="{}"):
@@ -67,7 +140,7 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path, committees: dict[str
             ax.axvline(METASTABLE_E_HULL, color="k", lw=0.8, ls="--")
 
         relaxer = "/".join(sorted(st["potential"].dropna().unique())) if "potential" in st else "chgnet"
-        figure(outdir / "e_hull_hist.png", f"E above hull (eV/atom, {relaxer}-relaxed)", "structures", draw_hull)
+        figure(outdir / "e_hull_hist.png", f"E above hull (eV/atom, {relaxer}-relaxed)", "structures", draw_hull, "y")
         made.append("e_hull_hist.png")
         made += committee_parity(st, outdir, committees)
         cond = st[st["target"].notna()] if "target" in st else st.iloc[0:0]
@@ -77,6 +150,7 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path, committees: dict[str
                 "CHGNet formation energy after relaxation (eV/atom)",
                 "structures",
                 lambda ax: hists(ax, cond.groupby("target"), "e_form", bins=30, label="target {:g}"),
+                "y",
             )
             made.append("formation_energy_by_target.png")
     return made

@@ -10,17 +10,26 @@ import pandas as pd
 
 from crystalflow_core.config import committee_second
 from crystalflow_core.evaluation.paper_tables import fmt
-from crystalflow_core.evaluation.plots import figure
+from crystalflow_core.evaluation.plots import figure, small_multiples
+from crystalflow_core.evaluation.structure_pictures import prediction_pictures
 
 
-def predict_section(
-    name: str, job: dict, cands: pd.DataFrame, ranked: pd.DataFrame, phase: pd.DataFrame, traces: dict, outdir: Path
+def predict_section(  # noqa: PLR0913  (the job, its four tables, traces, the folder, the drawn structures)
+    name: str,
+    job: dict,
+    cands: pd.DataFrame,
+    ranked: pd.DataFrame,
+    phase: pd.DataFrame,
+    traces: dict,
+    outdir: Path,
+    drawn: dict | None = None,
 ) -> str:
     """Report section of one prediction job: per composition and pressure the candidates' fate and the
     ranked polymorphs; pictures in `outdir` (a folder beside the section's markdown): enthalpy against
     optimiser step (the paper's Fig. 2c), enthalpy
     distributions of every candidate before and after relaxation (Fig. 2d), the generated cells' pressure against the
-    target when the job has several pressures (Fig. 2a), and a delta-H ladder of the best ranks."""
+    target when the job has several pressures (Fig. 2a), a delta-H ladder of the best ranks, and a picture of
+    each best polymorph (`drawn`: best id -> its symmetrised structure, the job's top_n)."""
     outdir.mkdir(parents=True, exist_ok=True)
     model = f"run {job['run']}" if job["run"] else f"checkpoint {job['checkpoint']}"
     aware = cands["pressure_aware"].dropna().astype(bool) if "pressure_aware" in cands else pd.Series([], dtype=bool)
@@ -91,6 +100,10 @@ def predict_section(
     lines += _phase_lines(phase, outdir)
     figs = _predict_figures(cands, ranked, traces, outdir, committee_second(job["relax"]))
     lines += [f"![{f}]({outdir.name}/{f})" for f in figs]
+    pictures = prediction_pictures(ranked, drawn or {}, job["top_n"], outdir)
+    if pictures:
+        lines += ["", f"### The best polymorphs (top {job['top_n']} of each composition and pressure)", ""]
+        lines += [f"![{f}]({outdir.name}/{f})" for f in pictures]
     return "\n".join(lines) + "\n"
 
 
@@ -130,10 +143,14 @@ def _phase_lines(phase: pd.DataFrame, outdir: Path) -> list[str]:
     return lines
 
 
+# meV/atom added to H - H_final before its log is drawn (a finished relaxation sits at 0, drawn at the floor)
+CURVE_FLOOR_MEV = 0.01
+
+
 def _energy_curves(cands: pd.DataFrame, traces: dict):
-    """Per group: (steps, mean, std, n) of E(step) - E(final) in meV/atom over the converged candidates
-    (each relative to its own local minimum, as the paper's Fig. 2c); a relaxation that ended stays at
-    its final energy."""
+    """Per group: (steps, median, 10 %, 90 % quantile, n) of H(step) - H(final) in meV/atom over the converged
+    candidates (each relative to its own local minimum, as the paper's Fig. 2c); a relaxation that ended
+    stays at its final enthalpy."""
     out = {}
     done = cands[cands["converged"].astype(bool) & (cands["error"].fillna("") == "")]
     for group, g in done.groupby("group", sort=True):
@@ -142,7 +159,17 @@ def _energy_curves(cands: pd.DataFrame, traces: dict):
             continue
         n = max(len(t) for t in tr)
         rel = np.array([np.pad(t - t[-1], (0, n - len(t))) for t in tr]) * 1000.0
-        out[group] = (np.arange(n), rel.mean(axis=0), rel.std(axis=0), len(tr))
+        q10, med, q90 = np.quantile(rel, [0.1, 0.5, 0.9], axis=0)
+        out[group] = (np.arange(n), med, q10, q90, len(tr))
+    return out
+
+
+def _ladder_labels(ys: list[float], gap: float) -> list[float]:
+    """Label heights for levels `ys` (ascending) at least `gap` apart: a crowded label moves up, never onto
+    another."""
+    out: list[float] = []
+    for y in ys:
+        out.append(y if not out or y >= out[-1] + gap else out[-1] + gap)
     return out
 
 
@@ -154,28 +181,32 @@ def _predict_figures(
     if curves:
 
         def draw_curves(ax):
-            for group, (x, m, sd, n) in curves.items():
-                line = ax.plot(x, m, label=f"{group} ({n})")[0]
-                ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.2)
-            ax.set_yscale("symlog", linthresh=1.0)
+            for group, (x, med, q10, q90, n) in curves.items():
+                floor = lambda v: np.maximum(v, 0.0) + CURVE_FLOOR_MEV  # noqa: E731
+                line = ax.plot(x, floor(med), label=f"{group} ({n} converged)")[0]
+                ax.fill_between(x, floor(q10), floor(q90), color=line.get_color(), alpha=0.2)
+            ax.set_yscale("log")
 
-        ylabel = "H - H_final (meV/atom; H = E + PV), converged, mean +- sd"
-        figure(outdir / "energy_vs_step.png", "optimiser step", ylabel, draw_curves)
+        ylabel = f"H - H_final + {CURVE_FLOOR_MEV:g} (meV/atom)"
+        xlabel = "optimiser step; line: median, band: 10-90 % of the converged candidates (H = E + PV)"
+        figure(outdir / "energy_vs_step.png", xlabel, ylabel, draw_curves)
         made.append("energy_vs_step.png")
     both = cands[cands["initial_enthalpy_per_atom"].notna() & cands["enthalpy_per_atom"].notna()]
     if len(both):
+        panels = []
+        for group, g in both.groupby("group", sort=True):  # one panel per composition and pressure
 
-        def draw_hist(ax):  # every candidate: log-spaced bins from 1 meV/atom to the largest
-            for group, g in both.groupby("group", sort=True):
+            def draw_hist(ax, g=g):  # every candidate: log-spaced bins from 1 meV/atom to the largest
                 lo = float(g["enthalpy_per_atom"].min())
                 dh = [np.maximum(g[c] - lo, 1e-3) for c in ("initial_enthalpy_per_atom", "enthalpy_per_atom")]
                 bins = np.geomspace(1e-3, max(0.01, float(max(x.max() for x in dh))) * 1.01, 40)
-                ax.hist(dh[0], bins=bins, alpha=0.5, label=f"{group} generated")
-                ax.hist(dh[1], bins=bins, alpha=0.5, label=f"{group} relaxed")
-            ax.set_xscale("log")
+                ax.hist(dh[0], bins=bins, alpha=0.5, label="generated")
+                ax.hist(dh[1], bins=bins, alpha=0.5, label="relaxed")
+                ax.set_xscale("log")
 
+            panels.append((f"{group} ({len(g)} candidates)", draw_hist))
         xlabel = "H - H_best relaxed (eV/atom); every candidate, below 1 meV/atom drawn at 1 meV/atom"
-        figure(outdir / "enthalpy_hist.png", xlabel, "candidates", draw_hist)
+        small_multiples(outdir / "enthalpy_hist.png", panels, xlabel, "candidates", "y")
         made.append("enthalpy_hist.png")
     stress = cands[cands["initial_stress_pressure_gpa"].notna()]
     if stress["pressure_gpa"].nunique() > 1:
@@ -196,20 +227,33 @@ def _predict_figures(
 
         def draw_ladder(ax):
             groups = sorted(ranked["group"].unique())
+            tops = {g: ranked[ranked["group"] == g].sort_values("delta_h_mev").head(8) for g in groups}
+            span = max(1.0, max(float(t["delta_h_mev"].max()) for t in tops.values()))
             for gi, group in enumerate(groups):
-                top = ranked[ranked["group"] == group].head(8)
-                for _, r in top.iterrows():
-                    ax.hlines(r["delta_h_mev"], gi - 0.3, gi + 0.3, lw=2)
+                top = tops[group]
+                ys = top["delta_h_mev"].astype(float).tolist()
+                for y, y_label, (_, r) in zip(ys, _ladder_labels(ys, 0.07 * span), top.iterrows()):
+                    ax.hlines(y, gi - 0.3, gi + 0.3, lw=2)
+                    sg = r.get("spacegroup_symmetrised") or r["spacegroup_tight"]
+                    sg = sg if isinstance(sg, str) and sg else r["spacegroup_tight"]
                     ax.annotate(
-                        f"{int(r['rank'])} {r['spacegroup_tight']}",
-                        (gi + 0.32, r["delta_h_mev"]),
+                        f"{int(r['rank'])}: {sg}, {r.get('cell', '')}",
+                        (gi + 0.3, y),
+                        xytext=(gi + 0.36, y_label),
                         fontsize=6,
                         va="center",
+                        arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if y_label != y else None,
                     )
             ax.set_xticks(range(len(groups)), groups, fontsize=7)
-            ax.set_xlim(-0.6, len(groups) - 0.1)
+            ax.set_xlim(-0.6, len(groups) + 0.4)
+            ax.set_ylim(-0.05 * span, 1.7 * span)
 
-        figure(outdir / "delta_h_ladder.png", "composition, pressure", "delta-H to the best (meV/atom)", draw_ladder)
+        figure(
+            outdir / "delta_h_ladder.png",
+            "composition, pressure; labels: rank, symmetrised space group, cell",
+            "delta-H to the best (meV/atom)",
+            draw_ladder,
+        )
         made.append("delta_h_ladder.png")
     return made + _delta_h_parity(ranked, outdir, second)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -11,13 +12,13 @@ import pandas as pd
 from crystalflow_core.evaluation.paper_tables import csp_table, dft_table, dng_table, transport_section
 from crystalflow_core.evaluation.plots import dft_plots, plots, transport_plots
 from crystalflow_core.io import write_text_atomic
-from crystalflow_core.layout import Layout
 
 
-def write_report(inp: dict, out: dict, committees: dict[str, str]) -> None:
+def write_report(inp: dict, out: dict, committees: dict[str, str], structure_pictures: int) -> None:
     """The summary page from the stage's inputs by name (tables, stability, targets, transport, dft, predict)
     into its outputs by name (report, table1, table2, table3; the pictures in the results' plots folder).
-    `committees`: run -> the config's second potential (config.committees)."""
+    `committees`: run -> the config's second potential (config.committees); `structure_pictures`: how many
+    stable DNG samples are drawn (their relaxations: inp["relaxed"])."""
     tables, stability, predict = inp["tables"], inp["stability"], inp.get("predict", [])
     targets, transport, dft = inp.get("targets", []), inp.get("transport", []), inp.get("dft", [])
     report, table1, table3, table2 = out["report"], out["table1"], out["table3"], out.get("table2")
@@ -39,8 +40,9 @@ def write_report(inp: dict, out: dict, committees: dict[str, str]) -> None:
     t3 = dng_table(dng, tdf, committees) if len(dng) else "# Table 3\n\nNo DNG run in the targets.\n"
     write_text_atomic(table1, t1)
     write_text_atomic(table3, t3)
-    plot_dir = Path(Layout(results).plots())
+    plot_dir = Path(out["plots"])  # the folder Snakemake resolved
     figs = plots(csp, stability, plot_dir, committees)
+    figs += _dng_pictures(stability, inp.get("relaxed", []), structure_pictures, plot_dir)
     tsec = transport_section(list(transport))
     figs += transport_plots(list(transport), plot_dir)
     t2 = dft_table(dng)
@@ -59,7 +61,7 @@ def write_report(inp: dict, out: dict, committees: dict[str, str]) -> None:
         *(_predict_included(p, results) for p in predict),
         "## Plots",
         "",
-    ] + [f"![{f}](plots/{f})" for f in figs]
+    ] + [f"![{f}]({os.path.relpath(plot_dir, results)}/{f})" for f in figs]
     write_text_atomic(report, "\n".join(body) + "\n")
 
 
@@ -71,3 +73,24 @@ def _predict_included(section_md: str, results: str) -> str:
     rel = os.path.relpath(Path(section_md).parent, results)
     text = Path(section_md).read_text()
     return re.sub(r"!\[([^\]]*)\]\(((?!/|https?:)[^)]+)\)", lambda m: f"![{m.group(1)}]({rel}/{m.group(2)})", text)
+
+
+def _dng_pictures(stability: list[str], relaxed: list[str], limit: int, plot_dir: Path) -> list[str]:
+    """Pictures of the best stable DNG samples of every stability table (structures from their relaxations)."""
+    from crystalflow_core.evaluation.structure_pictures import dng_pictures
+    from crystalflow_core.io import read_jsonl
+    from crystalflow_core.materials.relax import finished, relaxed_structure
+
+    label = lambda folder: f"{folder.parent.name}_{folder.name}"  # noqa: E731  ({run}_s{point}: one sampling point)
+    frames = [pd.read_csv(p, dtype={"id": str}).assign(source=label(Path(p).parent)) for p in stability]
+    if not frames or limit <= 0:
+        return []
+    st = pd.concat(frames, ignore_index=True)
+    wanted = {(r["source"], r["id"]) for _, r in st[st["e_hull"] <= 0].iterrows()}
+    structures = {}
+    for p in relaxed:  # results/runs/{run}/s{point}/relax/shard{i}.jsonl
+        source = label(Path(p).parents[1])
+        for rec in read_jsonl(p) if Path(p).exists() else []:
+            if (source, rec.get("id")) in wanted and finished(rec):
+                structures[(source, rec["id"])] = relaxed_structure(rec)
+    return dng_pictures(st, structures, limit, plot_dir)

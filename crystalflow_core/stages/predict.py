@@ -30,6 +30,7 @@ from crystalflow_core.io import (
     sha256_file,
     write_csv_atomic,
     write_jsonl_atomic,
+    write_text_atomic,
 )
 from crystalflow_core.jobs import shard_of
 from crystalflow_core.materials.potentials import record_energy_scale
@@ -391,26 +392,21 @@ def _write_extxyz(cands: pd.DataFrame, finals: dict, out: str) -> None:
         write(str(tmp), frames, format="extxyz")
 
 
-def predict_report(
-    name: str,
-    job: dict,
-    candidates_csv: str,
-    ranked_csv: str,
-    relaxed: list[str],
-    phase_csv: str,
-    out_md: str,
-    plots: str,
-):
-    """The job's report section, its pictures in `plots` (a folder beside it)."""
+def predict_report(name: str, job: dict, inp: dict, out: dict):
+    """The job's report section (`out["report"]`), its pictures in `out["plots"]` (a folder beside it), from the
+    stage's inputs by name: candidates, ranked, relaxed (shards), phase, cifs (the symmetrised best polymorphs)."""
+    from pymatgen.core import Structure
+
     from crystalflow_core.evaluation.prediction_report import predict_section
 
-    require(candidates_csv, ranked_csv, phase_csv, *relaxed)
-    ensure_writable(out_md)
+    require(inp["candidates"], inp["ranked"], inp["phase"], *inp["relaxed"])
+    ensure_writable(out["report"])
     # enthalpy at every optimiser step (energy where older records have no enthalpy trace; equal at 0 GPa)
-    recs = [r for p in relaxed for r in read_jsonl(p)]
+    recs = [r for p in inp["relaxed"] for r in read_jsonl(p)]
     traces = {r["id"]: r.get("enthalpy_trace") or r["energy_trace"] for r in recs if r.get("energy_trace")}
-    frames = (pd.read_csv(candidates_csv), pd.read_csv(ranked_csv), pd.read_csv(phase_csv))
-    text = predict_section(name, job, *frames, traces, Path(plots))
-    from crystalflow_core.io import write_text_atomic
-
-    write_text_atomic(out_md, text)
+    ranked = pd.read_csv(inp["ranked"], dtype={"best_id": str, "cif": str}, keep_default_na=False)
+    top = ranked[ranked["cif"] != ""] if len(ranked) else ranked
+    drawn = {r["best_id"]: Structure.from_file(str(Path(inp["cifs"]) / r["cif"])) for _, r in top.iterrows()}
+    frames = (pd.read_csv(inp["candidates"]), pd.read_csv(inp["ranked"]), pd.read_csv(inp["phase"]))
+    text = predict_section(name, job, *frames, traces, Path(out["plots"]), drawn)
+    write_text_atomic(out["report"], text)
