@@ -190,6 +190,7 @@ def test_snakemake_html_report_holds_the_results(tiny_run):
     plots = [p.name for p in (work / "results/plots").glob("*.png")]
     plots += [p.name for p in (work / "results/predict/salt/plots").glob("*.png")]
     assert len(plots) >= 4
+    assert any(name.startswith("structure_NaCl_p") for name in plots)  # the best polymorphs drawn
     missing = [name for name in tables + predict + plots if name not in text]
     assert not missing, f"not in the HTML report: {missing}"
     for words in ("Paper tables", "Structure prediction", "Stability", "Match rate against integration steps"):
