@@ -77,7 +77,7 @@ def _predict_included(section_md: str, results: str) -> str:
 
 def _dng_pictures(stability: list[str], relaxed: list[str], limit: int, plot_dir: Path) -> list[str]:
     """Pictures of the best stable DNG samples of every stability table (structures from their relaxations)."""
-    from crystalflow_core.evaluation.structure_pictures import dng_pictures
+    from crystalflow_core.evaluation.structure_pictures import SYMPREC, dng_pictures
     from crystalflow_core.io import read_jsonl
     from crystalflow_core.materials.relax import finished, relaxed_structure
 
@@ -93,4 +93,4 @@ def _dng_pictures(stability: list[str], relaxed: list[str], limit: int, plot_dir
         for rec in read_jsonl(p) if Path(p).exists() else []:
             if (source, rec.get("id")) in wanted and finished(rec):
                 structures[(source, rec["id"])] = relaxed_structure(rec)
-    return dng_pictures(st, structures, limit, plot_dir)
+    return dng_pictures(st, structures, limit, plot_dir, SYMPREC)

@@ -70,7 +70,7 @@ def prediction_pictures(ranked, finals: dict, top_n: int, outdir: Path) -> list[
     return made
 
 
-def dng_pictures(st, structures: dict, limit: int, outdir: Path, symprec: float = SYMPREC) -> list[str]:
+def dng_pictures(st, structures: dict, limit: int, outdir: Path, symprec: float) -> list[str]:
     """Pictures of up to `limit` stable samples of DNG stability tables (`st`: rows with source, id, e_hull,
     unique, new; S.U.N. ones first, then by E_hull); `structures`: (source, id) -> relaxed Structure."""
     stable = st[(st["e_hull"] <= 0) & st.apply(lambda r: (r["source"], r["id"]) in structures, axis=1)]

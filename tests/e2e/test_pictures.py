@@ -3,6 +3,7 @@ checked as a person would look at it (no text beyond the canvas, whole numbers o
 of each best polymorph of the prediction job."""
 
 import pandas as pd
+import pytest
 import yaml
 
 from crystalflow_core import config as cfgmod
@@ -36,7 +37,9 @@ def test_every_plot_of_the_tiny_workflow_is_whole_and_legible(tiny_run, tmp_path
     on_disk = {p.name for p in (work / "results" / "plots").glob("*.png")}
     on_disk |= {p.name for p in (work / "results" / "predict" / "salt" / "plots").glob("*.png")}
     assert on_disk <= drawn, f"not rendered again: {on_disk - drawn}"
-    assert {"e_hull_hist.png", "energy_vs_step.png", "enthalpy_hist.png", "delta_h_ladder.png"} <= drawn
+    # (Fig. 2c needs converged candidates: the tiny job's ten optimiser steps leave none, so it is drawn only
+    # where it is on disk, checked above)
+    assert {"e_hull_hist.png", "enthalpy_hist.png", "delta_h_ladder.png", "match_rate_vs_steps.png"} <= drawn
     bad = {name: p for name, p in plots.PROBLEMS.items() if p}
     assert not bad, bad
     # a picture of each best polymorph (top_n per composition and pressure), named in the section
@@ -61,3 +64,54 @@ def test_layout_check_sees_text_beyond_the_canvas_and_fractional_counts(tmp_path
     assert any("beyond the canvas" in p for p in problems) and any("fractional" in p for p in problems)
     assert plots.figure(tmp_path / "ok.png", "x " * 80, "count", lambda ax: ax.hist([1, 2, 2, 3]), "y")
     assert plots.PROBLEMS["ok.png"] == []  # the long label is wrapped, the counts whole
+
+
+def _synthetic_job():
+    """Two compositions, converged candidates with enthalpy traces, near-degenerate polymorphs."""
+    import numpy as np
+
+    rows, traces, ranked = [], {}, []
+    rng = np.random.default_rng(0)
+    for group in ("NaCl_p0", "SiO2_p0"):
+        for k in range(12):
+            sid = f"{group}#{k}"
+            h = -5.0 + 0.002 * k
+            rows.append(
+                {
+                    "id": sid,
+                    "group": group,
+                    "converged": True,
+                    "error": "",
+                    "pressure_gpa": 0.0,
+                    "initial_enthalpy_per_atom": h + rng.uniform(0.05, 2.0),
+                    "enthalpy_per_atom": h,
+                    "initial_stress_pressure_gpa": 1.0,
+                }
+            )
+            n = int(rng.integers(5, 40))
+            traces[sid] = list(h + 0.5 * np.exp(-np.arange(n) / 5.0) - 0.5 * np.exp(-(n - 1) / 5.0))
+        for rank, dh in enumerate([0.0, 0.2, 0.4, 0.5, 12.0, 30.0], start=1):  # four within 0.5 meV/atom
+            ranked.append(
+                {
+                    "group": group,
+                    "rank": rank,
+                    "delta_h_mev": dh,
+                    "spacegroup_tight": "P1",
+                    "spacegroup_symmetrised": "Fm-3m" if rank == 1 else "P2_1/c",
+                    "cell": "Na4Cl4",
+                }
+            )
+    return pd.DataFrame(rows), pd.DataFrame(ranked), traces
+
+
+def test_prediction_figures_are_whole_and_the_ladder_never_overlaps(tmp_path):
+    from crystalflow_core.evaluation.prediction_report import _ladder_labels, _predict_figures
+
+    cands, ranked, traces = _synthetic_job()
+    plots.PROBLEMS.clear()
+    made = _predict_figures(cands, ranked, traces, tmp_path, None)
+    assert {"energy_vs_step.png", "enthalpy_hist.png", "delta_h_ladder.png"} <= set(made)
+    assert all(plots.PROBLEMS[name] == [] for name in made), plots.PROBLEMS
+    labels = _ladder_labels([0.0, 0.2, 0.4, 0.5, 12.0, 30.0], 2.1)
+    assert labels == pytest.approx([0.0, 2.1, 4.2, 6.3, 12.0, 30.0])  # crowded labels moved up, each 2.1 apart
+    assert all(b - a >= 2.1 - 1e-9 for a, b in zip(labels, labels[1:]))

@@ -83,7 +83,7 @@ def test_one_table_of_integrators():
     with pytest.raises(ValueError):
         parse_point("leapfrog_7")
     smk = (REPO / "workflow/rules/common.smk").read_text()
-    assert "steps=POINT_PATTERN" in smk and "heun" not in smk
+    assert "point=POINT_PATTERN" in smk and "heun" not in smk
 
 
 def _schema_keys(node, out: set) -> set:
