@@ -136,6 +136,8 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path, committees: dict[str
 
         def draw_hull(ax):
             hists(ax, st.groupby("source"), "e_hull", clip=(-0.5, 2.0))
+            if not st["e_hull"].notna().any():  # say so rather than draw an empty frame
+                ax.text(0.5, 0.5, "no relaxed sample has an E_hull", transform=ax.transAxes, ha="center")
             ax.axvline(0.0, color="k", lw=0.8)
             ax.axvline(METASTABLE_E_HULL, color="k", lw=0.8, ls="--")
 
