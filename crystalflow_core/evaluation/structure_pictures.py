@@ -27,7 +27,8 @@ def draw_structure(structure, path: Path, title: str) -> bool:
     from pymatgen.io.ase import AseAtomsAdaptor
 
     atoms = AseAtomsAdaptor.get_atoms(structure)
-    atoms.wrap()  # every atom drawn inside the cell it belongs to    plt = _plt()
+    atoms.wrap()  # every atom drawn inside the cell it belongs to
+    plt = _plt()
     fig, axes = plt.subplots(1, len(VIEWS), figsize=(6.4, 3.6), layout="constrained")
     for ax, (name, rotation) in zip(axes, VIEWS):
         plot_atoms(atoms, ax, rotation=rotation, radii=0.45, show_unit_cell=2)
