@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from crystalflow_core.errors import DamagedFileError
+from crystalflow_core.errors import ConfigError, DamagedFileError
 
 
 @contextlib.contextmanager
@@ -115,24 +115,26 @@ def content_key(value, length: int = 16) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
+def closest_name(name: str, known) -> str | None:
+    """The known name most like `name` (a misspelt column or key), None when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
 def check_columns(path, columns, known: dict[str, str]) -> None:
     """A table a user wrote for the project has only columns the project reads (`known`: name -> what it
     holds): an unknown one is refused naming the file, the column and the closest known name."""
-    import difflib
-
-    from crystalflow_core.errors import ConfigError
-
     for col in columns:
         if col not in known:
-            close = difflib.get_close_matches(col.lower(), list(known), n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}' ({known[close[0]]})?" if close else ""
+            close = closest_name(col.lower(), known)
+            hint = f"; did you mean '{close}' ({known[close]})?" if close else ""
             raise ConfigError(f"{path}: unknown column '{col}'{hint} (columns: {', '.join(known)})")
 
 
 def table_number(path, row, column: str, text, cast=float):
     """`text` of a cell as a number (`cast`), or one line naming file, row and column (a unit, a word)."""
-    from crystalflow_core.errors import ConfigError
-
     try:
         value = float(str(text).strip())
     except ValueError:

@@ -8,7 +8,6 @@ are skipped and listed with their reason in the rejected-rows file (``Layout.rej
 
 from __future__ import annotations
 
-import difflib
 import gzip
 import logging
 import math
@@ -27,7 +26,7 @@ from crystalflow_core.crystals.crystal import atom_offsets, min_interatomic_dist
 from crystalflow_core.crystals.elements import MAX_Z, is_supported
 from crystalflow_core.crystals.lattice import lattice_to_k
 from crystalflow_core.errors import DataError
-from crystalflow_core.io import atomic_path, sha256_file, write_csv_atomic
+from crystalflow_core.io import atomic_path, closest_name, sha256_file, write_csv_atomic
 from crystalflow_core.parallel import serve_map
 
 log = logging.getLogger(__name__)
@@ -194,8 +193,8 @@ def _read_rows(csv_path: Path, settings: PrepareSettings) -> tuple[list[str], li
             df = df.rename(columns={alias: cond})
     for col in [settings.id_column, settings.cif_column, *settings.conditions]:
         if col not in df.columns:
-            close = difflib.get_close_matches(col, list(df.columns), n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            close = closest_name(col, df.columns)
+            hint = f"; did you mean '{close}'?" if close else ""
             raise DataError(f"{csv_path}: missing column '{col}'{hint} (has: {', '.join(df.columns)})")
     unused = [c for c in df.columns if c not in (settings.id_column, settings.cif_column, *settings.conditions)]
     if unused:
