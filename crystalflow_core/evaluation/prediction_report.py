@@ -117,7 +117,7 @@ def _rule(until, best) -> str:
 
 def _phase_lines(phase: pd.DataFrame, outdir: Path) -> list[str]:
     """The pressure scan: transitions per composition and H(P) relative to the lowest-pressure ground state."""
-    from crystalflow_core.materials.prediction import transitions
+    from crystalflow_core.materials.prediction.scan import transitions
 
     lines = []
     for formula, f in phase.groupby("formula", sort=True):

@@ -18,13 +18,11 @@ import pandas as pd
 
 from crystalflow_core import __version__
 from crystalflow_core.compositions import check_model_conditions, job_targets
-from crystalflow_core.config import defaults
 from crystalflow_core.errors import StageError
 from crystalflow_core.evaluation.stability import one_potential
-from crystalflow_core.generative.sampling import FlowSampler, SampleSettings, record_to_structure
+from crystalflow_core.generative.sampling import SampleSettings, record_to_structure
 from crystalflow_core.io import (
     append_jsonl,
-    atomic_path,
     content_key,
     read_jsonl,
     sha256_file,
@@ -34,20 +32,12 @@ from crystalflow_core.io import (
 )
 from crystalflow_core.jobs import shard_of
 from crystalflow_core.materials.potentials import record_energy_scale
-from crystalflow_core.materials.prediction import (
-    PHASE_COLUMNS,
-    candidate_items,
-    candidate_table,
-    cif_name,
-    committee_ranks,
-    distinct_across_pressures,
-    e_hull_at_zero_pressure,
-    enthalpy_scan,
-    rank_polymorphs,
-    symmetrise,
-)
+from crystalflow_core.materials.prediction.candidates import candidate_items, candidate_table, write_extxyz
+from crystalflow_core.materials.prediction.ranking import committee_rerank, rank_polymorphs, with_e_hull
+from crystalflow_core.materials.prediction.scan import phase_diagram
+from crystalflow_core.materials.prediction.search import item_key, model_size_cap, sample_settings, stopped_groups
+from crystalflow_core.materials.prediction.symmetry import write_symmetrised_cifs
 from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings, relax_many
-from crystalflow_core.materials.second_opinion import second_opinion
 from crystalflow_core.stages.common import (
     ensure_writable,
     open_sampler,
@@ -58,33 +48,6 @@ from crystalflow_core.stages.common import (
 from crystalflow_core.stages.relax import relax_key, relax_records
 
 log = logging.getLogger("crystalflow")
-
-
-def sample_settings(cfg: dict, job: dict) -> SampleSettings:
-    """The job's sampling point on the settings of its run's `sample` section (schema defaults for a
-    checkpoint): integrator, steps, seed and batch size from the job."""
-    section = cfg["runs"][job["run"]]["sample"] if job["run"] else defaults("sample")
-    return SampleSettings.from_section(
-        section,
-        "csp",
-        job["steps"],
-        method=job["method"],
-        seed=job["seed"],
-        batch_size=job["batch_size"],
-        pair_budget=None,
-    )
-
-
-def item_key(model_sha: str, settings: SampleSettings, item: dict) -> str:
-    """Provenance of one candidate: model, sampling settings, its id, atoms and condition. Adding candidates,
-    compositions or pressures to a job leaves the keys of the finished ones as they were."""
-    parts = [model_sha, repr(settings), item["id"], item["atom_types"], item.get("condition"), __version__]
-    return content_key(parts)
-
-
-def model_size_cap(sampler: FlowSampler) -> int | None:
-    """The largest crystal the model was trained on (atoms), None where the checkpoint does not say."""
-    return len(sampler.atom_count_hist) - 1 if sampler.atom_count_hist else None
 
 
 def _job_sampler(cfg: dict, name: str, job: dict, ckpt: str, threads: int) -> tuple:
@@ -199,9 +162,7 @@ def predict_search(
             current = [samples[i] for i in sorted(used)]  # kept samples of later rounds wait for their round
             cands, finals = candidate_table(targets, current, [d for d in rel if d["id"] in used], job["symprec"])
             _, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
-            for group, g in ranked.groupby("group"):
-                if group not in stopped and int(g.iloc[0]["n_candidates"]) >= until["found"]:
-                    stopped[group] = int((cands["group"] == group).sum())
+            stopped = stopped_groups(cands, ranked, stopped, until["found"])
             log.info(
                 "predict/%s search: %d candidates per composition and pressure so far; stopping rule met for %d of %d",
                 name,
@@ -273,12 +234,12 @@ def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: l
     cands, finals = candidate_table(targets, smp, rel, job["symprec"])
     cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
-        ranked = _with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
+        ranked = with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
     calc = PotentialWorker(job["relax"]["model"]).calc if len(ranked) else None
-    ranked = _write_symmetrised_cifs(job, ranked, finals, Path(cif_dir), calc)
-    ranked = _committee(job, ranked, finals, name, workers)
-    _write_extxyz(cands, finals, extxyz_out)
-    write_csv_atomic(_phase_diagram(job, ranked, finals, calc), phase_out)
+    ranked = write_symmetrised_cifs(job, ranked, finals, Path(cif_dir), calc)
+    ranked = committee_rerank(job, ranked, finals, name, workers)
+    write_extxyz(cands, finals, extxyz_out)
+    write_csv_atomic(phase_diagram(job, ranked, finals, calc), phase_out)
     for df, out in ((cands, candidates_out), (ranked, ranked_out)):
         write_csv_atomic(df, out)
     for group, g in ranked.groupby("group"):
@@ -293,103 +254,6 @@ def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: l
             best["spacegroup_tight"],
             best["enthalpy_per_atom"],
         )
-
-
-def _committee(job: dict, ranked: pd.DataFrame, finals: dict, name: str, workers: int) -> pd.DataFrame:
-    """With `relax.committee`: the top polymorphs re-ranked under the second potential, flags where the two
-    disagree (committee_ranks)."""
-    committee = job["relax"]["committee"]
-    if not committee or not len(ranked):
-        return ranked
-    top = ranked[ranked["rank"] <= job["top_n"]]
-    items = [(r["best_id"], finals[r["best_id"]], float(r["pressure_gpa"])) for _, r in top.iterrows()]
-    second = second_opinion(items, job["relax"], committee[1], workers)
-    ranked = committee_ranks(ranked, committee[1], second, job["top_n"], job["relax"]["committee_threshold"])
-    n_changed, n_dis = int(ranked["committee_rank_changed"].sum()), int(ranked["committee_disagrees"].sum())
-    log.info("predict/%s committee %s: %d ranks change, %d disagree", name, "+".join(committee), n_changed, n_dis)
-    return ranked
-
-
-def _with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict, scales: dict) -> pd.DataFrame:
-    from crystalflow_core.materials.hull import build_hull, load_elemental_refs
-    from crystalflow_core.sources import elemental_refs_path
-
-    try:
-        refs = load_elemental_refs(elemental_refs_path(cfg))
-        hull = build_hull(cfg)
-    except Exception as exc:  # no hull here: the ranking stands without E_hull
-        log.warning("no hull for E_hull (%s: %s)", type(exc).__name__, exc)
-        return ranked.assign(e_hull_reason=f"no hull ({type(exc).__name__})")
-    return e_hull_at_zero_pressure(ranked, finals, refs, hull, scales)
-
-
-def _phase_diagram(job: dict, ranked: pd.DataFrame, finals: dict, calc) -> pd.DataFrame:
-    """A pressure scan where a composition was searched at several pressures: the `top_n` polymorphs found at
-    any of them (each distinct one once) relaxed at every pressure; empty otherwise."""
-    scans = [pd.DataFrame(columns=PHASE_COLUMNS)]
-    base = RelaxSettings.from_section(job["relax"], record_energies=False)
-    for formula, f in ranked.groupby("formula", sort=True):
-        pressures = sorted(f["pressure_gpa"].unique())
-        if len(pressures) < 2:
-            continue
-        top = f[f["rank"] <= max(1, job["top_n"])].sort_values(["pressure_gpa", "rank"])
-        found = [(f"{r['spacegroup_tight'] or 'P1'} ({r['best_id']})", finals[r["best_id"]]) for _, r in top.iterrows()]
-        polymorphs = distinct_across_pressures(found, job["dedupe"])
-        log.info("pressure scan of %s: %d polymorphs x %d pressures", formula, len(polymorphs), len(pressures))
-        scans.append(enthalpy_scan(polymorphs, pressures, base, calc, formula, job["symprec"][0]))
-    return pd.concat(scans, ignore_index=True) if len(scans) > 1 else scans[0]
-
-
-def _write_symmetrised_cifs(job: dict, ranked: pd.DataFrame, finals: dict, folder: Path, calc) -> pd.DataFrame:
-    """The `top_n` polymorphs of each group symmetrised (refined at the loose space group, re-relaxed with
-    the symmetry kept) and written as CIFs with their symmetry operations; ranked.csv keeps both enthalpies."""
-    from dataclasses import replace
-
-    from pymatgen.io.cif import CifWriter
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.cif"):  # CIFs of an earlier ranking
-        old.unlink()
-    top = ranked[ranked["rank"] <= job["top_n"]]
-    if not len(top):
-        return ranked
-    base = RelaxSettings.from_section(job["relax"], record_energies=False)
-    ranked = ranked.copy()
-    for i, r in top.iterrows():
-        settings = replace(base, pressure=float(r["pressure_gpa"]))
-        s, cols = symmetrise(finals[r["best_id"]], job["symprec"][0], settings, calc, job["symmetrised_symprec"])
-        for k, v in cols.items():
-            ranked.at[i, k] = v
-        if "enthalpy_symmetrised_per_atom" in cols:
-            ranked.at[i, "symmetrised_delta_mev"] = 1000.0 * (
-                cols["enthalpy_symmetrised_per_atom"] - r["enthalpy_per_atom"]
-            )
-        name = cif_name(ranked.loc[i])
-        ranked.at[i, "cif"] = name
-        with atomic_path(folder / name) as tmp:
-            CifWriter(s, symprec=job["symprec"][1]).write_file(str(tmp))
-    return ranked
-
-
-def _write_extxyz(cands: pd.DataFrame, finals: dict, out: str) -> None:
-    from ase.io import write
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    frames = []
-    for _, c in cands[cands["id"].isin(finals)].iterrows():
-        atoms = AseAtomsAdaptor.get_atoms(finals[c["id"]])
-        atoms.info.update(
-            id=c["id"],
-            target=c["target"],
-            cluster=int(c["cluster"]),
-            enthalpy_per_atom=float(c["enthalpy_per_atom"]),
-            energy_per_atom=float(c["energy_per_atom"]),
-            pressure_gpa=float(c["pressure_gpa"]),
-            converged=bool(c["converged"]),
-        )
-        frames.append(atoms)
-    with atomic_path(out) as tmp:
-        write(str(tmp), frames, format="extxyz")
 
 
 def predict_report(name: str, job: dict, inp: dict, out: dict):

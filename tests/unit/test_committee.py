@@ -15,7 +15,7 @@ from crystalflow_core.evaluation.committee import committee_columns, committee_s
 from crystalflow_core.evaluation.stability import stability_table
 from crystalflow_core.materials.hull import LocalHull, load_elemental_refs
 from crystalflow_core.materials.potentials import POTENTIALS
-from crystalflow_core.materials.prediction import committee_ranks
+from crystalflow_core.materials.prediction.ranking import committee_ranks
 from crystalflow_core.materials.relax import RelaxSettings, load_potential, potential_fields, relax_structure
 
 pytest.importorskip("sevenn", reason="sevenn not installed (pip install -e '.[sevenn]')")

@@ -11,7 +11,8 @@ from pymatgen.core import Lattice, Structure
 
 from crystalflow_core import config as cfgmod
 from crystalflow_core.compositions import job_targets
-from crystalflow_core.materials.prediction import candidate_items, candidate_record, candidate_table, rank_polymorphs
+from crystalflow_core.materials.prediction.candidates import candidate_items, candidate_record, candidate_table
+from crystalflow_core.materials.prediction.ranking import rank_polymorphs
 
 
 def _cfg(**job):
@@ -167,7 +168,8 @@ def test_symmetrised_output_refines_keeps_its_group_and_says_what_it_cost(tmp_pa
     symmetry-constrained relaxation, costs at most a few meV/atom, and its CIF carries the operations."""
     from pymatgen.io.cif import CifWriter
 
-    from crystalflow_core.materials.prediction import spacegroup, symmetrise
+    from crystalflow_core.materials.prediction.candidates import spacegroup
+    from crystalflow_core.materials.prediction.symmetry import symmetrise
     from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings
 
     dia = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.47), ["Si"], [[0, 0, 0]]).get_primitive_structure()
@@ -237,7 +239,7 @@ def test_z_auto_takes_every_size_up_to_the_model_and_spreads_the_candidates():
 
 def test_transition_pressure_is_where_the_enthalpies_cross():
     """By hand: H_a = 0.01 P, H_b = 0.1 - 0.01 P cross at P = 5 (between 4 and 8)."""
-    from crystalflow_core.materials.prediction import transitions
+    from crystalflow_core.materials.prediction.scan import transitions
 
     rows = [(f, p, h) for p in (0, 4, 8, 12) for f, h in (("a", 0.01 * p), ("b", 0.1 - 0.01 * p))]
     scan = pd.DataFrame(rows, columns=["polymorph", "pressure_gpa", "enthalpy_per_atom"])
@@ -268,7 +270,7 @@ def test_transition_pressure_is_where_the_enthalpies_cross():
     ],
 )
 def test_pressure_scan_finds_the_known_transitions_in_a_sensible_band(case):
-    from crystalflow_core.materials.prediction import distinct_across_pressures, enthalpy_scan, transitions
+    from crystalflow_core.materials.prediction.scan import distinct_across_pressures, enthalpy_scan, transitions
     from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings
 
     formula, sg0, species, coords, a0, sg1, a1, pressures, band = case

@@ -1,0 +1,230 @@
+"""Ranking the relaxed candidates of a prediction: polymorphs clustered (StructureMatcher), ranked by
+enthalpy per atom, put on the hull at 0 GPa and re-ranked by a committee's second potential."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+
+from crystalflow_core.materials.second_opinion import second_opinion
+
+log = logging.getLogger("crystalflow")
+
+
+# ----------------------------------------------------------------------------- polymorphs
+def cluster_polymorphs(
+    structures: list, enthalpies: list[float], ltol: float, stol: float, angle_tol: float, energy_window: float = 0.1
+) -> list[int]:
+    """Cluster index per structure: lowest enthalpy first, each structure joins the first earlier cluster
+    whose representative (its lowest-enthalpy member) StructureMatcher matches, else opens a new one.
+    Only representatives within `energy_window` eV/atom are compared (the same polymorph relaxed twice
+    lands within a few meV/atom; the window only saves comparisons)."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    sm = StructureMatcher(ltol=ltol, stol=stol, angle_tol=angle_tol, primitive_cell=True, attempt_supercell=True)
+    order = sorted(range(len(structures)), key=lambda i: (enthalpies[i], i))
+    reps: list[int] = []  # structure index of each cluster's representative
+    labels = [-1] * len(structures)
+    for i in order:
+        for c, j in enumerate(reps):
+            if abs(enthalpies[i] - enthalpies[j]) > energy_window:
+                continue
+            if sm.fit(structures[j], structures[i]):
+                labels[i] = c
+                break
+        else:
+            labels[i] = len(reps)
+            reps.append(i)
+    return labels
+
+
+SYMMETRY_COLUMNS = ["spacegroup_symmetrised", "enthalpy_symmetrised_per_atom", "symmetrised_delta_mev", "symmetry_note"]
+
+
+RANKED_COLUMNS = [
+    "group",
+    "rank",
+    "formula",
+    "pressure_gpa",
+    "best_id",
+    "cell",
+    "enthalpy_per_atom",
+    "energy_per_atom",
+    "delta_h_mev",
+    "spacegroup_loose",
+    "spacegroup_tight",
+    "spacegroup_number_tight",
+    "n_candidates",
+    "n_converged",
+    "z_found",
+    "density",
+    "converged",
+    "e_hull",
+    "e_hull_reason",
+    "hull",
+    "hull_suspect",
+    *SYMMETRY_COLUMNS,
+    "cif",
+]
+
+
+def rank_polymorphs(
+    cands: pd.DataFrame, finals: dict, dedupe: dict, rank_unconverged: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cluster the relaxed candidates of each group (composition and pressure) and rank the clusters by
+    the enthalpy per atom of their best member. Only physical structures (no relaxation error) rank, and
+    only converged ones unless `rank_unconverged`; `status` says of every candidate whether it ranked and
+    why not. Returns (candidates with `cluster` and `status`, ranked polymorphs)."""
+    cands = cands.copy()
+    ranks = cands["id"].isin(finals) & cands["enthalpy_per_atom"].notna()
+    if not rank_unconverged:
+        ranks &= cands["converged"].astype(bool)
+    cands["status"] = np.where(
+        ranks,
+        "ranked",
+        np.where(
+            cands["error"].fillna("") != "",
+            cands["error"].fillna(""),
+            np.where(cands["converged"].astype(bool), "no enthalpy", "not converged"),
+        ),
+    )
+    ranked = []
+    for group, g in cands[ranks].groupby("group", sort=True):
+        ok = g
+        if not len(ok):
+            continue
+        ids = list(ok["id"])
+        h = [float(x) for x in ok["enthalpy_per_atom"]]
+        labels = cluster_polymorphs([finals[i] for i in ids], h, dedupe["ltol"], dedupe["stol"], dedupe["angle_tol"])
+        cands.loc[ok.index, "cluster"] = labels
+        members = ok.assign(cluster=labels)
+        best_h = min(h)
+        for c, m in members.groupby("cluster"):
+            best = m.loc[m["enthalpy_per_atom"].idxmin()]
+            ranked.append(
+                {
+                    "group": group,
+                    "cluster": int(c),
+                    "formula": best["formula"],
+                    "pressure_gpa": best["pressure_gpa"],
+                    "best_id": best["id"],
+                    "cell": best["cell"],
+                    "enthalpy_per_atom": float(best["enthalpy_per_atom"]),
+                    "energy_per_atom": float(best["energy_per_atom"]),
+                    "delta_h_mev": 1000.0 * (float(best["enthalpy_per_atom"]) - best_h),
+                    "spacegroup_loose": best["spacegroup_loose"],
+                    "spacegroup_tight": best["spacegroup_tight"],
+                    "spacegroup_number_tight": best["spacegroup_number_tight"],
+                    "n_candidates": int(len(m)),
+                    "n_converged": int(m["converged"].astype(bool).sum()),
+                    "z_found": ",".join(str(int(z)) for z in sorted(set(m["z"]))),
+                    "density": float(best["density"]),
+                    "converged": bool(best["converged"]),
+                }
+            )
+    df = pd.DataFrame(ranked)
+    if not len(df):
+        return cands, pd.DataFrame(columns=RANKED_COLUMNS)
+    df = df.sort_values(["group", "enthalpy_per_atom", "best_id"]).reset_index(drop=True)
+    df["rank"] = df.groupby("group").cumcount() + 1
+    # the candidates' cluster numbers follow the ranks (1 = lowest enthalpy)
+    rank_of = {(r["group"], r["cluster"]): int(r["rank"]) for _, r in df.iterrows()}
+    has = cands["cluster"].astype(float) >= 0
+    cands.loc[has, "cluster"] = [
+        rank_of[(g, int(c))] for g, c in zip(cands.loc[has, "group"], cands.loc[has, "cluster"])
+    ]
+    for col in ("e_hull", "e_hull_reason", "hull", "hull_suspect", *SYMMETRY_COLUMNS, "cif"):
+        df[col] = {"e_hull": np.nan, "hull_suspect": False}.get(col, "")
+    for col in ("enthalpy_symmetrised_per_atom", "symmetrised_delta_mev"):
+        df[col] = np.nan
+    return cands, df[RANKED_COLUMNS]
+
+
+def e_hull_at_zero_pressure(ranked: pd.DataFrame, finals: dict, refs: dict, hull, scales: dict) -> pd.DataFrame:
+    """E_hull (eV/atom) of every polymorph at 0 GPa on the run's hull, with the hull's name and the suspect
+    flag; `scales`: the energy scale of each candidate's record (its potential's: CHGNet's energies are
+    MP2020-corrected already). NaN with the reason where there is none (another pressure, MP2020 refused,
+    element without a reference)."""
+    from crystalflow_core.materials.hull import hull_columns, on_hull_scale
+
+    ranked = ranked.copy()
+    ranked["hull"] = f"{hull.source} ({len(hull)} entries)"
+    for i, r in ranked.iterrows():
+        if r["pressure_gpa"] != 0:
+            ranked.at[i, "e_hull_reason"] = "E_hull only at 0 GPa"
+            continue
+        s = finals[r["best_id"]]
+        corrected, why = on_hull_scale(s, float(r["energy_per_atom"]) * len(s), scales[r["best_id"]])
+        if not math.isfinite(corrected):
+            ranked.at[i, "e_hull_reason"] = why
+            continue
+        try:
+            h = hull_columns(s, corrected, refs, hull)
+        except KeyError as exc:
+            ranked.at[i, "e_hull_reason"] = str(exc).strip("'\"")
+            continue
+        ranked.at[i, "e_hull"], ranked.at[i, "hull_suspect"] = h["e_hull"], bool(h["hull_suspect"])
+    return ranked
+
+
+def committee_ranks(ranked: pd.DataFrame, name: str, second: dict, top_n: int, threshold_ev: float) -> pd.DataFrame:
+    """The `top_n` polymorphs of each composition and pressure re-ranked under a second potential `name`
+    (`second`: {best_id: its record with enthalpy_per_atom}). Delta-H within a composition needs no energy scale (the
+    MP2020 corrections of one composition cancel). Per polymorph: the second's enthalpy, delta-H and rank,
+    `committee_rank_changed` and `committee_disagrees` (the two delta-H differ by more than `threshold_ev`
+    eV/atom, or the second has no energy for it)."""
+    ranked = ranked.copy()
+    h_col, d_col, r_col = f"enthalpy_{name}_per_atom", f"delta_h_{name}_mev", f"rank_{name}"
+    for col in (h_col, d_col, r_col):
+        ranked[col] = np.nan
+    ranked["committee_rank_changed"] = False
+    ranked["committee_disagrees"] = False
+    for _, g in ranked.groupby("group"):
+        top = g[g["rank"] <= top_n]
+        h = {i: second.get(r["best_id"], {}).get("enthalpy_per_atom", np.nan) for i, r in top.iterrows()}
+        h = {i: v if (v is not None and np.isfinite(v)) else np.nan for i, v in h.items()}
+        ok = {i: v for i, v in h.items() if np.isfinite(v)}
+        order = sorted(ok, key=ok.get)
+        best = ok[order[0]] if order else np.nan
+        for i in top.index:
+            ranked.at[i, h_col] = h[i]
+            if i in ok:
+                ranked.at[i, d_col] = 1000.0 * (ok[i] - best)
+                ranked.at[i, r_col] = order.index(i) + 1
+                ranked.at[i, "committee_rank_changed"] = int(ranked.at[i, "rank"]) != order.index(i) + 1
+                gap = abs(ranked.at[i, d_col] - ranked.at[i, "delta_h_mev"]) / 1000.0
+                ranked.at[i, "committee_disagrees"] = bool(gap > threshold_ev)
+            else:
+                ranked.at[i, "committee_disagrees"] = True
+    return ranked
+
+
+def committee_rerank(job: dict, ranked: pd.DataFrame, finals: dict, name: str, workers: int) -> pd.DataFrame:
+    """With `relax.committee`: the top polymorphs re-ranked under the second potential, flags where the two
+    disagree (committee_ranks)."""
+    committee = job["relax"]["committee"]
+    if not committee or not len(ranked):
+        return ranked
+    top = ranked[ranked["rank"] <= job["top_n"]]
+    items = [(r["best_id"], finals[r["best_id"]], float(r["pressure_gpa"])) for _, r in top.iterrows()]
+    second = second_opinion(items, job["relax"], committee[1], workers)
+    ranked = committee_ranks(ranked, committee[1], second, job["top_n"], job["relax"]["committee_threshold"])
+    n_changed, n_dis = int(ranked["committee_rank_changed"].sum()), int(ranked["committee_disagrees"].sum())
+    log.info("predict/%s committee %s: %d ranks change, %d disagree", name, "+".join(committee), n_changed, n_dis)
+    return ranked
+
+
+def with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict, scales: dict) -> pd.DataFrame:
+    from crystalflow_core.materials.hull import build_hull, load_elemental_refs
+    from crystalflow_core.sources import elemental_refs_path
+
+    try:
+        refs = load_elemental_refs(elemental_refs_path(cfg))
+        hull = build_hull(cfg)
+    except Exception as exc:  # no hull here: the ranking stands without E_hull
+        log.warning("no hull for E_hull (%s: %s)", type(exc).__name__, exc)
+        return ranked.assign(e_hull_reason=f"no hull ({type(exc).__name__})")
+    return e_hull_at_zero_pressure(ranked, finals, refs, hull, scales)

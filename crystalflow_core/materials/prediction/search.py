@@ -1,0 +1,46 @@
+"""What a prediction job samples: its sampling settings, each candidate's provenance key, and the search's
+stopping rule (AIRSS's: a composition stops when its best polymorph has been found `until.found` times)."""
+
+from __future__ import annotations
+
+from crystalflow_core import __version__
+from crystalflow_core.config import defaults
+from crystalflow_core.generative.sampling import FlowSampler, SampleSettings
+from crystalflow_core.io import content_key
+
+
+def sample_settings(cfg: dict, job: dict) -> SampleSettings:
+    """The job's sampling point on the settings of its run's `sample` section (schema defaults for a
+    checkpoint): integrator, steps, seed and batch size from the job."""
+    section = cfg["runs"][job["run"]]["sample"] if job["run"] else defaults("sample")
+    return SampleSettings.from_section(
+        section,
+        "csp",
+        job["steps"],
+        method=job["method"],
+        seed=job["seed"],
+        batch_size=job["batch_size"],
+        pair_budget=None,
+    )
+
+
+def item_key(model_sha: str, settings: SampleSettings, item: dict) -> str:
+    """Provenance of one candidate: model, sampling settings, its id, atoms and condition. Adding candidates,
+    compositions or pressures to a job leaves the keys of the finished ones as they were."""
+    parts = [model_sha, repr(settings), item["id"], item["atom_types"], item.get("condition"), __version__]
+    return content_key(parts)
+
+
+def model_size_cap(sampler: FlowSampler) -> int | None:
+    """The largest crystal the model was trained on (atoms), None where the checkpoint does not say."""
+    return len(sampler.atom_count_hist) - 1 if sampler.atom_count_hist else None
+
+
+def stopped_groups(cands, ranked, stopped: dict[str, int], found: int) -> dict[str, int]:
+    """The groups (composition and pressure) whose search stops after this round: those stopped before, and
+    those whose best polymorph has now been found `found` times, each with the candidates it used."""
+    out = dict(stopped)
+    for group, g in ranked.groupby("group"):
+        if group not in out and int(g.iloc[0]["n_candidates"]) >= found:
+            out[group] = int((cands["group"] == group).sum())
+    return out
