@@ -91,6 +91,29 @@ def _check_run(name: str, run: dict, datasets: dict) -> None:
             )
     if run["conditions"] and run["task"] == "dng" and not run["sample"]["targets"]:
         raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional DNG run needs targets")
+    _check_symmetry(name, run, datasets)
+
+
+def _check_symmetry(name: str, run: dict, datasets: dict) -> None:
+    """The space-group-constrained model: CSP only, not with OT pairing, on a dataset with symmetry cached."""
+    m = run["model"]
+    if m["symmetry"] == "none":
+        if m["symmetrize_loss"]:
+            raise ConfigError(f"config error at 'runs/{name}/model/symmetrize_loss': needs model.symmetry: anchor")
+        return
+    where = f"config error at 'runs/{name}/model/symmetry'"
+    if run["task"] != "csp":
+        raise ConfigError(
+            f"{where}: the space-group constraint is for CSP runs (the atom types come from the Wyckoff "
+            "assignment; the authors' code does not symmetrise predicted types)"
+        )
+    if run["train"]["ot_pairing"]:
+        raise ConfigError(f"{where}: not with train.ot_pairing (the authors' code refuses OT with symmetry too)")
+    if run["init"]:
+        raise ConfigError(f"{where}: an imported checkpoint is the plain model; train the symmetric one")
+    if not datasets[run["dataset"]]["symmetry"]:
+        ds = run["dataset"]
+        raise ConfigError(f"{where}: dataset '{ds}' caches no symmetry; set datasets/{ds}/symmetry: true")
 
 
 def _check_run_data(name: str, run: dict, datasets: dict) -> None:

@@ -30,7 +30,8 @@ from crystalflow_core.io import atomic_path, closest_name, sha256_file, write_cs
 from crystalflow_core.parallel import serve_map
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 4  # 3: physical bounds, duplicates among parsed rows, key without the worker count; 4: CIF cells
+CACHE_FORMAT = 5  # 3: physical bounds, duplicates among parsed rows, key without the worker count; 4: CIF cells;
+# 5: the crystals' symmetric forms (dataset symmetry: true)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -122,15 +123,27 @@ def _row_parser():
 
 
 def _parse_row(args):
-    idx, cif, niggli, bounds = args
+    idx, cif, niggli, bounds, symmetry = args
     try:
         z, frac, lat, given = parse_cif(cif, niggli, bounds, cif_cell=True)
         k = lattice_to_k(lat)
         if not np.all(np.isfinite(k)):
             raise ValueError("non-finite lattice parameters")
-        return idx, (z, frac, lat, k, given), None
+        return idx, (z, frac, lat, k, given, _symmetric_form(given) if symmetry else None), None
     except ValueError as exc:
         return idx, None, str(exc)
+
+
+def _symmetric_form(given) -> dict:
+    """The crystal's symmetric form (crystals.wyckoff.symmetry_info) with its k on the family's lattices."""
+    from pymatgen.core import Lattice, Structure
+
+    from crystalflow_core.crystals.wyckoff import k_mask_bias, symmetry_info
+
+    info = symmetry_info(Structure(Lattice(given[2]), given[0].tolist(), given[1]))
+    mask, bias = k_mask_bias(info["spacegroup"])
+    info["k"] = lattice_to_k(info["lattice"]) * mask + bias
+    return info
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,7 @@ class PrepareSettings:
     conditions: tuple
     niggli: bool
     max_rows: int | None
+    symmetry: bool  # cache the symmetric forms too
     workers: int  # 0 = all cores; how, not what: not part of the cache key
     bounds: PhysicalBounds
 
@@ -153,6 +167,7 @@ class PrepareSettings:
             tuple(ds["conditions"]),
             ds["niggli"],
             ds["max_rows"],
+            ds["symmetry"],
             workers,
             PhysicalBounds.from_dataset(ds),
         )
@@ -220,10 +235,10 @@ def _parse_rows(cifs: list[str], cond: np.ndarray, settings: PrepareSettings) ->
         if settings.conditions and not np.all(np.isfinite(cond[i])):
             rejected.append({"row": i, "reason": "missing condition value"})
         else:
-            jobs.append((i, cif, settings.niggli, settings.bounds))
+            jobs.append((i, cif, settings.niggli, settings.bounds, settings.symmetry))
     workers = settings.workers or os.cpu_count() or 1
     results = {}
-    if workers > 1 and len(jobs) > 200:
+    if workers > 1 and len(jobs) > (20 if settings.symmetry else 200):
         chunks = [jobs[i : i + 64] for i in range(0, len(jobs), 64)]
         for part in serve_map(_row_parser, (), chunks, workers, desc="parsing CIFs"):
             for idx, ok, err in part:
@@ -273,8 +288,26 @@ def _cache(results, keep, ids, cond, settings, n_rejected, fingerprint) -> dict:
         "cif_atom_types": torch.from_numpy(np.concatenate([results[i][0][4][0] for i in keep])),
         "cif_frac_coords": torch.from_numpy(np.concatenate([results[i][0][4][1] for i in keep])),
         "cif_lattices": torch.from_numpy(np.stack([results[i][0][4][2] for i in keep])),
+        "symmetry": _symmetric_cache([results[i][0][5] for i in keep]) if settings.symmetry else None,
         "n_rejected": n_rejected,
         "fingerprint": fingerprint,
+    }
+
+
+def _symmetric_cache(forms: list[dict]) -> dict:
+    """The symmetric forms as tensors, keyed as the plain cache is (what a symmetric model trains on)."""
+    num_atoms = torch.tensor([len(f["atom_types"]) for f in forms], dtype=torch.long)
+    return {
+        "atom_types": torch.from_numpy(np.concatenate([f["atom_types"] for f in forms])),
+        "frac_coords": torch.from_numpy(np.concatenate([f["frac_coords"] for f in forms])).float(),
+        "lattices": torch.from_numpy(np.stack([f["lattice"] for f in forms])),
+        "k": torch.from_numpy(np.stack([f["k"] for f in forms])).float(),
+        "num_atoms": num_atoms,
+        "ops": torch.from_numpy(np.concatenate([f["ops"] for f in forms])).float(),
+        "anchors": torch.from_numpy(np.concatenate([f["anchors"] for f in forms])),  # within each crystal
+        "spacegroup": torch.tensor([f["spacegroup"] for f in forms], dtype=torch.long),
+        "wyckoff": [f["wyckoff"] for f in forms],
+        "atom_count_hist": torch.bincount(num_atoms, minlength=int(num_atoms.max()) + 1),
     }
 
 

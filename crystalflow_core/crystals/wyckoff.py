@@ -17,7 +17,7 @@ import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -70,14 +70,14 @@ def k_mask_bias(spacegroup: int) -> tuple[np.ndarray, np.ndarray]:
     return mask, bias
 
 
-@lru_cache(maxsize=None)
+@cache
 def _group(spacegroup: int):
     from pyxtal.symmetry import Group
 
     return Group(int(spacegroup))
 
 
-@lru_cache(maxsize=None)
+@cache
 def wyckoff_position(spacegroup: int, letter: str):
     """pyxtal's Wyckoff position of a group by its letter (cached: building one reads pyxtal's tables)."""
     letters = {wp.letter: wp for wp in _group(spacegroup).Wyckoff_positions}

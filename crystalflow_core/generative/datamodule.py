@@ -11,15 +11,24 @@ from torch.utils.data import DataLoader, Dataset
 
 from crystalflow_core.crystals.crystal import atom_offsets
 from crystalflow_core.crystals.data import load_cache
+from crystalflow_core.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
 class CrystalSet(Dataset):
-    """Index dataset over a split cache; batching is done in `collate` by slicing offsets."""
+    """Index dataset over a split cache; batching is done in `collate` by slicing offsets. `symmetric`: the
+    crystals' symmetric forms (conventional cells with each atom's Wyckoff operation and anchor)."""
 
-    def __init__(self, cache: dict, conditions: list[str], scalers: dict):
+    def __init__(self, cache: dict, conditions: list[str], scalers: dict, symmetric: bool = False):
+        if symmetric:
+            if not cache.get("symmetry"):
+                raise DataError(
+                    "this data cache holds no symmetry information: prepare the dataset with symmetry: true"
+                )
+            cache = {**cache["symmetry"], "conditions": cache["conditions"]}
         self.c = cache
+        self.symmetric = symmetric
         self.offsets = torch.from_numpy(atom_offsets(cache["num_atoms"].numpy()))
         self.conditions = conditions
         self.scalers = scalers
@@ -45,6 +54,11 @@ class CrystalSet(Dataset):
             "k": self.c["k"][idx_t],
             "cond": {},
         }
+        if self.symmetric:  # anchors: indices within the batch
+            base = torch.repeat_interleave(torch.cumsum(na, 0) - na, na)  # cached anchors: within a crystal
+            out["ops"] = self.c["ops"][atom_idx]
+            out["anchors"] = self.c["anchors"][atom_idx] + base
+            out["spacegroup"] = self.c["spacegroup"][idx_t]
         for name in self.conditions:
             mu, sd = self.scalers[name]
             out["cond"][name] = (self.c["conditions"][name][idx_t] - mu) / sd
@@ -73,8 +87,11 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 class CrystalDataModule(pl.LightningDataModule):
-    def __init__(self, train_path, val_path, conditions, batch_size: int, workers: int, seed: int):
+    def __init__(  # noqa: PLR0913
+        self, train_path, val_path, conditions, batch_size: int, workers: int, seed: int, symmetric: bool = False
+    ):
         super().__init__()
+        self.symmetric = symmetric
         self.seed = seed
         self.train_path, self.val_path = train_path, val_path
         self.conditions = list(conditions)
@@ -83,8 +100,12 @@ class CrystalDataModule(pl.LightningDataModule):
     def setup(self, stage=None):
         tr = load_cache(self.train_path)
         self.scalers = {c: tr["condition_scalers"][c] for c in self.conditions}
-        self.train_set = CrystalSet(tr, self.conditions, self.scalers)
-        self.val_set = CrystalSet(load_cache(self.val_path), self.conditions, self.scalers) if self.val_path else None
+        self.train_set = CrystalSet(tr, self.conditions, self.scalers, self.symmetric)
+        self.val_set = (
+            CrystalSet(load_cache(self.val_path), self.conditions, self.scalers, self.symmetric)
+            if self.val_path
+            else None
+        )
 
     def _loader(self, ds, shuffle):
         # own generator: creating a loader iterator draws a base seed, which must not come from the

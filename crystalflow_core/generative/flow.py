@@ -71,17 +71,23 @@ def interpolate(
     k_sigma: float,
     generator=None,
     ot: bool = False,
+    sym=None,
 ) -> FlowTargets:
     """Draw priors and t, return the point on each path and its target velocity (`ot`: prior and data
-    paired by minibatch optimal transport first)."""
+    paired by minibatch optimal transport first; `sym`, a SymmetryConstraint: data and prior lattices
+    projected onto each crystal's family, the coordinate prior tied to its orbits' anchors)."""
     b = k1.shape[0]
     dev, dt = k1.device, k1.dtype
     if t is None:
         t = torch.rand(b, generator=generator, device=dev, dtype=dt)
     k0 = sample_k_prior(b, k_sigma, generator, dev, dt)
     f0 = torch.rand(f1.shape, generator=generator, device=dev, dtype=f1.dtype)
+    if ot and sym is not None:
+        raise ValueError("OT pairing and the space-group constraint exclude each other (as in the authors' code)")
     if ot:
         k0, f0 = ot_pairing(k0, k1, f0, f1, node_crystal)
+    if sym is not None:
+        k1, k0, f0 = sym.k(k1), sym.k(k0), sym.prior_f(f0)
     tn = t[node_crystal][:, None]
     u_k = k1 - k0
     u_f = torus_velocity(f0, f1)
@@ -95,13 +101,26 @@ def interpolate(
     return FlowTargets(t, k_t, f_t, a_t, u_k, u_f, u_a)
 
 
-def flow_loss(pred, tgt: FlowTargets, weights) -> dict[str, torch.Tensor]:
+def flow_loss(pred, tgt: FlowTargets, weights, sym=None, symmetrize_loss: bool = False) -> dict[str, torch.Tensor]:
+    """Mean squared velocity errors, weighted. With `sym` (the authors' post-symmetrisation): the predicted
+    lattice velocity masked to the family, the coordinate velocities compared in the anchor frame
+    (R_i^+ applied to both); `symmetrize_loss` adds how far the raw prediction is from its symmetric part."""
     v_k, v_f, v_a = pred
+    u_f, extra = tgt.u_f, {}
+    if sym is not None:
+        v_k_sym = sym.k_velocity(v_k)
+        if symmetrize_loss:
+            extra["loss_sym_k"] = torch.mean((v_k - v_k_sym) ** 2)
+            extra["loss_sym_f"] = torch.mean((v_f - sym.f_velocity(v_f)) ** 2)
+        v_k, v_f, u_f = v_k_sym, sym.anchor_frame(v_f), sym.anchor_frame(u_f)
     out = {
         "loss_k": torch.mean((v_k - tgt.u_k) ** 2),
-        "loss_f": torch.mean((v_f - tgt.u_f) ** 2),
+        "loss_f": torch.mean((v_f - u_f) ** 2),
     }
     total = weights[0] * out["loss_k"] + weights[1] * out["loss_f"]
+    if extra:
+        out.update(extra)
+        total = total + weights[0] * extra["loss_sym_k"] + weights[1] * extra["loss_sym_f"]
     if v_a is not None and tgt.u_a is not None:
         out["loss_a"] = torch.mean((v_a - tgt.u_a) ** 2)
         total = total + weights[2] * out["loss_a"]

@@ -93,9 +93,12 @@ def integrate(  # noqa: PLR0913  (the integrator and every sampling setting, as 
     grid: str,
     grid_power: float,
     stats: dict | None = None,
+    constraint=None,
 ):
     """Integrate from t = 0 to 1 in `steps` steps of the chosen time grid; returns (k, f, a).
-    `stats`, when given, receives the number of velocity evaluations (NFE)."""
+    `stats`, when given, receives the number of velocity evaluations (NFE). `constraint` (a
+    generative.symmetry.SymmetryConstraint): every velocity made symmetric before use (annealing included)
+    and the state put back on its space group's lattices and orbits after every step."""
     if method not in INTEGRATORS:
         raise ValueError(f"unknown integrator '{method}' ({', '.join(METHODS)})")
     step = INTEGRATORS[method]
@@ -108,12 +111,15 @@ def integrate(  # noqa: PLR0913  (the integrator and every sampling setting, as 
         nonlocal nfe
         nfe += 1
         v = velocity(torch.full((b,), t, dtype=k.dtype, device=k.device), k_, f_, a_)
+        if constraint is not None:
+            v = constraint.project_velocity(v)
         factor = 1.0 + anneal * max(t - anneal_offset, 0.0)
         return tuple(x * factor if (x is not None and use) else x for x, use in zip(v, on))
 
     x = (k, f, a)
     for i in range(steps):
-        x = step(vel, x, float(times[i]), float(times[i + 1] - times[i]))
+        new = step(vel, x, float(times[i]), float(times[i + 1] - times[i]))
+        x = new if constraint is None else constraint.project_state(x, new)
     if stats is not None:
         stats["nfe"] = nfe
     return x

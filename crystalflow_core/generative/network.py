@@ -59,6 +59,8 @@ class ModelConfig:
     conditions: list[str]
     cond_gaussians: int  # Gaussians per condition (centres linspace(-2, 2), width = spacing)
     fast: bool
+    symmetry: str = "none"  # none | anchor: the space-group-constrained variant (generative.symmetry)
+    symmetrize_loss: bool = False
 
     @classmethod
     def from_run(cls, run: dict) -> ModelConfig:

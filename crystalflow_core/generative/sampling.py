@@ -29,6 +29,7 @@ from crystalflow_core.generative import precision as prec
 from crystalflow_core.generative.flow import sample_k_prior
 from crystalflow_core.generative.integrators import INTEGRATOR_TABLE, guided_velocity, integrate
 from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig
+from crystalflow_core.generative.symmetry import batch_constraint
 from crystalflow_core.points import METHODS, parse_point
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,9 @@ class FlowSampler(nn.Module):
         self.net.eval()
         precision = prec.resolve(settings.precision, device, f"sampling shard {shard}")
         keys = [str(it.get("id", f"#{pos}")) for pos, it in enumerate(items)]
+        symmetric = self.net.cfg.symmetry != "none"
+        if symmetric:
+            items = [wyckoff_item(it) for it in items]
         out: list = [None] * len(items)
         groups = sampling_batches(items, settings.batch_size, settings.pair_budget)
         for idx in tqdm(groups, desc=f"sampling shard {shard}", disable=not progress, mininterval=5):
@@ -200,6 +204,9 @@ class FlowSampler(nn.Module):
             g = Graph.build(na.to(device))  # the graph and its index tensors, once per batch
             gens = [torch.Generator(device="cpu").manual_seed(item_seed(settings.seed, keys[i])) for i in idx]
             k0, f0, a0 = self.prior(na, gens, device)
+            constraint = batch_constraint(batch, device) if symmetric else None
+            if constraint is not None:
+                k0, f0 = constraint.k(k0), constraint.prior_f(f0)
             types_fixed = None
             if self.task == "csp":
                 types_fixed = torch.tensor(
@@ -222,6 +229,7 @@ class FlowSampler(nn.Module):
                 settings.time_grid,
                 settings.time_grid_power,
                 stats,
+                constraint,
             )
             recs = _records(batch, k, f, decode_types(a) if self.task == "dng" else types_fixed, na, settings, shard)
             for i, r in zip(idx, recs):  # velocity evaluations per sample (guidance w != 1: two passes per NFE)
@@ -239,7 +247,7 @@ def _records(batch, k, f, z, na, settings: SampleSettings, shard: int) -> list[d
     out = []
     for i, it in enumerate(batch):
         fr = f[offs[i] : offs[i + 1]]
-        rec = {key: val for key, val in it.items() if key not in ("atom_types",)}
+        rec = {key: val for key, val in it.items() if key not in ("atom_types", "ops", "anchors")}
         rec.update(
             lattice=lat[i].tolist(),
             species=z[offs[i] : offs[i + 1]].tolist(),
@@ -252,6 +260,30 @@ def _records(batch, k, f, z, na, settings: SampleSettings, shard: int) -> list[d
         )
         out.append(rec)
     return out
+
+
+def wyckoff_item(item: dict) -> dict:
+    """A symmetric model's item: its Wyckoff string (`wyckoff`) read into the atoms it stands for (types and
+    count of the conventional cell, each atom's operation and anchor) and its space group. The string's atoms
+    replace the item's own; an item without one is refused (a symmetric model samples from a space group)."""
+    from crystalflow_core.crystals.wyckoff import parse_wyckoff
+
+    if not item.get("wyckoff"):
+        raise ValueError(
+            f"item {item.get('id', '?')}: a symmetric model (model.symmetry: anchor) samples from a Wyckoff "
+            "string (e.g. 225_Na1x4a_Cl1x4b); this item has none"
+        )
+    ws = parse_wyckoff(item["wyckoff"])
+    zs, ops, anchors = ws.atoms()
+    return {
+        **item,
+        "wyckoff": str(ws),
+        "spacegroup": ws.spacegroup,
+        "num_atoms": len(zs),
+        "atom_types": zs,
+        "ops": ops,
+        "anchors": anchors,
+    }
 
 
 def generate(

@@ -22,6 +22,7 @@ from crystalflow_core.generative.datamodule import CrystalDataModule, epoch_seed
 from crystalflow_core.generative.flow import flow_loss, interpolate
 from crystalflow_core.generative.network import CSPNet, Graph, ModelConfig, fp32_region
 from crystalflow_core.generative.sampling import FlowSampler
+from crystalflow_core.generative.symmetry import SymmetryConstraint
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +132,20 @@ class CrystalFlowModule(pl.LightningModule):
         z = batch["atom_types"]
         a1 = encode_types(z).to(batch["k"]) if self.task == "dng" else None
         ot = bool(self.hparams.ot_pairing) and stage == "train"
+        sym = None
+        if self.mcfg.symmetry == "anchor":
+            sym = SymmetryConstraint(batch["spacegroup"], batch["ops"], batch["anchors"])
         with fp32_region(batch["k"]):  # paths, targets and OT costs in fp32 also under bf16 autocast
-            tgt = interpolate(batch["k"], batch["frac_coords"], g.node_crystal, a1, k_sigma=self.hparams.k_sigma, ot=ot)
+            tgt = interpolate(
+                batch["k"], batch["frac_coords"], g.node_crystal, a1, k_sigma=self.hparams.k_sigma, ot=ot, sym=sym
+            )
         types = tgt.a_t if self.task == "dng" else z
         cond_mask = None
         if batch["cond"] and stage == "train" and self.hparams.cond_drop > 0:
             cond_mask = torch.rand(len(batch["num_atoms"]), device=self.device) >= self.hparams.cond_drop
         pred = self.velocity(tgt.t, types, tgt.f_t, tgt.k_t, batch["num_atoms"], batch["cond"], cond_mask, g)
         with fp32_region(batch["k"]):
-            losses = flow_loss(pred, tgt, self.hparams.loss_weights)
+            losses = flow_loss(pred, tgt, self.hparams.loss_weights, sym, self.mcfg.symmetrize_loss)
         bs = len(batch["num_atoms"])
         for name, val in losses.items():
             self.log(
@@ -358,7 +364,8 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     conditions = list(run.get("conditions", []))
-    dm = CrystalDataModule(train_path, val_path, conditions, tcfg.batch_size, tcfg.workers, seed)
+    symmetric = run["model"].get("symmetry", "none") != "none"
+    dm = CrystalDataModule(train_path, val_path, conditions, tcfg.batch_size, tcfg.workers, seed, symmetric)
     dm.setup()
     module = module_for_run(run, tcfg, dm.scalers, dm.train_set.c["atom_count_hist"].tolist())
     has_val = bool(val_path)
