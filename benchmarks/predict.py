@@ -34,8 +34,8 @@ from crystalflow_core.compositions import formula_unit, job_targets
 from crystalflow_core.io import write_jsonl_atomic
 from crystalflow_core.layout import Layout
 from crystalflow_core.materials.prediction.candidates import candidate_items, candidate_record
-from crystalflow_core.stages import predict_rank, predict_relax, predict_sample
 from crystalflow_core.materials.prediction.search import item_key
+from crystalflow_core.stages import predict_rank, predict_relax, predict_sample
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -89,6 +89,15 @@ def main(argv=None):
     s.add_argument("--method", default=None, help="integrator (euler, midpoint, heun, rk4)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--top-n", type=int, default=None, help="CIFs and VASP folders for this many best polymorphs")
+    s.add_argument(
+        "--spacegroups",
+        nargs="+",
+        default=None,
+        help="a symmetric model's space groups: numbers or Wyckoff strings (225 or 225_Na1x4a_Cl1x4b)",
+    )
+    s.add_argument(
+        "--symmetry", choices=["none", "auto"], default=None, help="auto: Wyckoff templates from the run's training"
+    )
     s = sub.add_parser(
         "import-checkpoint",
         parents=[common],
@@ -138,6 +147,8 @@ def _predict_job(a, raw: dict) -> tuple[str, dict]:
         "method": a.method,
         "seed": a.seed,
         "top_n": a.top_n,
+        "spacegroups": [int(s) if s.isdigit() else s for s in a.spacegroups] if a.spacegroups else None,
+        "symmetry": a.symmetry,
     }
     if a.z is not None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import jsonschema
@@ -144,6 +145,35 @@ def _check_run_data(name: str, run: dict, datasets: dict) -> None:
             )
 
 
+# the form of a Wyckoff string (crystals.wyckoff reads it): space group, then element, orbits, multiplicity, letter
+WYCKOFF_FORM = re.compile(r"^\d{1,3}(_[A-Z][a-z]?[1-9]\d*x\d+[a-zA-Z])+$")
+
+
+def _check_job_symmetry(cfg: dict, name: str, job: dict) -> None:
+    """Space groups for a symmetric model only, and a symmetric model of a run given where to find them. A
+    Wyckoff string's form is checked here; its letters and counts against the group's table and the formula
+    when the job starts (crystals.wyckoff.parse_wyckoff, which needs pyxtal)."""
+    where = f"config error at 'predict/{name}"
+    for sg in job["spacegroups"]:
+        if isinstance(sg, str) and not (WYCKOFF_FORM.match(sg) and 1 <= int(sg.split("_")[0]) <= 230):
+            raise ConfigError(
+                f"{where}/spacegroups': '{sg}' is not a Wyckoff string SPG_El{{count}}x{{multiplicity}}{{letter}}_... "
+                "(e.g. 225_Na1x4a_Cl1x4b)"
+            )
+    if job["symmetry"] == "auto" and not job["run"]:
+        raise ConfigError(f"{where}/symmetry': auto takes its templates from a run's training split; give run:")
+    if not job["run"]:
+        return  # a checkpoint's model is known when it is read (the stage checks it there)
+    symmetric = cfg["runs"][job["run"]]["model"]["symmetry"] != "none"
+    if symmetric and not job["spacegroups"] and job["symmetry"] == "none":
+        raise ConfigError(
+            f"{where}': run {job['run']} is a symmetric model: give spacegroups (numbers or Wyckoff strings) "
+            "or symmetry: auto"
+        )
+    if not symmetric and (job["spacegroups"] or job["symmetry"] != "none"):
+        raise ConfigError(f"{where}/spacegroups': run {job['run']} is the plain model (P1); it samples no space group")
+
+
 def _check_names(cfg: dict) -> None:
     """Every name of the config that becomes a path under results/ (runs, prediction jobs, datasets, splits)."""
     for section in ("runs", "predict", "datasets"):
@@ -170,6 +200,7 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
     for name, job in cfg["predict"].items():
         job_targets(cfg, name, job)  # every prediction job's compositions, checked before any job
         check_committee(f"predict/{name}", job["relax"])
+        _check_job_symmetry(cfg, name, job)
         if job["checkpoint"] and mirror_check and not Path(job["checkpoint"]).is_file():
             raise ConfigError(f"config error at 'predict/{name}/checkpoint': {job['checkpoint']} not found")
     for t in cfg["targets"]:

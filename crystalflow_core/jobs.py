@@ -139,6 +139,16 @@ def prediction_model_of(j: Job) -> str:
     return j.layout.model(j.job_section["run"]) if j.job_section["run"] else j.job_section["checkpoint"]
 
 
+def templates_of(j: Job) -> dict:
+    """A prediction job's symmetry templates (`symmetry: auto`): the training split of its run, whose cached
+    Wyckoff strings they are; {} otherwise."""
+    job = j.job_section
+    if job["symmetry"] != "auto" or not job["run"]:
+        return {}
+    run = j.cfg["runs"][job["run"]]
+    return {"templates": j.layout.split(run["dataset"], run["train_split"])}
+
+
 def split_file(cfg: dict, dataset: str, split: str) -> str:
     """A split's CSV: the mirror's copy, or where the download rule puts it."""
     return str(local_source(split_source(cfg, dataset, split), cfg["data_mirror"], cfg["download_dir"]))

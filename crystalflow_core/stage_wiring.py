@@ -155,7 +155,15 @@ def targets_table_inputs(job: Job) -> dict:
 def predict_search_call(job: Job, inp: dict, out: dict) -> None:
     workers = workers_for(job.job_section["relax"], job.threads)
     stage_functions().predict_search(
-        job.cfg, job.job, job.job_section, inp["model"], out["samples"], out["relaxed"], job.threads, workers
+        job.cfg,
+        job.job,
+        job.job_section,
+        inp["model"],
+        out["samples"],
+        out["relaxed"],
+        job.threads,
+        workers,
+        templates=inp.get("templates"),
     )
 
 

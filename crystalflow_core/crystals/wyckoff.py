@@ -71,7 +71,7 @@ def k_mask_bias(spacegroup: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @cache
-def _group(spacegroup: int):
+def space_group(spacegroup: int):
     from pyxtal.symmetry import Group
 
     return Group(int(spacegroup))
@@ -80,9 +80,9 @@ def _group(spacegroup: int):
 @cache
 def wyckoff_position(spacegroup: int, letter: str):
     """pyxtal's Wyckoff position of a group by its letter (cached: building one reads pyxtal's tables)."""
-    letters = {wp.letter: wp for wp in _group(spacegroup).Wyckoff_positions}
+    letters = {wp.letter: wp for wp in space_group(spacegroup).Wyckoff_positions}
     if letter not in letters:
-        have = ", ".join(f"{wp.multiplicity}{wp.letter}" for wp in reversed(_group(spacegroup).Wyckoff_positions))
+        have = ", ".join(f"{wp.multiplicity}{wp.letter}" for wp in reversed(space_group(spacegroup).Wyckoff_positions))
         raise WyckoffError(f"space group {spacegroup} has no Wyckoff letter '{letter}' (it has {have})")
     return letters[letter]
 
@@ -206,19 +206,20 @@ def symmetric_coords(free: np.ndarray, ops: np.ndarray, anchors: np.ndarray) -> 
     return np.mod(np.einsum("nij,nj->ni", ops[:, :3, :3], fa) + ops[:, :3, 3], 1.0)
 
 
-def symmetry_info(structure, symprec: float = SYMPREC) -> dict:
-    """The symmetric form of a crystal: refined by spglib at `symprec`, read into pyxtal (`from_seed` at the
-    same tolerance, retried at 1e-4); its conventional cell (lattice from its parameters), atoms orbit after
-    orbit with each one's operation and anchor, and its Wyckoff string. Raises ValueError with the reason."""
+def symmetry_info(structure) -> dict:
+    """The symmetric form of a crystal: refined by spglib at SYMPREC (0.01, the authors' data code), read into
+    pyxtal (`from_seed` at the same tolerance, retried at 1e-4); its conventional cell (lattice from its
+    parameters), atoms orbit after orbit with each one's operation and anchor, and its Wyckoff string.
+    Raises ValueError with the reason."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
     from pyxtal import pyxtal
 
     try:
-        refined = SpacegroupAnalyzer(structure, symprec=symprec).get_refined_structure()
+        refined = SpacegroupAnalyzer(structure, symprec=SYMPREC).get_refined_structure()
     except Exception as exc:
         raise ValueError(f"symmetry: spglib found no space group ({type(exc).__name__})") from None
     crystal = None
-    for tol in (symprec, SYMPREC_RETRY):
+    for tol in (SYMPREC, SYMPREC_RETRY):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

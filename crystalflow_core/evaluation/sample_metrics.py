@@ -129,6 +129,9 @@ def evaluate_csp(
         mine = [r for r in recs if r["candidate"] < n_cand]
         row = {
             "protocol": settings.protocol,
+            # what the sampler was given: the composition (the paper's protocol) or, for a symmetric model, the
+            # test crystal's space group and Wyckoff letters too (DiffCSP++'s; never compared with the paper's)
+            "given": "space group" if any(r.get("wyckoff") for r in mine) else "composition",
             **M.csp_summary(table, n_cand, settings.stol),
             **M.valid_only_summary(table, valid, n_cand, settings.stol),
             **M.metre_summary(metre, pool_candidate, pool_valid, n_cand, tol[0]),

@@ -101,15 +101,16 @@ def interpolate(
     return FlowTargets(t, k_t, f_t, a_t, u_k, u_f, u_a)
 
 
-def flow_loss(pred, tgt: FlowTargets, weights, sym=None, symmetrize_loss: bool = False) -> dict[str, torch.Tensor]:
+def flow_loss(pred, tgt: FlowTargets, weights, sym=None) -> dict[str, torch.Tensor]:
     """Mean squared velocity errors, weighted. With `sym` (the authors' post-symmetrisation): the predicted
     lattice velocity masked to the family, the coordinate velocities compared in the anchor frame
-    (R_i^+ applied to both); `symmetrize_loss` adds how far the raw prediction is from its symmetric part."""
+    (R_i^+ applied to both); with its `symmetrize_loss`, plus how far the raw prediction is from its
+    symmetric part."""
     v_k, v_f, v_a = pred
     u_f, extra = tgt.u_f, {}
     if sym is not None:
         v_k_sym = sym.k_velocity(v_k)
-        if symmetrize_loss:
+        if sym.symmetrize_loss:
             extra["loss_sym_k"] = torch.mean((v_k - v_k_sym) ** 2)
             extra["loss_sym_f"] = torch.mean((v_f - sym.f_velocity(v_f)) ** 2)
         v_k, v_f, u_f = v_k_sym, sym.anchor_frame(v_f), sym.anchor_frame(u_f)

@@ -45,6 +45,10 @@ from crystalflow_core.crystals.elements import MAX_Z, TYPE_DIM
 TWO_PI = 2.0 * math.pi
 
 
+# what a checkpoint of a version before the symmetric variant lacks: it is the plain model
+SAVED_BEFORE_SYMMETRY = {"symmetry": "none", "symmetrize_loss": False}
+
+
 @dataclass
 class ModelConfig:
     """The network's sizes (a run's validated `model` section, its task and conditions; defaults live
@@ -59,8 +63,13 @@ class ModelConfig:
     conditions: list[str]
     cond_gaussians: int  # Gaussians per condition (centres linspace(-2, 2), width = spacing)
     fast: bool
-    symmetry: str = "none"  # none | anchor: the space-group-constrained variant (generative.symmetry)
-    symmetrize_loss: bool = False
+    symmetry: str  # none | anchor: the space-group-constrained variant (generative.symmetry)
+    symmetrize_loss: bool
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> ModelConfig:
+        """The config a checkpoint saved; one written before the symmetric variant (0.8) is the plain model."""
+        return cls(**{**SAVED_BEFORE_SYMMETRY, **saved})
 
     @classmethod
     def from_run(cls, run: dict) -> ModelConfig:

@@ -129,6 +129,8 @@ def reference_model_config(hp: dict, state_dict: dict) -> ModelConfig:
         conditions=conditions,
         cond_gaussians=n_gauss,
         fast=True,
+        symmetry="none",  # the authors' released checkpoints are the plain model
+        symmetrize_loss=False,
     )
     w = state_dict.get("decoder.csp_layer_0.edge_mlp.0.weight")
     if w is None:

@@ -140,12 +140,17 @@ class FlowSampler(nn.Module):
     def conditions(self) -> list[str]:
         return list(self.net.cfg.conditions)
 
+    @property
+    def symmetric(self) -> bool:
+        """A space-group-constrained model (model.symmetry: anchor): it samples from Wyckoff strings."""
+        return self.net.cfg.symmetry != "none"
+
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> FlowSampler:
         try:
             ck = safe_load.load_path(path, "checkpoint", map_location=map_location)
             hp = ck["hyper_parameters"]
-            net = CSPNet(ModelConfig(**hp["model"]))
+            net = CSPNet(ModelConfig.from_saved(hp["model"]))
             sd = ck["state_dict"]
             prefix = "ema_net." if any(k.startswith("ema_net.") for k in sd) else "net."  # EMA weights sample
             net.load_state_dict({k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)})
@@ -193,7 +198,7 @@ class FlowSampler(nn.Module):
         self.net.eval()
         precision = prec.resolve(settings.precision, device, f"sampling shard {shard}")
         keys = [str(it.get("id", f"#{pos}")) for pos, it in enumerate(items)]
-        symmetric = self.net.cfg.symmetry != "none"
+        symmetric = self.symmetric
         if symmetric:
             items = [wyckoff_item(it) for it in items]
         out: list = [None] * len(items)
@@ -391,8 +396,13 @@ def items_for_run(run: dict, test_cache: dict | None, atom_count_hist) -> list[d
     conds = run["conditions"]
     if run["task"] == "csp":
         items = csp_items(test_cache, max(s["k"]), s["test_limit"])
+        symmetric = run["model"].get("symmetry", "none") != "none"
+        if symmetric and not test_cache.get("symmetry"):
+            raise ValueError("a symmetric run samples from its test crystals' Wyckoff strings: prepare with symmetry")
         for it in items:
             it["id"] = f"{it['target_id']}#{it['candidate']}"
+            if symmetric:  # the "given space group" protocol: each test crystal's group and Wyckoff letters
+                it["wyckoff"] = test_cache["symmetry"]["wyckoff"][it["target_index"]]
             if conds:  # conditional CSP (e.g. pressure): each target at its own value
                 it["condition"] = {c: float(test_cache["conditions"][c][it["target_index"]]) for c in conds}
                 it["target"] = it["condition"][conds[0]]

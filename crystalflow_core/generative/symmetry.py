@@ -24,9 +24,11 @@ _BIASES = torch.tensor(np.stack([k_mask_bias(g)[1] for g in range(1, 231)]), dty
 
 class SymmetryConstraint:
     """The constraint of one batch. `spacegroups` (B,), `ops` (N, 4, 4) per atom, `anchors` (N,) the index
-    of each atom's anchor in the batch (not within its crystal)."""
+    of each atom's anchor in the batch (not within its crystal); `symmetrize_loss`: the model's setting (the
+    loss adds the distance of the raw prediction from its symmetric part)."""
 
-    def __init__(self, spacegroups: torch.Tensor, ops: torch.Tensor, anchors: torch.Tensor):
+    def __init__(self, spacegroups: torch.Tensor, ops: torch.Tensor, anchors: torch.Tensor, symmetrize_loss: bool):
+        self.symmetrize_loss = bool(symmetrize_loss)
         dev = ops.device
         g = spacegroups.long().cpu() - 1
         self.mask = _MASKS[g].to(dev)
@@ -82,4 +84,4 @@ def batch_constraint(items: list[dict], device) -> SymmetryConstraint:
         ops.append(torch.as_tensor(np.asarray(it["ops"]), dtype=torch.float32))
         offset += int(it["num_atoms"])
     spg = torch.tensor([int(it["spacegroup"]) for it in items], dtype=torch.long)
-    return SymmetryConstraint(spg, torch.cat(ops).to(device), torch.cat(anchors).to(device))
+    return SymmetryConstraint(spg, torch.cat(ops).to(device), torch.cat(anchors).to(device), symmetrize_loss=False)

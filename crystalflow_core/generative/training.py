@@ -55,7 +55,7 @@ class CrystalFlowModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.mcfg = ModelConfig(**model)
+        self.mcfg = ModelConfig.from_saved(model)
         self.net = CSPNet(self.mcfg)
         # exponential moving average of the weights: what sampling uses (and what the checkpoint's
         # sampler loads) when ema_decay is set; the loss and the optimiser see the raw weights
@@ -134,7 +134,7 @@ class CrystalFlowModule(pl.LightningModule):
         ot = bool(self.hparams.ot_pairing) and stage == "train"
         sym = None
         if self.mcfg.symmetry == "anchor":
-            sym = SymmetryConstraint(batch["spacegroup"], batch["ops"], batch["anchors"])
+            sym = SymmetryConstraint(batch["spacegroup"], batch["ops"], batch["anchors"], self.mcfg.symmetrize_loss)
         with fp32_region(batch["k"]):  # paths, targets and OT costs in fp32 also under bf16 autocast
             tgt = interpolate(
                 batch["k"], batch["frac_coords"], g.node_crystal, a1, k_sigma=self.hparams.k_sigma, ot=ot, sym=sym
@@ -145,7 +145,7 @@ class CrystalFlowModule(pl.LightningModule):
             cond_mask = torch.rand(len(batch["num_atoms"]), device=self.device) >= self.hparams.cond_drop
         pred = self.velocity(tgt.t, types, tgt.f_t, tgt.k_t, batch["num_atoms"], batch["cond"], cond_mask, g)
         with fp32_region(batch["k"]):
-            losses = flow_loss(pred, tgt, self.hparams.loss_weights, sym, self.mcfg.symmetrize_loss)
+            losses = flow_loss(pred, tgt, self.hparams.loss_weights, sym)
         bs = len(batch["num_atoms"])
         for name, val in losses.items():
             self.log(

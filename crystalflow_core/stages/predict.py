@@ -32,6 +32,7 @@ from crystalflow_core.io import (
 )
 from crystalflow_core.jobs import shard_of
 from crystalflow_core.materials.potentials import record_energy_scale
+from crystalflow_core.materials.prediction.assignments import template_library, with_assignments
 from crystalflow_core.materials.prediction.candidates import candidate_items, candidate_table, write_extxyz
 from crystalflow_core.materials.prediction.ranking import committee_rerank, rank_polymorphs, with_e_hull
 from crystalflow_core.materials.prediction.scan import phase_diagram
@@ -79,6 +80,32 @@ def _job_sampler(cfg: dict, name: str, job: dict, ckpt: str, threads: int) -> tu
     return sampler, targets, aware
 
 
+def _template_library(path: str | None) -> dict | None:
+    """The Wyckoff templates of a run's training split (its cached symmetric forms); None without one."""
+    if not path:
+        return None
+    from crystalflow_core.crystals.data import load_cache
+
+    cache = load_cache(path)
+    if not cache.get("symmetry"):
+        raise StageError(f"{path}: no symmetric forms cached (the dataset needs symmetry: true) for symmetry: auto")
+    return template_library(cache["symmetry"]["wyckoff"], cache["ids"])
+
+
+def _job_items(sampler, targets: list, job: dict, n: int, aware: bool, library: dict | None, name: str) -> list:
+    """The job's first `n` candidates per composition and pressure; for a symmetric model each with its
+    Wyckoff assignment (materials.prediction.assignments)."""
+    items = candidate_items(targets, n, aware)
+    symmetric = sampler.symmetric
+    if not symmetric and (job["spacegroups"] or job["symmetry"] != "none"):
+        raise StageError(f"predict/{name}: the model is the plain one (P1): it samples no space group")
+    if not symmetric:
+        return items
+    if not job["spacegroups"] and job["symmetry"] == "none":
+        raise StageError(f"predict/{name}: a symmetric model: give spacegroups or symmetry: auto")
+    return with_assignments(items, targets, job, library, name)
+
+
 def _sampled(sampler, items: list[dict], settings: SampleSettings, keys: dict, aware: bool, shard: int = 0):
     """Sample records of `items`, each with its provenance key and whether the model knew the pressure."""
     recs = sampler.generate(items, settings, shard=shard) if items else []
@@ -88,12 +115,16 @@ def _sampled(sampler, items: list[dict], settings: SampleSettings, keys: dict, a
     return recs
 
 
-def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shards: int, out: str, threads: int = 0):
+def predict_sample(  # noqa: PLR0913
+    cfg: dict, name: str, job: dict, ckpt: str, shard: int, shards: int, out: str, threads: int = 0, templates=None
+):
     """One shard of the job's candidates, sampled from the CSP model at `ckpt`; candidates of an earlier
-    run of the job with the same model and settings are kept, only new ones are sampled."""
+    run of the job with the same model and settings are kept, only new ones are sampled. `templates`: the
+    training split cache whose Wyckoff strings a symmetric model's `symmetry: auto` draws on."""
     ensure_writable(out)
     sampler, targets, aware = _job_sampler(cfg, name, job, ckpt, threads)
-    items = shard_of(candidate_items(targets, job["n_candidates"], aware), shard, shards)
+    library = _template_library(templates)
+    items = shard_of(_job_items(sampler, targets, job, job["n_candidates"], aware, library, name), shard, shards)
     settings = sample_settings(cfg, job)
     model_sha = sha256_file(ckpt)
     want = {it["id"]: item_key(model_sha, settings, it) for it in items}
@@ -118,8 +149,16 @@ def predict_sample(cfg: dict, name: str, job: dict, ckpt: str, shard: int, shard
     write_jsonl_atomic(out, recs)
 
 
-def predict_search(
-    cfg: dict, name: str, job: dict, ckpt: str, samples_out: str, relaxed_out: str, threads: int = 0, workers: int = 1
+def predict_search(  # noqa: PLR0913
+    cfg: dict,
+    name: str,
+    job: dict,
+    ckpt: str,
+    samples_out: str,
+    relaxed_out: str,
+    threads: int = 0,
+    workers: int = 1,
+    templates=None,
 ):
     """Structure prediction as a search (AIRSS's stopping rule): rounds of `until.round` candidates per
     composition and pressure, each sampled, relaxed and ranked with those before, until the lowest-enthalpy
@@ -133,7 +172,11 @@ def predict_search(
     model_sha = sha256_file(ckpt)
     group_of = {t.key: t.group for t in targets}
     key = content_key([model_sha, repr(settings), asdict(rsettings), __version__])
-    want = {it["id"]: item_key(model_sha, settings, it) for it in candidate_items(targets, budget, aware)}
+    library = _template_library(templates)
+    want = {
+        it["id"]: item_key(model_sha, settings, it)
+        for it in _job_items(sampler, targets, job, budget, aware, library, name)
+    }
     samples = records_current(samples_out, want, "provenance")  # an earlier search of this model and settings
     earlier = records_current(
         relaxed_out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(rsettings)
@@ -148,7 +191,11 @@ def predict_search(
                 append_jsonl(partial, d)
         while n < budget and len(stopped) < len(set(group_of.values())):
             n = min(budget, n + until["round"])
-            this_round = [it for it in candidate_items(targets, n, aware) if group_of[it["target"]] not in stopped]
+            this_round = [
+                it
+                for it in _job_items(sampler, targets, job, n, aware, library, name)
+                if group_of[it["target"]] not in stopped
+            ]
             items = [it for it in this_round if it["id"] not in samples]
             used |= {it["id"] for it in this_round}
             for r in _sampled(sampler, items, settings, want, aware):

@@ -66,7 +66,9 @@ def test_a_finished_relaxation_has_a_final_structure_and_no_error():
     assert not finished({"final": final, "error": "unphysical: Si0-Si0 0.25 A"})  # the DFT stage took these before
     assert not finished({"error": "timeout after 60 s"}) and relaxed_structure({"error": "x"}) is None
     users = [p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py") if "finished(" in p.read_text()]
-    assert {"stages/dft.py", "stages/relax.py", "stages/transport.py", "materials/prediction/candidates.py"} <= set(users)
+    assert {"stages/dft.py", "stages/relax.py", "stages/transport.py", "materials/prediction/candidates.py"} <= set(
+        users
+    )
     for path in PKG.rglob("*.py"):  # no stage writes its own rule
         assert 'get("final") and not' not in path.read_text(), path
 

@@ -295,7 +295,7 @@ class _RockSaltSampler:
     """Stands in for the model: every NaCl candidate is rock salt (rattled by its id), so the best polymorph
     is found by every candidate and the stopping rule has a known answer."""
 
-    task, conditions, atom_count_hist, calls = "csp", [], [0] * 21, []
+    task, conditions, atom_count_hist, calls, symmetric = "csp", [], [0] * 21, [], False
 
     def generate(self, items, settings, shard=0, progress=False):
         self.calls.append(len(items))

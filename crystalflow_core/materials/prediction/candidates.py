@@ -86,6 +86,8 @@ CANDIDATE_COLUMNS = [
     "n_atoms",
     "pressure_gpa",
     "pressure_aware",
+    "spacegroup_generated",
+    "assignment",
     "flag",
     "error",
     "converged",
@@ -124,6 +126,8 @@ def candidate_table(targets: list[Target], samples: list[dict], relaxed: list[di
             n_atoms=t.n_atoms,
             pressure_gpa=t.pressure_gpa,
             pressure_aware=smp.get("pressure_aware", np.nan),
+            spacegroup_generated=smp.get("spacegroup_generated", 1),  # the plain model samples in P1
+            assignment=smp.get("assignment", ""),
             flag=smp.get("flag", ""),
             error=r.get("error", "" if r else "not relaxed"),
             converged=bool(r.get("converged", False)),

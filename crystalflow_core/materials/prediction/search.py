@@ -28,6 +28,8 @@ def item_key(model_sha: str, settings: SampleSettings, item: dict) -> str:
     """Provenance of one candidate: model, sampling settings, its id, atoms and condition. Adding candidates,
     compositions or pressures to a job leaves the keys of the finished ones as they were."""
     parts = [model_sha, repr(settings), item["id"], item["atom_types"], item.get("condition"), __version__]
+    if item.get("wyckoff"):  # a symmetric model's candidate: its space group and Wyckoff positions
+        parts.append(item["wyckoff"])
     return content_key(parts)
 
 
