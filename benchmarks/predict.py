@@ -1,10 +1,12 @@
-"""CSP as a search, against random search: how often structure prediction finds a known structure from its
-formula alone, with the model and with random symmetric structures (pyxtal) at the same budget.
+"""CSP as a search with each generator and their mixture: how often structure prediction finds a known
+structure from its formula alone, at the same budget, with the model, random symmetric structures (pyxtal),
+prototype substitution into the run's training crystals (never a composition's own) and the mixture of
+config/quick.yaml's predict job (model 0.5, random 0.25, prototype 0.25).
 
 N compositions are drawn at random (seeded) from the MP-20 test split; their structures stay hidden. Each
 is searched in two modes: `given` (the known cell size z) and `blind` (z: auto, every z up to the model's
 largest training crystal, the candidates spread over them). Each search has `n` candidates per composition,
-relaxed with CHGNet (same settings for both generators) and ranked by the pipeline's own stages; only
+relaxed with CHGNet (same settings for every generator) and ranked by the pipeline's own stages; only
 converged, physical candidates count. The known structure is looked for among the ranked candidates
 (StructureMatcher with the CSP metric's tolerances stol 0.5, ltol 0.3, angle_tol 10). Prints, per
 generator and mode, with 95 % Wilson intervals (asserts nothing):
@@ -13,9 +15,9 @@ generator and mode, with 95 % Wilson intervals (asserts nothing):
   any-of-n   share where any ranked candidate matches it
   mean rank  mean rank of the first polymorph that matches, over the compositions where one does
 
-  pip install pyxtal      (the random-search baseline; not a dependency of the pipeline)
-  python benchmarks/predict.py --config config/quick.yaml --run mp20_csp [--compositions 20] [-n 20]
-      [--seed 0] [--modes given blind] [--generators model random] [--steps 10] [--results results]
+  python benchmarks/predict.py --config config/quick.yaml --run mp20_csp [--compositions 40] [-n 20]
+      [--seed 0] [--modes given blind] [--generators model random prototype mixture] [--steps 10]
+      [--results results]
 """
 
 from __future__ import annotations
@@ -30,11 +32,8 @@ from pathlib import Path
 from _common import header, mp20_test_rows
 
 from crystalflow_core import config as cfgmod
-from crystalflow_core.compositions import formula_unit, job_targets
-from crystalflow_core.io import write_jsonl_atomic
+from crystalflow_core.compositions import formula_unit
 from crystalflow_core.layout import Layout
-from crystalflow_core.materials.prediction.candidates import candidate_items, candidate_record
-from crystalflow_core.materials.prediction.search import item_key
 from crystalflow_core.stages import predict_rank, predict_relax, predict_sample
 
 
@@ -64,47 +63,21 @@ def known_compositions(n: int, seed: int):
     return out
 
 
-def random_records(cfg: dict, job: dict, largest: int, seed: int) -> list[dict]:
-    """The job's candidates as random symmetric crystals (pyxtal): a random space group that admits the
-    cell content, random Wyckoff positions, pyxtal's default distance checks; records as the sampler's."""
-    import numpy as np
-    from pymatgen.core import Element
-    from pyxtal import pyxtal
-
-    targets = job_targets(cfg, "bench", job, largest=largest)
-    rng = np.random.default_rng(seed)
-    recs = []
-    for it in candidate_items(targets, job["n_candidates"], False):
-        counts: dict[str, int] = {}
-        for z in it["atom_types"]:
-            counts[Element.from_Z(z).symbol] = counts.get(Element.from_Z(z).symbol, 0) + 1
-        s = None
-        for _ in range(40):
-            x = pyxtal()
-            try:
-                x.from_random(3, int(rng.integers(1, 231)), list(counts), list(counts.values()))
-            except Exception:
-                continue
-            if x.valid:
-                s = x.to_pymatgen()
-                break
-        if s is None:  # P1 always admits the content
-            x = pyxtal()
-            x.from_random(3, 1, list(counts), list(counts.values()))
-            s = x.to_pymatgen()
-        recs.append(candidate_record(it, s, provenance=item_key("pyxtal", repr(seed), it)))
-    return recs
+# the generator settings compared, at the same budget (the mixture as config/quick.yaml's predict job)
+GENERATOR_SHARES = {
+    "model": {"model": 1.0},
+    "random": {"random": 1.0},
+    "prototype": {"prototype": 1.0},
+    "mixture": {"model": 0.5, "random": 0.25, "prototype": 0.25},
+}
 
 
-def search(cfg, job, model, generator: str, work: Path, largest: int, seed: int, workers: int):
+def search(cfg, job, model, generator: str, work: Path, training: str, workers: int):
     L = Layout(str(work))
     samples, relaxed = [L.predict_samples("bench", 0)], [L.predict_relaxed("bench", 0)]
+    job = {**job, "generators": GENERATOR_SHARES[generator]}
     t0 = time.time()
-    if generator == "model":
-        predict_sample(cfg, "bench", job, model, 0, 1, samples[0])
-    else:
-        Path(samples[0]).parent.mkdir(parents=True, exist_ok=True)
-        write_jsonl_atomic(samples[0], random_records(cfg, job, largest, seed))
+    predict_sample(cfg, "bench", job, model, 0, 1, samples[0], training=training)
     t1 = time.time()
     predict_relax(job, samples, 0, 1, relaxed[0], workers)
     t2 = time.time()
@@ -155,11 +128,11 @@ def main():
     ap.add_argument("--config", default="config/quick.yaml")
     ap.add_argument("--run", default="mp20_csp")
     ap.add_argument("--results", default=None, help="results folder holding the run's model (default: the config's)")
-    ap.add_argument("--compositions", type=int, default=20)
+    ap.add_argument("--compositions", type=int, default=40)
     ap.add_argument("-n", "--candidates", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0, help="draw of the compositions (and of the random structures)")
     ap.add_argument("--modes", nargs="+", default=["given", "blind"], choices=["given", "blind"])
-    ap.add_argument("--generators", nargs="+", default=["model", "random"], choices=["model", "random"])
+    ap.add_argument("--generators", nargs="+", default=list(GENERATOR_SHARES), choices=list(GENERATOR_SHARES))
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fmax", type=float, default=0.1)
@@ -167,7 +140,7 @@ def main():
     a = ap.parse_args()
     header(
         f"structure prediction as a search: {a.compositions} MP-20 test compositions drawn with seed {a.seed}, "
-        f"{a.candidates} candidates each, model vs random search (pyxtal)"
+        f"{a.candidates} candidates each: model, random search (pyxtal), prototypes and their mixture"
     )
     from crystalflow_core.generative.sampling import FlowSampler
 
@@ -177,6 +150,10 @@ def main():
     if not Path(model).exists():
         raise SystemExit(f"{model} not found: train the run first (snakemake --configfile {a.config} {model})")
     largest = len(FlowSampler.from_checkpoint(model).atom_count_hist) - 1
+    run = cfgmod.validate(raw, mirror_check=False)["runs"][a.run]
+    training = Layout(a.results or raw.get("results", "results")).split(run["dataset"], run["train_split"])
+    if not Path(training).exists():
+        raise SystemExit(f"{training} not found: prepare the run's training split first")
     print(f"# model {model}: largest training crystal {largest} atoms; CHGNet fmax {a.fmax}, {a.relax_steps} steps")
     print(
         "| generator, mode | top-1 [95 % CI] | any-of-n [95 % CI] | mean rank | ranked of candidates | "
@@ -204,7 +181,7 @@ def main():
         cfg = cfgmod.validate(raw)
         job = cfg["predict"]["bench"]
         for gen in a.generators:
-            outs, times = search(cfg, job, model, gen, work / gen, largest, a.seed, a.workers)
+            outs, times = search(cfg, job, model, gen, work / gen, training, a.workers)
             score(known, outs, a.candidates, f"{gen}, {mode}", times)
 
 

@@ -96,6 +96,12 @@ def main(argv=None):
         help="a symmetric model's space groups: numbers or Wyckoff strings (225 or 225_Na1x4a_Cl1x4b)",
     )
     s.add_argument(
+        "--generators",
+        nargs="+",
+        default=None,
+        help="shares of the candidates: model=0.5 random=0.25 prototype=0.25 (summing to 1)",
+    )
+    s.add_argument(
         "--symmetry", choices=["none", "auto"], default=None, help="auto: Wyckoff templates from the run's training"
     )
     s = sub.add_parser(
@@ -132,6 +138,18 @@ def _load_config(a):
         raise cfgmod.ConfigError(f"config file {a.config} not found") from exc
 
 
+def _shares(words: list[str]) -> dict:
+    """`model=0.5 random=0.5` -> {"model": 0.5, "random": 0.5} (names and sums checked by the schema)."""
+    out = {}
+    for w in words:
+        name, _, value = w.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise cfgmod.ConfigError(f"--generators: '{w}' is not name=share (e.g. random=0.25)") from None
+    return out
+
+
 def _predict_job(a, raw: dict) -> tuple[str, dict]:
     """The prediction job the command line describes: a job of the config (`raw`) and/or the flags."""
     flags = {
@@ -149,6 +167,7 @@ def _predict_job(a, raw: dict) -> tuple[str, dict]:
         "top_n": a.top_n,
         "spacegroups": [int(s) if s.isdigit() else s for s in a.spacegroups] if a.spacegroups else None,
         "symmetry": a.symmetry,
+        "generators": _shares(a.generators) if a.generators else None,
     }
     if a.z is not None:
         try:
@@ -185,7 +204,10 @@ def _predict_job(a, raw: dict) -> tuple[str, dict]:
         raise cfgmod.ConfigError("predict: give --formula (or --compositions, or --job of the config)")
     name = a.name or a.job or "_".join(a.formula or [Path(a.compositions).stem])
     check_name(name, "--name" if a.name else "predict: the job's name (give --name)")
-    return name, cfgmod.deep_update(base, job)
+    merged = cfgmod.deep_update(base, job)
+    if a.generators:  # the shares given replace the job's (merged, they would no longer sum to 1)
+        merged["generators"] = job["generators"]
+    return name, merged
 
 
 def _predict(a):

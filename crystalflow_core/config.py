@@ -45,8 +45,10 @@ def _fill_defaults(schema: dict, node: dict, value):
         default = sub.get("default", sub_r.get("default"))  # a default beside a $ref is that use's own
         if key not in value and (default is not None or "default" in sub or "default" in sub_r):
             value[key] = copy.deepcopy(default)
-        elif isinstance(default, dict) and isinstance(value.get(key), dict):  # a use's own defaults (a
-            value[key] = {**copy.deepcopy(default), **value[key]}  # predict job's relax) under what is given
+        elif isinstance(default, dict) and isinstance(value.get(key), dict) and not sub_r.get("x-replace"):
+            # a use's own defaults (a predict job's relax) under what is given; `x-replace`: what is given
+            # replaces the default whole (shares that must add up)
+            value[key] = {**copy.deepcopy(default), **value[key]}
         if key in value:
             value[key] = _fill_defaults(schema, sub_r, value[key])
     extra = node.get("additionalProperties")
@@ -150,10 +152,17 @@ WYCKOFF_FORM = re.compile(r"^\d{1,3}(_[A-Z][a-z]?[1-9]\d*x\d+[a-zA-Z])+$")
 
 
 def _check_job_symmetry(cfg: dict, name: str, job: dict) -> None:
-    """Space groups for a symmetric model only, and a symmetric model of a run given where to find them. A
+    """Generator shares that add up; space groups for a symmetric model only, and a symmetric model of a run
+    given where to find them. A
     Wyckoff string's form is checked here; its letters and counts against the group's table and the formula
     when the job starts (crystals.wyckoff.parse_wyckoff, which needs pyxtal)."""
     where = f"config error at 'predict/{name}"
+    total = sum(job["generators"].values())
+    if abs(total - 1.0) > 1e-6:
+        shares = ", ".join(f"{g} {v:g}" for g, v in job["generators"].items())
+        raise ConfigError(f"{where}/generators': the shares ({shares}) sum to {total:g}, not 1")
+    if job["generators"].get("prototype") and not job["run"]:
+        raise ConfigError(f"{where}/generators': prototype substitutes into a run's training crystals; give run:")
     for sg in job["spacegroups"]:
         if isinstance(sg, str) and not (WYCKOFF_FORM.match(sg) and 1 <= int(sg.split("_")[0]) <= 230):
             raise ConfigError(

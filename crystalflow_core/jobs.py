@@ -139,14 +139,14 @@ def prediction_model_of(j: Job) -> str:
     return j.layout.model(j.job_section["run"]) if j.job_section["run"] else j.job_section["checkpoint"]
 
 
-def templates_of(j: Job) -> dict:
-    """A prediction job's symmetry templates (`symmetry: auto`): the training split of its run, whose cached
-    Wyckoff strings they are; {} otherwise."""
+def training_of(j: Job) -> dict:
+    """The training split of a prediction job's run where the job draws on it: Wyckoff templates (`symmetry:
+    auto`) or prototypes (a `prototype` generator share); {} otherwise."""
     job = j.job_section
-    if job["symmetry"] != "auto" or not job["run"]:
+    if not job["run"] or (job["symmetry"] != "auto" and not job["generators"].get("prototype")):
         return {}
     run = j.cfg["runs"][job["run"]]
-    return {"templates": j.layout.split(run["dataset"], run["train_split"])}
+    return {"training": j.layout.split(run["dataset"], run["train_split"])}
 
 
 def split_file(cfg: dict, dataset: str, split: str) -> str:

@@ -40,7 +40,7 @@ from crystalflow_core.jobs import (
     sample_shards,
     split_file,
     split_of,
-    templates_of,
+    training_of,
 )
 from crystalflow_core.stage_wiring import (
     dft_results_inputs,
@@ -251,7 +251,7 @@ STAGES: dict[str, Stage] = {
         report={"transport": ("Ion transport", "{run} s{point}")},
     ),
     "predict_sample": Stage(
-        inputs=lambda job: {"model": prediction_model_of(job), **templates_of(job)},
+        inputs=lambda job: {"model": prediction_model_of(job), **training_of(job)},
         outputs=lambda job: {"samples": job.layout.predict_samples(job.job, job.shard)},
         call=lambda job, inp, out: stage_functions().predict_sample(
             job.cfg,
@@ -262,13 +262,13 @@ STAGES: dict[str, Stage] = {
             job.job_section["shards"],
             out["samples"],
             job.threads,
-            templates=inp.get("templates"),
+            training=inp.get("training"),
         ),
         shards=lambda job: 0 if job.job_section["until"] else job.job_section["shards"],
         uses_gpu=True,
     ),
     "predict_search": Stage(
-        inputs=lambda job: {"model": prediction_model_of(job), **templates_of(job)},
+        inputs=lambda job: {"model": prediction_model_of(job), **training_of(job)},
         outputs=lambda job: {
             "samples": job.layout.predict_search_samples(job.job),
             "relaxed": job.layout.predict_search_relaxed(job.job),

@@ -163,7 +163,7 @@ def predict_search_call(job: Job, inp: dict, out: dict) -> None:
         out["relaxed"],
         job.threads,
         workers,
-        templates=inp.get("templates"),
+        training=inp.get("training"),
     )
 
 

@@ -77,13 +77,14 @@ def predict_section(  # noqa: PLR0913  (the job, its four tables, traces, the fo
         "100 %, mean ionic steps 35.65 at S = 100 (Table 2; DFT, not CHGNet).",
         "",
     ]
+    lines += _generator_lines(job, cands, ranked)
     for group, r in ranked.groupby("group", sort=True):
         lines += [
             f"### {group}",
             "",
             "| rank | delta-H (meV/atom) | H (eV/atom) | space group tight / loose | symmetrised: space group, "
-            "delta H (meV/atom) | candidates | z found | best id | E_hull (eV/atom; hull) | CIF |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "delta H (meV/atom) | candidates | found by | z found | best id | E_hull (eV/atom; hull) | CIF |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for _, x in r.head(max(job["top_n"], 5)).iterrows():
             sym = x.get("spacegroup_symmetrised")
@@ -94,7 +95,8 @@ def predict_section(  # noqa: PLR0913  (the job, its four tables, traces, the fo
             lines.append(
                 f"| {int(x['rank'])} | {fmt(x['delta_h_mev'], 1)} | {fmt(x['enthalpy_per_atom'], 4)} | "
                 f"{x['spacegroup_tight']} / {x['spacegroup_loose']} | {sym} | {int(x['n_candidates'])} | "
-                f"{x['z_found']} | {x['best_id']} | {e_hull} | {x['cif'] if isinstance(x['cif'], str) else ''} |"
+                f"{x.get('found_by', 'model')} | {x['z_found']} | {x['best_id']} | {e_hull} | "
+                f"{x['cif'] if isinstance(x['cif'], str) else ''} |"
             )
         lines.append("")
     lines += _phase_lines(phase, outdir)
@@ -105,6 +107,37 @@ def predict_section(  # noqa: PLR0913  (the job, its four tables, traces, the fo
         lines += ["", f"### The best polymorphs (top {job['top_n']} of each composition and pressure)", ""]
         lines += [f"![{f}]({outdir.name}/{f})" for f in pictures]
     return "\n".join(lines) + "\n"
+
+
+def _generator_lines(job: dict, cands: pd.DataFrame, ranked: pd.DataFrame) -> list[str]:
+    """Which generator made the candidates and found the best polymorphs (and, with the model alone, the advice
+    to mix in random structures and prototypes)."""
+    shares = job.get("generators") or {"model": 1.0}
+    if set(shares) == {"model"}:
+        return [
+            "The model alone generated these candidates. Where the model is small or briefly trained (the quick "
+            "configuration's), a mixture searches more widely: `generators: {model: 0.5, random: 0.25, "
+            "prototype: 0.25}` (random symmetric structures and prototype substitutions beside the model; "
+            "`benchmarks/predict.py` measures each).",
+            "",
+        ]
+    gen = cands["generator"].fillna("model") if "generator" in cands else pd.Series(["model"] * len(cands))
+    best = ranked[ranked["rank"] == 1] if len(ranked) else ranked
+    lines = [
+        "Generators (shares " + ", ".join(f"{g} {v:g}" for g, v in shares.items()) + "): candidates each made, "
+        "how many ranked, in how many compositions it found the best polymorph (any member of the first "
+        "cluster) and made its lowest-enthalpy member. A structure found by two generators is one polymorph.",
+        "",
+        "| generator | candidates | ranked | found the best | made the best |",
+        "|---|---|---|---|---|",
+    ]
+    for g in sorted(set(gen)):
+        mine = cands[gen == g]
+        found = int(best["found_by"].astype(str).str.split(",").apply(lambda x, g=g: g in x).sum()) if len(best) else 0
+        made = int((best["generator"] == g).sum()) if len(best) else 0
+        ranked_n = int((mine["status"] == "ranked").sum()) if "status" in mine else 0
+        lines.append(f"| {g} | {len(mine)} | {ranked_n} | {found} of {len(best)} | {made} of {len(best)} |")
+    return [*lines, ""]
 
 
 def _rule(until, best) -> str:

@@ -11,7 +11,7 @@ predict_report       -> report.md and its pictures (Fig. 2a/2c/2d of the paper, 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +20,7 @@ from crystalflow_core import __version__
 from crystalflow_core.compositions import check_model_conditions, job_targets
 from crystalflow_core.errors import StageError
 from crystalflow_core.evaluation.stability import one_potential
-from crystalflow_core.generative.sampling import SampleSettings, record_to_structure
+from crystalflow_core.generative.sampling import SampleSettings, item_seed, record_to_structure
 from crystalflow_core.io import (
     append_jsonl,
     content_key,
@@ -33,7 +33,19 @@ from crystalflow_core.io import (
 from crystalflow_core.jobs import shard_of
 from crystalflow_core.materials.potentials import record_energy_scale
 from crystalflow_core.materials.prediction.assignments import template_library, with_assignments
-from crystalflow_core.materials.prediction.candidates import candidate_items, candidate_table, write_extxyz
+from crystalflow_core.materials.prediction.candidates import (
+    candidate_items,
+    candidate_record,
+    candidate_table,
+    spacegroup,
+    write_extxyz,
+)
+from crystalflow_core.materials.prediction.generators import (
+    prototype_library,
+    prototype_structures,
+    random_structure,
+    with_generators,
+)
 from crystalflow_core.materials.prediction.ranking import committee_rerank, rank_polymorphs, with_e_hull
 from crystalflow_core.materials.prediction.scan import phase_diagram
 from crystalflow_core.materials.prediction.search import item_key, model_size_cap, sample_settings, stopped_groups
@@ -80,22 +92,41 @@ def _job_sampler(cfg: dict, name: str, job: dict, ckpt: str, threads: int) -> tu
     return sampler, targets, aware
 
 
-def _template_library(path: str | None) -> dict | None:
-    """The Wyckoff templates of a run's training split (its cached symmetric forms); None without one."""
-    if not path:
-        return None
-    from crystalflow_core.crystals.data import load_cache
+@dataclass
+class Libraries:
+    """What a job draws on from its run's training split: Wyckoff templates (`symmetry: auto`) and
+    prototypes (a `prototype` generator share); None where the job does not."""
 
-    cache = load_cache(path)
-    if not cache.get("symmetry"):
-        raise StageError(f"{path}: no symmetric forms cached (the dataset needs symmetry: true) for symmetry: auto")
-    return template_library(cache["symmetry"]["wyckoff"], cache["ids"])
+    templates: dict | None = None
+    prototypes: dict | None = None
+
+    @classmethod
+    def of(cls, path: str | None, job: dict, name: str) -> Libraries:
+        if job["generators"].get("prototype") and not path:
+            raise StageError(f"predict/{name}: the prototype generator needs a run's training split (give run:)")
+        if not path:
+            return cls()
+        from crystalflow_core.crystals.data import cache_structures, load_cache
+
+        cache = load_cache(path)
+        out = cls()
+        if job["symmetry"] == "auto":
+            if not cache.get("symmetry"):
+                raise StageError(
+                    f"{path}: no symmetric forms cached (symmetry: auto needs the dataset's symmetry: true)"
+                )
+            out.templates = template_library(cache["symmetry"]["wyckoff"], cache["ids"])
+        if job["generators"].get("prototype"):
+            out.prototypes = prototype_library(cache_structures(cache), cache["ids"])
+            if not out.prototypes:
+                raise StageError(f"predict/{name}: the prototype library of {path} is empty")
+        return out
 
 
-def _job_items(sampler, targets: list, job: dict, n: int, aware: bool, library: dict | None, name: str) -> list:
-    """The job's first `n` candidates per composition and pressure; for a symmetric model each with its
-    Wyckoff assignment (materials.prediction.assignments)."""
-    items = candidate_items(targets, n, aware)
+def _job_items(sampler, targets: list, job: dict, n: int, aware: bool, libs: Libraries, name: str) -> list:
+    """The job's first `n` candidates per composition and pressure, each with its generator; for a
+    symmetric model each of the model's with its Wyckoff assignment (materials.prediction.assignments)."""
+    items = with_generators(candidate_items(targets, n, aware), job["generators"])
     symmetric = sampler.symmetric
     if not symmetric and (job["spacegroups"] or job["symmetry"] != "none"):
         raise StageError(f"predict/{name}: the model is the plain one (P1): it samples no space group")
@@ -103,28 +134,46 @@ def _job_items(sampler, targets: list, job: dict, n: int, aware: bool, library: 
         return items
     if not job["spacegroups"] and job["symmetry"] == "none":
         raise StageError(f"predict/{name}: a symmetric model: give spacegroups or symmetry: auto")
-    return with_assignments(items, targets, job, library, name)
+    model = [it for it in items if it["generator"] == "model"]
+    placed = {it["id"]: it for it in with_assignments(model, targets, job, libs.templates, name)}
+    return [placed.get(it["id"], it) for it in items]
 
 
-def _sampled(sampler, items: list[dict], settings: SampleSettings, keys: dict, aware: bool, shard: int = 0):
-    """Sample records of `items`, each with its provenance key and whether the model knew the pressure."""
-    recs = sampler.generate(items, settings, shard=shard) if items else []
-    for r in recs:
+def _generated(sampler, items: list[dict], settings: SampleSettings, keys: dict, aware: bool, ctx: tuple, shard=0):
+    """Records of `items` from their generators (`ctx`: targets, job, libraries, job name), each with its
+    provenance key and whether its generator knew the pressure (only a pressure-conditioned model does)."""
+    targets, job, libs, name = ctx
+    model = [it for it in items if it["generator"] == "model"]
+    made = sampler.generate(model, settings, shard=shard) if model else []
+    recs = {r["id"]: {**r, "pressure_aware": aware} for r in made}
+    protos = prototype_structures(items, targets, job["generators"], libs.prototypes or {}, name)
+    for it in items:
+        if it["generator"] == "model":
+            continue
+        s, pid, subst = protos.get(it["id"], (None, None, None))
+        if s is not None:
+            group = spacegroup(s, job["symprec"][1])[1] or 1  # the prototype's, at the tight tolerance
+            extra = {"prototype": pid, "substitution": subst, "spacegroup_generated": group}
+        else:  # random, or a prototype candidate whose cell has no prototype
+            s, group = random_structure(it["atom_types"], item_seed(settings.seed, it["id"]))
+            extra = {"generator": "random", "spacegroup_generated": group}
+        recs[it["id"]] = candidate_record(it, s, pressure_aware=False, **extra)
+    out = [recs[it["id"]] for it in items]
+    for r in out:
         r["provenance"] = keys[r["id"]]
-        r["pressure_aware"] = aware
-    return recs
+    return out
 
 
 def predict_sample(  # noqa: PLR0913
-    cfg: dict, name: str, job: dict, ckpt: str, shard: int, shards: int, out: str, threads: int = 0, templates=None
+    cfg: dict, name: str, job: dict, ckpt: str, shard: int, shards: int, out: str, threads: int = 0, training=None
 ):
-    """One shard of the job's candidates, sampled from the CSP model at `ckpt`; candidates of an earlier
-    run of the job with the same model and settings are kept, only new ones are sampled. `templates`: the
-    training split cache whose Wyckoff strings a symmetric model's `symmetry: auto` draws on."""
+    """One shard of the job's candidates, from its generators (the CSP model at `ckpt`, random structures,
+    prototypes); candidates of an earlier run of the job with the same model and settings are kept, only new
+    ones are made. `training`: the run's training split cache (templates and prototypes), where the job uses it."""
     ensure_writable(out)
     sampler, targets, aware = _job_sampler(cfg, name, job, ckpt, threads)
-    library = _template_library(templates)
-    items = shard_of(_job_items(sampler, targets, job, job["n_candidates"], aware, library, name), shard, shards)
+    libs = Libraries.of(training, job, name)
+    items = shard_of(_job_items(sampler, targets, job, job["n_candidates"], aware, libs, name), shard, shards)
     settings = sample_settings(cfg, job)
     model_sha = sha256_file(ckpt)
     want = {it["id"]: item_key(model_sha, settings, it) for it in items}
@@ -133,7 +182,7 @@ def predict_sample(  # noqa: PLR0913
     if not todo and len(kept) == len(items) and Path(out).exists() and len(read_jsonl(out)) == len(items):
         log.info("%s is current (same model, settings and candidates): kept", out)
         return
-    new = _sampled(sampler, todo, settings, want, aware, shard)
+    new = _generated(sampler, todo, settings, want, aware, (targets, job, libs, name), shard)
     by_id = {**kept, **{r["id"]: r for r in new}}
     recs = [by_id[it["id"]] for it in items if it["id"] in by_id]
     log.info(
@@ -158,7 +207,7 @@ def predict_search(  # noqa: PLR0913
     relaxed_out: str,
     threads: int = 0,
     workers: int = 1,
-    templates=None,
+    training=None,
 ):
     """Structure prediction as a search (AIRSS's stopping rule): rounds of `until.round` candidates per
     composition and pressure, each sampled, relaxed and ranked with those before, until the lowest-enthalpy
@@ -172,11 +221,9 @@ def predict_search(  # noqa: PLR0913
     model_sha = sha256_file(ckpt)
     group_of = {t.key: t.group for t in targets}
     key = content_key([model_sha, repr(settings), asdict(rsettings), __version__])
-    library = _template_library(templates)
-    want = {
-        it["id"]: item_key(model_sha, settings, it)
-        for it in _job_items(sampler, targets, job, budget, aware, library, name)
-    }
+    libs = Libraries.of(training, job, name)
+    everything = _job_items(sampler, targets, job, budget, aware, libs, name)
+    want = {it["id"]: item_key(model_sha, settings, it) for it in everything}
     samples = records_current(samples_out, want, "provenance")  # an earlier search of this model and settings
     earlier = records_current(
         relaxed_out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(rsettings)
@@ -193,12 +240,12 @@ def predict_search(  # noqa: PLR0913
             n = min(budget, n + until["round"])
             this_round = [
                 it
-                for it in _job_items(sampler, targets, job, n, aware, library, name)
+                for it in _job_items(sampler, targets, job, n, aware, libs, name)
                 if group_of[it["target"]] not in stopped
             ]
             items = [it for it in this_round if it["id"] not in samples]
             used |= {it["id"] for it in this_round}
-            for r in _sampled(sampler, items, settings, want, aware):
+            for r in _generated(sampler, items, settings, want, aware, (targets, job, libs, name)):
                 samples[r["id"]] = r
             # every candidate of the round: relax_many skips those already relaxed (this search or a kept one)
             todo = [

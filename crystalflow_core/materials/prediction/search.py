@@ -30,6 +30,8 @@ def item_key(model_sha: str, settings: SampleSettings, item: dict) -> str:
     parts = [model_sha, repr(settings), item["id"], item["atom_types"], item.get("condition"), __version__]
     if item.get("wyckoff"):  # a symmetric model's candidate: its space group and Wyckoff positions
         parts.append(item["wyckoff"])
+    if item.get("generator", "model") != "model":  # a random or prototype candidate
+        parts.append(item["generator"])
     return content_key(parts)
 
 
