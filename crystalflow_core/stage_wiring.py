@@ -137,7 +137,7 @@ def report_inputs(job: Job) -> dict:
 def report_call(job: Job, inp: dict, out: dict) -> None:
     from crystalflow_core.evaluation.report import write_report
 
-    write_report(inp, out, committees(job.cfg), job.cfg["metrics"]["structure_pictures"])
+    write_report(inp, out, committees(job.cfg), job.cfg["metrics"])
 
 
 def table_inputs(job: Job) -> dict:

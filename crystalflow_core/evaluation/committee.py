@@ -42,7 +42,7 @@ def committee_columns(st: pd.DataFrame, name: str, second: dict, refs: dict, hul
     return st
 
 
-def committee_summary(st: pd.DataFrame, second: str | None) -> dict:
+def committee_summary(st: pd.DataFrame, second: str | None, metastable_e_hull: float) -> dict:
     """Stable / metastable / S.U.N. rates under the second potential (`second`, the config's
     relax.committee[1]) and under both (agreed), the spread."""
     if second is None:
@@ -50,7 +50,7 @@ def committee_summary(st: pd.DataFrame, second: str | None) -> dict:
     unique, new, n = st["unique"].to_numpy(bool), st["new"].to_numpy(bool), len(st)
     row = {"committee": f"{st['potential'].iloc[0] if len(st) else ''}+{second}"}
     for label, column in ((second, f"e_hull_{second}"), ("agreed", "e_hull_agreed")):
-        s = M.sun_summary(st[column].to_numpy(float), unique, new, n)
+        s = M.sun_summary(st[column].to_numpy(float), unique, new, n, metastable_e_hull)
         row.update({f"{k.removesuffix('_pct')}_{label}_pct": s[k] for k in ("stable_pct", "metastable_pct", "sun_pct")})
     spread = st["e_hull_spread"].to_numpy(float)
     row["e_hull_spread_median"] = float(np.nanmedian(spread)) if np.isfinite(spread).any() else float("nan")

@@ -118,7 +118,7 @@ def dft_stability_table(jobs: list[dict], chgnet: pd.DataFrame, relaxed: dict, r
     return df
 
 
-def dft_summary(df: pd.DataFrame) -> dict:
+def dft_summary(df: pd.DataFrame, metastable_e_hull: float) -> dict:
     """The DFT columns of a DNG metrics row. Job counts by status (`foreign` outputs count in no rate);
     Table 2's convergence rate (converged of the jobs that ended: converged + unconverged + crashed) and
     mean ionic steps (jobs that ended with a readable output); DFT stable/metastable/SUN rates over the
@@ -139,7 +139,11 @@ def dft_summary(df: pd.DataFrame) -> dict:
         "n_dft_evaluated": int(len(ev)),
     }
     sun = M.sun_summary(
-        ev["e_hull_dft"].to_numpy(float), ev["unique_dft"].to_numpy(bool), ev["new_dft"].to_numpy(bool), len(ev)
+        ev["e_hull_dft"].to_numpy(float),
+        ev["unique_dft"].to_numpy(bool),
+        ev["new_dft"].to_numpy(bool),
+        len(ev),
+        metastable_e_hull,
     )
     row.update({f"dft_{k}": (sun[k] if len(ev) else np.nan) for k in ("stable_pct", "metastable_pct", "sun_pct")})
     both = ev[ev["e_hull_chgnet"].notna()]

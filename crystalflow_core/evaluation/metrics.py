@@ -350,15 +350,14 @@ def unique_new_flags(structures: list, reference: list):
     return np.array(unique, bool), np.array(new, bool)
 
 
-# eV/atom: a structure this close to the hull (or below) counts as metastable (the paper's M.S.U.N.)
-METASTABLE_E_HULL = 0.1
-
-
-def sun_summary(e_hull: np.ndarray, unique: np.ndarray, new: np.ndarray, n_total: int) -> dict:
-    """Rates over all generated structures (n_total); NaN e_hull (failed/unknown) counts as unstable."""
+def sun_summary(
+    e_hull: np.ndarray, unique: np.ndarray, new: np.ndarray, n_total: int, metastable_e_hull: float
+) -> dict:
+    """Rates over all generated structures (n_total); NaN e_hull (failed/unknown) counts as unstable; metastable:
+    E_hull <= `metastable_e_hull` (eV/atom, the schema's metrics.metastable_e_hull)."""
     e = np.asarray(e_hull, float)
     stable = np.nan_to_num(e, nan=np.inf) <= 0.0
-    meta = np.nan_to_num(e, nan=np.inf) <= METASTABLE_E_HULL
+    meta = np.nan_to_num(e, nan=np.inf) <= metastable_e_hull
     pct = lambda m: 100.0 * float(np.sum(m)) / n_total if n_total else 0.0
     return {
         "stable_pct": pct(stable),

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crystalflow_core.evaluation.metrics import METASTABLE_E_HULL
 from crystalflow_core.evaluation.paper_tables import read_md_rows
 from crystalflow_core.layout import Layout
 
@@ -115,7 +114,7 @@ def hists(ax, groups, column, clip=None, bins=40, label="{}"):
             ax.hist(e, bins=bins, alpha=0.55, label=label.format(key))
 
 
-def plots(csp: pd.DataFrame, stab: list[str], outdir: Path, committees: dict[str, str]) -> list[str]:
+def plots(csp: pd.DataFrame, stab: list[str], outdir: Path, committees: dict[str, str], metastable: float) -> list[str]:
     """Match rate vs integration steps, E_hull histogram, formation energy per target (paper Fig. 3)."""
     made = []
     outdir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +138,7 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path, committees: dict[str
             if not st["e_hull"].notna().any():  # say so rather than draw an empty frame
                 ax.text(0.5, 0.5, "no relaxed sample has an E_hull", transform=ax.transAxes, ha="center")
             ax.axvline(0.0, color="k", lw=0.8)
-            ax.axvline(METASTABLE_E_HULL, color="k", lw=0.8, ls="--")
+            ax.axvline(metastable, color="k", lw=0.8, ls="--")
 
         relaxer = "/".join(sorted(st["potential"].dropna().unique())) if "potential" in st else "chgnet"
         figure(outdir / "e_hull_hist.png", f"E above hull (eV/atom, {relaxer}-relaxed)", "structures", draw_hull, "y")

@@ -14,11 +14,12 @@ from crystalflow_core.evaluation.plots import dft_plots, plots, transport_plots
 from crystalflow_core.io import write_text_atomic
 
 
-def write_report(inp: dict, out: dict, committees: dict[str, str], structure_pictures: int) -> None:
+def write_report(inp: dict, out: dict, committees: dict[str, str], metrics: dict) -> None:
     """The summary page from the stage's inputs by name (tables, stability, targets, transport, dft, predict)
     into its outputs by name (report, table1, table2, table3; the pictures in the results' plots folder).
-    `committees`: run -> the config's second potential (config.committees); `structure_pictures`: how many
-    stable DNG samples are drawn (their relaxations: inp["relaxed"])."""
+    `committees`: run -> the config's second potential (config.committees); `metrics`: the config's section
+    (`structure_pictures`: how many stable DNG samples are drawn, their relaxations in inp["relaxed"];
+    `metastable_e_hull`: the cut the E_hull histogram draws)."""
     tables, stability, predict = inp["tables"], inp["stability"], inp.get("predict", [])
     targets, transport, dft = inp.get("targets", []), inp.get("transport", []), inp.get("dft", [])
     report, table1, table3, table2 = out["report"], out["table1"], out["table3"], out.get("table2")
@@ -41,8 +42,8 @@ def write_report(inp: dict, out: dict, committees: dict[str, str], structure_pic
     write_text_atomic(table1, t1)
     write_text_atomic(table3, t3)
     plot_dir = Path(out["plots"])  # the folder Snakemake resolved
-    figs = plots(csp, stability, plot_dir, committees)
-    figs += _dng_pictures(stability, inp.get("relaxed", []), structure_pictures, plot_dir)
+    figs = plots(csp, stability, plot_dir, committees, metrics["metastable_e_hull"])
+    figs += _dng_pictures(stability, inp.get("relaxed", []), metrics["structure_pictures"], plot_dir)
     tsec = transport_section(list(transport))
     figs += transport_plots(list(transport), plot_dir)
     t2 = dft_table(dng)

@@ -20,8 +20,11 @@ from crystalflow_core.materials.relax import relaxed_structure
 log = logging.getLogger(__name__)
 
 
-def stability_summary(st: pd.DataFrame, pressure_run: bool, second: str | None = None) -> dict:
-    """SUN rates of a stability table (denominator: every relaxed sample, stated as n_relaxed)."""
+def stability_summary(
+    st: pd.DataFrame, pressure_run: bool, metastable_e_hull: float, second: str | None = None
+) -> dict:
+    """SUN rates of a stability table (denominator: every relaxed sample, stated as n_relaxed); metastable up to
+    `metastable_e_hull` eV/atom above the hull."""
     row = {
         "n_relaxed": int(len(st)),
         "n_relax_failed": int((st["error"].fillna("") != "").sum()),
@@ -29,16 +32,18 @@ def stability_summary(st: pd.DataFrame, pressure_run: bool, second: str | None =
         "n_mp2020_refused": int((st["mp2020_refused"].fillna("") != "").sum()) if "mp2020_refused" in st else 0,
     }
     e_hull, unique, new = st["e_hull"].to_numpy(float), st["unique"].to_numpy(bool), st["new"].to_numpy(bool)
-    row.update(M.sun_summary(e_hull, unique, new, len(st)))
+    row.update(M.sun_summary(e_hull, unique, new, len(st), metastable_e_hull))
     suspect = st["hull_suspect"].fillna(False).to_numpy(bool) if "hull_suspect" in st else np.zeros(len(st), bool)
     row["n_hull_suspect"] = int(suspect.sum())
     row["hull"] = str(st["hull"].iloc[0]) if "hull" in st and len(st) else ""
-    trusted = M.sun_summary(np.where(suspect, np.nan, e_hull), unique, new, len(st))  # suspects counted unstable
+    trusted = M.sun_summary(
+        np.where(suspect, np.nan, e_hull), unique, new, len(st), metastable_e_hull
+    )  # suspects counted unstable
     row.update({f"{k}_without_suspects": trusted[k] for k in ("stable_pct", "metastable_pct", "sun_pct", "msun_pct")})
     row["mean_e_hull_ev_atom"] = float(np.nanmean(st["e_hull"])) if st["e_hull"].notna().any() else float("nan")
     if "potential" in st and len(st):  # the potential of every energy in the row (one per table)
         row["potential"], row["potential_version"] = str(st["potential"].iloc[0]), str(st["potential_version"].iloc[0])
-    row.update(committee_summary(st, second))
+    row.update(committee_summary(st, second, metastable_e_hull))
     row["relax_convergence_pct"] = 100.0 * float(st["converged"].astype(bool).mean()) if len(st) else float("nan")
     if "steps" in st:  # Table 2's "ionic steps", for CHGNet: mean optimiser steps of the converged
         conv = st[st["converged"].astype(bool)]

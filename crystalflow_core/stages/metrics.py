@@ -111,13 +111,15 @@ def dng_metrics(  # noqa: PLR0913  (every input of the DNG metric stage, each op
     if stab_csv:
         st = pd.read_csv(stab_csv)
         pressure_run = bool(run["relax"]["pressure"] or "pressure" in run["conditions"])
-        row.update(stability_summary(st, pressure_run, committee_second(run["relax"])))
+        row.update(
+            stability_summary(st, pressure_run, cfg["metrics"]["metastable_e_hull"], committee_second(run["relax"]))
+        )
         if run["conditions"]:
             targets = [{**head, **t} for t in target_rows(st, run["conditions"][0])]
     if transport_csv:
         row.update(transport_summary(pd.read_csv(transport_csv, dtype={"id": str})))
     if dft_csv:
-        row.update(dft_summary(pd.read_csv(dft_csv, dtype={"id": str})))
+        row.update(dft_summary(pd.read_csv(dft_csv, dtype={"id": str}), cfg["metrics"]["metastable_e_hull"]))
     _write_csv([row], out)
     if targets_out:
         _write_csv(targets, targets_out, TARGET_COLUMNS)

@@ -118,9 +118,9 @@ def test_committee_writes_both_columns_and_flags_a_planted_disagreement(calcs, h
     assert (out["e_hull_sevennet"].abs() < 0.1).mean() >= 5 / 6  # known near-stable crystals, on its scale
     assert out.loc[0, "committee_disagrees"] and out.loc[0, "e_hull_spread"] > 0.2
     assert out.loc[0, "e_hull_agreed"] == pytest.approx(out.loc[0, "e_hull_sevennet"])  # the less stable
-    row = committee_summary(out.assign(unique=True, new=True), "sevennet")
+    row = committee_summary(out.assign(unique=True, new=True), "sevennet", 0.1)
     assert row["committee"] == "chgnet+sevennet" and row["n_committee_disagree"] >= 1
-    assert committee_summary(out.assign(unique=True, new=True), None) == {}  # no committee in the config
+    assert committee_summary(out.assign(unique=True, new=True), None, 0.1) == {}  # no committee in the config
     assert row["stable_agreed_pct"] <= min(row["stable_sevennet_pct"], 100 * (st["e_hull"] <= 0).mean())
 
 

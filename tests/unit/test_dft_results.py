@@ -243,7 +243,7 @@ def test_dft_sun_counts_on_five_hand_made_structures():
     assert t["unique_dft"].to_dict() == {"a": True, "b": True, "c": True, "d": False, "e": True, "f": False}
     assert t.loc["c", "new_dft"] == np.False_ and t.loc["a", "new_dft"] == np.True_
     assert np.isnan(t.loc["f", "e_hull_dft"]) and t.loc["a", "rms_displacement"] == pytest.approx(0.0)
-    row = dft_summary(df)
+    row = dft_summary(df, 0.1)
     assert row["dft_jobs"] == 6 and row["dft_converged"] == 5 and row["dft_crashed"] == 1
     assert row["dft_convergence_pct"] == pytest.approx(500 / 6)
     assert row["n_dft_evaluated"] == 5
@@ -322,7 +322,7 @@ def test_outputs_of_another_structure_are_foreign_and_count_in_no_rate(tmp_path,
     jobs = [{"id": "s42", "rec": rec, "entry": None, "structure": None}]
     df = dft_stability_table(jobs, pd.DataFrame({"id": ["s42"], "e_hull": [0.05]}), {}, {}, None, [])
     assert df.loc[0, "status"] == "foreign" and np.isnan(df.loc[0, "e_hull_dft"])
-    summary = dft_summary(df)
+    summary = dft_summary(df, 0.1)
     assert summary["dft_foreign"] == 1 and summary["n_dft_evaluated"] == 0
     assert np.isnan(summary["dft_convergence_pct"]) and np.isnan(summary["dft_stable_pct"])
 

@@ -3,6 +3,7 @@ import pytest
 from pymatgen.core import Composition, Lattice, Structure
 from scipy.spatial.transform import Rotation
 
+from crystalflow_core.config import defaults
 from crystalflow_core.evaluation import metrics as M
 from crystalflow_core.evaluation import validity as V
 from crystalflow_core.materials.hull import LocalHull
@@ -110,9 +111,11 @@ def test_sun_counts_hand_made(nacl, silicon):
     assert unique.tolist() == [True, False, True, True]
     assert new.tolist() == [True, True, False, True]
     e_hull = np.array([-0.01, 0.0, 0.05, np.nan])
-    s = M.sun_summary(e_hull, unique, new, 4)
+    s = M.sun_summary(e_hull, unique, new, 4, defaults("metrics")["metastable_e_hull"])
     assert s["stable_pct"] == 50.0 and s["metastable_pct"] == 75.0
     assert s["sun_pct"] == 25.0 and s["msun_pct"] == 25.0
+    tight = M.sun_summary(e_hull, unique, new, 4, 0.03)  # the schema's cut (0.1) set tighter: 0.05 no longer counts
+    assert tight["metastable_pct"] == 50.0 and tight["msun_pct"] == 25.0 and tight["stable_pct"] == 50.0
     assert M.target_errors(np.array([0.0, -1.0]), np.array([0.5, -2.0])) == {
         "mae": 0.75,
         "rmse": pytest.approx(np.sqrt(0.625)),
@@ -433,7 +436,7 @@ def test_thin_local_hull_flags_suspects_and_rates_are_given_without_them(nacl):
             "hull": ["local (9 entries)"] * 4,
         }
     )
-    row = stability_summary(df, pressure_run=False)
+    row = stability_summary(df, False, 0.1)
     assert row["stable_pct"] == 50.0 and row["stable_pct_without_suspects"] == 25.0
     assert row["sun_pct_without_suspects"] == 25.0 and row["n_hull_suspect"] == 1 and row["hull"] == "local (9 entries)"
 
@@ -490,5 +493,5 @@ def test_energy_that_mp2020_refuses_gets_no_e_hull(monkeypatch):
         and "MP2020 refused" in st.loc[0, "mp2020_refused"]
     )
     assert np.isfinite(st.loc[1, "e_hull"]) and st.loc[1, "mp2020_refused"] == ""
-    row = stability_summary(st, pressure_run=False)
+    row = stability_summary(st, False, 0.1)
     assert row["n_mp2020_refused"] == 1
