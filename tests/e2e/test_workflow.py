@@ -55,6 +55,9 @@ def test_tiny_config_end_to_end(tiny_run):
     assert phase.groupby("polymorph").size().eq(2).all()
     searched = pd.read_csv(L.predict_candidates("search"))  # rounds of 2 until the best was found twice
     assert len(searched) in (2, 4) and Path(L.predict_search_relaxed("search")).exists()
+    # generators by the weighted round robin: model, random, then prototype (random where no prototype fits)
+    order = searched.assign(c=searched["id"].str.split("#").str[1].astype(int)).sort_values("c")
+    assert order["generator"].tolist()[:2] == ["model", "random"]
     assert "stopping rule" in (r / "predict/search/report.md").read_text()
     assert "## Structure prediction: salt" in (r / "report.md").read_text()
     csp_all = pd.read_csv(r / "mp20_csp_metrics.csv")
