@@ -1,7 +1,8 @@
 """CSP as a search with each generator and their mixture: how often structure prediction finds a known
 structure from its formula alone, at the same budget, with the model, random symmetric structures (pyxtal),
 prototype substitution into the run's training crystals (never a composition's own) and the mixture of
-config/quick.yaml's predict job (model 0.5, random 0.25, prototype 0.25).
+config/quick.yaml's predict job (model 0.5, random 0.25, prototype 0.25); with `--sym-run` (a run with
+model.symmetry: anchor) also the symmetric model with its training templates (`symmetry: auto`).
 
 N compositions are drawn at random (seeded) from the MP-20 test split; their structures stay hidden. Each
 is searched in two modes: `given` (the known cell size z) and `blind` (z: auto, every z up to the model's
@@ -69,13 +70,19 @@ GENERATOR_SHARES = {
     "random": {"random": 1.0},
     "prototype": {"prototype": 1.0},
     "mixture": {"model": 0.5, "random": 0.25, "prototype": 0.25},
+    "symmetric": {"model": 1.0},  # the --sym-run's symmetric model, its Wyckoff templates (symmetry: auto)
 }
 
 
 def search(cfg, job, model, generator: str, work: Path, training: str, workers: int):
+    """One search; `model` and `training`: {"plain": path, "symmetric": path} (the latter with --sym-run)."""
     L = Layout(str(work))
     samples, relaxed = [L.predict_samples("bench", 0)], [L.predict_relaxed("bench", 0)]
     job = {**job, "generators": GENERATOR_SHARES[generator]}
+    kind = "plain"
+    if generator == "symmetric":
+        kind, job = "symmetric", {**job, "run": model["sym_run"], "symmetry": "auto"}
+    model, training = model[kind], training[kind]
     t0 = time.time()
     predict_sample(cfg, "bench", job, model, 0, 1, samples[0], training=training)
     t1 = time.time()
@@ -133,6 +140,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="draw of the compositions (and of the random structures)")
     ap.add_argument("--modes", nargs="+", default=["given", "blind"], choices=["given", "blind"])
     ap.add_argument("--generators", nargs="+", default=list(GENERATOR_SHARES), choices=list(GENERATOR_SHARES))
+    ap.add_argument("--sym-run", default=None, help="a symmetric CSP run of the config: the `symmetric` generator")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fmax", type=float, default=0.1)
@@ -146,15 +154,21 @@ def main():
 
     known = known_compositions(a.compositions, a.seed)
     raw = cfgmod.yaml.safe_load(Path(a.config).read_text())
-    model = Layout(a.results or raw.get("results", "results")).model(a.run)
-    if not Path(model).exists():
-        raise SystemExit(f"{model} not found: train the run first (snakemake --configfile {a.config} {model})")
-    largest = len(FlowSampler.from_checkpoint(model).atom_count_hist) - 1
-    run = cfgmod.validate(raw, mirror_check=False)["runs"][a.run]
-    training = Layout(a.results or raw.get("results", "results")).split(run["dataset"], run["train_split"])
-    if not Path(training).exists():
-        raise SystemExit(f"{training} not found: prepare the run's training split first")
-    print(f"# model {model}: largest training crystal {largest} atoms; CHGNet fmax {a.fmax}, {a.relax_steps} steps")
+    plain = Layout(a.results or raw.get("results", "results")).model(a.run)
+    if not Path(plain).exists():
+        raise SystemExit(f"{plain} not found: train the run first (snakemake --configfile {a.config} {plain})")
+    largest = len(FlowSampler.from_checkpoint(plain).atom_count_hist) - 1
+    L = Layout(a.results or raw.get("results", "results"))
+    runs = cfgmod.validate(raw, mirror_check=False)["runs"]
+    names = {"plain": a.run, **({"symmetric": a.sym_run} if a.sym_run else {})}
+    if "symmetric" in a.generators and not a.sym_run:
+        raise SystemExit("--generators symmetric needs --sym-run (a run with model.symmetry: anchor)")
+    training = {k: L.split(runs[r]["dataset"], runs[r]["train_split"]) for k, r in names.items()}
+    model = {**{k: L.model(r) for k, r in names.items()}, "sym_run": a.sym_run}
+    for path in [*training.values(), *(m for k, m in model.items() if k != "sym_run")]:
+        if not Path(path).exists():
+            raise SystemExit(f"{path} not found: prepare and train the runs first")
+    print(f"# model {plain}: largest training crystal {largest} atoms; CHGNet fmax {a.fmax}, {a.relax_steps} steps")
     print(
         "| generator, mode | top-1 [95 % CI] | any-of-n [95 % CI] | mean rank | ranked of candidates | "
         "sample / relax / rank |"

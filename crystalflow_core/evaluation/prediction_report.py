@@ -78,6 +78,7 @@ def predict_section(  # noqa: PLR0913  (the job, its four tables, traces, the fo
         "",
     ]
     lines += _generator_lines(job, cands, ranked)
+    lines += _assignment_lines(cands)
     for group, r in ranked.groupby("group", sort=True):
         lines += [
             f"### {group}",
@@ -137,6 +138,28 @@ def _generator_lines(job: dict, cands: pd.DataFrame, ranked: pd.DataFrame) -> li
         made = int((best["generator"] == g).sum()) if len(best) else 0
         ranked_n = int((mine["status"] == "ranked").sum()) if "status" in mine else 0
         lines.append(f"| {g} | {len(mine)} | {ranked_n} | {found} of {len(best)} | {made} of {len(best)} |")
+    return [*lines, ""]
+
+
+def _assignment_lines(cands: pd.DataFrame) -> list[str]:
+    """A symmetric model's candidates by the Wyckoff assignment they were sampled in and where it came from
+    (space groups given, Wyckoff strings given, training templates), with the space groups they relaxed into."""
+    if "assignment" not in cands or not (cands["assignment"].fillna("") != "").any():
+        return []
+    lines = [
+        "Symmetric model: each candidate was sampled in a space group; where its Wyckoff assignment came from, "
+        "and the space groups (tight) its relaxed structures have:",
+        "",
+        "| generated in | assignment from | candidates | ranked | space groups after relaxation |",
+        "|---|---|---|---|---|",
+    ]
+    sym = cands[cands["assignment"].fillna("") != ""]
+    for (sg, src), g in sym.groupby(["spacegroup_generated", "assignment"], sort=True):
+        found = ", ".join(
+            f"{k} ({v})" for k, v in g["spacegroup_tight"].fillna("").replace("", "-").value_counts().items()
+        )
+        ranked_n = int((g["status"] == "ranked").sum()) if "status" in g else 0
+        lines.append(f"| {int(sg)} | {src} | {len(g)} | {ranked_n} | {found} |")
     return [*lines, ""]
 
 

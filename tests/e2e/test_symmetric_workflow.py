@@ -56,5 +56,7 @@ def test_symmetric_run_and_prediction_through_snakemake(tmp_path):
     samples = pd.concat(pd.read_json(p, lines=True) for p in (res / "predict/salt/samples").glob("*.jsonl"))
     samples = samples.to_dict("records")
     assert all(r["wyckoff"].split("_")[0] == str(r["spacegroup_generated"]) for r in samples)
+    report = (res / "predict/salt/report.md").read_text()
+    assert "| 221 | space group 221 | " in report  # where each candidate's assignment came from
     ranked = pd.read_csv(res / "predict/salt/ranked.csv")
     assert "spacegroup_generated" in ranked.columns and len(ranked) >= 1
