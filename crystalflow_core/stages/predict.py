@@ -238,11 +238,8 @@ def predict_search(  # noqa: PLR0913
                 append_jsonl(partial, d)
         while n < budget and len(stopped) < len(set(group_of.values())):
             n = min(budget, n + until["round"])
-            this_round = [
-                it
-                for it in _job_items(sampler, targets, job, n, aware, libs, name)
-                if group_of[it["target"]] not in stopped
-            ]
+            # the first n candidates of the budget's (their generators and assignments do not depend on n)
+            this_round = [it for it in everything if it["candidate"] < n and group_of[it["target"]] not in stopped]
             items = [it for it in this_round if it["id"] not in samples]
             used |= {it["id"] for it in this_round}
             for r in _generated(sampler, items, settings, want, aware, (targets, job, libs, name)):

@@ -39,6 +39,36 @@ def anonymous(counts: dict) -> tuple:
     return tuple(sorted(int(v) for v in counts.values()))
 
 
+def element_counts(atom_types) -> dict[str, int]:
+    """Atoms of each element among atomic numbers (a target's `species`, a structure's atomic_numbers), in the
+    order first seen."""
+    from pymatgen.core import Element
+
+    counts: dict[str, int] = {}
+    for z in atom_types:
+        el = Element.from_Z(int(z)).symbol
+        counts[el] = counts.get(el, 0) + 1
+    return counts
+
+
+def equal_count_maps(old: dict, new: dict, limit: int) -> list[dict]:
+    """Every mapping of the elements of `old` onto those of `new` with the same atom count (elements of equal
+    count swap places), at most `limit`; [] when the anonymous formulas differ. Templates are relabelled and
+    prototypes substituted by these."""
+    if anonymous(old) != anonymous(new):
+        return []
+    by_old, by_new = defaultdict(list), defaultdict(list)
+    for el, n in sorted(old.items()):
+        by_old[n].append(el)
+    for el, n in sorted(new.items()):
+        by_new[n].append(el)
+    blocks = [[dict(zip(by_old[n], p)) for p in itertools.permutations(by_new[n])] for n in sorted(by_old)]
+    return [
+        {k: v for part in combo for k, v in part.items()}
+        for combo in itertools.islice(itertools.product(*blocks), limit)
+    ]
+
+
 def primitive_counts(ws: WyckoffString) -> dict:
     f = centring(ws.spacegroup)
     return {el: n // f for el, n in ws.composition.items()}
@@ -48,18 +78,8 @@ def relabelled(template: WyckoffString, counts: dict) -> list[str]:
     """The template's Wyckoff string with its elements replaced by those of `counts` (primitive-cell
     element counts) of the same count, every such relabelling (at most MAX_RELABELLINGS); [] when the
     counts do not fit."""
-    mine = primitive_counts(template)
-    if anonymous(mine) != anonymous(counts):
-        return []
-    by_count_t, by_count_c = defaultdict(list), defaultdict(list)
-    for el, n in sorted(mine.items()):
-        by_count_t[n].append(el)
-    for el, n in sorted(counts.items()):
-        by_count_c[n].append(el)
-    blocks = [[dict(zip(by_count_t[n], p)) for p in itertools.permutations(by_count_c[n])] for n in sorted(by_count_t)]
     out = []
-    for combo in itertools.islice(itertools.product(*blocks), MAX_RELABELLINGS):
-        rename = {k: v for part in combo for k, v in part.items()}
+    for rename in equal_count_maps(primitive_counts(template), counts, MAX_RELABELLINGS):
         sites = [(rename[s.element], s.letter, s.multiplicity) for s in template.sites for _ in range(s.count)]
         out.append(str(wyckoff_of_sites(template.spacegroup, sites)))
     return out
@@ -99,9 +119,7 @@ def group_assignments(spacegroup: int, counts: dict) -> list[str]:
 
 def target_assignments(target, job: dict, library: dict | None) -> list[tuple[str, str]]:
     """[(Wyckoff string, where it came from)] for one target (composition at one cell size)."""
-    from pymatgen.core import Composition
-
-    counts = {str(el): int(n) for el, n in (Composition(target.formula) * target.z).items()}
+    counts = element_counts(target.species)
     out: list[tuple[str, str]] = []
     for sg in job["spacegroups"]:
         if isinstance(sg, str):
@@ -122,10 +140,8 @@ def target_assignments(target, job: dict, library: dict | None) -> list[tuple[st
 
 def p1_assignment(target) -> str:
     """Space group 1 with every atom on the general position: the assignment that constrains nothing."""
-    from pymatgen.core import Composition
-
-    counts = (Composition(target.formula) * target.z).items()
-    return str(wyckoff_of_sites(1, [(str(el), "a", 1) for el, n in counts for _ in range(int(n))]))
+    counts = element_counts(target.species).items()
+    return str(wyckoff_of_sites(1, [(el, "a", 1) for el, n in counts for _ in range(n)]))
 
 
 def with_assignments(items: list[dict], targets: list, job: dict, library: dict | None, name: str) -> list[dict]:

@@ -15,7 +15,6 @@ generators of the first candidates.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections import defaultdict
@@ -23,12 +22,13 @@ from collections import defaultdict
 import numpy as np
 
 from crystalflow_core.errors import StageError
-from crystalflow_core.materials.prediction.assignments import anonymous
+from crystalflow_core.materials.prediction.assignments import anonymous, element_counts, equal_count_maps
 
 log = logging.getLogger("crystalflow")
 
 GENERATORS = ("model", "random", "prototype")
 RANDOM_TRIES = 40  # space groups drawn before P1
+MAX_MAPPINGS = 24  # element mappings tried per prototype
 
 
 def generator_sequence(shares: dict, n: int) -> list[str]:
@@ -53,16 +53,6 @@ def with_generators(items: list[dict], shares: dict) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- random
-def element_counts(atom_types) -> dict[str, int]:
-    from pymatgen.core import Element
-
-    counts: dict[str, int] = {}
-    for z in atom_types:
-        el = Element.from_Z(int(z)).symbol
-        counts[el] = counts.get(el, 0) + 1
-    return counts
-
-
 def random_structure(atom_types, seed: int) -> tuple:
     """(Structure, space group): a random symmetric crystal of these atoms (pyxtal), reproducible from `seed`."""
     from pyxtal import pyxtal
@@ -86,8 +76,7 @@ def prototype_library(structures: list, ids: list[str]) -> dict:
     """{(anonymous formula, atoms): [(id, Structure)]} of the training crystals (their cells as cached)."""
     lib: dict = defaultdict(list)
     for i, s in zip(ids, structures):
-        counts = {str(el): int(n) for el, n in s.composition.items()}
-        lib[(anonymous(counts), len(s))].append((i, s))
+        lib[(anonymous(element_counts(s.atomic_numbers)), len(s))].append((i, s))
     return dict(lib)
 
 
@@ -131,18 +120,9 @@ def substitutions(counts: dict, library: dict, limit: int) -> list[tuple[float, 
     for pid, s in library.get((anonymous(counts), sum(counts.values())), []):
         if s.composition.reduced_composition == own:
             continue  # the composition's own structure: that would be lookup, not prediction
-        old = {str(el): int(n) for el, n in s.composition.items()}
+        old = element_counts(s.atomic_numbers)
         ox_old = _oxidation(old)
-        groups_old, groups_new = defaultdict(list), defaultdict(list)
-        for el, n in sorted(old.items()):
-            groups_old[n].append(el)
-        for el, n in sorted(counts.items()):
-            groups_new[n].append(el)
-        blocks = [
-            [dict(zip(groups_old[n], p)) for p in itertools.permutations(groups_new[n])] for n in sorted(groups_old)
-        ]
-        for combo in itertools.islice(itertools.product(*blocks), 24):
-            mapping = {k: v for part in combo for k, v in part.items()}
+        for mapping in equal_count_maps(old, counts, MAX_MAPPINGS):
             score = math.prod(_pair_score(sp, new, o, ox_new, ox_old) for o, new in mapping.items())
             out.append((score, pid, mapping))
     out.sort(key=lambda x: (-x[0], x[1], sorted(x[2].items())))
@@ -179,8 +159,6 @@ def prototype_structures(items: list[dict], targets: list, shares: dict, library
     """{id: (Structure, prototype id, substitution)} of the prototype candidates among `items`: the k-th
     prototype candidate of a cell size takes the k-th best substitution of its content (cycling); a cell
     size without a prototype of its anonymous formula gets a random structure instead (id: None), logged."""
-    from pymatgen.core import Composition
-
     by_key = {t.key: t for t in targets}
     sizes: dict[str, int] = defaultdict(int)
     for t in targets:
@@ -193,9 +171,8 @@ def prototype_structures(items: list[dict], targets: list, shares: dict, library
     out = {}
     for it in mine:
         t = by_key[it["target"]]
-        counts = {str(el): int(n) for el, n in (Composition(t.formula) * t.z).items()}
         if t.key not in plans:
-            plans[t.key] = substitutions(counts, library, limit=max(1, seq.count("prototype")))
+            plans[t.key] = substitutions(element_counts(t.species), library, limit=max(1, seq.count("prototype")))
             if not plans[t.key]:
                 log.warning(
                     "predict/%s %s: no training prototype with its anonymous formula and %d atoms (other than "
@@ -211,6 +188,6 @@ def prototype_structures(items: list[dict], targets: list, shares: dict, library
             out[it["id"]] = (None, None, None)
             continue
         _, pid, mapping = plan[k % len(plan)]
-        proto = dict(library[(anonymous(counts), t.n_atoms)])
-        out[it["id"]] = (substituted(proto[pid], mapping), pid, substitution_label(mapping))
+        proto = next(s for i, s in library[(anonymous(element_counts(t.species)), t.n_atoms)] if i == pid)
+        out[it["id"]] = (substituted(proto, mapping), pid, substitution_label(mapping))
     return out
