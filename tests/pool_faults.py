@@ -86,7 +86,7 @@ class AbortsOn(RelaxWorker):
     ABORT_ON = "s5"
 
     def __call__(self, chunk):
-        if any(sid == self.ABORT_ON for sid, _, _ in chunk):
+        if any(item[0] == self.ABORT_ON for item in chunk):
             os.abort()
         return super().__call__(chunk)
 

@@ -85,6 +85,45 @@ class _Timeout(Exception):
     pass
 
 
+class _Abandoned(Exception):
+    """A relaxation stopped early: its enthalpy per atom at the check step lay above its ceiling."""
+
+    def __init__(self, enthalpy: float, ceiling: float, step: int):
+        super().__init__(enthalpy, ceiling, step)
+        self.enthalpy, self.ceiling, self.step = enthalpy, ceiling, step
+
+
+def make_optimizer(name: str, target):
+    """The ASE optimiser `name` on `target` (atoms or a cell filter): LBFGS, BFGS, FIRE, BFGSLineSearch,
+    MDMin, or PreconLBFGS (ASE's preconditioned L-BFGS with the Exp preconditioner, A = 3, and an Armijo
+    line search: fewer force calls on crystals, whose stiff bonds and soft cell make L-BFGS zig-zag)."""
+    from ase import optimize
+
+    if name == "PreconLBFGS":
+        from ase.optimize.precon import Exp, PreconLBFGS
+
+        return PreconLBFGS(target, precon=Exp(A=3), use_armijo=True, logfile=None)
+    return getattr(optimize, name)(target, logfile=None)
+
+
+@contextlib.contextmanager
+def _counting(calc):
+    """calc's `calculate` counted while the block runs: yields a one-element list holding the count of
+    force calls (energy, forces and stress evaluated together; a line search's trial points count)."""
+    calls = [0]
+    orig = calc.calculate
+
+    def calculate(*args, **kwargs):
+        calls[0] += 1
+        return orig(*args, **kwargs)
+
+    calc.calculate = calculate
+    try:
+        yield calls
+    finally:
+        del calc.calculate  # the class's method again
+
+
 def _alarm(signum, frame):
     raise _Timeout()
 
@@ -130,9 +169,13 @@ def make_calculator(model):
     from chgnet.model.dynamics import CHGNetCalculator
 
     class _Calculator(CHGNetCalculator):
+        # the free energy is the energy (no electronic entropy): ASE's preconditioned L-BFGS asks for it
+        implemented_properties = (*CHGNetCalculator.implemented_properties, "free_energy")
+
         def calculate(self, *args, **kwargs):
             with _first_derivatives_only():
                 super().calculate(*args, **kwargs)
+            self.results["free_energy"] = self.results["energy"]
 
     return _Calculator(model=model, use_device="cpu", on_isolated_atoms="ignore")
 
@@ -209,27 +252,36 @@ def _record_final(rec: dict, atoms, settings: RelaxSettings) -> None:
     }
 
 
-def relax_structure(
-    structure, settings: RelaxSettings, model=None, calc=None, initial: dict | None = None, fix_symmetry: float = 0.0
+def relax_structure(  # noqa: PLR0913
+    structure,
+    settings: RelaxSettings,
+    model=None,
+    calc=None,
+    initial: dict | None = None,
+    fix_symmetry: float = 0.0,
+    abandon: tuple[int, float] | None = None,
 ) -> dict:
     """Relax one pymatgen Structure; returns the record (never raises for CHGNet errors).
 
     initial: a CHGNet prediction for the unrelaxed structure (from `static_predictions`), used
     instead of evaluating it again. fix_symmetry: keep the space group the structure has at this
-    tolerance (A) while relaxing (ASE's FixSymmetry symmetrises forces and stress)."""
-    from ase import optimize
+    tolerance (A) while relaxing (ASE's FixSymmetry symmetrises forces and stress). abandon: (step,
+    ceiling): stop at that optimiser step if the enthalpy per atom then lies above the ceiling (eV/atom),
+    recorded with `abandoned` and the enthalpy it had (a hopeless candidate of a prediction)."""
     from ase.filters import FrechetCellFilter
     from pymatgen.io.ase import AseAtomsAdaptor
 
     t0 = time.time()
     rec = {"converged": False, "error": "", "steps": 0, **potential_fields(potential(settings.model))}
+    calc = calc or make_calculator(model)
+    calls = [0]
     try:
-        with _time_limit(settings.timeout):
+        with _time_limit(settings.timeout), _counting(calc) as calls:
             d = min_interatomic_distance(structure)
             if d < settings.min_distance:
                 raise ValueError(f"atoms {d:.2f} A apart (< {settings.min_distance} A)")
             atoms = AseAtomsAdaptor.get_atoms(structure)
-            atoms.calc = calc or make_calculator(model)
+            atoms.calc = calc
             if fix_symmetry:
                 from ase.constraints import FixSymmetry
 
@@ -246,7 +298,7 @@ def relax_structure(
             # the generated cell's own pressure, before any relaxation (the paper's Fig. 2a measure)
             rec["initial_stress_pressure_gpa"] = _pressure_gpa(atoms.get_stress(voigt=True))
             target = FrechetCellFilter(atoms, scalar_pressure=p) if settings.relax_cell else atoms
-            opt = getattr(optimize, settings.optimizer)(target, logfile=None)
+            opt = make_optimizer(settings.optimizer, target)
             if settings.record_energies:  # observers run after each step's forces: the energy is cached
                 trace, h_trace = rec["energy_trace"], rec["enthalpy_trace"] = [], []
 
@@ -257,15 +309,33 @@ def relax_structure(
                     h_trace.append(enthalpy_per_atom(e, float(atoms.get_volume()), settings.pressure, n))
 
                 opt.attach(observe)
+            if abandon is not None:
+                check_step, ceiling = abandon
+
+                def give_up():  # after each step's forces: the energy is cached
+                    if opt.nsteps == check_step:
+                        e = float(atoms.get_potential_energy())
+                        h = enthalpy_per_atom(e, float(atoms.get_volume()), settings.pressure, n)
+                        if h > ceiling:
+                            raise _Abandoned(h, ceiling, check_step)
+
+                opt.attach(give_up)
             rec["converged"] = bool(opt.run(fmax=settings.fmax, steps=settings.steps))
             rec["steps"] = int(opt.nsteps)
             _record_final(rec, atoms, settings)
     except _Timeout:
         rec["error"] = f"timeout after {settings.timeout:.0f} s"
         rec["converged"] = False
+    except _Abandoned as why:
+        rec.update(abandoned=True, abandoned_enthalpy_per_atom=why.enthalpy, steps=why.step, converged=False)
+        rec["error"] = (
+            f"abandoned: {why.enthalpy:.4f} eV/atom after {why.step} steps, above the ceiling {why.ceiling:.4f} "
+            "(the best so far plus the margin)"
+        )
     except Exception as exc:  # CHGNet/ASE raise many kinds; record and go on
         rec["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         rec["converged"] = False
+    rec["force_calls"] = calls[0] + (initial is not None and not isinstance(initial, str))
     rec["wall_s"] = time.time() - t0
     return rec
 
@@ -329,17 +399,21 @@ def potential_pool(worker, settings: dict, tasks: list, workers: int, out_path, 
 
 
 class RelaxWorker(PotentialWorker):
-    """Called with a chunk of (id, Structure, pressure): relaxes them (CHGNet after one batched static
-    evaluation of the chunk)."""
+    """Called with a chunk of (id, Structure, pressure, group, best): relaxes them (CHGNet after one batched
+    static evaluation of the chunk). With `abandon` ({after, margin}) in the settings, a structure whose
+    enthalpy per atom after `after` steps lies more than `margin` above the best of its group so far (`best`,
+    from the relaxations before this chunk, or an earlier structure of the chunk) stops there."""
 
     def __init__(self, settings: dict):
+        settings = dict(settings)
+        self.abandon = settings.pop("abandon", None)
         super().__init__(settings["model"])
         self.settings = RelaxSettings(**settings)
 
     def __call__(self, chunk) -> list[dict]:
         base = self.settings
         preds = [None] * len(chunk)
-        ok = [i for i, (_, s, _) in enumerate(chunk) if min_interatomic_distance(s) >= base.min_distance]
+        ok = [i for i, (_, s, *_) in enumerate(chunk) if min_interatomic_distance(s) >= base.min_distance]
         ok = ok if self.model is not None else []  # a batched static evaluation: CHGNet's
         try:  # the batched step gets one structure's time budget ...
             with _time_limit(base.timeout):
@@ -348,10 +422,17 @@ class RelaxWorker(PotentialWorker):
         except _Timeout:  # ... past it, every structure is evaluated on its own, under its own limit
             preds = [None] * len(chunk)
         out = []
-        for (sid, structure, pressure), pred in zip(chunk, preds):
+        best: dict = {}  # group -> lowest finished enthalpy per atom (the chunk's order: deterministic)
+        for (sid, structure, pressure, group, known), pred in zip(chunk, preds):
             settings = base if pressure is None else replace(base, pressure=float(pressure))
-            rec = relax_structure(structure, settings, calc=self.calc, initial=pred)
+            floor = min((h for h in (known, best.get(group)) if h is not None), default=None)
+            abandon = None
+            if self.abandon and group is not None and floor is not None:
+                abandon = (self.abandon["after"], floor + self.abandon["margin"])
+            rec = relax_structure(structure, settings, calc=self.calc, initial=pred, abandon=abandon)
             rec["id"] = sid
+            if group is not None and finished(rec) and rec.get("converged"):
+                best[group] = min(best.get(group, math.inf), rec["enthalpy_per_atom"])
             out.append(rec)
         return out
 
@@ -373,21 +454,37 @@ def potential_fields(pot) -> dict:
     }
 
 
-def relax_many(
-    items: list[tuple], out_path, settings: RelaxSettings, workers: int = 1, progress: bool = True, worker=None
+def relax_many(  # noqa: PLR0913
+    items: list[tuple],
+    out_path,
+    settings: RelaxSettings,
+    workers: int = 1,
+    progress: bool = True,
+    worker=None,
+    abandon: dict | None = None,
 ) -> list[dict]:
-    """Relax (id, Structure|None[, pressure GPa]) items, appending one record per structure to `out_path`.
+    """Relax (id, Structure|None[, pressure GPa[, group]]) items, appending one record per structure to `out_path`.
 
     Ids already in `out_path` are skipped (resume). A None structure (flagged sample) is recorded
     as failed without running CHGNet. A pressure given with an item overrides `settings.pressure`.
-    `worker`: the pool's worker class (RelaxWorker; the fault tests' stand-ins).
+    `worker`: the pool's worker class (RelaxWorker; the fault tests' stand-ins). `abandon` ({after, margin},
+    structure prediction only): a structure of a group whose enthalpy per atom after `after` steps lies more
+    than `margin` eV/atom above the best converged one of its group so far (those already in `out_path`, and
+    earlier ones of its chunk) stops there, recorded as abandoned; None relaxes every structure to the end.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["id"] for r in resume_jsonl(out_path)}
+    earlier = resume_jsonl(out_path)
+    done = {r["id"] for r in earlier}
+    group_of = {item[0]: item[3] for item in items if len(item) > 3}
+    known: dict = {}  # group -> best converged enthalpy per atom of the structures already relaxed
+    for r in earlier:
+        if group_of.get(r["id"]) is not None and finished(r) and r.get("converged"):
+            g = group_of[r["id"]]
+            known[g] = min(known.get(g, math.inf), r["enthalpy_per_atom"])
     todo = []
     for item in items:
-        sid, s, pressure = (*item, None)[:3]
+        sid, s, pressure, group = (*item, None, None)[:4]
         if sid in done:
             continue
         if s is None:
@@ -403,7 +500,7 @@ def relax_many(
                 },
             )
             continue
-        todo.append((sid, s, pressure))
+        todo.append((sid, s, pressure, group, known.get(group)))
     if done:
         log.info("resuming: %d structures already relaxed, %d to go", len(done), len(todo))
     if todo:
@@ -411,7 +508,6 @@ def relax_many(
         # chunks of at most batch_size, and small enough (>= 4 per worker) to keep every core busy
         b = max(1, min(settings.batch_size, math.ceil(len(todo) / (4 * workers))))
         chunks = [todo[i : i + b] for i in range(0, len(todo), b)]
-        potential_pool(
-            worker or RelaxWorker, asdict(settings), chunks, workers, out_path, f"relaxing ({settings.model})", progress
-        )
+        setup = {**asdict(settings), **({"abandon": dict(abandon)} if abandon else {})}
+        potential_pool(worker or RelaxWorker, setup, chunks, workers, out_path, f"relaxing ({settings.model})", progress)
     return read_jsonl(out_path, tolerate_truncated_tail=True)

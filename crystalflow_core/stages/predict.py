@@ -11,7 +11,7 @@ predict_report       -> report.md and its pictures (Fig. 2a/2c/2d of the paper, 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +48,14 @@ from crystalflow_core.materials.prediction.generators import (
 )
 from crystalflow_core.materials.prediction.ranking import committee_rerank, rank_polymorphs, with_e_hull
 from crystalflow_core.materials.prediction.scan import phase_diagram
-from crystalflow_core.materials.prediction.search import item_key, model_size_cap, sample_settings, stopped_groups
+from crystalflow_core.materials.prediction.search import (
+    item_key,
+    model_size_cap,
+    relax_group,
+    sample_settings,
+    stopped_groups,
+    twins,
+)
 from crystalflow_core.materials.prediction.symmetry import write_symmetrised_cifs
 from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings, relax_many
 from crystalflow_core.stages.common import (
@@ -198,6 +205,30 @@ def predict_sample(  # noqa: PLR0913
     write_jsonl_atomic(out, recs)
 
 
+def relax_plan(job: dict, recs: list[dict]) -> tuple[list[tuple], dict[str, str]]:
+    """What of the candidates `recs` relaxes: (id, Structure, pressure, group) of each but the twins of an
+    earlier one (job `twins`), and {twin: the candidate it copies}."""
+    twin_of = twins(recs, job["twins"])
+    items = [
+        (r["id"], record_to_structure(r), r["pressure_gpa"], relax_group(r)) for r in recs if r["id"] not in twin_of
+    ]
+    return items, twin_of
+
+
+def with_twins(done: list[dict], twin_of: dict[str, str], provenance: dict[str, str] | None = None) -> list[dict]:
+    """`done` with each twin's record: its first's relaxation under its own id (`duplicate_of`, no time or
+    force calls of its own; `provenance`: its sample's, where records carry it)."""
+    by_id = {d["id"]: d for d in done}
+    out = list(done)
+    for twin, first in twin_of.items():
+        if first in by_id and twin not in by_id:
+            copy = {**by_id[first], "id": twin, "duplicate_of": first, "wall_s": 0.0, "force_calls": 0}
+            if provenance is not None:
+                copy["sample_provenance"] = provenance[twin]
+            out.append(copy)
+    return out
+
+
 def predict_search(  # noqa: PLR0913
     cfg: dict,
     name: str,
@@ -220,13 +251,13 @@ def predict_search(  # noqa: PLR0913
     rsettings = RelaxSettings.from_section(job["relax"])
     model_sha = sha256_file(ckpt)
     group_of = {t.key: t.group for t in targets}
-    key = content_key([model_sha, repr(settings), asdict(rsettings), __version__])
+    key = content_key([model_sha, repr(settings), relax_key(rsettings, job["abandon"]), __version__])
     libs = Libraries.of(training, job, name)
     everything = _job_items(sampler, targets, job, budget, aware, libs, name)
     want = {it["id"]: item_key(model_sha, settings, it) for it in everything}
     samples = records_current(samples_out, want, "provenance")  # an earlier search of this model and settings
     earlier = records_current(
-        relaxed_out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(rsettings)
+        relaxed_out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(rsettings, job["abandon"])
     )
     stopped: dict[str, int] = {}  # group -> candidates used when its best had been found `found` times
     used: set[str] = set()  # the candidates of the rounds so far
@@ -244,12 +275,10 @@ def predict_search(  # noqa: PLR0913
             used |= {it["id"] for it in this_round}
             for r in _generated(sampler, items, settings, want, aware, (targets, job, libs, name)):
                 samples[r["id"]] = r
-            # every candidate of the round: relax_many skips those already relaxed (this search or a kept one)
-            todo = [
-                (i, record_to_structure(samples[i]), samples[i]["pressure_gpa"])
-                for i in (it["id"] for it in this_round)
-            ]
-            rel = relax_many(todo, partial, rsettings, workers=workers, progress=False)
+            # every candidate of the round but twins: relax_many skips those already relaxed (this search or a kept one)
+            todo, twin_of = relax_plan(job, [samples[it["id"]] for it in this_round])
+            rel = relax_many(todo, partial, rsettings, workers=workers, progress=False, abandon=job["abandon"])
+            rel = with_twins([d for d in rel if d["id"] not in twin_of], twin_of)
             current = [samples[i] for i in sorted(used)]  # kept samples of later rounds wait for their round
             cands, finals = candidate_table(targets, current, [d for d in rel if d["id"] in used], job["symprec"])
             _, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
@@ -270,10 +299,12 @@ def predict_search(  # noqa: PLR0913
                 until["found"],
             )
         recs = [samples[i] for i in sorted(used)]
-        done = [d for d in read_jsonl(partial, tolerate_truncated_tail=True) if d["id"] in used]
+        _, twin_of = relax_plan(job, recs)
+        done = [d for d in read_jsonl(partial, tolerate_truncated_tail=True) if d["id"] in used and d["id"] not in twin_of]
+        done = with_twins(done, twin_of)
         for d in done:
             d["sample_provenance"] = samples[d["id"]]["provenance"]
-            d["relax_settings"] = relax_key(rsettings)
+            d["relax_settings"] = relax_key(rsettings, job["abandon"])
         write_jsonl_atomic(samples_out, recs)
         write_jsonl_atomic(relaxed_out, done)
 
@@ -286,16 +317,16 @@ def predict_relax(job: dict, samples: list[str], shard: int, shards: int, out: s
     recs = shard_of([r for p in samples for r in read_jsonl(p)], shard, shards)
     settings = RelaxSettings.from_section(job["relax"])
     want = {r["id"]: r.get("provenance", "") for r in recs}
-    kept = records_current(out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(settings))
+    kept = records_current(out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(settings, job["abandon"]))
     todo = [r for r in recs if r["id"] not in kept]
     if not todo:
         if len(read_jsonl(out)) != len(kept):
             write_jsonl_atomic(out, [kept[r["id"]] for r in recs])
         log.info("%s is current (these candidates, these settings): kept", out)
         return
-    items = [(r["id"], record_to_structure(r), r["pressure_gpa"]) for r in todo]
-    relax_records(todo, items, settings, out, workers)
-    new = {d["id"]: d for d in read_jsonl(out)}
+    items, twin_of = relax_plan(job, todo)
+    relax_records(todo, items, settings, out, workers, abandon=job["abandon"])
+    new = {d["id"]: d for d in with_twins(read_jsonl(out), twin_of, want)}
     if kept:
         log.info("kept %d relaxations of unchanged candidates", len(kept))
     write_jsonl_atomic(out, [{**kept, **new}[r["id"]] for r in recs])

@@ -35,27 +35,30 @@ def relax(run: dict, samples: str, shard: int, shards: int, out: str, workers: i
     relax_records(recs, items, RelaxSettings.from_section(r), out, workers)
 
 
-def relax_key(settings: RelaxSettings) -> str:
-    """Short key of the relaxation settings a record was made with."""
-    return content_key(asdict(settings), 12)
+def relax_key(settings: RelaxSettings, abandon: dict | None = None) -> str:
+    """Short key of the relaxation settings a record was made with (and a prediction's `abandon` rule)."""
+    return content_key([asdict(settings), abandon] if abandon else asdict(settings), 12)
 
 
-def relax_records(recs: list[dict], items: list[tuple], settings: RelaxSettings, out: str, workers: int) -> None:
-    """Relax (id, Structure, pressure) `items` made from the sample records `recs` into `out`, resumably:
+def relax_records(  # noqa: PLR0913
+    recs: list[dict], items: list[tuple], settings: RelaxSettings, out: str, workers: int, abandon: dict | None = None
+) -> None:
+    """Relax (id, Structure, pressure[, group]) `items` made from the sample records `recs` into `out`, resumably:
     finished structures live in `out`.partial under the key of these samples and settings (a partial of
-    other samples or settings is started again); each record names the provenance of its sample."""
+    other samples or settings is started again); each record names the provenance of its sample. `abandon`:
+    a prediction's hopeless candidates stop early (relax_many)."""
     prov_of = {rec["id"]: rec.get("provenance", "") for rec in recs}
-    key = content_key([sorted(prov_of.items()), asdict(settings)])
+    key = content_key([sorted(prov_of.items()), relax_key(settings, abandon)])
     with resumable(out, key) as partial:
         t0 = time.time()
-        done = relax_many(items, partial, settings, workers=workers)
+        done = relax_many(items, partial, settings, workers=workers, abandon=abandon)
         n_fail = sum(1 for d in done if d.get("error"))
         log.info("relaxed %d structures in %.1f s (%d failed)", len(done), time.time() - t0, n_fail)
         if done and n_fail == len(done):
             log.warning("every structure of this shard failed to relax")
         for d in done:
             d["sample_provenance"] = prov_of.get(d["id"], "")
-            d["relax_settings"] = relax_key(settings)
+            d["relax_settings"] = relax_key(settings, abandon)
         write_jsonl_atomic(out, done)
 
 

@@ -89,9 +89,13 @@ def rank_polymorphs(
         ranks,
         "ranked",
         np.where(
-            cands["error"].fillna("") != "",
-            cands["error"].fillna(""),
-            np.where(cands["converged"].astype(bool), "no enthalpy", "not converged"),
+            cands["abandoned_enthalpy_per_atom"].notna(),
+            "abandoned",
+            np.where(
+                cands["error"].fillna("") != "",
+                cands["error"].fillna(""),
+                np.where(cands["converged"].astype(bool), "no enthalpy", "not converged"),
+            ),
         ),
     )
     ranked = []

@@ -48,3 +48,45 @@ def stopped_groups(cands, ranked, stopped: dict[str, int], found: int) -> dict[s
         if group not in out and int(g.iloc[0]["n_candidates"]) >= found:
             out[group] = int((cands["group"] == group).sum())
     return out
+
+
+def relax_group(rec: dict) -> str:
+    """What a candidate's enthalpy is compared within while it relaxes (`abandon`): its composition and
+    pressure (every cell size together, as the ranking), from its sample record."""
+    from collections import Counter
+
+    from pymatgen.core import Composition, Element
+
+    comp = Composition({Element.from_Z(int(z)): n for z, n in Counter(rec["species"]).items()})
+    return f"{comp.reduced_formula}_p{float(rec.get('pressure_gpa') or 0.0):g}"
+
+
+def twins(records: list[dict], tolerances: dict | None) -> dict[str, str]:
+    """Candidates whose generated structures match an earlier one of the same cell content and pressure
+    (StructureMatcher at `tolerances`: ltol, stol, angle_tol; volumes scaled, as relaxation sets them), each
+    mapped to the first of its kind: those relax once and are counted for each. None: every one relaxes.
+    Only structures of one space group (spglib at 0.1 A) are compared; flagged samples never match."""
+    if not tolerances:
+        return {}
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from crystalflow_core.generative.sampling import record_to_structure
+    from crystalflow_core.materials.prediction.candidates import spacegroup
+
+    sm = StructureMatcher(
+        ltol=tolerances["ltol"], stol=tolerances["stol"], angle_tol=tolerances["angle_tol"], scale=True
+    )
+    firsts: dict[tuple, list] = {}  # (cell content, pressure, space group) -> [(id, structure)] relaxed
+    out: dict[str, str] = {}
+    for rec in records:
+        s = record_to_structure(rec)
+        if s is None:
+            continue
+        key = (s.composition.formula, float(rec.get("pressure_gpa") or 0.0), spacegroup(s, 0.1)[1])
+        same = firsts.setdefault(key, [])
+        match = next((sid for sid, t in same if sm.fit(t, s)), None)
+        if match is None:
+            same.append((rec["id"], s))
+        else:
+            out[rec["id"]] = match
+    return out
