@@ -5,6 +5,19 @@ same fmax, with the converged share and how far their final energies agree on th
 one-at-a-time CHGNet StructOptimizer with default threads.
 
   python benchmarks/relax.py [--n 40] [--steps 200] [--models chgnet sevennet] [--skip-baseline]
+
+With --prediction JOB (a predict job of --config, its run trained), the candidates of that job (or, with
+--formula F -n N, N candidates of one composition from the job's generators) relaxed by the prediction stage
+under each variant of its throughput settings, side by side in one run: `lbfgs` (every candidate to the end),
+`precon` (PreconLBFGS), `abandon` (hopeless candidates stop: the job's abandon rule), `twins` (matching
+candidates relax once), `all` (the three). Per variant: candidates per minute, mean force calls per candidate,
+converged share, abandoned and twin counts; per composition: the best polymorph and the top-3 enthalpies
+against `lbfgs`'s (same best, top-3 within 1 meV/atom). From `lbfgs`'s enthalpy traces, for a grid of
+(step, margin): the share of candidates the rule would stop and how many of those ended as their
+composition's best or top-3 polymorph (against the final best: an upper bound of what the rule stops).
+
+  python benchmarks/relax.py --prediction known --config config/quick.yaml [--results R] [--formula SiO2 -n 200]
+      [--variants lbfgs precon abandon twins all]
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from _common import REPO, header, mp20_test_rows
 
@@ -105,6 +119,167 @@ def agreement(first: dict, second: dict, names) -> None:
     )
 
 
+PREDICTION_VARIANTS = {
+    "lbfgs": {"optimizer": "LBFGS", "abandon": False, "twins": False},
+    "precon": {"optimizer": "PreconLBFGS", "abandon": False, "twins": False},
+    "abandon": {"optimizer": "LBFGS", "abandon": True, "twins": False},
+    "twins": {"optimizer": "LBFGS", "abandon": False, "twins": True},
+    "all": {"optimizer": "PreconLBFGS", "abandon": True, "twins": True},
+}
+
+
+def prediction_candidates(a, work: Path):
+    """(cfg, job, targets, samples path): the job's candidates (--formula/-n: one composition's) sampled once."""
+    from crystalflow_core import config as cfgmod
+    from crystalflow_core.compositions import job_targets
+    from crystalflow_core.generative.sampling import FlowSampler
+    from crystalflow_core.layout import Layout
+    from crystalflow_core.materials.prediction.search import model_size_cap
+    from crystalflow_core.stages import predict_sample
+
+    raw = cfgmod.yaml.safe_load(Path(a.config).read_text())
+    if a.results:
+        raw["results"] = a.results
+    job = raw["predict"][a.prediction]
+    if a.formula:
+        job = {**job, "formulas": [a.formula], "compositions": None, "n_candidates": a.n}
+        job.pop("compositions")
+    raw["predict"] = {a.prediction: job}
+    cfg = cfgmod.validate(raw)
+    job = cfg["predict"][a.prediction]
+    L = Layout(cfg["results"])
+    model = L.model(job["run"])
+    if not Path(model).exists():
+        raise SystemExit(f"{model} not found: train the run first (snakemake --configfile {a.config} {model})")
+    run = cfg["runs"][job["run"]]
+    training = L.split(run["dataset"], run["train_split"])
+    samples = str(work / "samples.jsonl")
+    t0 = time.perf_counter()
+    predict_sample(cfg, a.prediction, job, model, 0, 1, samples, training=training)
+    print(f"# sampled the candidates in {time.perf_counter() - t0:.0f} s")
+    targets = job_targets(cfg, a.prediction, job, largest=model_size_cap(FlowSampler.from_checkpoint(model)))
+    return cfg, job, targets, samples
+
+
+def ranked_polymorphs(job, targets, samples: str, relaxed: str):
+    from crystalflow_core.io import read_jsonl
+    from crystalflow_core.materials.prediction.candidates import candidate_table
+    from crystalflow_core.materials.prediction.ranking import rank_polymorphs
+
+    cands, finals = candidate_table(targets, read_jsonl(samples), read_jsonl(relaxed), job["symprec"])
+    return rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], job["rank"]["tie_mev"])
+
+
+def prediction_variants(a) -> None:
+    """Relax one job's candidates under each variant; print the side-by-side table (see the module doc)."""
+
+    from crystalflow_core.io import read_jsonl
+    from crystalflow_core.stages import predict_relax
+
+    work = Path(tempfile.mkdtemp(prefix="relax_bench_"))
+    cfg, job, targets, samples = prediction_candidates(a, work)
+    n = len(read_jsonl(samples))
+    print(
+        f"# {n} candidates of predict job {a.prediction} ({', '.join(sorted({t.group for t in targets}))}), "
+        f"generators {job['generators']}, fmax {job['relax']['fmax']}, <= {job['relax']['steps']} steps, "
+        f"{a.workers} workers; abandon {job['abandon']}, twins {job['twins']}"
+    )
+    print(
+        "| variant | wall s | candidates/min | mean force calls | converged | abandoned | twins | same best | "
+        "top-3 within 1 meV |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    base, base_trace = None, None
+    for name in a.variants:
+        v = PREDICTION_VARIANTS[name]
+        vjob = {
+            **job,
+            "relax": {**job["relax"], "optimizer": v["optimizer"], "record_energies": True},
+            "abandon": job["abandon"] if v["abandon"] else None,
+            "twins": job["twins"] if v["twins"] else None,
+        }
+        out = str(work / f"{name}.jsonl")
+        t0 = time.perf_counter()
+        predict_relax(vjob, [samples], 0, 1, out, a.workers)
+        took = time.perf_counter() - t0
+        recs = read_jsonl(out)
+        cands, ranked = ranked_polymorphs(vjob, targets, samples, out)
+        calls = sum(r.get("force_calls", 0) for r in recs) / max(1, len(recs))
+        conv = sum(bool(r.get("converged")) for r in recs)
+        aband = sum(bool(r.get("abandoned")) for r in recs)
+        twins = sum(bool(r.get("duplicate_of")) for r in recs)
+        top = {g: list(r["enthalpy_per_atom"].head(3)) for g, r in ranked.groupby("group")}
+        best = {g: r.iloc[0]["spacegroup_tight"] for g, r in ranked.groupby("group")}
+        if base is None:
+            base, base_trace = (top, best), recs
+            same, close = "-", "-"
+        else:
+            groups = sorted(set(base[0]) | set(top))
+            same_n = sum(
+                best.get(g) == base[1].get(g) and abs(top.get(g, [0])[0] - base[0][g][0]) < 1e-3
+                for g in groups
+                if g in base[0] and g in top
+            )
+            close_n = sum(
+                len(top.get(g, [])) == len(base[0][g]) and all(abs(x - y) < 1e-3 for x, y in zip(top[g], base[0][g]))
+                for g in groups
+                if g in base[0] and g in top
+            )
+            same, close = f"{same_n}/{len(groups)}", f"{close_n}/{len(groups)}"
+        print(
+            f"| {name} | {took:.0f} | {60 * len(recs) / took:.1f} | {calls:.0f} | {conv}/{len(recs)} | {aband} "
+            f"| {twins} | {same} | {close} |"
+        )
+        for g, r in ranked.groupby("group"):
+            rows = ", ".join(f"{x['spacegroup_tight']} {x['enthalpy_per_atom']:.4f}" for _, x in r.head(3).iterrows())
+            print(f"#   {name} {g}: {rows}")
+    if base_trace is not None and "lbfgs" in a.variants:
+        abandon_grid(base_trace, samples)
+
+
+def abandon_grid(recs: list[dict], samples: str) -> None:
+    """From full relaxations' enthalpy traces: for each (step, margin), how many candidates lay more than
+    margin above their composition's final best at a multiple of that step (the rule checks every `after`
+    steps), and how many of those ended best or top-3."""
+    from crystalflow_core.io import read_jsonl
+    from crystalflow_core.materials.prediction.search import relax_group
+    from crystalflow_core.materials.relax import finished
+
+    group = {r["id"]: relax_group(r) for r in read_jsonl(samples)}
+    traced = [r for r in recs if r.get("enthalpy_trace") and not r.get("duplicate_of")]
+    ok = [r for r in traced if finished(r) and r.get("converged")]  # only these rank
+    finals: dict = {}
+    for r in ok:
+        finals.setdefault(group[r["id"]], []).append(r["enthalpy_per_atom"])
+    top3 = {g: sorted(set(round(h, 3) for h in hs))[:3] for g, hs in finals.items()}
+    print(
+        "# abandon rule against the final best (from lbfgs's traces, every candidate relaxed): stopped, and of "
+        "those how many converged to the best or a top-3 enthalpy (distinct to 1 meV/atom), and the optimiser "
+        "steps the rule saves"
+    )
+    print("| every (steps) | margin eV/atom | stopped | of them best | of them top-3 | steps saved |")
+    print("|---|---|---|---|---|---|")
+    total = sum(len(r["enthalpy_trace"]) for r in traced)
+    for after in (10, 20, 30, 50):
+        for margin in (0.1, 0.2, 0.3, 0.5):
+            stop = best = top = saved = 0
+            for r in traced:
+                tr, g = r["enthalpy_trace"], group[r["id"]]
+                if g not in top3:
+                    continue
+                hit = next((k for k in range(after, len(tr), after) if tr[k] > top3[g][0] + margin), None)
+                if hit is None:
+                    continue
+                stop += 1
+                saved += len(tr) - 1 - hit
+                if r in ok:
+                    best += abs(r["enthalpy_per_atom"] - top3[g][0]) < 1e-3
+                    top += r["enthalpy_per_atom"] <= top3[g][-1] + 1e-3
+            print(
+                f"| {after} | {margin} | {stop}/{len(traced)} | {best} | {top} | {100 * saved / max(1, total):.0f} % |"
+            )
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=40)
@@ -116,7 +291,16 @@ def main():
     ap.add_argument("--samples", default=None, help="relax generated structures of this samples.jsonl instead")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--_baseline", action="store_true")
+    ap.add_argument("--prediction", default=None, help="a predict job of --config: its candidates, each variant")
+    ap.add_argument("--config", default="config/quick.yaml")
+    ap.add_argument("--results", default=None, help="results folder holding the job's run (default: the config's)")
+    ap.add_argument("--formula", default=None, help="--prediction: -n candidates of this composition instead")
+    ap.add_argument("--variants", nargs="+", default=list(PREDICTION_VARIANTS), choices=list(PREDICTION_VARIANTS))
     a = ap.parse_args()
+    if a.prediction:
+        header(f"prediction relaxation variants: predict job {a.prediction} of {a.config}")
+        prediction_variants(a)
+        return
     global SAMPLES
     SAMPLES = a.samples
     if a._baseline:

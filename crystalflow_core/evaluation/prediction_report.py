@@ -80,9 +80,8 @@ def predict_section(  # noqa: PLR0913  (the job, its four tables, traces, the fo
     lines += _generator_lines(job, cands, ranked)
     lines += _assignment_lines(cands)
     for group, r in ranked.groupby("group", sort=True):
+        lines += [f"### {group}", "", *_lead_lines(r, job["rank"]["tie_mev"])]
         lines += [
-            f"### {group}",
-            "",
             "| rank | delta-H (meV/atom) | H (eV/atom) | space group tight / loose | symmetrised: space group, "
             "delta H (meV/atom) | candidates | found by | z found | best id | E_hull (eV/atom; hull) | CIF |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -110,6 +109,21 @@ def predict_section(  # noqa: PLR0913  (the job, its four tables, traces, the fo
     return "\n".join(lines) + "\n"
 
 
+def _lead_lines(r: pd.DataFrame, tie_mev: float) -> list[str]:
+    """The lead group of one composition and pressure: the polymorphs within `tie_mev` of the best, together."""
+    lead = r[r["lead"].astype(str) == "True"] if "lead" in r else r.head(1)
+    if len(lead) < 2:
+        return [f"Lead: one polymorph; the next lies more than {tie_mev:g} meV/atom above it.", ""]
+    members = ", ".join(
+        f"{x['best_id']} ({x['spacegroup_tight']}, +{fmt(x['delta_h_mev'], 1)} meV/atom)" for _, x in lead.iterrows()
+    )
+    return [
+        f"**Lead group** ({len(lead)} polymorphs within {tie_mev:g} meV/atom of the best, all rank 1): equally "
+        f"plausible at this potential's accuracy; all go to the CIFs and DFT inputs, so DFT decides: {members}.",
+        "",
+    ]
+
+
 def _generator_lines(job: dict, cands: pd.DataFrame, ranked: pd.DataFrame) -> list[str]:
     """Which generator made the candidates and found the best polymorphs (and, with the model alone, the advice
     to mix in random structures and prototypes)."""
@@ -123,7 +137,8 @@ def _generator_lines(job: dict, cands: pd.DataFrame, ranked: pd.DataFrame) -> li
             "",
         ]
     gen = cands["generator"].fillna("model") if "generator" in cands else pd.Series(["model"] * len(cands))
-    best = ranked[ranked["rank"] == 1] if len(ranked) else ranked
+    # the lowest-enthalpy polymorph of each composition (a lead group's first member)
+    best = ranked.sort_values(["group", "enthalpy_per_atom"]).groupby("group").head(1) if len(ranked) else ranked
     lines = [
         "Generators (shares " + ", ".join(f"{g} {v:g}" for g, v in shares.items()) + "): candidates each made, "
         "how many ranked, in how many compositions it found the best polymorph (any member of the first "

@@ -266,8 +266,8 @@ def relax_structure(  # noqa: PLR0913
     initial: a CHGNet prediction for the unrelaxed structure (from `static_predictions`), used
     instead of evaluating it again. fix_symmetry: keep the space group the structure has at this
     tolerance (A) while relaxing (ASE's FixSymmetry symmetrises forces and stress). abandon: (step,
-    ceiling): stop at that optimiser step if the enthalpy per atom then lies above the ceiling (eV/atom),
-    recorded with `abandoned` and the enthalpy it had (a hopeless candidate of a prediction)."""
+    ceiling): stop at a multiple of that many optimiser steps where the enthalpy per atom lies above the
+    ceiling (eV/atom), recorded with `abandoned` and the enthalpy it had (a hopeless candidate of a prediction)."""
     from ase.filters import FrechetCellFilter
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -312,12 +312,12 @@ def relax_structure(  # noqa: PLR0913
             if abandon is not None:
                 check_step, ceiling = abandon
 
-                def give_up():  # after each step's forces: the energy is cached
-                    if opt.nsteps == check_step:
+                def give_up():  # after each step's forces (the energy is cached): every check_step steps
+                    if opt.nsteps and opt.nsteps % check_step == 0:
                         e = float(atoms.get_potential_energy())
                         h = enthalpy_per_atom(e, float(atoms.get_volume()), settings.pressure, n)
                         if h > ceiling:
-                            raise _Abandoned(h, ceiling, check_step)
+                            raise _Abandoned(h, ceiling, opt.nsteps)
 
                 opt.attach(give_up)
             rec["converged"] = bool(opt.run(fmax=settings.fmax, steps=settings.steps))
@@ -509,5 +509,7 @@ def relax_many(  # noqa: PLR0913
         b = max(1, min(settings.batch_size, math.ceil(len(todo) / (4 * workers))))
         chunks = [todo[i : i + b] for i in range(0, len(todo), b)]
         setup = {**asdict(settings), **({"abandon": dict(abandon)} if abandon else {})}
-        potential_pool(worker or RelaxWorker, setup, chunks, workers, out_path, f"relaxing ({settings.model})", progress)
+        potential_pool(
+            worker or RelaxWorker, setup, chunks, workers, out_path, f"relaxing ({settings.model})", progress
+        )
     return read_jsonl(out_path, tolerate_truncated_tail=True)

@@ -257,7 +257,10 @@ def predict_search(  # noqa: PLR0913
     want = {it["id"]: item_key(model_sha, settings, it) for it in everything}
     samples = records_current(samples_out, want, "provenance")  # an earlier search of this model and settings
     earlier = records_current(
-        relaxed_out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(rsettings, job["abandon"])
+        relaxed_out,
+        want,
+        "sample_provenance",
+        lambda d: d.get("relax_settings") == relax_key(rsettings, job["abandon"]),
     )
     stopped: dict[str, int] = {}  # group -> candidates used when its best had been found `found` times
     used: set[str] = set()  # the candidates of the rounds so far
@@ -281,7 +284,7 @@ def predict_search(  # noqa: PLR0913
             rel = with_twins([d for d in rel if d["id"] not in twin_of], twin_of)
             current = [samples[i] for i in sorted(used)]  # kept samples of later rounds wait for their round
             cands, finals = candidate_table(targets, current, [d for d in rel if d["id"] in used], job["symprec"])
-            _, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
+            _, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], job["rank"]["tie_mev"])
             stopped = stopped_groups(cands, ranked, stopped, until["found"])
             log.info(
                 "predict/%s search: %d candidates per composition and pressure so far; stopping rule met for %d of %d",
@@ -300,7 +303,9 @@ def predict_search(  # noqa: PLR0913
             )
         recs = [samples[i] for i in sorted(used)]
         _, twin_of = relax_plan(job, recs)
-        done = [d for d in read_jsonl(partial, tolerate_truncated_tail=True) if d["id"] in used and d["id"] not in twin_of]
+        done = [
+            d for d in read_jsonl(partial, tolerate_truncated_tail=True) if d["id"] in used and d["id"] not in twin_of
+        ]
         done = with_twins(done, twin_of)
         for d in done:
             d["sample_provenance"] = samples[d["id"]]["provenance"]
@@ -317,7 +322,9 @@ def predict_relax(job: dict, samples: list[str], shard: int, shards: int, out: s
     recs = shard_of([r for p in samples for r in read_jsonl(p)], shard, shards)
     settings = RelaxSettings.from_section(job["relax"])
     want = {r["id"]: r.get("provenance", "") for r in recs}
-    kept = records_current(out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(settings, job["abandon"]))
+    kept = records_current(
+        out, want, "sample_provenance", lambda d: d.get("relax_settings") == relax_key(settings, job["abandon"])
+    )
     todo = [r for r in recs if r["id"] not in kept]
     if not todo:
         if len(read_jsonl(out)) != len(kept):
@@ -354,7 +361,7 @@ def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: l
     targets = job_targets(cfg, name, job)
     smp, rel = _read_job_records(samples, relaxed)
     cands, finals = candidate_table(targets, smp, rel, job["symprec"])
-    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
+    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], job["rank"]["tie_mev"])
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
         ranked = with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
     calc = PotentialWorker(job["relax"]["model"]).calc if len(ranked) else None

@@ -62,7 +62,9 @@ def test_preconditioned_lbfgs_reaches_the_lbfgs_minimum(calc, make):
 def test_a_hopeless_candidate_is_abandoned_at_its_step_with_its_enthalpy(calc):
     squeezed = _rocksalt(4.6)  # far above rock salt's minimum at the start
     # a ceiling below anything this crystal reaches: abandoned at step 3 with the enthalpy it had then
-    rec = relax_structure(squeezed, _settings(fmax=0.01, steps=200, record_energies=True), calc=calc, abandon=(3, -50.0))
+    rec = relax_structure(
+        squeezed, _settings(fmax=0.01, steps=200, record_energies=True), calc=calc, abandon=(3, -50.0)
+    )
     assert rec["abandoned"] and rec["steps"] == 3 and not rec["converged"] and "final" not in rec
     assert rec["error"].startswith("abandoned: ") and "after 3 steps" in rec["error"]
     assert rec["abandoned_enthalpy_per_atom"] == pytest.approx(rec["enthalpy_trace"][3], abs=1e-9)

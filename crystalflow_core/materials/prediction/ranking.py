@@ -47,6 +47,7 @@ SYMMETRY_COLUMNS = ["spacegroup_symmetrised", "enthalpy_symmetrised_per_atom", "
 RANKED_COLUMNS = [
     "group",
     "rank",
+    "lead",
     "formula",
     "pressure_gpa",
     "best_id",
@@ -75,12 +76,15 @@ RANKED_COLUMNS = [
 
 
 def rank_polymorphs(
-    cands: pd.DataFrame, finals: dict, dedupe: dict, rank_unconverged: bool
+    cands: pd.DataFrame, finals: dict, dedupe: dict, rank_unconverged: bool, tie_mev: float = 0.0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cluster the relaxed candidates of each group (composition and pressure) and rank the clusters by
     the enthalpy per atom of their best member. Only physical structures (no relaxation error) rank, and
     only converged ones unless `rank_unconverged`; `status` says of every candidate whether it ranked and
-    why not. Returns (candidates with `cluster` and `status`, ranked polymorphs)."""
+    why not. Polymorphs within `tie_mev` meV/atom of the best form the lead group: each has rank 1 and `lead`
+    (a tie at the potential's accuracy), the next polymorph ranks after all of them (1, 1, 3: competition
+    ranking). Candidates' `cluster` numbers stay distinct (the enthalpy order). Returns (candidates with
+    `cluster` and `status`, ranked polymorphs)."""
     cands = cands.copy()
     ranks = cands["id"].isin(finals) & cands["enthalpy_per_atom"].notna()
     if not rank_unconverged:
@@ -146,6 +150,8 @@ def rank_polymorphs(
     cands.loc[has, "cluster"] = [
         rank_of[(g, int(c))] for g, c in zip(cands.loc[has, "group"], cands.loc[has, "cluster"])
     ]
+    df["lead"] = df["delta_h_mev"] <= tie_mev  # the best itself (0) always
+    df.loc[df["lead"], "rank"] = 1
     for col in ("e_hull", "e_hull_reason", "hull", "hull_suspect", *SYMMETRY_COLUMNS, "cif"):
         df[col] = {"e_hull": np.nan, "hull_suspect": False}.get(col, "")
     for col in ("enthalpy_symmetrised_per_atom", "symmetrised_delta_mev"):

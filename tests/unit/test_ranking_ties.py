@@ -1,0 +1,106 @@
+"""Ties are ties (#48): polymorphs within the tie window of the best share rank 1 as the lead group, and the
+whole lead group goes to the CIFs and DFT inputs whatever top_n says."""
+
+import pandas as pd
+import yaml
+from conftest import REPO
+from pymatgen.core import Lattice, Structure
+
+from crystalflow_core import config as cfgmod
+from crystalflow_core.compositions import job_targets
+from crystalflow_core.materials.prediction.candidates import candidate_table
+from crystalflow_core.materials.prediction.ranking import rank_polymorphs
+
+
+def _job(**over):
+    cfg = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    cfg["predict"] = {"mine": {"run": "mp20_csp", "formulas": ["NaCl"], "z": [1], **over}}
+    cfg = cfgmod.validate(cfg, mirror_check=False)
+    return cfg, cfg["predict"]["mine"]
+
+
+def _three_polymorphs():
+    """Rock salt, caesium chloride and zinc blende NaCl (2 atoms each), with hand-set enthalpies 0, 3 and
+    10 meV/atom apart."""
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3])
+    zincblende = Structure.from_spacegroup("F-43m", Lattice.cubic(6.1), ["Na", "Cl"], [[0, 0, 0], [0.25] * 3])
+    cscl = Structure(Lattice.cubic(3.4), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3])
+    return {
+        "NaCl_z1_p0#0": (zincblende.get_primitive_structure(), -2.990),
+        "NaCl_z1_p0#1": (cscl, -2.997),
+        "NaCl_z1_p0#2": (rocksalt.get_primitive_structure(), -3.000),
+    }
+
+
+def _table(job, cfg):
+    smp, rel = [], []
+    for sid, (s, h) in _three_polymorphs().items():
+        lattice, coords = s.lattice.matrix.tolist(), s.frac_coords.tolist()
+        species = [site.specie.Z for site in s]
+        smp.append(
+            {
+                "id": sid,
+                "target": "NaCl_z1_p0",
+                "lattice": lattice,
+                "species": species,
+                "frac_coords": coords,
+                "flag": "",
+                "pressure_gpa": 0.0,
+            }
+        )
+        final = {"lattice": lattice, "species": [site.specie.symbol for site in s], "frac_coords": coords}
+        rel.append(
+            {
+                "id": sid,
+                "final": final,
+                "converged": True,
+                "error": "",
+                "steps": 5,
+                "enthalpy_per_atom": h,
+                "energy_per_atom": h,
+            }
+        )
+    return candidate_table(job_targets(cfg, "mine", job), smp, rel, job["symprec"])
+
+
+def test_polymorphs_within_the_tie_window_share_rank_one():
+    cfg, job = _job()
+    cands, finals = _table(job, cfg)
+    expected = {
+        5.0: ([1, 1, 3], [True, True, False]),
+        2.9: ([1, 2, 3], [True, False, False]),
+        0.0: ([1, 2, 3], [True, False, False]),
+        10.0: ([1, 1, 1], [True, True, True]),
+    }
+    for tie, (ranks, lead) in expected.items():
+        c, ranked = rank_polymorphs(cands, finals, job["dedupe"], False, tie)
+        assert list(ranked["best_id"]) == ["NaCl_z1_p0#2", "NaCl_z1_p0#1", "NaCl_z1_p0#0"]
+        assert list(ranked["rank"]) == ranks and list(ranked["lead"]) == lead, tie
+        assert list(ranked["delta_h_mev"].round(3)) == [0.0, 3.0, 10.0]
+        # the candidates' cluster numbers stay distinct: the enthalpy order
+        assert dict(zip(c["id"], c["cluster"])) == {"NaCl_z1_p0#2": 1, "NaCl_z1_p0#1": 2, "NaCl_z1_p0#0": 3}
+    assert job["rank"]["tie_mev"] == 5.0  # the default
+
+
+def test_the_whole_lead_group_goes_to_dft_at_top_n_1(tmp_path):
+    from crystalflow_core.stages.predict_dft import predict_dft
+
+    cfg, job = _job(top_n=1)
+    cands, finals = _table(job, cfg)
+    _, ranked = rank_polymorphs(cands, finals, job["dedupe"], False, job["rank"]["tie_mev"])
+    (tmp_path / "cif").mkdir()
+    names = []
+    for _, r in ranked.iterrows():
+        names.append(f"{r['best_id'].replace('#', '_')}.cif")
+        finals[r["best_id"]].to(filename=str(tmp_path / "cif" / names[-1]))
+    ranked["cif"] = names
+    ranked.to_csv(tmp_path / "ranked.csv", index=False)
+    predict_dft(
+        job,
+        str(tmp_path / "ranked.csv"),
+        str(tmp_path / "cif"),
+        str(tmp_path / "vasp"),
+        str(tmp_path / "vasp" / "manifest.csv"),
+    )
+    manifest = pd.read_csv(tmp_path / "vasp" / "manifest.csv")
+    assert sorted(manifest["id"]) == ["NaCl_z1_p0#1", "NaCl_z1_p0#2"]  # rank 1 and 1; not the rank 3
