@@ -9,15 +9,16 @@ one-at-a-time CHGNet StructOptimizer with default threads.
 With --prediction JOB (a predict job of --config, its run trained), the candidates of that job (or, with
 --formula F -n N, N candidates of one composition from the job's generators) relaxed by the prediction stage
 under each variant of its throughput settings, side by side in one run: `lbfgs` (every candidate to the end),
-`precon` (PreconLBFGS), `abandon` (hopeless candidates stop: the job's abandon rule), `twins` (matching
-candidates relax once), `all` (the three). Per variant: candidates per minute, mean force calls per candidate,
-converged share, abandoned and twin counts; per composition: the best polymorph and the top-3 enthalpies
-against `lbfgs`'s (same best, top-3 within 1 meV/atom). From `lbfgs`'s enthalpy traces, for a grid of
-(step, margin): the share of candidates the rule would stop and how many of those ended as their
-composition's best or top-3 polymorph (against the final best: an upper bound of what the rule stops).
+`precon` (PreconLBFGS), `abandon` (hopeless candidates stop: the job's abandon rule, or --abandon-rule),
+`twins` (matching candidates relax once), `defaults` (abandon and twins: a predict job's defaults), `all` (the
+three). Per variant: candidates per minute, mean force calls per candidate, converged share, abandoned and
+twin counts; per composition: the best polymorph and the top-3 enthalpies against `lbfgs`'s (same best, top-3
+within 1 meV/atom). From `lbfgs`'s enthalpy traces, for a grid of (step, margin): the share of candidates the
+rule would stop and how many of those ended as their composition's best or top-3 polymorph (against the final
+best: an upper bound of what the rule stops).
 
   python benchmarks/relax.py --prediction known --config config/quick.yaml [--results R] [--formula SiO2 -n 200]
-      [--variants lbfgs precon abandon twins all]
+      [--variants lbfgs precon abandon twins defaults all] [--abandon-rule AFTER MARGIN PROBE]
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ PREDICTION_VARIANTS = {
     "precon": {"optimizer": "PreconLBFGS", "abandon": False, "twins": False},
     "abandon": {"optimizer": "LBFGS", "abandon": True, "twins": False},
     "twins": {"optimizer": "LBFGS", "abandon": False, "twins": True},
+    "defaults": {"optimizer": "LBFGS", "abandon": True, "twins": True},  # a predict job's defaults
     "all": {"optimizer": "PreconLBFGS", "abandon": True, "twins": True},
 }
 
@@ -144,6 +146,9 @@ def prediction_candidates(a, work: Path):
     if a.formula:
         job = {**job, "formulas": [a.formula], "compositions": None, "n_candidates": a.n}
         job.pop("compositions")
+    if a.abandon_rule:
+        after, margin, probe = a.abandon_rule
+        job = {**job, "abandon": {"after": int(after), "margin": margin, "probe": int(probe)}}
     raw["predict"] = {a.prediction: job}
     cfg = cfgmod.validate(raw)
     job = cfg["predict"][a.prediction]
@@ -296,6 +301,14 @@ def main():
     ap.add_argument("--results", default=None, help="results folder holding the job's run (default: the config's)")
     ap.add_argument("--formula", default=None, help="--prediction: -n candidates of this composition instead")
     ap.add_argument("--variants", nargs="+", default=list(PREDICTION_VARIANTS), choices=list(PREDICTION_VARIANTS))
+    ap.add_argument(
+        "--abandon-rule",
+        nargs=3,
+        type=float,
+        default=None,
+        metavar=("AFTER", "MARGIN", "PROBE"),
+        help="--prediction: this abandon rule instead of the job's",
+    )
     a = ap.parse_args()
     if a.prediction:
         header(f"prediction relaxation variants: predict job {a.prediction} of {a.config}")

@@ -108,7 +108,7 @@ def main():
     # 2. CHGNet MD cost
     from chgnet.model import CHGNet
 
-    from crystalflow_core.materials.relax import make_calculator
+    from crystalflow_core.materials.calculators import make_calculator
 
     calc = make_calculator(CHGNet.load(verbose=False))
     lco = Structure.from_spacegroup(

@@ -12,7 +12,7 @@ import numpy as np
 
 from crystalflow_core.crystals.crystal import closest_distance
 from crystalflow_core.io import read_jsonl, resume_jsonl
-from crystalflow_core.materials.relax import PotentialWorker, potential_pool
+from crystalflow_core.materials.calculators import PotentialWorker, potential_pool
 
 
 @dataclass

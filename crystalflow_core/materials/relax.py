@@ -16,23 +16,26 @@ pressure (pressure-conditioned runs relax each structure at its target).
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import signal
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from crystalflow_core.crystals.crystal import min_interatomic_distance, unphysical_reason
-from crystalflow_core.errors import Interrupted, WorkerError
 from crystalflow_core.io import append_jsonl, read_jsonl, resume_jsonl
+from crystalflow_core.materials.calculators import (
+    PotentialWorker,
+    make_calculator,
+    potential_fields,
+    potential_pool,
+    seed_prediction,
+    static_predictions,
+)
 from crystalflow_core.materials.potentials import potential
-from crystalflow_core.parallel import serve_map
 
 log = logging.getLogger(__name__)
 CHGNET = potential("chgnet")  # the paper's relaxer and the default (`relax.model`)
@@ -144,80 +147,6 @@ def _time_limit(seconds: float):
         signal.signal(signal.SIGALRM, old)
 
 
-@contextlib.contextmanager
-def _first_derivatives_only():
-    """CHGNet (0.3) takes forces and stress with autograd.grad(create_graph=True), which builds a
-    second-order graph that inference never uses; asking for plain first derivatives gives the same
-    forces and stresses (to float round-off) about 20 % faster per call on one CPU thread."""
-    import torch
-
-    orig = torch.autograd.grad
-
-    def grad(outputs, inputs, *args, **kwargs):
-        kwargs["create_graph"] = False
-        return orig(outputs, inputs, *args, **kwargs)
-
-    torch.autograd.grad = grad
-    try:
-        yield
-    finally:
-        torch.autograd.grad = orig
-
-
-def make_calculator(model):
-    """CHGNetCalculator of a loaded CHGNet for inference (first derivatives only), CPU."""
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    class _Calculator(CHGNetCalculator):
-        # the free energy is the energy (no electronic entropy): ASE's preconditioned L-BFGS asks for it
-        implemented_properties = (*CHGNetCalculator.implemented_properties, "free_energy")
-
-        def calculate(self, *args, **kwargs):
-            with _first_derivatives_only():
-                super().calculate(*args, **kwargs)
-            self.results["free_energy"] = self.results["energy"]
-
-    return _Calculator(model=model, use_device="cpu", on_isolated_atoms="ignore")
-
-
-def _seed(calc, atoms, pred: dict) -> None:
-    """Store a (batched) CHGNet prediction for `atoms` in `calc` exactly as CHGNetCalculator would."""
-    extensive = len(atoms) if calc.model.is_intensive else 1
-    calc.atoms = atoms.copy()
-    calc.results = {"energy": pred["e"] * extensive, "forces": pred["f"], "stress": pred["s"] * calc.stress_weight}
-    if "m" in pred:
-        calc.results["magmoms"] = pred["m"]
-    calc.results["free_energy"] = calc.results["energy"]
-
-
-def static_predictions(structures: list, model, batch_size: int) -> list:
-    """Energy/forces/stress of many structures in batched CHGNet calls; an entry is the prediction
-    dict or the exception text for a structure CHGNet cannot take (the others are kept)."""
-    out: list = [None] * len(structures)
-    graphs, where = [], []
-    for i, s in enumerate(structures):
-        try:
-            graphs.append(model.graph_converter(s))
-            where.append(i)
-        except Exception as exc:
-            out[i] = f"{type(exc).__name__}: {str(exc)[:200]}"
-    try:
-        with _first_derivatives_only():
-            preds = model.predict_graph(graphs, task="efsm", batch_size=batch_size) if graphs else []
-        preds = [preds] if isinstance(preds, dict) else preds
-    except Exception:  # one bad graph spoils the batch: retry one by one to keep the others
-        preds = []
-        for g in graphs:
-            try:
-                with _first_derivatives_only():
-                    preds.append(model.predict_graph(g, task="efsm"))
-            except Exception as exc:
-                preds.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-    for i, p in zip(where, preds):
-        out[i] = p
-    return out
-
-
 def _pressure_gpa(stress_voigt) -> float:
     """Hydrostatic pressure (GPa, positive = compressed) of an ASE stress (eV/A^3, positive = tensile)."""
     return float(-np.mean(stress_voigt[:3]) / EV_PER_A3_PER_GPA)
@@ -289,7 +218,7 @@ def relax_structure(  # noqa: PLR0913
             if isinstance(initial, str):
                 raise RuntimeError(initial)
             if initial is not None:
-                _seed(atoms.calc, atoms, initial)
+                seed_prediction(atoms.calc, atoms, initial)
             n = len(atoms)
             p = settings.pressure * EV_PER_A3_PER_GPA
             e0 = float(atoms.get_potential_energy())
@@ -340,64 +269,6 @@ def relax_structure(  # noqa: PLR0913
     return rec
 
 
-def load_potential(name: str) -> tuple:
-    """(model, ASE calculator) of a potential on the CPU: CHGNet (the model too: its batched static
-    evaluation) or SevenNet-0 (its ASE calculator; model None). The weights ship inside the packages."""
-    pot = potential(name)
-    if pot.name == "chgnet":
-        from chgnet.model import CHGNet
-
-        model = CHGNet.load(verbose=False)
-        return model, make_calculator(model)
-    try:
-        from sevenn.calculator import SevenNetCalculator
-    except ImportError as exc:
-        raise ImportError(f"relax.model {name} needs the sevenn package: pip install -e '.[sevenn]'") from exc
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return None, SevenNetCalculator(model=pot.model, device="cpu")
-
-
-class PotentialWorker:
-    """What every worker process of a potential holds: the model and one calculator (loaded once, reused
-    for every structure; ASE recomputes for new atoms), on one thread."""
-
-    def __init__(self, name: str):
-        import torch
-
-        torch.set_num_threads(1)
-        self.potential = potential(name)
-        self.model, self.calc = load_potential(name)
-
-
-# one thread per worker process: the pool gives every core its own process
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def potential_pool(worker, settings: dict, tasks: list, workers: int, out_path, desc: str, progress: bool = True):
-    """The one pool of a potential: `tasks` on `workers` spawned processes of `worker(settings)` (a PotentialWorker),
-    one thread each; each finished task's records (a record or a list of them) are appended to `out_path`
-    at once, so a killed run keeps them."""
-    if not tasks:
-        return
-    n = sum(len(t) if isinstance(t, list) else 1 for t in tasks)
-    kept = 0
-    try:
-        with tqdm(total=n, desc=desc, disable=not progress, mininterval=5) as bar:
-            pool = serve_map(worker, (settings,), tasks, max(1, min(workers, len(tasks))), env=ONE_THREAD, desc=desc)
-            for recs in pool:
-                recs = recs if isinstance(recs, list) else [recs]
-                for rec in recs:
-                    append_jsonl(out_path, rec)
-                kept += len(recs)
-                bar.update(len(recs))
-    except WorkerError as exc:  # what the rerun will not redo
-        raise WorkerError(f"{exc}: {kept} of {n} structures kept in {out_path}; a rerun continues") from exc
-    except (Interrupted, KeyboardInterrupt) as exc:
-        exc.add_note(f"{kept} of {n} structures kept in {out_path}")
-        raise
-
-
 class RelaxWorker(PotentialWorker):
     """Called with a chunk of (id, Structure, pressure, group, best): relaxes them (CHGNet after one batched
     static evaluation of the chunk). With `abandon` ({after, margin}) in the settings, a structure whose
@@ -437,21 +308,14 @@ class RelaxWorker(PotentialWorker):
         return out
 
 
-@functools.lru_cache
-def potential_fields(pot) -> dict:
-    """What every relaxation record says of its potential: name, package version, model, energy scale."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        v = version(pot.package)
-    except PackageNotFoundError:
-        v = ""
-    return {
-        "potential": pot.name,
-        "potential_version": v,
-        "potential_model": pot.model,
-        "energy_scale": pot.energy_scale,
-    }
+def _best_by_group(records: list[dict], group_of: dict) -> dict:
+    """group -> the lowest enthalpy per atom of the converged, physical records of its structures."""
+    best: dict = {}
+    for r in records:
+        g = group_of.get(r["id"])
+        if g is not None and finished(r) and r.get("converged"):
+            best[g] = min(best.get(g, math.inf), r["enthalpy_per_atom"])
+    return best
 
 
 def relax_many(  # noqa: PLR0913
@@ -467,21 +331,18 @@ def relax_many(  # noqa: PLR0913
 
     Ids already in `out_path` are skipped (resume). A None structure (flagged sample) is recorded
     as failed without running CHGNet. A pressure given with an item overrides `settings.pressure`.
-    `worker`: the pool's worker class (RelaxWorker; the fault tests' stand-ins). `abandon` ({after, margin},
-    structure prediction only): a structure of a group whose enthalpy per atom after `after` steps lies more
-    than `margin` eV/atom above the best converged one of its group so far (those already in `out_path`, and
-    earlier ones of its chunk) stops there, recorded as abandoned; None relaxes every structure to the end.
+    `worker`: the pool's worker class (RelaxWorker; the fault tests' stand-ins). `abandon` ({after, margin,
+    probe}, structure prediction only): a structure of a group whose enthalpy per atom, every `after` steps,
+    lies more than `margin` eV/atom above the best converged one of its group so far (those already in
+    `out_path`, and earlier ones of its chunk) stops there, recorded as abandoned; the first `probe`
+    structures of a group without such a best relax in full first (a pass of their own, so that every later
+    one has a ceiling). None relaxes every structure to the end.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     earlier = resume_jsonl(out_path)
     done = {r["id"] for r in earlier}
     group_of = {item[0]: item[3] for item in items if len(item) > 3}
-    known: dict = {}  # group -> best converged enthalpy per atom of the structures already relaxed
-    for r in earlier:
-        if group_of.get(r["id"]) is not None and finished(r) and r.get("converged"):
-            g = group_of[r["id"]]
-            known[g] = min(known.get(g, math.inf), r["enthalpy_per_atom"])
     todo = []
     for item in items:
         sid, s, pressure, group = (*item, None, None)[:4]
@@ -500,16 +361,32 @@ def relax_many(  # noqa: PLR0913
                 },
             )
             continue
-        todo.append((sid, s, pressure, group, known.get(group)))
+        todo.append((sid, s, pressure, group))
     if done:
         log.info("resuming: %d structures already relaxed, %d to go", len(done), len(todo))
-    if todo:
-        workers = max(1, min(workers, len(todo)))
+    passes = [todo]
+    if abandon and abandon.get("probe"):  # groups without a best yet: their first candidates relax in full first
+        known = _best_by_group(earlier, group_of)
+        seen: dict = {}
+        probe = []
+        for it in todo:
+            if it[3] is not None and it[3] not in known and seen.get(it[3], 0) < abandon["probe"]:
+                seen[it[3]] = seen.get(it[3], 0) + 1
+                probe.append(it)
+        first = {it[0] for it in probe}
+        rest = [it for it in todo if it[0] not in first]
+        passes = [p for p in (probe, rest) if p]
+    setup = {**asdict(settings), **({"abandon": dict(abandon)} if abandon else {})}
+    for batch in passes:
+        known = {}
+        if abandon and out_path.exists():  # the best of each group so far: earlier records, the probe pass
+            known = _best_by_group(read_jsonl(out_path, tolerate_truncated_tail=True), group_of)
+        batch = [(*it, known.get(it[3])) for it in batch]
+        n_workers = max(1, min(workers, len(batch)))
         # chunks of at most batch_size, and small enough (>= 4 per worker) to keep every core busy
-        b = max(1, min(settings.batch_size, math.ceil(len(todo) / (4 * workers))))
-        chunks = [todo[i : i + b] for i in range(0, len(todo), b)]
-        setup = {**asdict(settings), **({"abandon": dict(abandon)} if abandon else {})}
+        b = max(1, min(settings.batch_size, math.ceil(len(batch) / (4 * n_workers))))
+        chunks = [batch[i : i + b] for i in range(0, len(batch), b)]
         potential_pool(
-            worker or RelaxWorker, setup, chunks, workers, out_path, f"relaxing ({settings.model})", progress
+            worker or RelaxWorker, setup, chunks, n_workers, out_path, f"relaxing ({settings.model})", progress
         )
     return read_jsonl(out_path, tolerate_truncated_tail=True)

@@ -9,15 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from crystalflow_core.io import read_jsonl
-from crystalflow_core.materials.relax import (
-    PotentialWorker,
-    RelaxSettings,
-    enthalpy_per_atom,
-    finished,
-    potential_fields,
-    potential_pool,
-    relax_many,
-)
+from crystalflow_core.materials.calculators import PotentialWorker, potential_fields, potential_pool
+from crystalflow_core.materials.relax import RelaxSettings, enthalpy_per_atom, finished, relax_many
 
 log = logging.getLogger(__name__)
 

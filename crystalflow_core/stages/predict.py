@@ -31,6 +31,7 @@ from crystalflow_core.io import (
     write_text_atomic,
 )
 from crystalflow_core.jobs import shard_of
+from crystalflow_core.materials.calculators import PotentialWorker
 from crystalflow_core.materials.potentials import record_energy_scale
 from crystalflow_core.materials.prediction.assignments import template_library, with_assignments
 from crystalflow_core.materials.prediction.candidates import (
@@ -57,7 +58,7 @@ from crystalflow_core.materials.prediction.search import (
     twins,
 )
 from crystalflow_core.materials.prediction.symmetry import write_symmetrised_cifs
-from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings, relax_many
+from crystalflow_core.materials.relax import RelaxSettings, relax_many
 from crystalflow_core.stages.common import (
     ensure_writable,
     open_sampler,

@@ -13,10 +13,11 @@ from crystalflow_core import config as cfgmod
 from crystalflow_core.errors import ConfigError, StageError
 from crystalflow_core.evaluation.committee import committee_columns, committee_summary
 from crystalflow_core.evaluation.stability import stability_table
+from crystalflow_core.materials.calculators import load_potential, potential_fields
 from crystalflow_core.materials.hull import LocalHull, load_elemental_refs
 from crystalflow_core.materials.potentials import POTENTIALS
 from crystalflow_core.materials.prediction.ranking import committee_ranks
-from crystalflow_core.materials.relax import RelaxSettings, load_potential, potential_fields, relax_structure
+from crystalflow_core.materials.relax import RelaxSettings, relax_structure
 
 pytest.importorskip("sevenn", reason="sevenn not installed (pip install -e '.[sevenn]')")
 

@@ -17,9 +17,10 @@ from conftest import need_data
 
 from crystalflow_core import config as cfgmod
 from crystalflow_core.evaluation.stability import stability_table
+from crystalflow_core.materials.calculators import potential_fields
 from crystalflow_core.materials.hull import LocalHull, load_elemental_refs, mp2020_corrected_energy, on_hull_scale
 from crystalflow_core.materials.potentials import MP2020, POTENTIALS, RAW, record_energy_scale
-from crystalflow_core.materials.relax import CHGNET, potential_fields
+from crystalflow_core.materials.relax import CHGNET
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def sevennet_energies(structures) -> list[float]:
     pytest.importorskip("sevenn", reason="sevenn not installed (pip install -e '.[sevenn]')")
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from crystalflow_core.materials.relax import load_potential
+    from crystalflow_core.materials.calculators import load_potential
 
     _, calc = load_potential("sevennet")
     out = []

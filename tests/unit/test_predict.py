@@ -168,9 +168,10 @@ def test_symmetrised_output_refines_keeps_its_group_and_says_what_it_cost(tmp_pa
     symmetry-constrained relaxation, costs at most a few meV/atom, and its CIF carries the operations."""
     from pymatgen.io.cif import CifWriter
 
+    from crystalflow_core.materials.calculators import PotentialWorker
     from crystalflow_core.materials.prediction.candidates import spacegroup
     from crystalflow_core.materials.prediction.symmetry import symmetrise
-    from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings
+    from crystalflow_core.materials.relax import RelaxSettings
 
     dia = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.47), ["Si"], [[0, 0, 0]]).get_primitive_structure()
     rattled = dia.copy()
@@ -270,8 +271,9 @@ def test_transition_pressure_is_where_the_enthalpies_cross():
     ],
 )
 def test_pressure_scan_finds_the_known_transitions_in_a_sensible_band(case):
+    from crystalflow_core.materials.calculators import PotentialWorker
     from crystalflow_core.materials.prediction.scan import distinct_across_pressures, enthalpy_scan, transitions
-    from crystalflow_core.materials.relax import PotentialWorker, RelaxSettings
+    from crystalflow_core.materials.relax import RelaxSettings
 
     formula, sg0, species, coords, a0, sg1, a1, pressures, band = case
     low = Structure.from_spacegroup(sg0, Lattice.cubic(a0), species, coords).get_primitive_structure()

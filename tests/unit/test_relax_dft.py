@@ -5,7 +5,8 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from crystalflow_core.config import defaults
-from crystalflow_core.materials.relax import RelaxSettings, relax_many, relax_structure, static_predictions
+from crystalflow_core.materials.calculators import static_predictions
+from crystalflow_core.materials.relax import RelaxSettings, relax_many, relax_structure
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ from pymatgen.core.operations import SymmOp
 from crystalflow_core import config as cfgmod
 from crystalflow_core.compositions import job_targets
 from crystalflow_core.io import read_jsonl, write_jsonl_atomic
+from crystalflow_core.materials.calculators import load_potential
 from crystalflow_core.materials.prediction.candidates import candidate_table
 from crystalflow_core.materials.prediction.ranking import rank_polymorphs
 from crystalflow_core.materials.prediction.search import relax_group, twins
-from crystalflow_core.materials.relax import RelaxSettings, RelaxWorker, load_potential, relax_structure
+from crystalflow_core.materials.relax import RelaxSettings, RelaxWorker, relax_structure
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +180,21 @@ def test_twins_relax_once_and_are_counted_for_each(tmp_path):
     stamp = out.stat().st_mtime_ns
     predict_relax(job, [str(tmp_path / "s.jsonl")], 0, 1, str(out), workers=1)
     assert out.stat().st_mtime_ns == stamp and len(read_jsonl(out)) == 3
+
+
+def test_the_probe_pass_gives_every_later_candidate_a_ceiling(tmp_path):
+    """One structure per chunk: without a probe pass no candidate knows a best and none is abandoned; with
+    probe 1 the first relaxes in full on its own, and the two compressed ones after it stop at step 2."""
+    from crystalflow_core.materials.relax import relax_many
+
+    items = [("a", _rocksalt(5.65), 0.0, "NaCl_p0"), ("b", _rocksalt(4.4), 0.0, "NaCl_p0")]
+    items.append(("c", _rocksalt(4.4), 0.0, "NaCl_p0"))
+    settings = _settings(fmax=0.05, steps=150, batch_size=1)
+    rule = {"after": 2, "margin": 0.01}
+    plain = relax_many(items, tmp_path / "p0.jsonl", settings, 1, False, abandon={**rule, "probe": 0})
+    assert not any(r.get("abandoned") for r in plain)
+    probed = {
+        r["id"]: r for r in relax_many(items, tmp_path / "p1.jsonl", settings, 1, False, abandon={**rule, "probe": 1})
+    }
+    assert probed["a"]["converged"] and not probed["a"].get("abandoned")
+    assert probed["b"]["abandoned"] and probed["c"]["abandoned"] and probed["b"]["steps"] == 2

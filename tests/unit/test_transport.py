@@ -114,7 +114,7 @@ def test_supercell_reaches_the_atom_count_growing_the_shortest_length():
 def chgnet_calc():
     from chgnet.model import CHGNet
 
-    from crystalflow_core.materials.relax import make_calculator
+    from crystalflow_core.materials.calculators import make_calculator
 
     return make_calculator(CHGNet.load(verbose=False))
 

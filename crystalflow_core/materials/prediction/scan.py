@@ -99,7 +99,7 @@ def phase_diagram(job: dict, ranked: pd.DataFrame, finals: dict, calc) -> pd.Dat
         pressures = sorted(f["pressure_gpa"].unique())
         if len(pressures) < 2:
             continue
-        top = f[f["rank"] <= max(1, job["top_n"])].sort_values(["pressure_gpa", "rank"])
+        top = f[f["rank"] <= max(1, job["top_n"])].sort_values(["pressure_gpa", "rank", "enthalpy_per_atom"])
         found = [(f"{r['spacegroup_tight'] or 'P1'} ({r['best_id']})", finals[r["best_id"]]) for _, r in top.iterrows()]
         polymorphs = distinct_across_pressures(found, job["dedupe"])
         log.info("pressure scan of %s: %d polymorphs x %d pressures", formula, len(polymorphs), len(pressures))
