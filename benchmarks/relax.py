@@ -7,7 +7,7 @@ one-at-a-time CHGNet StructOptimizer with default threads.
   python benchmarks/relax.py [--n 40] [--steps 200] [--models chgnet sevennet] [--skip-baseline]
 
 With --prediction JOB (a predict job of --config, its run trained), the candidates of that job (or, with
---formula F -n N, N candidates of one composition from the job's generators) relaxed by the prediction stage
+--formula F --n N, N candidates of one composition from the job's generators) relaxed by the prediction stage
 under each variant of its throughput settings, side by side in one run: `lbfgs` (every candidate to the end),
 `precon` (PreconLBFGS), `abandon` (hopeless candidates stop: the job's abandon rule, or --abandon-rule),
 `twins` (matching candidates relax once), `defaults` (abandon and twins: a predict job's defaults), `all` (the
@@ -17,7 +17,7 @@ within 1 meV/atom). From `lbfgs`'s enthalpy traces, for a grid of (step, margin)
 rule would stop and how many of those ended as their composition's best or top-3 polymorph (against the final
 best: an upper bound of what the rule stops).
 
-  python benchmarks/relax.py --prediction known --config config/quick.yaml [--results R] [--formula SiO2 -n 200]
+  python benchmarks/relax.py --prediction known --config config/quick.yaml [--results R] [--formula SiO2 --n 200]
       [--variants lbfgs precon abandon twins defaults all] [--abandon-rule AFTER MARGIN PROBE]
 """
 

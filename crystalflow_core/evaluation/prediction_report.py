@@ -77,6 +77,7 @@ def predict_section(  # noqa: PLR0913  (the job, its four tables, traces, the fo
         "100 %, mean ionic steps 35.65 at S = 100 (Table 2; DFT, not CHGNet).",
         "",
     ]
+    lines += _refinement_lines(job, ranked)
     lines += _generator_lines(job, cands, ranked)
     lines += _assignment_lines(cands)
     for group, r in ranked.groupby("group", sort=True):
@@ -107,6 +108,22 @@ def predict_section(  # noqa: PLR0913  (the job, its four tables, traces, the fo
         lines += ["", f"### The best polymorphs (top {job['top_n']} of each composition and pressure)", ""]
         lines += [f"![{f}]({outdir.name}/{f})" for f in pictures]
     return "\n".join(lines) + "\n"
+
+
+def _refinement_lines(job: dict, ranked: pd.DataFrame) -> list[str]:
+    """How often re-relaxing the best polymorphs tightly put another one first (outside the lead group before)."""
+    rank = job["rank"]
+    if not rank["refine_top"] or "refined" not in ranked or not len(ranked):
+        return []
+    firsts = ranked.sort_values(["group", "enthalpy_per_atom"]).groupby("group").head(1)
+    changed = firsts[firsts["rank_before_refinement"].astype(int) != 1]
+    names = ", ".join(f"{g} (now {x})" for g, x in zip(changed["group"], changed["best_id"]))
+    return [
+        f"Refinement: the best {rank['refine_top']} polymorphs of each composition and pressure re-relaxed to fmax "
+        f"{rank['refine_fmax']} eV/A ({int(ranked['refined'].astype(str).eq('True').sum())} converged) and ranked "
+        f"again: another polymorph came first in {len(changed)} of {len(firsts)}" + (f": {names}." if names else "."),
+        "",
+    ]
 
 
 def _lead_lines(r: pd.DataFrame, tie_mev: float) -> list[str]:

@@ -48,6 +48,7 @@ from crystalflow_core.materials.prediction.generators import (
     with_generators,
 )
 from crystalflow_core.materials.prediction.ranking import committee_rerank, rank_polymorphs, with_e_hull
+from crystalflow_core.materials.prediction.refine import apply_refinement, refine_items
 from crystalflow_core.materials.prediction.scan import phase_diagram
 from crystalflow_core.materials.prediction.search import (
     item_key,
@@ -351,6 +352,20 @@ def _read_job_records(samples: list[str], relaxed: list[str]) -> tuple[list[dict
     return smp, rel
 
 
+def _refined(job: dict, cands, ranked, finals: dict, rel: list[dict], ranked_out: str, workers: int) -> tuple:
+    """The ranking after the best polymorphs were re-relaxed to `rank.refine_fmax` (materials.prediction.refine);
+    resumable: finished refinements live in ranked.csv's partial until the stage ends."""
+    rank = job["rank"]
+    settings = RelaxSettings.from_section(
+        job["relax"], fmax=rank["refine_fmax"], steps=rank["refine_steps"], record_energies=False
+    )
+    items = refine_items(ranked, finals, rank["refine_top"])
+    key = content_key([sorted((r["id"], r.get("sample_provenance", "")) for r in rel), relax_key(settings), rank])
+    with resumable(ranked_out, key) as partial:
+        done = {r["id"]: r for r in relax_many(items, partial, settings, workers=workers, progress=False)}
+    return apply_refinement(cands, ranked, finals, done, job)
+
+
 def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: list[str], out: dict, workers: int = 1):
     """Per candidate and per distinct polymorph; CIFs of the `top_n` ranks; every relaxed candidate in one
     extxyz. `out`: the stage's outputs by name (candidates, ranked, cif, extxyz, phase)."""
@@ -363,6 +378,8 @@ def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: l
     smp, rel = _read_job_records(samples, relaxed)
     cands, finals = candidate_table(targets, smp, rel, job["symprec"])
     cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], job["rank"]["tie_mev"])
+    if job["rank"]["refine_top"] and len(ranked):
+        cands, ranked = _refined(job, cands, ranked, finals, rel, ranked_out, workers)
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
         ranked = with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
     calc = PotentialWorker(job["relax"]["model"]).calc if len(ranked) else None

@@ -2,6 +2,7 @@
 whole lead group goes to the CIFs and DFT inputs whatever top_n says."""
 
 import pandas as pd
+import pytest
 import yaml
 from conftest import REPO
 from pymatgen.core import Lattice, Structure
@@ -104,3 +105,45 @@ def test_the_whole_lead_group_goes_to_dft_at_top_n_1(tmp_path):
     )
     manifest = pd.read_csv(tmp_path / "vasp" / "manifest.csv")
     assert sorted(manifest["id"]) == ["NaCl_z1_p0#1", "NaCl_z1_p0#2"]  # rank 1 and 1; not the rank 3
+
+
+def _relaxed(s, h):
+    return {
+        "final": {
+            "lattice": s.lattice.matrix.tolist(),
+            "species": [site.specie.symbol for site in s],
+            "frac_coords": s.frac_coords.tolist(),
+        },
+        "converged": True,
+        "error": "",
+        "enthalpy_per_atom": h,
+        "energy_per_atom": h,
+    }
+
+
+def test_refinement_reorders_merges_and_renumbers():
+    """Refined enthalpies that put zinc blende first reorder the polymorphs (ranks, delta-H, lead group, the
+    candidates' cluster numbers); a refined structure that now matches another merges with it."""
+    from crystalflow_core.materials.prediction.refine import apply_refinement, refine_items
+
+    cfg, job = _job()
+    cands, finals = _table(job, cfg)
+    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], False, 5.0)
+    assert [i for i, *_ in refine_items(ranked, finals, 1)] == ["NaCl_z1_p0#2", "NaCl_z1_p0#1"]  # the lead group
+    three = _three_polymorphs()
+    refined = {sid: _relaxed(s, h) for sid, (s, h) in three.items()}
+    refined["NaCl_z1_p0#0"]["enthalpy_per_atom"] = -3.020  # zinc blende now 20 meV below rock salt
+    refined["NaCl_z1_p0#1"]["converged"] = False  # not converged: caesium chloride stays as it was
+    c, r = apply_refinement(cands, ranked, dict(finals), refined, job)
+    assert list(r["best_id"]) == ["NaCl_z1_p0#0", "NaCl_z1_p0#2", "NaCl_z1_p0#1"]
+    assert list(r["rank"]) == [1, 2, 3] and list(r["lead"]) == [True, False, False]
+    assert list(r["delta_h_mev"].round(3)) == [0.0, 20.0, 23.0]
+    assert list(r["refined"]) == [True, True, False] and list(r["rank_before_refinement"]) == [3, 1, 1]
+    assert dict(zip(c["id"], c["cluster"])) == {"NaCl_z1_p0#0": 1, "NaCl_z1_p0#2": 2, "NaCl_z1_p0#1": 3}
+    # caesium chloride refined into rock salt's structure: one polymorph, found by both candidates
+    rocksalt = three["NaCl_z1_p0#2"][0]
+    refined = {"NaCl_z1_p0#2": _relaxed(rocksalt, -3.001), "NaCl_z1_p0#1": _relaxed(rocksalt, -3.0005)}
+    c, r = apply_refinement(cands, ranked, dict(finals), refined, job)
+    assert list(r["best_id"]) == ["NaCl_z1_p0#2", "NaCl_z1_p0#0"] and list(r["n_candidates"]) == [2, 1]
+    assert list(r["rank"]) == [1, 2] and r.iloc[1]["delta_h_mev"] == pytest.approx(11.0)
+    assert dict(zip(c["id"], c["cluster"])) == {"NaCl_z1_p0#0": 2, "NaCl_z1_p0#1": 1, "NaCl_z1_p0#2": 1}

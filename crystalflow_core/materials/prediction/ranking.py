@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from crystalflow_core.materials.prediction.refine import REFINE_COLUMNS
 from crystalflow_core.materials.second_opinion import second_opinion
 
 log = logging.getLogger("crystalflow")
@@ -71,6 +72,7 @@ RANKED_COLUMNS = [
     "hull",
     "hull_suspect",
     *SYMMETRY_COLUMNS,
+    *REFINE_COLUMNS,
     "cif",
 ]
 
@@ -152,6 +154,8 @@ def rank_polymorphs(
     ]
     df["lead"] = df["delta_h_mev"] <= tie_mev  # the best itself (0) always
     df.loc[df["lead"], "rank"] = 1
+    df["refined"], df["rank_before_refinement"] = False, df["rank"]  # refine.apply_refinement changes them
+    df["enthalpy_unrefined_per_atom"] = df["enthalpy_per_atom"]
     for col in ("e_hull", "e_hull_reason", "hull", "hull_suspect", *SYMMETRY_COLUMNS, "cif"):
         df[col] = {"e_hull": np.nan, "hull_suspect": False}.get(col, "")
     for col in ("enthalpy_symmetrised_per_atom", "symmetrised_delta_mev"):

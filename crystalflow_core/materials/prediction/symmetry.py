@@ -61,6 +61,8 @@ def write_symmetrised_cifs(job: dict, ranked: pd.DataFrame, finals: dict, folder
     if not len(top):
         return ranked
     base = RelaxSettings.from_section(job["relax"], record_energies=False)
+    if job["rank"]["refine_top"]:  # as tight as the refinement before
+        base = replace(base, fmax=job["rank"]["refine_fmax"], steps=job["rank"]["refine_steps"])
     ranked = ranked.copy()
     for i, r in top.iterrows():
         settings = replace(base, pressure=float(r["pressure_gpa"]))
