@@ -209,6 +209,7 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
     for name, job in cfg["predict"].items():
         job_targets(cfg, name, job)  # every prediction job's compositions, checked before any job
         check_committee(f"predict/{name}", job["relax"])
+        _check_rank_by(name, job)
         _check_job_symmetry(cfg, name, job)
         if job["checkpoint"] and mirror_check and not Path(job["checkpoint"]).is_file():
             raise ConfigError(f"config error at 'predict/{name}/checkpoint': {job['checkpoint']} not found")
@@ -318,6 +319,17 @@ def workers_for(section: dict, threads: int) -> int:
     at the command line): the section's `workers`, else the job's threads (a Snakemake job's; the command
     line's --threads), else every core this process may use."""
     return section["workers"] or threads or len(os.sched_getaffinity(0)) or 1
+
+
+def _check_rank_by(name: str, job: dict) -> None:
+    """rank.by names what the job computes: committee_mean needs a committee, a potential must be one of it."""
+    by, relax = job["rank"]["by"], job["relax"]
+    have = [relax["model"], *relax["committee"][1:]]
+    where = f"config error at 'predict/{name}/rank/by'"
+    if by == "committee_mean" and not relax["committee"]:
+        raise ConfigError(f"{where}: committee_mean needs relax.committee ([{relax['model']}, another potential])")
+    if by not in ("auto", "first", "committee_mean") and by not in have:
+        raise ConfigError(f"{where}: {by} is not a potential of this job (it has {', '.join(have)})")
 
 
 def committee_second(relax: dict) -> str | None:

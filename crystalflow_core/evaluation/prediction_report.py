@@ -81,7 +81,7 @@ def predict_section(  # noqa: PLR0913  (the job, its four tables, traces, the fo
     lines += _generator_lines(job, cands, ranked)
     lines += _assignment_lines(cands)
     for group, r in ranked.groupby("group", sort=True):
-        lines += [f"### {group}", "", *_lead_lines(r, job["rank"]["tie_mev"])]
+        lines += [f"### {group}", "", *_lead_lines(r, job["rank"]["tie_mev"]), *_disagree_lines(r, job)]
         lines += [
             "| rank | delta-H (meV/atom) | H (eV/atom) | space group tight / loose | symmetrised: space group, "
             "delta H (meV/atom) | candidates | found by | z found | best id | E_hull (eV/atom; hull) | CIF |",
@@ -124,6 +124,22 @@ def _refinement_lines(job: dict, ranked: pd.DataFrame) -> list[str]:
         f"again: another polymorph came first in {len(changed)} of {len(firsts)}" + (f": {names}." if names else "."),
         "",
     ]
+
+
+def _disagree_lines(r: pd.DataFrame, job: dict) -> list[str]:
+    """With a committee: what orders the polymorphs, and those whose delta-H the two potentials put more than
+    rank.disagree_mev apart."""
+    if "rank_by" not in r or not job["relax"]["committee"]:
+        return []
+    flagged = r[r["committee_disagrees"].astype(str) == "True"] if "committee_disagrees" in r else r.head(0)
+    line = f"Ordered by {r['rank_by'].iloc[0]} (ranks under the first potential in `rank_first`)."
+    if len(flagged):
+        line += (
+            f" The potentials disagree by more than {job['rank']['disagree_mev']:g} meV/atom on "
+            + ", ".join(str(x) for x in flagged["best_id"])
+            + ": their order is uncertain."
+        )
+    return [line, ""]
 
 
 def _lead_lines(r: pd.DataFrame, tie_mev: float) -> list[str]:

@@ -383,8 +383,8 @@ def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: l
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
         ranked = with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
     calc = PotentialWorker(job["relax"]["model"]).calc if len(ranked) else None
+    ranked = committee_rerank(job, ranked, finals, name, workers)  # and the order by rank.by
     ranked = write_symmetrised_cifs(job, ranked, finals, Path(cif_dir), calc)
-    ranked = committee_rerank(job, ranked, finals, name, workers)
     write_extxyz(cands, finals, extxyz_out)
     write_csv_atomic(phase_diagram(job, ranked, finals, calc), phase_out)
     for df, out in ((cands, candidates_out), (ranked, ranked_out)):

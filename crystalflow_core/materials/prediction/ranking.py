@@ -222,19 +222,54 @@ def committee_ranks(ranked: pd.DataFrame, name: str, second: dict, top_n: int, t
     return ranked
 
 
+def ranking_basis(job: dict) -> str:
+    """What orders a job's polymorphs (`rank.by` resolved): "first" (the relaxing potential), "committee_mean"
+    or the committee's second potential by name; `auto` is the committee mean where a committee is set."""
+    by, relax = job["rank"]["by"], job["relax"]
+    second = relax["committee"][1] if relax["committee"] else None
+    if by == "auto":
+        return "committee_mean" if second else "first"
+    return "first" if by in ("first", relax["model"]) else by
+
+
+def order_by(ranked: pd.DataFrame, basis: str, second: str | None, tie_mev: float) -> pd.DataFrame:
+    """The polymorphs of each group ordered by `basis` (ranking_basis): the first potential's delta-H, the
+    second's (`delta_h_{second}_mev`, from committee_ranks) or their mean (delta-H within one composition:
+    no energy scale needed). Polymorphs without the second's energy (below top_n, or failed) follow in the
+    first's order. `rank` and `lead` (within `tie_mev` of the best on that basis) are recomputed; `rank_first`
+    keeps the first potential's rank and `delta_h_ranked_mev` the quantity ranked."""
+    ranked = ranked.copy()
+    ranked["rank_by"], ranked["rank_first"] = basis, ranked["rank"]
+    if basis == "first" or not len(ranked):
+        ranked["delta_h_ranked_mev"] = ranked["delta_h_mev"]
+        return ranked
+    out = []
+    for _, g in ranked.groupby("group", sort=True):
+        d2 = g[f"delta_h_{second}_mev"].astype(float)
+        key = d2 if basis == second else (g["delta_h_mev"].astype(float) + d2) / 2.0
+        scored = key.notna()
+        g = g.assign(delta_h_ranked_mev=key - key[scored].min() if scored.any() else key, _scored=scored)
+        g = g.sort_values(["_scored", "delta_h_ranked_mev", "delta_h_mev"], ascending=[False, True, True])
+        g["rank"] = range(1, len(g) + 1)
+        g["lead"] = g["_scored"] & (g["delta_h_ranked_mev"] <= tie_mev)
+        g.loc[g["lead"], "rank"] = 1
+        out.append(g.drop(columns="_scored"))
+    return pd.concat(out, ignore_index=True)
+
+
 def committee_rerank(job: dict, ranked: pd.DataFrame, finals: dict, name: str, workers: int) -> pd.DataFrame:
     """With `relax.committee`: the top polymorphs re-ranked under the second potential, flags where the two
-    disagree (committee_ranks)."""
+    disagree by more than `rank.disagree_mev` (committee_ranks); then ordered by `rank.by` (order_by)."""
     committee = job["relax"]["committee"]
     if not committee or not len(ranked):
-        return ranked
+        return order_by(ranked, "first", None, job["rank"]["tie_mev"])
     top = ranked[ranked["rank"] <= job["top_n"]]
     items = [(r["best_id"], finals[r["best_id"]], float(r["pressure_gpa"])) for _, r in top.iterrows()]
     second = second_opinion(items, job["relax"], committee[1], workers)
-    ranked = committee_ranks(ranked, committee[1], second, job["top_n"], job["relax"]["committee_threshold"])
+    ranked = committee_ranks(ranked, committee[1], second, job["top_n"], job["rank"]["disagree_mev"] / 1000.0)
     n_changed, n_dis = int(ranked["committee_rank_changed"].sum()), int(ranked["committee_disagrees"].sum())
     log.info("predict/%s committee %s: %d ranks change, %d disagree", name, "+".join(committee), n_changed, n_dis)
-    return ranked
+    return order_by(ranked, ranking_basis(job), committee[1], job["rank"]["tie_mev"])
 
 
 def with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict, scales: dict) -> pd.DataFrame:

@@ -1,5 +1,6 @@
-"""Ties are ties (#48): polymorphs within the tie window of the best share rank 1 as the lead group, and the
-whole lead group goes to the CIFs and DFT inputs whatever top_n says."""
+"""A ranking a scientist can trust (#48): polymorphs within the tie window of the best share rank 1 as the lead
+group, and the whole lead group goes to the CIFs and DFT inputs whatever top_n says; refinement reorders and
+merges; a committee ranks by the mean of its delta-H; rank.by refuses what the job does not compute."""
 
 import pandas as pd
 import pytest
@@ -147,3 +148,50 @@ def test_refinement_reorders_merges_and_renumbers():
     assert list(r["best_id"]) == ["NaCl_z1_p0#2", "NaCl_z1_p0#0"] and list(r["n_candidates"]) == [2, 1]
     assert list(r["rank"]) == [1, 2] and r.iloc[1]["delta_h_mev"] == pytest.approx(11.0)
     assert dict(zip(c["id"], c["cluster"])) == {"NaCl_z1_p0#0": 2, "NaCl_z1_p0#1": 1, "NaCl_z1_p0#2": 1}
+
+
+def test_a_committee_ranks_by_the_mean_of_its_delta_h():
+    """Hand-set delta-H of three polymorphs under the first potential (0, 10, 20 meV/atom) and the second
+    (30, 0, 5): their means 15, 5, 12.5 put b first, c 7.5 above it (outside the 5 meV window), a last;
+    by the second alone c ties with b."""
+    from crystalflow_core.materials.prediction.ranking import order_by
+
+    ranked = pd.DataFrame(
+        {
+            "group": ["X_p0"] * 3,
+            "rank": [1, 2, 3],
+            "lead": [True, False, False],
+            "best_id": ["a", "b", "c"],
+            "delta_h_mev": [0.0, 10.0, 20.0],
+            "delta_h_sevennet_mev": [30.0, 0.0, 5.0],
+        }
+    )
+    mean = order_by(ranked, "committee_mean", "sevennet", 5.0)
+    assert list(mean["best_id"]) == ["b", "c", "a"] and list(mean["rank"]) == [1, 2, 3]
+    assert list(mean["delta_h_ranked_mev"]) == [0.0, 7.5, 10.0] and list(mean["lead"]) == [True, False, False]
+    assert list(mean["rank_first"]) == [2, 3, 1] and set(mean["rank_by"]) == {"committee_mean"}
+    second = order_by(ranked, "sevennet", "sevennet", 5.0)
+    assert list(second["best_id"]) == ["b", "c", "a"] and list(second["rank"]) == [1, 1, 3]
+    # the first potential's order where the basis is the first (no committee)
+    first = order_by(ranked, "first", None, 5.0)
+    assert list(first["best_id"]) == ["a", "b", "c"] and list(first["rank"]) == [1, 2, 3]
+
+
+def test_rank_by_resolves_and_refuses_what_the_job_does_not_compute():
+    from crystalflow_core.materials.prediction.ranking import ranking_basis
+
+    _, job = _job()
+    assert ranking_basis(job) == "first" and job["rank"]["by"] == "auto"
+    _, job = _job(relax={"committee": ["chgnet", "sevennet"]})
+    assert ranking_basis(job) == "committee_mean"
+    _, job = _job(relax={"committee": ["chgnet", "sevennet"]}, rank={"by": "sevennet"})
+    assert ranking_basis(job) == "sevennet"
+    _, job = _job(rank={"by": "chgnet"})
+    assert ranking_basis(job) == "first"
+    for by, needle in (
+        ("sevennet", "rank/by': sevennet is not a potential of this job (it has chgnet)"),
+        ("committee_mean", "rank/by': committee_mean needs relax.committee"),
+    ):
+        with pytest.raises(cfgmod.ConfigError) as err:
+            _job(rank={"by": by})
+        assert needle in str(err.value) and "\n" not in str(err.value)
