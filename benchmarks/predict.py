@@ -8,17 +8,24 @@ N compositions are drawn at random (seeded) from the MP-20 test split; their str
 is searched in two modes: `given` (the known cell size z) and `blind` (z: auto, every z up to the model's
 largest training crystal, the candidates spread over them). Each search has `n` candidates per composition,
 relaxed with CHGNet (same settings for every generator) and ranked by the pipeline's own stages; only
-converged, physical candidates count. The known structure is looked for among the ranked candidates
-(StructureMatcher with the CSP metric's tolerances stol 0.5, ltol 0.3, angle_tol 10). Prints, per
-generator and mode, with 95 % Wilson intervals (asserts nothing):
+converged, physical candidates count. The known structure is looked for among the relaxed candidates
+(StructureMatcher with the CSP metric's tolerances stol 0.5, ltol 0.3, angle_tol 10). The same relaxations
+are ranked three ways (--rankings): `strict` (0.8.0's: no refinement, no ties, the first potential),
+`refined` (the defaults: the best 5 re-relaxed to fmax 0.02, lead groups within 5 meV/atom) and `committee`
+(the same, ordered by the mean delta-H of CHGNet and SevenNet-0). Prints, per generator, mode and ranking,
+with 95 % Wilson intervals (asserts nothing):
 
-  top-1      share of compositions whose lowest-enthalpy polymorph matches the known structure
-  any-of-n   share where any ranked candidate matches it
-  mean rank  mean rank of the first polymorph that matches, over the compositions where one does
+  top-1            share of compositions whose first polymorph matches the known structure
+  lead holds it    compositions whose lead group (rank 1) holds it
+  any-of-n         compositions where any ranked polymorph matches it
+  ground-state     the same two on the compositions whose test crystal is the lowest known polymorph of its
+                   composition (MP-20's formation energies over train, val and test)
+  misses           not generated; generated but not ranked (unconverged, unphysical, abandoned); ranked below
+                   another structure, with the median gap under CHGNet and SevenNet-0
 
   python benchmarks/predict.py --config config/quick.yaml --run mp20_csp [--compositions 40] [-n 20]
       [--seed 0] [--modes given blind] [--generators model random prototype mixture] [--steps 10]
-      [--results results]
+      [--results results] [--rankings strict refined committee]
 """
 
 from __future__ import annotations
@@ -30,12 +37,24 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import header, mp20_test_rows
+from _common import DATA, header, mp20_test_rows
 
 from crystalflow_core import config as cfgmod
 from crystalflow_core.compositions import formula_unit
 from crystalflow_core.layout import Layout
 from crystalflow_core.stages import predict_rank, predict_relax, predict_sample
+
+
+def mp20_split(name: str):
+    import pandas as pd
+
+    return pd.read_csv(DATA / "mp_20" / f"{name}.csv.gz")
+
+
+def is_lowest_known(known_row, lowest: dict) -> bool:
+    from crystalflow_core.evaluation.csp_search import is_lowest
+
+    return is_lowest(known_row[1], known_row[4], lowest)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -49,7 +68,8 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def known_compositions(n: int, seed: int):
-    """(id, formula, z, Structure) of n MP-20 test crystals drawn at random, one per composition."""
+    """(id, formula, z, Structure, formation energy per atom) of n MP-20 test crystals drawn at random, one per
+    composition."""
     from pymatgen.core import Structure
 
     out, seen = [], set()
@@ -58,7 +78,7 @@ def known_compositions(n: int, seed: int):
         _, formula, z = formula_unit(s.composition)
         if formula not in seen:
             seen.add(formula)
-            out.append((row["material_id"], formula, int(z), s))
+            out.append((row["material_id"], formula, int(z), s, float(row["formation_energy_per_atom"])))
         if len(out) == n:
             break
     return out
@@ -75,7 +95,8 @@ GENERATOR_SHARES = {
 
 
 def search(cfg, job, model, generator: str, work: Path, training: str, workers: int):
-    """One search; `model` and `training`: {"plain": path, "symmetric": path} (the latter with --sym-run)."""
+    """One search's candidates, sampled and relaxed; `model` and `training`: {"plain": path, "symmetric": path}
+    (the latter with --sym-run). Returns (job, samples, relaxed, times)."""
     L = Layout(str(work))
     samples, relaxed = [L.predict_samples("bench", 0)], [L.predict_relaxed("bench", 0)]
     job = {**job, "generators": GENERATOR_SHARES[generator]}
@@ -87,46 +108,77 @@ def search(cfg, job, model, generator: str, work: Path, training: str, workers: 
     predict_sample(cfg, "bench", job, model, 0, 1, samples[0], training=training)
     t1 = time.time()
     predict_relax(job, samples, 0, 1, relaxed[0], workers)
-    t2 = time.time()
+    return job, samples, relaxed, (t1 - t0, time.time() - t1)
+
+
+# the rankings compared on the same relaxations: 0.8.0's strict order, refinement with lead groups (the
+# defaults), and the committee mean (CHGNet and SevenNet-0) on top
+RANKINGS = {
+    "strict": {"rank": {"refine_top": 0, "tie_mev": 0.0, "by": "first"}},
+    "refined": {"rank": {"refine_top": 5, "tie_mev": 5.0, "by": "first"}},
+    "committee": {"rank": {"refine_top": 5, "tie_mev": 5.0, "by": "committee_mean"}, "committee": True, "top_n": 5},
+}
+
+
+def rank_with(cfg, job, samples, relaxed, work: Path, ranking: str, workers: int) -> dict:
+    """predict_rank of the same relaxations under one of RANKINGS; its outputs by name."""
+    v = RANKINGS[ranking]
+    job = {**job, "rank": {**job["rank"], **v["rank"]}, "top_n": v.get("top_n", job["top_n"])}
+    if v.get("committee"):
+        job["relax"] = {**job["relax"], "committee": [job["relax"]["model"], "sevennet"]}
+    folder = work / f"rank_{ranking}"
     out = {
-        "candidates": L.predict_candidates("bench"),
-        "ranked": L.predict_ranked("bench"),
-        "cif": L.predict_cifs("bench"),
-        "extxyz": L.predict_extxyz("bench"),
-        "phase": L.predict_phase_diagram("bench"),
+        "candidates": str(folder / "candidates.csv"),
+        "ranked": str(folder / "ranked.csv"),
+        "cif": str(folder / "cif"),
+        "extxyz": str(folder / "relaxed.extxyz"),
+        "phase": str(folder / "phase_diagram.csv"),
     }
+    t0 = time.time()
     predict_rank(cfg, "bench", job, samples, relaxed, out, workers)
-    return list(out.values()), (t1 - t0, t2 - t1, time.time() - t2)
+    out["seconds"] = time.time() - t0
+    return out
 
 
-def score(known, outs, candidates: int, label: str, times) -> None:
+def score(known, lowest: dict, outs: dict, relaxed: list[str], label: str, times) -> None:
+    """One row: strict top-1, the lead group holding the known structure, any-of-n, the same two on the
+    ground-state subset, and every miss classified (evaluation.csp_search.classify)."""
+    import statistics
+
     import pandas as pd
-    from ase.io import read
     from pymatgen.analysis.structure_matcher import StructureMatcher
-    from pymatgen.io.ase import AseAtomsAdaptor
 
-    cands = pd.read_csv(outs[0])
-    ranked_ok = cands[cands["status"] == "ranked"]  # converged and physical only
-    structs = {f.info["id"]: AseAtomsAdaptor.get_structure(f) for f in read(outs[3], index=":")}
+    from crystalflow_core.crystals.crystal import structure_from
+    from crystalflow_core.evaluation.csp_search import classify, is_lowest
+    from crystalflow_core.io import read_jsonl
+
+    cands = pd.read_csv(outs["candidates"])
+    ranked = pd.read_csv(outs["ranked"], dtype={"best_id": str})
+    structures = {r["id"]: structure_from(r["final"]) for p in relaxed for r in read_jsonl(p) if r.get("final")}
     sm = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)
-    top1 = anyn = 0
-    ranks = []
-    for _, formula, _, s in known:
-        mine = ranked_ok[(ranked_ok["group"] == f"{formula}_p0") & ranked_ok["id"].isin(structs)]
-        matched = [cid for cid in mine["id"] if sm.fit(s, structs[cid])]
-        anyn += bool(matched)
-        clusters = sorted({int(c) for c in mine[mine["id"].isin(matched)]["cluster"]})
-        if clusters:
-            ranks.append(clusters[0])
-            top1 += clusters[0] == 1
-    n = len(known)
-    conv = 100 * len(ranked_ok) / max(1, len(cands))
-    mean = f"{sum(ranks) / len(ranks):.2f} over {len(ranks)}" if ranks else "-"
+    res = [
+        (classify(s, f"{formula}_p0", cands, ranked, structures, sm), is_lowest(formula, e, lowest))
+        for _, formula, _, s, e in known
+    ]
+    n, gs = len(res), [c for c, low in res if low]
+    top1 = sum(c["outcome"] == "first" for c, _ in res)
+    lead = sum(c["outcome"] in ("first", "lead") for c, _ in res)
+    anyn = sum(c["outcome"] in ("first", "lead", "below") for c, _ in res)
+    gs1 = sum(c["outcome"] == "first" for c in gs)
+    gsl = sum(c["outcome"] in ("first", "lead") for c in gs)
+    missing = sum(c["outcome"] == "not generated" for c, _ in res)
+    unranked = sum(c["outcome"].startswith("not ranked") for c, _ in res)
+    below = [c for c, _ in res if c["outcome"] == "below"]
+    gaps = [
+        f"{statistics.median(x):.0f}"
+        for key in ("gap_first_mev", "gap_sevennet_mev")
+        if (x := [c[key] for c in below if key in c and c[key] == c[key]])
+    ]
     lo1, hi1 = wilson(top1, n)
-    lon, hin = wilson(anyn, n)
     print(
-        f"| {label} | {100 * top1 / n:.1f} % ({top1}/{n}) [{lo1:.1f}, {hi1:.1f}] | {100 * anyn / n:.1f} % ({anyn}/{n}) "
-        f"[{lon:.1f}, {hin:.1f}] | {mean} | {conv:.1f} % | {times[0]:.0f} / {times[1]:.0f} / {times[2]:.0f} s |"
+        f"| {label} | {100 * top1 / n:.1f} % ({top1}/{n}) [{lo1:.1f}, {hi1:.1f}] | {lead}/{n} | {anyn}/{n} | "
+        f"{gs1}/{len(gs)} | {gsl}/{len(gs)} | {missing} | {unranked} | {len(below)} ({' / '.join(gaps) or '-'}) | "
+        f"{times[0]:.0f} / {times[1]:.0f} / {outs['seconds']:.0f} s |"
     )
 
 
@@ -145,6 +197,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fmax", type=float, default=0.1)
     ap.add_argument("--relax-steps", type=int, default=300)
+    ap.add_argument("--rankings", nargs="+", default=list(RANKINGS), choices=list(RANKINGS))
     a = ap.parse_args()
     header(
         f"structure prediction as a search: {a.compositions} MP-20 test compositions drawn with seed {a.seed}, "
@@ -169,18 +222,24 @@ def main():
         if not Path(path).exists():
             raise SystemExit(f"{path} not found: prepare and train the runs first")
     print(f"# model {plain}: largest training crystal {largest} atoms; CHGNet fmax {a.fmax}, {a.relax_steps} steps")
+    from crystalflow_core.evaluation.csp_search import lowest_polymorphs
+
+    lowest = lowest_polymorphs([mp20_split(name) for name in ("train_metadata_no_coords", "val", "test")])
+    gs = sum(is_lowest_known(k, lowest) for k in known)
+    print(f"# ground-state subset: {gs} of {len(known)} test crystals are their composition's lowest in MP-20")
     print(
-        "| generator, mode | top-1 [95 % CI] | any-of-n [95 % CI] | mean rank | ranked of candidates | "
+        "| generator, mode, ranking | top-1 [95 % CI] | lead holds it | any-of-n | ground-state top-1 | "
+        "ground-state lead | not generated | not ranked | below (median gap meV: first / SevenNet) | "
         "sample / relax / rank |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mode in a.modes:
         work = Path(tempfile.mkdtemp(prefix=f"predict_bench_{mode}_"))
         table = work / "compositions.csv"
         with open(table, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["formula", "z"])
-            for _, formula, z, _ in known:
+            for _, formula, z, *_ in known:
                 w.writerow([formula, z if mode == "given" else "auto"])
         job = {
             "run": a.run,
@@ -195,8 +254,10 @@ def main():
         cfg = cfgmod.validate(raw)
         job = cfg["predict"]["bench"]
         for gen in a.generators:
-            outs, times = search(cfg, job, model, gen, work / gen, training, a.workers)
-            score(known, outs, a.candidates, f"{gen}, {mode}", times)
+            gjob, samples, relaxed, times = search(cfg, job, model, gen, work / gen, training, a.workers)
+            for ranking in a.rankings:
+                outs = rank_with(cfg, gjob, samples, relaxed, work / gen, ranking, a.workers)
+                score(known, lowest, outs, relaxed, f"{gen}, {mode}, {ranking}", times)
 
 
 if __name__ == "__main__":

@@ -195,3 +195,38 @@ def test_rank_by_resolves_and_refuses_what_the_job_does_not_compute():
         with pytest.raises(cfgmod.ConfigError) as err:
             _job(rank={"by": by})
         assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_lowest_known_polymorph_of_a_hand_made_formation_energy_table():
+    from crystalflow_core.evaluation.csp_search import is_lowest, lowest_polymorphs
+
+    train = pd.DataFrame({"formula": ["Zn1O1", "Na1Cl1"], "formation_energy_per_atom": [-1.80, float("nan")]})
+    test = pd.DataFrame({"pretty_formula": ["ZnO", "ZnO", "NaCl"], "formation_energy_per_atom": [-1.70, -1.75, -2.1]})
+    lowest = lowest_polymorphs([train, test])
+    assert lowest == {"ZnO": -1.80, "NaCl": -2.1}  # the train split's ZnO is lower than both test ones
+    assert not is_lowest("ZnO", -1.75, lowest) and is_lowest("Zn2O2", -1.80, lowest)
+    assert is_lowest("NaCl", -2.1, lowest) and not is_lowest("KCl", -2.0, lowest)
+
+
+def test_a_miss_is_classified_with_its_gap():
+    """Rock salt, caesium chloride and zinc blende NaCl ranked 1, 1 (lead, 3 meV) and 3 (10 meV): each known
+    structure's outcome; a matching candidate that was abandoned is 'not ranked'; one absent is not generated."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from crystalflow_core.evaluation.csp_search import classify
+
+    cfg, job = _job()
+    cands, finals = _table(job, cfg)
+    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], False, 5.0)
+    sm = StructureMatcher()  # pymatgen's defaults tell zinc blende from rock salt (the CSP metric's loose ones do not)
+    three = {sid: s for sid, (s, _) in _three_polymorphs().items()}
+    rocksalt, cscl, zincblende = three["NaCl_z1_p0#2"], three["NaCl_z1_p0#1"], three["NaCl_z1_p0#0"]
+    assert classify(rocksalt, "NaCl_p0", cands, ranked, finals, sm)["outcome"] == "first"
+    lead = classify(cscl, "NaCl_p0", cands, ranked, finals, sm)
+    assert lead["outcome"] == "lead" and lead["rank"] == 1 and lead["gap_first_mev"] == pytest.approx(3.0)
+    below = classify(zincblende, "NaCl_p0", cands, ranked, finals, sm)
+    assert below["outcome"] == "below" and below["rank"] == 3 and below["gap_first_mev"] == pytest.approx(10.0)
+    abandoned = cands.assign(status=["abandoned", "ranked", "ranked"])
+    assert classify(zincblende, "NaCl_p0", abandoned, ranked, finals, sm)["outcome"] == "not ranked (abandoned)"
+    gone = {k: v for k, v in finals.items() if k != "NaCl_z1_p0#0"}
+    assert classify(zincblende, "NaCl_p0", cands, ranked, gone, sm)["outcome"] == "not generated"
