@@ -132,7 +132,7 @@ def _rank(tmp_path, structures: dict, formulas: dict, pressure: float = 0.0):
     settings = RelaxSettings.from_section(cfgmod.defaults("relax"), fmax=0.02, steps=400, record_energies=True)
     rel = relax_many([(sid, s, pressure) for sid, s in structures.items()], tmp_path / "r.jsonl", settings, 1, False)
     cands, finals = candidate_table(targets, _records(structures, target_of), rel, job["symprec"])
-    return rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
+    return rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], 0.0)  # strict: no ties
 
 
 def test_known_ground_states_rank_first_and_copies_cluster_together(tmp_path):
@@ -215,13 +215,17 @@ def test_only_converged_physical_candidates_rank_and_z_mixes_per_atom(tmp_path):
         if r["id"] == "cscl":
             r["converged"] = False  # as if it had run out of steps
     cands, finals = candidate_table(targets, _records(structures, target_of), rel, job["symprec"])
-    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
+    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], 0.0)
     st = cands.set_index("id")["status"]
     assert st["cscl"] == "not converged" and st["rs1"] == st["rs2"] == "ranked"
     assert len(ranked) == 1 and ranked.loc[0, "z_found"] == "1,2" and ranked.loc[0, "n_candidates"] == 2
     assert set(cands["cell"]) == {"NaCl", "Na2Cl2"}
     _, with_unconverged = rank_polymorphs(
-        candidate_table(targets, _records(structures, target_of), rel, job["symprec"])[0], finals, job["dedupe"], True
+        candidate_table(targets, _records(structures, target_of), rel, job["symprec"])[0],
+        finals,
+        job["dedupe"],
+        True,
+        0.0,
     )
     assert len(with_unconverged) == 2
 

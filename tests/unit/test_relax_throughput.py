@@ -119,14 +119,14 @@ def test_abandoned_candidates_are_listed_and_never_ranked(calc):
     r_good["id"], r_bad["id"] = "NaCl_z1_p0#0", "NaCl_z1_p0#1"
     smp = [_sample(r["id"], "NaCl_z1_p0", good) for r in (r_good, r_bad)]
     cands, finals = candidate_table(targets, smp, [r_good, r_bad], job["symprec"])
-    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
+    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], 0.0)
     status = dict(zip(cands["id"], cands["status"]))
     assert status == {"NaCl_z1_p0#0": "ranked", "NaCl_z1_p0#1": "abandoned"}
     row = cands.set_index("id").loc["NaCl_z1_p0#1"]
     assert row["abandoned_enthalpy_per_atom"] == pytest.approx(r_bad["abandoned_enthalpy_per_atom"])
     assert list(ranked["best_id"]) == ["NaCl_z1_p0#0"] and int(ranked["n_candidates"].iloc[0]) == 1
     # even where unconverged candidates rank, an abandoned one does not
-    _, ranked = rank_polymorphs(cands.drop(columns=["status", "cluster"]), finals, job["dedupe"], True)
+    _, ranked = rank_polymorphs(cands.drop(columns=["status", "cluster"]), finals, job["dedupe"], True, 0.0)
     assert list(ranked["best_id"]) == ["NaCl_z1_p0#0"]
 
 
@@ -173,7 +173,7 @@ def test_twins_relax_once_and_are_counted_for_each(tmp_path):
     assert twin["final"] == first["final"] and twin["sample_provenance"] == "p-NaCl_z1_p0#2"
     targets = job_targets(cfg, "mine", job)
     cands, finals = candidate_table(targets, smp, list(recs.values()), job["symprec"])
-    _, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"])
+    _, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], job["rank"]["tie_mev"])
     best = ranked.iloc[0]
     assert best["spacegroup_number_tight"] == 225 and int(best["n_candidates"]) == 2
     # a rerun keeps all three (the twin's copy included): the file is not written again

@@ -162,6 +162,7 @@ def _exception_classes() -> dict[str, str]:
 # raised and caught inside the package, never reaching a user: deliberately not one-line errors
 INTERNAL = {
     "_Timeout": "a relaxation's time limit, caught where it is set",
+    "_Abandoned": "a hopeless candidate's relaxation stopped early: recorded as abandoned where it is raised",
     "MDBlowUp": "an MD trajectory that blew up: recorded as failed with the step and reason, the shard goes on",
     "Interrupted": "a signal, one line through entry.guarded's interruption branch (tested in test_pools)",
 }

@@ -78,7 +78,7 @@ RANKED_COLUMNS = [
 
 
 def rank_polymorphs(
-    cands: pd.DataFrame, finals: dict, dedupe: dict, rank_unconverged: bool, tie_mev: float = 0.0
+    cands: pd.DataFrame, finals: dict, dedupe: dict, rank_unconverged: bool, tie_mev: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cluster the relaxed candidates of each group (composition and pressure) and rank the clusters by
     the enthalpy per atom of their best member. Only physical structures (no relaxation error) rank, and
