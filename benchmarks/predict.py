@@ -133,6 +133,7 @@ def rank_with(cfg, job, samples, relaxed, work: Path, ranking: str, workers: int
         "cif": str(folder / "cif"),
         "extxyz": str(folder / "relaxed.extxyz"),
         "phase": str(folder / "phase_diagram.csv"),
+        "refined": str(work / "refined.jsonl"),  # shared: the committee ranking reuses the refined one's
     }
     t0 = time.time()
     predict_rank(cfg, "bench", job, samples, relaxed, out, workers)

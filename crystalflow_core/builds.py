@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from crystalflow_core.config import dataset_tag, stability_relax, transport_screen
 from crystalflow_core.layout import Layout
-from crystalflow_core.points import sampling_points
+from crystalflow_core.points import metric_points, sampling_points
 
 
 def target_runs(cfg: dict) -> list[str]:
     return cfg["targets"] or list(cfg["runs"])
 
 
-def _per_point(cfg: dict, path, keep=lambda r: True) -> list[str]:
+def _per_point(cfg: dict, path, keep=lambda r: True, points=sampling_points) -> list[str]:
+    """`path` of every targeted run (where `keep`) at each of its `points` (the model's sampling points; with
+    metric_points also the DNG baselines)."""
     runs = cfg["runs"]
-    return [path(r, s) for r in target_runs(cfg) if keep(runs[r]) for s in sampling_points(runs[r])]
+    return [path(r, s) for r in target_runs(cfg) if keep(runs[r]) for s in points(runs[r])]
 
 
 def table_runs(cfg: dict, tag: str, task: str) -> list[str]:
@@ -36,7 +38,8 @@ def targets_tables(cfg: dict) -> list[str]:
 
 
 def stability_tables(cfg: dict) -> list[str]:
-    return _per_point(cfg, Layout(cfg["results"]).stability, stability_relax)
+    """Every stability table the report draws: the model's points and the baselines beside them."""
+    return _per_point(cfg, Layout(cfg["results"]).stability, stability_relax, metric_points)
 
 
 def stability_relaxations(cfg: dict) -> list[str]:
@@ -46,7 +49,7 @@ def stability_relaxations(cfg: dict) -> list[str]:
         L.relaxed(r, s, i)
         for r in target_runs(cfg)
         if stability_relax(runs[r])
-        for s in sampling_points(runs[r])
+        for s in metric_points(runs[r])
         for i in range(runs[r]["relax"]["shards"])
     ]
 

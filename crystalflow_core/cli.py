@@ -31,7 +31,7 @@ from crystalflow_core.entry import guarded
 from crystalflow_core.errors import PROJECT_ERRORS  # noqa: F401 - the command line's one-line errors
 from crystalflow_core.layout import Layout, check_name
 from crystalflow_core.logs import setup_logging
-from crystalflow_core.points import parse_point, sampling_points
+from crystalflow_core.points import is_baseline, parse_point, sampling_points
 from crystalflow_core.registry import Job
 
 
@@ -66,7 +66,8 @@ def main(argv=None):
             s.add_argument(
                 "--steps",
                 default=None,
-                help="sampling point: integration steps, or method and steps (heun_10); default: first",
+                help="sampling point: integration steps, method and steps (heun_10), or a DNG baseline "
+                "(random, prototype); default: first",
             )
         if name == "dft-results":
             s.add_argument("--energies", default=None, help="energies from elsewhere (.csv or .extxyz) instead of VASP")
@@ -122,7 +123,9 @@ def main(argv=None):
 def _load_config(a):
     """The config file, with the command line's overrides validated by the same schema."""
     overrides = {}
-    if getattr(a, "steps", None) is not None and getattr(a, "run", None):
+    if getattr(a, "steps", None) is not None and getattr(a, "run", None) and is_baseline(a.steps):
+        overrides = {"runs": {a.run: {"baselines": [a.steps]}}}  # a DNG run's baseline (random, prototype)
+    elif getattr(a, "steps", None) is not None and getattr(a, "run", None):
         try:  # a number goes through the schema as it is (its bounds, its key in the error)
             method, steps = None, int(a.steps)
         except ValueError:

@@ -94,6 +94,13 @@ def _check_run(name: str, run: dict, datasets: dict) -> None:
             )
     if run["conditions"] and run["task"] == "dng" and not run["sample"]["targets"]:
         raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional DNG run needs targets")
+    if run["baselines"] and (run["task"] != "dng" or run["conditions"]):
+        raise ConfigError(
+            f"config error at 'runs/{name}/baselines': baselines are rows of an unconditional DNG run "
+            f"(this run is {'conditional ' if run['conditions'] else ''}{run['task']})"
+        )
+    if run["baselines"] and not stability_relax(run):
+        raise ConfigError(f"config error at 'runs/{name}/baselines': baselines are judged relaxed: relax.enabled")
     _check_symmetry(name, run, datasets)
 
 

@@ -128,6 +128,11 @@ class Layout:
         """Distinct polymorphs ranked by enthalpy per composition and pressure."""
         return f"{self.predict_dir(job)}/ranked.csv"
 
+    def predict_refined(self, job) -> str:
+        """The tight re-relaxations of the ranking's best polymorphs (`rank.refine_*`), each under a key of its
+        starting structure and settings: kept across reruns, so re-ranking (rank.by, top_n) refines nothing again."""
+        return f"{self.predict_dir(job)}/refined.jsonl"
+
     def predict_cifs(self, job) -> str:
         return f"{self.predict_dir(job)}/cif"
 
@@ -176,11 +181,15 @@ class Layout:
 
     @staticmethod
     def run_label(path) -> str:
-        """'{root}/runs/NAME/s50/transport.csv' -> 'NAME s50': the run and sampling point of a per-point file."""
+        """'{root}/runs/NAME/s50/transport.csv' -> 'NAME s50': the run and sampling point of a per-point file
+        ('NAME random baseline' for a DNG run's baseline)."""
         from pathlib import Path
 
+        from crystalflow_core.points import is_baseline
+
         p = Path(path)
-        return f"{p.parent.parent.name} {p.parent.name}"
+        run, point = p.parent.parent.name, p.parent.name[1:]
+        return f"{run} {point} baseline" if is_baseline(point) else f"{run} {p.parent.name}"
 
     def downloads(self) -> str:
         return f"{self.root}/downloads"

@@ -53,6 +53,7 @@ from crystalflow_core.stage_wiring import (
     report_call,
     report_inputs,
     sample_call,
+    sample_inputs,
     stage_functions,
     table_inputs,
     targets_table_inputs,
@@ -126,10 +127,7 @@ STAGES: dict[str, Stage] = {
         local=True,
     ),
     "sample": Stage(
-        inputs=lambda job: {
-            "ckpt": job.layout.model(job.run),
-            **({"test": split_of(job, "test_split")} if job.run_section["task"] == "csp" else {}),
-        },
+        inputs=sample_inputs,
         outputs=lambda job: {"shard": job.layout.sample_shard(job.run, job.point, job.shard)},
         call=sample_call,
         shards=lambda job: job.run_section["sample"]["shards"],
@@ -301,6 +299,7 @@ STAGES: dict[str, Stage] = {
             "cif": Folder(job.layout.predict_cifs(job.job)),
         },
         call=predict_rank_call,
+        kept=lambda job: [job.layout.predict_refined(job.job)],
         report={
             "ranked": ("Structure prediction", "{job}"),
             "candidates": ("Structure prediction", "{job}"),

@@ -29,7 +29,7 @@ from crystalflow_core.jobs import (
     relax_shards,
     split_of,
 )
-from crystalflow_core.points import sampling_points
+from crystalflow_core.points import is_baseline, metric_points
 
 
 def stage_functions():
@@ -40,15 +40,19 @@ def stage_functions():
 
 def metrics_inputs(job: Job) -> dict:
     L = job.layout
-    inp = {"samples": L.samples(job.run, job.point), "test": split_of(job, "test_split"), "model": L.model(job.run)}
+    baseline = is_baseline(job.point)  # no model; scored as the model's samples but with no DFT or transport stage
+    inp = {"samples": L.samples(job.run, job.point), "test": split_of(job, "test_split")}
+    if not baseline:
+        inp["model"] = L.model(job.run)
     if pressure_relax(job.run_section):
         inp["relaxed"] = relax_shards(job)
     if job.run_section["task"] == "dng":
         inp["fingerprints"] = fingerprints_of(job)
         if stability_relax(job.run_section):
             inp["stability"] = L.stability(job.run, job.point)
-            inp["dft"] = L.dft_stability(job.run, job.point)
-        if transport_screen(job.run_section):
+            if not baseline:
+                inp["dft"] = L.dft_stability(job.run, job.point)
+        if transport_screen(job.run_section) and not baseline:
             inp["transport"] = L.transport(job.run, job.point)
     return inp
 
@@ -57,7 +61,7 @@ def metrics_call(job: Job, inp: dict, out: dict) -> None:
     S = stage_functions()
     if job.run_section["task"] == "csp":
         args = (job.cfg, job.run, job.run_section, inp["samples"], inp["test"], job.point, out["summary"], job.threads)
-        S.csp_metrics(*args, relaxed=inp.get("relaxed", []), ckpt=inp["model"])
+        S.csp_metrics(*args, relaxed=inp.get("relaxed", []), ckpt=inp.get("model"))
         Path(out["targets"]).write_text("")  # CSP runs have no condition targets
         return
     dft = inp.get("dft")
@@ -75,7 +79,7 @@ def metrics_call(job: Job, inp: dict, out: dict) -> None:
         *args,
         out["summary"],
         job.threads,
-        ckpt=inp["model"],
+        ckpt=inp.get("model"),
         targets_out=out["targets"],
         transport_csv=inp.get("transport"),
         dft_csv=dft if dft and Path(dft).exists() else None,
@@ -100,8 +104,21 @@ def import_call(job: Job, inp: dict, out: dict) -> None:
     stage_functions().import_checkpoint(job.cfg, job.run, *args, train_pt=inp["train"])
 
 
+def sample_inputs(job: Job) -> dict:
+    """The model's checkpoint (and a CSP run's test split); a baseline's: the training split it draws from."""
+    if is_baseline(job.point):
+        return {"train": split_of(job, "train_split")}
+    return {
+        "ckpt": job.layout.model(job.run),
+        **({"test": split_of(job, "test_split")} if job.run_section["task"] == "csp" else {}),
+    }
+
+
 def sample_call(job: Job, inp: dict, out: dict) -> None:
     S, shards = stage_functions(), job.run_section["sample"]["shards"]
+    if is_baseline(job.point):
+        S.baseline_sample(job.run_section, inp["train"], job.point, job.shard, shards, out["shard"])
+        return
     if not S.shard_is_current(
         out["shard"], job.run_section, inp["ckpt"], job.point, job.shard, shards
     ):  # else: same model, settings
@@ -144,12 +161,12 @@ def table_inputs(job: Job) -> dict:
     runs = table_runs(job.cfg, job.tag, job.task)
     if not runs:
         raise ValueError(f"no run in targets builds {job.layout.table(job.tag, job.task)}")
-    return {"metrics": [job.layout.metrics(r, s) for r in runs for s in sampling_points(job.cfg["runs"][r])]}
+    return {"metrics": [job.layout.metrics(r, s) for r in runs for s in metric_points(job.cfg["runs"][r])]}
 
 
 def targets_table_inputs(job: Job) -> dict:
     runs = table_runs(job.cfg, job.tag, "dng")
-    return {"metrics": [job.layout.targets_metrics(r, s) for r in runs for s in sampling_points(job.cfg["runs"][r])]}
+    return {"metrics": [job.layout.targets_metrics(r, s) for r in runs for s in metric_points(job.cfg["runs"][r])]}
 
 
 def predict_search_call(job: Job, inp: dict, out: dict) -> None:
@@ -174,7 +191,7 @@ def predict_rank_call(job: Job, inp: dict, out: dict) -> None:
         job.job_section,
         inp["samples"],
         inp["relaxed"],
-        out,
+        {**out, "refined": job.layout.predict_refined(job.job)},  # kept (the table record's `kept`)
         workers_for(job.job_section["relax"], job.threads),
     )
 

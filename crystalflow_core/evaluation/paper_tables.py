@@ -8,6 +8,7 @@ import pandas as pd
 
 from crystalflow_core.layout import Layout
 from crystalflow_core.materials.hull import SUSPECT_BELOW
+from crystalflow_core.points import BASELINES
 
 # Paper Table 1 (CrystalFlow, S = 100): dataset -> k -> (MR %, RMSE)
 PAPER_CSP = {
@@ -46,8 +47,15 @@ def _protocols(df: pd.DataFrame) -> str:
     return ", ".join(vals) if vals else "unrecorded"
 
 
+def _row_name(r) -> str:
+    """A DNG row in prose: its run, or its run's baseline ('mp20_dng, random baseline')."""
+    return f"{r['run']}, {r['method']} baseline" if r.get("method") in BASELINES else str(r["run"])
+
+
 def _point(r) -> str:
     """How a row was sampled: 'euler S=100 (NFE 100)'."""
+    if r["method"] in BASELINES:  # a DNG run's baseline (materials.baselines): no model, no integrator
+        return f"{r['method']} baseline"
     nfe = r.get("nfe")
     return f"{r['method']} S={int(r['steps'])}" + ("" if pd.isna(nfe) else f" (NFE {nfe})")
 
@@ -107,7 +115,7 @@ def dng_table(df: pd.DataFrame, targets: pd.DataFrame | None = None, committees:
     for _, r in df.iterrows():  # which hull, how complete, and what its thin spots change
         if isinstance(r.get("hull"), str) and r["hull"]:
             lines.append(
-                f"\n{r['run']}: E_hull against the {r['hull']} hull; {int(r.get('n_hull_suspect', 0))} of "
+                f"\n{_row_name(r)}: E_hull against the {r['hull']} hull; {int(r.get('n_hull_suspect', 0))} of "
                 f"{int(r.get('n_relaxed', 0))} relaxed samples lie more than {-SUSPECT_BELOW:g} eV/atom below the hull "
                 f"(a hole of the potential, or phases the hull lacks): stable / SUN without them "
                 f"{fmt(r.get('stable_pct_without_suspects'), 1)} % / {fmt(r.get('sun_pct_without_suspects'), 1)} %."
@@ -138,7 +146,7 @@ def _committee_lines(r, second: str | None) -> list[str]:
     first = r.get("potential", "relaxer")
     rate = lambda key: fmt(r.get(key), 1)
     return [
-        f"\n{r['run']}, committee {first} + {second}: stable {rate('stable_pct')} % ({first}), "
+        f"\n{_row_name(r)}, committee {first} + {second}: stable {rate('stable_pct')} % ({first}), "
         f"{rate(f'stable_{second}_pct')} % ({second}), {rate('stable_agreed_pct')} % agreed by both; S.U.N. "
         f"{rate('sun_pct')} / {rate(f'sun_{second}_pct')} / {rate('sun_agreed_pct')} %; "
         f"{int(r.get('n_committee_disagree', 0) or 0)} structures whose E_hull differ by more than the threshold "

@@ -114,6 +114,11 @@ def hists(ax, groups, column, clip=None, bins=40, label="{}"):
             ax.hist(e, bins=bins, alpha=0.55, label=label.format(key))
 
 
+def _source(path) -> str:
+    label = Layout.run_label(path)
+    return label if label.endswith(" baseline") else Path(path).parent.parent.name
+
+
 def plots(csp: pd.DataFrame, stab: list[str], outdir: Path, committees: dict[str, str], metastable: float) -> list[str]:
     """Match rate vs integration steps, E_hull histogram, formation energy per target (paper Fig. 3)."""
     made = []
@@ -129,7 +134,8 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path, committees: dict[str
 
         figure(outdir / "match_rate_vs_steps.png", "integration steps S", "match rate (%)", draw_mr)
         made.append("match_rate_vs_steps.png")
-    frames = [pd.read_csv(p).assign(source=Path(p).parent.parent.name) for p in stab]
+    # one histogram per run, and per baseline beside it ('mp20_dng random baseline')
+    frames = [pd.read_csv(p).assign(source=_source(p)) for p in stab]
     if frames:
         st = pd.concat(frames, ignore_index=True)
 

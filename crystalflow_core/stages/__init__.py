@@ -3,7 +3,7 @@ writes its outputs atomically. Snakemake scripts and the CLI both call these.
 
   data      download, prepare                          -> crystals.data
   train     train, import_checkpoint                   -> generative.training, generative.reference
-  sample    sample, gather                             -> generative.sampling
+  sample    sample, baseline_sample, gather            -> generative.sampling, materials.baselines
   relax     relax, stability                           -> materials.relax, evaluation.stability, evaluation.committee
   metrics   test_fingerprints, csp_metrics, dng_metrics, collect -> evaluation.sample_metrics, evaluation.stability
   dft       dft, dft_results                           -> materials.dft_inputs, materials.dft_outputs
@@ -27,12 +27,13 @@ from crystalflow_core.stages.predict import (
 )
 from crystalflow_core.stages.predict_dft import predict_dft, predict_dft_results
 from crystalflow_core.stages.relax import relax, stability
-from crystalflow_core.stages.sample import check_samples_current, gather, sample, shard_is_current
+from crystalflow_core.stages.sample import baseline_sample, check_samples_current, gather, sample, shard_is_current
 from crystalflow_core.stages.train import import_checkpoint, train
 from crystalflow_core.stages.transport import transport_md, transport_screen, transport_table
 
 __all__ = [
     "StageError",
+    "baseline_sample",
     "check_samples_current",
     "collect",
     "csp_metrics",

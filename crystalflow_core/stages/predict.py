@@ -48,15 +48,15 @@ from crystalflow_core.materials.prediction.generators import (
     with_generators,
 )
 from crystalflow_core.materials.prediction.ranking import committee_rerank, rank_polymorphs, with_e_hull
-from crystalflow_core.materials.prediction.refine import apply_refinement, refine_items
+from crystalflow_core.materials.prediction.refine import apply_refinement, refine_items, refine_key
 from crystalflow_core.materials.prediction.scan import phase_diagram
 from crystalflow_core.materials.prediction.search import (
+    Twins,
     item_key,
     model_size_cap,
     relax_group,
     sample_settings,
     stopped_groups,
-    twins,
 )
 from crystalflow_core.materials.prediction.symmetry import write_symmetrised_cifs
 from crystalflow_core.materials.relax import RelaxSettings, relax_many
@@ -207,10 +207,11 @@ def predict_sample(  # noqa: PLR0913
     write_jsonl_atomic(out, recs)
 
 
-def relax_plan(job: dict, recs: list[dict]) -> tuple[list[tuple], dict[str, str]]:
+def relax_plan(job: dict, recs: list[dict], found: Twins | None = None) -> tuple[list[tuple], dict[str, str]]:
     """What of the candidates `recs` relaxes: (id, Structure, pressure, group) of each but the twins of an
-    earlier one (job `twins`), and {twin: the candidate it copies}."""
-    twin_of = twins(recs, job["twins"])
+    earlier one (job `twins`), and {twin: the candidate it copies}; `found`: the twins of a search's earlier
+    rounds, which `recs` adds to."""
+    twin_of = dict((found or Twins(job["twins"])).add(recs))
     items = [
         (r["id"], record_to_structure(r), r["pressure_gpa"], relax_group(r)) for r in recs if r["id"] not in twin_of
     ]
@@ -265,6 +266,7 @@ def predict_search(  # noqa: PLR0913
         lambda d: d.get("relax_settings") == relax_key(rsettings, job["abandon"]),
     )
     stopped: dict[str, int] = {}  # group -> candidates used when its best had been found `found` times
+    found = Twins(job["twins"])  # carried from round to round: each compares its new candidates only
     used: set[str] = set()  # the candidates of the rounds so far
     n = 0
     with resumable(relaxed_out, key) as partial:
@@ -281,7 +283,7 @@ def predict_search(  # noqa: PLR0913
             for r in _generated(sampler, items, settings, want, aware, (targets, job, libs, name)):
                 samples[r["id"]] = r
             # every candidate of the round but twins: relax_many skips those already relaxed (this search or a kept one)
-            todo, twin_of = relax_plan(job, [samples[it["id"]] for it in this_round])
+            todo, twin_of = relax_plan(job, [samples[it["id"]] for it in this_round], found)
             rel = relax_many(todo, partial, rsettings, workers=workers, progress=False, abandon=job["abandon"])
             rel = with_twins([d for d in rel if d["id"] not in twin_of], twin_of)
             current = [samples[i] for i in sorted(used)]  # kept samples of later rounds wait for their round
@@ -304,7 +306,7 @@ def predict_search(  # noqa: PLR0913
                 until["found"],
             )
         recs = [samples[i] for i in sorted(used)]
-        _, twin_of = relax_plan(job, recs)
+        twin_of = dict(found.of)  # the rounds' own: the first of a kind is the one relaxed, whatever ids sort first
         done = [
             d for d in read_jsonl(partial, tolerate_truncated_tail=True) if d["id"] in used and d["id"] not in twin_of
         ]
@@ -352,23 +354,28 @@ def _read_job_records(samples: list[str], relaxed: list[str]) -> tuple[list[dict
     return smp, rel
 
 
-def _refined(job: dict, cands, ranked, finals: dict, rel: list[dict], ranked_out: str, workers: int) -> tuple:
-    """The ranking after the best polymorphs were re-relaxed to `rank.refine_fmax` (materials.prediction.refine);
-    resumable: finished refinements live in ranked.csv's partial until the stage ends."""
+def _refined(job: dict, cands, ranked, finals: dict, cache: str, workers: int) -> tuple:
+    """The ranking after the best polymorphs were re-relaxed to `rank.refine_fmax` (materials.prediction.refine).
+    Each refinement is kept in `cache` under its polymorph's id and a key of its starting structure, pressure and
+    settings: an interrupted stage resumes there, and a rerun that only reorders (rank.by, top_n, disagree_mev)
+    or keeps a polymorph refines nothing again."""
     rank = job["rank"]
     settings = RelaxSettings.from_section(
         job["relax"], fmax=rank["refine_fmax"], steps=rank["refine_steps"], record_energies=False
     )
-    items = refine_items(ranked, finals, rank["refine_top"])
-    key = content_key([sorted((r["id"], r.get("sample_provenance", "")) for r in rel), relax_key(settings), rank])
-    with resumable(ranked_out, key) as partial:
-        done = {r["id"]: r for r in relax_many(items, partial, settings, workers=workers, progress=False)}
+    setting = relax_key(settings)
+    todo = refine_items(ranked, finals, rank["refine_top"])
+    items = [(f"{sid}@{refine_key(s, p, setting)}", s, p) for sid, s, p in todo]
+    want = {tagged for tagged, _, _ in items}
+    recs = relax_many(items, cache, settings, workers=workers, progress=False)
+    done = {r["id"].rsplit("@", 1)[0]: {**r, "id": r["id"].rsplit("@", 1)[0]} for r in recs if r["id"] in want}
     return apply_refinement(cands, ranked, finals, done, job)
 
 
 def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: list[str], out: dict, workers: int = 1):
     """Per candidate and per distinct polymorph; CIFs of the `top_n` ranks; every relaxed candidate in one
-    extxyz. `out`: the stage's outputs by name (candidates, ranked, cif, extxyz, phase)."""
+    extxyz. `out`: the stage's outputs by name (candidates, ranked, cif, extxyz, phase) and `refined`, the
+    refinements kept across reruns (Layout.predict_refined)."""
     candidates_out, ranked_out, cif_dir, extxyz_out, phase_out = (
         out[k] for k in ("candidates", "ranked", "cif", "extxyz", "phase")
     )
@@ -379,7 +386,7 @@ def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: l
     cands, finals = candidate_table(targets, smp, rel, job["symprec"])
     cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], job["rank"]["tie_mev"])
     if job["rank"]["refine_top"] and len(ranked):
-        cands, ranked = _refined(job, cands, ranked, finals, rel, ranked_out, workers)
+        cands, ranked = _refined(job, cands, ranked, finals, out["refined"], workers)
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
         ranked = with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
     calc = PotentialWorker(job["relax"]["model"]).calc if len(ranked) else None

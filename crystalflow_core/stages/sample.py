@@ -11,7 +11,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from crystalflow_core import __version__
 from crystalflow_core.crystals.crystal import safe_names
-from crystalflow_core.crystals.data import load_cache
+from crystalflow_core.crystals.data import cache_structures, load_cache
 from crystalflow_core.errors import DamagedFileError, StageError
 from crystalflow_core.generative.sampling import (
     FlowSampler,
@@ -52,6 +52,38 @@ def sample(
         dt,
         dt / 60 * 1e4 / max(len(recs), 1),
         n_flag,
+    )
+    write_jsonl_atomic(out, recs)
+
+
+def baseline_sample(run: dict, train_pt: str, point: str, shard: int, shards: int, out: str):
+    """One shard of a DNG run's baseline `point` (random | prototype: materials.baselines): as many structures
+    as the model samples, drawn from the run's training split; kept where the shard was made from the same
+    split and settings."""
+    from crystalflow_core.materials.baselines import baseline_items, baseline_records
+
+    require(train_pt)
+    ensure_writable(out)
+    s = run["sample"]
+    what = {"baseline": point, "num_samples": s["num_samples"], "seed": s["seed"], "shard": [shard, shards]}
+    key = content_key({**what, "train_sha256": sha256_file(train_pt), "code": __version__})
+    if records_made_as(out, key):
+        log.info("%s is current (same training split and settings): kept", out)
+        return
+    cache = load_cache(train_pt)
+    items = shard_of(baseline_items(s["num_samples"], s["seed"]), shard, shards)
+    t0 = time.time()
+    recs = baseline_records(point, items, cache_structures(cache), list(cache["ids"]), progress=True)
+    for r in recs:
+        r.update(provenance=key, method=point, steps=0, shard=shard)
+    log.info(
+        "%s baseline shard %d/%d: %d structures in %.1f s, %d flagged",
+        point,
+        shard,
+        shards,
+        len(recs),
+        time.time() - t0,
+        sum(bool(r["flag"]) for r in recs),
     )
     write_jsonl_atomic(out, recs)
 

@@ -230,3 +230,39 @@ def test_a_miss_is_classified_with_its_gap():
     assert classify(zincblende, "NaCl_p0", abandoned, ranked, finals, sm)["outcome"] == "not ranked (abandoned)"
     gone = {k: v for k, v in finals.items() if k != "NaCl_z1_p0#0"}
     assert classify(zincblende, "NaCl_p0", cands, ranked, gone, sm)["outcome"] == "not generated"
+
+
+def test_refinements_are_kept_so_a_rerank_refines_nothing_again(tmp_path, monkeypatch):
+    """Refinements live in the job's refined.jsonl under a key of their start and settings: ranking again with
+    another rank.by reuses them, a changed structure or refine_fmax refines again."""
+    import crystalflow_core.stages.predict as P
+    from crystalflow_core.io import append_jsonl, read_jsonl
+
+    asked = []
+
+    def relax_many(items, out, settings, workers=1, progress=True):  # stands in for CHGNet: -3.1 eV/atom each
+        have = {r["id"] for r in read_jsonl(out)} if (tmp_path / "refined.jsonl").exists() else set()
+        for sid, s, _ in items:
+            if sid not in have:
+                asked.append(sid)
+                append_jsonl(out, {**_relaxed(s, -3.1), "id": sid, "fmax": settings.fmax})
+        return read_jsonl(out)
+
+    monkeypatch.setattr(P, "relax_many", relax_many)
+    cfg, job = _job()
+    cands, finals = _table(job, cfg)
+    cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], False, 5.0)
+    cache = str(tmp_path / "refined.jsonl")
+    _, r1 = P._refined(job, cands, ranked, finals, cache, 1)
+    assert len(asked) == 3 and all("@" in a for a in asked) and r1["refined"].all()
+    _, job_by = _job(rank={"by": "first", "disagree_mev": 20.0})
+    P._refined(job_by, cands, ranked, finals, cache, 1)
+    assert len(asked) == 3  # reordering settings: every refinement kept
+    _, tighter = _job(rank={"refine_fmax": 0.01})
+    P._refined(tighter, cands, ranked, finals, cache, 1)
+    assert len(asked) == 6 and {r["fmax"] for r in read_jsonl(cache)} == {0.02, 0.01}
+    moved = dict(finals)
+    moved["NaCl_z1_p0#1"] = finals["NaCl_z1_p0#1"].copy()
+    moved["NaCl_z1_p0#1"].translate_sites([0], [0.01, 0, 0])
+    P._refined(job, cands, ranked, moved, cache, 1)
+    assert len(asked) == 7 and asked[-1].startswith("NaCl_z1_p0#1@")  # only the polymorph whose start changed

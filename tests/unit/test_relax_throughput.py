@@ -151,6 +151,25 @@ def test_twins_match_rotated_scaled_and_permuted_copies_only():
     assert relax_group(recs[0]) == "NaCl_p0" and relax_group(recs[5]) == "NaCl_p10"
 
 
+def test_twins_carried_across_rounds_keep_the_first_relaxed_whatever_ids_sort_first():
+    """A search's rounds add new candidates only: #10 (round 3) copies #2 (round 1), which relaxed, although
+    '#10' sorts before '#2' (comparing all of them again in id order would make #2 the twin of #10, which
+    never relaxed, and lose both)."""
+    from crystalflow_core.materials.prediction.search import Twins
+
+    def cell(i):  # CsCl-type cells of c/a 1.25^i: no two alike (ltol 0.05, volumes scaled) but #2 and #10
+        ratio = 1.25 ** (2 if i == 10 else i)
+        return Structure(Lattice.tetragonal(3.4, 3.4 * ratio), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+    recs = {f"a#{i}": _sample(f"a#{i}", "NaCl_z1_p0", cell(i)) for i in range(12)}
+    found = Twins({"ltol": 0.05, "stol": 0.05, "angle_tol": 1.0})
+    for first, last in ((0, 4), (4, 8), (8, 12)):
+        found.add([recs[f"a#{i}"] for i in range(first, last)])
+        found.add([recs[f"a#{i}"] for i in range(0, last)])  # a round lists the earlier ones again: seen, skipped
+    assert found.of == {"a#10": "a#2"}
+    assert twins([recs[i] for i in sorted(recs)], {"ltol": 0.05, "stol": 0.05, "angle_tol": 1.0}) == {"a#2": "a#10"}
+
+
 def test_twins_relax_once_and_are_counted_for_each(tmp_path):
     """predict_relax on three candidates, two of them one structure: two relaxations, three records, the
     twin a copy that names its first; ranked as one polymorph found twice."""

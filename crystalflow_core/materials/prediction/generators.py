@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -137,7 +138,9 @@ def substituted(structure, mapping: dict):
     new = structure.copy()
     new.replace_species({Element(o): Element(n) for o, n in mapping.items()})
     try:
-        out = RLSVolumePredictor().get_predicted_structure(new, structure)
+        with warnings.catch_warnings():  # its ionic radii lookups warn for ions it has none of (handled below)
+            warnings.simplefilter("ignore")
+            out = RLSVolumePredictor().get_predicted_structure(new, structure)
         if math.isfinite(out.volume) and out.volume > 0:
             return out
     except Exception:

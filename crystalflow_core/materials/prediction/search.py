@@ -61,32 +61,48 @@ def relax_group(rec: dict) -> str:
     return f"{comp.reduced_formula}_p{float(rec.get('pressure_gpa') or 0.0):g}"
 
 
-def twins(records: list[dict], tolerances: dict | None) -> dict[str, str]:
+class Twins:
     """Candidates whose generated structures match an earlier one of the same cell content and pressure
     (StructureMatcher at `tolerances`: ltol, stol, angle_tol; volumes scaled, as relaxation sets them), each
-    mapped to the first of its kind: those relax once and are counted for each. None: every one relaxes.
-    Only structures of one space group (spglib at 0.1 A) are compared; flagged samples never match."""
-    if not tolerances:
-        return {}
-    from pymatgen.analysis.structure_matcher import StructureMatcher
+    mapped to the first of its kind (`of`): those relax once and are counted for each. Only structures of one
+    space group (spglib at 0.1 A) are compared; flagged samples never match. Carried across a search's rounds:
+    each round adds its new candidates only, and the first of a kind stays the one relaxed (never a later
+    candidate whose id sorts first). `tolerances` None: every candidate relaxes."""
 
-    from crystalflow_core.generative.sampling import record_to_structure
-    from crystalflow_core.materials.prediction.candidates import spacegroup
+    def __init__(self, tolerances: dict | None):
+        from pymatgen.analysis.structure_matcher import StructureMatcher
 
-    sm = StructureMatcher(
-        ltol=tolerances["ltol"], stol=tolerances["stol"], angle_tol=tolerances["angle_tol"], scale=True
-    )
-    firsts: dict[tuple, list] = {}  # (cell content, pressure, space group) -> [(id, structure)] relaxed
-    out: dict[str, str] = {}
-    for rec in records:
-        s = record_to_structure(rec)
-        if s is None:
-            continue
-        key = (s.composition.formula, float(rec.get("pressure_gpa") or 0.0), spacegroup(s, 0.1)[1])
-        same = firsts.setdefault(key, [])
-        match = next((sid for sid, t in same if sm.fit(t, s)), None)
-        if match is None:
-            same.append((rec["id"], s))
-        else:
-            out[rec["id"]] = match
-    return out
+        self.tolerances = tolerances
+        self.of: dict[str, str] = {}
+        self._firsts: dict[tuple, list] = {}  # (cell content, pressure, space group) -> [(id, structure)] relaxed
+        self._seen: set[str] = set()
+        t = tolerances
+        self._sm = StructureMatcher(ltol=t["ltol"], stol=t["stol"], angle_tol=t["angle_tol"], scale=True) if t else None
+
+    def add(self, records: list[dict]) -> dict[str, str]:
+        """Compare the records not seen before with the firsts so far, in order; returns `of`."""
+        if not self.tolerances:
+            return self.of
+        from crystalflow_core.generative.sampling import record_to_structure
+        from crystalflow_core.materials.prediction.candidates import spacegroup
+
+        for rec in records:
+            if rec["id"] in self._seen:
+                continue
+            self._seen.add(rec["id"])
+            s = record_to_structure(rec)
+            if s is None:
+                continue
+            key = (s.composition.formula, float(rec.get("pressure_gpa") or 0.0), spacegroup(s, 0.1)[1])
+            same = self._firsts.setdefault(key, [])
+            match = next((sid for sid, t in same if self._sm.fit(t, s)), None)
+            if match is None:
+                same.append((rec["id"], s))
+            else:
+                self.of[rec["id"]] = match
+        return self.of
+
+
+def twins(records: list[dict], tolerances: dict | None) -> dict[str, str]:
+    """{twin: the first of its kind} among `records`, in their order (see Twins)."""
+    return dict(Twins(tolerances).add(records))
