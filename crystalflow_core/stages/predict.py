@@ -399,13 +399,17 @@ def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: l
     for group, g in ranked.groupby("group"):
         best = g.iloc[0]
         log.info(
-            "predict/%s %s: %d distinct polymorphs from %d relaxed candidates; best %s (%s), H = %.4f eV/atom",
+            "predict/%s %s: %d distinct polymorphs from %d relaxed candidates; best %s (%s at symprec %g, %s at %g), "
+            "H = %.4f eV/atom",
             name,
             group,
             len(g),
             int(g["n_candidates"].sum()),
             best["best_id"],
+            best["spacegroup_loose"],
+            job["symprec"][0],
             best["spacegroup_tight"],
+            job["symprec"][1],
             best["enthalpy_per_atom"],
         )
 
