@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crystalflow_core import reruns as R
 from crystalflow_core.config import (
     workers_for,
 )
@@ -73,6 +74,9 @@ class Stage:
     # outputs shown in Snakemake's HTML report (`snakemake --report`): name -> (category, subcategory); the
     # caption of each is workflow/report/captions/{rule}_{name}.rst (caption_file)
     report: dict = field(default_factory=dict)
+    # what makes a job run again beyond its inputs: param name -> the part of the config it reads (reruns.py);
+    # the rule passes them as Snakemake params, compared with those of the run that made its outputs
+    reruns: dict = field(default_factory=dict)
 
 
 CAPTIONS = Path(__file__).resolve().parent.parent / "workflow" / "report" / "captions"
@@ -96,6 +100,7 @@ STAGES: dict[str, Stage] = {
         call=lambda job, inp, out: stage_functions().prepare(
             job.cfg, job.dataset, job.split, out["pt"], out["rejected"], job.threads
         ),
+        reruns={"cfg": R.dataset_view},
     ),
     "test_fingerprints": Stage(
         inputs=lambda job: {"test": job.layout.split(job.dataset, job.split)},
@@ -107,6 +112,7 @@ STAGES: dict[str, Stage] = {
             job.threads,
             job.cfg["metrics"]["protocol"],
         ),
+        reruns={"protocol": R.metrics_protocol},
     ),
     "train": Stage(
         inputs=lambda job: {
@@ -119,12 +125,14 @@ STAGES: dict[str, Stage] = {
         ),
         uses_gpu=True,
         kept=lambda job: [job.layout.lightning(job.run)],
+        reruns={"run": R.run_view("model", "train")},
     ),
     "import_reference": Stage(
         inputs=import_inputs,
         outputs=lambda job: {"ckpt": job.layout.model(job.run)},
         call=import_call,
         local=True,
+        reruns={"init": R.import_init, "config": R.import_config},
     ),
     "sample": Stage(
         inputs=sample_inputs,
@@ -132,6 +140,7 @@ STAGES: dict[str, Stage] = {
         call=sample_call,
         shards=lambda job: job.run_section["sample"]["shards"],
         uses_gpu=True,
+        reruns={"run": R.run_view("sample")},
     ),
     "gather_samples": Stage(
         inputs=lambda job: {"shards": sample_shards(job)},
@@ -143,6 +152,7 @@ STAGES: dict[str, Stage] = {
             inp["shards"], out["samples"], out["export"], job.run_section["sample"]["export"]
         ),
         local=True,
+        reruns={"export": R.sample_export},
     ),
     "relax": Stage(
         inputs=lambda job: {"samples": job.layout.samples(job.run, job.point)},
@@ -157,6 +167,7 @@ STAGES: dict[str, Stage] = {
         ),
         shards=lambda job: job.run_section["relax"]["shards"],
         kept=lambda job: partials_of(job.layout.relaxed(job.run, job.point, job.shard)),
+        reruns={"run": R.run_view("sample", "relax")},
     ),
     "stability": Stage(
         inputs=lambda job: {
@@ -175,6 +186,7 @@ STAGES: dict[str, Stage] = {
             workers_for(job.run_section["relax"], job.threads),
         ),
         report={"stability": ("Stability", "{run} s{point}")},
+        reruns={"cfg": R.hull_view, "run": R.run_view("sample", "relax")},
     ),
     "metrics": Stage(
         inputs=metrics_inputs,
@@ -183,6 +195,7 @@ STAGES: dict[str, Stage] = {
             "targets": job.layout.targets_metrics(job.run, job.point),
         },
         call=metrics_call,
+        reruns={"cfg": R.section_view("metrics"), "run": R.run_view("sample", "relax")},
     ),
     "dft": Stage(
         inputs=lambda job: {"relaxed": relax_shards(job), "stability": job.layout.stability(job.run, job.point)},
@@ -192,6 +205,7 @@ STAGES: dict[str, Stage] = {
         ),
         local=True,
         kept=lambda job: [job.layout.vasp_dir(job.run, job.point)],
+        reruns={"run": R.run_view("relax", "dft")},
     ),
     "dft_results": Stage(
         inputs=dft_results_inputs,
@@ -207,6 +221,7 @@ STAGES: dict[str, Stage] = {
             energies=inp.get("energies"),
         ),
         local=True,
+        reruns={"cfg": R.hull_view, "run": R.run_view("sample", "relax", "dft")},
     ),
     "transport_screen": Stage(
         inputs=lambda job: {
@@ -225,6 +240,7 @@ STAGES: dict[str, Stage] = {
             workers_for(job.run_section["transport"], job.threads),
         ),
         kept=lambda job: partials_of(job.layout.transport_screen(job.run, job.point)),
+        reruns={"run": R.run_view("sample", "relax", "transport"), "protocol": R.metrics_protocol},
     ),
     "transport_md": Stage(
         inputs=lambda job: {"screen": job.layout.transport_screen(job.run, job.point), "relaxed": relax_shards(job)},
@@ -235,6 +251,7 @@ STAGES: dict[str, Stage] = {
         call=transport_md_call,
         shards=lambda job: job.run_section["transport"]["md"]["shards"],
         kept=lambda job: partials_of(job.layout.transport_md(job.run, job.point, job.shard)),
+        reruns={"run": R.run_view("sample", "relax", "transport")},
     ),
     "transport": Stage(
         inputs=lambda job: {
@@ -247,6 +264,7 @@ STAGES: dict[str, Stage] = {
             job.run_section, inp["screen"], inp["md"], inp["relaxed"], out["transport"]
         ),
         report={"transport": ("Ion transport", "{run} s{point}")},
+        reruns={"run": R.run_view("sample", "relax", "transport")},
     ),
     "predict_sample": Stage(
         inputs=lambda job: {"model": prediction_model_of(job), **training_of(job)},
@@ -264,6 +282,7 @@ STAGES: dict[str, Stage] = {
         ),
         shards=lambda job: 0 if job.job_section["until"] else job.job_section["shards"],
         uses_gpu=True,
+        reruns={"cfg": R.predict_context, "job": R.predict_view},
     ),
     "predict_search": Stage(
         inputs=lambda job: {"model": prediction_model_of(job), **training_of(job)},
@@ -274,6 +293,7 @@ STAGES: dict[str, Stage] = {
         call=predict_search_call,
         uses_gpu=True,
         kept=lambda job: partials_of(job.layout.predict_search_relaxed(job.job)),
+        reruns={"cfg": R.predict_context, "job": R.predict_view},
     ),
     "predict_relax": Stage(
         inputs=lambda job: {"samples": predict_sample_shards(job)},
@@ -288,6 +308,7 @@ STAGES: dict[str, Stage] = {
         ),
         shards=lambda job: 0 if job.job_section["until"] else job.job_section["relax"]["shards"],
         kept=lambda job: partials_of(job.layout.predict_relaxed(job.job, job.shard)),
+        reruns={"job": R.predict_view},
     ),
     "predict_rank": Stage(
         inputs=lambda job: {"samples": predict_sample_shards(job), "relaxed": predict_relax_shards(job)},
@@ -305,6 +326,7 @@ STAGES: dict[str, Stage] = {
             "candidates": ("Structure prediction", "{job}"),
             "phase": ("Structure prediction", "{job}"),
         },
+        reruns={"cfg": R.predict_context, "job": R.predict_view},
     ),
     "predict_dft": Stage(
         inputs=lambda job: {"ranked": job.layout.predict_ranked(job.job), "cifs": job.layout.predict_cifs(job.job)},
@@ -314,6 +336,7 @@ STAGES: dict[str, Stage] = {
         ),
         local=True,
         kept=lambda job: [parent_of(job.layout.predict_vasp_manifest(job.job))],
+        reruns={"job": R.predict_view},
     ),
     "predict_dft_results": Stage(
         inputs=lambda job: {
@@ -325,6 +348,7 @@ STAGES: dict[str, Stage] = {
             inp["manifest"], inp["ranked"], out["dft"], job.job_section["running_minutes"]
         ),
         local=True,
+        reruns={"job": R.predict_view},
     ),
     "predict_report": Stage(
         inputs=lambda job: {
@@ -341,6 +365,7 @@ STAGES: dict[str, Stage] = {
         call=lambda job, inp, out: stage_functions().predict_report(job.job, job.job_section, inp, out),
         local=True,
         report={"plots": ("Structure prediction", "{job}")},
+        reruns={"job": R.predict_view},
     ),
     "metric_table": Stage(
         inputs=table_inputs,
@@ -373,6 +398,7 @@ STAGES: dict[str, Stage] = {
             "table2": ("Paper tables", "Table 2"),
             "plots": ("Plots", "results"),
         },
+        reruns={"cfg": R.section_view("metrics")},
     ),
 }
 

@@ -4,7 +4,6 @@
 # pymatgen: building the DAG loads only the config, the layout and the table.
 from pathlib import Path
 
-from crystalflow_core.config import canonical
 from crystalflow_core.layout import Layout
 from crystalflow_core.points import POINT_PATTERN
 from crystalflow_core.sources import download_path, hull_source, local_source, split_source
@@ -103,46 +102,11 @@ def predict_dft_outputs(wildcards):
 
 
 # ----------------------------------------------------------------------------- params: what a job depends on
-def predict_view(wildcards):
-    return canonical(PREDICT[wildcards.job])
+def stage_params(name):
+    """The rule's params from the stage table: the parts of the config that make its job run again
+    (`Stage.reruns`, crystalflow_core/reruns.py), each a function of the job's wildcards."""
 
+    def param(view):
+        return lambda wildcards: view(Job.from_wildcards(config, name, wildcards))
 
-def predict_cfg(wildcards):
-    """What a prediction job reads beyond its own section: its run (conditions, sampling settings) and the hull."""
-    job = PREDICT[wildcards.job]
-    runs = {job["run"]: RUNS[job["run"]]} if job["run"] else {}
-    return canonical({"runs": runs, **{k: config[k] for k in ("hull", "data_mirror", "download_dir")}})
-
-
-def run_view(*sections):
-    """Params function: only the parts of a run a rule depends on, so that changing a sampling
-    setting reruns sampling and what follows, never training; keys sorted, so that the same settings
-    in another key order rerun nothing."""
-    keep = {"dataset", "task", "conditions", "train_split", "val_split", "test_split", "novelty_splits", *sections}
-
-    def f(wildcards):
-        out = {k: v for k, v in RUNS[wildcards.run].items() if k in keep}
-        if "sample" in out:  # a job's sampling point is its {point} wildcard: adding a point reruns no other
-            out["sample"] = {k: v for k, v in out["sample"].items() if k not in ("steps", "extra")}
-        return canonical(out)
-
-    return f
-
-
-def dataset_view(wildcards):
-    return canonical(
-        {
-            "datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]},
-            "data_mirror": config["data_mirror"],
-            "download_dir": config["download_dir"],
-        }
-    )
-
-
-def hull_view():
-    return canonical({k: config[k] for k in ("hull", "data_mirror", "download_dir")})
-
-
-def section_view(*keys):
-    """Params value: top-level config sections, keys sorted (params are compared by their repr)."""
-    return canonical({k: config[k] for k in keys})
+    return {key: param(view) for key, view in STAGES[name].reruns.items()}

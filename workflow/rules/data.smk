@@ -12,6 +12,6 @@ rule prepare:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
-        cfg=dataset_view,
+        **stage_params("prepare"),
     script:
         "../scripts/stage.py"

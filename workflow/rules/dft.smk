@@ -9,7 +9,7 @@ rule dft:
     conda:
         "../../envs/workflow.yaml"
     params:
-        run=run_view("relax", "dft"),
+        **stage_params("dft"),
     script:
         "../scripts/stage.py"
 
@@ -25,7 +25,6 @@ rule dft_results:
     conda:
         "../../envs/workflow.yaml"
     params:
-        cfg=hull_view(),
-        run=run_view("sample", "relax", "dft"),
+        **stage_params("dft_results"),
     script:
         "../scripts/stage.py"

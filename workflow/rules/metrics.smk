@@ -12,7 +12,7 @@ rule test_fingerprints:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
-        protocol=config["metrics"]["protocol"],  # the reference cells: the CIF's (crystalflow) or Niggli (diffcsp),
+        **stage_params("test_fingerprints"),
     script:
         "../scripts/stage.py"
 
@@ -31,8 +31,7 @@ rule metrics:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
-        cfg=section_view("metrics"),
-        run=run_view("sample", "relax"),
+        **stage_params("metrics"),
     script:
         "../scripts/stage.py"
 

@@ -15,8 +15,7 @@ rule predict_sample:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
-        cfg=predict_cfg,
-        job=predict_view,
+        **stage_params("predict_sample"),
     script:
         "../scripts/stage.py"
 
@@ -35,8 +34,7 @@ rule predict_search:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
-        cfg=predict_cfg,
-        job=predict_view,
+        **stage_params("predict_search"),
     script:
         "../scripts/stage.py"
 
@@ -55,7 +53,7 @@ rule predict_relax:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
-        job=predict_view,
+        **stage_params("predict_relax"),
     script:
         "../scripts/stage.py"
 
@@ -71,8 +69,7 @@ rule predict_rank:
     conda:
         "../../envs/workflow.yaml"
     params:
-        cfg=predict_cfg,
-        job=predict_view,
+        **stage_params("predict_rank"),
     script:
         "../scripts/stage.py"
 
@@ -88,7 +85,7 @@ rule predict_dft:
     conda:
         "../../envs/workflow.yaml"
     params:
-        job=predict_view,
+        **stage_params("predict_dft"),
     script:
         "../scripts/stage.py"
 
@@ -104,7 +101,7 @@ rule predict_dft_results:
     conda:
         "../../envs/workflow.yaml"
     params:
-        job=predict_view,
+        **stage_params("predict_dft_results"),
     script:
         "../scripts/stage.py"
 
@@ -120,7 +117,7 @@ rule predict_report:
     conda:
         "../../envs/workflow.yaml"
     params:
-        job=predict_view,
+        **stage_params("predict_report"),
     script:
         "../scripts/stage.py"
 

@@ -12,7 +12,7 @@ rule relax:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
-        run=run_view("sample", "relax"),
+        **stage_params("relax"),
     script:
         "../scripts/stage.py"
 
@@ -31,7 +31,6 @@ rule stability:
         "../../envs/workflow.yaml"
     threads: lambda wc: config["threads"] if RUNS[wc.run]["relax"]["committee"] else 1  # the second potential
     params:
-        cfg=hull_view(),
-        run=run_view("sample", "relax"),
+        **stage_params("stability"),
     script:
         "../scripts/stage.py"

@@ -8,5 +8,7 @@ rule report:
     localrule: STAGES["report"].local
     conda:
         "../../envs/workflow.yaml"
+    params:
+        **stage_params("report"),
     script:
         "../scripts/stage.py"

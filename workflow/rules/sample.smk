@@ -12,7 +12,7 @@ rule sample:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
-        run=run_view("sample"),
+        **stage_params("sample"),
     script:
         "../scripts/stage.py"
 
@@ -28,6 +28,6 @@ rule gather_samples:
     conda:
         "../../envs/workflow.yaml"
     params:
-        export=lambda wc: RUNS[wc.run]["sample"]["export"],
+        **stage_params("gather_samples"),
     script:
         "../scripts/stage.py"

@@ -16,7 +16,7 @@ rule train:
     resources:
         runtime=CLUSTER["train_runtime_minutes"],
     params:
-        run=run_view("model", "train"),
+        **stage_params("train"),
     script:
         "../scripts/stage.py"
 
@@ -34,7 +34,6 @@ rule import_reference:
     conda:
         "../../envs/workflow.yaml"
     params:
-        init=lambda wc: canonical(RUNS[wc.run]["init"]),
-        config=lambda wc: canonical({"runs": {wc.run: RUNS[wc.run]}, "download_dir": config["download_dir"]}),
+        **stage_params("import_reference"),
     script:
         "../scripts/stage.py"

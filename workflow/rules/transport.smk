@@ -12,8 +12,7 @@ rule transport_screen:
         "../../envs/workflow.yaml"
     threads: config["threads"]
     params:
-        run=run_view("sample", "relax", "transport"),
-        protocol=config["metrics"]["protocol"],  # screened: the valid structures, as the DNG metrics count them,
+        **stage_params("transport_screen"),
     script:
         "../scripts/stage.py"
 
@@ -34,7 +33,7 @@ rule transport_md:
     resources:
         runtime=CLUSTER["md_runtime_minutes"],
     params:
-        run=run_view("sample", "relax", "transport"),
+        **stage_params("transport_md"),
     script:
         "../scripts/stage.py"
 
@@ -50,6 +49,6 @@ rule transport:
     conda:
         "../../envs/workflow.yaml"
     params:
-        run=run_view("sample", "relax", "transport"),
+        **stage_params("transport"),
     script:
         "../scripts/stage.py"
