@@ -88,7 +88,8 @@ def test_a_changed_setting_reruns_the_jobs_that_read_it_and_no_other():
     hull = _changed(setter(("hull", "local_sources"), ["mp_20/val.csv.gz"]))
     assert hull == {"stability", "dft_results", "predict_rank"}  # every E_hull, nothing before it
     assert _changed(setter(("metrics", "metastable_e_hull"), 0.05)) == {"metrics", "report"}
-    assert _changed(setter(("metrics", "protocol"), "diffcsp")) == {"test_fingerprints", "metrics", "transport_screen", "report"}
+    protocol = _changed(setter(("metrics", "protocol"), "diffcsp"))
+    assert protocol == {"test_fingerprints", "metrics", "transport_screen", "report"}
     assert _changed(setter(("predict", "salt", "rank", "tie_mev"), 2.0)) == {"predict_relax", "predict_rank"}
     assert _changed(setter(("datasets", "mp_20", "min_distance"), 0.7)) == {"prepare"}  # the rest: through its files
 
