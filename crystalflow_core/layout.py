@@ -49,59 +49,59 @@ class Layout:
         """Resumable Lightning checkpoints (last.ckpt, best-epoch*.ckpt) and the CSV training log."""
         return f"{self.run_dir(run)}/lightning"
 
-    # sampling and what follows, per number of integration steps
-    def steps_dir(self, run, steps) -> str:
-        return f"{self.run_dir(run)}/s{steps}"
+    # sampling and what follows, per sampling point (s10, sheun_10) or DNG baseline (srandom)
+    def point_dir(self, run, point) -> str:
+        return f"{self.run_dir(run)}/s{point}"
 
-    def sample_shard(self, run, steps, shard) -> str:
-        return f"{self.steps_dir(run, steps)}/samples/shard{shard}.jsonl"
+    def sample_shard(self, run, point, shard) -> str:
+        return f"{self.point_dir(run, point)}/samples/shard{shard}.jsonl"
 
-    def samples(self, run, steps) -> str:
-        return f"{self.steps_dir(run, steps)}/samples.jsonl"
+    def samples(self, run, point) -> str:
+        return f"{self.point_dir(run, point)}/samples.jsonl"
 
-    def sample_export(self, run, steps) -> str:
+    def sample_export(self, run, point) -> str:
         """The gathered samples as CIFs (cif/) and one extxyz, where the run's `sample.export` asks."""
-        return f"{self.steps_dir(run, steps)}/export"
+        return f"{self.point_dir(run, point)}/export"
 
-    def relaxed(self, run, steps, shard) -> str:
-        return f"{self.steps_dir(run, steps)}/relax/shard{shard}.jsonl"
+    def relaxed(self, run, point, shard) -> str:
+        return f"{self.point_dir(run, point)}/relax/shard{shard}.jsonl"
 
-    def stability(self, run, steps) -> str:
-        return f"{self.steps_dir(run, steps)}/stability.csv"
+    def stability(self, run, point) -> str:
+        return f"{self.point_dir(run, point)}/stability.csv"
 
-    def metrics(self, run, steps) -> str:
-        return f"{self.steps_dir(run, steps)}/metrics.csv"
+    def metrics(self, run, point) -> str:
+        return f"{self.point_dir(run, point)}/metrics.csv"
 
-    def targets_metrics(self, run, steps) -> str:
+    def targets_metrics(self, run, point) -> str:
         """Per-condition-target rows of a conditional DNG run (MAE/RMSE before and after relaxation)."""
-        return f"{self.steps_dir(run, steps)}/metrics_targets.csv"
+        return f"{self.point_dir(run, point)}/metrics_targets.csv"
 
-    def transport_dir(self, run, steps) -> str:
+    def transport_dir(self, run, point) -> str:
         """Migration-graph screen, MD shards and trajectories (extxyz) of the ion-transport stage."""
-        return f"{self.steps_dir(run, steps)}/transport"
+        return f"{self.point_dir(run, point)}/transport"
 
-    def transport_screen(self, run, steps) -> str:
-        return f"{self.transport_dir(run, steps)}/screen.csv"
+    def transport_screen(self, run, point) -> str:
+        return f"{self.transport_dir(run, point)}/screen.csv"
 
-    def transport_md(self, run, steps, shard) -> str:
-        return f"{self.transport_dir(run, steps)}/md_shard{shard}.jsonl"
+    def transport_md(self, run, point, shard) -> str:
+        return f"{self.transport_dir(run, point)}/md_shard{shard}.jsonl"
 
-    def trajectories(self, run, steps, shard) -> str:
+    def trajectories(self, run, point, shard) -> str:
         """The MD trajectories (extxyz) of one MD shard."""
-        return f"{self.transport_dir(run, steps)}/trajectories/shard{shard}"
+        return f"{self.transport_dir(run, point)}/trajectories/shard{shard}"
 
-    def transport(self, run, steps) -> str:
-        return f"{self.steps_dir(run, steps)}/transport.csv"
+    def transport(self, run, point) -> str:
+        return f"{self.point_dir(run, point)}/transport.csv"
 
-    def vasp_dir(self, run, steps) -> str:
-        return f"{self.steps_dir(run, steps)}/vasp"
+    def vasp_dir(self, run, point) -> str:
+        return f"{self.point_dir(run, point)}/vasp"
 
-    def vasp_manifest(self, run, steps) -> str:
-        return f"{self.vasp_dir(run, steps)}/manifest.csv"
+    def vasp_manifest(self, run, point) -> str:
+        return f"{self.vasp_dir(run, point)}/manifest.csv"
 
-    def dft_stability(self, run, steps) -> str:
+    def dft_stability(self, run, point) -> str:
         """DFT results read back (VASP folders or supplied energies) beside the CHGNet stability."""
-        return f"{self.steps_dir(run, steps)}/dft_stability.csv"
+        return f"{self.point_dir(run, point)}/dft_stability.csv"
 
     # structure prediction for your own compositions (a `predict` job)
     def predict_dir(self, job) -> str:

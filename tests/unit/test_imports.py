@@ -21,6 +21,7 @@ LAYERS = [
         "safe_load",
         "sources",
         "points",
+        "reruns",
         "compositions",
         "builds",
         "jobs",
