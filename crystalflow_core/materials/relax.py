@@ -302,19 +302,22 @@ class RelaxWorker(PotentialWorker):
                 abandon = (self.abandon["after"], floor + self.abandon["margin"])
             rec = relax_structure(structure, settings, calc=self.calc, initial=pred, abandon=abandon)
             rec["id"] = sid
-            if group is not None and finished(rec) and rec.get("converged"):
-                best[group] = min(best.get(group, math.inf), rec["enthalpy_per_atom"])
+            _count_best(best, group, rec)
             out.append(rec)
         return out
+
+
+def _count_best(best: dict, group, rec: dict) -> None:
+    """A converged, physical relaxation lowers its group's best enthalpy per atom (the abandon rule's floor)."""
+    if group is not None and finished(rec) and rec.get("converged"):
+        best[group] = min(best.get(group, math.inf), rec["enthalpy_per_atom"])
 
 
 def _best_by_group(records: list[dict], group_of: dict) -> dict:
     """group -> the lowest enthalpy per atom of the converged, physical records of its structures."""
     best: dict = {}
     for r in records:
-        g = group_of.get(r["id"])
-        if g is not None and finished(r) and r.get("converged"):
-            best[g] = min(best.get(g, math.inf), r["enthalpy_per_atom"])
+        _count_best(best, group_of.get(r["id"]), r)
     return best
 
 
