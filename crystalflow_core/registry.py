@@ -98,7 +98,7 @@ STAGES: dict[str, Stage] = {
             "rejected": job.layout.rejected(job.dataset, job.split),
         },
         call=lambda job, inp, out: stage_functions().prepare(
-            job.cfg, job.dataset, job.split, out["pt"], out["rejected"], job.threads
+            job.cfg, job.dataset, job.split, out["pt"], out["rejected"], job.threads, csv=inp["csv"]
         ),
         reruns={"cfg": R.dataset_view},
     ),

@@ -59,26 +59,17 @@ def metrics_inputs(job: Job) -> dict:
 
 def metrics_call(job: Job, inp: dict, out: dict) -> None:
     S = stage_functions()
+    common = {"cfg": job.cfg, "run_name": job.run, "run": job.run_section, "samples": inp["samples"]}
+    common |= {"test_pt": inp["test"], "steps": job.point, "out": out["summary"], "workers": job.threads}
     if job.run_section["task"] == "csp":
-        args = (job.cfg, job.run, job.run_section, inp["samples"], inp["test"], job.point, out["summary"], job.threads)
-        S.csp_metrics(*args, relaxed=inp.get("relaxed", []), ckpt=inp.get("model"))
+        S.csp_metrics(**common, relaxed=inp.get("relaxed", []), ckpt=inp.get("model"))
         Path(out["targets"]).write_text("")  # CSP runs have no condition targets
         return
     dft = inp.get("dft")
-    args = (
-        job.cfg,
-        job.run,
-        job.run_section,
-        inp["samples"],
-        inp["test"],
-        inp["fingerprints"],
-        inp.get("stability"),
-        job.point,
-    )
     S.dng_metrics(
-        *args,
-        out["summary"],
-        job.threads,
+        **common,
+        test_fp=inp["fingerprints"],
+        stab_csv=inp.get("stability"),
         ckpt=inp.get("model"),
         targets_out=out["targets"],
         transport_csv=inp.get("transport"),
@@ -99,9 +90,19 @@ def import_inputs(job: Job) -> dict:
 
 
 def import_call(job: Job, inp: dict, out: dict) -> None:
+    """The resolved local files; a checkpoint that is not local yet is the download's path (the stage fetches it)."""
     init = job.run_section["init"]
-    args = (init["reference_checkpoint"], out["ckpt"], init["hparams"], init["scalers"], init["sha256"], init["url"])
-    stage_functions().import_checkpoint(job.cfg, job.run, *args, train_pt=inp["train"])
+    stage_functions().import_checkpoint(
+        job.cfg,
+        job.run,
+        inp.get("reference_checkpoint", init["reference_checkpoint"]),
+        out["ckpt"],
+        hparams=inp.get("hparams"),
+        scalers=inp.get("scalers"),
+        sha256=init["sha256"],
+        url=init["url"],
+        train_pt=inp["train"],
+    )
 
 
 def sample_inputs(job: Job) -> dict:

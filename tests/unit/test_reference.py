@@ -291,7 +291,16 @@ def test_conditional_import_carries_scalers_and_guided_sampling_runs(tmp_path):
     _save_fixture_ckpt(d, ck)
     _write_scalers(sc, {"formation_energy_per_atom": (-1.5, 1.25)})
     train_pt = tmp_path / "val.pt"
-    stages.prepare(cfg, "mp_20", "val", str(train_pt), str(rejected_of(train_pt)), 1)
+    from crystalflow_core.errors import DataError
+    from crystalflow_core.jobs import split_file
+
+    with pytest.raises(DataError, match=r"mp_20/val: input .*elsewhere.csv.gz is not the configured source"):
+        stages.prepare(cfg, "mp_20", "val", str(train_pt), str(rejected_of(train_pt)), 1, csv="elsewhere.csv.gz")
+    assert not train_pt.exists()
+    # the workflow's resolved input (the mirror's copy here), as the stage table passes it
+    stages.prepare(
+        cfg, "mp_20", "val", str(train_pt), str(rejected_of(train_pt)), 1, csv=split_file(cfg, "mp_20", "val")
+    )
     out = tmp_path / "results/runs/eform/model.ckpt"
     with pytest.raises(ValueError, match="prop_scalers"):
         stages.import_checkpoint(cfg, "eform", str(ck), str(out), train_pt=str(train_pt))
