@@ -76,15 +76,26 @@ def resumable(out, key: str):
     side.unlink(missing_ok=True)
 
 
+def _finished(out) -> list[dict]:
+    """The records of an earlier run of a stage (a missing or damaged file holds none)."""
+    try:
+        return read_jsonl(out, tolerate_truncated_tail=True) if Path(out).exists() else []
+    except DamagedFileError:
+        return []
+
+
 def records_current(out, want: dict, field: str, keep_if=None) -> dict:
     """{id: record} of `out` whose `field` equals want[id] (and `keep_if` holds): finished work made from
-    what is asked now, kept beside `resumable`'s partials (a missing or damaged file holds none)."""
-    try:
-        done = read_jsonl(out, tolerate_truncated_tail=True) if Path(out).exists() else []
-    except DamagedFileError:
-        return {}
+    what is asked now, kept beside `resumable`'s partials. The stages' one freshness check, with
+    `records_made_as` for a file that is current only as a whole."""
     ok = keep_if or (lambda r: True)
-    return {r["id"]: r for r in done if r.get("id") in want and r.get(field) == want[r["id"]] and ok(r)}
+    return {r["id"]: r for r in _finished(out) if r.get("id") in want and r.get(field) == want[r["id"]] and ok(r)}
+
+
+def records_made_as(out, key: str) -> bool:
+    """`out` holds records, every one with provenance `key` (a sample shard: current as a whole or rebuilt)."""
+    recs = _finished(out)
+    return bool(recs) and all(r.get("provenance") == key for r in recs)
 
 
 def open_sampler(ckpt: str, threads: int):

@@ -12,7 +12,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from crystalflow_core import __version__
 from crystalflow_core.crystals.crystal import safe_names
 from crystalflow_core.crystals.data import cache_structures, load_cache
-from crystalflow_core.errors import DamagedFileError, StageError
+from crystalflow_core.errors import StageError
 from crystalflow_core.generative.sampling import (
     FlowSampler,
     items_for_run,
@@ -22,7 +22,7 @@ from crystalflow_core.generative.sampling import (
 from crystalflow_core.io import atomic_path, content_key, read_jsonl, sha256_file, write_jsonl_atomic
 from crystalflow_core.jobs import shard_of
 from crystalflow_core.points import point_of
-from crystalflow_core.stages.common import ensure_writable, open_sampler, require
+from crystalflow_core.stages.common import ensure_writable, open_sampler, records_made_as, require
 
 log = logging.getLogger("crystalflow")
 
@@ -125,15 +125,6 @@ def shard_is_current(path, run: dict, ckpt: str, steps: int | str, shard: int, s
     if not Path(path).exists() or not Path(ckpt).exists():
         return False
     return records_made_as(path, sample_provenance(run, sha256_file(ckpt), steps, shard, shards)["key"])
-
-
-def records_made_as(path, key: str) -> bool:
-    """`path` holds records, every one with provenance `key` (a missing or damaged file holds none)."""
-    try:
-        recs = read_jsonl(path) if Path(path).exists() else []
-    except DamagedFileError:
-        return False
-    return bool(recs) and all(r.get("provenance") == key for r in recs)
 
 
 def check_samples_current(recs: list[dict], samples: str, ckpt: str | None, run: dict, run_name: str) -> None:
