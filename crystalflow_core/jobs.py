@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crystalflow_core.layout import Layout
-from crystalflow_core.sources import local_source, split_source
+from crystalflow_core.sources import hull_files, hull_source, local_source, split_source
 
 # a Job's field -> the workflow's wildcard that holds it (the one mapping between the two)
 WILDCARDS = {
@@ -167,3 +167,21 @@ def limit_of(limit: str) -> int | None:
 def partials_of(*outs: str) -> list[str]:
     """The resumable records beside outputs (kept, never Snakemake outputs)."""
     return [f"{o}.partial" for o in outs] + [f"{o}.partial.key" for o in outs]
+
+
+def hull_of(job: Job, optional: bool = False) -> dict:
+    """The hull's files as inputs of a stage that reads the hull (`hull_refs`, `hull`; sources.hull_files).
+    `optional` (a prediction's E_hull, which it reports without where there is no hull): only where each
+    file is there or the `download` rule makes it."""
+    files = hull_files(job.cfg)
+    if optional:
+        src = hull_source(job.cfg)
+        made = {str(local_source(src, job.cfg["data_mirror"], job.cfg["download_dir"]))} if src and src.url else set()
+        if not all(Path(p).exists() or p in made for p in [files["refs"], *files["hull"]]):
+            return {}
+    return {"hull_refs": files["refs"], "hull": files["hull"]}
+
+
+def hull_inputs(inp: dict) -> dict | None:
+    """The hull's files among a stage's inputs by name, as the stages take them (None: none declared)."""
+    return {"refs": inp["hull_refs"], "hull": list(inp["hull"])} if "hull" in inp else None

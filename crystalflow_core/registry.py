@@ -29,6 +29,8 @@ from crystalflow_core.config import (
 from crystalflow_core.jobs import (
     Folder,
     Job,
+    hull_inputs,
+    hull_of,
     limit_of,
     md_shards,
     novelty_of,
@@ -174,6 +176,7 @@ STAGES: dict[str, Stage] = {
             "samples": job.layout.samples(job.run, job.point),
             "relaxed": relax_shards(job),
             "novelty": novelty_of(job),
+            **hull_of(job),
         },
         outputs=lambda job: {"stability": job.layout.stability(job.run, job.point)},
         call=lambda job, inp, out: stage_functions().stability(
@@ -184,6 +187,7 @@ STAGES: dict[str, Stage] = {
             inp["novelty"],
             out["stability"],
             workers_for(job.run_section["relax"], job.threads),
+            hull_inputs=hull_inputs(inp),
         ),
         report={"stability": ("Stability", "{run} s{point}")},
         reruns={"cfg": R.hull_view, "run": R.run_view("sample", "relax")},
@@ -219,6 +223,7 @@ STAGES: dict[str, Stage] = {
             inp["novelty"],
             out["dft"],
             energies=inp.get("energies"),
+            hull_inputs=hull_inputs(inp),
         ),
         local=True,
         reruns={"cfg": R.hull_view, "run": R.run_view("sample", "relax", "dft")},
@@ -311,7 +316,11 @@ STAGES: dict[str, Stage] = {
         reruns={"job": R.predict_view},
     ),
     "predict_rank": Stage(
-        inputs=lambda job: {"samples": predict_sample_shards(job), "relaxed": predict_relax_shards(job)},
+        inputs=lambda job: {
+            "samples": predict_sample_shards(job),
+            "relaxed": predict_relax_shards(job),
+            **hull_of(job, optional=True),
+        },
         outputs=lambda job: {
             "candidates": job.layout.predict_candidates(job.job),
             "ranked": job.layout.predict_ranked(job.job),

@@ -112,3 +112,19 @@ def elemental_refs_path(cfg: dict) -> Path:
     """The elemental reference energies of the hull (MP's, in the data mirror; the working folder when
     no mirror is set)."""
     return Path(cfg["data_mirror"] or ".") / cfg["hull"]["elemental_refs"]
+
+
+def hull_paths(cfg: dict) -> list[str]:
+    """The files the run's hull is built from: the Matbench Discovery PPD (the mirror's copy or where the
+    download rule puts it, or `matbench_path`), or the local hull's CSVs in the mirror."""
+    h = cfg["hull"]
+    if h["source"] == "matbench":
+        src = hull_source(cfg)
+        return [str(local_source(src, cfg["data_mirror"], cfg["download_dir"])) if src else h["matbench_path"]]
+    return [str(Path(cfg["data_mirror"] or ".") / p) for p in h["local_sources"]]
+
+
+def hull_files(cfg: dict) -> dict:
+    """Every file of the run's hull, as a stage declares them: {"refs": the elemental references, "hull":
+    hull_paths}."""
+    return {"refs": str(elemental_refs_path(cfg)), "hull": hull_paths(cfg)}

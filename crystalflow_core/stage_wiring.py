@@ -25,6 +25,8 @@ from crystalflow_core.config import (
 from crystalflow_core.jobs import (
     Job,
     fingerprints_of,
+    hull_inputs,
+    hull_of,
     novelty_of,
     relax_shards,
     split_of,
@@ -133,6 +135,7 @@ def dft_results_inputs(job: Job) -> dict:
         "relaxed": relax_shards(job),
         "stability": L.stability(job.run, job.point),
         "novelty": novelty_of(job),
+        **hull_of(job),
     }
     if job.run_section["dft"]["energies"]:
         inp["energies"] = job.run_section["dft"]["energies"]
@@ -194,6 +197,7 @@ def predict_rank_call(job: Job, inp: dict, out: dict) -> None:
         inp["relaxed"],
         {**out, "refined": job.layout.predict_refined(job.job)},  # kept (the table record's `kept`)
         workers_for(job.job_section["relax"], job.threads),
+        hull_inputs=hull_inputs(inp),
     )
 
 

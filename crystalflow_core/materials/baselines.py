@@ -24,7 +24,7 @@ import numpy as np
 from crystalflow_core.materials.prediction.assignments import element_counts
 from crystalflow_core.materials.prediction.candidates import candidate_record
 from crystalflow_core.materials.prediction.generators import (
-    _oxidation,
+    oxidation_guess,
     random_structure,
     substituted,
     substitution_label,
@@ -71,7 +71,7 @@ class Substitutions:
 
     def oxidation(self, j: int, structure) -> dict | None:
         if j not in self._ox:
-            self._ox[j] = _oxidation(element_counts(structure.atomic_numbers))
+            self._ox[j] = oxidation_guess(element_counts(structure.atomic_numbers))
         return self._ox[j]
 
     def draw(self, counts: dict, ox: dict, rng) -> dict | None:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from crystalflow_core.safe_load import load_pickle
-from crystalflow_core.sources import hull_source, resolve_source
+from crystalflow_core.sources import hull_files, hull_paths, hull_source, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -272,12 +272,21 @@ def hull_columns(structure, corrected_total: float, refs: dict, hull) -> dict:
 
 
 # ----------------------------------------------------------------------------- the run's hull
-def build_hull(cfg: dict):
-    """The hull of a validated config: the Matbench Discovery PPD or the local one from `local_sources`."""
+def build_hull(cfg: dict, files: list[str] | None = None):
+    """The hull of a validated config: the Matbench Discovery PPD or the local one from `local_sources`;
+    `files`: those the stage declared (`hull_paths(cfg)`, the default)."""
     h = cfg["hull"]
-    mirror = Path(cfg["data_mirror"] or ".")
+    files = hull_paths(cfg) if files is None else files
     if h["source"] == "matbench":
-        src = hull_source(cfg)
-        path = resolve_source(src, str(mirror), cfg["download_dir"]) if src else h["matbench_path"]
+        src = hull_source(cfg)  # the mirror's copy is checked against its checksum here (a download: at download)
+        path = resolve_source(src, cfg["data_mirror"], cfg["download_dir"]) if src else h["matbench_path"]
+        if Path(path).resolve() not in {Path(f).resolve() for f in files}:
+            raise ValueError(f"hull: {path} is not among the stage's inputs {files}")
         return MatbenchHull(path)
-    return LocalHull.from_csvs([mirror / p for p in h["local_sources"]])
+    return LocalHull.from_csvs(files)
+
+
+def open_hull(cfg: dict, files: dict | None = None) -> tuple[dict, object]:
+    """(elemental references, hull) of the run from the files a stage declared (`hull_files`; the default)."""
+    files = files or hull_files(cfg)
+    return load_elemental_refs(files["refs"]), build_hull(cfg, files["hull"])

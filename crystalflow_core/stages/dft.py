@@ -38,6 +38,7 @@ def dft_results(
     novelty_pts: list[str],
     out: str,
     energies: str | None = None,
+    hull_inputs: dict | None = None,
 ):
     """dft_stability.csv from the VASP folders listed in `manifest` or, with `energies` (extxyz/CSV),
     from energies computed elsewhere (ids of the relaxed samples; without a structure the CHGNet-relaxed
@@ -48,8 +49,7 @@ def dft_results(
     from crystalflow_core.errors import StageError
     from crystalflow_core.evaluation.dft_summary import dft_stability_table
     from crystalflow_core.materials.dft_outputs import read_energies, read_job, supplied_jobs
-    from crystalflow_core.materials.hull import build_hull, load_elemental_refs
-    from crystalflow_core.sources import elemental_refs_path
+    from crystalflow_core.materials.hull import open_hull
 
     require(manifest, stab_csv, *relaxed, *novelty_pts, *([energies] if energies else []))
     ensure_writable(out)
@@ -73,8 +73,8 @@ def dft_results(
             if rec["status"] == "foreign":
                 log.warning("%s: %s", base / m["folder"], rec["reason"])
             jobs.append({"id": m["id"], "rec": rec, "entry": entry, "structure": None})
-    refs = load_elemental_refs(elemental_refs_path(cfg))
+    refs, hull = open_hull(cfg, hull_inputs)  # the files the stage declared (hull_files)
     novelty = [s for p in novelty_pts for s in cache_structures(load_cache(p))]
-    df = dft_stability_table(jobs, pd.read_csv(stab_csv, dtype={"id": str}), rel, refs, build_hull(cfg), novelty)
+    df = dft_stability_table(jobs, pd.read_csv(stab_csv, dtype={"id": str}), rel, refs, hull, novelty)
     write_csv_atomic(df, out)
     log.info("DFT results: %s", ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "no jobs")

@@ -372,10 +372,19 @@ def _refined(job: dict, cands, ranked, finals: dict, cache: str, workers: int) -
     return apply_refinement(cands, ranked, finals, done, job)
 
 
-def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: list[str], out: dict, workers: int = 1):
+def predict_rank(  # noqa: PLR0913  (the job, its inputs and outputs, its workers)
+    cfg: dict,
+    name: str,
+    job: dict,
+    samples: list[str],
+    relaxed: list[str],
+    out: dict,
+    workers: int = 1,
+    hull_inputs: dict | None = None,
+):
     """Per candidate and per distinct polymorph; CIFs of the `top_n` ranks; every relaxed candidate in one
     extxyz. `out`: the stage's outputs by name (candidates, ranked, cif, extxyz, phase) and `refined`, the
-    refinements kept across reruns (Layout.predict_refined)."""
+    refinements kept across reruns (Layout.predict_refined); `hull_inputs`: the hull's files the stage declared."""
     candidates_out, ranked_out, cif_dir, extxyz_out, phase_out = (
         out[k] for k in ("candidates", "ranked", "cif", "extxyz", "phase")
     )
@@ -388,7 +397,7 @@ def predict_rank(cfg: dict, name: str, job: dict, samples: list[str], relaxed: l
     if job["rank"]["refine_top"] and len(ranked):
         cands, ranked = _refined(job, cands, ranked, finals, out["refined"], workers)
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
-        ranked = with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel})
+        ranked = with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel}, hull_inputs)
     calc = PotentialWorker(job["relax"]["model"]).calc if len(ranked) else None
     ranked = committee_rerank(job, ranked, finals, name, workers)  # and the order by rank.by
     ranked = write_symmetrised_cifs(job, ranked, finals, Path(cif_dir), calc)

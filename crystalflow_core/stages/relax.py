@@ -13,10 +13,9 @@ from crystalflow_core.evaluation.stability import check_relaxations_belong, stab
 from crystalflow_core.generative.sampling import record_to_structure
 from crystalflow_core.io import content_key, read_jsonl, write_csv_atomic, write_jsonl_atomic
 from crystalflow_core.jobs import shard_of
-from crystalflow_core.materials.hull import build_hull, load_elemental_refs
+from crystalflow_core.materials.hull import open_hull
 from crystalflow_core.materials.relax import RelaxSettings, finished, relax_many, relaxed_structure
 from crystalflow_core.materials.second_opinion import second_opinion
-from crystalflow_core.sources import elemental_refs_path
 from crystalflow_core.stages.common import ensure_writable, require, resumable
 
 log = logging.getLogger("crystalflow")
@@ -63,7 +62,14 @@ def relax_records(  # noqa: PLR0913
 
 
 def stability(  # noqa: PLR0913  (the run's inputs, its output and its workers)
-    cfg: dict, run: dict, samples: str, relaxed: list[str], novelty_pts: list[str], out: str, workers: int
+    cfg: dict,
+    run: dict,
+    samples: str,
+    relaxed: list[str],
+    novelty_pts: list[str],
+    out: str,
+    workers: int,
+    hull_inputs: dict | None = None,
 ):
     """Per-structure table: formation energies (before/after relaxation), E_hull, unique, new; with a
     committee (`relax.committee`), the second potential's E_hull beside it, the spread and the flags."""
@@ -72,9 +78,8 @@ def stability(  # noqa: PLR0913  (the run's inputs, its output and its workers)
     samples_by_id = {r["id"]: r for r in read_jsonl(samples)}
     rel = [r for p in relaxed for r in read_jsonl(p)]
     check_relaxations_belong(samples_by_id, rel, samples)
-    refs = load_elemental_refs(elemental_refs_path(cfg))
+    refs, hull = open_hull(cfg, hull_inputs)  # the files the stage declared (hull_files)
     novelty = [s for p in novelty_pts for s in cache_structures(load_cache(p))]
-    hull = build_hull(cfg)
     df = stability_table(samples_by_id, rel, refs, hull, novelty)
     committee = run["relax"]["committee"]
     if committee:

@@ -191,6 +191,8 @@ def test_matbench_hull_download_path(tmp_path):
         }
         hull = build_hull(cfg)
         assert (tmp_path / "dl/hull/2023-02-07-ppd-mp.pkl.gz").exists()
+        with pytest.raises(ValueError, match="not among the stage's inputs"):  # another file declared
+            build_hull(cfg, [str(tmp_path / "elsewhere.pkl.gz")])
         assert hull.e_above_hull_total(entries[2]) == pytest.approx(0.0, abs=1e-9)
         above = PDEntry(Composition("Li2O"), -14.3 + 3 * 0.25)  # 0.25 eV/atom above the hull
         assert hull.e_above_hull_total(above) == pytest.approx(0.25, abs=1e-9)
@@ -210,6 +212,41 @@ def test_matbench_hull_download_path(tmp_path):
             build_hull(cfg)
     finally:
         server.shutdown()
+
+
+def test_the_hull_is_built_from_the_files_the_stage_declared(tmp_path):
+    """A stage reads the hull's declared files (jobs.hull_of), not the config's copy of their paths; a
+    prediction declares them only where they exist (it ranks without E_hull otherwise)."""
+    from types import SimpleNamespace
+
+    from pymatgen.core import Composition
+
+    from crystalflow_core.jobs import hull_inputs, hull_of
+    from crystalflow_core.materials.hull import build_hull
+
+    mirror = tmp_path / "mirror"
+    (mirror / "a").mkdir(parents=True)
+    pd.DataFrame({"formula": ["LiO", "Li2O"], "formation_energy_per_atom": [-0.5, -2.0]}).to_csv(
+        mirror / "a/one.csv", index=False
+    )
+    pd.DataFrame({"formula": ["Li2O"], "formation_energy_per_atom": [-1.0]}).to_csv(mirror / "a/two.csv", index=False)
+    hull = {"source": "local", "local_sources": ["a/one.csv", "a/two.csv"], "elemental_refs": "hull/refs.json.gz"}
+    cfg = {"data_mirror": str(mirror), "download_dir": str(tmp_path / "dl"), "hull": hull}
+    files = sources.hull_files(cfg)
+    assert files["hull"] == [str(mirror / "a/one.csv"), str(mirror / "a/two.csv")]
+    assert files["refs"] == str(mirror / hull["elemental_refs"])
+    # Li2O at -1.0 eV/atom: on the hull of two.csv alone, 1.0 above it with one.csv's -2.0 declared too
+    both, only_two = build_hull(cfg), build_hull(cfg, [str(mirror / "a/two.csv")])
+    assert len(both) == 3 and len(only_two) == 1
+    assert only_two.e_above_hull(Composition("Li2O"), -1.0) == pytest.approx(0.0, abs=1e-9)
+    assert both.e_above_hull(Composition("Li2O"), -1.0) == pytest.approx(1.0, abs=1e-9)
+    job = SimpleNamespace(cfg=cfg)
+    assert hull_of(job) == {"hull_refs": files["refs"], "hull": files["hull"]}  # the stability stage: always
+    assert hull_of(job, optional=True) == {}  # no elemental references in this mirror: a prediction goes without
+    (mirror / hull["elemental_refs"]).parent.mkdir(parents=True)
+    (mirror / hull["elemental_refs"]).write_bytes(b"")
+    assert hull_of(job, optional=True) == hull_of(job)
+    assert hull_inputs(hull_of(job)) == files and hull_inputs({}) is None
 
 
 def test_physically_meaningless_cells_are_rejected_with_the_reason(tmp_path, nacl):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from crystalflow_core.layout import Layout
 from crystalflow_core.points import POINT_PATTERN
-from crystalflow_core.sources import download_path, hull_source, local_source, split_source
+from crystalflow_core.sources import download_path, hull_source, split_source
 from crystalflow_core.builds import all_targets, predict_targets
 from crystalflow_core.registry import STAGES, Folder, Job, caption_file
 
@@ -31,12 +31,6 @@ def _downloads():
 
 
 DOWNLOADS = _downloads()
-
-
-def hull_file():
-    """The Matbench Discovery hull file where the hull needs one (from the mirror or the download rule)."""
-    src = hull_source(config)
-    return [str(local_source(src, config["data_mirror"], config["download_dir"]))] if src else []
 
 
 def runs_pattern(names):

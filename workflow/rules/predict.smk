@@ -60,7 +60,7 @@ rule predict_relax:
 
 rule predict_rank:
     input:
-        unpack(stage_inputs("predict_rank", hull=hull_file())),
+        unpack(stage_inputs("predict_rank")),
     output:
         **stage_outputs("predict_rank"),
     log:

@@ -19,7 +19,7 @@ rule relax:
 
 rule stability:
     input:
-        unpack(stage_inputs("stability", hull=hull_file())),
+        unpack(stage_inputs("stability")),
     output:
         **stage_outputs("stability"),
     log:

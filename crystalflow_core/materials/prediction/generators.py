@@ -81,7 +81,7 @@ def prototype_library(structures: list, ids: list[str]) -> dict:
     return dict(lib)
 
 
-def _oxidation(counts: dict) -> dict | None:
+def oxidation_guess(counts: dict) -> dict | None:
     from pymatgen.core import Composition
 
     try:
@@ -116,13 +116,13 @@ def substitutions(counts: dict, library: dict, limit: int) -> list[tuple[float, 
 
     sp = SubstitutionProbability()
     own = Composition(counts).reduced_composition
-    ox_new = _oxidation(counts)
+    ox_new = oxidation_guess(counts)
     out = []
     for pid, s in library.get((anonymous(counts), sum(counts.values())), []):
         if s.composition.reduced_composition == own:
             continue  # the composition's own structure: that would be lookup, not prediction
         old = element_counts(s.atomic_numbers)
-        ox_old = _oxidation(old)
+        ox_old = oxidation_guess(old)
         for mapping in equal_count_maps(old, counts, MAX_MAPPINGS):
             score = math.prod(_pair_score(sp, new, o, ox_new, ox_old) for o, new in mapping.items())
             out.append((score, pid, mapping))

@@ -272,13 +272,14 @@ def committee_rerank(job: dict, ranked: pd.DataFrame, finals: dict, name: str, w
     return order_by(ranked, ranking_basis(job), committee[1], job["rank"]["tie_mev"])
 
 
-def with_e_hull(cfg: dict, ranked: pd.DataFrame, finals: dict, scales: dict) -> pd.DataFrame:
-    from crystalflow_core.materials.hull import build_hull, load_elemental_refs
-    from crystalflow_core.sources import elemental_refs_path
+def with_e_hull(
+    cfg: dict, ranked: pd.DataFrame, finals: dict, scales: dict, hull_inputs: dict | None = None
+) -> pd.DataFrame:
+    """E_hull at 0 GPa on the run's hull (`hull_inputs`: its files as the stage declared them, `hull_files`)."""
+    from crystalflow_core.materials.hull import open_hull
 
     try:
-        refs = load_elemental_refs(elemental_refs_path(cfg))
-        hull = build_hull(cfg)
+        refs, hull = open_hull(cfg, hull_inputs)
     except Exception as exc:  # no hull here: the ranking stands without E_hull
         log.warning("no hull for E_hull (%s: %s)", type(exc).__name__, exc)
         return ranked.assign(e_hull_reason=f"no hull ({type(exc).__name__})")
