@@ -403,5 +403,13 @@ def train(run: dict, train_path, val_path, out_ckpt, workdir) -> Path:
         for stale in workdir.glob("best-epoch*.ckpt"):
             if best and stale.resolve() != Path(best).resolve():
                 stale.unlink()
-    log.info("trained %d epochs -> %s", trainer.current_epoch, out_ckpt)
+    log.info("trained %d epochs (%d optimizer steps) -> %s", trainer.current_epoch, trainer.global_step, out_ckpt)
+    if tcfg.max_minutes and trainer.current_epoch < tcfg.max_epochs:
+        log.warning(
+            "the %g-minute cap ended training after %d of %d epochs: a model trained for minutes learns as much "
+            "as the machine computes in them (a busy machine or a slower CPU trains fewer steps)",
+            tcfg.max_minutes,
+            trainer.current_epoch,
+            tcfg.max_epochs,
+        )
     return out_ckpt
