@@ -176,7 +176,7 @@ def hull_of(job: Job, optional: bool = False) -> dict:
     files = hull_files(job.cfg)
     if optional:
         src = hull_source(job.cfg)
-        made = {str(local_source(src, job.cfg["data_mirror"], job.cfg["download_dir"]))} if src and src.url else set()
+        made = set(files["hull"]) if src and src.url else set()  # the Matbench file, where it is downloaded
         if not all(Path(p).exists() or p in made for p in [files["refs"], *files["hull"]]):
             return {}
     return {"hull_refs": files["refs"], "hull": files["hull"]}

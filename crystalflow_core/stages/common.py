@@ -76,10 +76,11 @@ def resumable(out, key: str):
     side.unlink(missing_ok=True)
 
 
-def _finished(out) -> list[dict]:
-    """The records of an earlier run of a stage (a missing or damaged file holds none)."""
+def _finished(out, whole: bool = False) -> list[dict]:
+    """The records of an earlier run of a stage (a missing or damaged file holds none; `whole`: a truncated
+    last line damages the file too, else it loses only that record)."""
     try:
-        return read_jsonl(out, tolerate_truncated_tail=True) if Path(out).exists() else []
+        return read_jsonl(out, tolerate_truncated_tail=not whole) if Path(out).exists() else []
     except DamagedFileError:
         return []
 
@@ -94,7 +95,7 @@ def records_current(out, want: dict, field: str, keep_if=None) -> dict:
 
 def records_made_as(out, key: str) -> bool:
     """`out` holds records, every one with provenance `key` (a sample shard: current as a whole or rebuilt)."""
-    recs = _finished(out)
+    recs = _finished(out, whole=True)
     return bool(recs) and all(r.get("provenance") == key for r in recs)
 
 

@@ -38,3 +38,5 @@ def test_a_shard_is_current_only_when_every_record_has_the_key(tmp_path):
     assert records_made_as(shard, "k")
     _write(shard, [{"id": "0", "provenance": "k"}, {"id": "1", "provenance": "other"}])
     assert not records_made_as(shard, "k")
+    _write(shard, [{"id": "0", "provenance": "k"}], tail='{"id": "1", "prov')  # cut mid-write: rebuilt whole
+    assert not records_made_as(shard, "k")
