@@ -25,7 +25,7 @@ with 95 % Wilson intervals (asserts nothing):
 
   python benchmarks/predict.py --config config/quick.yaml --run mp20_csp [--compositions 40] [-n 20]
       [--seed 0] [--modes given blind] [--generators model random prototype mixture] [--steps 10]
-      [--results results] [--rankings strict refined committee]
+      [--results results] [--rankings strict refined committee] [--work DIR]
 """
 
 from __future__ import annotations
@@ -199,6 +199,12 @@ def main():
     ap.add_argument("--fmax", type=float, default=0.1)
     ap.add_argument("--relax-steps", type=int, default=300)
     ap.add_argument("--rankings", nargs="+", default=list(RANKINGS), choices=list(RANKINGS))
+    ap.add_argument(
+        "--work",
+        default=None,
+        help="folder for the searches ({mode}/{generator}/...); a rerun with the same folder and settings resumes "
+        "(finished samples and relaxations are kept by the stages). Default: a new temporary folder",
+    )
     a = ap.parse_args()
     header(
         f"structure prediction as a search: {a.compositions} MP-20 test compositions drawn with seed {a.seed}, "
@@ -235,7 +241,9 @@ def main():
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for mode in a.modes:
-        work = Path(tempfile.mkdtemp(prefix=f"predict_bench_{mode}_"))
+        work = Path(a.work) / mode if a.work else Path(tempfile.mkdtemp(prefix=f"predict_bench_{mode}_"))
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"# {mode}: searches in {work}", flush=True)
         table = work / "compositions.csv"
         with open(table, "w", newline="") as fh:
             w = csv.writer(fh)
