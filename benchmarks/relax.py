@@ -131,9 +131,9 @@ PREDICTION_VARIANTS = {
 
 
 def prediction_candidates(a, work: Path):
-    """(cfg, job, targets, samples path): the job's candidates (--formula/-n: one composition's) sampled once."""
+    """(cfg, job, searches, samples path): the job's candidates (--formula/-n: one composition's) sampled once."""
     from crystalflow_core import config as cfgmod
-    from crystalflow_core.compositions import job_targets
+    from crystalflow_core.compositions import job_searches
     from crystalflow_core.generative.sampling import FlowSampler
     from crystalflow_core.layout import Layout
     from crystalflow_core.materials.prediction.search import model_size_cap
@@ -162,16 +162,16 @@ def prediction_candidates(a, work: Path):
     t0 = time.perf_counter()
     predict_sample(cfg, a.prediction, job, model, 0, 1, samples, training=training)
     print(f"# sampled the candidates in {time.perf_counter() - t0:.0f} s")
-    targets = job_targets(cfg, a.prediction, job, largest=model_size_cap(FlowSampler.from_checkpoint(model)))
-    return cfg, job, targets, samples
+    searches = job_searches(cfg, a.prediction, job, largest=model_size_cap(FlowSampler.from_checkpoint(model)))
+    return cfg, job, searches, samples
 
 
-def ranked_polymorphs(job, targets, samples: str, relaxed: str):
+def ranked_polymorphs(job, searches, samples: str, relaxed: str):
     from crystalflow_core.io import read_jsonl
     from crystalflow_core.materials.prediction.candidates import candidate_table
     from crystalflow_core.materials.prediction.ranking import rank_polymorphs
 
-    cands, finals = candidate_table(targets, read_jsonl(samples), read_jsonl(relaxed), job["symprec"])
+    cands, finals = candidate_table(searches, read_jsonl(samples), read_jsonl(relaxed), job["symprec"])
     return rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], job["rank"]["tie_mev"])
 
 
@@ -182,10 +182,10 @@ def prediction_variants(a) -> None:
     from crystalflow_core.stages import predict_relax
 
     work = Path(tempfile.mkdtemp(prefix="relax_bench_"))
-    cfg, job, targets, samples = prediction_candidates(a, work)
+    cfg, job, searches, samples = prediction_candidates(a, work)
     n = len(read_jsonl(samples))
     print(
-        f"# {n} candidates of predict job {a.prediction} ({', '.join(sorted({t.group for t in targets}))}), "
+        f"# {n} candidates of predict job {a.prediction} ({', '.join(sorted({t.group for t in searches}))}), "
         f"generators {job['generators']}, fmax {job['relax']['fmax']}, <= {job['relax']['steps']} steps, "
         f"{a.workers} workers; abandon {job['abandon']}, twins {job['twins']}"
     )
@@ -208,7 +208,7 @@ def prediction_variants(a) -> None:
         predict_relax(vjob, [samples], 0, 1, out, a.workers)
         took = time.perf_counter() - t0
         recs = read_jsonl(out)
-        cands, ranked = ranked_polymorphs(vjob, targets, samples, out)
+        cands, ranked = ranked_polymorphs(vjob, searches, samples, out)
         calls = sum(r.get("force_calls", 0) for r in recs) / max(1, len(recs))
         conv = sum(bool(r.get("converged")) for r in recs)
         aband = sum(bool(r.get("abandoned")) for r in recs)

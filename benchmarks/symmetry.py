@@ -100,7 +100,7 @@ def main():
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--out", default="/tmp/crystalflow_symmetry")
     a = ap.parse_args()
-    from crystalflow_core.compositions import Target
+    from crystalflow_core.compositions import Search
     from crystalflow_core.crystals.data import cache_structures
     from crystalflow_core.generative.sampling import csp_items
     from crystalflow_core.materials.prediction.assignments import template_library, with_assignments
@@ -128,10 +128,10 @@ def main():
         s = gts[j]
         comp = s.composition
         z = int(round(comp.num_atoms / comp.reduced_composition.num_atoms))
-        t = Target(f"t{j}", comp.reduced_formula, z, tuple(site.specie.Z for site in s), 0.0)
+        t = Search(f"t{j}", comp.reduced_formula, z, tuple(site.specie.Z for site in s), 0.0)
         mine = [it for it in plain_items if it["target_index"] == j]
         placed = with_assignments(
-            [{**it, "target": t.key} for it in mine], [t], {"spacegroups": [], "symmetry": "auto"}, library, "bench"
+            [{**it, "search": t.key} for it in mine], [t], {"spacegroups": [], "symmetry": "auto"}, library, "bench"
         )
         n_p1 += placed[0]["spacegroup_generated"] == 1 and placed[0]["assignment"].startswith("P1")
         auto += placed

@@ -1,4 +1,4 @@
 """CrystalFlow core: flow-matching crystal generation (generative), crystals and data (crystals), materials
 physics (materials), evaluation, the workflow's stages and the command line."""
 
-__version__ = "0.10.0"  # 0.10: DNG baselines, refinements kept, twins carried across a search
+__version__ = "0.11.0"  # 0.11: one word for each meaning of "targets" (build, condition_values, searches)

@@ -1,39 +1,35 @@
-"""What the workflow builds: the files of Snakemake's target rules (`all`, `predict`), the runs a config targets
+"""What the workflow builds: the files of Snakemake's target rules (`all`, `predict`), the runs a config builds
 and the tables they fill. Torch-free (the Snakefile imports it to build its DAG)."""
 
 from __future__ import annotations
 
-from crystalflow_core.config import dataset_tag, stability_relax, transport_screen
+from crystalflow_core.config import dataset_tag, runs_to_build, stability_relax, transport_screen
 from crystalflow_core.layout import Layout
 from crystalflow_core.points import metric_points, sampling_points
 
 
-def target_runs(cfg: dict) -> list[str]:
-    return cfg["targets"] or list(cfg["runs"])
-
-
 def _per_point(cfg: dict, path, keep=lambda r: True, points=sampling_points) -> list[str]:
-    """`path` of every targeted run (where `keep`) at each of its `points` (the model's sampling points; with
+    """`path` of every run built (where `keep`) at each of its `points` (the model's sampling points; with
     metric_points also the DNG baselines)."""
     runs = cfg["runs"]
-    return [path(r, s) for r in target_runs(cfg) if keep(runs[r]) for s in points(runs[r])]
+    return [path(r, s) for r in runs_to_build(cfg) if keep(runs[r]) for s in points(runs[r])]
 
 
 def table_runs(cfg: dict, tag: str, task: str) -> list[str]:
     runs = cfg["runs"]
-    return [r for r in target_runs(cfg) if dataset_tag(runs[r]["dataset"]) == tag and runs[r]["task"] == task]
+    return [r for r in runs_to_build(cfg) if dataset_tag(runs[r]["dataset"]) == tag and runs[r]["task"] == task]
 
 
 def metric_tables(cfg: dict) -> list[str]:
     runs, L = cfg["runs"], Layout(cfg["results"])
-    pairs = sorted({(dataset_tag(runs[r]["dataset"]), runs[r]["task"]) for r in target_runs(cfg)})
+    pairs = sorted({(dataset_tag(runs[r]["dataset"]), runs[r]["task"]) for r in runs_to_build(cfg)})
     return [L.table(tag, task) for tag, task in pairs]
 
 
-def targets_tables(cfg: dict) -> list[str]:
+def conditions_tables(cfg: dict) -> list[str]:
     runs, L = cfg["runs"], Layout(cfg["results"])
     return sorted(
-        {L.targets_table(dataset_tag(runs[r]["dataset"])) for r in target_runs(cfg) if runs[r]["task"] == "dng"}
+        {L.conditions_table(dataset_tag(runs[r]["dataset"])) for r in runs_to_build(cfg) if runs[r]["task"] == "dng"}
     )
 
 
@@ -47,7 +43,7 @@ def stability_relaxations(cfg: dict) -> list[str]:
     runs, L = cfg["runs"], Layout(cfg["results"])
     return [
         L.relaxed(r, s, i)
-        for r in target_runs(cfg)
+        for r in runs_to_build(cfg)
         if stability_relax(runs[r])
         for s in metric_points(runs[r])
         for i in range(runs[r]["relax"]["shards"])

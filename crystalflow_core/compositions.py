@@ -18,7 +18,7 @@ MAX_Z = 100  # the reference code's MAX_ATOMIC_NUM: CSP embeds Z - 1 in a table 
 
 
 @dataclass(frozen=True)
-class Target:
+class Search:
     """One composition at one cell size and one pressure."""
 
     key: str  # SiO2_z3_p0: unique within the job, safe as a file name
@@ -93,7 +93,7 @@ def plain_formula(comp) -> str:
     return re.sub(r"(?<=[A-Za-z])1(?![0-9])", "", comp.formula.replace(" ", ""))
 
 
-def _target(comp, z: int | None, atoms: int | None, pressure: float, job: dict, where: str) -> Target:
+def _search(comp, z: int | None, atoms: int | None, pressure: float, job: dict, where: str) -> Search:
     reduced, formula, _ = formula_unit(comp)
     per_unit = int(round(reduced.num_atoms))
     if atoms is not None:
@@ -104,7 +104,7 @@ def _target(comp, z: int | None, atoms: int | None, pressure: float, job: dict, 
     if n > job["max_atoms"]:
         raise ConfigError(f"{where}: {formula} with z = {z} has {n} atoms, above max_atoms ({job['max_atoms']})")
     species = tuple(int(el.Z) for el, amt in sorted(reduced.items(), key=lambda x: x[0].Z) for _ in range(int(amt) * z))
-    return Target(f"{formula}_z{z}_p{pressure:g}", formula, int(z), species, float(pressure))
+    return Search(f"{formula}_z{z}_p{pressure:g}", formula, int(z), species, float(pressure))
 
 
 # the columns of a compositions CSV (one name per quantity, as in every table of the project)
@@ -158,7 +158,7 @@ def model_conditions(cfg: dict, job: dict) -> list[str] | None:
     return list(cfg["runs"][job["run"]]["conditions"]) if job.get("run") else None
 
 
-def check_model_conditions(conditions: list[str], name: str, targets: list[Target]) -> None:
+def check_model_conditions(conditions: list[str], name: str, searches: list[Search]) -> None:
     """A prediction model is an unconditional CSP model or one conditioned on pressure only. An
     unconditional model predicts at any pressure too: its candidates are relaxed at the pressure (the
     standard way of every generator that does not know pressure); the report says so."""
@@ -181,8 +181,8 @@ def _z_values(e: dict, job: dict, per_unit: int, cap: int) -> list:
     return [(z, None) for z in _as_list(zs)]
 
 
-def job_targets(cfg: dict, name: str, job: dict, largest: int | None = None) -> list[Target]:
-    """Every target of a job, checked (one-line ConfigError naming the job and the entry). `z: auto`
+def job_searches(cfg: dict, name: str, job: dict, largest: int | None = None) -> list[Search]:
+    """Every search of a job, checked (one-line ConfigError naming the job and the entry). `z: auto`
     takes every z up to `largest` atoms (the model's largest training crystal, once the model is read)
     and never above the job's `max_atoms`."""
     where = f"config error at 'predict/{name}"
@@ -202,7 +202,7 @@ def job_targets(cfg: dict, name: str, job: dict, largest: int | None = None) -> 
     if not entries:
         raise ConfigError(f"{where}': no compositions (give formulas or a compositions CSV)")
     cap = min(job["max_atoms"], largest or job["max_atoms"])
-    targets: dict[str, Target] = {}
+    searches: dict[str, Search] = {}
     for e in entries:
         comp = parse_formula(e["formula"], e["where"])
         per_unit = int(round(formula_unit(comp)[0].num_atoms))
@@ -213,15 +213,15 @@ def job_targets(cfg: dict, name: str, job: dict, largest: int | None = None) -> 
             for p in pressures:
                 if p < 0:
                     raise ConfigError(f"{e['where']}: pressure {p} GPa is negative")
-                t = _target(comp, z, atoms, float(p), job, e["where"])
-                targets.setdefault(t.key, t)
-    out = list(targets.values())
+                t = _search(comp, z, atoms, float(p), job, e["where"])
+                searches.setdefault(t.key, t)
+    out = list(searches.values())
     conds = model_conditions(cfg, job)
     if conds is not None:
         check_model_conditions(conds, name, out)
     return out
 
 
-def n_groups(targets: list[Target]) -> int:
+def n_groups(searches: list[Search]) -> int:
     """Compositions x pressures of a job (what n_candidates counts per)."""
-    return len({t.group for t in targets})
+    return len({t.group for t in searches})

@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from crystalflow_core.compositions import job_targets
+from crystalflow_core.compositions import job_searches
 from crystalflow_core.errors import ConfigError
 from crystalflow_core.extras import check_config_extras
 from crystalflow_core.layout import Layout, check_name
@@ -59,12 +59,18 @@ def _fill_defaults(schema: dict, node: dict, value):
     return value
 
 
+# keys renamed in 0.11.0, by the section they sit in ("" the top level): refused with their new name
+RENAMED = {"": {"targets": "build"}, "sample": {"targets": "condition_values"}}
+
+
 def _one_line(err, schema) -> str:
     path = "/".join(str(p) for p in err.absolute_path) or "<top level>"
     msg = err.message
     if err.validator == "additionalProperties":
-        allowed = sorted(_resolve(schema, err.schema).get("properties", {}))
-        msg += f"; allowed keys: {', '.join(allowed)}"
+        props = _resolve(schema, err.schema).get("properties", {})
+        renamed = RENAMED.get(str(err.absolute_path[-1]) if err.absolute_path else "", {})
+        msg += "".join(f" ('{k}' is now '{renamed[k]}')" for k in err.instance if k not in props and k in renamed)
+        msg += f"; allowed keys: {', '.join(sorted(props))}"
     return f"config error at '{path}': {msg}"
 
 
@@ -92,8 +98,10 @@ def _check_run(name: str, run: dict, datasets: dict) -> None:
                 f"config error at 'runs/{name}/train': recipe 'paper' keeps the authors' recipe, but "
                 f"{', '.join(extra)} is set; use recipe: fast for this project's levers"
             )
-    if run["conditions"] and run["task"] == "dng" and not run["sample"]["targets"]:
-        raise ConfigError(f"config error at 'runs/{name}/sample/targets': a conditional DNG run needs targets")
+    if run["conditions"] and run["task"] == "dng" and not run["sample"]["condition_values"]:
+        raise ConfigError(
+            f"config error at 'runs/{name}/sample/condition_values': a conditional DNG run needs values to sample at"
+        )
     if run["baselines"] and (run["task"] != "dng" or run["conditions"]):
         raise ConfigError(
             f"config error at 'runs/{name}/baselines': baselines are rows of an unconditional DNG run "
@@ -214,15 +222,15 @@ def validate(config: dict, mirror_check: bool = True) -> dict:
             _fill_task_defaults(schema, section, run[section], run["task"])
         _check_run(name, run, cfg["datasets"])
     for name, job in cfg["predict"].items():
-        job_targets(cfg, name, job)  # every prediction job's compositions, checked before any job
+        job_searches(cfg, name, job)  # every prediction job's compositions, checked before any job
         check_committee(f"predict/{name}", job["relax"])
         _check_rank_by(name, job)
         _check_job_symmetry(cfg, name, job)
         if job["checkpoint"] and mirror_check and not Path(job["checkpoint"]).is_file():
             raise ConfigError(f"config error at 'predict/{name}/checkpoint': {job['checkpoint']} not found")
-    for t in cfg["targets"]:
+    for t in cfg["build"]:
         if t not in cfg["runs"]:
-            raise ConfigError(f"config error at 'targets': '{t}' is not a run; allowed: {', '.join(cfg['runs'])}")
+            raise ConfigError(f"config error at 'build': '{t}' is not a run; allowed: {', '.join(cfg['runs'])}")
     check_config_extras(cfg)  # a potential whose package is missing: refused before any job
     if cfg["download_dir"] is None:  # downloads live under the configured results folder
         cfg["download_dir"] = Layout(cfg["results"]).downloads()
@@ -244,18 +252,18 @@ def check_inputs(cfg: dict) -> None:
         if not mp.is_dir():
             raise ConfigError(f"config error at 'data_mirror': {mirror} is a file, not a folder")
     datasets = cfg["datasets"]
-    targets = cfg["targets"] or list(cfg["runs"])
+    built = runs_to_build(cfg)
     for name, run in cfg["runs"].items():
         init = run["init"]
-        if name in targets and init and not init["url"] and not Path(init["reference_checkpoint"]).is_file():
+        if name in built and init and not init["url"] and not Path(init["reference_checkpoint"]).is_file():
             raise ConfigError(
                 f"config error at 'runs/{name}/init/reference_checkpoint': {init['reference_checkpoint']} "
                 "not found (and no url to download it from)"
             )
         for key in ("hparams", "scalers"):
-            if name in targets and init and init[key] and not Path(init[key]).is_file():
+            if name in built and init and init[key] and not Path(init[key]).is_file():
                 raise ConfigError(f"config error at 'runs/{name}/init/{key}': {init[key]} not found")
-    _check_hull_inputs(cfg, mirror, targets)
+    _check_hull_inputs(cfg, mirror, built)
     for dname, ds in datasets.items():
         for sname, sp in ds["splits"].items():
             used = any(
@@ -270,9 +278,9 @@ def check_inputs(cfg: dict) -> None:
                 )
 
 
-def _check_hull_inputs(cfg: dict, mirror: str | None, targets: list[str]) -> None:
+def _check_hull_inputs(cfg: dict, mirror: str | None, built: list[str]) -> None:
     """The hull files of the runs whose stability is computed."""
-    stability_runs = [r for r in targets if stability_relax(cfg["runs"][r])]
+    stability_runs = [r for r in built if stability_relax(cfg["runs"][r])]
     if stability_runs:
         h = cfg["hull"]
         need = [("hull/elemental_refs", h["elemental_refs"])]
@@ -314,6 +322,11 @@ def canonical(value):
     if isinstance(value, (list, tuple)):
         return [canonical(v) for v in value]
     return value
+
+
+def runs_to_build(cfg: dict) -> list[str]:
+    """The runs `rule all` builds: the config's `build` list, or every run."""
+    return cfg["build"] or list(cfg["runs"])
 
 
 def dataset_tag(name: str) -> str:

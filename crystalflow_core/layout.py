@@ -72,9 +72,9 @@ class Layout:
     def metrics(self, run, point) -> str:
         return f"{self.point_dir(run, point)}/metrics.csv"
 
-    def targets_metrics(self, run, point) -> str:
-        """Per-condition-target rows of a conditional DNG run (MAE/RMSE before and after relaxation)."""
-        return f"{self.point_dir(run, point)}/metrics_targets.csv"
+    def condition_metrics(self, run, point) -> str:
+        """Per-condition-value rows of a conditional DNG run (MAE/RMSE before and after relaxation)."""
+        return f"{self.point_dir(run, point)}/metrics_conditions.csv"
 
     def transport_dir(self, run, point) -> str:
         """Migration-graph screen, MD shards and trajectories (extxyz) of the ion-transport stage."""
@@ -161,8 +161,8 @@ class Layout:
     def table(self, tag, task) -> str:
         return f"{self.root}/{tag}_{task}_metrics.csv"
 
-    def targets_table(self, tag) -> str:
-        return f"{self.root}/{tag}_dng_targets.csv"
+    def conditions_table(self, tag) -> str:
+        return f"{self.root}/{tag}_dng_conditions.csv"
 
     def paper_table(self, name) -> str:
         return f"{self.root}/tables/{name}.md"

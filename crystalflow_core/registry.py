@@ -46,6 +46,7 @@ from crystalflow_core.jobs import (
     training_of,
 )
 from crystalflow_core.stage_wiring import (
+    conditions_table_inputs,
     dft_results_inputs,
     import_call,
     import_inputs,
@@ -59,7 +60,6 @@ from crystalflow_core.stage_wiring import (
     sample_inputs,
     stage_functions,
     table_inputs,
-    targets_table_inputs,
     transport_md_call,
 )
 
@@ -196,7 +196,7 @@ STAGES: dict[str, Stage] = {
         inputs=metrics_inputs,
         outputs=lambda job: {
             "summary": job.layout.metrics(job.run, job.point),
-            "targets": job.layout.targets_metrics(job.run, job.point),
+            "conditions": job.layout.condition_metrics(job.run, job.point),
         },
         call=metrics_call,
         reruns={"cfg": R.section_view("metrics"), "run": R.run_view("sample", "relax")},
@@ -383,12 +383,12 @@ STAGES: dict[str, Stage] = {
         local=True,
         report={"table": ("Metrics", "{tag} {task}")},
     ),
-    "targets_table": Stage(
-        inputs=targets_table_inputs,
-        outputs=lambda job: {"table": job.layout.targets_table(job.tag)},
+    "conditions_table": Stage(
+        inputs=conditions_table_inputs,
+        outputs=lambda job: {"table": job.layout.conditions_table(job.tag)},
         call=lambda job, inp, out: stage_functions().collect(inp["metrics"], out["table"]),
         local=True,
-        report={"table": ("Metrics", "{tag} conditional targets")},
+        report={"table": ("Metrics", "{tag} conditional generation, per condition value")},
     ),
     "report": Stage(
         inputs=report_inputs,

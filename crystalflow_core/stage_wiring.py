@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from crystalflow_core.builds import (
+    conditions_tables,
     dft_tables,
     metric_tables,
     stability_relaxations,
     stability_tables,
     table_runs,
-    targets_tables,
     transport_tables,
 )
 from crystalflow_core.config import (
@@ -65,7 +65,7 @@ def metrics_call(job: Job, inp: dict, out: dict) -> None:
     common |= {"test_pt": inp["test"], "steps": job.point, "out": out["summary"], "workers": job.threads}
     if job.run_section["task"] == "csp":
         S.csp_metrics(**common, relaxed=inp.get("relaxed", []), ckpt=inp.get("model"))
-        Path(out["targets"]).write_text("")  # CSP runs have no condition targets
+        Path(out["conditions"]).write_text("")  # CSP runs have no condition values
         return
     dft = inp.get("dft")
     S.dng_metrics(
@@ -73,7 +73,7 @@ def metrics_call(job: Job, inp: dict, out: dict) -> None:
         test_fp=inp["fingerprints"],
         stab_csv=inp.get("stability"),
         ckpt=inp.get("model"),
-        targets_out=out["targets"],
+        conditions_out=out["conditions"],
         transport_csv=inp.get("transport"),
         dft_csv=dft if dft and Path(dft).exists() else None,
     )
@@ -148,7 +148,7 @@ def report_inputs(job: Job) -> dict:
         "tables": metric_tables(cfg),
         "stability": stability_tables(cfg),
         "relaxed": stability_relaxations(cfg),
-        "targets": targets_tables(cfg),
+        "conditions": conditions_tables(cfg),
         "transport": transport_tables(cfg),
         "dft": dft_tables(cfg),
         "predict": [L.predict_report(p) for p in cfg["predict"]],
@@ -164,13 +164,13 @@ def report_call(job: Job, inp: dict, out: dict) -> None:
 def table_inputs(job: Job) -> dict:
     runs = table_runs(job.cfg, job.tag, job.task)
     if not runs:
-        raise ValueError(f"no run in targets builds {job.layout.table(job.tag, job.task)}")
+        raise ValueError(f"no run built makes {job.layout.table(job.tag, job.task)}")
     return {"metrics": [job.layout.metrics(r, s) for r in runs for s in metric_points(job.cfg["runs"][r])]}
 
 
-def targets_table_inputs(job: Job) -> dict:
+def conditions_table_inputs(job: Job) -> dict:
     runs = table_runs(job.cfg, job.tag, "dng")
-    return {"metrics": [job.layout.targets_metrics(r, s) for r in runs for s in metric_points(job.cfg["runs"][r])]}
+    return {"metrics": [job.layout.condition_metrics(r, s) for r in runs for s in metric_points(job.cfg["runs"][r])]}
 
 
 def predict_search_call(job: Job, inp: dict, out: dict) -> None:

@@ -95,7 +95,7 @@ def csp_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dng_table(df: pd.DataFrame, targets: pd.DataFrame | None = None, committees: dict | None = None) -> str:
+def dng_table(df: pd.DataFrame, conditions: pd.DataFrame | None = None, committees: dict | None = None) -> str:
     cols = list(PAPER_DNG)
     lines = [
         "# Table 3: de novo generation on MP-20 (ours vs paper, 10,000 samples in the paper)",
@@ -121,17 +121,18 @@ def dng_table(df: pd.DataFrame, targets: pd.DataFrame | None = None, committees:
                 f"{fmt(r.get('stable_pct_without_suspects'), 1)} % / {fmt(r.get('sun_pct_without_suspects'), 1)} %."
             )
         lines += _committee_lines(r, (committees or {}).get(r["run"]))
-    if targets is not None and len(targets):
+    if conditions is not None and len(conditions):
         lines += [
             "",
             "## Formation-energy conditioning (eV/atom; paper MAE 0.67-2.02 before, 0.17-0.82 after relaxation)",
             "",
-            "| run | target | n | MAE before | RMSE before | MAE after | RMSE after |",
+            "| run | condition value | n | MAE before | RMSE before | MAE after | RMSE after |",
             "|---|---|---|---|---|---|---|",
         ]
-        for _, r in targets.iterrows():
+        for _, r in conditions.iterrows():
             lines.append(
-                f"| {r['run']} | {r['target']:g} | {int(r['n_samples'])} | {fmt(r['mae_before_ev_atom'], 3)} | "
+                f"| {r['run']} | {r['condition_value']:g} | {int(r['n_samples'])} | "
+                f"{fmt(r['mae_before_ev_atom'], 3)} | "
                 f"{fmt(r['rmse_before_ev_atom'], 3)} | {fmt(r['mae_after_ev_atom'], 3)} | "
                 f"{fmt(r['rmse_after_ev_atom'], 3)} |"
             )

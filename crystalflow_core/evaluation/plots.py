@@ -120,7 +120,7 @@ def _source(path) -> str:
 
 
 def plots(csp: pd.DataFrame, stab: list[str], outdir: Path, committees: dict[str, str], metastable: float) -> list[str]:
-    """Match rate vs integration steps, E_hull histogram, formation energy per target (paper Fig. 3)."""
+    """Match rate vs integration steps, E_hull histogram, formation energy per condition value (paper Fig. 3)."""
     made = []
     outdir.mkdir(parents=True, exist_ok=True)
     if len(csp):
@@ -150,16 +150,16 @@ def plots(csp: pd.DataFrame, stab: list[str], outdir: Path, committees: dict[str
         figure(outdir / "e_hull_hist.png", f"E above hull (eV/atom, {relaxer}-relaxed)", "structures", draw_hull, "y")
         made.append("e_hull_hist.png")
         made += committee_parity(st, outdir, committees)
-        cond = st[st["target"].notna()] if "target" in st else st.iloc[0:0]
+        cond = st[st["condition_value"].notna()] if "condition_value" in st else st.iloc[0:0]
         if len(cond):
             figure(
-                outdir / "formation_energy_by_target.png",
+                outdir / "formation_energy_by_condition.png",
                 "CHGNet formation energy after relaxation (eV/atom)",
                 "structures",
-                lambda ax: hists(ax, cond.groupby("target"), "e_form", bins=30, label="target {:g}"),
+                lambda ax: hists(ax, cond.groupby("condition_value"), "e_form", bins=30, label="sampled at {:g}"),
                 "y",
             )
-            made.append("formation_energy_by_target.png")
+            made.append("formation_energy_by_condition.png")
     return made
 
 

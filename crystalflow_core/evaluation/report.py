@@ -15,17 +15,17 @@ from crystalflow_core.io import write_text_atomic
 
 
 def write_report(inp: dict, out: dict, committees: dict[str, str], metrics: dict) -> None:
-    """The summary page from the stage's inputs by name (tables, stability, targets, transport, dft, predict)
+    """The summary page from the stage's inputs by name (tables, stability, conditions, transport, dft, predict)
     into its outputs by name (report, table1, table2, table3; the pictures in the results' plots folder).
     `committees`: run -> the config's second potential (config.committees); `metrics`: the config's section
     (`structure_pictures`: how many stable DNG samples are drawn, their relaxations in inp["relaxed"];
     `metastable_e_hull`: the cut the E_hull histogram draws)."""
     tables, stability, predict = inp["tables"], inp["stability"], inp.get("predict", [])
-    targets, transport, dft = inp.get("targets", []), inp.get("transport", []), inp.get("dft", [])
+    conditions, transport, dft = inp.get("conditions", []), inp.get("transport", []), inp.get("dft", [])
     report, table1, table3, table2 = out["report"], out["table1"], out["table3"], out.get("table2")
     results = str(Path(report).parent)
     dfs = [pd.read_csv(t) for t in tables]
-    tdfs = [pd.read_csv(t) for t in targets]
+    tdfs = [pd.read_csv(t) for t in conditions]
     tdf = pd.concat(tdfs, ignore_index=True) if tdfs else None
     csp = (
         pd.concat([d for d in dfs if (d["task"] == "csp").all()], ignore_index=True)
@@ -37,8 +37,8 @@ def write_report(inp: dict, out: dict, committees: dict[str, str], metrics: dict
         if any((d["task"] == "dng").all() for d in dfs)
         else pd.DataFrame()
     )
-    t1 = csp_table(csp) if len(csp) else "# Table 1\n\nNo CSP run in the targets.\n"
-    t3 = dng_table(dng, tdf, committees) if len(dng) else "# Table 3\n\nNo DNG run in the targets.\n"
+    t1 = csp_table(csp) if len(csp) else "# Table 1\n\nNo CSP run built.\n"
+    t3 = dng_table(dng, tdf, committees) if len(dng) else "# Table 3\n\nNo DNG run built.\n"
     write_text_atomic(table1, t1)
     write_text_atomic(table3, t3)
     plot_dir = Path(out["plots"])  # the folder Snakemake resolved

@@ -1,5 +1,5 @@
 """The stability stage's numbers: formation energy, E_hull, unique and new of relaxed samples (stability_table),
-the S.U.N. rates of a stability table, the per-target rows of conditional runs; records of one potential."""
+the S.U.N. rates of a stability table, the per-condition-value rows of conditional runs; records of one potential."""
 
 from __future__ import annotations
 
@@ -54,17 +54,17 @@ def stability_summary(
     return row
 
 
-def target_rows(st: pd.DataFrame, condition: str) -> list[dict]:
-    """Per condition target: MAE/RMSE of the CHGNet formation energy before and after relaxation."""
+def condition_rows(st: pd.DataFrame, condition: str) -> list[dict]:
+    """Per condition value: MAE/RMSE of the CHGNet formation energy before and after relaxation."""
     rows = []
-    for tgt, grp in st.groupby("target"):
+    for tgt, grp in st.groupby("condition_value"):
         t = np.full(len(grp), tgt)
         before = M.target_errors(t, grp["e_form_initial"].to_numpy(float))
         after = M.target_errors(t, grp["e_form"].to_numpy(float))
         rows.append(
             {
                 "condition": condition,
-                "target": tgt,
+                "condition_value": tgt,
                 "n_samples": int(len(grp)),
                 "mae_before_ev_atom": before["mae"],
                 "rmse_before_ev_atom": before["rmse"],
@@ -75,13 +75,13 @@ def target_rows(st: pd.DataFrame, condition: str) -> list[dict]:
     return rows
 
 
-TARGET_COLUMNS = [
+CONDITION_COLUMNS = [
     "run",
     "dataset",
     "task",
     "steps",
     "condition",
-    "target",
+    "condition_value",
     "n_samples",
     "mae_before_ev_atom",
     "rmse_before_ev_atom",
@@ -114,7 +114,7 @@ def stability_table(samples_by_id: dict, relaxed: list[dict], refs: dict, hull, 
             "id": r["id"],
             "converged": r.get("converged", False),
             "error": r.get("error", ""),
-            "target": smp.get("target", np.nan),
+            "condition_value": smp.get("condition_value", np.nan),
             "e_form_initial": np.nan,
             "e_form": np.nan,
             "e_hull": np.nan,

@@ -391,7 +391,7 @@ def settings_for_run(run: dict, point) -> SampleSettings:
 
 def items_for_run(run: dict, test_cache: dict | None, atom_count_hist) -> list[dict]:
     """Everything a run samples: CSP, every test composition x candidates (each at its own condition
-    values for conditional CSP); DNG, atom counts drawn from the training histogram per target."""
+    values for conditional CSP); DNG, atom counts drawn from the training histogram per condition value."""
     s = run["sample"]
     conds = run["conditions"]
     if run["task"] == "csp":
@@ -403,17 +403,17 @@ def items_for_run(run: dict, test_cache: dict | None, atom_count_hist) -> list[d
             it["id"] = f"{it['target_id']}#{it['candidate']}"
             if symmetric:  # the "given space group" protocol: each test crystal's group and Wyckoff letters
                 it["wyckoff"] = test_cache["symmetry"]["wyckoff"][it["target_index"]]
-            if conds:  # conditional CSP (e.g. pressure): each target at its own value
+            if conds:  # conditional CSP (e.g. pressure): each test crystal at its own value
                 it["condition"] = {c: float(test_cache["conditions"][c][it["target_index"]]) for c in conds}
-                it["target"] = it["condition"][conds[0]]
+                it["condition_value"] = it["condition"][conds[0]]
         return items
-    targets = s["targets"] if conds else [None]
+    values = s["condition_values"] if conds else [None]
     items = []
-    for ti, target in enumerate(targets):
-        cond = {conds[0]: float(target)} if conds else None
-        for it in dng_items(atom_count_hist, s["num_samples"], s["seed"] + ti, cond):
-            it["id"] = f"t{ti}-{it['sample_index']}" if conds else f"s{it['sample_index']}"
+    for vi, value in enumerate(values):
+        cond = {conds[0]: float(value)} if conds else None
+        for it in dng_items(atom_count_hist, s["num_samples"], s["seed"] + vi, cond):
+            it["id"] = f"t{vi}-{it['sample_index']}" if conds else f"s{it['sample_index']}"
             if conds:
-                it["target"] = float(target)
+                it["condition_value"] = float(value)
             items.append(it)
     return items

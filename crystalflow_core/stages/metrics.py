@@ -20,7 +20,7 @@ from crystalflow_core.evaluation.sample_metrics import (
     index_csp_records,
     wdist_reference_count,
 )
-from crystalflow_core.evaluation.stability import TARGET_COLUMNS, stability_summary, target_rows
+from crystalflow_core.evaluation.stability import CONDITION_COLUMNS, condition_rows, stability_summary
 from crystalflow_core.io import atomic_path, read_jsonl, write_csv_atomic
 from crystalflow_core.materials.transport import transport_summary
 from crystalflow_core.points import parse_point
@@ -89,15 +89,15 @@ def dng_metrics(  # noqa: PLR0913  (every input of the DNG metric stage, each op
     out: str,
     workers: int = 0,
     ckpt: str | None = None,
-    targets_out: str | None = None,
+    conditions_out: str | None = None,
     transport_csv: str | None = None,
     dft_csv: str | None = None,
 ):
     """The summary row (validity, coverage, Wasserstein, stability; with `transport_csv` the conductor
-    candidates, with `dft_csv` the DFT rows) to `out`; for conditional runs the per-target rows
-    (MAE/RMSE before and after relaxation) to `targets_out`."""
+    candidates, with `dft_csv` the DFT rows) to `out`; for conditional runs the per-condition-value rows
+    (MAE/RMSE before and after relaxation) to `conditions_out`."""
     require(samples, test_pt, test_fp, stab_csv, transport_csv, dft_csv)
-    ensure_writable(out, *([targets_out] if targets_out else []))
+    ensure_writable(out, *([conditions_out] if conditions_out else []))
     settings = MetricSettings.from_config(cfg["metrics"])
     recs = read_jsonl(samples)
     check_samples_current(recs, samples, ckpt, run, run_name)
@@ -107,7 +107,7 @@ def dng_metrics(  # noqa: PLR0913  (every input of the DNG metric stage, each op
         ref = {k: fp[k] for k in ("struct", "comp", "ok")}
     head = {"run": run_name, "dataset": run["dataset"], "task": "dng", "steps": parse_point(steps)[1]}
     row = {**head, **evaluate_dng(recs, ref, test_structs, settings, workers)}
-    targets = []
+    conditions = []
     if stab_csv:
         st = pd.read_csv(stab_csv)
         pressure_run = bool(run["relax"]["pressure"] or "pressure" in run["conditions"])
@@ -115,14 +115,14 @@ def dng_metrics(  # noqa: PLR0913  (every input of the DNG metric stage, each op
             stability_summary(st, pressure_run, cfg["metrics"]["metastable_e_hull"], committee_second(run["relax"]))
         )
         if run["conditions"]:
-            targets = [{**head, **t} for t in target_rows(st, run["conditions"][0])]
+            conditions = [{**head, **t} for t in condition_rows(st, run["conditions"][0])]
     if transport_csv:
         row.update(transport_summary(pd.read_csv(transport_csv, dtype={"id": str})))
     if dft_csv:
         row.update(dft_summary(pd.read_csv(dft_csv, dtype={"id": str}), cfg["metrics"]["metastable_e_hull"]))
     _write_csv([row], out)
-    if targets_out:
-        _write_csv(targets, targets_out, TARGET_COLUMNS)
+    if conditions_out:
+        _write_csv(conditions, conditions_out, CONDITION_COLUMNS)
 
 
 def collect(inputs: list[str], out: str):

@@ -1,7 +1,7 @@
 """Stages of structure prediction for a user's compositions (computations in ``crystalflow_core.materials.prediction``):
 
 predict_sample       model -> predict/{job}/samples/shard{i}.jsonl (candidates per composition and pressure)
-predict_relax        samples -> predict/{job}/relax/shard{i}.jsonl (CHGNet at each target's pressure, resumable)
+predict_relax        samples -> predict/{job}/relax/shard{i}.jsonl (CHGNet at each search's pressure, resumable)
 predict_rank         samples + relaxations -> candidates.csv, ranked.csv, cif/, relaxed.extxyz
 predict_dft          (stages.predict_dft) ranked.csv -> vasp/ folders for the best polymorphs (PSTRESS at the pressure)
 predict_dft_results  (stages.predict_dft) vasp/ outputs -> dft.csv (statuses, DFT enthalpies, DFT ranks)
@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from crystalflow_core import __version__
-from crystalflow_core.compositions import check_model_conditions, job_targets
+from crystalflow_core.compositions import check_model_conditions, job_searches
 from crystalflow_core.errors import StageError
 from crystalflow_core.evaluation.stability import one_potential
 from crystalflow_core.generative.sampling import SampleSettings, item_seed, record_to_structure
@@ -73,22 +73,22 @@ log = logging.getLogger("crystalflow")
 
 
 def _job_sampler(cfg: dict, name: str, job: dict, ckpt: str, threads: int) -> tuple:
-    """(sampler, targets, pressure condition?) of a job: the model read, `z: auto` resolved against its
+    """(sampler, searches, pressure condition?) of a job: the model read, `z: auto` resolved against its
     largest training crystal, its conditions checked."""
     sampler = open_sampler(ckpt, threads)
     if sampler.task != "csp":
         raise StageError(f"{ckpt}: a {sampler.task} model; structure prediction needs a CSP model")
     largest = model_size_cap(sampler)
-    targets = job_targets(cfg, name, job, largest=largest)
-    check_model_conditions(sampler.conditions, name, targets)
+    searches = job_searches(cfg, name, job, largest=largest)
+    check_model_conditions(sampler.conditions, name, searches)
     aware = "pressure" in sampler.conditions
-    if not aware and any(t.pressure_gpa for t in targets):
+    if not aware and any(t.pressure_gpa for t in searches):
         log.info(
             "predict/%s: the model is not conditioned on pressure: candidates are sampled as at any pressure "
-            "and relaxed at their target's",
+            "and relaxed at their own pressure",
             name,
         )
-    for t in targets:
+    for t in searches:
         if largest and t.n_atoms > largest:
             log.warning(
                 "predict/%s: %s has %d atoms, more than the largest training crystal (%d): outside what the "
@@ -98,7 +98,7 @@ def _job_sampler(cfg: dict, name: str, job: dict, ckpt: str, threads: int) -> tu
                 t.n_atoms,
                 largest,
             )
-    return sampler, targets, aware
+    return sampler, searches, aware
 
 
 @dataclass
@@ -132,10 +132,10 @@ class Libraries:
         return out
 
 
-def _job_items(sampler, targets: list, job: dict, n: int, aware: bool, libs: Libraries, name: str) -> list:
+def _job_items(sampler, searches: list, job: dict, n: int, aware: bool, libs: Libraries, name: str) -> list:
     """The job's first `n` candidates per composition and pressure, each with its generator; for a
     symmetric model each of the model's with its Wyckoff assignment (materials.prediction.assignments)."""
-    items = with_generators(candidate_items(targets, n, aware), job["generators"])
+    items = with_generators(candidate_items(searches, n, aware), job["generators"])
     symmetric = sampler.symmetric
     if not symmetric and (job["spacegroups"] or job["symmetry"] != "none"):
         raise StageError(f"predict/{name}: the model is the plain one (P1): it samples no space group")
@@ -144,18 +144,18 @@ def _job_items(sampler, targets: list, job: dict, n: int, aware: bool, libs: Lib
     if not job["spacegroups"] and job["symmetry"] == "none":
         raise StageError(f"predict/{name}: a symmetric model: give spacegroups or symmetry: auto")
     model = [it for it in items if it["generator"] == "model"]
-    placed = {it["id"]: it for it in with_assignments(model, targets, job, libs.templates, name)}
+    placed = {it["id"]: it for it in with_assignments(model, searches, job, libs.templates, name)}
     return [placed.get(it["id"], it) for it in items]
 
 
 def _generated(sampler, items: list[dict], settings: SampleSettings, keys: dict, aware: bool, ctx: tuple, shard=0):
-    """Records of `items` from their generators (`ctx`: targets, job, libraries, job name), each with its
+    """Records of `items` from their generators (`ctx`: searches, job, libraries, job name), each with its
     provenance key and whether its generator knew the pressure (only a pressure-conditioned model does)."""
-    targets, job, libs, name = ctx
+    searches, job, libs, name = ctx
     model = [it for it in items if it["generator"] == "model"]
     made = sampler.generate(model, settings, shard=shard) if model else []
     recs = {r["id"]: {**r, "pressure_aware": aware} for r in made}
-    protos = prototype_structures(items, targets, job["generators"], libs.prototypes or {}, name)
+    protos = prototype_structures(items, searches, job["generators"], libs.prototypes or {}, name)
     for it in items:
         if it["generator"] == "model":
             continue
@@ -180,9 +180,9 @@ def predict_sample(  # noqa: PLR0913
     prototypes); candidates of an earlier run of the job with the same model and settings are kept, only new
     ones are made. `training`: the run's training split cache (templates and prototypes), where the job uses it."""
     ensure_writable(out)
-    sampler, targets, aware = _job_sampler(cfg, name, job, ckpt, threads)
+    sampler, searches, aware = _job_sampler(cfg, name, job, ckpt, threads)
     libs = Libraries.of(training, job, name)
-    items = shard_of(_job_items(sampler, targets, job, job["n_candidates"], aware, libs, name), shard, shards)
+    items = shard_of(_job_items(sampler, searches, job, job["n_candidates"], aware, libs, name), shard, shards)
     settings = sample_settings(cfg, job)
     model_sha = sha256_file(ckpt)
     want = {it["id"]: item_key(model_sha, settings, it) for it in items}
@@ -191,7 +191,7 @@ def predict_sample(  # noqa: PLR0913
     if not todo and len(kept) == len(items) and Path(out).exists() and len(read_jsonl(out)) == len(items):
         log.info("%s is current (same model, settings and candidates): kept", out)
         return
-    new = _generated(sampler, todo, settings, want, aware, (targets, job, libs, name), shard)
+    new = _generated(sampler, todo, settings, want, aware, (searches, job, libs, name), shard)
     by_id = {**kept, **{r["id"]: r for r in new}}
     recs = [by_id[it["id"]] for it in items if it["id"] in by_id]
     log.info(
@@ -249,14 +249,14 @@ def predict_search(  # noqa: PLR0913
     used. Relaxations are kept as they finish (a killed search resumes); the records carry what ranking
     needs, so predict_rank reads them as it reads a batch's."""
     ensure_writable(samples_out, relaxed_out)
-    sampler, targets, aware = _job_sampler(cfg, name, job, ckpt, threads)
+    sampler, searches, aware = _job_sampler(cfg, name, job, ckpt, threads)
     settings, until, budget = sample_settings(cfg, job), job["until"], job["n_candidates"]
     rsettings = RelaxSettings.from_section(job["relax"])
     model_sha = sha256_file(ckpt)
-    group_of = {t.key: t.group for t in targets}
+    group_of = {t.key: t.group for t in searches}
     key = content_key([model_sha, repr(settings), relax_key(rsettings, job["abandon"]), __version__])
     libs = Libraries.of(training, job, name)
-    everything = _job_items(sampler, targets, job, budget, aware, libs, name)
+    everything = _job_items(sampler, searches, job, budget, aware, libs, name)
     want = {it["id"]: item_key(model_sha, settings, it) for it in everything}
     samples = records_current(samples_out, want, "provenance")  # an earlier search of this model and settings
     earlier = records_current(
@@ -277,17 +277,17 @@ def predict_search(  # noqa: PLR0913
         while n < budget and len(stopped) < len(set(group_of.values())):
             n = min(budget, n + until["round"])
             # the first n candidates of the budget's (their generators and assignments do not depend on n)
-            this_round = [it for it in everything if it["candidate"] < n and group_of[it["target"]] not in stopped]
+            this_round = [it for it in everything if it["candidate"] < n and group_of[it["search"]] not in stopped]
             items = [it for it in this_round if it["id"] not in samples]
             used |= {it["id"] for it in this_round}
-            for r in _generated(sampler, items, settings, want, aware, (targets, job, libs, name)):
+            for r in _generated(sampler, items, settings, want, aware, (searches, job, libs, name)):
                 samples[r["id"]] = r
             # every candidate of the round but twins: relax_many skips those already relaxed (this search or a kept one)
             todo, twin_of = relax_plan(job, [samples[it["id"]] for it in this_round], found)
             rel = relax_many(todo, partial, rsettings, workers=workers, progress=False, abandon=job["abandon"])
             rel = with_twins([d for d in rel if d["id"] not in twin_of], twin_of)
             current = [samples[i] for i in sorted(used)]  # kept samples of later rounds wait for their round
-            cands, finals = candidate_table(targets, current, [d for d in rel if d["id"] in used], job["symprec"])
+            cands, finals = candidate_table(searches, current, [d for d in rel if d["id"] in used], job["symprec"])
             _, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], job["rank"]["tie_mev"])
             stopped = stopped_groups(cands, ranked, stopped, until["found"])
             log.info(
@@ -319,7 +319,7 @@ def predict_search(  # noqa: PLR0913
 
 
 def predict_relax(job: dict, samples: list[str], shard: int, shards: int, out: str, workers: int = 1):
-    """CHGNet relaxation of this shard's candidates, each at its target's pressure, with the energy at
+    """CHGNet relaxation of this shard's candidates, each at its search's pressure, with the energy at
     every optimiser step; resumable, and relaxations of unchanged candidates are kept when a job grows."""
     require(*samples)
     ensure_writable(out)
@@ -390,9 +390,9 @@ def predict_rank(  # noqa: PLR0913  (the job, its inputs and outputs, its worker
     )
     require(*samples, *relaxed)
     ensure_writable(candidates_out, ranked_out, extxyz_out, Path(cif_dir) / "probe")
-    targets = job_targets(cfg, name, job)
+    searches = job_searches(cfg, name, job)
     smp, rel = _read_job_records(samples, relaxed)
-    cands, finals = candidate_table(targets, smp, rel, job["symprec"])
+    cands, finals = candidate_table(searches, smp, rel, job["symprec"])
     cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], job["rank"]["tie_mev"])
     if job["rank"]["refine_top"] and len(ranked):
         cands, ranked = _refined(job, cands, ranked, finals, out["refined"], workers)

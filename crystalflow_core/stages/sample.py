@@ -102,7 +102,7 @@ def sample_provenance(run: dict, model_sha256: str, steps: int | str, shard: int
         # batching changes how, not what: each item's prior draw depends on the seed and its id only
         "settings": {k: v for k, v in asdict(settings_for_run(run, steps)).items() if k not in BATCHING},
         "shard": [shard, shards],
-        "items": {k: s[k] for k in ("k", "num_samples", "test_limit", "targets")},
+        "items": {k: s[k] for k in ("k", "num_samples", "test_limit", "condition_values")},
         "test_split": run["test_split"],
         "code": __version__,
     }

@@ -8,7 +8,7 @@ def test_the_workflow_scores_each_baseline_as_the_model_but_sends_none_to_dft_or
         tmp_path,
         **{
             "runs.mp20_dng.conditions": [],
-            "runs.mp20_dng.sample.targets": [],
+            "runs.mp20_dng.sample.condition_values": [],
             "runs.mp20_dng.baselines": ["random", "prototype"],
         },
     )

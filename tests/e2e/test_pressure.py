@@ -52,7 +52,7 @@ def test_pressure_conditioned_csp_run(tmp_path):
     recs = [json.loads(x) for x in (tmp_path / "results/runs/hp_csp/s5/samples.jsonl").read_text().splitlines()]
     assert len(recs) == 4 * 2
     for r in recs:  # each candidate carries its target crystal's pressure
-        assert r["condition"]["pressure"] == pressures[r["target_id"]] == r["target"]
+        assert r["condition"]["pressure"] == pressures[r["target_id"]] == r["condition_value"]
     relaxed = [json.loads(x) for x in (tmp_path / "results/runs/hp_csp/s5/relax/shard0.jsonl").read_text().splitlines()]
     by_id = {r["id"]: r for r in recs}
     assert sorted(r["id"] for r in relaxed) == sorted(by_id)

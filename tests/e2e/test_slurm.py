@@ -58,7 +58,7 @@ def test_profile_runs_the_tiny_workflow_on_slurm(slurm, tiny_run, tmp_path):
     for log in logs:
         rule = next(p for p in log.parts if p.startswith("rule_"))[len("rule_") :]
         ran.setdefault(rule, []).append(int(log.stem))  # the SLURM job id names the log
-    local = {"gather_samples", "metric_table", "targets_table", "report", "dft", "dft_results", "predict_dft"}
+    local = {"gather_samples", "metric_table", "conditions_table", "report", "dft", "dft_results", "predict_dft"}
     local |= {"predict_dft_results", "predict_report", "download", "import_reference", "all"}
     assert not local & set(ran), local & set(ran)
     want = {"prepare", "train", "sample", "relax", "stability", "metrics", "test_fingerprints", "transport_screen"}
@@ -69,7 +69,7 @@ def test_profile_runs_the_tiny_workflow_on_slurm(slurm, tiny_run, tmp_path):
     ids = [i for v in ran.values() for i in v]
     assert len(ids) == len(set(ids))
     # the same numbers as the local run
-    for f in ["mp20_csp_metrics.csv", "mp20_dng_metrics.csv", "mp20_dng_targets.csv", "predict/salt/ranked.csv"]:
+    for f in ["mp20_csp_metrics.csv", "mp20_dng_metrics.csv", "mp20_dng_conditions.csv", "predict/salt/ranked.csv"]:
         read = lambda root, f=f: pd.read_csv(root / "results" / f).drop(columns="model_sha256", errors="ignore")  # noqa: E731
         pd.testing.assert_frame_equal(read(tmp_path), read(work))
     for f in ["tables/table1_csp.md", "tables/table3_dng.md"]:

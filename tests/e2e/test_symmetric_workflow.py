@@ -24,7 +24,7 @@ def test_symmetric_run_and_prediction_through_snakemake(tmp_path):
             "sample": {"steps": [3], "k": [1, 2], "test_limit": 8, "batch_size": 16, "shards": 1},
         }
     }
-    cfg["targets"] = ["sym_csp"]
+    cfg["build"] = ["sym_csp"]
     cfg["predict"] = {
         "salt": {
             "run": "sym_csp",

@@ -21,7 +21,7 @@ def test_tiny_config_end_to_end(tiny_run):
     for f in [
         L.table("mp20", "csp"),
         L.table("mp20", "dng"),
-        L.targets_table("mp20"),
+        L.conditions_table("mp20"),
         L.report(),
         L.paper_table("table1_csp"),
         L.paper_table("table3_dng"),
@@ -73,7 +73,7 @@ def test_tiny_config_end_to_end(tiny_run):
     assert (csp["match_rate_pct"].diff().fillna(0) >= 0).all()  # best of k never decreases with k
     assert ((csp["rmse_all_norm"] > 0) & (csp["rmse_all_norm"] <= 0.5)).all()
     dng = pd.read_csv(r / "mp20_dng_metrics.csv")
-    assert len(dng) == 1 and "target" not in dng  # the summary; per-target rows have a file of their own
+    assert len(dng) == 1 and "condition_value" not in dng  # the summary; per-value rows have a file of their own
     # precision: the CSP run asks for auto (bf16 on a CPU with native bf16), the DNG run for the default
     from crystalflow_core.generative.precision import resolve
 
@@ -115,8 +115,8 @@ def test_tiny_config_end_to_end(tiny_run):
     tr = pd.read_csv(L.transport("mp20_dng", 3))
     assert main["n_transport_screened"] == int((tr["status"] == "screened").sum())
     assert main["n_conductor_candidates"] == int(tr[tr["conductor_candidate"].astype(bool)]["id"].nunique())
-    cond = pd.read_csv(r / "mp20_dng_targets.csv")
-    assert sorted(cond["target"]) == [-2.0, -1.0] and (cond["n_samples"] == 6).all()
+    cond = pd.read_csv(r / "mp20_dng_conditions.csv")
+    assert sorted(cond["condition_value"]) == [-2.0, -1.0] and (cond["n_samples"] == 6).all()
     assert "Formation-energy conditioning" in (r / "tables/table3_dng.md").read_text()
     samples = [ln for ln in (r / "runs/mp20_csp/s3/samples.jsonl").read_text().splitlines() if ln]
     assert len(samples) == 20  # 10 targets x k=2
@@ -311,7 +311,7 @@ def test_kill_of_whole_workflow_then_rerun_incomplete_gives_same_tables(tiny_run
     smk(["--unlock", "--configfile", str(cfg), "--directory", str(tmp_path)], cwd=tmp_path)
     smk(["--cores", "2", "--rerun-incomplete", "--configfile", str(cfg), "--directory", str(tmp_path)], cwd=tmp_path)
     # every number equal; the checkpoint's sha256 differs (the file records its own folder's paths)
-    for f in ["mp20_csp_metrics.csv", "mp20_dng_metrics.csv", "mp20_dng_targets.csv"]:
+    for f in ["mp20_csp_metrics.csv", "mp20_dng_metrics.csv", "mp20_dng_conditions.csv"]:
         read = lambda root, f=f: pd.read_csv(root / "results" / f).drop(columns="model_sha256", errors="ignore")  # noqa: E731
         pd.testing.assert_frame_equal(read(tmp_path), read(work))
     for f in ["tables/table1_csp.md", "tables/table3_dng.md"]:
@@ -334,7 +334,7 @@ def test_split_missing_from_the_mirror_is_downloaded_by_one_local_job(tmp_path):
         **{
             "data_mirror": str(mirror),
             "hull": {"source": "local", "local_sources": []},
-            "targets": ["mp20_csp"],
+            "build": ["mp20_csp"],
             "predict": {},
             "datasets.mp_20.splits.val": {"file": "mp_20/val.csv.gz", "url": src.as_uri(), "sha256": sha256_file(src)},
         },
@@ -365,7 +365,7 @@ def test_dry_run_paper_config_and_slurm_profile(tmp_path):
     ]
     jobs = jobs_of(smk(paper, cwd=tmp_path).stdout)
     # sample shards: CSP 4 + 4 at S = 100 and again at S = 10, DNG 4 + 10; relaxation shards 20 + 20
-    # (10,000 samples per formation-energy target); MD shards 5 (mp20_dng transport)
+    # (10,000 samples per formation-energy value); MD shards 5 (mp20_dng transport)
     assert jobs["train"] == 4 and jobs["sample"] == 30 and jobs["relax"] == 40 and jobs["report"] == 1
     assert jobs["transport_md"] == 5 and jobs["dft_results"] == 2
     p2 = smk([*paper, "--workflow-profile", str(REPO / "workflow/profiles/slurm")], cwd=tmp_path)

@@ -82,7 +82,11 @@ def _config(**run):
     [
         ({"task": "csp", "baselines": ["random"]}, r"unconditional DNG run \(this run is csp\)"),
         (
-            {"conditions": ["formation_energy_per_atom"], "sample": {"targets": [-1]}, "baselines": ["prototype"]},
+            {
+                "conditions": ["formation_energy_per_atom"],
+                "sample": {"condition_values": [-1]},
+                "baselines": ["prototype"],
+            },
             "this run is conditional dng",
         ),
         ({"baselines": ["random"], "relax": {"enabled": False}}, "relax.enabled"),

@@ -7,7 +7,7 @@ from conftest import rejected_of
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
-from crystalflow_core.compositions import job_targets
+from crystalflow_core.compositions import job_searches
 from crystalflow_core.config import ConfigError, defaults, validate
 from crystalflow_core.materials.prediction.generators import (
     generator_sequence,
@@ -110,7 +110,7 @@ def test_a_mixture_through_the_sample_stage_records_each_candidates_generator(tm
     cfg = validate(_job_config(run="r", z=1, n_candidates=8, generators=shares, steps=2), mirror_check=False)
     job = cfg["predict"]["j"]
     stub = Stub()
-    monkeypatch.setattr(P, "_job_sampler", lambda c, n, j, k, t: (stub, job_targets(c, n, j, largest=8), False))
+    monkeypatch.setattr(P, "_job_sampler", lambda c, n, j, k, t: (stub, job_searches(c, n, j, largest=8), False))
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(b"stands in for a model")
     out = tmp_path / "samples.jsonl"

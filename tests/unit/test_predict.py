@@ -1,4 +1,4 @@
-"""Structure prediction for your own compositions: targets and their one-line errors, the polymorph
+"""Structure prediction for your own compositions: searches and their one-line errors, the polymorph
 ranking on known polymorphs relaxed with CHGNet, and one job end to end through the command line."""
 
 import re
@@ -10,7 +10,7 @@ from conftest import DATA, REPO
 from pymatgen.core import Lattice, Structure
 
 from crystalflow_core import config as cfgmod
-from crystalflow_core.compositions import job_targets
+from crystalflow_core.compositions import job_searches
 from crystalflow_core.materials.prediction.candidates import candidate_items, candidate_record, candidate_table
 from crystalflow_core.materials.prediction.ranking import rank_polymorphs
 
@@ -27,16 +27,16 @@ def _validated(**job):
 
 def test_targets_per_formula_size_and_pressure():
     cfg = _validated(formulas=["SiO2", "NaCl"], z=[3, 1])
-    targets = job_targets(cfg, "mine", cfg["predict"]["mine"])
-    assert [t.key for t in targets] == ["SiO2_z3_p0", "SiO2_z1_p0", "NaCl_z3_p0", "NaCl_z1_p0"]
-    sio2 = targets[0]
+    searches = job_searches(cfg, "mine", cfg["predict"]["mine"])
+    assert [t.key for t in searches] == ["SiO2_z3_p0", "SiO2_z1_p0", "NaCl_z3_p0", "NaCl_z1_p0"]
+    sio2 = searches[0]
     assert sio2.n_atoms == 9 and sorted(sio2.species) == [8] * 6 + [14] * 3 and sio2.group == "SiO2_p0"
     cfg = _validated(formulas=["SiO2"], atoms=[6, 12])  # atoms instead of z
-    assert [(t.key, t.n_atoms, t.cell) for t in job_targets(cfg, "mine", cfg["predict"]["mine"])] == [
+    assert [(t.key, t.n_atoms, t.cell) for t in job_searches(cfg, "mine", cfg["predict"]["mine"])] == [
         ("SiO2_z2_p0", 6, "Si2O4"),
         ("SiO2_z4_p0", 12, "Si4O8"),
     ]
-    items = candidate_items(targets[:1], 3, pressure_condition=True)
+    items = candidate_items(searches[:1], 3, pressure_condition=True)
     assert [it["id"] for it in items] == ["SiO2_z3_p0#0", "SiO2_z3_p0#1", "SiO2_z3_p0#2"]
     assert items[0]["condition"] == {"pressure": 0.0} and items[0]["num_atoms"] == 9
 
@@ -45,7 +45,7 @@ def test_compositions_csv_rows(tmp_path):
     p = tmp_path / "c.csv"
     p.write_text("formula,z,pressure_gpa\nSiO2,3,0\nNaCl,,0\nMgO,2,\n")
     cfg = _validated(compositions=str(p), z=4)
-    keys = [t.key for t in job_targets(cfg, "mine", cfg["predict"]["mine"])]
+    keys = [t.key for t in job_searches(cfg, "mine", cfg["predict"]["mine"])]
     assert keys == ["SiO2_z3_p0", "NaCl_z4_p0", "MgO_z2_p0"]  # an empty z takes the job's
 
 
@@ -81,7 +81,7 @@ def test_compositions_csv_saved_by_a_spreadsheet_reads_like_a_clean_one(tmp_path
     p.write_bytes("formula,z,pressure_gpa\r\nSiO2,3,0\r\n\r\n,,\r\nMgO,2,\r\n".encode("utf-8-sig"))
     assert p.read_bytes().startswith(b"\xef\xbb\xbf")
     cfg = _validated(compositions=str(p), z=4)
-    assert [t.key for t in job_targets(cfg, "mine", cfg["predict"]["mine"])] == ["SiO2_z3_p0", "MgO_z2_p0"]
+    assert [t.key for t in job_searches(cfg, "mine", cfg["predict"]["mine"])] == ["SiO2_z3_p0", "MgO_z2_p0"]
     p.write_bytes("formula,z\r\nSiO2,3\r\n\r\nQq3,1\r\n".encode("utf-8-sig"))
     with pytest.raises(cfgmod.ConfigError, match=r"excel.csv, row 4 \(predict/mine\): 'Qq3'"):
         _validated(compositions=str(p))  # rows are named by their line in the file
@@ -105,12 +105,12 @@ def test_bad_csv_row_is_named(tmp_path):
 
 
 # ------------------------------------------------------------------------------ ranking known polymorphs
-def _records(structures: dict, target_of: dict):
+def _records(structures: dict, search_of: dict):
     """Sample records (as the sampler writes them) for hand-made structures."""
     return [
         {
             "id": sid,
-            "target": target_of[sid],
+            "search": search_of[sid],
             "lattice": s.lattice.matrix.tolist(),
             "species": [site.specie.Z for site in s],
             "frac_coords": s.frac_coords.tolist(),
@@ -126,12 +126,12 @@ def _rank(tmp_path, structures: dict, formulas: dict, pressure: float = 0.0):
 
     cfg = _validated(formulas=sorted(set(formulas.values())), z=[1, 2], pressure_gpa=0)
     job = cfg["predict"]["mine"]
-    targets = job_targets(cfg, "mine", job)
+    searches = job_searches(cfg, "mine", job)
     per_unit = {"Si": 1, "NaCl": 2}
-    target_of = {sid: f"{formulas[sid]}_z{len(s) // per_unit[formulas[sid]]}_p0" for sid, s in structures.items()}
+    search_of = {sid: f"{formulas[sid]}_z{len(s) // per_unit[formulas[sid]]}_p0" for sid, s in structures.items()}
     settings = RelaxSettings.from_section(cfgmod.defaults("relax"), fmax=0.02, steps=400, record_energies=True)
     rel = relax_many([(sid, s, pressure) for sid, s in structures.items()], tmp_path / "r.jsonl", settings, 1, False)
-    cands, finals = candidate_table(targets, _records(structures, target_of), rel, job["symprec"])
+    cands, finals = candidate_table(searches, _records(structures, search_of), rel, job["symprec"])
     return rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], 0.0)  # strict: no ties
 
 
@@ -205,8 +205,8 @@ def test_only_converged_physical_candidates_rank_and_z_mixes_per_atom(tmp_path):
     structures = {"rs1": prim, "rs2": double, "cscl": cscl}
     cfg = _validated(formulas=["NaCl"], z=[1, 2], pressure_gpa=0)
     job = cfg["predict"]["mine"]
-    targets = job_targets(cfg, "mine", job)
-    target_of = {sid: f"NaCl_z{len(s) // 2}_p0" for sid, s in structures.items()}
+    searches = job_searches(cfg, "mine", job)
+    search_of = {sid: f"NaCl_z{len(s) // 2}_p0" for sid, s in structures.items()}
     from crystalflow_core.materials.relax import RelaxSettings, relax_many
 
     settings = RelaxSettings.from_section(cfgmod.defaults("relax"), fmax=0.02, steps=400)
@@ -214,14 +214,14 @@ def test_only_converged_physical_candidates_rank_and_z_mixes_per_atom(tmp_path):
     for r in rel:
         if r["id"] == "cscl":
             r["converged"] = False  # as if it had run out of steps
-    cands, finals = candidate_table(targets, _records(structures, target_of), rel, job["symprec"])
+    cands, finals = candidate_table(searches, _records(structures, search_of), rel, job["symprec"])
     cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], 0.0)
     st = cands.set_index("id")["status"]
     assert st["cscl"] == "not converged" and st["rs1"] == st["rs2"] == "ranked"
     assert len(ranked) == 1 and ranked.loc[0, "z_found"] == "1,2" and ranked.loc[0, "n_candidates"] == 2
     assert set(cands["cell"]) == {"NaCl", "Na2Cl2"}
     _, with_unconverged = rank_polymorphs(
-        candidate_table(targets, _records(structures, target_of), rel, job["symprec"])[0],
+        candidate_table(searches, _records(structures, search_of), rel, job["symprec"])[0],
         finals,
         job["dedupe"],
         True,
@@ -233,11 +233,11 @@ def test_only_converged_physical_candidates_rank_and_z_mixes_per_atom(tmp_path):
 def test_z_auto_takes_every_size_up_to_the_model_and_spreads_the_candidates():
     cfg = _validated(formulas=["SiO2", "NaCl"])  # z: auto by default
     job = cfg["predict"]["mine"]
-    targets = job_targets(cfg, "mine", job, largest=20)
-    assert [t.key for t in targets if t.formula == "SiO2"] == [f"SiO2_z{z}_p0" for z in range(1, 7)]
-    assert max(t.n_atoms for t in targets) <= 20 and len([t for t in targets if t.formula == "NaCl"]) == 10
-    items = candidate_items(targets, 8, pressure_condition=False)
-    sio2 = [it for it in items if it["target"].startswith("SiO2")]
+    searches = job_searches(cfg, "mine", job, largest=20)
+    assert [t.key for t in searches if t.formula == "SiO2"] == [f"SiO2_z{z}_p0" for z in range(1, 7)]
+    assert max(t.n_atoms for t in searches) <= 20 and len([t for t in searches if t.formula == "NaCl"]) == 10
+    items = candidate_items(searches, 8, pressure_condition=False)
+    sio2 = [it for it in items if it["search"].startswith("SiO2")]
     assert len(sio2) == 8 and [it["num_atoms"] for it in sio2] == [3, 6, 9, 12, 15, 18, 3, 6]
     assert len({it["id"] for it in items}) == 16
 
@@ -329,7 +329,7 @@ def test_search_stops_when_the_best_has_been_found_k_times(tmp_path, monkeypatch
     job["relax"].update(fmax=0.05, steps=200)
     sampler = _RockSaltSampler()
     sampler.calls = []
-    monkeypatch.setattr(P, "_job_sampler", lambda c, n, j, k, t: (sampler, job_targets(c, n, j, largest=20), False))
+    monkeypatch.setattr(P, "_job_sampler", lambda c, n, j, k, t: (sampler, job_searches(c, n, j, largest=20), False))
     samples, relaxed = tmp_path / "s.jsonl", tmp_path / "r.jsonl"
     P.predict_search(cfg, "mine", job, str(ckpt), str(samples), str(relaxed), threads=1, workers=1)
     recs, rel = read_jsonl(samples), read_jsonl(relaxed)

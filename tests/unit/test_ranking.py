@@ -9,7 +9,7 @@ from conftest import REPO
 from pymatgen.core import Lattice, Structure
 
 from crystalflow_core import config as cfgmod
-from crystalflow_core.compositions import job_targets
+from crystalflow_core.compositions import job_searches
 from crystalflow_core.materials.prediction.candidates import candidate_table
 from crystalflow_core.materials.prediction.ranking import rank_polymorphs
 
@@ -42,7 +42,7 @@ def _table(job, cfg):
         smp.append(
             {
                 "id": sid,
-                "target": "NaCl_z1_p0",
+                "search": "NaCl_z1_p0",
                 "lattice": lattice,
                 "species": species,
                 "frac_coords": coords,
@@ -62,7 +62,7 @@ def _table(job, cfg):
                 "energy_per_atom": h,
             }
         )
-    return candidate_table(job_targets(cfg, "mine", job), smp, rel, job["symprec"])
+    return candidate_table(job_searches(cfg, "mine", job), smp, rel, job["symprec"])
 
 
 def test_polymorphs_within_the_tie_window_share_rank_one():

@@ -251,7 +251,7 @@ def _tiny_cfg(tmp_path, run_name, task, conditions, **run_extra):
         "sample": {
             "steps": [3],
             "num_samples": 4,
-            "targets": [-1.0],
+            "condition_values": [-1.0],
             "guidance": 1.5,
             "batch_size": 8,
             "k": [1],
@@ -318,7 +318,7 @@ def test_conditional_import_carries_scalers_and_guided_sampling_runs(tmp_path):
     samples = tmp_path / "shard0.jsonl"
     stages.sample(cfg["runs"]["eform"], str(out), None, 3, 0, 1, str(samples), 1)
     recs = read_jsonl(samples)
-    assert len(recs) == 4 and all(r["target"] == -1.0 and len(r["species"]) == r["num_atoms"] for r in recs)
+    assert len(recs) == 4 and all(r["condition_value"] == -1.0 and len(r["species"]) == r["num_atoms"] for r in recs)
 
 
 def test_config_that_disagrees_with_the_checkpoint_is_an_error(tmp_path):

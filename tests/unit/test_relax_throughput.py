@@ -8,7 +8,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.core.operations import SymmOp
 
 from crystalflow_core import config as cfgmod
-from crystalflow_core.compositions import job_targets
+from crystalflow_core.compositions import job_searches
 from crystalflow_core.io import read_jsonl, write_jsonl_atomic
 from crystalflow_core.materials.calculators import load_potential
 from crystalflow_core.materials.prediction.candidates import candidate_table
@@ -96,10 +96,10 @@ def _job(**over):
     return cfg, cfg["predict"]["mine"]
 
 
-def _sample(sid, target, s, **extra):
+def _sample(sid, search, s, **extra):
     return {
         "id": sid,
-        "target": target,
+        "search": search,
         "lattice": s.lattice.matrix.tolist(),
         "species": [site.specie.Z for site in s],
         "frac_coords": s.frac_coords.tolist(),
@@ -112,13 +112,13 @@ def _sample(sid, target, s, **extra):
 
 def test_abandoned_candidates_are_listed_and_never_ranked(calc):
     cfg, job = _job()
-    targets = job_targets(cfg, "mine", job)
+    searches = job_searches(cfg, "mine", job)
     good = _rocksalt(5.65)
     r_good = relax_structure(good, _settings(fmax=0.05, steps=200), calc=calc)
     r_bad = relax_structure(_rocksalt(4.4), _settings(fmax=0.05, steps=200), calc=calc, abandon=(2, -50.0))
     r_good["id"], r_bad["id"] = "NaCl_z1_p0#0", "NaCl_z1_p0#1"
     smp = [_sample(r["id"], "NaCl_z1_p0", good) for r in (r_good, r_bad)]
-    cands, finals = candidate_table(targets, smp, [r_good, r_bad], job["symprec"])
+    cands, finals = candidate_table(searches, smp, [r_good, r_bad], job["symprec"])
     cands, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], 0.0)
     status = dict(zip(cands["id"], cands["status"]))
     assert status == {"NaCl_z1_p0#0": "ranked", "NaCl_z1_p0#1": "abandoned"}
@@ -190,8 +190,8 @@ def test_twins_relax_once_and_are_counted_for_each(tmp_path):
     twin, first = recs["NaCl_z1_p0#2"], recs["NaCl_z1_p0#0"]
     assert twin["duplicate_of"] == "NaCl_z1_p0#0" and twin["force_calls"] == 0 and first["force_calls"] > 0
     assert twin["final"] == first["final"] and twin["sample_provenance"] == "p-NaCl_z1_p0#2"
-    targets = job_targets(cfg, "mine", job)
-    cands, finals = candidate_table(targets, smp, list(recs.values()), job["symprec"])
+    searches = job_searches(cfg, "mine", job)
+    cands, finals = candidate_table(searches, smp, list(recs.values()), job["symprec"])
     _, ranked = rank_polymorphs(cands, finals, job["dedupe"], job["rank_unconverged"], job["rank"]["tie_mev"])
     best = ranked.iloc[0]
     assert best["spacegroup_number_tight"] == 225 and int(best["n_candidates"]) == 2

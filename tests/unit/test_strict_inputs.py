@@ -119,6 +119,25 @@ def test_config_names_are_checked_before_any_job(section):
         cfgmod.validate(raw, mirror_check=False)
 
 
+def test_keys_renamed_in_0_11_are_refused_with_their_new_name():
+    """`targets` (the runs `all` builds) is now `build`, a run's `sample.targets` (the values a conditional
+    run samples at) `condition_values`: an old config is one line naming the key and its new name."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "config/quick.yaml").read_text())
+    old = {**raw, "targets": raw.pop("build")}
+    with pytest.raises(ConfigError, match=r"at '<top level>'.*\('targets' is now 'build'\); allowed keys: .*build"):
+        cfgmod.validate(old, mirror_check=False)
+    raw["runs"]["mp20_dng"]["sample"]["targets"] = [-1.0]
+    with pytest.raises(ConfigError, match=r"at 'runs/mp20_dng/sample'.*\('targets' is now 'condition_values'\)"):
+        cfgmod.validate(raw, mirror_check=False)
+    raw["runs"]["mp20_dng"]["sample"]["stepz"] = [1]  # a plain unknown key gets no rename hint
+    del raw["runs"]["mp20_dng"]["sample"]["targets"]
+    with pytest.raises(ConfigError, match=r"'stepz' was unexpected\); allowed keys") as e:
+        cfgmod.validate(raw, mirror_check=False)
+    assert "is now" not in str(e.value)
+
+
 def test_predict_name_escaping_results_is_one_line(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(

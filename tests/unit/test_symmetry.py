@@ -325,11 +325,11 @@ def test_prediction_jobs_ask_a_symmetric_model_for_space_groups_and_the_plain_on
 
 # ----------------------------------------------------------------------------- assignments
 def test_assignments_from_space_groups_templates_and_strings():
-    from crystalflow_core.compositions import Target
+    from crystalflow_core.compositions import Search
     from crystalflow_core.materials.prediction.assignments import (
         group_assignments,
         relabelled,
-        target_assignments,
+        search_assignments,
         template_library,
         with_assignments,
     )
@@ -345,11 +345,11 @@ def test_assignments_from_space_groups_templates_and_strings():
     assert relabelled(parse_wyckoff("225_K1x4a_Cl1x4b"), {"Na": 1, "Cl": 2}) == []
     lib = template_library(["225_K1x4a_Cl1x4b", "221_Cs1x1a_Cl1x1b", "225_K1x4a_Cl1x4b"], ["kcl", "cscl", "kcl2"])
     assert lib[((1, 1), 2)][0] == ("225_K1x4a_Cl1x4b", 2, "kcl")  # two training crystals: first
-    t = Target("NaCl_z1_p0", "NaCl", 1, (11, 17), 0.0)
-    found = target_assignments(t, {"spacegroups": [], "symmetry": "auto"}, lib)
+    t = Search("NaCl_z1_p0", "NaCl", 1, (11, 17), 0.0)
+    found = search_assignments(t, {"spacegroups": [], "symmetry": "auto"}, lib)
     assert [w.split("_")[0] for w, _ in found] == ["225", "225", "221", "221"]
     assert found[0][1] == "template kcl (2 training crystals)"
-    items = [{"id": f"NaCl_z1_p0#{c}", "target": t.key, "candidate": c} for c in range(5)]
+    items = [{"id": f"NaCl_z1_p0#{c}", "search": t.key, "candidate": c} for c in range(5)]
     out = with_assignments(items, [t], {"spacegroups": ["221_Na1x1a_Cl1x1b"], "symmetry": "none"}, None, "j")
     assert {it["wyckoff"] for it in out} == {"221_Na1x1a_Cl1x1b"} and out[0]["assignment"] == "given"
     nothing = with_assignments(items[:1], [t], {"spacegroups": [230], "symmetry": "none"}, None, "j")

@@ -4,7 +4,7 @@
 # may use a GPU and which run on the submitting node: the stage table (`gpu`, `local`).
 import math
 
-from crystalflow_core.compositions import job_targets, n_groups
+from crystalflow_core.compositions import job_searches, n_groups
 from crystalflow_core.config import workers_for
 
 
@@ -24,12 +24,12 @@ def gpus(wildcards, rule_name: str) -> int:
 def _structures_per_shard(rule_name: str, wildcards) -> int:
     if rule_name == "predict_relax":
         job = PREDICT[wildcards.job]
-        n = n_groups(job_targets(config, wildcards.job, job)) * job["n_candidates"]
+        n = n_groups(job_searches(config, wildcards.job, job)) * job["n_candidates"]
         return math.ceil(n / job["relax"]["shards"])
     run = RUNS[wildcards.run]
     s, r = run["sample"], run["relax"]
     n = (
-        s["num_samples"] * max(1, len(s["targets"]))
+        s["num_samples"] * max(1, len(s["condition_values"]))
         if run["task"] == "dng"
         else (s["test_limit"] or CLUSTER["test_structures_estimate"]) * max(s["k"])
     )

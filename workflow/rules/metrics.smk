@@ -50,14 +50,14 @@ rule metric_table:
         "../scripts/stage.py"
 
 
-rule targets_table:
+rule conditions_table:
     input:
-        unpack(stage_inputs("targets_table")),
+        unpack(stage_inputs("conditions_table")),
     output:
-        **stage_outputs("targets_table"),
+        **stage_outputs("conditions_table"),
     log:
-        L.log("tables", "{tag}_dng_targets"),
-    localrule: STAGES["targets_table"].local
+        L.log("tables", "{tag}_dng_conditions"),
+    localrule: STAGES["conditions_table"].local
     conda:
         "../../envs/workflow.yaml"
     script:

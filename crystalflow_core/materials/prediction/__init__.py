@@ -6,9 +6,9 @@ ranking     polymorphs clustered and ranked by enthalpy, E_hull at 0 GPa, a comm
 symmetry    the best polymorphs symmetrised and written as CIFs
 scan        pressure scans H(P) and transitions
 
-A target is one composition with a number of atoms per cell at one pressure. Its candidates are
-sampled from a CSP model, relaxed with CHGNet at the target's pressure (enthalpy H = E + PV), grouped
-into polymorphs with pymatgen's StructureMatcher and ranked by enthalpy per atom. Targets of the same
+A search is one composition with a number of atoms per cell at one pressure. Its candidates are
+sampled from a CSP model, relaxed with CHGNet at the search's pressure (enthalpy H = E + PV), grouped
+into polymorphs with pymatgen's StructureMatcher and ranked by enthalpy per atom. Searches of the same
 composition and pressure (different z) are ranked together: enthalpies per atom compare across cell
 sizes, and the same polymorph found in a 6- and a 12-atom cell is one polymorph.
 """

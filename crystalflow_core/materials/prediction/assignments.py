@@ -3,7 +3,7 @@ candidate of a composition is sampled in.
 
 Three sources, as a predict job says:
 - `spacegroups: [225, ...]`: every assignment of the composition's atoms to the group's Wyckoff positions
-  (pyxtal's enumeration, in the conventional cell of the target's size);
+  (pyxtal's enumeration, in the conventional cell of the search's size);
 - `spacegroups: ["225_Na1x4a_Cl1x4b", ...]`: the strings as given (checked against the formula);
 - `symmetry: auto`: templates, as DiffCSP++ retrieves them: the space groups and Wyckoff patterns of the
   training crystals with the same anonymous formula and cell size (AB2 at 6 atoms per primitive cell), their
@@ -40,7 +40,7 @@ def anonymous(counts: dict) -> tuple:
 
 
 def element_counts(atom_types) -> dict[str, int]:
-    """Atoms of each element among atomic numbers (a target's `species`, a structure's atomic_numbers), in the
+    """Atoms of each element among atomic numbers (a search's `species`, a structure's atomic_numbers), in the
     order first seen."""
     from pymatgen.core import Element
 
@@ -117,19 +117,19 @@ def group_assignments(spacegroup: int, counts: dict) -> list[str]:
     return out
 
 
-def target_assignments(target, job: dict, library: dict | None) -> list[tuple[str, str]]:
-    """[(Wyckoff string, where it came from)] for one target (composition at one cell size)."""
-    counts = element_counts(target.species)
+def search_assignments(search, job: dict, library: dict | None) -> list[tuple[str, str]]:
+    """[(Wyckoff string, where it came from)] for one search (composition at one cell size)."""
+    counts = element_counts(search.species)
     out: list[tuple[str, str]] = []
     for sg in job["spacegroups"]:
         if isinstance(sg, str):
-            ws = parse_wyckoff(sg, target.formula)
-            if sum(primitive_counts(ws).values()) == target.n_atoms:
+            ws = parse_wyckoff(sg, search.formula)
+            if sum(primitive_counts(ws).values()) == search.n_atoms:
                 out.append((str(ws), "given"))
         else:
             out += [(w, f"space group {sg}") for w in group_assignments(int(sg), counts)]
     if job["symmetry"] == "auto" and library is not None:
-        for w, n, first in library.get((anonymous(counts), target.n_atoms), []):
+        for w, n, first in library.get((anonymous(counts), search.n_atoms), []):
             out += [(r, f"template {first} ({n} training crystals)") for r in relabelled(parse_wyckoff(w), counts)]
     distinct = list(dict.fromkeys(w for w, _ in out))
     source = {}
@@ -138,19 +138,19 @@ def target_assignments(target, job: dict, library: dict | None) -> list[tuple[st
     return [(w, source[w]) for w in distinct]
 
 
-def p1_assignment(target) -> str:
+def p1_assignment(search) -> str:
     """Space group 1 with every atom on the general position: the assignment that constrains nothing."""
-    counts = element_counts(target.species).items()
+    counts = element_counts(search.species).items()
     return str(wyckoff_of_sites(1, [(el, "a", 1) for el, n in counts for _ in range(n)]))
 
 
-def with_assignments(items: list[dict], targets: list, job: dict, library: dict | None, name: str) -> list[dict]:
+def with_assignments(items: list[dict], searches: list, job: dict, library: dict | None, name: str) -> list[dict]:
     """Each candidate item with its Wyckoff string (`wyckoff`), its generating space group and where the
-    assignment came from: candidate c of a target takes its c-th assignment (cycling). A target without one
+    assignment came from: candidate c of a search takes its c-th assignment (cycling). A search without one
     samples in P1, with a warning."""
-    per_target = {}
-    for t in targets:
-        found = target_assignments(t, job, library)
+    per_search = {}
+    for t in searches:
+        found = search_assignments(t, job, library)
         if not found:
             log.warning(
                 "predict/%s %s: no Wyckoff assignment from %s: its candidates are sampled in P1",
@@ -159,10 +159,10 @@ def with_assignments(items: list[dict], targets: list, job: dict, library: dict 
                 "the space groups given" if job["spacegroups"] else "the training templates",
             )
             found = [(p1_assignment(t), "P1 (no assignment found)")]
-        per_target[t.key] = found
+        per_search[t.key] = found
     out = []
     for it in items:
-        found = per_target[it["target"]]
+        found = per_search[it["search"]]
         w, source = found[it["candidate"] % len(found)]
         out.append({**it, "wyckoff": w, "spacegroup_generated": int(w.split("_")[0]), "assignment": source})
     return out

@@ -8,19 +8,19 @@ import logging
 import numpy as np
 import pandas as pd
 
-from crystalflow_core.compositions import Target
+from crystalflow_core.compositions import Search
 from crystalflow_core.io import atomic_path
 from crystalflow_core.materials.relax import finished
 
 log = logging.getLogger(__name__)
 
 
-def candidate_items(targets: list[Target], n_candidates: int, pressure_condition: bool) -> list[dict]:
+def candidate_items(searches: list[Search], n_candidates: int, pressure_condition: bool) -> list[dict]:
     """The sampler's items: n_candidates per composition and pressure, spread over its cell sizes in turn
-    (candidate c takes the (c mod n_sizes)-th z), ids `{target}#{c}`; each with its target's pressure
+    (candidate c takes the (c mod n_sizes)-th z), ids `{search}#{c}`; each with its search's pressure
     (`pressure_gpa`, the relaxation's) and, for a pressure-conditioned model, that pressure as the condition."""
-    groups: dict[str, list[Target]] = {}
-    for t in targets:
+    groups: dict[str, list[Search]] = {}
+    for t in searches:
         groups.setdefault(t.group, []).append(t)
     items = []
     for sizes in groups.values():
@@ -29,7 +29,7 @@ def candidate_items(targets: list[Target], n_candidates: int, pressure_condition
             t = sizes[c % len(sizes)]
             it = {
                 "id": f"{t.key}#{c}",
-                "target": t.key,
+                "search": t.key,
                 "candidate": c,
                 "num_atoms": t.n_atoms,
                 "atom_types": list(t.species),
@@ -78,7 +78,7 @@ RELAXATION_COLUMNS = (
 )
 CANDIDATE_COLUMNS = [
     "id",
-    "target",
+    "search",
     "group",
     "formula",
     "z",
@@ -110,21 +110,21 @@ CANDIDATE_COLUMNS = [
 ]
 
 
-def candidate_table(targets: list[Target], samples: list[dict], relaxed: list[dict], symprec) -> tuple:
+def candidate_table(searches: list[Search], samples: list[dict], relaxed: list[dict], symprec) -> tuple:
     """(candidates DataFrame without clusters, {id: relaxed Structure}) from the sample and relaxation
     records of a job."""
     from crystalflow_core.crystals.crystal import structure_from
 
-    by_key = {t.key: t for t in targets}
+    by_key = {t.key: t for t in searches}
     rel = {r["id"]: r for r in relaxed}
     rows, finals = [], {}
     for smp in samples:
-        t = by_key[smp["target"]]
+        t = by_key[smp["search"]]
         r = rel.get(smp["id"], {})
         row = {c: np.nan for c in CANDIDATE_COLUMNS}
         row.update(
             id=smp["id"],
-            target=t.key,
+            search=t.key,
             group=t.group,
             formula=t.formula,
             z=t.z,
@@ -170,7 +170,7 @@ def write_extxyz(cands: pd.DataFrame, finals: dict, out: str) -> None:
         atoms = AseAtomsAdaptor.get_atoms(finals[c["id"]])
         atoms.info.update(
             id=c["id"],
-            target=c["target"],
+            search=c["search"],
             cluster=int(c["cluster"]),
             enthalpy_per_atom=float(c["enthalpy_per_atom"]),
             energy_per_atom=float(c["energy_per_atom"]),

@@ -158,13 +158,13 @@ def substitution_label(mapping: dict) -> str:
     return ", ".join(changed) or "none"
 
 
-def prototype_structures(items: list[dict], targets: list, shares: dict, library: dict, name: str) -> dict:
+def prototype_structures(items: list[dict], searches: list, shares: dict, library: dict, name: str) -> dict:
     """{id: (Structure, prototype id, substitution)} of the prototype candidates among `items`: the k-th
     prototype candidate of a cell size takes the k-th best substitution of its content (cycling); a cell
     size without a prototype of its anonymous formula gets a random structure instead (id: None), logged."""
-    by_key = {t.key: t for t in targets}
+    by_key = {t.key: t for t in searches}
     sizes: dict[str, int] = defaultdict(int)
-    for t in targets:
+    for t in searches:
         sizes[t.group] += 1
     mine = [it for it in items if it.get("generator") == "prototype"]
     if not mine:
@@ -173,7 +173,7 @@ def prototype_structures(items: list[dict], targets: list, shares: dict, library
     plans: dict[str, list] = {}
     out = {}
     for it in mine:
-        t = by_key[it["target"]]
+        t = by_key[it["search"]]
         if t.key not in plans:
             plans[t.key] = substitutions(element_counts(t.species), library, limit=max(1, seq.count("prototype")))
             if not plans[t.key]:
