@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from crystalflow_core.config import committee_second
 from crystalflow_core.materials.prediction.refine import REFINE_COLUMNS
 from crystalflow_core.materials.second_opinion import second_opinion
 
@@ -226,7 +227,7 @@ def ranking_basis(job: dict) -> str:
     """What orders a job's polymorphs (`rank.by` resolved): "first" (the relaxing potential), "committee_mean"
     or the committee's second potential by name; `auto` is the committee mean where a committee is set."""
     by, relax = job["rank"]["by"], job["relax"]
-    second = relax["committee"][1] if relax["committee"] else None
+    second = committee_second(relax)
     if by == "auto":
         return "committee_mean" if second else "first"
     return "first" if by in ("first", relax["model"]) else by
@@ -260,16 +261,17 @@ def order_by(ranked: pd.DataFrame, basis: str, second: str | None, tie_mev: floa
 def committee_rerank(job: dict, ranked: pd.DataFrame, finals: dict, name: str, workers: int) -> pd.DataFrame:
     """With `relax.committee`: the top polymorphs re-ranked under the second potential, flags where the two
     disagree by more than `rank.disagree_mev` (committee_ranks); then ordered by `rank.by` (order_by)."""
-    committee = job["relax"]["committee"]
-    if not committee or not len(ranked):
+    potential = committee_second(job["relax"])
+    if potential is None or not len(ranked):
         return order_by(ranked, "first", None, job["rank"]["tie_mev"])
     top = ranked[ranked["rank"] <= job["top_n"]]
     items = [(r["best_id"], finals[r["best_id"]], float(r["pressure_gpa"])) for _, r in top.iterrows()]
-    second = second_opinion(items, job["relax"], committee[1], workers)
-    ranked = committee_ranks(ranked, committee[1], second, job["top_n"], job["rank"]["disagree_mev"] / 1000.0)
+    second = second_opinion(items, job["relax"], potential, workers)
+    ranked = committee_ranks(ranked, potential, second, job["top_n"], job["rank"]["disagree_mev"] / 1000.0)
     n_changed, n_dis = int(ranked["committee_rank_changed"].sum()), int(ranked["committee_disagrees"].sum())
-    log.info("predict/%s committee %s: %d ranks change, %d disagree", name, "+".join(committee), n_changed, n_dis)
-    return order_by(ranked, ranking_basis(job), committee[1], job["rank"]["tie_mev"])
+    committee = "+".join(job["relax"]["committee"])
+    log.info("predict/%s committee %s: %d ranks change, %d disagree", name, committee, n_changed, n_dis)
+    return order_by(ranked, ranking_basis(job), potential, job["rank"]["tie_mev"])
 
 
 def with_e_hull(
