@@ -130,3 +130,33 @@ def test_a_mixture_through_the_sample_stage_records_each_candidates_generator(tm
     stub.asked = []
     P.predict_sample(cfg, "j", job, str(ckpt), 0, 1, str(out), threads=1, training=str(tmp_path / "train.pt"))
     assert stub.asked == [] and {r["id"]: r for r in read_jsonl(out)} == recs
+
+
+def test_the_report_counts_what_each_generator_made_and_found_and_advises_prototypes_to_a_model_alone():
+    from crystalflow_core.evaluation.prediction_report import _generator_lines
+
+    cands = pd.DataFrame(
+        {
+            "id": ["A#0", "A#1", "A#2", "B#0", "B#1"],
+            "generator": ["model", "prototype", "random", "prototype", "model"],
+            "status": ["ranked", "ranked", "not converged", "ranked", "abandoned"],
+        }
+    )
+    # two compositions: A's best made by the prototype and found again by the model, B's by a prototype alone
+    ranked = pd.DataFrame(
+        {
+            "group": ["A_p0", "A_p0", "B_p0"],
+            "enthalpy_per_atom": [-5.0, -4.0, -3.0],
+            "generator": ["prototype", "model", "prototype"],
+            "found_by": ["prototype,model", "model", "prototype"],
+        }
+    )
+    job = {"generators": {"model": 0.5, "random": 0.25, "prototype": 0.25}}
+    rows = [line for line in _generator_lines(job, cands, ranked) if line.startswith("| ") and "---" not in line]
+    assert rows[1:] == [
+        "| model | 2 | 1 | 1 of 2 | 0 of 2 |",
+        "| prototype | 2 | 2 | 2 of 2 | 2 of 2 |",
+        "| random | 1 | 0 | 0 of 2 | 0 of 2 |",
+    ]
+    advice = " ".join(_generator_lines({"generators": {"model": 1.0}}, cands, ranked))
+    assert "model alone" in advice and "`generators: {prototype: 1.0}`" in advice
