@@ -214,3 +214,39 @@ def test_known_crystals_pass_the_physical_checks():
         unphysical_reason(Structure.from_str(c, fmt="cif"), 0.0, (0.0, 1e9), section["max_vacuum_gap"]) for c in cifs
     ]
     assert sum(bool(w) for w in slabs) <= 3 and all("vacuum" in w for w in slabs if w)
+
+
+def test_one_backward_pass_gives_chgnets_own_forces_and_stress(chgnet):
+    """Forces and stress from one first-order backward pass equal CHGNet's own two passes on strained,
+    rattled, low-symmetry cells (quartz, rock salt), one at a time and batched; CHGNet is left as it was."""
+    from chgnet.model.dynamics import CHGNetCalculator
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from crystalflow_core.materials.calculators import make_calculator
+
+    quartz = Structure.from_spacegroup(
+        "P3_221", Lattice.hexagonal(4.91, 5.40), ["Si", "O"], [[0.4697, 0, 0], [0.4135, 0.2669, 0.1191]]
+    )
+    salt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    structs = []
+    for i, s in enumerate((quartz, salt.get_primitive_structure())):
+        s = s.copy()
+        s.perturb(0.2, min_distance=0.1)
+        s.apply_strain([0.03, -0.02, 0.01 * (i + 1)])
+        structs.append(s)
+    trainable = [p.requires_grad for p in chgnet.parameters()]
+    assert any(trainable)
+    plain, fast = CHGNetCalculator(model=chgnet, use_device="cpu"), make_calculator(chgnet)
+    batched = static_predictions(structs, chgnet, batch_size=2)
+    for s, p in zip(structs, batched):
+        a, b = AseAtomsAdaptor.get_atoms(s), AseAtomsAdaptor.get_atoms(s)
+        a.calc, b.calc = plain, fast
+        f_ref, s_ref = a.get_forces(), a.get_stress()
+        assert np.abs(f_ref).max() > 0.1 and np.abs(s_ref).max() > 1e-3  # forces and stress worth comparing
+        assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-5)
+        assert np.allclose(b.get_forces(), f_ref, atol=1e-5)
+        assert np.allclose(b.get_stress(), s_ref, atol=1e-6)
+        assert np.allclose(p["f"], f_ref, atol=1e-5)
+        assert np.allclose(p["s"] * plain.stress_weight, a.get_stress(voigt=False), atol=1e-6)
+    assert "_compute" not in vars(chgnet)  # the patch lives only inside a calculation ...
+    assert [p.requires_grad for p in chgnet.parameters()] == trainable  # ... and its weights as they were
