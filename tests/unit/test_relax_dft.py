@@ -218,7 +218,8 @@ def test_known_crystals_pass_the_physical_checks():
 
 def test_one_backward_pass_gives_chgnets_own_forces_and_stress(chgnet):
     """Forces and stress from one first-order backward pass equal CHGNet's own two passes on strained,
-    rattled, low-symmetry cells (quartz, rock salt), one at a time and batched; CHGNet is left as it was."""
+    rattled, low-symmetry cells (quartz, rock salt), one at a time and batched, to float32 round-off (forces up
+    to about 13 eV/A here); CHGNet is left as it was."""
     from chgnet.model.dynamics import CHGNetCalculator
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -231,7 +232,7 @@ def test_one_backward_pass_gives_chgnets_own_forces_and_stress(chgnet):
     structs = []
     for i, s in enumerate((quartz, salt.get_primitive_structure())):
         s = s.copy()
-        s.perturb(0.2, min_distance=0.1)
+        s.perturb(0.2, min_distance=0.1, seed=i)
         s.apply_strain([0.03, -0.02, 0.01 * (i + 1)])
         structs.append(s)
     trainable = [p.requires_grad for p in chgnet.parameters()]
@@ -243,10 +244,10 @@ def test_one_backward_pass_gives_chgnets_own_forces_and_stress(chgnet):
         a.calc, b.calc = plain, fast
         f_ref, s_ref = a.get_forces(), a.get_stress()
         assert np.abs(f_ref).max() > 0.1 and np.abs(s_ref).max() > 1e-3  # forces and stress worth comparing
-        assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-5)
-        assert np.allclose(b.get_forces(), f_ref, atol=1e-5)
-        assert np.allclose(b.get_stress(), s_ref, atol=1e-6)
-        assert np.allclose(p["f"], f_ref, atol=1e-5)
-        assert np.allclose(p["s"] * plain.stress_weight, a.get_stress(voigt=False), atol=1e-6)
+        assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-4)
+        assert np.allclose(b.get_forces(), f_ref, atol=1e-4)
+        assert np.allclose(b.get_stress(), s_ref, atol=1e-5)
+        assert np.allclose(p["f"], f_ref, atol=1e-4)
+        assert np.allclose(p["s"] * plain.stress_weight, a.get_stress(voigt=False), atol=1e-5)
     assert "_compute" not in vars(chgnet)  # the patch lives only inside a calculation ...
     assert [p.requires_grad for p in chgnet.parameters()] == trainable  # ... and its weights as they were
