@@ -1,7 +1,8 @@
 """Does evaluating CHGNet on a batch of structures pay on this machine, and what does taking forces and stress
 in one backward pass save? Energy, forces and stress of the same structures one at a time and in batches
-(`predict_structure(..., batch_size=b)`), each with CHGNet's own two backward passes and with the package's one
-pass (`calculators._fast_derivatives`), and the graph construction alone, per structure, in one run (the
+(`predict_structure(..., batch_size=b)`) with CHGNet's own two backward passes, one at a time also with 0.11.0's
+(the two without their second-order graph), and each with the package's one pass
+(`calculators._fast_derivatives`), and the graph construction alone, per structure, in one run (the
 order repeated `--repeats` times, each figure the fastest). A batched relaxation (torch-sim style) gains at
 most what one batched evaluation gains over single ones.
 
@@ -90,9 +91,7 @@ def main():
 
     ways = {
         "one at a time (CHGNet's own: two backward passes, second order)": one_by_one,
-        "one at a time, 0.11.0 (two backward passes, first order)": within(
-            lambda m: first_derivatives_only(), one_by_one
-        ),
+        "one at a time, 0.11.0 (two backward passes, first order)": within(first_derivatives_only, one_by_one),
         "one at a time, one backward pass, weights frozen (this version)": one_pass(one_by_one),
     }
     ways["graph construction alone"] = graphs
@@ -162,11 +161,11 @@ def relax_side_by_side(samples: str, k: int, steps: int) -> None:
         calls = sum(r.get("force_calls", 0) for r in rs)
         both = [(r, q) for r, q in zip(rs, ref) if r["converged"] and q["converged"]]
         dh = [1000 * abs(r["enthalpy_per_atom"] - q["enthalpy_per_atom"]) for r, q in both]
-        steps = sum(r["steps"] == q["steps"] for r, q in zip(rs, ref))
-        conv = sum(r["converged"] == q["converged"] for r, q in zip(rs, ref))
+        same_steps = sum(r["steps"] == q["steps"] for r, q in zip(rs, ref))
+        same_conv = sum(r["converged"] == q["converged"] for r, q in zip(rs, ref))
         print(
             f"| {name} | {60 * len(rs) / wall:.1f} | {1000 * wall / max(1, calls):.1f} | "
-            f"{sum(bool(r['converged']) for r in rs)}/{len(rs)} | {steps}/{len(rs)} | {conv}/{len(rs)} | "
+            f"{sum(bool(r['converged']) for r in rs)}/{len(rs)} | {same_steps}/{len(rs)} | {same_conv}/{len(rs)} | "
             f"{max(dh, default=0):.3f} ({np.median(dh) if dh else 0:.3f}) |"
         )
 
