@@ -115,7 +115,6 @@ def relax_side_by_side(samples: str, k: int, steps: int) -> None:
     import numpy as np
     import torch
     from chgnet.model import CHGNet
-    from chgnet.model.dynamics import CHGNetCalculator
 
     from crystalflow_core.config import defaults
     from crystalflow_core.materials.relax import RelaxSettings, relax_structure
@@ -125,24 +124,11 @@ def relax_side_by_side(samples: str, k: int, steps: int) -> None:
     print(f"# {len(structures)} candidates of {samples}; torch threads {torch.get_num_threads()}; <= {steps} steps")
     model = CHGNet.load(verbose=False)
 
-    class Plain011(CHGNetCalculator):
-        implemented_properties = (*CHGNetCalculator.implemented_properties, "free_energy")
-
-        def calculate(self, *args, **kwargs):
-            with first_derivatives_only():
-                super().calculate(*args, **kwargs)
-            self.results["free_energy"] = self.results["energy"]
-
-    class Own(CHGNetCalculator):
-        implemented_properties = (*CHGNetCalculator.implemented_properties, "free_energy")
-
-        def calculate(self, *args, **kwargs):
-            super().calculate(*args, **kwargs)
-            self.results["free_energy"] = self.results["energy"]
-
     calcs = {
-        "CHGNet's own (two backward passes, second-order graph)": Own(model=model, use_device="cpu"),
-        "0.11.0 (two backward passes, first order)": Plain011(model=model, use_device="cpu"),
+        "CHGNet's own (two backward passes, second-order graph)": make_calculator(
+            model, lambda m: contextlib.nullcontext()
+        ),
+        "0.11.0 (two backward passes, first order)": make_calculator(model, first_derivatives_only),
         "this version (one backward pass, weights frozen)": make_calculator(model),
     }
     settings = RelaxSettings.from_section(defaults("relax"), steps=steps, fmax=0.1, record_energies=False)

@@ -63,8 +63,10 @@ def _fast_derivatives(model):
             p.requires_grad_(True)
 
 
-def make_calculator(model):
-    """CHGNetCalculator of a loaded CHGNet for inference (forces and stress in one backward pass), CPU."""
+def make_calculator(model, derivatives=_fast_derivatives):
+    """CHGNetCalculator of a loaded CHGNet for inference (forces and stress in one backward pass), CPU.
+    derivatives: the context each calculation runs in, given the model (another way to take forces and
+    stress: `benchmarks/chgnet_batch.py` compares them)."""
     from chgnet.model.dynamics import CHGNetCalculator
 
     class _Calculator(CHGNetCalculator):
@@ -72,7 +74,7 @@ def make_calculator(model):
         implemented_properties = (*CHGNetCalculator.implemented_properties, "free_energy")
 
         def calculate(self, *args, **kwargs):
-            with _fast_derivatives(self.model):
+            with derivatives(self.model):
                 super().calculate(*args, **kwargs)
             self.results["free_energy"] = self.results["energy"]
 
