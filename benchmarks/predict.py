@@ -134,6 +134,7 @@ def rank_with(cfg, job, samples, relaxed, work: Path, ranking: str, workers: int
         "extxyz": str(folder / "relaxed.extxyz"),
         "phase": str(folder / "phase_diagram.csv"),
         "refined": str(work / "refined.jsonl"),  # shared: the committee ranking reuses the refined one's
+        "second": str(work / "second_opinion.jsonl"),  # the committee's opinions, kept across reruns
     }
     t0 = time.time()
     predict_rank(cfg, "bench", job, samples, relaxed, out, workers)

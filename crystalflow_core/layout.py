@@ -69,6 +69,11 @@ class Layout:
     def stability(self, run, point) -> str:
         return f"{self.point_dir(run, point)}/stability.csv"
 
+    def stability_second_opinion(self, run, point) -> str:
+        """The committee's second potential on every relaxed structure of a DNG point (`relax.committee`), kept
+        across reruns under a key of each structure and the settings."""
+        return f"{self.point_dir(run, point)}/stability_second_opinion.jsonl"
+
     def metrics(self, run, point) -> str:
         return f"{self.point_dir(run, point)}/metrics.csv"
 
@@ -132,6 +137,11 @@ class Layout:
         """The tight re-relaxations of the ranking's best polymorphs (`rank.refine_*`), each under a key of its
         starting structure and settings: kept across reruns, so re-ranking (rank.by, top_n) refines nothing again."""
         return f"{self.predict_dir(job)}/refined.jsonl"
+
+    def predict_second_opinion(self, job) -> str:
+        """The committee's second potential on the ranking's top polymorphs (`relax.committee`), each under a key
+        of its structure, pressure and settings: kept across reruns, as the refinements are."""
+        return f"{self.predict_dir(job)}/second_opinion.jsonl"
 
     def predict_cifs(self, job) -> str:
         return f"{self.predict_dir(job)}/cif"

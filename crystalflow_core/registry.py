@@ -188,7 +188,9 @@ STAGES: dict[str, Stage] = {
             out["stability"],
             workers_for(job.run_section["relax"], job.threads),
             hull_inputs=hull_inputs(inp),
+            second_cache=job.layout.stability_second_opinion(job.run, job.point),
         ),
+        kept=lambda job: [job.layout.stability_second_opinion(job.run, job.point)],
         report={"stability": ("Stability", "{run} s{point}")},
         reruns={"cfg": R.hull_view, "run": R.run_view("sample", "relax")},
     ),
@@ -329,7 +331,7 @@ STAGES: dict[str, Stage] = {
             "cif": Folder(job.layout.predict_cifs(job.job)),
         },
         call=predict_rank_call,
-        kept=lambda job: [job.layout.predict_refined(job.job)],
+        kept=lambda job: [job.layout.predict_refined(job.job), job.layout.predict_second_opinion(job.job)],
         report={
             "ranked": ("Structure prediction", "{job}"),
             "candidates": ("Structure prediction", "{job}"),

@@ -195,7 +195,11 @@ def predict_rank_call(job: Job, inp: dict, out: dict) -> None:
         job.job_section,
         inp["samples"],
         inp["relaxed"],
-        {**out, "refined": job.layout.predict_refined(job.job)},  # kept (the table record's `kept`)
+        {  # and what the table record keeps (`kept`)
+            **out,
+            "refined": job.layout.predict_refined(job.job),
+            "second": job.layout.predict_second_opinion(job.job),
+        },
         workers_for(job.job_section["relax"], job.threads),
         hull_inputs=hull_inputs(inp),
     )

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from crystalflow_core.crystals.crystal import min_interatomic_distance, unphysical_reason
-from crystalflow_core.io import append_jsonl, read_jsonl, resume_jsonl
+from crystalflow_core.io import append_jsonl, content_key, read_jsonl, resume_jsonl
 from crystalflow_core.materials.calculators import (
     PotentialWorker,
     make_calculator,
@@ -82,6 +82,18 @@ class RelaxSettings:
     def from_section(cls, r: dict, **override) -> RelaxSettings:
         out = cls(**{f: tuple(r[f]) if isinstance(r[f], list) else r[f] for f in cls.__dataclass_fields__})
         return replace(out, **override)
+
+
+def calculation_key(structure, pressure: float, how) -> str:
+    """A short key of a calculation on a structure: what it starts from (the structure to 1e-6, its pressure)
+    and how it runs (`how`: the settings, any JSON). A result kept under another key is not this one's."""
+    start = [
+        np.round(structure.lattice.matrix, 6).tolist(),
+        [site.specie.Z for site in structure],
+        np.round(structure.frac_coords, 6).tolist(),
+        float(pressure),
+    ]
+    return content_key([start, how])
 
 
 class _Timeout(Exception):

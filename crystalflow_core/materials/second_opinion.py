@@ -4,13 +4,20 @@ its own relaxation from there (relax.committee)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from crystalflow_core.io import read_jsonl
+from crystalflow_core.io import read_jsonl, resume_jsonl
 from crystalflow_core.materials.calculators import PotentialWorker, potential_fields, potential_pool
-from crystalflow_core.materials.relax import RelaxSettings, enthalpy_per_atom, finished, relax_many
+from crystalflow_core.materials.relax import (
+    RelaxSettings,
+    calculation_key,
+    enthalpy_per_atom,
+    finished,
+    relax_many,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,40 +49,55 @@ class StaticWorker(PotentialWorker):
         return out
 
 
-def static_many(items: list[tuple], name: str, workers: int = 1, progress: bool = True) -> dict:
-    """{id: record} of potential `name`'s energy and enthalpy per atom of (id, Structure, pressure) items."""
+def static_many(items: list[tuple], name: str, workers: int = 1, progress: bool = True, out=None) -> dict:
+    """{id: record} of potential `name`'s energy and enthalpy per atom of (id, Structure, pressure) items.
+    `out`: a jsonl file the records are kept in; the ids already there are not computed again (resume)."""
     import tempfile
 
     if not items:
         return {}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "static.jsonl"
-        chunks = [items[i : i + 8] for i in range(0, len(items), 8)]
+    if out is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return static_many(items, name, workers, progress, Path(tmp) / "static.jsonl")
+    done = {r["id"] for r in resume_jsonl(out)}
+    todo = [item for item in items if item[0] not in done]
+    if todo:
+        chunks = [todo[i : i + 8] for i in range(0, len(todo), 8)]
         potential_pool(StaticWorker, {"model": name}, chunks, workers, out, f"static ({name})", progress)
-        return {r["id"]: r for r in read_jsonl(out)}
+    want = {item[0] for item in items}
+    return {r["id"]: r for r in read_jsonl(out) if r["id"] in want}
 
 
-def second_opinion(items: list[tuple], section: dict, name: str, workers: int = 1) -> dict:
+def second_opinion(items: list[tuple], section: dict, name: str, workers: int = 1, cache=None) -> dict:
     """{id: record} of potential `name` on (id, Structure, pressure) `items` that another potential relaxed:
     its energy and enthalpy per atom on each (static), or with `section["committee_relax"]` its own
     relaxation from there (`section`: the validated relax section). Each record holds the `structure` its
-    energy belongs to."""
+    energy belongs to. `cache`: a jsonl file each opinion is kept in under its id and `calculation_key`, so an
+    interrupted stage resumes there and a rerun judges no unchanged structure again."""
     import tempfile
 
     from crystalflow_core.crystals.crystal import structure_from
 
-    if section["committee_relax"]:
+    if cache is None:
         with tempfile.TemporaryDirectory() as tmp:
-            settings = RelaxSettings.from_section(section, model=name, record_energies=False)
-            out = {r["id"]: r for r in relax_many(items, Path(tmp) / "second.jsonl", settings, workers)}
-        for r in out.values():
-            if finished(r):
-                r["structure"] = structure_from(r["final"])
-            else:
-                r["error"] = r.get("error") or "not relaxed"
-        return out
-    out = static_many(items, name, workers)
-    for sid, s, _ in items:
-        if sid in out:
-            out[sid]["structure"] = s
+            return second_opinion(items, section, name, workers, Path(tmp) / "second.jsonl")
+    how = asdict(RelaxSettings.from_section(section, model=name, record_energies=False))
+    how = [name, how if section["committee_relax"] else "static"]  # the potential, and its relaxation or not
+    tagged = [(f"{sid}@{calculation_key(s, p, how)}", s, p) for sid, s, p in items]
+    given = {tag: s for tag, s, _ in tagged}
+    if section["committee_relax"]:
+        settings = RelaxSettings.from_section(section, model=name, record_energies=False)
+        got = {r["id"]: r for r in relax_many(tagged, cache, settings, workers) if r["id"] in given}
+    else:
+        got = static_many(tagged, name, workers, out=cache)
+    out = {}
+    for tag, r in got.items():
+        r = {**r, "id": tag.rsplit("@", 1)[0]}
+        if not section["committee_relax"]:
+            r["structure"] = given[tag]
+        elif finished(r):
+            r["structure"] = structure_from(r["final"])
+        else:
+            r["error"] = r.get("error") or "not relaxed"
+        out[r["id"]] = r
     return out

@@ -48,7 +48,7 @@ from crystalflow_core.materials.prediction.generators import (
     with_generators,
 )
 from crystalflow_core.materials.prediction.ranking import committee_rerank, rank_polymorphs, with_e_hull
-from crystalflow_core.materials.prediction.refine import apply_refinement, refine_items, refine_key
+from crystalflow_core.materials.prediction.refine import apply_refinement, refine_items
 from crystalflow_core.materials.prediction.scan import phase_diagram
 from crystalflow_core.materials.prediction.search import (
     Twins,
@@ -59,7 +59,7 @@ from crystalflow_core.materials.prediction.search import (
     stopped_groups,
 )
 from crystalflow_core.materials.prediction.symmetry import write_symmetrised_cifs
-from crystalflow_core.materials.relax import RelaxSettings, relax_many
+from crystalflow_core.materials.relax import RelaxSettings, calculation_key, relax_many
 from crystalflow_core.stages.common import (
     ensure_writable,
     open_sampler,
@@ -365,7 +365,7 @@ def _refined(job: dict, cands, ranked, finals: dict, cache: str, workers: int) -
     )
     setting = relax_key(settings)
     todo = refine_items(ranked, finals, rank["refine_top"])
-    items = [(f"{sid}@{refine_key(s, p, setting)}", s, p) for sid, s, p in todo]
+    items = [(f"{sid}@{calculation_key(s, p, setting)}", s, p) for sid, s, p in todo]
     want = {tagged for tagged, _, _ in items}
     recs = relax_many(items, cache, settings, workers=workers, progress=False)
     done = {r["id"].rsplit("@", 1)[0]: {**r, "id": r["id"].rsplit("@", 1)[0]} for r in recs if r["id"] in want}
@@ -383,8 +383,9 @@ def predict_rank(  # noqa: PLR0913  (the job, its inputs and outputs, its worker
     hull_inputs: dict | None = None,
 ):
     """Per candidate and per distinct polymorph; CIFs of the `top_n` ranks; every relaxed candidate in one
-    extxyz. `out`: the stage's outputs by name (candidates, ranked, cif, extxyz, phase) and `refined`, the
-    refinements kept across reruns (Layout.predict_refined); `hull_inputs`: the hull's files the stage declared."""
+    extxyz. `out`: the stage's outputs by name (candidates, ranked, cif, extxyz, phase), `refined` and
+    `second`, the refinements and the committee's opinions kept across reruns (Layout.predict_refined,
+    Layout.predict_second_opinion); `hull_inputs`: the hull's files the stage declared."""
     candidates_out, ranked_out, cif_dir, extxyz_out, phase_out = (
         out[k] for k in ("candidates", "ranked", "cif", "extxyz", "phase")
     )
@@ -399,7 +400,7 @@ def predict_rank(  # noqa: PLR0913  (the job, its inputs and outputs, its worker
     if len(ranked) and (ranked["pressure_gpa"] == 0).any():
         ranked = with_e_hull(cfg, ranked, finals, {r["id"]: record_energy_scale(r) for r in rel}, hull_inputs)
     calc = PotentialWorker(job["relax"]["model"]).calc if len(ranked) else None
-    ranked = committee_rerank(job, ranked, finals, name, workers)  # and the order by rank.by
+    ranked = committee_rerank(job, ranked, finals, name, workers, out.get("second"))  # and the order by rank.by
     ranked = write_symmetrised_cifs(job, ranked, finals, Path(cif_dir), calc)
     write_extxyz(cands, finals, extxyz_out)
     write_csv_atomic(phase_diagram(job, ranked, finals, calc), phase_out)

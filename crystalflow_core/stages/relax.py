@@ -70,9 +70,11 @@ def stability(  # noqa: PLR0913  (the run's inputs, its output and its workers)
     out: str,
     workers: int,
     hull_inputs: dict | None = None,
+    second_cache: str | None = None,
 ):
     """Per-structure table: formation energies (before/after relaxation), E_hull, unique, new; with a
-    committee (`relax.committee`), the second potential's E_hull beside it, the spread and the flags."""
+    committee (`relax.committee`), the second potential's E_hull beside it, the spread and the flags (its
+    opinions kept in `second_cache` across reruns, second_opinion)."""
     require(samples, *relaxed, *novelty_pts)
     ensure_writable(out)
     samples_by_id = {r["id"]: r for r in read_jsonl(samples)}
@@ -84,7 +86,7 @@ def stability(  # noqa: PLR0913  (the run's inputs, its output and its workers)
     committee = run["relax"]["committee"]
     if committee:
         items = [(d["id"], relaxed_structure(d), d.get("pressure_gpa") or 0.0) for d in rel if finished(d)]
-        second = second_opinion(items, run["relax"], committee[1], workers)
+        second = second_opinion(items, run["relax"], committee[1], workers, second_cache)
         df = committee_columns(df, committee[1], second, refs, hull, run["relax"]["committee_threshold"])
         log.info(
             "committee %s: %d of %d structures with both E_hull, %d disagree by more than %g eV/atom",

@@ -17,7 +17,7 @@ from crystalflow_core.materials.calculators import load_potential, potential_fie
 from crystalflow_core.materials.hull import LocalHull, load_elemental_refs
 from crystalflow_core.materials.potentials import POTENTIALS
 from crystalflow_core.materials.prediction.ranking import committee_ranks
-from crystalflow_core.materials.relax import RelaxSettings, relax_structure
+from crystalflow_core.materials.relax import RelaxSettings, calculation_key, relax_structure
 
 pytest.importorskip("sevenn", reason="sevenn not installed (pip install -e '.[sevenn]')")
 
@@ -159,3 +159,40 @@ def test_committee_is_the_relaxer_and_one_other():
         cfgmod.validate(cfg, mirror_check=False)
     run["relax"]["committee"] = ["chgnet", "sevennet"]
     assert cfgmod.validate(cfg, mirror_check=False)["runs"]["r"]["relax"]["committee"] == ["chgnet", "sevennet"]
+
+
+def test_second_opinions_are_kept_and_a_rerun_judges_only_what_changed(tmp_path, monkeypatch):
+    """An interrupted committee stage resumes: each opinion is kept in the cache under its structure's key; a
+    rerun computes none again, a changed structure (strained 2 %) once more, and a torn last line is dropped."""
+    from crystalflow_core.materials import second_opinion as so
+
+    computed = []
+
+    def counting_pool(worker, settings, chunks, *args, **kwargs):
+        computed.extend(sid for chunk in chunks for sid, _, _ in chunk)
+        return pool(worker, settings, chunks, *args, **kwargs)
+
+    pool = so.potential_pool
+    monkeypatch.setattr(so, "potential_pool", counting_pool)
+    section = {**cfgmod.defaults("relax"), "committee": ["sevennet", "chgnet"]}
+    nacl = _prim("Fm-3m", 5.64, ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cscl = _prim("Pm-3m", 4.12, ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cache = tmp_path / "second_opinion.jsonl"
+    first = so.second_opinion([("a", nacl, 0.0), ("b", cscl, 0.0)], section, "chgnet", 1, cache)
+    static = ["chgnet", "static"]  # how it judged: the potential's static energy
+    assert computed == [f"a@{calculation_key(nacl, 0.0, static)}", f"b@{calculation_key(cscl, 0.0, static)}"]
+    assert set(first) == {"a", "b"} and first["a"]["structure"] is nacl and first["a"]["potential"] == "chgnet"
+    with open(cache, "a") as fh:
+        fh.write('{"id": "c@0123", "energy_per')  # a stage killed mid-write
+    computed.clear()
+    again = so.second_opinion([("a", nacl, 0.0), ("b", cscl, 0.0)], section, "chgnet", 1, cache)
+    assert computed == [] and {k: r["energy_per_atom"] for k, r in again.items()} == {
+        k: r["energy_per_atom"] for k, r in first.items()
+    }
+    strained = cscl.copy()
+    strained.scale_lattice(cscl.volume * 1.02**3)
+    changed = so.second_opinion([("a", nacl, 0.0), ("b", strained, 0.0)], section, "chgnet", 1, cache)
+    assert [c.split("@")[0] for c in computed] == ["b"]
+    assert changed["a"]["energy_per_atom"] == first["a"]["energy_per_atom"]
+    assert changed["b"]["energy_per_atom"] != pytest.approx(first["b"]["energy_per_atom"], abs=1e-4)
+    assert len(so.read_jsonl(cache)) == 3  # a, b, and b strained

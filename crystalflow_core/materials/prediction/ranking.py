@@ -258,15 +258,18 @@ def order_by(ranked: pd.DataFrame, basis: str, second: str | None, tie_mev: floa
     return pd.concat(out, ignore_index=True)
 
 
-def committee_rerank(job: dict, ranked: pd.DataFrame, finals: dict, name: str, workers: int) -> pd.DataFrame:
+def committee_rerank(  # noqa: PLR0913  (the job, its polymorphs, its cache and workers)
+    job: dict, ranked: pd.DataFrame, finals: dict, name: str, workers: int, cache=None
+) -> pd.DataFrame:
     """With `relax.committee`: the top polymorphs re-ranked under the second potential, flags where the two
-    disagree by more than `rank.disagree_mev` (committee_ranks); then ordered by `rank.by` (order_by)."""
+    disagree by more than `rank.disagree_mev` (committee_ranks); then ordered by `rank.by` (order_by).
+    `cache`: where the second potential's opinions are kept across reruns (second_opinion)."""
     potential = committee_second(job["relax"])
     if potential is None or not len(ranked):
         return order_by(ranked, "first", None, job["rank"]["tie_mev"])
     top = ranked[ranked["rank"] <= job["top_n"]]
     items = [(r["best_id"], finals[r["best_id"]], float(r["pressure_gpa"])) for _, r in top.iterrows()]
-    second = second_opinion(items, job["relax"], potential, workers)
+    second = second_opinion(items, job["relax"], potential, workers, cache)
     ranked = committee_ranks(ranked, potential, second, job["top_n"], job["rank"]["disagree_mev"] / 1000.0)
     n_changed, n_dis = int(ranked["committee_rank_changed"].sum()), int(ranked["committee_disagrees"].sum())
     committee = "+".join(job["relax"]["committee"])

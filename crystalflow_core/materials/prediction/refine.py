@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
-from crystalflow_core.io import content_key
 from crystalflow_core.materials.prediction.candidates import spacegroup
 from crystalflow_core.materials.relax import finished
 
@@ -24,18 +22,6 @@ def refine_items(ranked: pd.DataFrame, finals: dict, top: int) -> list[tuple]:
     lead group has rank 1, so all of them)."""
     rows = ranked[ranked["rank"].astype(int) <= top]
     return [(r["best_id"], finals[r["best_id"]], float(r["pressure_gpa"])) for _, r in rows.iterrows()]
-
-
-def refine_key(structure, pressure: float, settings_key: str) -> str:
-    """A short key of what a refinement starts from (the polymorph's relaxed structure to 1e-6, its pressure) and
-    how it runs: a refinement kept under another key is not this one."""
-    start = [
-        np.round(structure.lattice.matrix, 6).tolist(),
-        [site.specie.Z for site in structure],
-        np.round(structure.frac_coords, 6).tolist(),
-        float(pressure),
-    ]
-    return content_key([start, settings_key])
 
 
 def _merge(keep: pd.Series, gone: pd.Series) -> pd.Series:
