@@ -19,6 +19,12 @@ and the package's (one backward pass, weights frozen); per calculator candidates
 call, and how far the final enthalpies and step counts agree with 0.11.0's.
 
   OMP_NUM_THREADS=1 python benchmarks/chgnet_batch.py --relax SAMPLES.jsonl [-k 40] [--steps 150]
+
+With --profile, the package's one-pass evaluation of the RELAXED structures one at a time is also run under
+torch.profiler: the operators by their share of the time, and how many run per structure (where the time of a
+call goes: arithmetic or per-operator overhead).
+
+  OMP_NUM_THREADS=1 python benchmarks/chgnet_batch.py RELAXED.jsonl --profile [--batches]
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ def main():
     ap.add_argument("-n", type=int, default=32)
     ap.add_argument("--batches", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="the one-pass evaluation under torch.profiler too")
     a = ap.parse_args()
     if a.relax:
         return relax_side_by_side(a.relax, a.k, a.steps)
@@ -108,6 +115,24 @@ def main():
     print("|---|---|")
     for name, t in best.items():
         print(f"| {name} | {1000 * t / len(structures):.1f} |")
+    if a.profile:
+        operator_shares(ways["one at a time, one backward pass, weights frozen (this version)"], len(structures))
+
+
+def operator_shares(fn, n: int, rows: int = 12) -> None:
+    """`fn` (n structures' energy, forces and stress) under torch.profiler: the operators by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    print(f"# profiled: {sum(e.count for e in ops) / n:.0f} operator calls per structure, {total / 1000 / n:.1f} ms")
+    print("| operator | share of self time | calls per structure | us per call |")
+    print("|---|---|---|---|")
+    for e in ops[:rows]:
+        share, per_call = 100 * e.self_cpu_time_total / total, e.self_cpu_time_total / e.count
+        print(f"| {e.key} | {share:.1f} % | {e.count / n:.0f} | {per_call:.0f} |")
 
 
 def relax_side_by_side(samples: str, k: int, steps: int) -> None:
