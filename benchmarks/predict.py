@@ -228,7 +228,15 @@ def main():
         help="folder for the searches ({mode}/{generator}/...); a rerun with the same folder and settings resumes "
         "(finished samples and relaxations are kept by the stages). Default: a new temporary folder",
     )
+    ap.add_argument(
+        "--score-only",
+        action="store_true",
+        help="score the searches already in --work as they are (no sampling, relaxing or ranking): the rows of "
+        "searches made by another version, whose stages would start them again",
+    )
     a = ap.parse_args()
+    if a.score_only and not a.work:
+        ap.error("--score-only needs --work (the folder of the searches)")
     header(
         f"structure prediction as a search: {a.compositions} MP-20 test compositions drawn with seed {a.seed}, "
         f"{a.candidates} candidates each: model, random search (pyxtal), prototypes and their mixture"
@@ -287,9 +295,20 @@ def main():
         job = cfg["predict"]["bench"]
         outcomes: dict[str, dict[str, str]] = {}  # the first ranking's, per generator
         for gen in a.generators:
-            gjob, samples, relaxed, times = search(cfg, job, model, gen, work / gen, training, a.workers)
+            if a.score_only:
+                relaxed, times = [Layout(str(work / gen)).predict_relaxed("bench", 0)], (math.nan, math.nan)
+            else:
+                gjob, samples, relaxed, times = search(cfg, job, model, gen, work / gen, training, a.workers)
             for ranking in a.rankings:
-                outs = rank_with(cfg, gjob, samples, relaxed, work / gen, ranking, a.workers)
+                if a.score_only:
+                    folder = work / gen / f"rank_{ranking}"
+                    outs = {"candidates": folder / "candidates.csv", "ranked": folder / "ranked.csv"}
+                    outs["seconds"] = math.nan
+                    missing = [str(f) for f in (*relaxed, outs["candidates"], outs["ranked"]) if not Path(f).exists()]
+                    if missing:
+                        raise SystemExit(f"--score-only: {missing[0]} not found: run this search first")
+                else:
+                    outs = rank_with(cfg, gjob, samples, relaxed, work / gen, ranking, a.workers)
                 got = score(known, lowest, outs, relaxed, f"{gen}, {mode}, {ranking}", times)
                 outcomes.setdefault(gen, got)
         if len(outcomes) > 1:
