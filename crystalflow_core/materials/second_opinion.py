@@ -11,6 +11,7 @@ import numpy as np
 
 from crystalflow_core.io import read_jsonl, resume_jsonl
 from crystalflow_core.materials.calculators import PotentialWorker, potential_fields, potential_pool
+from crystalflow_core.materials.potentials import potential
 from crystalflow_core.materials.relax import (
     RelaxSettings,
     calculation_key,
@@ -82,7 +83,8 @@ def second_opinion(items: list[tuple], section: dict, name: str, workers: int = 
         with tempfile.TemporaryDirectory() as tmp:
             return second_opinion(items, section, name, workers, Path(tmp) / "second.jsonl")
     how = asdict(RelaxSettings.from_section(section, model=name, record_energies=False))
-    how = [name, how if section["committee_relax"] else "static"]  # the potential, and its relaxation or not
+    # the potential (its package version and model too), and its relaxation or its static energy
+    how = [potential_fields(potential(name)), how if section["committee_relax"] else "static"]
     tagged = [(f"{sid}@{calculation_key(s, p, how)}", s, p) for sid, s, p in items]
     given = {tag: s for tag, s, _ in tagged}
     if section["committee_relax"]:

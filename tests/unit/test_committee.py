@@ -179,7 +179,7 @@ def test_second_opinions_are_kept_and_a_rerun_judges_only_what_changed(tmp_path,
     cscl = _prim("Pm-3m", 4.12, ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     cache = tmp_path / "second_opinion.jsonl"
     first = so.second_opinion([("a", nacl, 0.0), ("b", cscl, 0.0)], section, "chgnet", 1, cache)
-    static = ["chgnet", "static"]  # how it judged: the potential's static energy
+    static = [potential_fields(POTENTIALS["chgnet"]), "static"]  # how it judged: the potential's static energy
     assert computed == [f"a@{calculation_key(nacl, 0.0, static)}", f"b@{calculation_key(cscl, 0.0, static)}"]
     assert set(first) == {"a", "b"} and first["a"]["structure"] is nacl and first["a"]["potential"] == "chgnet"
     with open(cache, "a") as fh:
