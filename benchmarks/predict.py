@@ -276,11 +276,10 @@ def main():
         work.mkdir(parents=True, exist_ok=True)
         print(f"# {mode}: searches in {work}", flush=True)
         table = work / "compositions.csv"
-        with open(table, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["formula", "z"])
-            for _, formula, z, *_ in known:
-                w.writerow([formula, z if mode == "given" else "auto"])
+        rows = [["formula", "z"], *([formula, z if mode == "given" else "auto"] for _, formula, z, *_ in known)]
+        if not a.score_only:  # (a search may be reading it)
+            with open(table, "w", newline="") as fh:
+                csv.writer(fh).writerows(rows)
         job = {
             "run": a.run,
             "compositions": str(table),
