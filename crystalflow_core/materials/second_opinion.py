@@ -82,13 +82,12 @@ def second_opinion(items: list[tuple], section: dict, name: str, workers: int = 
     if cache is None:
         with tempfile.TemporaryDirectory() as tmp:
             return second_opinion(items, section, name, workers, Path(tmp) / "second.jsonl")
-    how = asdict(RelaxSettings.from_section(section, model=name, record_energies=False))
+    settings = RelaxSettings.from_section(section, model=name, record_energies=False)
     # the potential (its package version and model too), and its relaxation or its static energy
-    how = [potential_fields(potential(name)), how if section["committee_relax"] else "static"]
+    how = [potential_fields(potential(name)), asdict(settings) if section["committee_relax"] else "static"]
     tagged = [(f"{sid}@{calculation_key(s, p, how)}", s, p) for sid, s, p in items]
     given = {tag: s for tag, s, _ in tagged}
     if section["committee_relax"]:
-        settings = RelaxSettings.from_section(section, model=name, record_energies=False)
         got = {r["id"]: r for r in relax_many(tagged, cache, settings, workers) if r["id"] in given}
     else:
         got = static_many(tagged, name, workers, out=cache)
