@@ -96,6 +96,17 @@ def calculation_key(structure, pressure: float, how) -> str:
     return content_key([start, how])
 
 
+def keyed(items: list[tuple], how) -> list[tuple]:
+    """(id, Structure, pressure) `items` with each id tagged `id@calculation_key`, so that a result kept under
+    the tagged id (a relaxation or static file a stage resumes from) is this calculation's and no other's."""
+    return [(f"{sid}@{calculation_key(s, p, how)}", s, p) for sid, s, p in items]
+
+
+def untagged(tagged_id: str) -> str:
+    """The id `keyed` tagged."""
+    return tagged_id.rsplit("@", 1)[0]
+
+
 class _Timeout(Exception):
     pass
 

@@ -14,10 +14,11 @@ from crystalflow_core.materials.calculators import PotentialWorker, potential_fi
 from crystalflow_core.materials.potentials import potential
 from crystalflow_core.materials.relax import (
     RelaxSettings,
-    calculation_key,
     enthalpy_per_atom,
     finished,
+    keyed,
     relax_many,
+    untagged,
 )
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def second_opinion(items: list[tuple], section: dict, name: str, workers: int = 
     settings = RelaxSettings.from_section(section, model=name, record_energies=False)
     # the potential (its package version and model too), and its relaxation or its static energy
     how = [potential_fields(potential(name)), asdict(settings) if section["committee_relax"] else "static"]
-    tagged = [(f"{sid}@{calculation_key(s, p, how)}", s, p) for sid, s, p in items]
+    tagged = keyed(items, how)
     given = {tag: s for tag, s, _ in tagged}
     if section["committee_relax"]:
         got = {r["id"]: r for r in relax_many(tagged, cache, settings, workers) if r["id"] in given}
@@ -93,7 +94,7 @@ def second_opinion(items: list[tuple], section: dict, name: str, workers: int = 
         got = static_many(tagged, name, workers, out=cache)
     out = {}
     for tag, r in got.items():
-        r = {**r, "id": tag.rsplit("@", 1)[0]}
+        r = {**r, "id": untagged(tag)}
         if not section["committee_relax"]:
             r["structure"] = given[tag]
         elif finished(r):

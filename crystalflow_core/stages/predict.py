@@ -59,7 +59,7 @@ from crystalflow_core.materials.prediction.search import (
     stopped_groups,
 )
 from crystalflow_core.materials.prediction.symmetry import write_symmetrised_cifs
-from crystalflow_core.materials.relax import RelaxSettings, calculation_key, relax_many
+from crystalflow_core.materials.relax import RelaxSettings, keyed, relax_many, untagged
 from crystalflow_core.stages.common import (
     ensure_writable,
     open_sampler,
@@ -363,12 +363,10 @@ def _refined(job: dict, cands, ranked, finals: dict, cache: str, workers: int) -
     settings = RelaxSettings.from_section(
         job["relax"], fmax=rank["refine_fmax"], steps=rank["refine_steps"], record_energies=False
     )
-    setting = relax_key(settings)
-    todo = refine_items(ranked, finals, rank["refine_top"])
-    items = [(f"{sid}@{calculation_key(s, p, setting)}", s, p) for sid, s, p in todo]
+    items = keyed(refine_items(ranked, finals, rank["refine_top"]), relax_key(settings))
     want = {tagged for tagged, _, _ in items}
     recs = relax_many(items, cache, settings, workers=workers, progress=False)
-    done = {r["id"].rsplit("@", 1)[0]: {**r, "id": r["id"].rsplit("@", 1)[0]} for r in recs if r["id"] in want}
+    done = {untagged(r["id"]): {**r, "id": untagged(r["id"])} for r in recs if r["id"] in want}
     return apply_refinement(cands, ranked, finals, done, job)
 
 
