@@ -119,7 +119,7 @@ def main():
         )
         runs[kind] = (run, ckpt)
 
-    print("| model | stage device | items | stage s | flagged | CPU s (same items, same checkpoint) | apart |")
+    print("| model | stage device | items | stage s | flagged | CPU s (precision), same items | apart |")
     print("|---|---|---|---|---|---|---|")
     for kind, (run, ckpt) in runs.items():
         shard = out / f"samples_{kind}.jsonl"
@@ -137,7 +137,7 @@ def main():
         device = "cuda" if torch.cuda.is_available() else "cpu"
         print(
             f"| {kind} | {device} ({recs[0].get('precision', '?')}) | {len(recs)} | {dt:.1f} | {flagged} | "
-            f"{dt_cpu:.1f} | {apart(recs, on_cpu)} |",
+            f"{dt_cpu:.1f} ({on_cpu[0].get('precision', '?')}) | {apart(recs, on_cpu)} |",
             flush=True,
         )
 
