@@ -14,7 +14,7 @@ from crystalflow_core.materials.calculators import load_potential
 from crystalflow_core.materials.prediction.candidates import candidate_table
 from crystalflow_core.materials.prediction.ranking import rank_polymorphs
 from crystalflow_core.materials.prediction.search import relax_group, twins
-from crystalflow_core.materials.relax import RelaxSettings, RelaxWorker, relax_structure
+from crystalflow_core.materials.relax import RelaxSettings, RelaxWorker, keyed, relax_structure, untagged
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +217,20 @@ def test_the_probe_pass_gives_every_later_candidate_a_ceiling(tmp_path):
     }
     assert probed["a"]["converged"] and not probed["a"].get("abandoned")
     assert probed["b"]["abandoned"] and probed["c"]["abandoned"] and probed["b"]["steps"] == 2
+
+
+def test_a_kept_result_is_found_only_under_its_own_calculation():
+    """`keyed` tags each id with its structure, pressure and settings; `untagged` gives the id back (ids with
+    an '@' of their own too), and any other start or setting gives another tag."""
+    s = _rocksalt()
+    tagged = keyed([("mp-1@x", s, 0.0)], {"fmax": 0.1})[0][0]
+    assert untagged(tagged) == "mp-1@x"
+    assert keyed([("mp-1@x", s.copy(), 0.0)], {"fmax": 0.1})[0][0] == tagged  # the same calculation
+    moved = s.copy()
+    moved.translate_sites([0], [0.01, 0, 0])
+    others = [
+        keyed([("mp-1@x", s, 1.0)], {"fmax": 0.1}),  # another pressure
+        keyed([("mp-1@x", s, 0.0)], {"fmax": 0.05}),  # other settings
+        keyed([("mp-1@x", moved, 0.0)], {"fmax": 0.1}),  # another start
+    ]
+    assert len({tagged, *(o[0][0] for o in others)}) == 4
